@@ -1,0 +1,168 @@
+"""Base distributions of flows, as modules so that their parameters and buffers follow the flow
+(``state_dict``, ``.to(device)``, ``.double()``).
+
+Each base computes ``log_prob`` and draws samples directly (the hot path of training), and
+builds the equivalent Pyro distribution with :meth:`Base.distribution` when one is needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Base(nn.Module):
+    """A distribution on vectors of size ``dim`` whose parameters live in a module."""
+
+    dim: int
+    has_rsample: bool = True
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def rsample(self, shape: torch.Size) -> Tensor:
+        """Reparametrised draws of shape ``shape + (dim,)``."""
+        raise NotImplementedError
+
+    def sample(self, shape: torch.Size) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(shape)
+
+    def distribution(self, batch_shape: torch.Size = torch.Size()) -> dist.TorchDistribution:
+        """The same distribution as a Pyro distribution with the given batch shape."""
+        raise NotImplementedError
+
+
+class StandardNormal(Base):
+    """``N(0, I)`` in ``dim`` dimensions.
+
+    Example:
+        >>> StandardNormal(2).log_prob(torch.zeros(2))
+        tensor(-1.8379)
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("loc", torch.zeros(dim))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return -0.5 * (z.square().sum(-1) + self.dim * _LOG_2PI)
+
+    def rsample(self, shape: torch.Size) -> Tensor:
+        return torch.randn(*shape, self.dim, dtype=self.loc.dtype, device=self.loc.device)
+
+    def distribution(self, batch_shape: torch.Size = torch.Size()) -> dist.TorchDistribution:
+        normal = dist.Normal(self.loc, torch.ones_like(self.loc))
+        return normal.expand(torch.Size(batch_shape) + (self.dim,)).to_event(1)
+
+
+class DiagNormal(Base):
+    """Gaussian with learnable mean and diagonal scale."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        u = (z - self.loc) * torch.exp(-self.log_scale)
+        return -0.5 * (u.square().sum(-1) + self.dim * _LOG_2PI) - self.log_scale.sum()
+
+    def rsample(self, shape: torch.Size) -> Tensor:
+        eps = torch.randn(*shape, self.dim, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc + eps * torch.exp(self.log_scale)
+
+    def distribution(self, batch_shape: torch.Size = torch.Size()) -> dist.TorchDistribution:
+        normal = dist.Normal(self.loc, torch.exp(self.log_scale))
+        return normal.expand(torch.Size(batch_shape) + (self.dim,)).to_event(1)
+
+
+class GaussianMixture(Base):
+    """Mixture of ``components`` diagonal Gaussians with learnable weights, means and scales
+    (the base of MAF MoG). Not reparametrisable: use ``sample``, not ``rsample``.
+
+    Means start spread with a seeded generator so that components differ.
+    """
+
+    has_rsample = False
+
+    def __init__(self, dim: int, components: int = 10, seed: int = 0):
+        super().__init__()
+        self.dim, self.components = dim, components
+        generator = torch.Generator().manual_seed(seed)
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.loc = nn.Parameter(torch.randn(components, dim, generator=generator))
+        self.log_scale = nn.Parameter(torch.zeros(components, dim))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        u = (z[..., None, :] - self.loc) * torch.exp(-self.log_scale)
+        comp = -0.5 * (u.square().sum(-1) + self.dim * _LOG_2PI) - self.log_scale.sum(-1)
+        return torch.logsumexp(comp + F.log_softmax(self.logits, -1), dim=-1)
+
+    def rsample(self, shape: torch.Size) -> Tensor:
+        raise NotImplementedError("a Gaussian mixture base has no reparametrised sampler; "
+                                  "use sample() or another base")
+
+    def sample(self, shape: torch.Size) -> Tensor:
+        with torch.no_grad():
+            k = torch.distributions.Categorical(logits=self.logits).sample(torch.Size(shape))
+            eps = torch.randn(*shape, self.dim, dtype=self.loc.dtype, device=self.loc.device)
+            return self.loc[k] + eps * torch.exp(self.log_scale[k])
+
+    def distribution(self, batch_shape: torch.Size = torch.Size()) -> dist.TorchDistribution:
+        mixture = dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits),
+            dist.Normal(self.loc, torch.exp(self.log_scale)).to_event(1),
+        )
+        return mixture.expand(torch.Size(batch_shape))
+
+
+class UniformBox(Base):
+    """Uniform distribution on the box ``[low, high]`` (default the unit hypercube); ``-inf``
+    log-density outside."""
+
+    def __init__(self, dim: int, low: float | Tensor = 0.0, high: float | Tensor = 1.0):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).expand(dim).clone())
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).expand(dim).clone())
+        if not bool((self.high > self.low).all()):
+            raise ValueError("every upper bound must exceed its lower bound")
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        inside = ((z >= self.low) & (z <= self.high)).all(-1)
+        log_volume = torch.log(self.high - self.low).sum()
+        return torch.where(inside, -log_volume, torch.full_like(log_volume, -math.inf))
+
+    def rsample(self, shape: torch.Size) -> Tensor:
+        u = torch.rand(*shape, self.dim, dtype=self.low.dtype, device=self.low.device)
+        return self.low + u * (self.high - self.low)
+
+    def distribution(self, batch_shape: torch.Size = torch.Size()) -> dist.TorchDistribution:
+        uniform = dist.Uniform(self.low, self.high, validate_args=False)
+        return uniform.expand(torch.Size(batch_shape) + (self.dim,)).to_event(1)
+
+
+def make_base(base: str | Base, dim: int, components: int = 10, seed: int = 0) -> Base:
+    """A base from its name: ``"normal"``, ``"diag_normal"``, ``"mog"`` or ``"uniform"``."""
+    if isinstance(base, Base):
+        if base.dim != dim:
+            raise ValueError(f"base has dim {base.dim}, expected {dim}")
+        return base
+    choices = {
+        "normal": lambda: StandardNormal(dim),
+        "diag_normal": lambda: DiagNormal(dim),
+        "mog": lambda: GaussianMixture(dim, components, seed),
+        "uniform": lambda: UniformBox(dim),
+    }
+    if base not in choices:
+        raise ValueError(f"base must be one of {sorted(choices)} or a Base, got {base!r}")
+    return choices[base]()

@@ -1,0 +1,45 @@
+"""Elementwise affine map ``y = x * exp(log_scale) + shift``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def soft_clamp(x: Tensor, bound: float) -> Tensor:
+    """Smoothly squash ``x`` into ``(-bound, bound)`` with ``bound * tanh(x / bound)``.
+
+    Unlike a hard clamp with a straight-through gradient, the gradient is the true one: it
+    shrinks near the bound instead of pushing parameters further out.
+
+    Example:
+        >>> soft_clamp(torch.tensor([0.0, 100.0]), 3.0)
+        tensor([0., 3.])
+    """
+    return bound * torch.tanh(x / bound)
+
+
+def affine(
+    x: Tensor, shift: Tensor, log_scale: Tensor, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Apply ``y = x * exp(log_scale) + shift`` (or its inverse) elementwise.
+
+    Args:
+        x: input of any shape.
+        shift: broadcastable with ``x``.
+        log_scale: broadcastable with ``x``.
+        inverse: apply ``x = (y - shift) * exp(-log_scale)`` instead.
+
+    Returns:
+        ``(output, log|d output / d x|)``, both of the broadcast shape.
+
+    Example:
+        >>> y, ladj = affine(torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([0.0]))
+        >>> y, ladj
+        (tensor([2.]), tensor([0.]))
+    """
+    if inverse:
+        out = (x - shift) * torch.exp(-log_scale)
+        return out, (-log_scale).expand_as(out)
+    out = x * torch.exp(log_scale) + shift
+    return out, log_scale.expand_as(out)

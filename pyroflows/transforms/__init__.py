@@ -1,0 +1,27 @@
+"""Flow layers as Pyro ``TransformModule`` / ``ConditionalTransformModule`` subclasses."""
+
+from pyroflows.transforms.autoregressive import MaskedAutoregressive
+from pyroflows.transforms.base import ConditionedTransform, FlowTransform
+from pyroflows.transforms.coupling import Coupling, alternating_mask
+from pyroflows.transforms.elementwise import ElementwiseAffine, SigmoidBox
+from pyroflows.transforms.normalization import ActNorm, BatchNorm
+from pyroflows.transforms.permutation import LULinear, Permutation
+from pyroflows.transforms.univariate import RQS, Affine, PiecewiseLinear, Univariate
+
+__all__ = [
+    "RQS",
+    "ActNorm",
+    "Affine",
+    "BatchNorm",
+    "ConditionedTransform",
+    "Coupling",
+    "ElementwiseAffine",
+    "FlowTransform",
+    "LULinear",
+    "MaskedAutoregressive",
+    "Permutation",
+    "PiecewiseLinear",
+    "SigmoidBox",
+    "Univariate",
+    "alternating_mask",
+]

@@ -1,0 +1,84 @@
+"""Coupling layer: RealNVP, coupling NSF and piecewise-linear coupling from one class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from pyroflows.nn import MLP
+from pyroflows.transforms.base import FlowTransform
+from pyroflows.transforms.univariate import Affine, Univariate
+
+
+def alternating_mask(dim: int, parity: int = 0) -> Tensor:
+    """Boolean mask of the features that pass through unchanged: every other feature."""
+    return torch.arange(dim) % 2 == parity % 2
+
+
+class Coupling(FlowTransform):
+    """Coupling layer (Dinh et al., 2017): features under ``mask`` pass through unchanged and,
+    with the context, parametrise an elementwise transform of the others. Both directions cost
+    one network pass.
+
+    Args:
+        dim: number of features (at least 2).
+        univariate: the elementwise transform (default affine: RealNVP).
+        context_dim: size of the context (0: unconditional).
+        hidden: conditioner hidden sizes.
+        mask: boolean tensor of shape ``(dim,)``, True for the features that pass through
+            (default: the first ``dim // 2``).
+        residual: residual conditioner blocks.
+        activation: activation module class.
+
+    Example:
+        >>> layer = Coupling(4)
+        >>> x, ladj = layer.call_and_ladj(torch.randn(7, 4))
+        >>> x.shape, ladj.shape
+        (torch.Size([7, 4]), torch.Size([7]))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        univariate: Univariate | None = None,
+        context_dim: int = 0,
+        hidden: Sequence[int] = (64, 64),
+        mask: Tensor | None = None,
+        residual: bool = False,
+        activation: type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__(dim, context_dim)
+        if dim < 2:
+            raise ValueError("a coupling layer needs dim >= 2; use MaskedAutoregressive for 1-D")
+        if mask is None:
+            mask = torch.arange(dim) < dim // 2
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.shape != (dim,) or mask.all() or not mask.any():
+            raise ValueError("mask must be a boolean vector of length dim with both values")
+        self.univariate = univariate if univariate is not None else Affine()
+        kept, changed = torch.nonzero(mask)[:, 0], torch.nonzero(~mask)[:, 0]
+        self.register_buffer("mask", mask)
+        self.register_buffer("kept", kept)
+        self.register_buffer("changed", changed)
+        self.register_buffer("merge", torch.argsort(torch.cat([kept, changed])))
+        self.net = MLP(len(kept), len(changed) * self.univariate.num_params, context_dim,
+                       hidden, activation, residual).zero_output_()
+
+    def _apply(self, u: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        u_kept, u_changed = u[..., self.kept], u[..., self.changed]
+        params = self.net(u_kept, context).unflatten(-1, (len(self.changed), -1))
+        u_changed = u_changed.expand(params.shape[:-1])
+        v_changed, ladj = self.univariate(u_changed, params, inverse=inverse)
+        u_kept = u_kept.expand(v_changed.shape[:-1] + u_kept.shape[-1:])
+        return torch.cat([u_kept, v_changed], dim=-1)[..., self.merge], ladj.sum(-1)
+
+    def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._apply(z, context, inverse=False)
+
+    def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._apply(x, context, inverse=True)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, univariate={self.univariate}"

@@ -1,0 +1,69 @@
+"""One-dimensional bijections that autoregressive and coupling layers apply to each feature.
+
+A univariate transform maps raw parameters (the conditioner network's output, shape
+``x.shape + (num_params,)``) to an elementwise monotonic map. Layers take one as an argument:
+``MaskedAutoregressive(dim, Affine())`` is MAF, ``MaskedAutoregressive(dim, RQS(bins=8))`` is
+the autoregressive neural spline flow, ``Coupling(dim, Affine())`` is RealNVP.
+With all raw parameters 0 each of them is the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from pyroflows.ops import affine, piecewise_linear, rational_quadratic_spline, soft_clamp
+
+
+@dataclass(frozen=True)
+class Affine:
+    """``y = x * exp(s) + t`` with the log-scale ``s`` softly clamped to ``(-scale_bound, scale_bound)``."""
+
+    scale_bound: float = 5.0
+
+    @property
+    def num_params(self) -> int:
+        return 2
+
+    def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        log_scale = soft_clamp(params[..., 1], self.scale_bound)
+        return affine(x, params[..., 0], log_scale, inverse=inverse)
+
+
+@dataclass(frozen=True)
+class RQS:
+    """Monotonic rational-quadratic spline with ``bins`` bins on ``[-bound, bound]``, identity
+    outside (Durkan et al., 2019)."""
+
+    bins: int = 8
+    bound: float = 5.0
+
+    @property
+    def num_params(self) -> int:
+        return 3 * self.bins - 1
+
+    def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        k = self.bins
+        return rational_quadratic_spline(
+            x, params[..., :k], params[..., k : 2 * k], params[..., 2 * k :],
+            bound=self.bound, inverse=inverse,
+        )
+
+
+@dataclass(frozen=True)
+class PiecewiseLinear:
+    """Monotonic piecewise-linear map of ``[0, 1]`` with ``bins`` equal-width bins
+    (Müller et al., 2018); identity outside the unit interval."""
+
+    bins: int = 8
+
+    @property
+    def num_params(self) -> int:
+        return self.bins
+
+    def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        return piecewise_linear(x, params, inverse=inverse)
+
+
+Univariate = Affine | RQS | PiecewiseLinear
