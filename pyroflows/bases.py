@@ -108,8 +108,9 @@ class GaussianMixture(Base):
         return torch.logsumexp(comp + F.log_softmax(self.logits, -1), dim=-1)
 
     def rsample(self, shape: torch.Size) -> Tensor:
-        raise NotImplementedError("a Gaussian mixture base has no reparametrised sampler; "
-                                  "use sample() or another base")
+        raise NotImplementedError(
+            "a Gaussian mixture base has no reparametrised sampler; use sample() or another base"
+        )
 
     def sample(self, shape: torch.Size) -> Tensor:
         with torch.no_grad():

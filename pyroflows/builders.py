@@ -78,8 +78,16 @@ def autoregressive_flow(
     """
 
     def make(i: int) -> FlowTransform:
-        return MaskedAutoregressive(dim, univariate, context_dim, hidden, _order(i, order, seed),
-                                    residual, activation, inverse)
+        return MaskedAutoregressive(
+            dim,
+            univariate,
+            context_dim,
+            hidden,
+            _order(i, order, seed),
+            residual,
+            activation,
+            inverse,
+        )
 
     return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed)
 
@@ -100,14 +108,16 @@ def coupling_flow(
     """A stack of :class:`Coupling` layers with alternating masks (``dim >= 2``)."""
 
     def make(i: int) -> FlowTransform:
-        return Coupling(dim, univariate, context_dim, hidden, alternating_mask(dim, i),
-                        residual, activation)
+        return Coupling(
+            dim, univariate, context_dim, hidden, alternating_mask(dim, i), residual, activation
+        )
 
     return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed)
 
 
-def maf(dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] = (64, 64),
-        **kwargs) -> Flow:
+def maf(
+    dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] = (64, 64), **kwargs
+) -> Flow:
     """Masked autoregressive flow (Papamakarios et al., 2017): affine MADE layers, ``log_prob``
     in one pass per layer. ``base="mog"`` gives MAF MoG, ``batch_norm=True`` the paper's
     BatchNorm layers. Other arguments: see :func:`autoregressive_flow`.
@@ -120,17 +130,25 @@ def maf(dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] =
     return autoregressive_flow(dim, Affine(), context_dim, layers, hidden, **kwargs)
 
 
-def iaf(dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] = (64, 64),
-        **kwargs) -> Flow:
+def iaf(
+    dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] = (64, 64), **kwargs
+) -> Flow:
     """Inverse autoregressive flow (Kingma et al., 2016): sampling and scoring one's own samples
     in one pass per layer, ``log_prob`` of external data in ``dim`` passes. The usual choice of
     variational guide."""
-    return autoregressive_flow(dim, Affine(), context_dim, layers, hidden, inverse=True,
-                               **kwargs)
+    return autoregressive_flow(dim, Affine(), context_dim, layers, hidden, inverse=True, **kwargs)
 
 
-def nsf(dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] = (64, 64),
-        bins: int = 8, bound: float = 5.0, coupling: bool = False, **kwargs) -> Flow:
+def nsf(
+    dim: int,
+    context_dim: int = 0,
+    layers: int = 5,
+    hidden: Sequence[int] = (64, 64),
+    bins: int = 8,
+    bound: float = 5.0,
+    coupling: bool = False,
+    **kwargs,
+) -> Flow:
     """Neural spline flow (Durkan et al., 2019): rational-quadratic splines on
     ``[-bound, bound]`` (identity outside), autoregressive by default or coupling with
     ``coupling=True``.
@@ -146,15 +164,22 @@ def nsf(dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] =
     return autoregressive_flow(dim, spline, context_dim, layers, hidden, **kwargs)
 
 
-def realnvp(dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] = (64, 64),
-            **kwargs) -> Flow:
+def realnvp(
+    dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] = (64, 64), **kwargs
+) -> Flow:
     """RealNVP (Dinh et al., 2017): affine coupling layers with alternating masks."""
     return coupling_flow(dim, Affine(), context_dim, layers, hidden, **kwargs)
 
 
-def piecewise_linear(dim: int, context_dim: int = 0, layers: int = 5,
-                     hidden: Sequence[int] = (64, 64), bins: int = 8, coupling: bool = True,
-                     **kwargs) -> Flow:
+def piecewise_linear(
+    dim: int,
+    context_dim: int = 0,
+    layers: int = 5,
+    hidden: Sequence[int] = (64, 64),
+    bins: int = 8,
+    coupling: bool = True,
+    **kwargs,
+) -> Flow:
     """Piecewise-linear flow on the unit hypercube (Müller et al., 2018), with a uniform base:
     coupling layers by default (``dim >= 2``), autoregressive with ``coupling=False``."""
     kwargs.setdefault("base", UniformBox(dim))

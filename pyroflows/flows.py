@@ -48,8 +48,10 @@ class Flow(nn.Module):
             if t.dim != base.dim:
                 raise ValueError(f"layer {t} acts on {t.dim} features, the base on {base.dim}")
             if t.context_dim not in (0, context_dim):
-                raise ValueError(f"layer {t} expects a context of size {t.context_dim}, "
-                                 f"the flow has context_dim={context_dim}")
+                raise ValueError(
+                    f"layer {t} expects a context of size {t.context_dim}, "
+                    f"the flow has context_dim={context_dim}"
+                )
         self.transforms = nn.ModuleList(transforms)
         self.base = base
         self.dim = base.dim
@@ -63,6 +65,10 @@ class Flow(nn.Module):
 
     def check_inputs(self, x: Tensor | None, context: Tensor | None) -> None:
         """Raise a ``ValueError`` naming the problem if ``x`` or ``context`` cannot be used."""
+        if self.context_dim and context is None:
+            raise ValueError(f"this flow is conditional: pass a context of size {self.context_dim}")
+        if not self.context_dim and context is not None:
+            raise ValueError("this flow is unconditional (context_dim=0) but got a context")
         ref = self._reference()
         for name, t, size in (("x", x, self.dim), ("context", context, self.context_dim)):
             if t is None:
@@ -72,23 +78,25 @@ class Flow(nn.Module):
             if not t.is_floating_point():
                 raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
             if t.dtype != ref.dtype:
-                raise ValueError(f"{name} has dtype {t.dtype} but the flow is {ref.dtype}; "
-                                 f"convert one of them (e.g. flow.to({t.dtype}))")
+                raise ValueError(
+                    f"{name} has dtype {t.dtype} but the flow is {ref.dtype}; "
+                    f"convert one of them (e.g. flow.to({t.dtype}))"
+                )
             if t.dim() == 0 or t.shape[-1] != size:
-                raise ValueError(f"{name} must have {size} features in its last dimension, "
-                                 f"got shape {tuple(t.shape)}")
+                raise ValueError(
+                    f"{name} must have {size} features in its last dimension, "
+                    f"got shape {tuple(t.shape)}"
+                )
             if not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} contains NaN or infinite values")
-        if self.context_dim and context is None:
-            raise ValueError(f"this flow is conditional: pass a context of size {self.context_dim}")
-        if not self.context_dim and context is not None:
-            raise ValueError("this flow is unconditional (context_dim=0) but got a context")
         if x is not None and context is not None:
             try:
                 torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
             except RuntimeError:
-                raise ValueError(f"batch shapes of x {tuple(x.shape)} and context "
-                                 f"{tuple(context.shape)} do not broadcast") from None
+                raise ValueError(
+                    f"batch shapes of x {tuple(x.shape)} and context "
+                    f"{tuple(context.shape)} do not broadcast"
+                ) from None
 
     # -- distribution -------------------------------------------------------------------------
     def forward(self, context: Tensor | None = None) -> FlowDistribution:
@@ -128,8 +136,9 @@ class Flow(nn.Module):
             log_prob = log_prob - ladj
         return z, log_prob
 
-    def rsample_and_log_prob(self, shape: Shape = (), context: Tensor | None = None
-                             ) -> tuple[Tensor, Tensor]:
+    def rsample_and_log_prob(
+        self, shape: Shape = (), context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Reparametrised draws of shape ``shape + context.shape[:-1] + (dim,)`` and their
         log-density, computed in the same pass."""
         return self._sample(shape, context, reparam=True)
@@ -157,8 +166,9 @@ class FlowDistribution(dist.TransformedDistribution):
 
     arg_constraints: dict = {}
 
-    def __init__(self, flow: Flow, context: Tensor | None = None,
-                 batch_shape: torch.Size | None = None):
+    def __init__(
+        self, flow: Flow, context: Tensor | None = None, batch_shape: torch.Size | None = None
+    ):
         if batch_shape is None:
             batch_shape = context.shape[:-1] if context is not None else torch.Size()
         self.flow = flow
@@ -172,13 +182,15 @@ class FlowDistribution(dist.TransformedDistribution):
 
     def log_prob(self, value: Tensor) -> Tensor:
         return self.flow.log_prob(value, self.context).expand(
-            torch.broadcast_shapes(value.shape[:-1], self.batch_shape))
+            torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        )
 
     def _draw(self, sample_shape: Shape, reparam: bool) -> tuple[Tensor, Tensor]:
         shape = _shape(sample_shape)
         context = self.context
-        extra = self.batch_shape[: len(self.batch_shape) - (0 if context is None
-                                                            else context.dim() - 1)]
+        extra = self.batch_shape[
+            : len(self.batch_shape) - (0 if context is None else context.dim() - 1)
+        ]
         return self.flow._sample(shape + extra, context, reparam)
 
     def rsample(self, sample_shape: Shape = torch.Size()) -> Tensor:

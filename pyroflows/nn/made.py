@@ -80,10 +80,11 @@ class MLP(nn.Module):
         self.input = _linear(in_features, hidden[0], next_mask())
         self.context_layer = nn.Linear(context, hidden[0], bias=False) if context > 0 else None
         self.hidden = nn.ModuleList()
-        for h_in, h_out in zip(hidden[:-1], hidden[1:]):
+        for h_in, h_out in zip(hidden[:-1], hidden[1:], strict=True):
             if residual:
-                block = nn.ModuleList([_linear(h_in, h_in, next_mask()),
-                                       _linear(h_in, h_out, next_mask())])
+                block = nn.ModuleList(
+                    [_linear(h_in, h_in, next_mask()), _linear(h_in, h_out, next_mask())]
+                )
                 nn.init.zeros_(block[1].weight)
                 nn.init.zeros_(block[1].bias)
                 self.hidden.append(block)
@@ -179,14 +180,21 @@ class MADE(MLP):
         span = max(features - 1, 1)
         hidden_degrees = [torch.arange(h) % span + low for h in hidden]
         masks = [(hidden_degrees[0][:, None] >= degrees[None, :])]
-        for d_in, d_out in zip(hidden_degrees[:-1], hidden_degrees[1:]):
+        for d_in, d_out in zip(hidden_degrees[:-1], hidden_degrees[1:], strict=True):
             if residual:
                 masks.append(d_in[:, None] >= d_in[None, :])
             masks.append(d_out[:, None] >= d_in[None, :])
         out_degrees = degrees.repeat_interleave(params)
         masks.append(out_degrees[:, None] > hidden_degrees[-1][None, :])
-        super().__init__(features, features * params, context, hidden, activation, residual,
-                         [m.float() for m in masks])
+        super().__init__(
+            features,
+            features * params,
+            context,
+            hidden,
+            activation,
+            residual,
+            [m.float() for m in masks],
+        )
         self.features, self.params = features, params
         self.register_buffer("degrees", degrees)
 

@@ -38,8 +38,9 @@ def piecewise_linear(x: Tensor, logits: Tensor, inverse: bool = False) -> tuple[
     inside = (x >= 0.0) & (x <= 1.0)
     u = x.clamp(0.0, 1.0)
     if inverse:
-        index = torch.searchsorted(cdf[..., 1:-1].contiguous(), u[..., None].contiguous(),
-                                   right=True)
+        index = torch.searchsorted(
+            cdf[..., 1:-1].contiguous(), u[..., None].contiguous(), right=True
+        )
     else:
         index = (u * bins).floor().long().clamp(max=bins - 1)[..., None]
     q = torch.gather(mass, -1, index)[..., 0]

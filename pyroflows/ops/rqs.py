@@ -28,8 +28,14 @@ def _knots(raw: Tensor, bound: float, minimum: float) -> Tensor:
     edges = F.pad(torch.cumsum(sizes, dim=-1), (1, 0))
     edges = 2.0 * bound * edges - bound
     # Pin the ends exactly so that the interval is covered without gaps from rounding.
-    return torch.cat([torch.full_like(edges[..., :1], -bound), edges[..., 1:-1],
-                      torch.full_like(edges[..., :1], bound)], dim=-1)
+    return torch.cat(
+        [
+            torch.full_like(edges[..., :1], -bound),
+            edges[..., 1:-1],
+            torch.full_like(edges[..., :1], bound),
+        ],
+        dim=-1,
+    )
 
 
 def rational_quadratic_spline(
@@ -73,8 +79,9 @@ def rational_quadratic_spline(
     inside = (x >= -bound) & (x <= bound)
     u = x.clamp(-bound, bound)
     knots_in = knots_y if inverse else knots_x
-    index = torch.searchsorted(knots_in[..., 1:-1].contiguous(), u[..., None].contiguous(),
-                               right=True)
+    index = torch.searchsorted(
+        knots_in[..., 1:-1].contiguous(), u[..., None].contiguous(), right=True
+    )
 
     def pick(t: Tensor, shift: int = 0) -> Tensor:
         return torch.gather(t, -1, index + shift)[..., 0]

@@ -51,8 +51,9 @@ class MaskedAutoregressive(FlowTransform):
     ):
         super().__init__(dim, context_dim)
         self.univariate = univariate if univariate is not None else Affine()
-        self.net = MADE(dim, self.univariate.num_params, context_dim, hidden, order,
-                        activation, residual).zero_output_()
+        self.net = MADE(
+            dim, self.univariate.num_params, context_dim, hidden, order, activation, residual
+        ).zero_output_()
         self.iaf = bool(inverse)
         self.inverse_is_fast = not self.iaf
 
@@ -61,8 +62,9 @@ class MaskedAutoregressive(FlowTransform):
         """Degrees of the features: feature ``i`` depends on features of lower degree."""
         return self.net.degrees
 
-    def _pass(self, net_input: Tensor, u: Tensor, context: Tensor | None,
-              inverse: bool) -> tuple[Tensor, Tensor]:
+    def _pass(
+        self, net_input: Tensor, u: Tensor, context: Tensor | None, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
         params = self.net(net_input, context)
         u = u.expand(params.shape[:-1])
         v, ladj = self.univariate(u, params, inverse=inverse)

@@ -68,14 +68,18 @@ class FlowTransform(TransformModule, ConditionalTransformModule):
         """The transform for a given context (``None`` when ``context_dim == 0``)."""
         if self.context_dim == 0:
             if context is not None and context.shape[-1] != 0:
-                raise ValueError("this transform is unconditional (context_dim=0) "
-                                 f"but got a context of shape {tuple(context.shape)}")
+                raise ValueError(
+                    "this transform is unconditional (context_dim=0) "
+                    f"but got a context of shape {tuple(context.shape)}"
+                )
             return ConditionedTransform(self, None)
         if context is None:
             raise ValueError(f"this transform needs a context of size {self.context_dim}")
         if context.shape[-1] != self.context_dim:
-            raise ValueError(f"context has size {context.shape[-1]} in its last dimension, "
-                             f"expected {self.context_dim}")
+            raise ValueError(
+                f"context has size {context.shape[-1]} in its last dimension, "
+                f"expected {self.context_dim}"
+            )
         return ConditionedTransform(self, context)
 
     def _bound(self) -> ConditionedTransform:

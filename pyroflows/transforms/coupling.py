@@ -63,10 +63,16 @@ class Coupling(FlowTransform):
         self.register_buffer("kept", kept)
         self.register_buffer("changed", changed)
         self.register_buffer("merge", torch.argsort(torch.cat([kept, changed])))
-        self.net = MLP(len(kept), len(changed) * self.univariate.num_params, context_dim,
-                       hidden, activation, residual).zero_output_()
+        self.net = MLP(
+            len(kept),
+            len(changed) * self.univariate.num_params,
+            context_dim,
+            hidden,
+            activation,
+            residual,
+        ).zero_output_()
 
-    def _apply(self, u: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _couple(self, u: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         u_kept, u_changed = u[..., self.kept], u[..., self.changed]
         params = self.net(u_kept, context).unflatten(-1, (len(self.changed), -1))
         u_changed = u_changed.expand(params.shape[:-1])
@@ -75,10 +81,10 @@ class Coupling(FlowTransform):
         return torch.cat([u_kept, v_changed], dim=-1)[..., self.merge], ladj.sum(-1)
 
     def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._apply(z, context, inverse=False)
+        return self._couple(z, context, inverse=False)
 
     def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._apply(x, context, inverse=True)
+        return self._couple(x, context, inverse=True)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, univariate={self.univariate}"

@@ -85,7 +85,6 @@ class LULinear(FlowTransform):
         lower, upper = self._factors()
         rows = (z - self.bias)[..., self.inverse_permutation]
         flat = rows.reshape(-1, self.dim)
-        y = torch.linalg.solve_triangular(lower.T, flat, upper=True, left=False,
-                                          unitriangular=True)
+        y = torch.linalg.solve_triangular(lower.T, flat, upper=True, left=False, unitriangular=True)
         x = torch.linalg.solve_triangular(upper.T, y, upper=False, left=False)
         return x.reshape(rows.shape), (-self.log_diag.sum()).expand(zero_ladj(z, context).shape)

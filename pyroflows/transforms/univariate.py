@@ -18,7 +18,7 @@ from pyroflows.ops import affine, piecewise_linear, rational_quadratic_spline, s
 
 @dataclass(frozen=True)
 class Affine:
-    """``y = x * exp(s) + t`` with the log-scale ``s`` softly clamped to ``(-scale_bound, scale_bound)``."""
+    """``y = x * exp(s) + t`` with ``s`` soft-clamped to ``(-scale_bound, scale_bound)``."""
 
     scale_bound: float = 5.0
 
@@ -46,8 +46,12 @@ class RQS:
     def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         k = self.bins
         return rational_quadratic_spline(
-            x, params[..., :k], params[..., k : 2 * k], params[..., 2 * k :],
-            bound=self.bound, inverse=inverse,
+            x,
+            params[..., :k],
+            params[..., k : 2 * k],
+            params[..., 2 * k :],
+            bound=self.bound,
+            inverse=inverse,
         )
 
 

@@ -1,0 +1,10 @@
+"""Doctest set-up: ``torch`` is available in every example and the seed is fixed."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _doctest_namespace(doctest_namespace):
+    torch.manual_seed(0)
+    doctest_namespace["torch"] = torch

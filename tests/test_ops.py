@@ -1,0 +1,108 @@
+"""The pure maths in ``pyroflows.ops``: round trips, derivatives against autograd, tails."""
+
+import pytest
+import torch
+
+from pyroflows.ops import affine, piecewise_linear, rational_quadratic_spline, soft_clamp
+
+F64 = torch.float64
+
+
+def _rqs(x, params, inverse=False, bound=3.0):
+    w, h, d = params
+    return rational_quadratic_spline(x, w, h, d, bound=bound, inverse=inverse)
+
+
+def _pl(x, params, inverse=False):
+    return piecewise_linear(x, params[0], inverse=inverse)
+
+
+def _affine(x, params, inverse=False):
+    return affine(x, params[0], params[1], inverse=inverse)
+
+
+def _params(kind, n, bins=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "rqs":
+        return (
+            torch.randn(n, bins, generator=g, dtype=F64) * 2,
+            torch.randn(n, bins, generator=g, dtype=F64) * 2,
+            torch.randn(n, bins - 1, generator=g, dtype=F64) * 2,
+        )
+    if kind == "linear":
+        return (torch.randn(n, bins, generator=g, dtype=F64) * 2,)
+    return (torch.randn(n, generator=g, dtype=F64), torch.randn(n, generator=g, dtype=F64))
+
+
+CASES = {
+    "affine": (_affine, "affine", lambda n: torch.randn(n, dtype=F64) * 3),
+    "rqs": (_rqs, "rqs", lambda n: torch.linspace(-4.0, 4.0, n, dtype=F64)),
+    "piecewise-linear": (_pl, "linear", lambda n: torch.linspace(0.001, 0.999, n, dtype=F64)),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_round_trip_and_inverse_log_derivative(name):
+    fn, kind, inputs = CASES[name]
+    x = inputs(257)
+    params = _params(kind, 257)
+    y, ladj = fn(x, params)
+    back, ladj_inv = fn(y, params, inverse=True)
+    assert (back - x).abs().max() < 1e-10
+    assert (ladj + ladj_inv).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_log_derivative_matches_autograd(name):
+    fn, kind, inputs = CASES[name]
+    x = inputs(101).requires_grad_(True)
+    params = _params(kind, 101, seed=1)
+    y, ladj = fn(x, params)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.allclose(grad.log(), ladj, atol=1e-9)
+    assert bool((grad > 0).all()), "the map must be increasing"
+
+
+def test_rqs_is_identity_with_unit_derivative_outside_and_continuous_at_bound():
+    params = _params("rqs", 6)
+    x = torch.tensor([-1e6, -50.0, -3.0 - 1e-9, 3.0 + 1e-9, 50.0, 1e6], dtype=F64)
+    y, ladj = _rqs(x, params)
+    assert torch.equal(y, x) or (y - x).abs().max() < 1e-6
+    assert ladj.abs().max() < 1e-6
+    # Derivative at the bound from inside equals 1 (no kink), so log-derivative -> 0.
+    inside = torch.tensor([-3.0 + 1e-7, 3.0 - 1e-7], dtype=F64)
+    params2 = tuple(p[:2] for p in params)
+    _, ladj_in = _rqs(inside, params2)
+    assert ladj_in.abs().max() < 1e-5
+
+
+def test_rqs_zero_parameters_give_identity():
+    x = torch.linspace(-4, 4, 33, dtype=F64)
+    zeros = tuple(torch.zeros(33, k, dtype=F64) for k in (8, 8, 7))
+    y, ladj = _rqs(x, zeros)
+    assert (y - x).abs().max() < 1e-12 and ladj.abs().max() < 1e-12
+
+
+def test_rqs_bins_cover_interval_monotonically():
+    params = _params("rqs", 1)
+    x = torch.linspace(-3.0, 3.0, 2001, dtype=F64)
+    y, _ = _rqs(x, tuple(p.expand(2001, -1) for p in params))
+    assert bool((y.diff() > 0).all())
+    assert abs(y[0].item() + 3.0) < 1e-12 and abs(y[-1].item() - 3.0) < 1e-12
+
+
+def test_piecewise_linear_is_cdf_of_bin_masses():
+    logits = torch.tensor([[0.0, 1.0, 2.0]], dtype=F64)
+    mass = torch.softmax(logits, -1)
+    # At the bin edges 1/3 and 2/3 the map equals the cumulative masses.
+    y, _ = piecewise_linear(torch.tensor([1 / 3, 2 / 3], dtype=F64), logits.expand(2, 3))
+    expected = torch.cumsum(mass[0], 0)[:2]
+    assert torch.allclose(y, expected, atol=1e-3)  # small floor on the masses
+
+
+def test_soft_clamp_bounds_and_gradient():
+    x = torch.tensor([-100.0, 0.0, 100.0], requires_grad=True)
+    y = soft_clamp(x, 2.0)
+    assert bool((y.abs() <= 2.0).all())
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert g[1] == pytest.approx(1.0) and g[0] < 1e-6

@@ -1,0 +1,292 @@
+"""One contract that every pyroflows layer passes, in float64 with randomised parameters.
+
+Each case is a constructor ``context_dim -> layer`` plus the domain of its inputs; conditional
+cases run with ``context_dim=2`` through ``.condition(context)`` and batched contexts.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyro.distributions as dist
+import pytest
+import torch
+from conftest import randomize
+
+from pyroflows.transforms import (
+    RQS,
+    ActNorm,
+    Affine,
+    BatchNorm,
+    Coupling,
+    ElementwiseAffine,
+    FlowTransform,
+    LULinear,
+    MaskedAutoregressive,
+    Permutation,
+    PiecewiseLinear,
+    SigmoidBox,
+)
+
+F64 = torch.float64
+D, C = 3, 2
+H = (16, 16)
+
+
+@dataclass
+class Case:
+    make: Callable[[int], FlowTransform]
+    conditional: bool = False
+    domain: str = "real"  # "unit": both sides in (0, 1); "box": data side in (-1, 2)
+
+    def data(self, *shape: int, seed: int = 1) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if self.domain == "unit":
+            return torch.rand(*shape, D, generator=g, dtype=F64) * 0.98 + 0.01
+        if self.domain == "box":
+            return torch.rand(*shape, D, generator=g, dtype=F64) * 2.9 - 0.95
+        return torch.randn(*shape, D, generator=g, dtype=F64) * 1.5
+
+    def base(self, *shape: int, seed: int = 2) -> torch.Tensor:
+        if self.domain == "box":
+            return torch.randn(*shape, D, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        return self.data(*shape, seed=seed)
+
+
+def _ar(univariate, **kw):
+    return lambda c: MaskedAutoregressive(D, univariate, c, H, **kw)
+
+
+def _coupling(univariate, **kw):
+    return lambda c: Coupling(D, univariate, c, H, **kw)
+
+
+CASES = {
+    "maf-affine": Case(_ar(Affine()), conditional=True),
+    "maf-rqs": Case(_ar(RQS(6, 3.0), order="reversed"), conditional=True),
+    "maf-linear": Case(_ar(PiecewiseLinear(5)), conditional=True, domain="unit"),
+    "resmade-rqs": Case(_ar(RQS(6, 3.0), residual=True, order=7), conditional=True),
+    "iaf-affine": Case(_ar(Affine(), inverse=True), conditional=True),
+    "iaf-rqs": Case(_ar(RQS(6, 3.0), inverse=True), conditional=True),
+    "coupling-affine": Case(_coupling(Affine()), conditional=True),
+    "coupling-rqs": Case(_coupling(RQS(6, 3.0), residual=True), conditional=True),
+    "coupling-linear": Case(_coupling(PiecewiseLinear(5)), conditional=True, domain="unit"),
+    "permutation-reversed": Case(lambda c: Permutation.reversed(D, c)),
+    "permutation-random": Case(lambda c: Permutation.random(D, seed=3, context_dim=c)),
+    "lu-linear": Case(lambda c: LULinear(D, seed=1, context_dim=c)),
+    "batchnorm-eval": Case(lambda c: BatchNorm(D, context_dim=c).eval()),
+    "actnorm": Case(lambda c: ActNorm(D, context_dim=c)),
+    "elementwise-affine": Case(
+        lambda c: ElementwiseAffine(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([1.5, 3.0, 0.2]))
+    ),
+    "sigmoid-box": Case(lambda c: SigmoidBox(-torch.ones(D), 2 * torch.ones(D)), domain="box"),
+}
+
+VARIANTS = [(name, 0) for name in CASES] + [(n, C) for n, c in CASES.items() if c.conditional]
+IDS = [f"{name}-ctx{c}" for name, c in VARIANTS]
+
+
+def build(name: str, context_dim: int) -> FlowTransform:
+    layer = CASES[name].make(context_dim).double()
+    return randomize(layer)
+
+
+def context_for(context_dim: int, *shape: int) -> torch.Tensor | None:
+    if not context_dim:
+        return None
+    return torch.randn(*shape, context_dim, generator=torch.Generator().manual_seed(5), dtype=F64)
+
+
+@pytest.fixture(params=VARIANTS, ids=IDS)
+def variant(request):
+    name, context_dim = request.param
+    return name, CASES[name], build(name, context_dim), context_dim
+
+
+def test_round_trip_both_directions(variant):
+    _, case, layer, c = variant
+    x, z, ctx = case.data(64), case.base(64), context_for(c, 64)
+    z_of_x, ladj_inv = layer.inv_and_ladj(x, ctx)
+    back, ladj_fwd = layer.call_and_ladj(z_of_x, ctx)
+    assert (back - x).abs().max() < 1e-10
+    assert (ladj_inv + ladj_fwd).abs().max() < 1e-10
+    x_of_z, _ = layer.call_and_ladj(z, ctx)
+    assert (layer.inv_and_ladj(x_of_z, ctx)[0] - z).abs().max() < 1e-10
+
+
+def _jacobian(fn, point):
+    return torch.autograd.functional.jacobian(fn, point)
+
+
+def test_log_det_matches_autograd_jacobian(variant):
+    _, case, layer, c = variant
+    xs, zs = case.data(4), case.base(4)
+    ctxs = context_for(c, 4)
+    for i in range(4):
+        ctx = None if ctxs is None else ctxs[i]
+        jac = _jacobian(lambda z, ctx=ctx: layer.call_and_ladj(z, ctx)[0], zs[i])
+        assert abs(torch.linalg.slogdet(jac)[1] - layer.call_and_ladj(zs[i], ctx)[1]) < 1e-8
+        jac = _jacobian(lambda x, ctx=ctx: layer.inv_and_ladj(x, ctx)[0], xs[i])
+        assert abs(torch.linalg.slogdet(jac)[1] - layer.inv_and_ladj(xs[i], ctx)[1]) < 1e-8
+
+
+def test_autoregressive_jacobian_is_triangular_in_its_order(variant):
+    name, case, layer, c = variant
+    if not isinstance(layer, MaskedAutoregressive):
+        pytest.skip("not autoregressive")
+    degrees = layer.order
+    ctx = context_for(c)
+    direction = layer.call_and_ladj if layer.iaf else layer.inv_and_ladj
+    jac = _jacobian(lambda u: direction(u, ctx)[0], case.data(seed=9))
+    later = degrees[None, :] > degrees[:, None]  # feature j comes after feature i
+    assert jac[later].abs().max() == 0
+    assert bool((jac.diagonal().abs() > 0).all())
+    assert bool((jac[~later & ~torch.eye(D, dtype=torch.bool)].abs() > 0).any())
+
+
+def test_batched_context_broadcasts_like_a_loop(variant):
+    _, case, layer, c = variant
+    if not c:
+        pytest.skip("unconditional")
+    ctx = context_for(c, 5)
+    x = case.data(7, 5)
+    z, ladj = layer.inv_and_ladj(x, ctx)
+    assert z.shape == (7, 5, D) and ladj.shape == (7, 5)
+    for b in range(5):
+        zb, lb = layer.condition(ctx[b]).inv(x[:, b]), layer.inv_and_ladj(x[:, b], ctx[b])[1]
+        assert torch.allclose(zb, z[:, b], atol=1e-12) and torch.allclose(lb, ladj[:, b])
+    # One context for a whole batch of inputs.
+    z1, l1 = layer.inv_and_ladj(case.data(7), ctx[0])
+    assert z1.shape == (7, D) and l1.shape == (7,)
+
+
+def test_pyro_transformed_distribution_agrees(variant):
+    _, case, layer, c = variant
+    base = dist.Normal(torch.zeros(D, dtype=F64), 1.0).to_event(1)
+    x, ctx = case.data(16), context_for(c, 16)
+    z, ladj = layer.inv_and_ladj(x, ctx)
+    expected = base.log_prob(z) + ladj
+    if c:
+        d = dist.ConditionalTransformedDistribution(base, [layer]).condition(ctx)
+    else:
+        d = dist.TransformedDistribution(base, [layer])
+    assert torch.allclose(d.log_prob(x), expected, atol=1e-12)
+
+
+def test_scoring_the_same_tensor_in_consecutive_steps(variant):
+    """Pyro's own flows raise 'backward through the graph a second time' here."""
+    _, case, layer, c = variant
+    params = list(layer.parameters())
+    if not params:
+        pytest.skip("no parameters")
+    base = dist.Normal(torch.zeros(D, dtype=F64), 1.0).to_event(1)
+    x, ctx = case.data(32), context_for(c, 32)
+    opt = torch.optim.SGD(params, lr=1e-3)
+    losses = []
+    for _ in range(3):
+        d = (
+            dist.ConditionalTransformedDistribution(base, [layer]).condition(ctx)
+            if c
+            else dist.TransformedDistribution(base, [layer])
+        )
+        loss = -d.log_prob(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] != losses[0]
+
+
+def test_far_outside_spline_bounds_is_finite(variant):
+    _, case, layer, c = variant
+    if case.domain != "real":
+        pytest.skip("bounded domain")
+    x = case.data(16) * 1e3
+    ctx = context_for(c, 16)
+    for fn in (layer.inv_and_ladj, layer.call_and_ladj):
+        out, ladj = fn(x, ctx)
+        assert bool(torch.isfinite(out).all() and torch.isfinite(ladj).all())
+
+
+def test_float32_round_trip(variant, record_property):
+    name, case, layer, c = variant
+    layer32 = copy.deepcopy(layer).float()
+    x = case.data(256).float()
+    ctx = context_for(c, 256)
+    ctx = None if ctx is None else ctx.float()
+    z, _ = layer32.inv_and_ladj(x, ctx)
+    err = (layer32.call_and_ladj(z, ctx)[0] - x).abs().max().item()
+    record_property("float32_round_trip_error", err)
+    assert err < 1e-3, f"{name}: float32 round-trip error {err:.2e}"
+
+
+def test_state_dict_round_trip_and_deepcopy_after_use(variant):
+    name, case, layer, c = variant
+    x, ctx = case.data(8), context_for(c, 8)
+    layer.call_and_ladj(*layer.inv_and_ladj(x, ctx)[:1], ctx)
+    dist.TransformedDistribution(
+        dist.Normal(0.0, 1.0).expand([D]).to_event(1), [layer.condition(ctx)]
+    ).log_prob(x)
+    if not c:
+        layer.inv(x)  # leave tensors in the layer's own memory
+    clone = copy.deepcopy(layer)
+    assert torch.equal(clone.inv_and_ladj(x, ctx)[1], layer.inv_and_ladj(x, ctx)[1])
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = build(name, c)
+    randomize(fresh, seed=123)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(fresh.inv_and_ladj(x, ctx)[0], layer.inv_and_ladj(x, ctx)[0])
+
+
+def test_permutation_is_saved_in_state_dict():
+    a, b = Permutation.random(5, seed=1), Permutation.random(5, seed=2)
+    assert not torch.equal(a.permutation, b.permutation)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(3, 5)
+    assert torch.equal(a(x), b(x))
+
+
+def test_batchnorm_inverse_is_exact_in_train_mode():
+    bn = randomize(BatchNorm(D).double())
+    bn.train()
+    x = torch.randn(128, D, dtype=F64) * 3 + 2
+    z, ladj = bn.inv_and_ladj(x)
+    assert (z.mean(0) - bn.beta).abs().max() < 1e-10  # batch statistics were used
+    back, ladj_fwd = bn.call_and_ladj(z)
+    assert (back - x).abs().max() < 1e-10 and (ladj + ladj_fwd).abs().max() < 1e-10
+    # Running averages moved towards the batch statistics.
+    assert bool((bn.running_mean != 0).all())
+
+
+def test_actnorm_initialises_from_the_first_batch_and_keeps_it():
+    an = ActNorm(D).double()
+    x = torch.randn(500, D, dtype=F64) * torch.tensor([1.0, 5.0, 0.1], dtype=F64) + 3
+    z, _ = an.inv_and_ladj(x)
+    assert z.mean(0).abs().max() < 1e-10 and (z.std(0) - 1).abs().max() < 1e-10
+    state = an.state_dict()
+    reloaded = ActNorm(D).double()
+    reloaded.load_state_dict(state)
+    assert bool(reloaded.initialized)
+    assert torch.equal(reloaded.inv_and_ladj(x * 2)[0], an.inv_and_ladj(x * 2)[0])
+
+
+def test_conditional_layer_without_context_raises():
+    layer = MaskedAutoregressive(D, context_dim=C)
+    with pytest.raises(ValueError, match="context of size 2"):
+        layer(torch.randn(4, D))
+    with pytest.raises(ValueError, match="expected 2"):
+        layer.condition(torch.randn(4, 3))
+
+
+def test_invalid_constructions_raise():
+    with pytest.raises(ValueError, match="dim >= 2"):
+        Coupling(1)
+    with pytest.raises(ValueError, match="permutation"):
+        Permutation(torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match="order"):
+        MaskedAutoregressive(3, order="sideways")
