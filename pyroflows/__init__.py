@@ -10,6 +10,7 @@ Example:
 from pyroflows import bases, nn, ops, transforms
 from pyroflows.bases import DiagNormal, GaussianMixture, StandardNormal, UniformBox
 from pyroflows.builders import (
+    build,
     autoregressive_flow,
     coupling_flow,
     iaf,
@@ -18,20 +19,27 @@ from pyroflows.builders import (
     piecewise_linear,
     realnvp,
 )
+from pyroflows.density import DensityEstimator
 from pyroflows.flows import Flow, FlowDistribution
+from pyroflows.train import History, TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DensityEstimator",
     "DiagNormal",
     "Flow",
     "FlowDistribution",
     "GaussianMixture",
+    "History",
     "StandardNormal",
+    "TrainingDiverged",
     "UniformBox",
     "autoregressive_flow",
     "bases",
+    "build",
     "coupling_flow",
+    "fit",
     "iaf",
     "maf",
     "nn",

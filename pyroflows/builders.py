@@ -185,3 +185,25 @@ def piecewise_linear(
     kwargs.setdefault("base", UniformBox(dim))
     build = coupling_flow if coupling else autoregressive_flow
     return build(dim, PiecewiseLinear(bins), context_dim, layers, hidden, **kwargs)
+
+
+FAMILIES: dict[str, Callable[..., Flow]] = {
+    "maf": maf,
+    "nsf": nsf,
+    "realnvp": realnvp,
+    "iaf": iaf,
+    "piecewise_linear": piecewise_linear,
+}
+
+
+def build(family: str, dim: int, context_dim: int = 0, **kwargs) -> Flow:
+    """Build a flow by family name (``"maf"``, ``"nsf"``, ``"realnvp"``, ``"iaf"``,
+    ``"piecewise_linear"``) with the builder's keyword arguments.
+
+    Example:
+        >>> build("realnvp", 4, layers=2).dim
+        4
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"flow family must be one of {sorted(FAMILIES)}, got {family!r}")
+    return FAMILIES[family](dim, context_dim, **kwargs)

@@ -1,0 +1,862 @@
+"""Datasets for density estimation: toy distributions with exact densities, and real data that
+ships inside installed packages (nothing is downloaded).
+
+Toy distributions (:class:`ToyDistribution`) can both draw samples and evaluate their exact
+log-density, so that the divergence ``KL(p || q) = E_p[log p(x) - log q(x)]`` between a toy ``p``
+and a learned flow ``q`` can be estimated without bias from samples of ``p``:
+
+* :func:`gaussian_mixture_2d` -- 1 to many isotropic Gaussians on a circle, ``gap`` apart;
+* :func:`gaussian_mixture` -- Gaussians in ``dim`` dimensions at the vertices of a regular
+  simplex, every pair of means ``gap`` apart;
+* :func:`rings` -- concentric rings (exact density, polar Jacobian included);
+* :func:`checkerboard` -- uniform on the black squares of a checkerboard (exact density);
+* :func:`moons` -- two interleaved half circles with Gaussian noise (samples only).
+
+Real data sets come back as a :class:`Dataset` with a seeded train/validation/test split
+(:func:`split`, 70/15/15 by default, stratified when there are labels):
+:func:`load_digits`, :func:`load_breast_cancer` (scikit-learn) and :func:`load_airports`
+(``vega_datasets``, bundled file). :func:`load` dispatches on a name, toy names included.
+
+Example:
+    >>> from pyroflows import datasets
+    >>> p = datasets.gaussian_mixture_2d(2)
+    >>> x = p.sample(4, seed=0)
+    >>> x.shape, p.log_prob(x).shape
+    ((4, 2), (4,))
+    >>> data = datasets.load("breast_cancer")
+    >>> data.train.shape, data.val.shape, data.test.shape
+    ((399, 30), (85, 30), (85, 30))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Checkerboard",
+    "Dataset",
+    "GaussianMixture",
+    "Moons",
+    "Rings",
+    "ToyDistribution",
+    "checkerboard",
+    "gaussian_mixture",
+    "gaussian_mixture_2d",
+    "list_datasets",
+    "load",
+    "load_airports",
+    "load_breast_cancer",
+    "load_digits",
+    "moons",
+    "rings",
+    "split",
+    "toy",
+]
+
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, Tensor)
+
+_LOG_2PI = math.log(2.0 * math.pi)
+#: Default distance between neighbouring means of the 2-D mixtures: with two components the
+#: means are then exactly ``(-2.5, -2.5)`` and ``(2.5, 2.5)``.
+DEFAULT_GAP_2D = 5.0 * math.sqrt(2.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Toy distributions
+# --------------------------------------------------------------------------------------------
+
+
+class ToyDistribution(ABC):
+    """A distribution on ``R^dim`` that draws seeded samples and (when it can) scores points.
+
+    Subclasses implement :meth:`_sample` (numpy) and, when the density is tractable,
+    :meth:`_log_prob` (torch, so that gradients flow and float32 or float64 both work).
+    :meth:`log_prob` accepts numpy arrays or tensors and answers in the same kind.
+
+    Attributes:
+        name: Short identifier, e.g. ``"mixture_2d-4"``.
+        dim: Dimension of a sample.
+        has_density: Whether :meth:`log_prob` is exact and implemented.
+
+    Example:
+        >>> p = checkerboard()
+        >>> p.dim, p.has_density
+        (2, True)
+        >>> p.log_prob(np.array([[-3.0, 3.0], [-1.0, 3.0]])).round(4)  # black, then white square
+        array([-3.4657,    -inf])
+    """
+
+    name: str
+    dim: int
+    has_density: bool = True
+
+    def sample(self, n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
+        """Draw ``n`` independent samples.
+
+        Args:
+            n: Number of samples.
+            seed: Seed or ``numpy.random.Generator``; the same seed gives the same samples.
+
+        Returns:
+            Array of shape ``(n, dim)``, float64.
+
+        Example:
+            >>> p = gaussian_mixture_2d(4)
+            >>> bool((p.sample(3, seed=1) == p.sample(3, seed=1)).all())
+            True
+        """
+        rng = np.random.default_rng(seed)
+        x = self._sample(int(n), rng)
+        return np.asarray(x, dtype=np.float64).reshape(int(n), self.dim)
+
+    def log_prob(self, x: ArrayOrTensor) -> ArrayOrTensor:
+        """Exact log-density at the rows of ``x``.
+
+        Args:
+            x: Points of shape ``(..., dim)``: a numpy array (computed in float64) or a tensor
+                (computed in its own dtype and device, differentiable).
+
+        Returns:
+            Log-densities of shape ``x.shape[:-1]``, of the same kind as ``x``; ``-inf``
+            outside the support.
+
+        Raises:
+            NotImplementedError: If the distribution has no tractable density.
+            ValueError: If the last dimension of ``x`` is not ``dim``.
+
+        Example:
+            >>> p = gaussian_mixture_2d(1)
+            >>> p.log_prob(torch.zeros(1, 2, dtype=torch.float64))
+            tensor([-1.8379], dtype=torch.float64)
+        """
+        if isinstance(x, Tensor):
+            self._check_dim(x.shape)
+            return self._log_prob(x)
+        arr = np.asarray(x, dtype=np.float64)
+        self._check_dim(arr.shape)
+        return self._log_prob(torch.from_numpy(arr)).numpy()
+
+    def prob(self, x: ArrayOrTensor) -> ArrayOrTensor:
+        """Density ``exp(log_prob(x))``.
+
+        Args:
+            x: Points of shape ``(..., dim)``, numpy array or tensor.
+
+        Returns:
+            Densities of shape ``x.shape[:-1]``, of the same kind as ``x``.
+
+        Example:
+            >>> float(checkerboard().prob(np.array([-3.0, 3.0])))
+            0.03125
+        """
+        lp = self.log_prob(x)
+        return lp.exp() if isinstance(lp, Tensor) else np.exp(lp)
+
+    def _check_dim(self, shape: Sequence[int]) -> None:
+        if len(shape) == 0 or shape[-1] != self.dim:
+            raise ValueError(f"{self.name}: expected points of size {self.dim}, got {tuple(shape)}")
+
+    @abstractmethod
+    def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray: ...
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        raise NotImplementedError(f"{self.name} has no tractable density")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+
+
+class GaussianMixture(ToyDistribution):
+    """Mixture of isotropic Gaussians ``sum_k w_k N(means[k], scales[k]^2 I)``.
+
+    Args:
+        means: Component means, shape ``(K, D)``.
+        scales: Component standard deviations, a scalar or shape ``(K,)``.
+        weights: Mixture weights, shape ``(K,)``, normalised here; equal when ``None``.
+        name: Identifier.
+
+    Attributes:
+        means, scales, weights: The parameters as float64 arrays.
+        mean: Analytic mean of the mixture, shape ``(D,)``.
+        covariance: Analytic covariance of the mixture, shape ``(D, D)``.
+
+    Example:
+        >>> p = GaussianMixture([[0.0, 0.0], [2.0, 0.0]], scales=1.0)
+        >>> p.mean
+        array([1., 0.])
+        >>> p.covariance
+        array([[2., 0.],
+               [0., 1.]])
+    """
+
+    def __init__(
+        self,
+        means: Sequence[Sequence[float]] | np.ndarray,
+        scales: float | Sequence[float] | np.ndarray = 1.0,
+        weights: Sequence[float] | np.ndarray | None = None,
+        name: str = "gaussian_mixture",
+    ):
+        self.means = np.atleast_2d(np.asarray(means, dtype=np.float64))
+        k, self.dim = self.means.shape
+        self.scales = np.broadcast_to(np.asarray(scales, dtype=np.float64), (k,)).copy()
+        w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (k,) or (w < 0).any() or (self.scales <= 0).any():
+            raise ValueError("need K non-negative weights and K positive scales")
+        self.weights = w / w.sum()
+        self.name = name
+
+    @property
+    def n_components(self) -> int:
+        """Number of components ``K``."""
+        return len(self.weights)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Analytic mean ``sum_k w_k mu_k``."""
+        return self.weights @ self.means
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """Analytic covariance ``sum_k w_k (s_k^2 I + mu_k mu_k^T) - mean mean^T``."""
+        second = np.einsum("k,ki,kj->ij", self.weights, self.means, self.means)
+        second += np.eye(self.dim) * (self.weights @ self.scales**2)
+        return second - np.outer(self.mean, self.mean)
+
+    def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        k = rng.choice(self.n_components, size=n, p=self.weights)
+        eps = rng.standard_normal((n, self.dim))
+        return self.means[k] + self.scales[k, None] * eps
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        means = torch.as_tensor(self.means, dtype=x.dtype, device=x.device)
+        scales = torch.as_tensor(self.scales, dtype=x.dtype, device=x.device)
+        log_w = torch.as_tensor(np.log(self.weights), dtype=x.dtype, device=x.device)
+        sq = (x.unsqueeze(-2) - means).square().sum(-1)  # (..., K)
+        log_norm = -0.5 * sq / scales.square() - self.dim * (scales.log() + 0.5 * _LOG_2PI)
+        return torch.logsumexp(log_w + log_norm, dim=-1)
+
+
+def gaussian_mixture_2d(
+    n_components: int = 2, gap: float = DEFAULT_GAP_2D, scale: float = 1.0
+) -> GaussianMixture:
+    """Equal-weight mixture of ``n_components`` isotropic 2-D Gaussians on a circle.
+
+    The means sit on a circle centred at the origin at angles ``pi/4 + 2 pi k / K``, with a
+    distance ``gap`` between neighbouring means (the radius is ``gap / (2 sin(pi / K))``).
+    With the default gap ``5 sqrt(2)`` the two-component mixture is exactly
+    ``N((-2.5, -2.5), I)`` and ``N((2.5, 2.5), I)``, and the four-component one has its means at
+    ``(+-3.54, +-3.54)``. A single component is ``N(0, scale^2 I)`` (``gap`` is ignored). The
+    separation in standard deviations, ``gap / scale``, is what makes modes hard to fit.
+
+    Args:
+        n_components: Number of components ``K >= 1`` (e.g. 1, 2, 4, 7, 10).
+        gap: Euclidean distance between neighbouring means.
+        scale: Standard deviation of every component.
+
+    Returns:
+        A :class:`GaussianMixture` named ``"mixture_2d-K"``.
+
+    Example:
+        >>> gaussian_mixture_2d(2).means.round(6)
+        array([[ 2.5,  2.5],
+               [-2.5, -2.5]])
+        >>> p = gaussian_mixture_2d(7, gap=3.0)
+        >>> float(np.linalg.norm(p.means[1] - p.means[0]))
+        3.0
+    """
+    if n_components < 1:
+        raise ValueError("n_components must be >= 1")
+    if n_components == 1:
+        means = np.zeros((1, 2))
+    else:
+        radius = gap / (2.0 * math.sin(math.pi / n_components))
+        angles = math.pi / 4 + 2 * math.pi * np.arange(n_components) / n_components
+        means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+    return GaussianMixture(means, scale, name=f"mixture_2d-{n_components}")
+
+
+def gaussian_mixture(
+    dim: int = 10, n_components: int = 4, gap: float = 5.0, scale: float = 1.0
+) -> GaussianMixture:
+    """Equal-weight mixture of isotropic Gaussians in ``dim`` dimensions, all means ``gap`` apart.
+
+    The means are the vertices of a regular simplex centred at the origin (so the mixture has
+    mean zero): the centred basis vectors ``e_k - 1/K`` of ``R^K`` expressed in an orthonormal
+    (Helmert) basis of their ``K - 1``-dimensional span, scaled by ``gap / sqrt(2)`` and padded
+    with zeros to ``dim`` coordinates. Every pair of means is exactly ``gap`` apart, so ``gap``
+    alone sets how separated the modes are. Requires ``n_components <= dim + 1``.
+
+    Args:
+        dim: Dimension ``D``.
+        n_components: Number of components ``K``, ``1 <= K <= D + 1``.
+        gap: Euclidean distance between any two means.
+        scale: Standard deviation of every component.
+
+    Returns:
+        A :class:`GaussianMixture` named ``"mixture_{D}d-K"``.
+
+    Example:
+        >>> p = gaussian_mixture(dim=10, n_components=3, gap=4.0)
+        >>> p.means.shape, float(np.linalg.norm(p.means[0] - p.means[2]).round(12))
+        ((3, 10), 4.0)
+        >>> p.log_prob(np.zeros((1, 10))).shape
+        (1,)
+    """
+    if not 1 <= n_components <= dim + 1:
+        raise ValueError(f"need 1 <= n_components <= dim + 1 = {dim + 1}, got {n_components}")
+    k = n_components
+    helmert = np.zeros((max(k - 1, 0), k))  # rows: orthonormal basis of {v : sum(v) = 0}
+    for i in range(1, k):
+        helmert[i - 1, :i] = 1.0
+        helmert[i - 1, i] = -float(i)
+        helmert[i - 1] /= math.sqrt(i * (i + 1))
+    means = np.zeros((k, dim))
+    means[:, : k - 1] = gap / math.sqrt(2.0) * helmert.T
+    return GaussianMixture(means, scale, name=f"mixture_{dim}d-{k}")
+
+
+class Rings(ToyDistribution):
+    """Concentric rings: a radius ``r ~ N(R_k, width^2)`` around ring ``k``, a uniform angle.
+
+    Sampling draws a ring ``k`` with probability ``w_k``, then ``r = R_k + width * eps`` and
+    ``theta ~ U[0, 2 pi)``, and returns ``(r cos theta, r sin theta)``. A negative ``r`` lands at
+    radius ``|r|`` on the opposite side, so the exact density at a point of radius ``rho > 0`` is
+
+    ``p(x) = sum_k w_k [N(rho; R_k, width^2) + N(-rho; R_k, width^2)] / (2 pi rho)``,
+
+    where ``1 / (2 pi rho)`` combines the uniform angle and the polar Jacobian ``1 / rho``.
+
+    Args:
+        radii: Ring radii ``R_k > 0``.
+        width: Standard deviation of the radius around each ring.
+        weights: Ring probabilities; when ``None`` proportional to the radii (so points are
+            about equally dense along every ring).
+
+    Example:
+        >>> p = Rings(radii=(1.0,), width=0.1)
+        >>> p.sample(1000, seed=0).shape
+        (1000, 2)
+        >>> float(p.prob(np.array([1.0, 0.0])).round(4))  # ~ N(0; 0, 0.1^2) / (2 pi)
+        0.6349
+    """
+
+    def __init__(
+        self,
+        radii: Sequence[float] = (1.0, 2.0, 3.0),
+        width: float = 0.1,
+        weights: Sequence[float] | None = None,
+    ):
+        self.radii = np.asarray(radii, dtype=np.float64)
+        if (self.radii <= 0).any() or width <= 0:
+            raise ValueError("radii and width must be positive")
+        w = self.radii if weights is None else np.asarray(weights, dtype=np.float64)
+        self.weights = w / w.sum()
+        self.width = float(width)
+        self.dim = 2
+        self.name = "rings"
+
+    def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        k = rng.choice(len(self.radii), size=n, p=self.weights)
+        r = self.radii[k] + self.width * rng.standard_normal(n)
+        theta = rng.uniform(0.0, 2.0 * math.pi, size=n)
+        return np.stack([r * np.cos(theta), r * np.sin(theta)], axis=-1)
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        radii = torch.as_tensor(self.radii, dtype=x.dtype, device=x.device)
+        log_w = torch.as_tensor(np.log(self.weights), dtype=x.dtype, device=x.device)
+        rho = x.square().sum(-1).sqrt().unsqueeze(-1)  # (..., 1)
+        s = self.width
+        log_n = -0.5 * _LOG_2PI - math.log(s)
+        near = -0.5 * ((rho - radii) / s).square()
+        far = -0.5 * ((rho + radii) / s).square()
+        radial = torch.logsumexp(log_w + log_n + torch.logaddexp(near, far), dim=-1)
+        return radial - math.log(2.0 * math.pi) - rho.squeeze(-1).log()
+
+
+def rings(n_rings: int = 3, spacing: float = 1.0, width: float = 0.1) -> Rings:
+    """Concentric rings at radii ``spacing, 2 spacing, ..., n_rings spacing``.
+
+    Args:
+        n_rings: Number of rings.
+        spacing: Radius of the innermost ring and distance between rings.
+        width: Standard deviation of the radius around each ring.
+
+    Returns:
+        A :class:`Rings` with weights proportional to the radii.
+
+    Example:
+        >>> rings(2).radii
+        array([1., 2.])
+    """
+    return Rings(radii=spacing * np.arange(1, n_rings + 1), width=width)
+
+
+class Checkerboard(ToyDistribution):
+    """Uniform distribution on the black squares of an ``n x n`` board on ``[-bound, bound]^2``.
+
+    Square ``(i, j)`` (column ``i`` along ``x``, row ``j`` along ``y``, counted from the
+    lower-left corner) is black when ``i + j`` is odd, so the lower-left square is white, as in
+    the usual 4 x 4 toy. The density is ``1 / (black area)`` on black squares and 0 elsewhere
+    (squares are half-open ``[a, b)``; the board's right and top edges are excluded).
+
+    Args:
+        n_squares: Squares per side (at least 2).
+        bound: Half the side of the board.
+
+    Example:
+        >>> p = Checkerboard()
+        >>> np.exp(p.log_prob(np.array([[-3.0, -1.0], [-3.0, -3.0], [5.0, 0.0]])))
+        array([0.03125, 0.     , 0.     ])
+    """
+
+    def __init__(self, n_squares: int = 4, bound: float = 4.0):
+        if n_squares < 2 or bound <= 0:
+            raise ValueError("need n_squares >= 2 and bound > 0")
+        self.n_squares = int(n_squares)
+        self.bound = float(bound)
+        self.side = 2.0 * self.bound / self.n_squares
+        self.black = np.array(
+            [(i, j) for i in range(n_squares) for j in range(n_squares) if (i + j) % 2 == 1]
+        )
+        self.log_density = -math.log(len(self.black) * self.side**2)
+        self.dim = 2
+        self.name = "checkerboard"
+
+    def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        cells = self.black[rng.integers(len(self.black), size=n)]
+        return -self.bound + self.side * (cells + rng.uniform(size=(n, 2)))
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        cell = torch.floor((x + self.bound) / self.side)
+        inside = ((cell >= 0) & (cell < self.n_squares)).all(-1)
+        black = inside & (cell.sum(-1).remainder(2) == 1)
+        lp = torch.full(x.shape[:-1], -math.inf, dtype=x.dtype, device=x.device)
+        return lp.masked_fill(black, self.log_density)
+
+
+def checkerboard(n_squares: int = 4, bound: float = 4.0) -> Checkerboard:
+    """Uniform distribution on the black squares of a checkerboard; see :class:`Checkerboard`.
+
+    Args:
+        n_squares: Squares per side.
+        bound: The board is ``[-bound, bound]^2``.
+
+    Returns:
+        A :class:`Checkerboard`.
+
+    Example:
+        >>> p = checkerboard()
+        >>> len(p.black), p.side
+        (8, 2.0)
+    """
+    return Checkerboard(n_squares, bound)
+
+
+class Moons(ToyDistribution):
+    """Two interleaved half circles with isotropic Gaussian noise (like scikit-learn's
+    ``make_moons``, but with uniformly drawn positions along the arcs).
+
+    With probability 1/2 a point is ``(cos t, sin t)``, otherwise ``(1 - cos t, 1/2 - sin t)``,
+    with ``t ~ U[0, pi]``; then ``noise * N(0, I)`` is added. The density is a Gaussian blur of
+    a curve and has no closed form, so :meth:`log_prob` raises ``NotImplementedError``
+    (``has_density`` is ``False``).
+
+    Args:
+        noise: Standard deviation of the added Gaussian noise.
+
+    Example:
+        >>> p = Moons()
+        >>> p.has_density, p.sample(5, seed=0).shape
+        (False, (5, 2))
+    """
+
+    has_density = False
+
+    def __init__(self, noise: float = 0.1):
+        self.noise = float(noise)
+        self.dim = 2
+        self.name = "moons"
+
+    def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        upper = rng.uniform(size=n) < 0.5
+        t = rng.uniform(0.0, math.pi, size=n)
+        x = np.where(upper, np.cos(t), 1.0 - np.cos(t))
+        y = np.where(upper, np.sin(t), 0.5 - np.sin(t))
+        return np.stack([x, y], axis=-1) + self.noise * rng.standard_normal((n, 2))
+
+
+def moons(noise: float = 0.1) -> Moons:
+    """Two moons with Gaussian noise (sampling only); see :class:`Moons`.
+
+    Args:
+        noise: Standard deviation of the added noise.
+
+    Returns:
+        A :class:`Moons`.
+
+    Example:
+        >>> moons(0.05).noise
+        0.05
+    """
+    return Moons(noise)
+
+
+_TOYS: dict[str, Callable[..., ToyDistribution]] = {
+    "mixture_2d": gaussian_mixture_2d,
+    "mixture": gaussian_mixture,
+    "rings": rings,
+    "checkerboard": checkerboard,
+    "moons": moons,
+}
+
+
+def toy(name: str, **kwargs: Any) -> ToyDistribution:
+    """Build a toy distribution by name.
+
+    Args:
+        name: One of ``"mixture_2d"`` (:func:`gaussian_mixture_2d`), ``"mixture"``
+            (:func:`gaussian_mixture`), ``"rings"``, ``"checkerboard"``, ``"moons"``.
+        **kwargs: Passed to the factory, e.g. ``n_components=4, gap=6.0``.
+
+    Returns:
+        The distribution.
+
+    Raises:
+        ValueError: For an unknown name.
+
+    Example:
+        >>> toy("mixture_2d", n_components=4).name
+        'mixture_2d-4'
+    """
+    if name not in _TOYS:
+        raise ValueError(f"unknown toy {name!r}; choose from {sorted(_TOYS)}")
+    return _TOYS[name](**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets and splits
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A data set split into train, validation and test arrays.
+
+    Attributes:
+        name: Identifier.
+        train, val, test: float64 arrays of shape ``(n_split, D)``.
+        y_train, y_val, y_test: Integer labels of shape ``(n_split,)``, or ``None``.
+        feature_names: Names of the ``D`` columns.
+        distribution: The generating :class:`ToyDistribution` for toy data, else ``None``.
+        loc, scale: Per-column shift and scale already applied, so the original data are
+            ``train * scale + loc`` (0 and 1 unless :meth:`standardized` was called).
+
+    Example:
+        >>> d = load("moons", n=100)
+        >>> d.dim, len(d.train), d.distribution.name
+        (2, 70, 'moons')
+    """
+
+    name: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    y_train: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    feature_names: tuple[str, ...] = ()
+    distribution: ToyDistribution | None = None
+    loc: np.ndarray | float = 0.0
+    scale: np.ndarray | float = 1.0
+
+    @property
+    def dim(self) -> int:
+        """Number of columns ``D``."""
+        return self.train.shape[1]
+
+    def standardized(self) -> Dataset:
+        """Return a copy whose columns are shifted and scaled by the training mean and std.
+
+        Columns with zero training std are only shifted. ``loc`` and ``scale`` record the
+        transformation (so densities of the standardized data differ by ``sum(log scale)``).
+
+        Returns:
+            A new :class:`Dataset`.
+
+        Example:
+            >>> d = load("airports").standardized()
+            >>> np.allclose(d.train.mean(0), 0.0), np.allclose(d.train.std(0), 1.0)
+            (True, True)
+        """
+        loc = self.train.mean(0)
+        scale = self.train.std(0)
+        scale = np.where(scale > 0, scale, 1.0)
+        return dataclasses.replace(
+            self,
+            train=(self.train - loc) / scale,
+            val=(self.val - loc) / scale,
+            test=(self.test - loc) / scale,
+            loc=self.loc + self.scale * loc,
+            scale=self.scale * scale,
+        )
+
+
+def split(
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded random split of row indices into train, validation and test.
+
+    The test and validation sizes are ``round(fraction * n)``; the training set gets the rest.
+    With labels ``y`` the split is stratified (scikit-learn's ``train_test_split``, twice), so
+    every class keeps about its overall proportion in each part.
+
+    Args:
+        x: Data, shape ``(n, ...)`` (only its length is used).
+        y: Optional labels of shape ``(n,)`` to stratify on.
+        fractions: Train, validation and test fractions, summing to 1.
+        seed: Seed; the same seed gives the same split.
+
+    Returns:
+        Three disjoint index arrays ``(train, val, test)`` whose union is ``range(n)``.
+
+    Example:
+        >>> tr, va, te = split(np.zeros(20), seed=0)
+        >>> len(tr), len(va), len(te)
+        (14, 3, 3)
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not math.isclose(sum(fractions), 1.0) or min(fractions) < 0:
+        raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions}")
+    n = len(x)
+    n_val, n_test = round(fractions[1] * n), round(fractions[2] * n)
+    idx = np.arange(n)
+    rest, test = train_test_split(idx, test_size=n_test, random_state=seed, stratify=y)
+    y_rest = None if y is None else y[rest]
+    train, val = train_test_split(rest, test_size=n_val, random_state=seed + 1, stratify=y_rest)
+    return train, val, test
+
+
+def _make_dataset(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    feature_names: Sequence[str],
+    seed: int,
+    fractions: tuple[float, float, float],
+    **extra: Any,
+) -> Dataset:
+    tr, va, te = split(x, y, fractions, seed)
+    x = np.asarray(x, dtype=np.float64)
+    labels: dict[str, np.ndarray | None] = {"y_train": None, "y_val": None, "y_test": None}
+    if y is not None:
+        labels = {"y_train": y[tr], "y_val": y[va], "y_test": y[te]}
+    return Dataset(name, x[tr], x[va], x[te], **labels, feature_names=tuple(feature_names), **extra)
+
+
+def load_digits(
+    seed: int = 0,
+    dequantize: bool = False,
+    drop_constant: bool = False,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+) -> Dataset:
+    """scikit-learn's 8 x 8 handwritten digits: 1797 images, 64 integer pixels in ``0..16``.
+
+    The split is stratified by digit. Options, applied in this order:
+
+    * ``drop_constant``: drop the columns that are constant on the *training* split (e.g. the
+      left-most pixel of the top row is always 0); a flow cannot fit a point mass. The same
+      columns are dropped from validation and test, and ``feature_names`` follows.
+    * ``dequantize``: add independent ``U[0, 1)`` noise to every pixel (seeded by ``seed``), so
+      the data lie in ``[0, 17)`` and are continuous. ``floor`` recovers the integer pixels,
+      and a density ``q`` on the noisy data lower-bounds the discrete log-likelihood:
+      ``log P(k) >= E_u[log q(k + u)]``.
+
+    Args:
+        seed: Seed of the split and of the dequantisation noise.
+        dequantize: Add uniform noise to the integer pixels.
+        drop_constant: Drop columns that are constant on the training split.
+        fractions: Train, validation and test fractions.
+
+    Returns:
+        A :class:`Dataset` with labels 0-9 and features ``"pixel_r_c"``.
+
+    Example:
+        >>> d = load_digits(drop_constant=True, dequantize=True)
+        >>> d.train.shape[0] + d.val.shape[0] + d.test.shape[0], d.dim < 64
+        (1797, True)
+    """
+    from sklearn.datasets import load_digits as _sk_digits
+
+    bunch = _sk_digits()
+    names = [f"pixel_{i // 8}_{i % 8}" for i in range(64)]
+    data = _make_dataset("digits", bunch.data, bunch.target, names, seed, fractions)
+    if drop_constant:
+        keep = data.train.max(0) > data.train.min(0)
+        data = dataclasses.replace(
+            data,
+            train=data.train[:, keep],
+            val=data.val[:, keep],
+            test=data.test[:, keep],
+            feature_names=tuple(n for n, k in zip(names, keep, strict=True) if k),
+        )
+    if dequantize:
+        rng = np.random.default_rng(seed)
+        data = dataclasses.replace(
+            data,
+            train=data.train + rng.uniform(size=data.train.shape),
+            val=data.val + rng.uniform(size=data.val.shape),
+            test=data.test + rng.uniform(size=data.test.shape),
+        )
+    return data
+
+
+def load_breast_cancer(
+    seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> Dataset:
+    """scikit-learn's Wisconsin breast cancer data: 569 tumours, 30 real features.
+
+    Labels are 0 (malignant, 212) and 1 (benign, 357); the split is stratified on them.
+    The features span several orders of magnitude: call :meth:`Dataset.standardized`
+    before fitting a flow.
+
+    Args:
+        seed: Seed of the split.
+        fractions: Train, validation and test fractions.
+
+    Returns:
+        A :class:`Dataset` with labels and scikit-learn's feature names.
+
+    Example:
+        >>> d = load_breast_cancer()
+        >>> d.feature_names[0], int(d.y_train.sum() + d.y_val.sum() + d.y_test.sum())
+        ('mean radius', 357)
+    """
+    from sklearn.datasets import load_breast_cancer as _sk_bc
+
+    bunch = _sk_bc()
+    return _make_dataset(
+        "breast_cancer",
+        bunch.data,
+        bunch.target,
+        [str(f) for f in bunch.feature_names],
+        seed,
+        fractions,
+    )
+
+
+def load_airports(
+    seed: int = 0,
+    contiguous_us: bool = False,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+) -> Dataset:
+    """Locations of 3376 US airports (``vega_datasets``): a real 2-D spatial point pattern.
+
+    Read from the CSV file bundled with ``vega_datasets`` (``vega_datasets.local_data``), so
+    nothing is downloaded. Columns are ``longitude`` and ``latitude`` in degrees; the data
+    include Alaska, Hawaii and overseas territories, which ``contiguous_us`` removes (keeping
+    longitudes in ``[-125, -66]`` and latitudes in ``[24, 50]``).
+
+    Args:
+        seed: Seed of the split (unstratified: there are no labels).
+        contiguous_us: Keep only the lower 48 states.
+        fractions: Train, validation and test fractions.
+
+    Returns:
+        A :class:`Dataset` with features ``("longitude", "latitude")``.
+
+    Raises:
+        ImportError: If ``vega_datasets`` is not installed (``pip install vega_datasets``).
+
+    Example:
+        >>> d = load_airports(contiguous_us=True)
+        >>> d.feature_names, bool(d.train[:, 0].min() >= -125)
+        (('longitude', 'latitude'), True)
+    """
+    try:
+        from vega_datasets import local_data
+    except ImportError as err:  # pragma: no cover - optional dependency
+        raise ImportError("load_airports needs vega_datasets: pip install vega_datasets") from err
+    df = local_data.airports()
+    x = df[["longitude", "latitude"]].to_numpy(dtype=np.float64)
+    if contiguous_us:
+        lon, lat = x[:, 0], x[:, 1]
+        x = x[(lon >= -125) & (lon <= -66) & (lat >= 24) & (lat <= 50)]
+    return _make_dataset("airports", x, None, ("longitude", "latitude"), seed, fractions)
+
+
+def _load_toy(
+    name: str,
+    seed: int = 0,
+    n: int = 10_000,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    **kwargs: Any,
+) -> Dataset:
+    p = toy(name, **kwargs)
+    x = p.sample(n, seed=seed)
+    d = x.shape[1]
+    names = ("x", "y") if d == 2 else tuple(f"x{i}" for i in range(d))
+    return _make_dataset(p.name, x, None, names, seed, fractions, distribution=p)
+
+
+_REAL: dict[str, Callable[..., Dataset]] = {
+    "digits": load_digits,
+    "breast_cancer": load_breast_cancer,
+    "airports": load_airports,
+}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load`.
+
+    Returns:
+        Real data sets first, then toy distributions.
+
+    Example:
+        >>> list_datasets()[:3]
+        ['airports', 'breast_cancer', 'digits']
+    """
+    return sorted(_REAL) + sorted(_TOYS)
+
+
+def load(name: str, seed: int = 0, **kwargs: Any) -> Dataset:
+    """Load a data set by name, split into train, validation and test.
+
+    Real data (``"digits"``, ``"breast_cancer"``, ``"airports"``) pass ``kwargs`` to their
+    loader. Toy names (``"mixture_2d"``, ``"mixture"``, ``"rings"``, ``"checkerboard"``,
+    ``"moons"``) draw ``n`` samples (default 10 000) with ``seed``, split them with the same
+    seed, and keep the distribution in :attr:`Dataset.distribution` for exact log-densities;
+    other ``kwargs`` (``fractions`` aside) go to the toy's factory.
+
+    Args:
+        name: Data set name, see :func:`list_datasets`.
+        seed: Seed of sampling, splitting and dequantisation.
+        **kwargs: Loader or toy options, e.g. ``n=5000, n_components=4``.
+
+    Returns:
+        A :class:`Dataset`.
+
+    Raises:
+        ValueError: For an unknown name.
+
+    Example:
+        >>> d = load("mixture_2d", n=1000, n_components=4, gap=6.0)
+        >>> d.name, d.train.shape, d.distribution.log_prob(d.test).shape
+        ('mixture_2d-4', (700, 2), (150,))
+    """
+    if name in _REAL:
+        return _REAL[name](seed=seed, **kwargs)
+    if name in _TOYS:
+        return _load_toy(name, seed=seed, **kwargs)
+    raise ValueError(f"unknown data set {name!r}; choose from {list_datasets()}")
