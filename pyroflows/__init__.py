@@ -10,8 +10,8 @@ Example:
 from pyroflows import bases, nn, ops, transforms
 from pyroflows.bases import DiagNormal, GaussianMixture, StandardNormal, UniformBox
 from pyroflows.builders import (
-    build,
     autoregressive_flow,
+    build,
     coupling_flow,
     iaf,
     maf,

@@ -20,7 +20,6 @@ from pyroflows.builders import build
 from pyroflows.flows import Flow
 from pyroflows.train import History, fit
 from pyroflows.transforms import ElementwiseAffine, SigmoidBox
-from pyroflows.validation import check_data
 
 FORMAT = "pyroflows.DensityEstimator"
 FORMAT_VERSION = 1
