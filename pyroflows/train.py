@@ -237,6 +237,7 @@ def fit(
                     break
             if diverged:
                 history.restarts += 1
+                current_lrs = [group["lr"] for group in optimizer.param_groups]
                 model.load_state_dict(good_state[0])
                 optimizer.load_state_dict(good_state[1])
                 if history.restarts > max_retries:
@@ -247,8 +248,8 @@ def fit(
                         "the last good state is loaded. Try a smaller lr, stronger clip_grad, "
                         "or standardised data."
                     )
-                for group in optimizer.param_groups:
-                    group["lr"] *= lr_backoff
+                for group, current in zip(optimizer.param_groups, current_lrs, strict=True):
+                    group["lr"] = current * lr_backoff
                 continue  # retry the epoch from the last good state
             val_loss = validation_loss()
             history.train_loss.append(sum(losses) / max(len(losses), 1))

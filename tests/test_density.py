@@ -1,0 +1,131 @@
+"""DensityEstimator: known answers, units, persistence, scikit-learn protocol, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+import pyroflows as pf
+from pyroflows.flows import Flow
+
+SMALL = dict(layers=2, hidden=(32, 32), max_epochs=40, patience=10, batch_size=128)
+
+
+@pytest.fixture(scope="module")
+def gaussian_data():
+    rng = np.random.default_rng(0)
+    cov = np.array([[2.0, 1.2], [1.2, 1.5]])
+    mean = np.array([3.0, -1.0])
+    return rng.multivariate_normal(mean, cov, size=1500), mean, cov
+
+
+@pytest.fixture(scope="module")
+def fitted(gaussian_data):
+    X, _, _ = gaussian_data
+    return pf.DensityEstimator(flow="maf", **SMALL).fit(X[:1000])
+
+
+def test_fit_recovers_a_known_gaussian_density(fitted, gaussian_data):
+    from scipy.stats import multivariate_normal
+
+    X, mean, cov = gaussian_data
+    test = X[1000:]
+    truth = multivariate_normal(mean, cov).logpdf(test)
+    kl = np.mean(truth - fitted.score_samples(test))
+    assert abs(kl) < 0.03, kl
+    assert fitted.score(test) == pytest.approx(np.mean(fitted.score_samples(test)))
+
+
+def test_log_density_is_in_the_users_units(gaussian_data):
+    X, _, _ = gaussian_data
+    a = pf.DensityEstimator(flow="maf", **{**SMALL, "max_epochs": 3}).fit(X[:300])
+    b = pf.DensityEstimator(flow="maf", **{**SMALL, "max_epochs": 3}).fit(X[:300] * 10.0 + 5)
+    # Standardisation makes both fits identical; only the Jacobian of the units differs.
+    diff = a.score_samples(X[:50]) - b.score_samples(X[:50] * 10.0 + 5)
+    assert np.allclose(diff, 2 * np.log(10.0), atol=1e-4)
+
+
+def test_sample_is_reproducible_and_matches_moments(fitted, gaussian_data):
+    _, mean, cov = gaussian_data
+    s1, s2 = fitted.sample(4000, random_state=0), fitted.sample(4000, random_state=0)
+    assert s1.shape == (4000, 2) and np.array_equal(s1, s2)
+    assert not np.array_equal(s1, fitted.sample(4000, random_state=1))
+    assert np.allclose(s1.mean(0), mean, atol=0.15)
+    assert np.allclose(np.cov(s1.T), cov, atol=0.3)
+
+
+def test_save_and_load_reproduce_scores_exactly(fitted, gaussian_data, tmp_path):
+    X, _, _ = gaussian_data
+    path = tmp_path / "model.pt"
+    fitted.save(path)
+    blob = torch.load(path, weights_only=True)
+    assert blob["format"] == "pyroflows.DensityEstimator" and blob["version"] == 1
+    loaded = pf.DensityEstimator.load(path)
+    assert np.array_equal(loaded.score_samples(X[:100]), fitted.score_samples(X[:100]))
+    assert loaded.get_params() == {**fitted.get_params(), "hidden": tuple(fitted.hidden)}
+    assert len(loaded.history_.train_loss) == len(fitted.history_.train_loss)
+
+
+def test_bounded_data_density_integrates_to_one_on_the_box():
+    rng = np.random.default_rng(1)
+    X = np.column_stack([rng.beta(2, 5, 800), rng.beta(3, 3, 800)])
+    est = pf.DensityEstimator(flow="maf", bounds=(0.0, 1.0), **{**SMALL, "max_epochs": 10})
+    est.fit(X)
+    n = 400
+    mids = (np.arange(n) + 0.5) / n
+    grid = np.stack(np.meshgrid(mids, mids, indexing="ij"), -1).reshape(-1, 2)
+    mass = np.exp(est.score_samples(grid)).sum() / n**2
+    assert mass == pytest.approx(1.0, abs=2e-2)
+    assert np.all(est.score_samples(np.array([[1.5, 0.5], [-0.1, 0.2]])) == -np.inf)
+    assert np.all((est.sample(500, random_state=0) > 0) & (est.sample(500) < 1))
+    with pytest.raises(ValueError, match="outside the bounds"):
+        clone(est).fit(X + 1.0)
+
+
+def test_scikit_learn_protocol(gaussian_data):
+    X, _, _ = gaussian_data
+    est = pf.DensityEstimator(flow="maf", **{**SMALL, "max_epochs": 2})
+    assert clone(est).get_params() == est.get_params()
+    search = GridSearchCV(est, {"layers": [1, 2]}, cv=2).fit(X[:200])
+    assert search.best_params_["layers"] in (1, 2)
+    assert np.isfinite(search.best_score_)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array([[0.0, np.nan]] * 5), "NaN or infinite"),
+        (np.zeros((0, 2)), "empty"),
+        (np.ones((1, 2)), "at least 2"),
+        (np.column_stack([np.arange(5.0), np.ones(5)]), "constant"),
+        (np.array([["1", "x"], ["2", "3"]]), "numeric"),
+        (np.arange(5.0), "2-D"),
+    ],
+)
+def test_bad_training_data_is_rejected_before_any_change(fitted, bad, match):
+    before = {k: v.clone() for k, v in fitted.flow_.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        fitted.fit(bad)
+    after = fitted.flow_.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_scoring_data_is_rejected(fitted):
+    with pytest.raises(ValueError, match="3 features"):
+        fitted.score_samples(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.score_samples(np.array([[np.inf, 0.0]]))
+    with pytest.raises(ValueError, match="not fitted"):
+        pf.DensityEstimator().save("nowhere.pt")
+
+
+def test_a_diverging_fit_raises_and_leaves_the_estimator_unfitted(gaussian_data, monkeypatch):
+    X, _, _ = gaussian_data
+    monkeypatch.setattr(Flow, "_log_prob", lambda self, x, context=None: x.sum(-1) * np.nan)
+    est = pf.DensityEstimator(flow="maf", **SMALL)
+    with pytest.raises(pf.TrainingDiverged):
+        est.fit(X[:200])
+    assert not hasattr(est, "flow_")
