@@ -223,6 +223,7 @@ class DensityEstimator(BaseDensity):
                 "n_features": int(self.n_features_in_),
                 "state_dict": state,
                 "history": self.history_.as_dict(),
+                "feature_names": [str(n) for n in getattr(self, "feature_names_in_", [])],
             },
             path,
         )
@@ -230,7 +231,13 @@ class DensityEstimator(BaseDensity):
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> DensityEstimator:
         """Load an estimator saved by :meth:`save` (safe: ``weights_only=True``)."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such file") from None
+        except Exception as error:  # corrupt file, or a pickle that is not plain data
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"{path} is not a saved pyroflows DensityEstimator ({reason})") from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ValueError(f"{path} is not a saved pyroflows DensityEstimator")
         if blob["version"] > FORMAT_VERSION:
@@ -250,4 +257,6 @@ class DensityEstimator(BaseDensity):
         est.flow_ = flow
         est.history_ = History(**blob["history"])
         est.n_features_in_ = dim
+        if blob.get("feature_names"):
+            est.feature_names_in_ = np.asarray(blob["feature_names"], dtype=object)
         return est
