@@ -62,8 +62,9 @@ def read_csv(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
                 data[i, j] = float(cell)
             except ValueError:
                 column = header[j] if header is not None else str(j)
-                raise ValueError(f"{path}: line {line}, column {column!r}: {cell.strip()!r} "
-                                 "is not a number") from None
+                raise ValueError(
+                    f"{path}: line {line}, column {column!r}: {cell.strip()!r} is not a number"
+                ) from None
     return data, header
 
 
@@ -80,18 +81,28 @@ def _fit(args: argparse.Namespace) -> None:
     X, header = read_csv(args.data)
     X_val = read_csv(args.val)[0] if args.val else None
     bounds = tuple(args.bounds) if args.bounds else None
-    est = DensityEstimator(flow=args.flow, layers=args.layers, hidden=tuple(args.hidden),
-                           bins=args.bins, bounds=bounds, max_epochs=args.epochs,
-                           time_budget=args.time_budget, random_state=args.seed,
-                           progress=args.progress)
+    est = DensityEstimator(
+        flow=args.flow,
+        layers=args.layers,
+        hidden=tuple(args.hidden),
+        bins=args.bins,
+        bounds=bounds,
+        max_epochs=args.epochs,
+        time_budget=args.time_budget,
+        random_state=args.seed,
+        progress=args.progress,
+    )
     est.fit(X, X_val)
     if header is not None:
         est.feature_names_in_ = np.asarray(header, dtype=object)
     est.save(args.out)
     hist = est.history_
-    print(f"fitted {args.flow} on {len(X)} rows x {X.shape[1]} features: "
-          f"{len(hist.train_loss)} epochs ({hist.stop_reason}), "
-          f"best validation loss {hist.best_loss:.4f}; saved to {args.out}", file=sys.stderr)
+    print(
+        f"fitted {args.flow} on {len(X)} rows x {X.shape[1]} features: "
+        f"{len(hist.train_loss)} epochs ({hist.stop_reason}), "
+        f"best validation loss {hist.best_loss:.4f}; saved to {args.out}",
+        file=sys.stderr,
+    )
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -101,8 +112,11 @@ def _sample(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise ValueError(f"-n must be a positive integer, got {args.n}")
     header = getattr(est, "feature_names_in_", None)
-    write_csv(est.sample(args.n, random_state=args.seed),
-              None if header is None else list(header), sys.stdout)
+    write_csv(
+        est.sample(args.n, random_state=args.seed),
+        None if header is None else list(header),
+        sys.stdout,
+    )
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -120,8 +134,9 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyroflows", description="Normalizing-flow density "
-                                     "estimation from the command line.")
+    parser = argparse.ArgumentParser(
+        prog="pyroflows", description="Normalizing-flow density estimation from the command line."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a flow to the rows of a CSV file")
     fit.add_argument("data", help="training data (CSV)")
@@ -131,8 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--layers", type=int, default=5)
     fit.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     fit.add_argument("--bins", type=int, default=8)
-    fit.add_argument("--bounds", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                     help="data lie in the box [LOW, HIGH]^D (logit pre-transform)")
+    fit.add_argument(
+        "--bounds",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="data lie in the box [LOW, HIGH]^D (logit pre-transform)",
+    )
     fit.add_argument("--epochs", type=int, default=500, help="maximum number of epochs")
     fit.add_argument("--time-budget", type=float, help="stop training after this many seconds")
     fit.add_argument("--seed", type=int, default=0)

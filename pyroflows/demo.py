@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     epochs = 5 if args.quick else 200
     ds = datasets.load("mixture_2d", n_components=4, n=n, seed=0)
     truth = ds.distribution
-    print(f"data: {truth.name}, {len(ds.train)} train / {len(ds.val)} validation / "
-          f"{len(ds.test)} test rows")
+    print(
+        f"data: {truth.name}, {len(ds.train)} train / {len(ds.val)} validation / "
+        f"{len(ds.test)} test rows"
+    )
     x_p = truth.sample(20_000, seed=1)
     log_p = truth.log_prob(x_p)
 
@@ -67,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     nsf = methods["pyroflows NSF (default)"]
     path = out / "nsf_mixture.pt"
     nsf.save(path)
-    same = np.array_equal(DensityEstimator.load(path).score_samples(ds.test),
-                          nsf.score_samples(ds.test))
+    same = np.array_equal(
+        DensityEstimator.load(path).score_samples(ds.test), nsf.score_samples(ds.test)
+    )
     print(f"\nsaved the NSF model to {path}; reloaded scores identical: {same}")
 
     lim, res = 7.0, 200
@@ -78,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     panels += [(name, np.exp(est.score_samples(grid))) for name, est in methods.items()]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
     for ax, (title, dens) in zip(axes, panels, strict=True):
-        ax.imshow(dens.reshape(res, res), origin="lower", extent=(-lim, lim, -lim, lim),
-                  cmap="viridis")
+        ax.imshow(
+            dens.reshape(res, res), origin="lower", extent=(-lim, lim, -lim, lim), cmap="viridis"
+        )
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])

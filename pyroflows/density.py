@@ -236,8 +236,12 @@ class DensityEstimator(BaseDensity):
         except FileNotFoundError:
             raise ValueError(f"{path}: no such file") from None
         except Exception as error:  # corrupt file, or a pickle that is not plain data
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"{path} is not a saved pyroflows DensityEstimator ({reason})") from None
+            reason = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
+            raise ValueError(
+                f"{path} is not a saved pyroflows DensityEstimator ({reason})"
+            ) from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ValueError(f"{path} is not a saved pyroflows DensityEstimator")
         if blob["version"] > FORMAT_VERSION:

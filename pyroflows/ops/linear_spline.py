@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyroflows.ops.rqs import softmax_last
+
 _MIN_MASS = 1e-4
 
 
@@ -33,7 +35,7 @@ def piecewise_linear(x: Tensor, logits: Tensor, inverse: bool = False) -> tuple[
         (True, True)
     """
     bins = logits.shape[-1]
-    mass = _MIN_MASS + (1.0 - _MIN_MASS * bins) * torch.softmax(logits, dim=-1)
+    mass = _MIN_MASS + (1.0 - _MIN_MASS * bins) * softmax_last(logits)
     cdf = F.pad(torch.cumsum(mass, dim=-1), (1, 0))
     inside = (x >= 0.0) & (x <= 1.0)
     u = x.clamp(0.0, 1.0)
@@ -43,8 +45,8 @@ def piecewise_linear(x: Tensor, logits: Tensor, inverse: bool = False) -> tuple[
         )
     else:
         index = (u * bins).floor().long().clamp(max=bins - 1)[..., None]
-    q = torch.gather(mass, -1, index)[..., 0]
-    c = torch.gather(cdf, -1, index)[..., 0]
+    q = torch.gather(mass, -1, index).squeeze(-1)
+    c = torch.gather(cdf, -1, index).squeeze(-1)
     k = index[..., 0].to(x.dtype)
     if inverse:
         out = (k + (u - c) / q) / bins

@@ -21,21 +21,18 @@ _MIN_DERIVATIVE = 1e-3
 _DERIVATIVE_SHIFT = math.log(math.expm1(1.0 - _MIN_DERIVATIVE))
 
 
+def softmax_last(x: Tensor) -> Tensor:
+    """Softmax over the last dimension, written out: several times faster than
+    ``torch.softmax`` on CPU for the short last dimensions (bins) used here."""
+    e = torch.exp(x - x.amax(-1, keepdim=True).detach())
+    return e / e.sum(-1, keepdim=True)
+
+
 def _knots(raw: Tensor, bound: float, minimum: float) -> Tensor:
     """Bin edges ``(-bound = k_0 < ... < k_K = bound)`` from raw bin sizes ``(..., K)``."""
     bins = raw.shape[-1]
-    sizes = minimum + (1.0 - minimum * bins) * torch.softmax(raw, dim=-1)
-    edges = F.pad(torch.cumsum(sizes, dim=-1), (1, 0))
-    edges = 2.0 * bound * edges - bound
-    # Pin the ends exactly so that the interval is covered without gaps from rounding.
-    return torch.cat(
-        [
-            torch.full_like(edges[..., :1], -bound),
-            edges[..., 1:-1],
-            torch.full_like(edges[..., :1], bound),
-        ],
-        dim=-1,
-    )
+    sizes = minimum + (1.0 - minimum * bins) * softmax_last(raw)
+    return F.pad(torch.cumsum(sizes, dim=-1), (1, 0)) * (2.0 * bound) - bound
 
 
 def rational_quadratic_spline(
@@ -71,10 +68,7 @@ def rational_quadratic_spline(
     """
     knots_x = _knots(widths, bound, _MIN_WIDTH)
     knots_y = _knots(heights, bound, _MIN_HEIGHT)
-    ones = torch.ones_like(derivatives[..., :1])
-    slopes = torch.cat(
-        [ones, _MIN_DERIVATIVE + F.softplus(derivatives + _DERIVATIVE_SHIFT), ones], dim=-1
-    )
+    slopes = F.pad(_MIN_DERIVATIVE + F.softplus(derivatives + _DERIVATIVE_SHIFT), (1, 1), value=1.0)
 
     inside = (x >= -bound) & (x <= bound)
     u = x.clamp(-bound, bound)
@@ -82,14 +76,15 @@ def rational_quadratic_spline(
     index = torch.searchsorted(
         knots_in[..., 1:-1].contiguous(), u[..., None].contiguous(), right=True
     )
-
-    def pick(t: Tensor, shift: int = 0) -> Tensor:
-        return torch.gather(t, -1, index + shift)[..., 0]
-
-    x_k, y_k = pick(knots_x), pick(knots_y)
-    w_k = pick(knots_x, 1) - x_k
-    h_k = pick(knots_y, 1) - y_k
-    d_k, d_k1 = pick(slopes), pick(slopes, 1)
+    # One gather for the six quantities of the bin (its two edges in x and y, and the
+    # derivatives there) keeps the backward pass to a single scatter.
+    table = torch.stack([knots_x, knots_y, slopes], dim=-2)
+    picked = torch.gather(
+        table, -1, torch.cat([index, index + 1], -1)[..., None, :].expand(*index.shape[:-1], 3, 2)
+    )
+    (x_k, x_k1), (y_k, y_k1), (d_k, d_k1) = (t.unbind(-1) for t in picked.unbind(-2))
+    w_k = x_k1 - x_k
+    h_k = y_k1 - y_k
     s_k = h_k / w_k
     curvature = d_k1 + d_k - 2.0 * s_k
 

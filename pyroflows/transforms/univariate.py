@@ -27,8 +27,8 @@ class Affine:
         return 2
 
     def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
-        log_scale = soft_clamp(params[..., 1], self.scale_bound)
-        return affine(x, params[..., 0], log_scale, inverse=inverse)
+        shift, raw_scale = params.unbind(-1)
+        return affine(x, shift, soft_clamp(raw_scale, self.scale_bound), inverse=inverse)
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,9 @@ class RQS:
         return 3 * self.bins - 1
 
     def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
-        k = self.bins
+        widths, heights, slopes = params.split([self.bins, self.bins, self.bins - 1], dim=-1)
         return rational_quadratic_spline(
-            x,
-            params[..., :k],
-            params[..., k : 2 * k],
-            params[..., 2 * k :],
-            bound=self.bound,
-            inverse=inverse,
+            x, widths, heights, slopes, bound=self.bound, inverse=inverse
         )
 
 
