@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, ll, ll_se, kl, kl_se, seconds))
     true_ll = float(np.mean(truth.log_prob(ds.test)))
 
-    print(f"\n| method | test log-likelihood | KL(p‖q) nats | fit time (s) |\n|---|---|---|---|")
+    print("\n| method | test log-likelihood | KL(p‖q) nats | fit time (s) |\n|---|---|---|---|")
     print(f"| true density | {true_ll:.4f} | 0 | - |")
     for name, ll, ll_se, kl, kl_se, seconds in rows:
         print(f"| {name} | {ll:.4f} ± {ll_se:.4f} | {kl:.4f} ± {kl_se:.4f} | {seconds:.1f} |")
