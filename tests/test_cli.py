@@ -20,8 +20,21 @@ def data_csv(tmp_path):
 def test_fit_sample_score_round_trip(data_csv, tmp_path, capsys):
     path, x = data_csv
     model = tmp_path / "model.pt"
-    argv = ["fit", str(path), "--flow", "maf", "--layers", "2", "--hidden", "16", "16",
-            "--epochs", "5", "--out", str(model)]
+    argv = [
+        "fit",
+        str(path),
+        "--flow",
+        "maf",
+        "--layers",
+        "2",
+        "--hidden",
+        "16",
+        "16",
+        "--epochs",
+        "5",
+        "--out",
+        str(model),
+    ]
     assert main(argv) == 0
     assert "saved to" in capsys.readouterr().err
     assert main(["sample", str(model), "-n", "50", "--seed", "3"]) == 0

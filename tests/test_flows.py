@@ -221,3 +221,12 @@ def test_gaussian_mixture_base_log_prob_matches_pyro():
     base = randomize(pf.GaussianMixture(2, components=3).double())
     z = torch.randn(20, 2, dtype=F64)
     assert torch.allclose(base.log_prob(z), base.distribution().log_prob(z), atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_flows_run_on_cuda():
+    flow = pf.nsf(3, context_dim=2, hidden=H).to("cuda")
+    ctx = torch.randn(4, 2, device="cuda")
+    x = flow.sample((5,), context=ctx)
+    assert x.device.type == "cuda"
+    assert flow.log_prob(x, ctx).shape == (5, 4)
