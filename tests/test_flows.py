@@ -10,11 +10,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import randomize
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 import pyroflows as pf
+from conftest import randomize
 from pyroflows.nn import MLP
 
 F64 = torch.float64
