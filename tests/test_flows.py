@@ -230,3 +230,25 @@ def test_flows_run_on_cuda():
     x = flow.sample((5,), context=ctx)
     assert x.device.type == "cuda"
     assert flow.log_prob(x, ctx).shape == (5, 4)
+
+
+def test_layers_work_inside_pyro_autoguides():
+    from functools import partial
+
+    from pyro.infer.autoguide import AutoNormalizingFlow
+
+    from pyroflows.transforms import MaskedAutoregressive
+
+    data = torch.tensor([0.5, 1.0, 1.5])
+
+    def model():
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        b = pyro.sample("b", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", 3):
+            pyro.sample("obs", dist.Normal(a, b), obs=data)
+
+    guide = AutoNormalizingFlow(model, partial(MaskedAutoregressive, inverse=True, hidden=H))
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
+    losses = [svi.step() for _ in range(150)]
+    assert len(list(guide.parameters())) > 0
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 5
