@@ -1,7 +1,8 @@
 """Density estimation with a flow behind the scikit-learn estimator API.
 
-:class:`DensityEstimator` standardises the data (or, for data on a box, maps it to the real
-line with a logit and standardises there), trains a flow with :func:`pyroflows.train.fit`,
+:class:`DensityEstimator` whitens the data with its mean and covariance (or only standardises
+each column, with ``whiten=False``; for data on a box, it first maps the box to the real line
+with a logit), trains a flow with :func:`pyroflows.train.fit`,
 and reports ``log p(x)`` in the user's units: the preprocessing is part of the flow as fixed
 layers, so its Jacobian is included exactly.
 """
@@ -19,7 +20,7 @@ from pyroflows.baselines import BaseDensity
 from pyroflows.builders import build
 from pyroflows.flows import Flow
 from pyroflows.train import History, fit
-from pyroflows.transforms import ElementwiseAffine, SigmoidBox
+from pyroflows.transforms import FixedAffine, SigmoidBox
 
 FORMAT = "pyroflows.DensityEstimator"
 FORMAT_VERSION = 1
@@ -38,6 +39,9 @@ class DensityEstimator(BaseDensity):
         coupling: coupling instead of autoregressive layers (NSF).
         residual: residual conditioner blocks.
         base: base distribution name (``"normal"``, ``"diag_normal"``, ``"mog"``).
+        whiten: pre-transform the data with its mean and the Cholesky factor of its covariance
+            (True), or with its mean and per-column standard deviations (False). Whitening
+            helps on small, correlated data; either way ``log p`` is in the data's units.
         bounds: ``(low, high)`` arrays (or scalars) when the data lie on a box: a logit
             pre-transform maps the box to the real line. None: unbounded data.
         lr, batch_size, max_epochs, patience, clip_grad, weight_decay, schedule, time_budget:
@@ -66,6 +70,7 @@ class DensityEstimator(BaseDensity):
         coupling: bool = False,
         residual: bool = False,
         base: str = "normal",
+        whiten: bool = True,
         bounds: Any = None,
         lr: float = 1e-3,
         batch_size: int = 256,
@@ -88,6 +93,7 @@ class DensityEstimator(BaseDensity):
         self.coupling = coupling
         self.residual = residual
         self.base = base
+        self.whiten = whiten
         self.bounds = bounds
         self.lr = lr
         self.batch_size = batch_size
@@ -119,19 +125,39 @@ class DensityEstimator(BaseDensity):
             raise ValueError("bounds: every upper bound must exceed its lower bound")
         return low, high
 
-    def _build(self, dim: int, loc: np.ndarray, scale: np.ndarray) -> Flow:
+    def _build(self, dim: int, loc: np.ndarray, scale_tril: np.ndarray) -> Flow:
         kwargs: dict[str, Any] = dict(
             layers=self.layers, hidden=tuple(self.hidden), residual=self.residual, base=self.base
         )
         if self.flow == "nsf":
             kwargs.update(bins=self.bins, coupling=self.coupling)
         core = build(self.flow, dim, **kwargs)
-        pre = [ElementwiseAffine(torch.as_tensor(loc), torch.as_tensor(scale))]
+        pre = [FixedAffine(torch.as_tensor(loc), torch.as_tensor(scale_tril))]
         box = self._box(dim)
         if box is not None:
             pre.append(SigmoidBox(torch.as_tensor(box[0]), torch.as_tensor(box[1])))
         flow = Flow(list(core.transforms) + pre, core.base)
         return flow.to(device=self.device, dtype=self._torch_dtype())
+
+    def _affine(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and scale factor of the fixed pre-transform: the Cholesky factor of the
+        covariance (whitening) or the diagonal of standard deviations."""
+        loc = latent.mean(0)
+        if not self.whiten:
+            scale = latent.std(0)
+            return loc, np.diag(np.where(scale > 0, scale, 1.0))
+        cov = np.atleast_2d(np.cov(latent.T, bias=True))
+        try:
+            scale_tril = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            scale_tril = None
+        # A pivot that vanishes next to the largest variance means a singular covariance.
+        if scale_tril is None or np.diag(scale_tril).min() ** 2 < 1e-10 * np.diag(cov).max():
+            raise ValueError(
+                "the columns of X are linearly dependent (singular covariance); "
+                "drop redundant columns or use whiten=False"
+            )
+        return loc, scale_tril
 
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(X, dtype=self._torch_dtype(), device=self.device)
@@ -154,13 +180,12 @@ class DensityEstimator(BaseDensity):
         if box is not None:
             u = (X - box[0]) / (box[1] - box[0])
             latent = np.log(u) - np.log1p(-u)
-        loc, scale = latent.mean(0), latent.std(0)
-        scale = np.where(scale > 0, scale, 1.0)
-        flow = self._build(dim, loc, scale)
+        loc, scale_tril = self._affine(latent)
+        flow = self._build(dim, loc, scale_tril)
         seed = None if self.random_state is None else int(self.random_state)
         if seed is not None:
             torch.manual_seed(seed)
-            flow = self._build(dim, loc, scale)  # initialisation under the seed
+            flow = self._build(dim, loc, scale_tril)  # initialisation under the seed
         history = fit(
             flow,
             lambda f, batch: -f._log_prob(batch[0]).mean(),
@@ -255,7 +280,7 @@ class DensityEstimator(BaseDensity):
             params["device"] = device
         est = cls(**params)
         dim = blob["n_features"]
-        flow = est._build(dim, np.zeros(dim), np.ones(dim))
+        flow = est._build(dim, np.zeros(dim), np.eye(dim))
         flow.load_state_dict(blob["state_dict"])
         flow.eval()
         est.flow_ = flow

@@ -129,3 +129,37 @@ def test_a_diverging_fit_raises_and_leaves_the_estimator_unfitted(gaussian_data,
     with pytest.raises(pf.TrainingDiverged):
         est.fit(X[:200])
     assert not hasattr(est, "flow_")
+
+
+def test_untrained_flow_is_the_whitening_gaussian(gaussian_data):
+    """Flows start as the identity, so with lr=0 the estimator is exactly its pre-transform:
+    the maximum-likelihood Gaussian (whiten=True) or the product of its marginals (False)."""
+    from scipy.stats import multivariate_normal, norm
+
+    from pyroflows.baselines import GaussianDensity
+
+    X, _, _ = gaussian_data
+    kw = dict(
+        flow="maf",
+        layers=1,
+        hidden=(8, 8),
+        lr=0.0,
+        max_epochs=1,
+        validation_fraction=0.0,
+        dtype="float64",
+    )
+    full = pf.DensityEstimator(**kw).fit(X)
+    assert np.allclose(
+        full.score_samples(X[:20]), GaussianDensity().fit(X).score_samples(X[:20]), atol=1e-6
+    )
+    diag = pf.DensityEstimator(whiten=False, **kw).fit(X)
+    expected = norm(X.mean(0), X.std(0)).logpdf(X[:20]).sum(1)
+    assert np.allclose(diag.score_samples(X[:20]), expected, atol=1e-6)
+    assert not np.allclose(expected, multivariate_normal(X.mean(0), np.cov(X.T)).logpdf(X[:20]))
+
+
+def test_linearly_dependent_columns_are_rejected_when_whitening():
+    x = np.random.default_rng(0).normal(size=(100, 2))
+    X = np.column_stack([x, x[:, 0] - x[:, 1]])
+    with pytest.raises(ValueError, match="linearly dependent"):
+        pf.DensityEstimator(flow="maf", layers=1, max_epochs=1).fit(X)

@@ -23,6 +23,7 @@ from pyroflows.transforms import (
     BatchNorm,
     Coupling,
     ElementwiseAffine,
+    FixedAffine,
     FlowTransform,
     LULinear,
     MaskedAutoregressive,
@@ -81,6 +82,12 @@ CASES = {
     "actnorm": Case(lambda c: ActNorm(D, context_dim=c)),
     "elementwise-affine": Case(
         lambda c: ElementwiseAffine(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([1.5, 3.0, 0.2]))
+    ),
+    "fixed-affine": Case(
+        lambda c: FixedAffine(
+            torch.tensor([0.5, -1.0, 2.0]),
+            torch.tensor([[1.5, 0.0, 0.0], [0.7, 0.4, 0.0], [-1.2, 0.3, 2.0]]),
+        )
     ),
     "sigmoid-box": Case(lambda c: SigmoidBox(-torch.ones(D), 2 * torch.ones(D)), domain="box"),
 }

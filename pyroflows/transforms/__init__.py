@@ -3,7 +3,7 @@
 from pyroflows.transforms.autoregressive import MaskedAutoregressive
 from pyroflows.transforms.base import ConditionedTransform, FlowTransform
 from pyroflows.transforms.coupling import Coupling, alternating_mask
-from pyroflows.transforms.elementwise import ElementwiseAffine, SigmoidBox
+from pyroflows.transforms.elementwise import ElementwiseAffine, FixedAffine, SigmoidBox
 from pyroflows.transforms.normalization import ActNorm, BatchNorm
 from pyroflows.transforms.permutation import LULinear, Permutation
 from pyroflows.transforms.univariate import RQS, Affine, PiecewiseLinear, Univariate
@@ -16,6 +16,7 @@ __all__ = [
     "ConditionedTransform",
     "Coupling",
     "ElementwiseAffine",
+    "FixedAffine",
     "FlowTransform",
     "LULinear",
     "MaskedAutoregressive",

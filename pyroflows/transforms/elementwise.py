@@ -30,6 +30,50 @@ class ElementwiseAffine(FlowTransform):
         return z * self.scale + self.loc, ladj.expand(zero_ladj(z, context).shape)
 
 
+class FixedAffine(FlowTransform):
+    """Fixed map ``x = loc + L z`` with a lower-triangular ``L`` of positive diagonal (buffers,
+    not trained). With ``L`` the Cholesky factor of the data covariance, the density direction
+    whitens the data; the log-Jacobian ``sum(log diag L)`` keeps ``log p`` in the data's units.
+
+    Example:
+        >>> layer = FixedAffine(torch.zeros(2), torch.tensor([[2.0, 0.0], [1.0, 1.0]]))
+        >>> layer.call_and_ladj(torch.tensor([1.0, 1.0]))
+        (tensor([2., 2.]), tensor(0.6931))
+    """
+
+    def __init__(self, loc: Tensor, scale_tril: Tensor, context_dim: int = 0):
+        loc, scale_tril = torch.as_tensor(loc), torch.as_tensor(scale_tril)
+        super().__init__(loc.shape[-1], context_dim)
+        if scale_tril.shape != (self.dim, self.dim):
+            raise ValueError(f"scale_tril must have shape ({self.dim}, {self.dim})")
+        if not bool((scale_tril.diagonal() > 0).all()):
+            raise ValueError("scale_tril must have a positive diagonal")
+        self.register_buffer("loc", loc.clone())
+        self.register_buffer("scale_tril", torch.tril(scale_tril))
+
+    @classmethod
+    def whitening(cls, data: Tensor, shrinkage: float = 1e-6) -> FixedAffine:
+        """The map whose inverse whitens ``data`` (rows): mean and Cholesky factor of its
+        covariance, with ``shrinkage`` times the mean variance added to the diagonal."""
+        loc = data.mean(0)
+        cov = torch.atleast_2d(torch.cov(data.T, correction=0))
+        cov = cov + shrinkage * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)
+        return cls(loc, torch.linalg.cholesky(cov))
+
+    def _ladj(self) -> Tensor:
+        return torch.log(self.scale_tril.diagonal()).sum()
+
+    def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        centred = (x - self.loc).reshape(-1, self.dim)
+        # Solve z L^T = x - loc; exact in the buffers' dtype (no stored inverse).
+        z = torch.linalg.solve_triangular(self.scale_tril.T, centred, upper=True, left=False)
+        return z.reshape(x.shape), (-self._ladj()).expand(zero_ladj(x, context).shape)
+
+    def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x = z @ self.scale_tril.T + self.loc
+        return x, self._ladj().expand(zero_ladj(z, context).shape)
+
+
 class SigmoidBox(FlowTransform):
     """Fixed map from the real line onto the open box ``(low, high)``:
     ``x = low + (high - low) * sigmoid(z)``; its inverse is the logit pre-transform for data
