@@ -14,8 +14,9 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 import pyroflows as pf
-from conftest import randomize
 from pyroflows.nn import MLP
+
+from conftest import randomize
 
 F64 = torch.float64
 H = (16, 16)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import randomize
 
 from pyroflows.transforms import (
     RQS,
@@ -31,6 +30,8 @@ from pyroflows.transforms import (
     PiecewiseLinear,
     SigmoidBox,
 )
+
+from conftest import randomize
 
 F64 = torch.float64
 D, C = 3, 2
