@@ -146,17 +146,18 @@ class DensityEstimator(BaseDensity):
         if not self.whiten:
             scale = latent.std(0)
             return loc, np.diag(np.where(scale > 0, scale, 1.0))
-        cov = np.atleast_2d(np.cov(latent.T, bias=True))
+        std = latent.std(0)
+        corr = np.atleast_2d(np.cov(latent.T, bias=True)) / np.outer(std, std)
         try:
-            scale_tril = np.linalg.cholesky(cov)
+            chol = np.linalg.cholesky(corr)
         except np.linalg.LinAlgError:
-            scale_tril = None
-        # A pivot that vanishes next to the largest variance means a singular covariance.
-        if scale_tril is None or np.diag(scale_tril).min() ** 2 < 1e-10 * np.diag(cov).max():
-            raise ValueError(
-                "the columns of X are linearly dependent (singular covariance); "
-                "drop redundant columns or use whiten=False"
-            )
+            chol = None
+        # A squared pivot of the correlation's Cholesky factor is the share of a column's
+        # variance not explained by the columns before it: near 0 means a singular covariance.
+        if chol is None or np.diag(chol).min() ** 2 < 1e-10:
+            raise ValueError("the columns of X are linearly dependent (singular covariance); "
+                             "drop redundant columns or use whiten=False")
+        scale_tril = std[:, None] * chol
         return loc, scale_tril
 
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
