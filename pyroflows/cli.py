@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="data lie in the box [LOW, HIGH]^D (logit pre-transform)",
     )
     fit.add_argument("--epochs", type=int, default=500, help="maximum number of epochs")
+    fit.add_argument("--patience", type=int, default=50, help="early-stopping patience (epochs)")
+    fit.add_argument(
+        "--whiten",
+        action="store_true",
+        help="whiten with the data covariance instead of per-column scaling",
+    )
     fit.add_argument("--time-budget", type=float, help="stop training after this many seconds")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--progress", action="store_true", help="show a progress bar")
