@@ -7,7 +7,7 @@ Example:
     torch.Size([5])
 """
 
-from pyroflows import bases, nn, ops, transforms
+from pyroflows import bases, diagnostics, losses, nn, ops, preprocess, transforms
 from pyroflows.bases import DiagNormal, GaussianMixture, StandardNormal, UniformBox
 from pyroflows.builders import (
     autoregressive_flow,
@@ -20,12 +20,20 @@ from pyroflows.builders import (
     realnvp,
 )
 from pyroflows.density import DensityEstimator
+from pyroflows.estimator import BaseDensity
 from pyroflows.flows import Flow, FlowDistribution
+from pyroflows.preprocess import Preprocessor, fit_preprocessor
 from pyroflows.train import History, TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseDensity",
+    "Preprocessor",
+    "diagnostics",
+    "fit_preprocessor",
+    "losses",
+    "preprocess",
     "DensityEstimator",
     "DiagNormal",
     "Flow",

@@ -8,8 +8,9 @@ the units of ``X``), ``score(X)`` (mean log-likelihood) and ``sample(n, random_s
   by cross-validated log-likelihood.
 - :class:`GMMDensity`: a Gaussian mixture, the number of components chosen on a validation set.
 
-Inputs are checked by :func:`pyroflows.validation.check_data` before any state changes, so a
-call that raises leaves a fitted estimator as it was.
+They share :class:`pyroflows.estimator.BaseDensity` with the flows (input checks before any
+state changes, ``save`` / ``load`` with ``weights_only=True``). Each standardises in float64
+with :func:`pyroflows.preprocess.fit_preprocessor` where it needs to.
 """
 
 from __future__ import annotations
@@ -21,79 +22,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.linalg import solve_triangular
-from sklearn.base import BaseEstimator
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV, KFold, PredefinedSplit
 from sklearn.neighbors import KernelDensity
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
-from pyroflows.validation import check_data
+from pyroflows.estimator import BaseDensity, split_validation
+from pyroflows.preprocess import Preprocessor, fit_preprocessor
+from pyroflows.transforms import FixedAffine
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
-__all__ = ["BaseDensity", "GMMDensity", "GaussianDensity", "KDEDensity"]
-
-
-class BaseDensity(BaseEstimator):
-    """Shared plumbing: input checks, ``score`` and ``sample`` argument handling.
-
-    Subclasses implement ``_fit(X, X_val) -> dict`` (the fitted attributes, set all at once
-    after ``_fit`` returns), ``_score_samples(X)`` and ``_sample(n, rng)``.
-    """
-
-    def fit(self, X: Any, X_val: Any = None) -> BaseDensity:
-        """Fit to the rows of ``X``; ``X_val`` (optional) is used for model selection.
-
-        Args:
-            X: training data of shape ``(n_samples, n_features)``, at least 2 rows, finite,
-                no constant column.
-            X_val: validation data with the same columns, or ``None``.
-
-        Returns:
-            The fitted estimator.
-        """
-        X = check_data(X, name="X", min_samples=2, check_variance=True)
-        if X_val is not None:
-            X_val = check_data(X_val, X.shape[1], name="X_val")
-        state = self._fit(X, X_val)
-        for key, value in state.items():
-            setattr(self, key, value)
-        self.n_features_in_ = X.shape[1]
-        return self
-
-    def score_samples(self, X: Any) -> np.ndarray:
-        """Log-density ``log p(x)`` of each row of ``X``, shape ``(n_samples,)``."""
-        check_is_fitted(self, "n_features_in_")
-        X = check_data(X, self.n_features_in_, name="X")
-        return self._score_samples(X)
-
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean log-likelihood of the rows of ``X`` (``y`` is ignored)."""
-        return float(np.mean(self.score_samples(X)))
-
-    def sample(self, n: int, random_state: Any = None) -> np.ndarray:
-        """Draw ``n`` rows, shape ``(n, n_features)``.
-
-        Args:
-            n: number of draws (a positive integer).
-            random_state: ``None``, an int seed or a ``numpy.random.RandomState``.
-        """
-        check_is_fitted(self, "n_features_in_")
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive integer; got {n!r}")
-        return self._sample(int(n), check_random_state(random_state))
-
-    # -- to implement -------------------------------------------------------------------------
-    def _fit(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _score_samples(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _sample(self, n: int, rng: np.random.RandomState) -> np.ndarray:
-        raise NotImplementedError
+__all__ = ["GMMDensity", "GaussianDensity", "KDEDensity"]
 
 
 def _cholesky(cov: np.ndarray, what: str) -> np.ndarray:
@@ -129,8 +70,6 @@ class GaussianDensity(BaseDensity):
         self.reg_covar = reg_covar
 
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
-        if self.reg_covar < 0:
-            raise ValueError(f"reg_covar must be >= 0; got {self.reg_covar}")
         mean = X.mean(axis=0)
         centred = X - mean
         cov = centred.T @ centred / X.shape[0] + self.reg_covar * np.eye(X.shape[1])
@@ -145,6 +84,21 @@ class GaussianDensity(BaseDensity):
         z = rng.standard_normal((n, self.n_features_in_))
         return self.mean_ + z @ self.cholesky_.T
 
+    def _check_params(self) -> None:
+        if not self.reg_covar >= 0:
+            raise ValueError(f"reg_covar must be >= 0; got {self.reg_covar}")
+
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "mean": torch.from_numpy(self.mean_),
+            "covariance": torch.from_numpy(self.covariance_),
+        }
+
+    def _set_state(self, state: dict[str, Any], version: int) -> None:
+        self.mean_ = state["mean"].numpy()
+        self.covariance_ = state["covariance"].numpy()
+        self.cholesky_ = _cholesky(self.covariance_, "the saved model")
+
 
 class KDEDensity(BaseDensity):
     """Kernel density estimate with a cross-validated bandwidth.
@@ -153,7 +107,7 @@ class KDEDensity(BaseDensity):
     is chosen among ``bandwidths`` (in standardised units) by the held-out log-likelihood of a
     shuffled ``cv``-fold split, or of ``X_val`` when one is given, and the kernel estimate is
     refitted on all of ``X``. Log-densities are returned in the units of ``X``: the log-Jacobian
-    of the standardisation, ``-sum(log scale_)``, is included.
+    of the standardisation is included.
 
     Args:
         bandwidths: candidate bandwidths in standardised units; default 30 values log-spaced
@@ -166,7 +120,7 @@ class KDEDensity(BaseDensity):
 
     Attributes:
         bandwidth_: the selected bandwidth (standardised units when ``standardize``).
-        mean_, scale_: the standardisation, shape ``(D,)``.
+        preprocessor_: the standardisation (:class:`pyroflows.preprocess.Preprocessor`).
         kde_: the fitted :class:`~sklearn.neighbors.KernelDensity`.
         cv_results_: the ``cv_results_`` of the grid search.
 
@@ -200,16 +154,22 @@ class KDEDensity(BaseDensity):
             raise ValueError(f"bandwidths must be positive and finite; got {self.bandwidths!r}")
         return grid
 
+    def _check_params(self) -> None:
+        self._grid()
+        if not isinstance(self.cv, numbers.Integral) or self.cv < 2:
+            raise ValueError(f"cv must be an integer >= 2; got {self.cv!r}")
+
+    def _preprocessor(self, X: np.ndarray) -> Preprocessor:
+        if self.standardize:
+            return fit_preprocessor(X)
+        dim = X.shape[1]
+        return Preprocessor([FixedAffine(torch.zeros(dim), torch.eye(dim))])
+
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
         grid = self._grid()
-        if self.standardize:
-            mean, scale = X.mean(axis=0), X.std(axis=0)
-        else:
-            mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
-        Z = (X - mean) / scale
+        pre = self._preprocessor(X)
+        Z = _latent(pre, X)
         if X_val is None:
-            if not isinstance(self.cv, numbers.Integral) or self.cv < 2:
-                raise ValueError(f"cv must be an integer >= 2; got {self.cv!r}")
             if X.shape[0] < self.cv:
                 raise ValueError(
                     f"X has {X.shape[0]} rows; {self.cv}-fold bandwidth selection needs at "
@@ -217,7 +177,7 @@ class KDEDensity(BaseDensity):
                 )
             data, split = Z, KFold(self.cv, shuffle=True, random_state=self.random_state)
         else:
-            data = np.concatenate([Z, (X_val - mean) / scale])
+            data = np.concatenate([Z, _latent(pre, X_val)])
             split = PredefinedSplit(np.r_[np.full(len(Z), -1), np.zeros(len(X_val), dtype=int)])
         search = GridSearchCV(
             KernelDensity(kernel=self.kernel), {"bandwidth": grid}, cv=split, refit=False
@@ -233,17 +193,40 @@ class KDEDensity(BaseDensity):
         kde = KernelDensity(kernel=self.kernel, bandwidth=bandwidth).fit(Z)
         return {
             "bandwidth_": bandwidth,
-            "mean_": mean,
-            "scale_": scale,
+            "preprocessor_": pre,
             "kde_": kde,
             "cv_results_": search.cv_results_,
         }
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
-        return self.kde_.score_samples((X - self.mean_) / self.scale_) - np.log(self.scale_).sum()
+        with torch.no_grad():
+            z, ladj = self.preprocessor_.to_latent(torch.from_numpy(X))
+        return self.kde_.score_samples(z.numpy()) + ladj.numpy()
 
     def _sample(self, n: int, rng: np.random.RandomState) -> np.ndarray:
-        return self.kde_.sample(n, random_state=rng) * self.scale_ + self.mean_
+        z = self.kde_.sample(n, random_state=rng)
+        with torch.no_grad():
+            return self.preprocessor_.from_latent(torch.from_numpy(z)).numpy()
+
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "bandwidth": self.bandwidth_,
+            "preprocessor": self.preprocessor_.state_dict(),
+            "latent": torch.from_numpy(np.asarray(self.kde_.tree_.data)),
+        }
+
+    def _set_state(self, state: dict[str, Any], version: int) -> None:
+        latent = state["latent"].numpy()
+        pre = self._preprocessor(latent)
+        pre.load_state_dict(state["preprocessor"])
+        self.preprocessor_ = pre
+        self.bandwidth_ = float(state["bandwidth"])
+        self.kde_ = KernelDensity(kernel=self.kernel, bandwidth=self.bandwidth_).fit(latent)
+
+
+def _latent(pre: Preprocessor, X: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return pre.to_latent(torch.from_numpy(X))[0].numpy()
 
 
 class GMMDensity(BaseDensity):
@@ -343,9 +326,7 @@ class GMMDensity(BaseDensity):
                 raise ValueError(
                     f"validation_fraction must lie in (0, 1); got {self.validation_fraction}"
                 )
-            order = check_random_state(self.random_state).permutation(X.shape[0])
-            n_val = min(max(1, round(self.validation_fraction * X.shape[0])), X.shape[0] - 1)
-            train, X_val = X[order[n_val:]], X[order[:n_val]]
+            train, X_val = split_validation(X, self.validation_fraction, self.random_state, 2)
         else:
             train = X
         models, per_row = {}, {}
@@ -391,3 +372,25 @@ class GMMDensity(BaseDensity):
         chol = np.linalg.cholesky(self._full_covariances())
         z = rng.standard_normal((n, self.n_features_in_))
         return gmm.means_[component] + np.einsum("nij,nj->ni", chol[component], z)
+
+    def _get_state(self) -> dict[str, Any]:
+        gmm = self.gmm_
+        return {
+            "n_components": int(self.n_components_),
+            "weights": torch.from_numpy(gmm.weights_),
+            "means": torch.from_numpy(gmm.means_),
+            "covariances": torch.from_numpy(np.asarray(gmm.covariances_)),
+            "precisions_cholesky": torch.from_numpy(np.asarray(gmm.precisions_cholesky_)),
+            "validation_scores": {int(k): float(v) for k, v in self.validation_scores_.items()},
+        }
+
+    def _set_state(self, state: dict[str, Any], version: int) -> None:
+        gmm = self._mixture(int(state["n_components"]))
+        gmm.weights_ = state["weights"].numpy()
+        gmm.means_ = state["means"].numpy()
+        gmm.covariances_ = state["covariances"].numpy()
+        gmm.precisions_cholesky_ = state["precisions_cholesky"].numpy()
+        gmm.converged_, gmm.n_features_in_ = True, gmm.means_.shape[1]
+        self.gmm_ = gmm
+        self.n_components_ = int(state["n_components"])
+        self.validation_scores_ = dict(state["validation_scores"])

@@ -3,10 +3,19 @@
 Each returns a :class:`~pyroflows.flows.Flow`; ``context_dim > 0`` makes it conditional. The
 builders only compose layers from :mod:`pyroflows.transforms`; anything they build can be built
 by hand with ``Flow([...], base)``.
+
+One keyword set for all of them: ``layers``, ``hidden``, ``residual``, ``activation`` (a name
+such as ``"relu"`` or an ``nn.Module`` class), ``bins``, ``bound``, ``coupling``, ``order``
+(``"alternate"`` or ``"random"``), ``base`` (``"normal"``, ``"diag_normal"``, ``"mog"``,
+``"uniform"`` or a :class:`~pyroflows.bases.Base`), plus ``batch_norm``, ``components`` and
+``seed``. A keyword that does not apply to a family (``bins`` for ``maf``, ``order`` for a
+coupling flow) is a ``ValueError`` that says why, never silently ignored.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 
 from torch import nn
@@ -24,6 +33,63 @@ from pyroflows.transforms import (
     alternating_mask,
 )
 from pyroflows.transforms.univariate import Univariate
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def _activation(activation: str | type[nn.Module]) -> type[nn.Module]:
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)} or an nn.Module class, "
+                f"got {activation!r}"
+            )
+        return ACTIVATIONS[activation]
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation
+    raise ValueError(f"activation must be a name or an nn.Module class, got {activation!r}")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _hidden(hidden: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
+        hidden = (hidden,)
+    try:
+        sizes = tuple(hidden)
+    except TypeError:
+        raise ValueError(
+            f"hidden must be a sequence of positive integers, got {hidden!r}"
+        ) from None
+    if not sizes:
+        raise ValueError("hidden must name at least one hidden layer size, got ()")
+    for size in sizes:
+        _positive_int("every hidden size", size)
+    return tuple(int(h) for h in sizes)
+
+
+def _bound(bound: float) -> float:
+    if not (isinstance(bound, numbers.Real) and math.isfinite(bound) and bound > 0):
+        raise ValueError(f"bound must be a positive finite number, got {bound!r}")
+    return float(bound)
+
+
+def _reject(family: str, kwargs: dict, why: dict[str, str]) -> None:
+    """A clear error for keywords that do not apply to this family."""
+    for name in kwargs:
+        if name in why:
+            raise ValueError(f"{name} does not apply to {family}: {why[name]}")
 
 
 def _order(i: int, order: str, seed: int) -> str | int:
@@ -44,10 +110,10 @@ def _stack(
     components: int,
     seed: int,
 ) -> Flow:
-    if dim < 1:
-        raise ValueError(f"dim must be positive, got {dim}")
-    if layers < 1:
-        raise ValueError(f"layers must be positive, got {layers}")
+    _positive_int("dim", dim)
+    _positive_int("layers", layers)
+    if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
+        raise ValueError(f"context_dim must be an integer >= 0, got {context_dim!r}")
     transforms: list[FlowTransform] = []
     for i in range(layers):
         if batch_norm and i > 0:
@@ -68,7 +134,7 @@ def autoregressive_flow(
     batch_norm: bool = False,
     base: str | Base = "normal",
     components: int = 10,
-    activation: type[nn.Module] = nn.ReLU,
+    activation: str | type[nn.Module] = "relu",
     seed: int = 0,
 ) -> Flow:
     """A stack of :class:`MaskedAutoregressive` layers with the given univariate transform.
@@ -77,16 +143,12 @@ def autoregressive_flow(
     (``order="random"``); ``batch_norm`` puts a :class:`BatchNorm` between layers.
     """
 
+    hidden, act = _hidden(hidden), _activation(activation)
+    _order(0, order, seed)
+
     def make(i: int) -> FlowTransform:
         return MaskedAutoregressive(
-            dim,
-            univariate,
-            context_dim,
-            hidden,
-            _order(i, order, seed),
-            residual,
-            activation,
-            inverse,
+            dim, univariate, context_dim, hidden, _order(i, order, seed), residual, act, inverse
         )
 
     return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed)
@@ -102,14 +164,20 @@ def coupling_flow(
     batch_norm: bool = False,
     base: str | Base = "normal",
     components: int = 10,
-    activation: type[nn.Module] = nn.ReLU,
+    activation: str | type[nn.Module] = "relu",
     seed: int = 0,
 ) -> Flow:
     """A stack of :class:`Coupling` layers with alternating masks (``dim >= 2``)."""
+    if dim < 2:
+        raise ValueError(
+            f"coupling layers need dim >= 2 (half the features condition the other half), "
+            f"got dim={dim}; use an autoregressive flow"
+        )
+    hidden, act = _hidden(hidden), _activation(activation)
 
     def make(i: int) -> FlowTransform:
         return Coupling(
-            dim, univariate, context_dim, hidden, alternating_mask(dim, i), residual, activation
+            dim, univariate, context_dim, hidden, alternating_mask(dim, i), residual, act
         )
 
     return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed)
@@ -127,6 +195,7 @@ def maf(
         >>> flow.sample((4,)).shape
         torch.Size([4, 3])
     """
+    _reject("maf", kwargs, _AFFINE_AR)
     return autoregressive_flow(dim, Affine(), context_dim, layers, hidden, **kwargs)
 
 
@@ -136,6 +205,9 @@ def iaf(
     """Inverse autoregressive flow (Kingma et al., 2016): sampling and scoring one's own samples
     in one pass per layer, ``log_prob`` of external data in ``dim`` passes. The usual choice of
     variational guide."""
+    _reject(
+        "iaf", kwargs, {**_AFFINE_AR, "inverse": "an IAF is the inverse direction by definition"}
+    )
     return autoregressive_flow(dim, Affine(), context_dim, layers, hidden, inverse=True, **kwargs)
 
 
@@ -158,8 +230,9 @@ def nsf(
         >>> flow(torch.randn(4, 3)).sample((10,)).shape
         torch.Size([10, 4, 2])
     """
-    spline = RQS(bins, bound)
+    spline = RQS(_positive_int("bins", bins), _bound(bound))
     if coupling:
+        _reject("nsf(coupling=True)", kwargs, _COUPLING)
         return coupling_flow(dim, spline, context_dim, layers, hidden, **kwargs)
     return autoregressive_flow(dim, spline, context_dim, layers, hidden, **kwargs)
 
@@ -168,6 +241,7 @@ def realnvp(
     dim: int, context_dim: int = 0, layers: int = 5, hidden: Sequence[int] = (64, 64), **kwargs
 ) -> Flow:
     """RealNVP (Dinh et al., 2017): affine coupling layers with alternating masks."""
+    _reject("realnvp", kwargs, {**_AFFINE, **_COUPLING, "coupling": "realnvp is always coupling"})
     return coupling_flow(dim, Affine(), context_dim, layers, hidden, **kwargs)
 
 
@@ -182,10 +256,24 @@ def piecewise_linear(
 ) -> Flow:
     """Piecewise-linear flow on the unit hypercube (Müller et al., 2018), with a uniform base:
     coupling layers by default (``dim >= 2``), autoregressive with ``coupling=False``."""
+    _reject("piecewise_linear", kwargs, {"bound": "the maps act on [0, 1] with a uniform base"})
+    if coupling:
+        _reject("piecewise_linear(coupling=True)", kwargs, _COUPLING)
     kwargs.setdefault("base", UniformBox(dim))
     build = coupling_flow if coupling else autoregressive_flow
-    return build(dim, PiecewiseLinear(bins), context_dim, layers, hidden, **kwargs)
+    spline = PiecewiseLinear(_positive_int("bins", bins))
+    return build(dim, spline, context_dim, layers, hidden, **kwargs)
 
+
+_AFFINE = {
+    "bins": "affine layers have no bins (use nsf or piecewise_linear)",
+    "bound": "affine layers act on the whole real line (use nsf for splines)",
+}
+_AFFINE_AR = {**_AFFINE, "coupling": "use realnvp for affine coupling layers"}
+_COUPLING = {
+    "order": "coupling layers alternate halves of the features instead of an order",
+    "inverse": "coupling layers are equally fast in both directions",
+}
 
 FAMILIES: dict[str, Callable[..., Flow]] = {
     "maf": maf,

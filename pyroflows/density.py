@@ -1,58 +1,64 @@
 """Density estimation with a flow behind the scikit-learn estimator API.
 
-:class:`DensityEstimator` standardises each column (or whitens the data with its mean and
-covariance, with ``whiten=True``; for data on a box, it first maps the box to the real line
-with a logit), trains a flow with :func:`pyroflows.train.fit`,
-and reports ``log p(x)`` in the user's units: the preprocessing is part of the flow as fixed
-layers, so its Jacobian is included exactly.
+:class:`DensityEstimator` learns the pre-transform of :mod:`pyroflows.preprocess` in float64
+(per-column standardisation or whitening, after a logit / log map for bounded data), trains a
+flow on the standardised rows with :func:`pyroflows.train.fit` and :func:`pyroflows.losses.nll`,
+and reports ``log p(x)`` in the user's units: the pre-transform's Jacobian is added in float64,
+so float32 training on data with a large offset loses nothing. ``flow_`` is the whole model
+(flow layers followed by the fixed pre-transform layers) as a :class:`~pyroflows.flows.Flow`.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pyroflows.baselines import BaseDensity
-from pyroflows.builders import build
+from pyroflows.builders import FAMILIES, build
+from pyroflows.estimator import BaseDensity, split_validation
 from pyroflows.flows import Flow
-from pyroflows.train import History, fit
-from pyroflows.transforms import FixedAffine, SigmoidBox
+from pyroflows.losses import nll
+from pyroflows.preprocess import Preprocessor, bounds_array, fit_preprocessor
+from pyroflows.train import History, fit, resolve_device
+from pyroflows.transforms import Box, FixedAffine
 
-FORMAT = "pyroflows.DensityEstimator"
-FORMAT_VERSION = 1
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_CHUNK = 8192
 
 
 class DensityEstimator(BaseDensity):
     """A normalizing flow fitted to samples: ``fit`` / ``score_samples`` / ``score`` /
-    ``sample`` / ``save`` / ``load``.
+    ``sample`` / ``save`` / ``load`` / ``plot_history``.
 
     Args:
-        flow: family: ``"nsf"`` (default), ``"maf"``, ``"realnvp"``, ``"iaf"``.
+        flow: family: ``"nsf"`` (default), ``"maf"``, ``"realnvp"``, ``"iaf"`` or
+            ``"piecewise_linear"`` (needs finite ``bounds``: the box is mapped affinely onto
+            the unit cube, where the flow lives).
         layers: number of flow layers.
         hidden: hidden sizes of each layer's network.
-        bins: spline bins (NSF).
-        coupling: coupling instead of autoregressive layers (NSF).
+        bins: spline bins (``nsf``, ``piecewise_linear``).
+        bound: spline interval ``[-bound, bound]`` in standardised units (``nsf``).
+        coupling: coupling instead of autoregressive layers (``nsf``, ``piecewise_linear``).
         residual: residual conditioner blocks.
         base: base distribution name (``"normal"``, ``"diag_normal"``, ``"mog"``).
-        whiten: pre-transform the data with its mean and the Cholesky factor of its covariance
-            (True), or with its mean and per-column standard deviations (False, default).
-            Whitening helped on small, strongly correlated data (breast cancer per class) and
-            hurt on dequantised digits; either way ``log p`` is in the data's units.
-        bounds: ``(low, high)`` arrays (or scalars) when the data lie on a box: a logit
-            pre-transform maps the box to the real line. None: unbounded data.
+        whiten: standardise with the mean and the Cholesky factor of the covariance (True),
+            or with per-column means and standard deviations (False, default). Either way
+            ``log p`` is in the data's units.
+        bounds: ``(low, high)``, scalars or one per column, when the data lie in a box;
+            infinite entries leave a side open (``(0, inf)``: positive data, a log map).
+            ``None``: unbounded data. Points outside get ``log p = -inf``.
         lr, batch_size, max_epochs, patience, clip_grad, weight_decay, schedule, time_budget:
             passed to :func:`pyroflows.train.fit`.
         validation_fraction: share of the training rows held out for early stopping when no
             ``X_val`` is given (0 disables early stopping on validation data).
-        random_state: seed of the split, the initialisation and the shuffling.
+        random_state: seed of the split, the initialisation and the shuffling (the global
+            random state is left untouched).
         device: where to train and evaluate.
-        dtype: ``"float32"`` or ``"float64"``.
-        progress: show a progress bar while fitting.
+        dtype: ``"float32"`` or ``"float64"`` for the flow (the pre-transform is float64).
+        progress: progress bar: ``"auto"`` (notebooks and terminals, not CI), True or False.
 
     Example:
         >>> import numpy as np
@@ -62,12 +68,15 @@ class DensityEstimator(BaseDensity):
         ((3,), (4, 2))
     """
 
+    FORMAT_VERSION = 2
+
     def __init__(
         self,
         flow: str = "nsf",
         layers: int = 5,
         hidden: Sequence[int] = (128, 128),
         bins: int = 8,
+        bound: float = 5.0,
         coupling: bool = False,
         residual: bool = False,
         base: str = "normal",
@@ -85,12 +94,13 @@ class DensityEstimator(BaseDensity):
         random_state: int | None = 0,
         device: str = "cpu",
         dtype: str = "float32",
-        progress: bool = False,
+        progress: bool | str = "auto",
     ):
         self.flow = flow
         self.layers = layers
         self.hidden = hidden
         self.bins = bins
+        self.bound = bound
         self.coupling = coupling
         self.residual = residual
         self.base = base
@@ -110,91 +120,88 @@ class DensityEstimator(BaseDensity):
         self.dtype = dtype
         self.progress = progress
 
-    # -- construction -------------------------------------------------------------------------
-    def _torch_dtype(self) -> torch.dtype:
+    # -- checks -----------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        if self.flow not in FAMILIES:
+            raise ValueError(f"flow must be one of {sorted(FAMILIES)}, got {self.flow!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if not (
+            isinstance(self.validation_fraction, numbers.Real)
+            and 0.0 <= self.validation_fraction < 1.0
+        ):
+            raise ValueError(
+                f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
+            )
+        if self.random_state is not None and not isinstance(self.random_state, numbers.Integral):
+            raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
+        resolve_device(self.device)
+        if self.base == "uniform" and self.flow != "piecewise_linear":
+            raise ValueError(
+                "base='uniform' needs a flow that maps the unit cube onto itself: use "
+                "flow='piecewise_linear' with bounds, or base='normal'"
+            )
+        if self.flow == "piecewise_linear" and self.bounds is None:
+            raise ValueError(
+                "flow='piecewise_linear' lives on the unit cube: pass finite bounds=(low, high)"
+            )
+
+    # -- construction -----------------------------------------------------------------------
+    def _torch_dtype(self) -> torch.dtype:
         return _DTYPES[self.dtype]
 
-    def _box(self, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
-        if self.bounds is None:
-            return None
-        low, high = self.bounds
-        low = np.broadcast_to(np.asarray(low, dtype=np.float64), (dim,)).copy()
-        high = np.broadcast_to(np.asarray(high, dtype=np.float64), (dim,)).copy()
-        if not np.all(high > low):
-            raise ValueError("bounds: every upper bound must exceed its lower bound")
-        return low, high
-
-    def _build(self, dim: int, loc: np.ndarray, scale_tril: np.ndarray) -> Flow:
+    def _architecture(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(
-            layers=self.layers, hidden=tuple(self.hidden), residual=self.residual, base=self.base
+            layers=self.layers, hidden=self.hidden, residual=self.residual, base=self.base
         )
-        if self.flow == "nsf":
+        if self.flow in ("nsf", "piecewise_linear"):
             kwargs.update(bins=self.bins, coupling=self.coupling)
-        core = build(self.flow, dim, **kwargs)
-        pre = [FixedAffine(torch.as_tensor(loc), torch.as_tensor(scale_tril))]
-        box = self._box(dim)
-        if box is not None:
-            pre.append(SigmoidBox(torch.as_tensor(box[0]), torch.as_tensor(box[1])))
-        flow = Flow(list(core.transforms) + pre, core.base)
+        if self.flow == "nsf":
+            kwargs["bound"] = self.bound
+        if self.flow == "piecewise_linear":
+            del kwargs["base"]  # always the uniform base
+        return kwargs
+
+    def _preprocessor(self, X: np.ndarray) -> Preprocessor:
+        if self.flow != "piecewise_linear":
+            return fit_preprocessor(X, whiten=self.whiten, bounds=self.bounds)
+        low, high = bounds_array(self.bounds, X.shape[1])
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError("flow='piecewise_linear' needs finite bounds on every column")
+        outside = ~((X >= low) & (X <= high))
+        if outside.any():
+            i, j = np.argwhere(outside)[0]
+            raise ValueError(f"X has values outside the bounds (first at row {i}, column {j})")
+        return Preprocessor(
+            [FixedAffine(torch.from_numpy(low), torch.diag(torch.from_numpy(high - low)))]
+        )
+
+    def _build(self, dim: int, pre: Preprocessor) -> Flow:
+        core = build(self.flow, dim, **self._architecture())
+        flow = Flow(list(core.transforms) + pre.layers(), core.base)
         return flow.to(device=self.device, dtype=self._torch_dtype())
 
-    def _affine(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and scale factor of the fixed pre-transform: the Cholesky factor of the
-        covariance (whitening) or the diagonal of standard deviations."""
-        loc = latent.mean(0)
-        if not self.whiten:
-            scale = latent.std(0)
-            return loc, np.diag(np.where(scale > 0, scale, 1.0))
-        std = latent.std(0)
-        corr = np.atleast_2d(np.cov(latent.T, bias=True)) / np.outer(std, std)
-        try:
-            chol = np.linalg.cholesky(corr)
-        except np.linalg.LinAlgError:
-            chol = None
-        # A squared pivot of the correlation's Cholesky factor is the share of a column's
-        # variance not explained by the columns before it: near 0 means a singular covariance.
-        if chol is None or np.diag(chol).min() ** 2 < 1e-10:
-            raise ValueError(
-                "the columns of X are linearly dependent (singular covariance); "
-                "drop redundant columns or use whiten=False"
-            )
-        scale_tril = std[:, None] * chol
-        return loc, scale_tril
-
-    def _tensor(self, X: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(X, dtype=self._torch_dtype(), device=self.device)
-
-    # -- BaseDensity hooks ----------------------------------------------------------------------
+    # -- BaseDensity hooks ------------------------------------------------------------------
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
-        dim = X.shape[1]
-        box = self._box(dim)
-        if box is not None:
-            for name, data in (("X", X), ("X_val", X_val)):
-                if data is not None and not np.all((data > box[0]) & (data < box[1])):
-                    raise ValueError(f"{name} has values on or outside the bounds")
-        rng = np.random.default_rng(self.random_state)
-        if X_val is None and self.validation_fraction > 0 and len(X) >= 10:
-            order = rng.permutation(len(X))
-            n_val = max(1, int(round(self.validation_fraction * len(X))))
-            X, X_val = X[order[n_val:]], X[order[:n_val]]
-        # Standardise in the space the flow is trained in (after the logit, for a box).
-        latent = X
-        if box is not None:
-            u = (X - box[0]) / (box[1] - box[0])
-            latent = np.log(u) - np.log1p(-u)
-        loc, scale_tril = self._affine(latent)
-        flow = self._build(dim, loc, scale_tril)
+        if X_val is None:
+            X, X_val = split_validation(X, self.validation_fraction, self.random_state)
+        pre = self._preprocessor(X)
+        if X_val is not None:
+            with torch.no_grad():
+                _, ladj = pre.to_latent(torch.from_numpy(X_val))
+            if not bool(torch.isfinite(ladj).all()):
+                raise ValueError("X_val has values on or outside the bounds")
         seed = None if self.random_state is None else int(self.random_state)
-        if seed is not None:
-            torch.manual_seed(seed)
-            flow = self._build(dim, loc, scale_tril)  # initialisation under the seed
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            flow = self._build(X.shape[1], pre)
+        dtype, pre = self._torch_dtype(), pre.to(self.device)
         history = fit(
-            flow,
-            lambda f, batch: -f._log_prob(batch[0]).mean(),
-            self._tensor(X),
-            None if X_val is None else self._tensor(X_val),
+            _core(flow, pre),
+            nll,
+            _to_latent(pre, X, dtype, self.device)[0],
+            None if X_val is None else _to_latent(pre, X_val, dtype, self.device)[0],
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             lr=self.lr,
@@ -207,89 +214,89 @@ class DensityEstimator(BaseDensity):
             progress=self.progress,
             desc=f"fit {self.flow}",
         )
-        return {"flow_": flow, "history_": history}
+        return {"flow_": flow, "preprocessor_": pre, "history_": history}
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
-        self.flow_.eval()
-        out = []
+        core = _core(self.flow_, self.preprocessor_).eval()
+        dtype, out = self._torch_dtype(), []
         with torch.no_grad():
-            for start in range(0, len(X), 8192):
-                out.append(self.flow_._log_prob(self._tensor(X[start : start + 8192])))
-        log_p = torch.cat(out).double().cpu().numpy()
-        box = self._box(X.shape[1])
-        if box is not None:
-            inside = np.all((X > box[0]) & (X < box[1]), axis=1)
-            log_p = np.where(inside, log_p, -np.inf)
-        return log_p
+            for start in range(0, len(X), _CHUNK):
+                z, ladj = _to_latent(
+                    self.preprocessor_, X[start : start + _CHUNK], dtype, self.device
+                )
+                log_q = core.log_prob(z, check=False).to(torch.float64)
+                # -inf from the pre-transform (outside the box) wins over any core value
+                out.append(torch.where(torch.isfinite(ladj), log_q + ladj, ladj))
+        log_p = torch.cat(out).cpu().numpy()
+        return np.where(np.isnan(log_p), -np.inf, log_p)
 
     def _sample(self, n: int, rng: np.random.RandomState) -> np.ndarray:
-        self.flow_.eval()
+        core = _core(self.flow_, self.preprocessor_).eval()
         seed = int(rng.randint(2**31 - 1))
-        devices = [self.device] if str(self.device).startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices):
+        generator_devices = [self.device] if str(self.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=generator_devices), torch.no_grad():
             torch.manual_seed(seed)
-            x = self.flow_.sample((n,))
-        return x.double().cpu().numpy()
+            z = core.sample((n,))
+            x = self.preprocessor_.from_latent(z.to(torch.float64))
+        return x.cpu().numpy()
 
-    # -- persistence ----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """Save configuration, weights, preprocessing and history to one file, loadable with
-        ``torch.load(path, weights_only=True)``."""
-        if not hasattr(self, "flow_"):
+    # -- extras -----------------------------------------------------------------------------
+    def plot_history(self, ax: Any = None) -> Any:
+        """Training and validation loss per epoch (:func:`pyroflows.plotting.plot_loss`)."""
+        from pyroflows.plotting import plot_loss
+
+        if not hasattr(self, "history_"):
             raise ValueError("this DensityEstimator is not fitted yet; call fit first")
-        params = self.get_params(deep=False)
-        params["hidden"] = list(params["hidden"])
-        if params["bounds"] is not None:
-            params["bounds"] = [
-                np.broadcast_to(b, (self.n_features_in_,)).tolist() for b in params["bounds"]
-            ]
-        state = {k: v.detach().cpu() for k, v in self.flow_.state_dict().items()}
-        torch.save(
-            {
-                "format": FORMAT,
-                "version": FORMAT_VERSION,
-                "params": params,
-                "n_features": int(self.n_features_in_),
-                "state_dict": state,
-                "history": self.history_.as_dict(),
-                "feature_names": [str(n) for n in getattr(self, "feature_names_in_", [])],
-            },
-            path,
-        )
+        return plot_loss(self.history_, ax=ax)
+
+    # -- persistence ------------------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "flow": {k: v.detach().cpu() for k, v in self.flow_.state_dict().items()},
+            "history": self.history_.as_dict(),
+        }
+
+    def _set_state(self, state: dict[str, Any], version: int) -> None:
+        if version < 2:
+            raise ValueError(f"format version {version} is no longer read: re-fit the model")
+        dim = self.n_features_in_
+        # a pre-transform of the saved layout; load_state_dict overwrites its buffers
+        layers: list = [FixedAffine(torch.zeros(dim), torch.eye(dim))]
+        if self.bounds is not None and self.flow != "piecewise_linear":
+            low, high = bounds_array(self.bounds, dim)
+            layers.append(Box(torch.from_numpy(low), torch.from_numpy(high)))
+        pre = Preprocessor(layers)
+        flow = self._build(dim, pre)
+        flow.load_state_dict(state["flow"])
+        flow.eval()
+        self.flow_ = flow
+        self.preprocessor_ = Preprocessor(list(flow.transforms)[-len(layers) :])
+        self.history_ = History(**state["history"])
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> DensityEstimator:
-        """Load an estimator saved by :meth:`save` (safe: ``weights_only=True``)."""
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ValueError(f"{path}: no such file") from None
-        except Exception as error:  # corrupt file, or a pickle that is not plain data
-            reason = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
-            raise ValueError(
-                f"{path} is not a saved pyroflows DensityEstimator ({reason})"
-            ) from None
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a saved pyroflows DensityEstimator")
-        if blob["version"] > FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {blob['version']}; this pyroflows "
-                f"reads up to {FORMAT_VERSION}: upgrade pyroflows"
-            )
-        params = dict(blob["params"])
+    def _params_from_plain(cls, params: dict[str, Any]) -> dict[str, Any]:
+        params = dict(params)
         params["hidden"] = tuple(params["hidden"])
-        if device is not None:
-            params["device"] = device
-        est = cls(**params)
-        dim = blob["n_features"]
-        flow = est._build(dim, np.zeros(dim), np.eye(dim))
-        flow.load_state_dict(blob["state_dict"])
-        flow.eval()
-        est.flow_ = flow
-        est.history_ = History(**blob["history"])
-        est.n_features_in_ = dim
-        if blob.get("feature_names"):
-            est.feature_names_in_ = np.asarray(blob["feature_names"], dtype=object)
-        return est
+        if params.get("bounds") is not None:
+            params["bounds"] = tuple(params["bounds"])
+        return params
+
+
+def _core(flow: Flow, pre: Preprocessor) -> Flow:
+    """The flow on standardised data: ``flow`` without its pre-transform layers (shared
+    modules, no copy)."""
+    return Flow(list(flow.transforms)[: -len(pre.transforms)], flow.base)
+
+
+def _to_latent(
+    pre: Preprocessor, X: np.ndarray, dtype: torch.dtype, device: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardised rows in ``dtype`` (computed in float64, clamped to the dtype's finite
+    range) and the float64 log-Jacobian of the pre-transform."""
+    with torch.no_grad():
+        z, ladj = pre.to_latent(torch.as_tensor(X, dtype=torch.float64, device=device))
+    limit = torch.finfo(dtype).max
+    return z.clamp(-limit, limit).to(dtype), ladj
+
+
+__all__ = ["DensityEstimator"]

@@ -64,7 +64,11 @@ class Flow(nn.Module):
         return next(self.buffers())
 
     def check_inputs(self, x: Tensor | None, context: Tensor | None) -> None:
-        """Raise a ``ValueError`` naming the problem if ``x`` or ``context`` cannot be used."""
+        """Raise a ``ValueError`` naming the problem if ``x`` or ``context`` cannot be used.
+
+        The finiteness check reads values (a host synchronisation); it is skipped while
+        ``torch.compile`` traces. Internal callers that have already checked their data use
+        ``log_prob(..., check=False)``."""
         if self.context_dim and context is None:
             raise ValueError(f"this flow is conditional: pass a context of size {self.context_dim}")
         if not self.context_dim and context is not None:
@@ -87,7 +91,7 @@ class Flow(nn.Module):
                     f"{name} must have {size} features in its last dimension, "
                     f"got shape {tuple(t.shape)}"
                 )
-            if not bool(torch.isfinite(t).all()):
+            if not torch.compiler.is_compiling() and not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} contains NaN or infinite values")
         if x is not None and context is not None:
             try:
@@ -105,13 +109,19 @@ class Flow(nn.Module):
         return FlowDistribution(self, context)
 
     # -- direct use ---------------------------------------------------------------------------
-    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def log_prob(self, x: Tensor, context: Tensor | None = None, *, check: bool = True) -> Tensor:
         """Exact ``log p(x | context)``, shape ``broadcast(x.shape[:-1], context.shape[:-1])``.
-        One network pass per layer (for MAF, NSF and coupling layers)."""
-        self.check_inputs(x, context)
-        return self._log_prob(x, context)
+        One network pass per layer (for MAF, NSF and coupling layers).
 
-    def _log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        Args:
+            x: points, ``(..., dim)``.
+            context: conditioning vectors ``(..., context_dim)`` (conditional flows only).
+            check: validate shapes, dtype and finiteness first (a host synchronisation).
+                ``check=False`` is the fast path for training loops and for
+                ``torch.func.vmap`` / ``torch.compile``, on inputs already checked.
+        """
+        if check:
+            self.check_inputs(x, context)
         total = 0.0
         for t in reversed(self.transforms):
             x, ladj = t.inv_and_ladj(x, context)
@@ -162,6 +172,13 @@ class FlowDistribution(dist.TransformedDistribution):
     ``log_prob``, ``rsample`` and ``rsample_and_log_prob`` go straight through the flow's fused
     passes; ``base_dist`` and ``transforms`` are the usual Pyro objects (each layer conditioned
     on the context), so the distribution works wherever Pyro expects one.
+
+    Scoring a draw of this distribution costs nothing: the log-density computed while drawing
+    is handed to the next ``log_prob`` of exactly that tensor (what ``pyro.sample`` followed by
+    an ELBO does: one pass per layer per step for every family, IAF or MAF). The hand-over is
+    used once, and only while the flow's parameters are unchanged since the draw (their
+    version counters), so a draw scored after an optimiser step is scored afresh and never
+    brings back a graph that a backward pass already freed (the trap of Pyro's identity cache).
     """
 
     arg_constraints: dict = {}
@@ -173,6 +190,7 @@ class FlowDistribution(dist.TransformedDistribution):
             batch_shape = context.shape[:-1] if context is not None else torch.Size()
         self.flow = flow
         self.context = context
+        self._drawn: tuple[Tensor, Tensor, int] | None = None
         transforms = [t.condition(context if t.context_dim else None) for t in flow.transforms]
         super().__init__(flow.base.distribution(batch_shape), transforms, validate_args=False)
 
@@ -180,10 +198,21 @@ class FlowDistribution(dist.TransformedDistribution):
     def has_rsample(self) -> bool:
         return self.flow.base.has_rsample
 
+    def _version(self) -> int:
+        return sum(p._version for p in self.flow.parameters())
+
     def log_prob(self, value: Tensor) -> Tensor:
-        return self.flow.log_prob(value, self.context).expand(
-            torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
-        )
+        drawn, self._drawn = self._drawn, None
+        if (
+            drawn is not None
+            and drawn[0] is value
+            and drawn[2] == self._version()
+            and (drawn[1].requires_grad or not torch.is_grad_enabled())
+        ):
+            log_prob = drawn[1]
+        else:
+            log_prob = self.flow.log_prob(value, self.context)
+        return log_prob.expand(torch.broadcast_shapes(value.shape[:-1], self.batch_shape))
 
     def _draw(self, sample_shape: Shape, reparam: bool) -> tuple[Tensor, Tensor]:
         shape = _shape(sample_shape)
@@ -191,7 +220,11 @@ class FlowDistribution(dist.TransformedDistribution):
         extra = self.batch_shape[
             : len(self.batch_shape) - (0 if context is None else context.dim() - 1)
         ]
-        return self.flow._sample(shape + extra, context, reparam)
+        x, log_prob = self.flow._sample(shape + extra, context, reparam)
+        # Only reparametrised draws hand their log-density over: a draw made without gradients
+        # must be scored afresh (score-function estimators need the gradient of log q).
+        self._drawn = (x, log_prob, self._version()) if reparam else None
+        return x, log_prob
 
     def rsample(self, sample_shape: Shape = torch.Size()) -> Tensor:
         return self._draw(sample_shape, reparam=True)[0]
@@ -201,7 +234,9 @@ class FlowDistribution(dist.TransformedDistribution):
             return self._draw(sample_shape, reparam=False)[0]
 
     def rsample_and_log_prob(self, sample_shape: Shape = torch.Size()) -> tuple[Tensor, Tensor]:
-        return self._draw(sample_shape, reparam=True)
+        x, log_prob = self._draw(sample_shape, reparam=True)
+        self._drawn = None
+        return x, log_prob
 
     def expand(self, batch_shape: Shape, _instance=None) -> FlowDistribution:
         batch_shape = _shape(batch_shape)
@@ -209,3 +244,8 @@ class FlowDistribution(dist.TransformedDistribution):
         if context is not None:
             context = context.expand(batch_shape + context.shape[-1:])
         return FlowDistribution(self.flow, context, batch_shape)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_drawn"] = None
+        return state

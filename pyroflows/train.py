@@ -5,23 +5,30 @@ and amortized inference.
 that the loss draws itself, e.g. samples of a variational flow, when ``data`` is ``None``),
 with Adam, an optional schedule, gradient clipping, a validation loss, early stopping that
 restores the best state, a time budget, and a guard against divergence: a non-finite loss or
-gradient restores the last good state, lowers the learning rate and retries, and gives up
-with :class:`TrainingDiverged` after ``max_retries`` tries, leaving the last good state loaded.
+gradient restores the last good state, lowers the learning rate and retries the epoch, and
+gives up with :class:`TrainingDiverged` after ``max_retries`` consecutive failures, leaving
+the last good state loaded. The parts below (batches, schedule, guard, early stopping,
+progress) each do one thing; :func:`fit` wires them together.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 Batch = tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], Tensor]
+
+__all__ = ["History", "TrainingDiverged", "fit"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -48,23 +55,26 @@ class History:
         return dict(self.__dict__)
 
 
-def _as_batch(data: Tensor | Sequence[Tensor] | None) -> Batch | None:
+# -- data ---------------------------------------------------------------------------------------
+def _as_batch(data: Tensor | Sequence[Tensor] | None, name: str) -> Batch | None:
     if data is None:
         return None
     batch = (data,) if isinstance(data, Tensor) else tuple(data)
     if not batch or any(not isinstance(t, Tensor) for t in batch):
-        raise TypeError("data must be a tensor or a sequence of tensors")
+        raise TypeError(f"{name} must be a tensor or a sequence of tensors")
     n = len(batch[0])
     if n == 0:
-        raise ValueError("training data is empty")
+        raise ValueError(f"{name} is empty")
     if any(len(t) != n for t in batch):
         raise ValueError(
-            f"all data tensors need the same number of rows, got {[len(t) for t in batch]}"
+            f"all {name} tensors need the same number of rows, got {[len(t) for t in batch]}"
         )
     return batch
 
 
-def _minibatches(data: Batch, batch_size: int, generator: torch.Generator | None, shuffle: bool):
+def _minibatches(
+    data: Batch, batch_size: int, generator: torch.Generator | None, shuffle: bool
+) -> Iterator[Batch]:
     n = len(data[0])
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(data[0].device)
@@ -73,12 +83,282 @@ def _minibatches(data: Batch, batch_size: int, generator: torch.Generator | None
         yield tuple(t[index] for t in data)
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+# -- options ------------------------------------------------------------------------------------
+@dataclass
+class _Options:
+    """The loop's settings (the keyword arguments of :func:`fit`), checked once."""
 
-    return tqdm(total=total, desc=desc, leave=False)
+    val_fn: Callable[[nn.Module], float] | None
+    max_epochs: int
+    steps_per_epoch: int | None
+    batch_size: int
+    lr: float
+    weight_decay: float
+    schedule: str | None
+    clip_grad: float | None
+    patience: int | None
+    min_delta: float
+    time_budget: float | None
+    max_retries: int
+    lr_backoff: float
+    progress: bool | str
+    desc: str
+    callback: Callable[[int, History], bool | None] | None
+
+    def check(self) -> None:
+        """Raise a ``ValueError`` naming the first option out of range."""
+
+        def positive_int(name: str, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        positive_int("max_epochs", self.max_epochs)
+        positive_int("batch_size", self.batch_size)
+        if self.steps_per_epoch is not None:
+            positive_int("steps_per_epoch", self.steps_per_epoch)
+        if self.patience is not None:
+            positive_int("patience", self.patience)
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ValueError(f"clip_grad must be positive or None, got {self.clip_grad!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not self.min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0, got {self.min_delta!r}")
+        if not 0 < self.lr_backoff < 1:
+            raise ValueError(f"lr_backoff must lie in (0, 1), got {self.lr_backoff!r}")
+        if self.time_budget is not None and not self.time_budget >= 0:
+            raise ValueError(f"time_budget must be >= 0 or None, got {self.time_budget!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.progress not in (True, False, "auto"):
+            raise ValueError(f"progress must be True, False or 'auto', got {self.progress!r}")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """The device, or a ``ValueError`` if it cannot be used here (e.g. CUDA without a GPU)."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a valid torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r} was requested but MPS is not available here")
+    return device
+
+
+# -- learning-rate schedule ---------------------------------------------------------------------
+def _cosine(optimizer: torch.optim.Optimizer, total_steps: int):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))
+
+
+def _warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int):
+    warmup = max(1, min(total_steps // 20, 500))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+#: name -> factory(optimizer, total_steps) of a per-step scheduler
+SCHEDULES: dict[str | None, Callable | None] = {
+    None: None,
+    "cosine": _cosine,
+    "warmup_cosine": _warmup_cosine,
+}
+
+
+# -- divergence guard ---------------------------------------------------------------------------
+class _DivergenceGuard:
+    """Keeps the last good model and optimiser state; on a failure restores it and lowers the
+    learning rate, and raises :class:`TrainingDiverged` after ``max_retries`` consecutive
+    failures (a successful epoch resets the count)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        max_retries: int,
+        backoff: float,
+    ):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.max_retries, self.backoff = max_retries, backoff
+        self.consecutive = 0
+        self.save()
+
+    def save(self) -> None:
+        self.state = (
+            copy.deepcopy(self.model.state_dict()),
+            copy.deepcopy(self.optimizer.state_dict()),
+        )
+
+    def success(self) -> None:
+        self.consecutive = 0
+        self.save()
+
+    def failure(self, epoch: int, history: History) -> None:
+        history.restarts += 1
+        self.consecutive += 1
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.model.load_state_dict(self.state[0])
+        self.optimizer.load_state_dict(self.state[1])
+        if self.consecutive > self.max_retries:
+            history.stop_reason = "diverged"
+            raise TrainingDiverged(
+                f"the loss or its gradient became non-finite in epoch {epoch} and stayed so "
+                f"after {self.max_retries} retries with a lower learning rate; the last good "
+                "state is loaded. Try a smaller lr, stronger clip_grad, or standardised data."
+            )
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr * self.backoff
+        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
+            # schedules that recompute the lr from their base lrs must see the back-off too
+            self.scheduler.base_lrs = [lr * self.backoff for lr in self.scheduler.base_lrs]
+
+
+# -- early stopping -----------------------------------------------------------------------------
+class _EarlyStopping:
+    """Tracks the best monitored loss and its model state, and says when to stop."""
+
+    def __init__(self, patience: int | None, min_delta: float):
+        self.patience, self.min_delta = patience, min_delta
+        self.best_state: dict[str, Tensor] | None = None
+        self.waited = 0
+
+    def update(self, model: nn.Module, loss: float, epoch: int, history: History, keep: bool):
+        """Record an epoch's monitored loss; ``keep`` stores the state when it is the best."""
+        if loss < history.best_loss - self.min_delta:
+            history.best_loss, history.best_epoch = loss, epoch
+            self.waited = 0
+            if keep:
+                self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self.waited += 1
+
+    @property
+    def stop(self) -> bool:
+        return self.patience is not None and self.waited >= self.patience
+
+
+# -- progress -----------------------------------------------------------------------------------
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    ip = shell.get_ipython() if hasattr(shell, "get_ipython") else None
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def show_progress(progress: bool | str) -> bool:
+    """Whether to draw a progress bar: ``"auto"`` means in notebooks and interactive
+    terminals, never in CI (``CI`` set) or when standard error is not a terminal."""
+    if progress != "auto":
+        return bool(progress)
+    if os.environ.get("CI"):
+        return False
+    return _in_notebook() or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool, desc: str):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False)
+
+    def update(self, history: History) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(
+                train=f"{history.train_loss[-1]:.4g}", val=f"{history.val_loss[-1]:.4g}"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- one epoch ----------------------------------------------------------------------------------
+def _grad_norm(params: list[nn.Parameter], clip: float | None) -> Tensor:
+    if clip is not None:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+@dataclass
+class _EpochResult:
+    losses: list[Tensor]
+    diverged: bool = False
+    out_of_time: bool = False
+
+
+def _train_epoch(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    params: list[nn.Parameter],
+    clip_grad: float | None,
+    deadline: float,
+    history: History,
+) -> _EpochResult:
+    result = _EpochResult([])
+    for batch in batches:
+        loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = _grad_norm(params, clip_grad)
+        # one host synchronisation per step, for both checks
+        if not bool(torch.isfinite(loss.detach() + norm)):
+            result.diverged = True
+            return result
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        history.steps += 1
+        result.losses.append(loss.detach())
+        if time.perf_counter() > deadline:
+            result.out_of_time = True
+            break
+    return result
+
+
+def _validate(
+    model: nn.Module, loss_fn: LossFn, val: Batch, batch_size: int, deadline: float
+) -> float | None:
+    """Row-weighted mean loss over the validation data in eval mode; ``None`` when the time
+    budget runs out before it is complete."""
+    was_training = model.training
+    model.eval()
+    total, rows = 0.0, 0
+    try:
+        with torch.no_grad():
+            for batch in _minibatches(val, batch_size, None, shuffle=False):
+                if time.perf_counter() > deadline:
+                    return None
+                total += float(loss_fn(model, batch)) * len(batch[0])
+                rows += len(batch[0])
+    finally:
+        model.train(was_training)
+    return total / rows
 
 
 def fit(
@@ -102,7 +382,7 @@ def fit(
     lr_backoff: float = 0.5,
     seed: int | None = None,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: bool | str = "auto",
     desc: str = "training",
     callback: Callable[[int, History], bool | None] | None = None,
 ) -> History:
@@ -111,7 +391,7 @@ def fit(
     Args:
         model: the module to train (parameters are read once, after ``.to(device)``).
         loss_fn: maps the model and a minibatch (a tuple of tensors, or ``()`` when ``data``
-            is None) to a scalar loss, e.g. the mean negative log-likelihood.
+            is None) to a scalar loss, e.g. :func:`pyroflows.losses.nll`.
         data: training tensors sharing their first dimension (e.g. ``(x,)`` or
             ``(theta, context)``), or None when the loss draws its own batches.
         val_data: validation tensors; the validation loss is the row-weighted mean of
@@ -122,172 +402,138 @@ def fit(
         batch_size: rows per minibatch.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
-        schedule: None (constant) or ``"cosine"`` (cosine decay over all steps).
+        schedule: None (constant), ``"cosine"`` (cosine decay over all steps) or
+            ``"warmup_cosine"`` (linear warm-up over 5 % of the steps, then cosine).
         clip_grad: clip the gradient's global norm to this value (None: no clipping).
         patience: stop after this many epochs without a better validation loss (None: never).
         min_delta: smallest decrease that counts as better.
-        time_budget: stop after this many seconds (checked at every step).
-        max_retries: retries after a non-finite loss or gradient before giving up.
+        time_budget: stop after this many seconds, validation included (checked at every
+            step); an epoch whose validation the budget cuts short does not count.
+        max_retries: consecutive retries after a non-finite loss or gradient before giving up.
         lr_backoff: factor applied to the learning rate at each retry.
-        seed: seed for the shuffling and the model's own randomness (``torch.manual_seed``).
+        seed: seed of the shuffling and of the model's own randomness during training; the
+            global random state is left as it was (the loop runs in a forked RNG).
         device: move the model and the data there first.
-        progress: show a progress bar (notebook-aware).
+        progress: show a progress bar; ``"auto"``: in notebooks and terminals, not in CI.
         desc: label of the progress bar.
         callback: called as ``callback(epoch, history)`` after each epoch; returning True stops.
 
     Returns:
-        The :class:`History`. With a validation loss the best state is loaded at the end.
+        The :class:`History`. With a validation loss the best state is loaded at the end, and
+        the model is left in eval mode (also when training diverged).
 
     Raises:
         TrainingDiverged: when the loss or gradient stays non-finite after ``max_retries``.
+        ValueError: an option out of range, or a device that is not available.
 
     Example:
         >>> import pyroflows as pf
         >>> flow = pf.maf(2, layers=2, hidden=(16, 16))
         >>> x = torch.randn(512, 2) * 2 + 1
-        >>> hist = fit(flow, lambda f, b: -f.log_prob(b[0]).mean(), x, max_epochs=3, seed=0)
+        >>> hist = fit(flow, pf.losses.nll, x, max_epochs=3, seed=0)
         >>> len(hist.train_loss), hist.train_loss[-1] < hist.train_loss[0]
         (3, True)
     """
-    train = _as_batch(data)
-    val = _as_batch(val_data)
+    options = _Options(
+        val_fn, max_epochs, steps_per_epoch, batch_size, lr, weight_decay, schedule, clip_grad,
+        patience, min_delta, time_budget, max_retries, lr_backoff, progress, desc, callback,
+    )  # fmt: skip
+    options.check()
+    train = _as_batch(data, "data")
+    val = _as_batch(val_data, "val_data")
     if train is None and not steps_per_epoch:
         raise ValueError("steps_per_epoch is required when data is None")
-    if batch_size < 1 or max_epochs < 1:
-        raise ValueError("batch_size and max_epochs must be positive")
-    if schedule not in (None, "cosine"):
-        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    device = resolve_device(device)
     if device is not None:
         model.to(device)
         train = None if train is None else tuple(t.to(device) for t in train)
         val = None if val is None else tuple(t.to(device) for t in val)
-    if seed is not None:
-        torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    n_steps = steps_per_epoch or math.ceil(len(train[0]) / batch_size)
-    total_steps = n_steps * max_epochs
+    if seed is None:
+        return _loop(model, loss_fn, train, val, params, options, None)
+    on_cuda = params[0].device.type == "cuda"
+    with torch.random.fork_rng(devices=[params[0].device] if on_cuda else []):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        return _loop(model, loss_fn, train, val, params, options, generator)
+
+
+def _loop(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train: Batch | None,
+    val: Batch | None,
+    params: list[nn.Parameter],
+    o: _Options,
+    generator: torch.Generator | None,
+) -> History:
+    """The epoch loop of :func:`fit`."""
+    optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    n_steps = o.steps_per_epoch or math.ceil(len(train[0]) / o.batch_size)
+    make_scheduler = SCHEDULES[o.schedule]
     scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps)
-        if schedule == "cosine"
-        else None
+        None if make_scheduler is None else make_scheduler(optimizer, n_steps * o.max_epochs)
     )
-
-    def validation_loss() -> float | None:
-        if val_fn is not None:
-            return float(val_fn(model))
-        if val is None:
-            return None
-        was_training = model.training
-        model.eval()
-        total, rows = 0.0, 0
-        with torch.no_grad():
-            for batch in _minibatches(val, max(batch_size, 1024), None, shuffle=False):
-                total += float(loss_fn(model, batch)) * len(batch[0])
-                rows += len(batch[0])
-        model.train(was_training)
-        return total / rows
-
     history = History()
-    good_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
-    best_state = None
+    guard = _DivergenceGuard(model, optimizer, scheduler, o.max_retries, o.lr_backoff)
+    stopping = _EarlyStopping(o.patience, o.min_delta)
     start = time.perf_counter()
-    bar = _progress(max_epochs, progress, desc)
-    epochs_without_gain = 0
-    model.train()
+    deadline = math.inf if o.time_budget is None else start + o.time_budget
+    bar = _Progress(o.max_epochs, show_progress(o.progress), o.desc)
+    val_size = max(o.batch_size, 1024)
     epoch = 0
+    model.train()
     try:
-        while epoch < max_epochs:
-            losses, diverged, out_of_time = [], False, False
+        while epoch < o.max_epochs:
             batches = (
-                _minibatches(train, batch_size, generator, shuffle=True)
+                _minibatches(train, o.batch_size, generator, shuffle=True)
                 if train is not None
                 else (() for _ in range(n_steps))
             )
-            for batch in batches:
-                loss = loss_fn(model, batch)
-                if not torch.isfinite(loss):
-                    diverged = True
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip_grad is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
-                else:
-                    norm = torch.sqrt(
-                        sum(
-                            (p.grad.square().sum() for p in params if p.grad is not None),
-                            torch.zeros(()),
-                        )
-                    )
-                if not torch.isfinite(norm):
-                    diverged = True
-                    break
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                history.steps += 1
-                losses.append(loss.item())
-                if time_budget is not None and time.perf_counter() - start > time_budget:
-                    out_of_time = True
-                    break
-            if diverged:
-                history.restarts += 1
-                current_lrs = [group["lr"] for group in optimizer.param_groups]
-                model.load_state_dict(good_state[0])
-                optimizer.load_state_dict(good_state[1])
-                if history.restarts > max_retries:
-                    history.stop_reason = "diverged"
-                    raise TrainingDiverged(
-                        f"the loss or its gradient became non-finite in epoch {epoch} and "
-                        f"stayed so after {max_retries} retries with a lower learning rate; "
-                        "the last good state is loaded. Try a smaller lr, stronger clip_grad, "
-                        "or standardised data."
-                    )
-                for group, current in zip(optimizer.param_groups, current_lrs, strict=True):
-                    group["lr"] = current * lr_backoff
+            result = _train_epoch(
+                model, loss_fn, batches, optimizer, scheduler, params, o.clip_grad, deadline,
+                history,
+            )  # fmt: skip
+            if result.diverged:
+                guard.failure(epoch, history)
                 continue  # retry the epoch from the last good state
-            val_loss = validation_loss()
-            history.train_loss.append(sum(losses) / max(len(losses), 1))
+            if o.val_fn is not None:
+                val_loss = float(o.val_fn(model))
+            elif val is not None and not result.out_of_time:
+                val_loss = _validate(model, loss_fn, val, val_size, deadline)
+            else:
+                val_loss = None
+            validated = o.val_fn is not None or val is not None
+            train_loss = torch.stack(result.losses).mean().item() if result.losses else math.nan
+            history.train_loss.append(train_loss)
             history.val_loss.append(math.nan if val_loss is None else val_loss)
             history.lr.append(optimizer.param_groups[0]["lr"])
             history.time.append(time.perf_counter() - start)
-            monitored = val_loss if val_loss is not None else history.train_loss[-1]
-            if val_loss is not None and not math.isfinite(val_loss):
-                monitored = math.inf
-            if monitored < history.best_loss - min_delta:
-                history.best_loss, history.best_epoch = monitored, epoch
-                epochs_without_gain = 0
+            if validated:
                 if val_loss is not None:
-                    best_state = copy.deepcopy(model.state_dict())
+                    monitored = val_loss if math.isfinite(val_loss) else math.inf
+                    stopping.update(model, monitored, epoch, history, keep=True)
             else:
-                epochs_without_gain += 1
-            good_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    train=f"{history.train_loss[-1]:.4g}", val=f"{history.val_loss[-1]:.4g}"
-                )
+                stopping.update(model, history.train_loss[-1], epoch, history, keep=False)
+            guard.success()
+            bar.update(history)
             epoch += 1
-            if callback is not None and callback(epoch, history):
+            if o.callback is not None and o.callback(epoch, history):
                 history.stop_reason = "callback"
                 break
-            if out_of_time:
+            if result.out_of_time or time.perf_counter() > deadline:
                 history.stop_reason = "time_budget"
                 break
-            if patience is not None and epochs_without_gain >= patience:
+            if stopping.stop:
                 history.stop_reason = "early_stopping"
                 break
         else:
             history.stop_reason = "max_epochs"
+        if stopping.best_state is not None:
+            model.load_state_dict(stopping.best_state)
     finally:
-        if bar is not None:
-            bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+        bar.close()
+        model.eval()
     return history

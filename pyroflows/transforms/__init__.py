@@ -3,7 +3,7 @@
 from pyroflows.transforms.autoregressive import MaskedAutoregressive
 from pyroflows.transforms.base import ConditionedTransform, FlowTransform
 from pyroflows.transforms.coupling import Coupling, alternating_mask
-from pyroflows.transforms.elementwise import ElementwiseAffine, FixedAffine, SigmoidBox
+from pyroflows.transforms.elementwise import Box, ElementwiseAffine, FixedAffine
 from pyroflows.transforms.normalization import ActNorm, BatchNorm
 from pyroflows.transforms.permutation import LULinear, Permutation
 from pyroflows.transforms.univariate import RQS, Affine, PiecewiseLinear, Univariate
@@ -13,6 +13,7 @@ __all__ = [
     "ActNorm",
     "Affine",
     "BatchNorm",
+    "Box",
     "ConditionedTransform",
     "Coupling",
     "ElementwiseAffine",
@@ -22,7 +23,6 @@ __all__ = [
     "MaskedAutoregressive",
     "Permutation",
     "PiecewiseLinear",
-    "SigmoidBox",
     "Univariate",
     "alternating_mask",
 ]

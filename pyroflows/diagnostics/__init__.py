@@ -1,0 +1,46 @@
+"""Diagnostics of fitted flows, by topic; everything is importable from here.
+
+- :mod:`~pyroflows.diagnostics.likelihood`: :func:`kl_monte_carlo`, :func:`gaussian_kl`,
+  :func:`test_log_likelihood`.
+- :mod:`~pyroflows.diagnostics.two_sample`: :func:`c2st` (a classifier tries to tell real from
+  generated rows), :func:`sampling_quality` (train on genuine, synthetic and augmented data,
+  test on held-out genuine data).
+- :mod:`~pyroflows.diagnostics.hotspots`: :class:`Grid`, :func:`cap_curve`, :func:`cap_auc`,
+  :func:`hit_rate`.
+
+Arrays may be NumPy arrays, lists or torch tensors; results are floats, NumPy arrays or small
+dataclasses.
+"""
+
+from pyroflows.diagnostics.hotspots import Grid, cap_auc, cap_curve, hit_rate
+from pyroflows.diagnostics.likelihood import (
+    Estimate,
+    gaussian_kl,
+    kl_monte_carlo,
+    test_log_likelihood,
+)
+from pyroflows.diagnostics.two_sample import (
+    C2STResult,
+    ClassifierScores,
+    SamplingQuality,
+    c2st,
+    make_classifier,
+    sampling_quality,
+)
+
+__all__ = [
+    "C2STResult",
+    "ClassifierScores",
+    "Estimate",
+    "Grid",
+    "SamplingQuality",
+    "c2st",
+    "cap_auc",
+    "cap_curve",
+    "gaussian_kl",
+    "hit_rate",
+    "kl_monte_carlo",
+    "make_classifier",
+    "sampling_quality",
+    "test_log_likelihood",
+]

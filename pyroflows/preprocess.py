@@ -1,0 +1,229 @@
+"""The one pre-transform between the user's units and the space a flow is trained in.
+
+:func:`fit_preprocessor` learns, in float64 and before any cast, an optional box map (logit for
+a bounded coordinate, log for a half-open one) followed by a standardisation: per-column mean
+and standard deviation, or whitening with the Cholesky factor of the covariance. The result is
+a :class:`Preprocessor`: fixed flow layers (:class:`~pyroflows.transforms.Box`,
+:class:`~pyroflows.transforms.FixedAffine`) that compute in float64 whatever the dtype of the
+flow they sit in, so
+
+* training data are standardised in float64 and only then cast (a float32 flow fitted to
+  ``1e8 + N(0, 1)`` sees ``N(0, 1)``);
+* appended to a flow (:meth:`Preprocessor.layers`), they make ``log_prob`` exact in the data's
+  units, ``-inf`` outside the box.
+
+Density estimation uses it for ``x``; amortized posteriors use it for ``theta`` (in the
+unconstrained space) and for the observations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pyroflows.transforms import Box, FixedAffine, FlowTransform
+
+__all__ = ["Moments", "Preprocessor", "bounds_array", "fit_preprocessor"]
+
+
+def bounds_array(bounds: Any, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(low, high)`` float64 arrays of shape ``(dim,)`` from scalars or sequences; infinite
+    entries mean no bound on that side. ``None`` stays ``None``.
+
+    Example:
+        >>> bounds_array((0, float("inf")), 2)
+        (array([0., 0.]), array([inf, inf]))
+    """
+    if bounds is None:
+        return None
+    try:
+        low, high = bounds
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be a pair (low, high), got {bounds!r}") from None
+    try:
+        low = np.broadcast_to(np.asarray(low, dtype=np.float64), (dim,)).copy()
+        high = np.broadcast_to(np.asarray(high, dtype=np.float64), (dim,)).copy()
+    except ValueError:
+        raise ValueError(
+            f"bounds: low and high must be scalars or have {dim} entries (one per column)"
+        ) from None
+    if np.isnan(low).any() or np.isnan(high).any():
+        raise ValueError("bounds must not contain NaN")
+    bad = np.flatnonzero(~(high > low))
+    if bad.size:
+        raise ValueError(
+            f"bounds: the upper bound must exceed the lower bound (column {int(bad[0])}: "
+            f"low={low[bad[0]]}, high={high[bad[0]]})"
+        )
+    return low, high
+
+
+class Moments:
+    """Mean and covariance in float64, accumulated over chunks of rows (Chan et al.'s pairwise
+    update), so statistics of data larger than memory take one streaming pass.
+
+    Example:
+        >>> m = Moments()
+        >>> for chunk in np.array_split(np.arange(10.0).reshape(5, 2), 3):
+        ...     _ = m.update(chunk)
+        >>> m.mean, m.count
+        (array([4., 5.]), 5)
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: np.ndarray | None = None
+        self._scatter: np.ndarray | None = None  # sum of outer products of deviations
+
+    def update(self, chunk: np.ndarray) -> Moments:
+        chunk = np.asarray(chunk, dtype=np.float64)
+        n = len(chunk)
+        if n == 0:
+            return self
+        mean = chunk.mean(0)
+        dev = chunk - mean
+        scatter = dev.T @ dev
+        if self.count == 0:
+            self.count, self.mean, self._scatter = n, mean, scatter
+            return self
+        total = self.count + n
+        delta = mean - self.mean
+        self._scatter = self._scatter + scatter + np.outer(delta, delta) * self.count * n / total
+        self.mean = self.mean + delta * n / total
+        self.count = total
+        return self
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """The maximum-likelihood covariance (divided by the count)."""
+        if self.count == 0:
+            raise ValueError("no rows were seen")
+        return self._scatter / self.count
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.covariance))
+
+
+class Preprocessor(nn.Module):
+    """Fixed map between data units and the standardised space, in float64.
+
+    ``to_latent(x) -> (z, log|dz/dx|)`` is the density direction, ``from_latent(z)`` the
+    sampling direction; both return the input's dtype and compute in float64 inside.
+
+    Args:
+        transforms: fixed layers in sampling order (standardised space -> data).
+    """
+
+    def __init__(self, transforms: Sequence[FlowTransform]):
+        super().__init__()
+        if not transforms:
+            raise ValueError("a Preprocessor needs at least one layer")
+        self.transforms = nn.ModuleList(transforms)
+        self.dim = transforms[0].dim
+
+    def to_latent(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Data -> standardised space, with ``log|dz/dx|`` (``-inf`` outside the box)."""
+        ladj = torch.zeros(x.shape[:-1], dtype=torch.float64, device=x.device)
+        z = x.to(torch.float64)
+        for t in reversed(self.transforms):
+            z, part = t.inv_and_ladj(z)
+            ladj = ladj + part
+        return z.to(x.dtype), ladj.to(x.dtype)
+
+    def from_latent(self, z: Tensor) -> Tensor:
+        """Standardised space -> data."""
+        x = z.to(torch.float64)
+        for t in self.transforms:
+            x, _ = t.call_and_ladj(x)
+        return x.to(z.dtype)
+
+    def layers(self) -> list[FlowTransform]:
+        """The fixed layers, to append to a flow's layers (sampling order)."""
+        return list(self.transforms)
+
+
+def _as_float64(X: Any, name: str) -> np.ndarray:
+    if isinstance(X, Tensor):
+        X = X.detach().cpu().numpy()
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {arr.shape}")
+    return arr
+
+
+def _box_latent(X: np.ndarray, low: np.ndarray, high: np.ndarray, name: str) -> np.ndarray:
+    outside = ~((X > low) & (X < high))
+    if outside.any():
+        i, j = np.argwhere(outside)[0]
+        raise ValueError(
+            f"{name} has {int(outside.sum())} value(s) on or outside the bounds (first at row "
+            f"{i}, column {j}: {X[i, j]!r} not in ({low[j]}, {high[j]}))"
+        )
+    box = Box(torch.from_numpy(low), torch.from_numpy(high))
+    with torch.no_grad():
+        return box.inv_and_ladj(torch.from_numpy(X))[0].numpy()
+
+
+def fit_preprocessor(
+    X: Any,
+    *,
+    whiten: bool = False,
+    bounds: Any = None,
+    name: str = "X",
+) -> Preprocessor:
+    """Learn the pre-transform of the rows of ``X`` in float64.
+
+    Args:
+        X: data ``(n, dim)`` (array-like or tensor; converted to float64 first).
+        whiten: standardise with the Cholesky factor of the covariance (decorrelates) instead
+            of per-column standard deviations.
+        bounds: ``(low, high)``, scalars or per-column, infinite entries for open sides;
+            the data must lie strictly inside.
+        name: how the data are called in error messages.
+
+    Returns:
+        A :class:`Preprocessor` whose density direction maps ``X`` to mean 0 and unit
+        (co)variance. Constant columns keep scale 1 (they are the caller's to reject).
+
+    Raises:
+        ValueError: data outside the bounds, or linearly dependent columns with ``whiten``.
+
+    Example:
+        >>> X = 1e8 + np.random.default_rng(0).normal(size=(1000, 2))
+        >>> z, ladj = fit_preprocessor(X).to_latent(torch.tensor(X))
+        >>> round(float(z.std()), 2), z.dtype
+        (1.0, torch.float64)
+    """
+    X = _as_float64(X, name)
+    dim = X.shape[1]
+    box = bounds_array(bounds, dim)
+    latent = X if box is None else _box_latent(X, box[0], box[1], name)
+    moments = Moments().update(latent)
+    std = moments.std
+    loc = moments.mean
+    if not whiten:
+        scale_tril = np.diag(np.where(std > 0, std, 1.0))
+    else:
+        safe = np.where(std > 0, std, 1.0)
+        corr = np.atleast_2d(moments.covariance) / np.outer(safe, safe)
+        try:
+            chol = np.linalg.cholesky(corr)
+        except np.linalg.LinAlgError:
+            chol = None
+        # A squared pivot of the correlation's Cholesky factor is the share of a column's
+        # variance not explained by the columns before it: near 0 means a singular covariance.
+        if chol is None or np.diag(chol).min() ** 2 < 1e-10:
+            raise ValueError(
+                f"the columns of {name} are linearly dependent (singular covariance); "
+                "drop redundant columns or use whiten=False"
+            )
+        scale_tril = safe[:, None] * chol
+    layers: list[FlowTransform] = [FixedAffine(torch.from_numpy(loc), torch.from_numpy(scale_tril))]
+    if box is not None:
+        layers.append(Box(torch.from_numpy(box[0]), torch.from_numpy(box[1])))
+    return Preprocessor(layers)
