@@ -44,7 +44,7 @@ bench: install
 # Re-execute every notebook in full mode and store the outputs in place.
 notebooks: install
 	for nb in notebooks/*.ipynb; do \
-		MPLBACKEND=Agg $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+		MPLBACKEND=Agg PYROFLOWS_PROGRESS=0 $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.timeout=3600 $$nb || exit 1; done
 
 clean:

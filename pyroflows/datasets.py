@@ -777,7 +777,7 @@ def load_airports(
         A :class:`Dataset` with features ``("longitude", "latitude")``.
 
     Raises:
-        ImportError: If ``vega_datasets`` is not installed (``pip install vega_datasets``).
+        ImportError: If ``vega_datasets`` (a dependency of pyroflows) is missing.
 
     Example:
         >>> d = load_airports(contiguous_us=True)
@@ -787,7 +787,10 @@ def load_airports(
     try:
         from vega_datasets import local_data
     except ImportError as err:  # pragma: no cover - optional dependency
-        raise ImportError("load_airports needs vega_datasets: pip install vega_datasets") from err
+        raise ImportError(
+            "load_airports needs the package vega_datasets, a dependency of pyroflows that is "
+            "missing from this environment: pip install vega_datasets"
+        ) from err
     df = local_data.airports()
     x = df[["longitude", "latitude"]].to_numpy(dtype=np.float64)
     if contiguous_us:

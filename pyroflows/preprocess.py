@@ -76,24 +76,36 @@ class Moments:
 
     def __init__(self) -> None:
         self.count = 0
-        self.mean: np.ndarray | None = None
+        self._shift: np.ndarray | None = None  # a data row: moments of x - shift are O(spread)
+        self._mean: np.ndarray | None = None  # of x - shift
         self._scatter: np.ndarray | None = None  # sum of outer products of deviations
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self.count == 0:
+            raise ValueError("no rows were seen")
+        return self._shift + self._mean
 
     def update(self, chunk: np.ndarray) -> Moments:
         chunk = np.asarray(chunk, dtype=np.float64)
         n = len(chunk)
         if n == 0:
             return self
+        if self._shift is None:
+            self._shift = chunk[0].copy()
+        # Working relative to a data row keeps the chunk means exact to the data's spread even
+        # with an offset of 1e8 standard deviations (the merge term needs precise means).
+        chunk = chunk - self._shift
         mean = chunk.mean(0)
         dev = chunk - mean
         scatter = dev.T @ dev
         if self.count == 0:
-            self.count, self.mean, self._scatter = n, mean, scatter
+            self.count, self._mean, self._scatter = n, mean, scatter
             return self
         total = self.count + n
-        delta = mean - self.mean
+        delta = mean - self._mean
         self._scatter = self._scatter + scatter + np.outer(delta, delta) * self.count * n / total
-        self.mean = self.mean + delta * n / total
+        self._mean = self._mean + delta * n / total
         self.count = total
         return self
 

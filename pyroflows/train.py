@@ -264,10 +264,11 @@ def _in_notebook() -> bool:
 
 def show_progress(progress: bool | str) -> bool:
     """Whether to draw a progress bar: ``"auto"`` means in notebooks and interactive
-    terminals, never in CI (``CI`` set) or when standard error is not a terminal."""
+    terminals, never in CI (``CI`` set), with ``PYROFLOWS_PROGRESS=0``, or when standard
+    error is not a terminal."""
     if progress != "auto":
         return bool(progress)
-    if os.environ.get("CI"):
+    if os.environ.get("CI") or os.environ.get("PYROFLOWS_PROGRESS") == "0":
         return False
     return _in_notebook() or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
 

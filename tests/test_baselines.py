@@ -210,3 +210,42 @@ def test_check_data_conversions_and_messages():
         check_data(np.ones((2, 2), dtype=complex))
     with pytest.raises(ValueError, match="X has 2 row.s.; at least 3"):
         check_data(np.ones((2, 2)), min_samples=3)
+
+
+# -- issue 7: one estimator contract (save/load for every estimator) ---------------------------
+@pytest.mark.parametrize("make", ESTIMATORS.values(), ids=ESTIMATORS.keys())
+def test_save_and_load_reproduce_scores_and_samples(make, tmp_path):
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(-1, 1, (150, 2)), rng.normal(1, 0.5, (150, 2))]) + 1e6
+    model = make().fit(X)
+    path = tmp_path / "model.pt"
+    model.save(path)
+    blob = torch.load(path, weights_only=True)
+    assert blob["format"] == f"pyroflows.{type(model).__name__}"
+    loaded = type(model).load(path)
+    np.testing.assert_array_equal(loaded.score_samples(X[:20]), model.score_samples(X[:20]))
+    np.testing.assert_array_equal(
+        loaded.sample(10, random_state=0), model.sample(10, random_state=0)
+    )
+    def plain(params):
+        return {k: np.asarray(v).tolist() for k, v in params.items()}
+
+    assert plain(loaded.get_params()) == plain(model.get_params())
+
+
+@pytest.mark.parametrize("make", ESTIMATORS.values(), ids=ESTIMATORS.keys())
+def test_loading_a_foreign_or_newer_file_is_a_clear_error(make, tmp_path):
+    cls = type(make())
+    path = tmp_path / "m.pt"
+    torch.save({"format": "something else"}, path)
+    with pytest.raises(ValueError, match=f"not a saved pyroflows {cls.__name__}"):
+        cls.load(path)
+    torch.save({"format": f"pyroflows.{cls.__name__}", "version": 99}, path)
+    with pytest.raises(ValueError, match="format version 99"):
+        cls.load(path)
+    torch.save({"format": f"pyroflows.{cls.__name__}", "version": 1, "params": {}}, path)
+    with pytest.raises(ValueError, match="missing or mismatched"):
+        cls.load(path)
+    path.write_bytes(b"\x80\x04garbage")
+    with pytest.raises(ValueError, match="is not a saved"):
+        cls.load(path)

@@ -124,6 +124,7 @@ def test_bad_scoring_data_is_rejected(fitted):
 
 def test_a_diverging_fit_raises_and_leaves_the_estimator_unfitted(gaussian_data, monkeypatch):
     X, _, _ = gaussian_data
+
     def nan_log_prob(self, x, context=None, check=True):
         return (x.sum(-1) + sum(p.sum() for p in self.parameters())) * np.nan
 
@@ -166,3 +167,126 @@ def test_linearly_dependent_columns_are_rejected_when_whitening():
     X = np.column_stack([x, x[:, 0] - x[:, 1]])
     with pytest.raises(ValueError, match="linearly dependent"):
         pf.DensityEstimator(flow="maf", layers=1, max_epochs=1, whiten=True).fit(X)
+
+
+# -- issue 7 defects: each test failed before the fix ----------------------------------------
+TINY = dict(flow="maf", layers=2, hidden=(16, 16), max_epochs=15, patience=5, batch_size=256)
+
+
+def test_float32_data_with_a_large_offset_keep_their_shape():
+    """Defect 1: standardised in float64 before the cast, so 1e8 + N(0, 1) is not collapsed."""
+    X = 1e8 + np.random.default_rng(0).normal(size=(2000, 1))
+    est = pf.DensityEstimator(**TINY).fit(X)
+    scores = est.score_samples(X[:200])
+    assert scores.std() > 0.2  # was 0: one value for every row
+    expected = -0.5 * (X[:200, 0] - 1e8) ** 2 - 0.5 * np.log(2 * np.pi)
+    assert np.corrcoef(scores, expected)[0, 1] > 0.99
+    draws = est.sample(4000, random_state=0)
+    assert abs(draws.std() - 1.0) < 0.1 and abs(draws.mean() - 1e8) < 0.1
+
+
+def test_bounded_data_keep_distinct_densities_within_1e_6_of_an_edge():
+    """Defect 2: an exact logit, no clamp; -inf outside the box, also through flow_."""
+    from scipy.stats import beta
+
+    X = np.random.default_rng(0).beta(0.3, 0.3, size=(3000, 1))
+    est = pf.DensityEstimator(bounds=(0.0, 1.0), **TINY).fit(X)
+    near = np.array([[1e-7], [1e-9], [1e-11], [1 - 1e-7], [1 - 1e-9]])
+    scores = est.score_samples(near)
+    assert np.isfinite(scores).all() and len(np.unique(scores)) == 5
+    draws = est.sample(20000, random_state=0)
+    assert ((draws > 0) & (draws < 1)).all()
+    # the data put 2 x 1.3 % of their mass within 1e-6 of the edges: so must the draws
+    share = np.mean((draws < 1e-6) | (draws > 1 - 1e-6))
+    assert share > 0.3 * 2 * beta(0.3, 0.3).cdf(1e-6)
+    outside = np.array([[-0.1], [1.0], [1.5]])
+    assert np.isneginf(est.score_samples(outside)).all()
+    flow_scores = est.flow_.log_prob(torch.tensor(outside, dtype=torch.float32))
+    assert torch.isneginf(flow_scores).all()
+
+
+def test_half_open_bounds_are_a_log_transform():
+    """Defect 2: bounds=(0, inf) fits positive data instead of raising TrainingDiverged."""
+    from scipy.stats import lognorm
+
+    X = np.random.default_rng(0).lognormal(1.0, 0.5, size=(3000, 1))
+    est = pf.DensityEstimator(bounds=(0.0, np.inf), **TINY).fit(X[:2000])
+    truth = lognorm(0.5, scale=np.e).logpdf(X[2000:, 0])
+    assert abs(np.mean(truth - est.score_samples(X[2000:]))) < 0.03
+    assert np.isneginf(est.score_samples(np.array([[-1.0], [0.0]]))).all()
+    assert (est.sample(2000, random_state=0) > 0).all()
+
+
+@pytest.mark.parametrize("flow", ["nsf", "maf", "realnvp"])
+def test_far_outliers_score_finite_or_minus_inf_never_nan(flow):
+    """Defect 3: float32 scores of points 1e3-1e6 standard deviations away, or beyond
+    float32's range, are very negative or -inf, never NaN."""
+    X = np.random.default_rng(0).normal(size=(600, 2))
+    kw = {**TINY, "flow": flow, "max_epochs": 3}
+    est = pf.DensityEstimator(**kw).fit(X)
+    far = np.array([[1e3, 0.0], [0.0, -1e6], [1e6, 1e6], [1e39, 0.0], [-1e300, 1.0]])
+    scores = est.score_samples(far)
+    assert not np.isnan(scores).any(), scores
+    assert (scores < -1e5).all(), scores
+
+
+def test_fit_leaves_the_global_random_state_alone():
+    """Defect 5: local generators, no reseeding of torch's global RNG."""
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    pf.DensityEstimator(**{**TINY, "max_epochs": 2}).fit(X)
+    assert torch.equal(torch.rand(3), expected)
+
+
+BAD_PARAMS = [
+    ({"hidden": ()}, "hidden"),
+    ({"hidden": (16, -3)}, "hidden"),
+    ({"bins": 0, "flow": "nsf"}, "bins"),
+    ({"clip_grad": 0.0}, "clip_grad"),
+    ({"clip_grad": -1.0}, "clip_grad"),
+    ({"lr": 0.0}, "lr"),
+    ({"lr": -1e-3}, "lr"),
+    ({"validation_fraction": 1.0}, "validation_fraction"),
+    ({"validation_fraction": -0.1}, "validation_fraction"),
+    ({"patience": 0}, "patience"),
+    ({"bound": 0.0, "flow": "nsf"}, "bound"),
+    ({"layers": 2.5}, "layers"),
+    ({"layers": 0}, "layers"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"max_epochs": 0}, "max_epochs"),
+    ({"weight_decay": -1.0}, "weight_decay"),
+    ({"base": "uniform"}, "base"),
+    ({"flow": "glow"}, "flow"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"schedule": "linear"}, "schedule"),
+]
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    BAD_PARAMS,
+    ids=[",".join(f"{k}={v!r}" for k, v in p.items()) for p, _ in BAD_PARAMS],
+)
+def test_hyper_parameters_out_of_range_name_the_parameter(params, name):
+    """Defect 6: a ValueError naming the parameter, before any state changes."""
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    est = pf.DensityEstimator(**{**TINY, **params})
+    with pytest.raises(ValueError, match=name):
+        est.fit(X)
+    assert not hasattr(est, "flow_")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    est = pf.DensityEstimator(device="cuda", **TINY)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        est.fit(np.random.default_rng(0).normal(size=(100, 2)))
+
+
+def test_plot_history_draws_the_loss_curves(fitted):
+    from matplotlib.figure import Figure
+
+    ax = fitted.plot_history(ax=Figure().subplots())
+    assert [line.get_label() for line in ax.lines][:2] == ["train", "validation"]

@@ -253,3 +253,84 @@ def test_layers_work_inside_pyro_autoguides():
     losses = [svi.step() for _ in range(150)]
     assert len(list(guide.parameters())) > 0
     assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 5
+
+
+# -- issue 7: builder keywords, the check-free fast path, one-pass scoring of own draws ---------
+@pytest.mark.parametrize(
+    "family, kwargs, match",
+    [
+        ("maf", {"bins": 8}, "bins does not apply to maf"),
+        ("maf", {"bound": 3.0}, "bound does not apply to maf"),
+        ("maf", {"coupling": True}, "realnvp"),
+        ("iaf", {"bins": 8}, "bins does not apply to iaf"),
+        ("realnvp", {"order": "random"}, "order does not apply to realnvp"),
+        ("realnvp", {"bins": 4}, "bins does not apply"),
+        ("piecewise_linear", {"bound": 3.0}, "bound does not apply"),
+        ("nsf", {"coupling": True, "order": "random"}, "order does not apply"),
+        ("nsf", {"bins": 0}, "bins must be a positive integer"),
+        ("nsf", {"bound": -1.0}, "bound must be a positive"),
+        ("maf", {"hidden": ()}, "hidden"),
+        ("maf", {"layers": 2.5}, "layers must be a positive integer"),
+        ("maf", {"activation": "swishy"}, "activation must be one of"),
+        ("maf", {"order": "zigzag"}, "order must be"),
+        ("realnvp", {}, "coupling layers need dim >= 2"),
+    ],
+)
+def test_builder_keywords_that_do_not_apply_are_named(family, kwargs, match):
+    dim = 1 if match.startswith("coupling layers need") else 3
+    with pytest.raises(ValueError, match=match):
+        pf.build(family, dim, **kwargs)
+
+
+@pytest.mark.parametrize("family", ["maf", "nsf", "realnvp", "piecewise_linear"])
+def test_every_builder_takes_the_common_keywords(family):
+    extra = {"bins": 4} if family in ("nsf", "piecewise_linear") else {}
+    flow = pf.build(family, 3, layers=2, hidden=(8,), residual=False, activation="tanh", **extra)
+    assert len(flow.transforms) == 2
+    assert any(isinstance(m, torch.nn.Tanh) for m in flow.modules())
+
+
+def test_piecewise_linear_takes_bins_and_coupling():
+    ar = pf.piecewise_linear(3, layers=1, bins=5, coupling=False)
+    cp = pf.piecewise_linear(3, layers=1, bins=5, coupling=True)
+    assert type(ar.transforms[0]).__name__ == "MaskedAutoregressive"
+    assert type(cp.transforms[0]).__name__ == "Coupling"
+
+
+@pytest.mark.parametrize("name", ["maf", "nsf", "nsf-coupling"])
+def test_log_prob_fast_path_works_under_vmap_and_compile(name):
+    flow = make(name)
+    x = torch.randn(6, 2, dtype=torch.float64)
+    expected = flow.log_prob(x)
+    per_row = torch.func.vmap(lambda row: flow.log_prob(row, check=False))(x)
+    torch.testing.assert_close(per_row, expected)
+    compiled = torch.compile(lambda v: flow.log_prob(v), backend="eager", fullgraph=False)
+    torch.testing.assert_close(compiled(x), expected)
+
+
+def test_a_draw_is_scored_from_the_drawing_pass_once_and_never_after_a_step():
+    flow = pf.maf(3, layers=2, hidden=(8,))
+    calls = []
+    for module in flow.modules():
+        if type(module).__name__ == "MADE":
+            module.register_forward_hook(lambda *a: calls.append(1))
+    d = flow()
+    x = d.rsample((4,))
+    drawn = len(calls)
+    lp = d.log_prob(x)  # free: reuses the drawing pass
+    assert len(calls) == drawn
+    torch.testing.assert_close(lp, flow.log_prob(x.detach()), rtol=1e-5, atol=1e-5)
+    d.log_prob(x)  # the hand-over is used once
+    assert len(calls) > drawn + 1
+    # after an optimiser step the stored graph is stale: scored afresh, backward works
+    opt = torch.optim.SGD(flow.parameters(), lr=0.1)
+    x = d.rsample((4,))
+    (x.sum()).backward(retain_graph=True)
+    opt.step()
+    before = len(calls)
+    d.log_prob(x).sum().backward()
+    assert len(calls) > before
+    # draws without gradients are always scored afresh (score-function estimators need it)
+    x = d.sample((4,))
+    before = len(calls)
+    assert d.log_prob(x).requires_grad and len(calls) > before

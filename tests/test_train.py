@@ -144,3 +144,121 @@ def test_bad_arguments_raise():
         fit(flow, nll, None)
     with pytest.raises(ValueError, match="schedule"):
         fit(flow, nll, torch.randn(5, 2), schedule="linear")
+
+
+# -- issue 7: the loop in parts ---------------------------------------------------------------
+def _failing_every_epoch_once():
+    """A loss that fails on the first step of every epoch and succeeds on the retry."""
+    state = {"fail": True}
+
+    def loss(flow, batch):
+        value = nll(flow, batch)
+        if state["fail"]:
+            state["fail"] = False
+            return value * math.nan
+        return value
+
+    def rearm(epoch, history):
+        state["fail"] = True
+
+    return loss, rearm
+
+
+def test_the_guard_counts_consecutive_failures_only():
+    """Defect: a failure in every epoch, each followed by a successful retry, is not a
+    divergence (the old guard counted all failures and gave up after max_retries)."""
+    flow = pf.maf(2, layers=1, hidden=H)
+    loss, rearm = _failing_every_epoch_once()
+    hist = fit(flow, loss, torch.randn(64, 2), max_epochs=5, max_retries=1, callback=rearm)
+    assert hist.stop_reason == "max_epochs" and hist.restarts == 5
+    # the learning rate was halved at every retry
+    assert hist.lr[-1] == pytest.approx(1e-3 * 0.5**5)
+
+
+def test_a_diverged_fit_leaves_the_model_in_eval_mode():
+    flow = pf.maf(2, layers=1, hidden=H)
+    with pytest.raises(TrainingDiverged):
+        fit(flow, lambda f, b: nll(f, b) * math.nan, torch.randn(64, 2), max_retries=1)
+    assert not flow.training
+
+
+def test_validation_respects_the_time_budget():
+    """Defect: validation of a large set ran past the budget."""
+    import time
+
+    flow = pf.maf(2, layers=1, hidden=H)
+
+    def slow_when_validating(f, batch):
+        if not f.training:
+            time.sleep(0.05)
+        return nll(f, batch)
+
+    start = time.perf_counter()
+    hist = fit(
+        flow,
+        slow_when_validating,
+        torch.randn(256, 2),
+        torch.randn(200 * 1024, 2),  # 200 validation batches: 10 s if the budget were ignored
+        max_epochs=50,
+        time_budget=0.5,
+    )
+    assert time.perf_counter() - start < 2.0
+    assert hist.stop_reason == "time_budget"
+
+
+def test_fit_leaves_the_global_random_state_alone():
+    flow = pf.maf(2, layers=1, hidden=H)
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    x = torch.randn(64, 2)
+    torch.manual_seed(5)
+    fit(flow, nll, x, max_epochs=2, seed=0)
+    assert torch.equal(torch.rand(2), expected)
+
+
+def test_warmup_cosine_schedule_rises_then_decays():
+    from pyroflows.train import SCHEDULES
+
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-2)
+    scheduler = SCHEDULES["warmup_cosine"](opt, 200)
+    lrs = []
+    for _ in range(200):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    peak = max(range(200), key=lambda i: lrs[i])
+    assert peak == 9 and lrs[0] == pytest.approx(1e-3) and lrs[peak] == pytest.approx(1e-2)
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1 :], strict=False))
+    assert lrs[-1] < 1e-5
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("lr", 0.0),
+        ("clip_grad", 0.0),
+        ("patience", 0),
+        ("max_epochs", 2.5),
+        ("batch_size", 0),
+        ("lr_backoff", 1.0),
+        ("time_budget", -1.0),
+        ("max_retries", -1),
+        ("weight_decay", -1.0),
+        ("schedule", "cyclic"),
+        ("progress", "yes"),
+    ],
+)
+def test_options_out_of_range_are_named(option, value):
+    with pytest.raises(ValueError, match=option):
+        fit(pf.maf(2, layers=1, hidden=H), nll, torch.randn(8, 2), **{option: value})
+
+
+def test_progress_auto_is_silent_in_ci_and_without_a_terminal(monkeypatch):
+    from pyroflows.train import show_progress
+
+    monkeypatch.setenv("CI", "true")
+    assert show_progress("auto") is False
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr("sys.stderr", open("/dev/null", "w"))  # not a TTY
+    assert show_progress("auto") is False
+    assert show_progress(True) is True and show_progress(False) is False
