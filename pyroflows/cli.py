@@ -3,12 +3,28 @@
 Examples::
 
     pyroflows fit data.csv --flow nsf --out model.pt
+    pyroflows fit box.csv --flow piecewise_linear --bounds 0 1 --out model.pt
     pyroflows sample model.pt -n 1000 > samples.csv
     pyroflows score model.pt data.csv            # mean log-likelihood and its standard error
     pyroflows score model.pt data.csv --per-row  # log p(x) of every row
 
-CSV files hold one row per sample and one numeric column per feature, with an optional header
-row. A malformed file is rejected with the row and column of the first bad cell.
+CSV files are comma-separated UTF-8 (a byte-order mark is ignored), one row per sample and one
+numeric column per feature; blank lines are skipped. With ``--header auto`` (the default) the
+first row is a header only if none of its cells is a number, so a first row mixing numbers and
+text is reported as a bad data row; ``--header yes`` or ``--header no`` decides it instead. A
+malformed file is rejected with the line and column of the first bad cell (columns are named by
+their header, or numbered from 1).
+
+The header of the training file is saved with the model: ``sample`` writes it as the header
+of its output, and ``score`` (like ``fit --val``) rejects a file whose header differs in names
+or order. A file without a header is accepted if it has the right number of columns.
+
+``sample`` and ``score`` run on the CPU unless ``--device`` says otherwise, so a model fitted
+on a GPU can be used anywhere.
+
+Every failure ends in one line on stderr, ``pyroflows <command>: error: ...``, and exit status
+2 (bad arguments or input, an ``--out`` that cannot be written), 1 (training diverged, or
+another failure to read or write a file) or 130 (interrupted).
 """
 
 from __future__ import annotations
@@ -16,115 +32,179 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import numpy as np
 
+from pyroflows.builders import FAMILIES
+from pyroflows.density import DensityEstimator
+from pyroflows.train import TrainingDiverged, resolve_device
 
-def read_csv(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
-    """Read a numeric CSV file into ``(X, header)``; ``header`` is None when the first row is
-    numeric.
+T = TypeVar("T", int, float)
+DEFAULTS = DensityEstimator().get_params()
+HEADER_MODES = ("auto", "yes", "no")
+DTYPES = ("float32", "float64")
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path: str | Path, header: str = "auto") -> tuple[np.ndarray, list[str] | None]:
+    """Read a numeric CSV file.
+
+    Args:
+        path: the file (UTF-8, with or without a byte-order mark).
+        header: ``"auto"``: the first row is a header if none of its cells is a number;
+            ``"yes"``: it is a header; ``"no"``: it is data.
+
+    Returns:
+        ``(X, names)``: the data, shape ``(rows, columns)``, and the header's cells (stripped),
+        or None without a header.
 
     Raises:
-        ValueError: naming the file, row and column of the first problem.
+        ValueError: naming the file, line and column of the first problem.
     """
+    if header not in HEADER_MODES:
+        raise ValueError(f"header must be one of {HEADER_MODES}, got {header!r}")
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    with path.open(newline="") as handle:
-        rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+        raise ValueError(f"{path}: " + ("not a file" if path.exists() else "no such file"))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error.reason})") from None
+    except csv.Error as error:
+        raise ValueError(f"{path}: line {reader.line_num}: {error}") from None
     if not rows:
         raise ValueError(f"{path}: the file has no data rows")
-    header = None
-
-    def numeric(cell: str) -> bool:
-        try:
-            float(cell)
-        except ValueError:
-            return False
-        return True
-
-    if not all(numeric(cell) for cell in rows[0]):
-        header, rows = [cell.strip() for cell in rows[0]], rows[1:]
+    names = None
+    if header == "yes" or (header == "auto" and not any(map(_is_number, rows[0][1]))):
+        names, rows = [cell.strip() for cell in rows[0][1]], rows[1:]
         if not rows:
             raise ValueError(f"{path}: the file has a header but no data rows")
-    width = len(header) if header is not None else len(rows[0])
+    width = len(names) if names is not None else len(rows[0][1])
+
+    def bad(i: int, j: int, problem: str) -> ValueError:
+        column = repr(names[j]) if names and names[j] else str(j + 1)
+        return ValueError(f"{path}: line {rows[i][0]}, column {column}: {problem}")
+
     data = np.empty((len(rows), width))
-    first_line = 2 if header is not None else 1
-    for i, row in enumerate(rows):
-        line = i + first_line
+    for i, (line, row) in enumerate(rows):
         if len(row) != width:
             raise ValueError(f"{path}: line {line} has {len(row)} cells, expected {width}")
-        for j, cell in enumerate(row):
-            try:
-                data[i, j] = float(cell)
-            except ValueError:
-                column = header[j] if header is not None else str(j)
-                raise ValueError(
-                    f"{path}: line {line}, column {column!r}: {cell.strip()!r} is not a number"
-                ) from None
-    return data, header
+        try:
+            data[i] = [float(cell) for cell in row]
+        except ValueError:
+            j, cell = next((j, c.strip()) for j, c in enumerate(row) if not _is_number(c))
+            if not cell:
+                hint = " (a trailing comma?)" if j == width - 1 else ""
+                raise bad(i, j, f"empty cell{hint}") from None
+            if ";" in cell or "\t" in cell:
+                raise bad(i, j, f"{cell!r} is not a number (use commas between cells)") from None
+            first = i == 0 and header == "auto"
+            hint = " (use --header yes if the first row is a header)" if first else ""
+            raise bad(i, j, f"{cell!r} is not a number{hint}") from None
+    if not np.isfinite(data).all():
+        i, j = np.argwhere(~np.isfinite(data))[0]
+        raise bad(i, j, f"{rows[i][1][j].strip()!r} is NaN or infinite")
+    return data, names
 
 
-def write_csv(X: np.ndarray, header: Sequence[str] | None, stream) -> None:
+def write_csv(X: np.ndarray, header: Sequence[str] | None, stream: TextIO) -> None:
+    """Write the rows of ``X`` (9 significant digits) after an optional header row."""
     writer = csv.writer(stream, lineterminator="\n")
     if header is not None:
         writer.writerow(header)
     writer.writerows([f"{v:.9g}" for v in row] for row in X)
 
 
-def _fit(args: argparse.Namespace) -> None:
-    from pyroflows.density import DensityEstimator
+def _check_columns(path: str, found: list[str] | None, expected: Sequence[str] | None) -> None:
+    """Reject a file whose header differs from ``expected`` (a missing header is accepted)."""
+    if found is not None and expected is not None and list(found) != list(expected):
+        raise ValueError(f"{path}: the columns are {found}, expected {list(expected)}")
 
-    X, header = read_csv(args.data)
-    X_val = read_csv(args.val)[0] if args.val else None
-    bounds = tuple(args.bounds) if args.bounds else None
+
+def _check_writable(path: Path) -> None:
+    """Raise ValueError unless a file can be written at ``path``: checked before training by
+    opening it for appending (a file that did not exist is removed again)."""
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a directory")
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {path}: cannot write there ({error.strerror})") from None
+    if not existed:
+        path.unlink()
+
+
+def _fit(args: argparse.Namespace) -> None:
+    X, names = read_csv(args.data, args.header)
+    X_val = None
+    if args.val:
+        X_val, val_names = read_csv(args.val, args.header)
+        _check_columns(args.val, val_names, names)
+    _check_writable(Path(args.out))
     est = DensityEstimator(
         flow=args.flow,
         layers=args.layers,
         hidden=tuple(args.hidden),
         bins=args.bins,
-        bounds=bounds,
+        whiten=args.whiten,
+        bounds=tuple(args.bounds) if args.bounds else None,
+        lr=args.lr,
+        batch_size=args.batch_size,
         max_epochs=args.epochs,
+        patience=args.patience,
+        validation_fraction=args.validation_fraction,
         time_budget=args.time_budget,
         random_state=args.seed,
+        device=args.device,
+        dtype=args.dtype,
         progress=args.progress,
     )
     est.fit(X, X_val)
-    if header is not None:
-        est.feature_names_in_ = np.asarray(header, dtype=object)
-    est.save(args.out)
+    if names is not None:
+        est.feature_names_in_ = np.asarray(names, dtype=object)
+    try:
+        est.save(args.out)
+    except RuntimeError as error:  # torch.save reports a failed write as a RuntimeError
+        raise OSError(f"cannot write {args.out}: {error}") from None
     hist = est.history_
+    which = "validation" if any(not math.isnan(v) for v in hist.val_loss) else "training"
     print(
-        f"fitted {args.flow} on {len(X)} rows x {X.shape[1]} features: "
+        f"fitted {args.flow} on {len(X)} rows x {X.shape[1]} feature(s): "
         f"{len(hist.train_loss)} epochs ({hist.stop_reason}), "
-        f"best validation loss {hist.best_loss:.4f}; saved to {args.out}",
+        f"best {which} loss {hist.best_loss:.4f}; saved to {args.out}",
         file=sys.stderr,
     )
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from pyroflows.density import DensityEstimator
-
-    est = DensityEstimator.load(args.model)
-    if args.n < 1:
-        raise ValueError(f"-n must be a positive integer, got {args.n}")
-    header = getattr(est, "feature_names_in_", None)
-    write_csv(
-        est.sample(args.n, random_state=args.seed),
-        None if header is None else list(header),
-        sys.stdout,
-    )
+    est = DensityEstimator.load(args.model, device=args.device)
+    names = getattr(est, "feature_names_in_", None)
+    samples = est.sample(args.n, random_state=args.seed)
+    write_csv(samples, None if names is None else list(names), sys.stdout)
 
 
 def _score(args: argparse.Namespace) -> None:
-    from pyroflows.density import DensityEstimator
     from pyroflows.diagnostics import test_log_likelihood
 
-    est = DensityEstimator.load(args.model)
-    X, _ = read_csv(args.data)
+    est = DensityEstimator.load(args.model, device=args.device)
+    X, names = read_csv(args.data, args.header)
+    _check_columns(args.data, names, getattr(est, "feature_names_in_", None))
     log_p = est.score_samples(X)
     if args.per_row:
         write_csv(log_p[:, None], ["log_prob"], sys.stdout)
@@ -133,57 +213,157 @@ def _score(args: argparse.Namespace) -> None:
     print(f"mean log-likelihood {mean:.6g} ± {se:.2g} (standard error) over {len(X)} rows")
 
 
+def _checked(kind: Callable[[str], T], ok: Callable[[T], bool], what: str) -> Callable[[str], T]:
+    """An argparse ``type=``: ``kind(text)`` if ``ok`` accepts it, else a one-line error."""
+
+    def parse(text: str) -> T:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_seed = _checked(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1")
+_positive_float = _checked(float, lambda v: 0 < v < math.inf, "a positive number")
+_bound = _checked(float, lambda v: not math.isnan(v), "a number or -inf / inf")
+_fraction = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _device(text: str) -> str:
+    """argparse ``type=`` of ``--device``: a torch device that this machine has."""
+    try:
+        resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``<prog>: error: <message>``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The parser of ``pyroflows fit | sample | score``; ``fit``'s defaults are those of
+    :class:`~pyroflows.density.DensityEstimator`."""
+    parser = _Parser(
         prog="pyroflows", description="Normalizing-flow density estimation from the command line."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fit,sample,score}")
+    header = dict(
+        choices=HEADER_MODES,
+        default="auto",
+        help="is the first row a header? auto: if none of its cells is a number (default: auto)",
+    )
+    load_device = dict(type=_device, default="cpu", help="torch device (default: cpu)")
+
+    def option(name: str, param: str, text: str, **kwargs: Any) -> None:
+        """Add an option of ``fit`` that defaults to the estimator's ``param``."""
+        default = DEFAULTS[param]
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs.setdefault("type", _positive_int)
+        fit.add_argument(name, default=default, help=f"{text} (default: {shown})", **kwargs)
+
     fit = sub.add_parser("fit", help="fit a flow to the rows of a CSV file")
     fit.add_argument("data", help="training data (CSV)")
     fit.add_argument("--out", required=True, help="where to save the model (.pt)")
-    fit.add_argument("--val", help="validation data (CSV); default: 10%% of the training rows")
-    fit.add_argument("--flow", default="nsf", choices=["nsf", "maf", "realnvp"])
-    fit.add_argument("--layers", type=int, default=5)
-    fit.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
-    fit.add_argument("--bins", type=int, default=8)
+    fit.add_argument("--val", help="validation data (CSV); default: held-out training rows")
+    fit.add_argument("--header", **header)
+    option("--flow", "flow", "flow family", type=str, choices=sorted(FAMILIES))
+    option("--layers", "layers", "number of flow layers")
+    option("--hidden", "hidden", "hidden sizes of each layer's network", nargs="+")
+    option("--bins", "bins", "spline bins (nsf, piecewise_linear)")
     fit.add_argument(
         "--bounds",
-        type=float,
+        type=_bound,
         nargs=2,
         metavar=("LOW", "HIGH"),
-        help="data lie in the box [LOW, HIGH]^D (logit pre-transform)",
+        help="the data lie in [LOW, HIGH] in every column (an infinite bound leaves that side "
+        "open); piecewise_linear needs finite bounds",
     )
-    fit.add_argument("--epochs", type=int, default=500, help="maximum number of epochs")
-    fit.add_argument("--patience", type=int, default=50, help="early-stopping patience (epochs)")
     fit.add_argument(
         "--whiten",
         action="store_true",
-        help="whiten with the data covariance instead of per-column scaling",
+        help="standardise with the data covariance instead of per-column scaling",
     )
-    fit.add_argument("--time-budget", type=float, help="stop training after this many seconds")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--progress", action="store_true", help="show a progress bar")
+    option("--lr", "lr", "learning rate", type=_positive_float)
+    option("--batch-size", "batch_size", "rows per minibatch")
+    option("--epochs", "max_epochs", "maximum number of epochs")
+    option("--patience", "patience", "early-stopping patience (epochs)")
+    option(
+        "--validation-fraction",
+        "validation_fraction",
+        "share of the training rows held out for early stopping without --val",
+        type=_fraction,
+    )
+    fit.add_argument(
+        "--time-budget", type=_positive_float, help="stop training after this many seconds"
+    )
+    option("--seed", "random_state", "seed of the split, initialisation and shuffling", type=_seed)
+    option("--device", "device", "torch device: cpu, cuda, cuda:1, mps", type=_device)
+    option("--dtype", "dtype", "floating-point type of the flow", type=str, choices=DTYPES)
+    option(
+        "--progress",
+        "progress",
+        "progress bar (auto: on a terminal, not in CI)",
+        action=argparse.BooleanOptionalAction,
+        type=None,
+    )
     fit.set_defaults(run=_fit)
+
     sample = sub.add_parser("sample", help="write samples of a fitted model as CSV")
     sample.add_argument("model")
-    sample.add_argument("-n", type=int, default=1000, help="number of samples")
-    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("-n", type=_positive_int, default=1000, help="number of samples")
+    sample.add_argument("--seed", type=_seed, help="random seed (default: none)")
+    sample.add_argument("--device", **load_device)
     sample.set_defaults(run=_sample)
+
     score = sub.add_parser("score", help="log-likelihood of the rows of a CSV file")
     score.add_argument("model")
     score.add_argument("data")
+    score.add_argument("--header", **header)
     score.add_argument("--per-row", action="store_true", help="print log p(x) of every row")
+    score.add_argument("--device", **load_device)
     score.set_defaults(run=_score)
     return parser
 
 
+def _error(command: str, error: BaseException, status: int) -> int:
+    """Print ``error`` as one line on stderr and return ``status``."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = "; ".join(lines) or type(error).__name__
+    if isinstance(error, TrainingDiverged):
+        message = f"training diverged: {message}"
+    print(f"pyroflows {command}: error: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run ``pyroflows`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad argument (already reported)
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         args.run(args)
-    except ValueError as error:
-        print(f"pyroflows {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away, e.g. `| head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (ValueError, TypeError) as error:
+        return _error(args.command, error, 2)
+    except (TrainingDiverged, OSError) as error:
+        return _error(args.command, error, 1)
+    except KeyboardInterrupt:
+        return _error(args.command, KeyboardInterrupt("interrupted"), 130)
     return 0
 
 

@@ -114,6 +114,13 @@ class ReverseKL(_SamplingLoss):
             return 1.0
         return self.beta0 + (1.0 - self.beta0) * self.calls / self.anneal_steps
 
+    def state_dict(self) -> dict[str, int]:
+        """The annealing position (saved in training checkpoints)."""
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.calls = int(state["calls"])
+
     def __call__(self, model: nn.Module, batch: tuple[Tensor, ...] = ()) -> Tensor:
         beta = self.beta
         if model.training:

@@ -20,10 +20,20 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from pyroflows.checkpoint import (
+    FORMAT,
+    VERSION,
+    atomic_save,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 
 Batch = tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], Tensor]
@@ -61,7 +71,10 @@ def _as_batch(data: Tensor | Sequence[Tensor] | None, name: str) -> Batch | None
         return None
     batch = (data,) if isinstance(data, Tensor) else tuple(data)
     if not batch or any(not isinstance(t, Tensor) for t in batch):
-        raise TypeError(f"{name} must be a tensor or a sequence of tensors")
+        raise TypeError(
+            f"{name} must be a tensor, a sequence of tensors, or a torch DataLoader / "
+            "IterableDataset"
+        )
     n = len(batch[0])
     if n == 0:
         raise ValueError(f"{name} is empty")
@@ -81,6 +94,68 @@ def _minibatches(
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
         yield tuple(t[index] for t in data)
+
+
+def _tuple(batch: Any) -> Batch:
+    if isinstance(batch, Tensor):
+        return (batch,)
+    if isinstance(batch, (tuple, list)) and all(isinstance(t, Tensor) for t in batch):
+        return tuple(batch)
+    raise TypeError(f"a DataLoader batch must be a tensor or a tuple of tensors, got {batch!r}")
+
+
+class _Source:
+    """What one epoch iterates: minibatches of in-memory tensors, the batches of a torch
+    ``DataLoader`` / ``IterableDataset`` (data larger than memory), or ``steps`` empty
+    batches for losses that draw their own samples."""
+
+    def __init__(
+        self,
+        data: Any,
+        name: str,
+        batch_size: int,
+        steps: int | None,
+        device: torch.device | None,
+    ):
+        self.batch_size, self.device = batch_size, device
+        self.tensors: Batch | None = None
+        self.loader: Any = None
+        if isinstance(data, torch.utils.data.IterableDataset):
+            data = torch.utils.data.DataLoader(data, batch_size=None)
+        if isinstance(data, torch.utils.data.DataLoader):
+            self.loader = data
+        elif data is not None:
+            self.tensors = _as_batch(data, name)
+            if device is not None:
+                self.tensors = tuple(t.to(device) for t in self.tensors)
+        if self.tensors is not None:
+            self.steps = math.ceil(len(self.tensors[0]) / batch_size)
+        elif self.loader is not None:
+            try:
+                self.steps = len(self.loader)
+            except TypeError:  # an iterable dataset of unknown length
+                self.steps = steps
+        else:
+            self.steps = steps
+
+    @property
+    def empty(self) -> bool:
+        return self.tensors is None and self.loader is None
+
+    def rows(self) -> int | None:
+        return None if self.tensors is None else len(self.tensors[0])
+
+    def batches(self, generator: torch.Generator | None, shuffle: bool) -> Iterator[Batch]:
+        if self.tensors is not None:
+            size = self.batch_size if shuffle else max(self.batch_size, 1024)
+            yield from _minibatches(self.tensors, size, generator, shuffle)
+        elif self.loader is not None:
+            for batch in self.loader:
+                batch = _tuple(batch)
+                yield batch if self.device is None else tuple(t.to(self.device) for t in batch)
+        else:
+            for _ in range(self.steps):
+                yield ()
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -104,6 +179,22 @@ class _Options:
     progress: bool | str
     desc: str
     callback: Callable[[int, History], bool | None] | None
+    checkpoint: str | Path | None = None
+    checkpoint_every: int = 1
+    resume: str | Path | None = None
+
+    def fingerprint(self, rows: int | None, seed: int | None) -> dict[str, Any]:
+        """The settings a resumed run must share with the run that wrote the checkpoint."""
+        return {
+            "rows": rows,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "schedule": self.schedule,
+            "max_epochs": self.max_epochs if self.schedule else None,
+            "clip_grad": self.clip_grad,
+            "seed": seed,
+        }
 
     def check(self) -> None:
         """Raise a ``ValueError`` naming the first option out of range."""
@@ -138,6 +229,7 @@ class _Options:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.progress not in (True, False, "auto"):
             raise ValueError(f"progress must be True, False or 'auto', got {self.progress!r}")
+        positive_int("checkpoint_every", self.checkpoint_every)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -342,9 +434,7 @@ def _train_epoch(
     return result
 
 
-def _validate(
-    model: nn.Module, loss_fn: LossFn, val: Batch, batch_size: int, deadline: float
-) -> float | None:
+def _validate(model: nn.Module, loss_fn: LossFn, val: _Source, deadline: float) -> float | None:
     """Row-weighted mean loss over the validation data in eval mode; ``None`` when the time
     budget runs out before it is complete."""
     was_training = model.training
@@ -352,13 +442,15 @@ def _validate(
     total, rows = 0.0, 0
     try:
         with torch.no_grad():
-            for batch in _minibatches(val, batch_size, None, shuffle=False):
+            for batch in val.batches(None, shuffle=False):
                 if time.perf_counter() > deadline:
                     return None
                 total += float(loss_fn(model, batch)) * len(batch[0])
                 rows += len(batch[0])
     finally:
         model.train(was_training)
+    if rows == 0:
+        raise ValueError("val_data yielded no rows")
     return total / rows
 
 
@@ -386,6 +478,9 @@ def fit(
     progress: bool | str = "auto",
     desc: str = "training",
     callback: Callable[[int, History], bool | None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: str | Path | None = None,
 ) -> History:
     """Train ``model`` in place by minimising ``loss_fn(model, batch)``.
 
@@ -394,9 +489,12 @@ def fit(
         loss_fn: maps the model and a minibatch (a tuple of tensors, or ``()`` when ``data``
             is None) to a scalar loss, e.g. :func:`pyroflows.losses.nll`.
         data: training tensors sharing their first dimension (e.g. ``(x,)`` or
-            ``(theta, context)``), or None when the loss draws its own batches.
-        val_data: validation tensors; the validation loss is the row-weighted mean of
-            ``loss_fn`` over them, without gradients and in eval mode.
+            ``(theta, context)``); or a torch ``DataLoader`` / ``IterableDataset`` whose
+            batches are tensors or tuples of tensors (data larger than memory: the loader
+            streams, one epoch is one pass over it); or None when the loss draws its own
+            batches.
+        val_data: validation tensors or loader; the validation loss is the row-weighted mean
+            of ``loss_fn`` over them, without gradients and in eval mode.
         val_fn: a validation loss computed by the caller instead (``model -> float``).
         max_epochs: number of passes over ``data``.
         steps_per_epoch: steps per epoch when ``data`` is None (required then).
@@ -418,6 +516,15 @@ def fit(
         progress: show a progress bar; ``"auto"``: in notebooks and terminals, not in CI.
         desc: label of the progress bar.
         callback: called as ``callback(epoch, history)`` after each epoch; returning True stops.
+        checkpoint: write the whole loop state (model, optimiser, schedule, random streams,
+            data order, early stopping, history, and the loss's own state when it has a
+            ``state_dict``) to this file every ``checkpoint_every`` epochs and at the end,
+            atomically (temporary file, fsync, rename).
+        checkpoint_every: the period of the checkpoints, in epochs.
+        resume: continue from this checkpoint (e.g. the same path as ``checkpoint``) if the
+            file exists; a seeded run interrupted and resumed ends with bit-identical
+            parameters to an uninterrupted one. The settings must match the ones it was
+            written with (a ``ValueError`` names those that differ).
 
     Returns:
         The :class:`History`. With a validation loss the best state is loaded at the end, and
@@ -438,64 +545,128 @@ def fit(
     options = _Options(
         val_fn, max_epochs, steps_per_epoch, batch_size, lr, weight_decay, schedule, clip_grad,
         patience, min_delta, time_budget, max_retries, lr_backoff, progress, desc, callback,
+        checkpoint, checkpoint_every, resume,
     )  # fmt: skip
     options.check()
-    train = _as_batch(data, "data")
-    val = _as_batch(val_data, "val_data")
-    if train is None and not steps_per_epoch:
-        raise ValueError("steps_per_epoch is required when data is None")
     device = resolve_device(device)
+    train = _Source(data, "data", batch_size, steps_per_epoch, device)
+    val = None if val_data is None else _Source(val_data, "val_data", batch_size, None, device)
+    if train.steps is None:
+        raise ValueError(
+            "steps_per_epoch is required when data is None or an iterable of unknown length"
+        )
     if device is not None:
         model.to(device)
-        train = None if train is None else tuple(t.to(device) for t in train)
-        val = None if val is None else tuple(t.to(device) for t in val)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
     if seed is None:
-        return _loop(model, loss_fn, train, val, params, options, None)
+        return _loop(model, loss_fn, train, val, params, options, None, None)
     on_cuda = params[0].device.type == "cuda"
     with torch.random.fork_rng(devices=[params[0].device] if on_cuda else []):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        return _loop(model, loss_fn, train, val, params, options, generator)
+        return _loop(model, loss_fn, train, val, params, options, generator, seed)
+
+
+class _Run:
+    """The mutable state of one run of the loop: what a checkpoint holds."""
+
+    def __init__(self, model, loss_fn, params, o: _Options, steps: int, generator, seed, rows):
+        self.model, self.loss_fn, self.o, self.generator = model, loss_fn, o, generator
+        self.optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        make_scheduler = SCHEDULES[o.schedule]
+        self.scheduler = (
+            None if make_scheduler is None else make_scheduler(self.optimizer, steps * o.max_epochs)
+        )
+        self.history = History()
+        self.guard = _DivergenceGuard(
+            model, self.optimizer, self.scheduler, o.max_retries, o.lr_backoff
+        )
+        self.stopping = _EarlyStopping(o.patience, o.min_delta)
+        self.epoch = 0
+        self.elapsed = 0.0  # seconds spent before this process (a resumed run)
+        self.fingerprint = o.fingerprint(rows, seed)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def snapshot(self, elapsed: float) -> dict[str, Any]:
+        loss_state = getattr(self.loss_fn, "state_dict", None)
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "epoch": self.epoch,
+            "elapsed": elapsed,
+            "fingerprint": self.fingerprint,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "history": self.history.as_dict(),
+            "best_state": self.stopping.best_state,
+            "waited": self.stopping.waited,
+            "rng": rng_state(self.generator),
+            "loss": loss_state() if callable(loss_state) else None,
+        }
+
+    def restore(self, path: str | Path) -> None:
+        blob = load_checkpoint(path)
+        differ = [
+            f"{key} (checkpoint {blob['fingerprint'].get(key)!r}, now {value!r})"
+            for key, value in self.fingerprint.items()
+            if blob["fingerprint"].get(key) != value
+        ]
+        if differ:
+            raise ValueError(f"{path} was written with other settings: {', '.join(differ)}")
+        try:
+            self.model.load_state_dict(blob["model"])
+            self.optimizer.load_state_dict(blob["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise ValueError(f"{path} does not match this model ({first})") from None
+        if self.scheduler is not None and blob["scheduler"] is not None:
+            self.scheduler.load_state_dict(blob["scheduler"])
+        self.history = History(**blob["history"])
+        if self.history.stop_reason in ("max_epochs", "time_budget"):
+            self.history.stop_reason = ""  # a resumed run may go on, with more epochs or time
+        self.stopping.best_state = blob["best_state"]
+        self.stopping.waited = blob["waited"]
+        if blob["loss"] is not None and hasattr(self.loss_fn, "load_state_dict"):
+            self.loss_fn.load_state_dict(blob["loss"])
+        set_rng_state(blob["rng"], self.generator)
+        self.epoch, self.elapsed = blob["epoch"], blob["elapsed"]
+        self.guard.save()
 
 
 def _loop(
     model: nn.Module,
     loss_fn: LossFn,
-    train: Batch | None,
-    val: Batch | None,
+    train: _Source,
+    val: _Source | None,
     params: list[nn.Parameter],
     o: _Options,
     generator: torch.Generator | None,
+    seed: int | None,
 ) -> History:
     """The epoch loop of :func:`fit`."""
-    optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-    n_steps = o.steps_per_epoch or math.ceil(len(train[0]) / o.batch_size)
-    make_scheduler = SCHEDULES[o.schedule]
-    scheduler = (
-        None if make_scheduler is None else make_scheduler(optimizer, n_steps * o.max_epochs)
-    )
-    history = History()
-    guard = _DivergenceGuard(model, optimizer, scheduler, o.max_retries, o.lr_backoff)
-    stopping = _EarlyStopping(o.patience, o.min_delta)
-    start = time.perf_counter()
+    run = _Run(model, loss_fn, params, o, train.steps, generator, seed, train.rows())
+    if o.resume is not None and Path(o.resume).exists():
+        run.restore(o.resume)
+    history, stopping, guard, optimizer = run.history, run.stopping, run.guard, run.optimizer
+    start = time.perf_counter() - run.elapsed
     deadline = math.inf if o.time_budget is None else start + o.time_budget
     bar = _Progress(o.max_epochs, show_progress(o.progress), o.desc)
-    val_size = max(o.batch_size, 1024)
-    epoch = 0
+    validated = o.val_fn is not None or val is not None
+
+    def save(final: bool = False) -> None:
+        if o.checkpoint is not None and (final or run.epoch % o.checkpoint_every == 0):
+            atomic_save(run.snapshot(time.perf_counter() - start), o.checkpoint)
+
     model.train()
     try:
-        while epoch < o.max_epochs:
-            batches = (
-                _minibatches(train, o.batch_size, generator, shuffle=True)
-                if train is not None
-                else (() for _ in range(n_steps))
-            )
+        while run.epoch < o.max_epochs and not history.stop_reason:
+            epoch = run.epoch
             result = _train_epoch(
-                model, loss_fn, batches, optimizer, scheduler, params, o.clip_grad, deadline,
-                history,
+                model, loss_fn, train.batches(generator, shuffle=True), optimizer, run.scheduler,
+                params, o.clip_grad, deadline, history,
             )  # fmt: skip
             if result.diverged:
                 guard.failure(epoch, history)
@@ -503,10 +674,9 @@ def _loop(
             if o.val_fn is not None:
                 val_loss = float(o.val_fn(model))
             elif val is not None and not result.out_of_time:
-                val_loss = _validate(model, loss_fn, val, val_size, deadline)
+                val_loss = _validate(model, loss_fn, val, deadline)
             else:
                 val_loss = None
-            validated = o.val_fn is not None or val is not None
             train_loss = torch.stack(result.losses).mean().item() if result.losses else math.nan
             history.train_loss.append(train_loss)
             history.val_loss.append(math.nan if val_loss is None else val_loss)
@@ -520,17 +690,17 @@ def _loop(
                 stopping.update(model, history.train_loss[-1], epoch, history, keep=False)
             guard.success()
             bar.update(history)
-            epoch += 1
-            if o.callback is not None and o.callback(epoch, history):
+            run.epoch = epoch + 1
+            if o.callback is not None and o.callback(run.epoch, history):
                 history.stop_reason = "callback"
-                break
-            if result.out_of_time or time.perf_counter() > deadline:
+            elif result.out_of_time or time.perf_counter() > deadline:
                 history.stop_reason = "time_budget"
-                break
-            if stopping.stop:
+            elif stopping.stop:
                 history.stop_reason = "early_stopping"
-                break
-        else:
+            elif run.epoch == o.max_epochs:
+                history.stop_reason = "max_epochs"
+            save(final=bool(history.stop_reason))
+        if not history.stop_reason:  # resumed from the checkpoint of a finished run
             history.stop_reason = "max_epochs"
         if stopping.best_state is not None:
             model.load_state_dict(stopping.best_state)

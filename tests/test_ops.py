@@ -1,5 +1,7 @@
 """The pure maths in ``pyroflows.ops``: round trips, derivatives against autograd, tails."""
 
+import math
+
 import pytest
 import torch
 
@@ -108,3 +110,37 @@ def test_soft_clamp_bounds_and_gradient():
     # d/dx x / (1 + |x|/b) = 1 / (1 + |x|/b)^2
     assert torch.allclose(g, 1.0 / (1.0 + x.detach().abs() / 2.0) ** 2)
     assert bool((y.diff() > 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", CASES)
+def test_far_and_infinite_inputs_map_without_nan(name, dtype):
+    """Huge and infinite inputs give huge or infinite outputs and finite log-derivatives, in both
+    directions; the spline tails are the identity."""
+    fn, kind, _ = CASES[name]
+    big = torch.finfo(dtype).max
+    x = torch.tensor([1e6, -1e6, big, -big, math.inf, -math.inf], dtype=dtype)
+    params = tuple(p.to(dtype) for p in _params(kind, len(x)))
+    for inverse in (False, True):
+        y, ladj = fn(x, params, inverse=inverse)
+        assert not bool(y.isnan().any()) and bool(torch.isfinite(ladj).all())
+        assert bool((y.sign() == x.sign()).all()) and bool((y.abs() > 1e3).all())
+        if name != "affine":
+            assert torch.equal(y, x) and bool((ladj == 0).all())
+
+
+def test_soft_clamp_of_infinities_and_huge_values():
+    x = torch.tensor([-math.inf, -3e38, 3e38, math.inf])
+    assert torch.equal(soft_clamp(x, 2.0), torch.tensor([-2.0, -2.0, 2.0, 2.0]))
+    assert bool(soft_clamp(torch.tensor([math.nan]), 2.0).isnan().all())
+
+
+def test_rqs_with_huge_raw_parameters_is_finite():
+    """A conditioner fed a far outlier can output raw parameters of order 1e5."""
+    g = torch.Generator().manual_seed(3)
+    w, h, d = (torch.randn(64, k, generator=g) * 1e5 for k in (6, 6, 5))
+    x = torch.linspace(-3.5, 3.5, 64)
+    y, ladj = rational_quadratic_spline(x, w, h, d, bound=3.0)
+    back, ladj_inv = rational_quadratic_spline(y, w, h, d, bound=3.0, inverse=True)
+    assert bool(torch.isfinite(y).all() and torch.isfinite(ladj).all())
+    assert bool(torch.isfinite(back).all() and torch.isfinite(ladj_inv).all())

@@ -8,11 +8,16 @@ degree 0: it feeds every hidden unit without breaking the autoregressive propert
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+#: Default bound on the inputs of conditioner networks: 1e4 standard deviations of
+#: standardised data, far beyond any ordinary value, small enough that hidden units stay finite.
+INPUT_BOUND = 1e4
 
 
 class MaskedLinear(nn.Linear):
@@ -36,6 +41,12 @@ def _linear(in_features: int, out_features: int, mask: Tensor | None) -> nn.Line
 class MLP(nn.Module):
     """Multi-layer perceptron ``x, context -> y`` with optional weight masks and residual blocks.
 
+    All weights and biases live in one flat parameter ``flat_params`` (the masks in one flat
+    buffer ``flat_mask``, ones where nothing is masked): a forward pass applies every mask with a
+    single product and an optimiser updates one tensor per network instead of two per layer.
+    Initialisation is that of ``nn.Linear`` layers created in the order of the layers, so a
+    seed gives the same network as separate layers would.
+
     Args:
         in_features: size of ``x``.
         out_features: size of the output.
@@ -47,6 +58,12 @@ class MLP(nn.Module):
         masks: optional masks, one per weight matrix ``(out, in)``, in order: input layer,
             then two per residual block or one per plain hidden layer, then the output layer.
             The context layer is never masked.
+        input_bound: ``x`` and the context are clamped to ``[-input_bound, input_bound]``
+            before the first layer (``None``: no clamp). A flow's conditioner may be any
+            function of the features it reads, so the clamp keeps every layer invertible; it
+            only changes the outputs for inputs beyond the bound (far outliers, infinities),
+            which would otherwise overflow the hidden units into ``inf`` and ``NaN`` (``0 * inf``
+            at masked weights, ``inf - inf`` in a softmax).
 
     Example:
         >>> net = MLP(3, 2, context=4, hidden=(16, 16))
@@ -63,6 +80,7 @@ class MLP(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
         residual: bool = False,
         masks: Sequence[Tensor] | None = None,
+        input_bound: float | None = INPUT_BOUND,
     ):
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
@@ -72,50 +90,110 @@ class MLP(nn.Module):
             raise ValueError(f"residual=True needs equal hidden sizes, got {hidden}")
         self.in_features, self.out_features, self.context = in_features, out_features, context
         self.residual = residual
+        self.input_bound = input_bound
+        self._n_hidden = len(hidden) - 1
         mask_iter = iter(masks) if masks is not None else None
 
         def next_mask() -> Tensor | None:
             return next(mask_iter) if mask_iter is not None else None
 
-        self.input = _linear(in_features, hidden[0], next_mask())
-        self.context_layer = nn.Linear(context, hidden[0], bias=False) if context > 0 else None
-        self.hidden = nn.ModuleList()
+        # Layers in the order of the flat layout: input, context, hidden, output. The
+        # context layer has no bias; residual blocks start at zero (the block is the identity).
+        layers: list[nn.Linear] = [_linear(in_features, hidden[0], next_mask())]
+        if context > 0:
+            layers.append(nn.Linear(context, hidden[0], bias=False))
         for h_in, h_out in zip(hidden[:-1], hidden[1:], strict=True):
             if residual:
-                block = nn.ModuleList(
-                    [_linear(h_in, h_in, next_mask()), _linear(h_in, h_out, next_mask())]
-                )
-                nn.init.zeros_(block[1].weight)
-                nn.init.zeros_(block[1].bias)
-                self.hidden.append(block)
+                layers.append(_linear(h_in, h_in, next_mask()))
+                second = _linear(h_in, h_out, next_mask())
+                nn.init.zeros_(second.weight)
+                nn.init.zeros_(second.bias)
+                layers.append(second)
             else:
-                self.hidden.append(_linear(h_in, h_out, next_mask()))
-        self.output = _linear(hidden[-1], out_features, next_mask())
+                layers.append(_linear(h_in, h_out, next_mask()))
+        layers.append(_linear(hidden[-1], out_features, next_mask()))
+
+        tensors: list[Tensor] = []
+        mask_parts: list[Tensor] = []
+        self._shapes: list[tuple[int, ...]] = []
+        for layer in layers:
+            weight = layer.weight.detach()
+            tensors.append(weight.flatten())
+            mask = layer.mask if isinstance(layer, MaskedLinear) else torch.ones_like(weight)
+            mask_parts.append(mask.flatten())
+            self._shapes.append(tuple(weight.shape))
+            if layer.bias is not None:
+                tensors.append(layer.bias.detach())
+                mask_parts.append(torch.ones_like(layer.bias.detach()))
+                self._shapes.append(tuple(layer.bias.shape))
+        self._sizes = [math.prod(shape) for shape in self._shapes]
+        self.flat_params = nn.Parameter(torch.cat(tensors))
+        flat_mask = torch.cat(mask_parts)
+        self.register_buffer("flat_mask", flat_mask if masks is not None else None)
         self.activation = activation()
 
+    def _weights(self) -> list[Tensor]:
+        """Weights and biases (masked) in layout order, as views of one tensor."""
+        flat = self.flat_params if self.flat_mask is None else self.flat_params * self.flat_mask
+        return [
+            part.view(shape)
+            for part, shape in zip(flat.split(self._sizes), self._shapes, strict=True)
+        ]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.input(x)
-        if self.context_layer is not None:
+        bound = self.input_bound
+        if bound is not None:
+            x = x.clamp(-bound, bound)
+        params = iter(self._weights())
+        h = F.linear(x, next(params), next(params))
+        if self.context:
             if context is None:
                 raise ValueError(f"this network needs a context of size {self.context}")
-            h = h + self.context_layer(context)
+            if bound is not None:
+                context = context.clamp(-bound, bound)
+            h = h + F.linear(context, next(params))
         act = self.activation
         if self.residual:
-            for first, second in self.hidden:
-                h = h + second(act(first(act(h))))
+            for _ in range(self._n_hidden):
+                inner = F.linear(act(h), next(params), next(params))
+                h = h + F.linear(act(inner), next(params), next(params))
             h = act(h)
         else:
             h = act(h)
-            for layer in self.hidden:
-                h = act(layer(h))
-        return self.output(h)
+            for _ in range(self._n_hidden):
+                h = act(F.linear(h, next(params), next(params)))
+        return F.linear(h, next(params), next(params))
 
     def zero_output_(self) -> MLP:
         """Set the output layer to zero so the network outputs 0 (flows start as identity)."""
         with torch.no_grad():
-            self.output.weight.zero_()
-            self.output.bias.zero_()
+            self.flat_params[-(self._sizes[-2] + self._sizes[-1]) :].zero_()
         return self
+
+    def _legacy_names(self) -> list[str]:
+        """Parameter names of the layout before the flat one, in layout order."""
+        names = ["input.weight", "input.bias"]
+        if self.context:
+            names.append("context_layer.weight")
+        for i in range(self._n_hidden):
+            if self.residual:
+                names += [f"hidden.{i}.{j}.{kind}" for j in (0, 1) for kind in ("weight", "bias")]
+            else:
+                names += [f"hidden.{i}.weight", f"hidden.{i}.bias"]
+        return names + ["output.weight", "output.bias"]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Checkpoints from before the flat layout hold a weight and a bias per layer.
+        if prefix + "flat_params" not in state_dict and prefix + "input.weight" in state_dict:
+            names = self._legacy_names()
+            state_dict[prefix + "flat_params"] = torch.cat(
+                [state_dict.pop(prefix + name).flatten() for name in names]
+            )
+            for name in names:  # the old per-layer mask buffers
+                state_dict.pop(prefix + name.replace(".weight", ".mask"), None)
+            if self.flat_mask is not None:
+                state_dict[prefix + "flat_mask"] = self.flat_mask
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def made_degrees(features: int, order: str | int | Sequence[int] | Tensor = "natural") -> Tensor:
@@ -157,6 +235,7 @@ class MADE(MLP):
         order: input ordering (``"natural"``, ``"reversed"``, a seed, or explicit degrees).
         activation: activation module class.
         residual: use residual blocks (equal hidden sizes).
+        input_bound: clamp of the inputs and context (see :class:`MLP`).
 
     Example:
         >>> made = MADE(3, params=2, hidden=(8, 8))
@@ -173,6 +252,7 @@ class MADE(MLP):
         order: str | int | Sequence[int] | Tensor = "natural",
         activation: type[nn.Module] = nn.ReLU,
         residual: bool = False,
+        input_bound: float | None = INPUT_BOUND,
     ):
         hidden = tuple(int(h) for h in hidden)
         degrees = made_degrees(features, order)
@@ -194,6 +274,7 @@ class MADE(MLP):
             activation,
             residual,
             [m.float() for m in masks],
+            input_bound,
         )
         self.features, self.params = features, params
         self.register_buffer("degrees", degrees)

@@ -11,12 +11,16 @@ def soft_clamp(x: Tensor, bound: float) -> Tensor:
 
     Unlike a hard clamp with a straight-through gradient, the gradient is the true one: it
     shrinks near the bound instead of pushing parameters further out. The rational form
-    costs a third of ``tanh`` on CPU and has heavier gradient tails.
+    costs a third of ``tanh`` on CPU and has heavier gradient tails. Infinities map to
+    ``±bound`` (they are first clamped to the largest finite value of the dtype, so the ratio
+    is never ``inf / inf``); NaN stays NaN.
 
     Example:
-        >>> soft_clamp(torch.tensor([0.0, 1.0, 1e6]), 3.0)
-        tensor([0.0000, 0.7500, 3.0000])
+        >>> soft_clamp(torch.tensor([0.0, 1.0, 1e6, float("inf")]), 3.0)
+        tensor([0.0000, 0.7500, 3.0000, 3.0000])
     """
+    big = torch.finfo(x.dtype).max
+    x = x.clamp(-big, big)
     return x / (1.0 + x.abs() / bound)
 
 

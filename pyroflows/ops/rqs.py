@@ -94,7 +94,9 @@ def rational_quadratic_spline(
         b = h_k * d_k - dy * curvature
         c = -s_k * dy
         disc = (b.square() - 4.0 * a * c).clamp_min(0.0)
-        xi = (2.0 * c) / (-b - disc.sqrt())
+        # xi lies in [0, 1] in exact arithmetic; with extreme parameters (a conditioner fed a far
+        # outlier) rounding can push it out, where the log-derivative below has no real value.
+        xi = ((2.0 * c) / (-b - disc.sqrt())).clamp(0.0, 1.0)
         out = x_k + xi * w_k
     else:
         xi = (u - x_k) / w_k

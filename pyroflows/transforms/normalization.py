@@ -90,6 +90,9 @@ class ActNorm(FlowTransform):
             flat = x.detach().reshape(-1, self.dim)
             if flat.shape[0] > 1:
                 with torch.no_grad():
+                    flat = flat[torch.isfinite(flat).all(-1)]  # outliers at inf do not count
+                    if len(flat) < 2:
+                        raise ValueError("ActNorm needs two finite rows to initialise itself")
                     self.loc.copy_(flat.mean(0))
                     self.log_scale.copy_(flat.std(0).clamp_min(1e-6).log())
                     self.initialized.fill_(True)

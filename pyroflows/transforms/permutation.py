@@ -79,6 +79,8 @@ class LULinear(FlowTransform):
 
     def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z = x @ self.weight().T + self.bias
+        # an infinite coordinate times an exact zero of the weight is NaN; it is infinite
+        z = torch.where(torch.isnan(z) & ~torch.isnan(x).any(-1, keepdim=True), torch.inf, z)
         return z, self.log_diag.sum().expand(zero_ladj(x, context).shape)
 
     def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
