@@ -34,6 +34,8 @@ from pyroflows.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from pyroflows.distributed import Parallel
+from pyroflows.distributed import setup as setup_parallel
 
 Batch = tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], Tensor]
@@ -412,6 +414,7 @@ def _train_epoch(
     clip_grad: float | None,
     deadline: float,
     history: History,
+    parallel: Parallel | None,
 ) -> _EpochResult:
     result = _EpochResult([])
     for batch in batches:
@@ -420,7 +423,10 @@ def _train_epoch(
         loss.backward()
         norm = _grad_norm(params, clip_grad)
         # one host synchronisation per step, for both checks
-        if not bool(torch.isfinite(loss.detach() + norm)):
+        diverged = not bool(torch.isfinite(loss.detach() + norm))
+        if parallel is not None:  # every process takes the same decision
+            diverged = parallel.any(diverged)
+        if diverged:
             result.diverged = True
             return result
         optimizer.step()
@@ -428,27 +434,41 @@ def _train_epoch(
             scheduler.step()
         history.steps += 1
         result.losses.append(loss.detach())
-        if time.perf_counter() > deadline:
+        out_of_time = time.perf_counter() > deadline
+        if parallel is not None and deadline < math.inf:
+            out_of_time = parallel.any(out_of_time)
+        if out_of_time:
             result.out_of_time = True
             break
     return result
 
 
-def _validate(model: nn.Module, loss_fn: LossFn, val: _Source, deadline: float) -> float | None:
-    """Row-weighted mean loss over the validation data in eval mode; ``None`` when the time
-    budget runs out before it is complete."""
+def _validate(
+    model: nn.Module, loss_fn: LossFn, val: _Source, deadline: float, parallel: Parallel | None
+) -> float | None:
+    """Row-weighted mean loss over the validation data in eval mode (over all processes);
+    ``None`` when the time budget runs out before it is complete."""
     was_training = model.training
     model.eval()
-    total, rows = 0.0, 0
+    total, rows, aborted = 0.0, 0, False
     try:
         with torch.no_grad():
             for batch in val.batches(None, shuffle=False):
                 if time.perf_counter() > deadline:
-                    return None
+                    aborted = True
+                    break
+                if parallel is not None:
+                    batch = parallel.shard(batch)
+                    if len(batch[0]) == 0:
+                        continue
                 total += float(loss_fn(model, batch)) * len(batch[0])
                 rows += len(batch[0])
     finally:
         model.train(was_training)
+    if parallel is not None:
+        total, rows, aborted = parallel.sum(total, rows, float(aborted))
+    if aborted:
+        return None
     if rows == 0:
         raise ValueError("val_data yielded no rows")
     return total / rows
@@ -549,6 +569,9 @@ def fit(
     )  # fmt: skip
     options.check()
     device = resolve_device(device)
+    parallel = setup_parallel(device)
+    if parallel is not None and device is not None and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     train = _Source(data, "data", batch_size, steps_per_epoch, device)
     val = None if val_data is None else _Source(val_data, "val_data", batch_size, None, device)
     if train.steps is None:
@@ -561,19 +584,25 @@ def fit(
     if not params:
         raise ValueError("the model has no trainable parameters")
     if seed is None:
-        return _loop(model, loss_fn, train, val, params, options, None, None)
+        if parallel is not None and not train.empty:
+            raise ValueError("multi-process training needs a seed (the same data order everywhere)")
+        return _loop(model, loss_fn, train, val, params, options, None, None, parallel)
     on_cuda = params[0].device.type == "cuda"
     with torch.random.fork_rng(devices=[params[0].device] if on_cuda else []):
-        torch.manual_seed(seed)
+        # each process draws its own samples (its own stream), all shuffle the data alike
+        torch.manual_seed(seed + (parallel.rank if parallel is not None else 0))
         generator = torch.Generator().manual_seed(seed)
-        return _loop(model, loss_fn, train, val, params, options, generator, seed)
+        return _loop(model, loss_fn, train, val, params, options, generator, seed, parallel)
 
 
 class _Run:
     """The mutable state of one run of the loop: what a checkpoint holds."""
 
-    def __init__(self, model, loss_fn, params, o: _Options, steps: int, generator, seed, rows):
+    def __init__(
+        self, model, loss_fn, params, o: _Options, steps: int, generator, seed, rows, parallel
+    ):
         self.model, self.loss_fn, self.o, self.generator = model, loss_fn, o, generator
+        self.parallel = parallel
         self.optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
         make_scheduler = SCHEDULES[o.schedule]
         self.scheduler = (
@@ -587,10 +616,14 @@ class _Run:
         self.epoch = 0
         self.elapsed = 0.0  # seconds spent before this process (a resumed run)
         self.fingerprint = o.fingerprint(rows, seed)
+        self.fingerprint["processes"] = 1 if parallel is None else parallel.world
 
     # -- checkpoints ----------------------------------------------------------------------
     def snapshot(self, elapsed: float) -> dict[str, Any]:
+        """The checkpoint (on every process: the random streams of all are gathered)."""
         loss_state = getattr(self.loss_fn, "state_dict", None)
+        rng = rng_state(self.generator)
+        rngs = [rng] if self.parallel is None else self.parallel.gather(rng)
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -603,7 +636,7 @@ class _Run:
             "history": self.history.as_dict(),
             "best_state": self.stopping.best_state,
             "waited": self.stopping.waited,
-            "rng": rng_state(self.generator),
+            "rng": rngs,
             "loss": loss_state() if callable(loss_state) else None,
         }
 
@@ -631,7 +664,9 @@ class _Run:
         self.stopping.waited = blob["waited"]
         if blob["loss"] is not None and hasattr(self.loss_fn, "load_state_dict"):
             self.loss_fn.load_state_dict(blob["loss"])
-        set_rng_state(blob["rng"], self.generator)
+        set_rng_state(
+            blob["rng"][0 if self.parallel is None else self.parallel.rank], self.generator
+        )
         self.epoch, self.elapsed = blob["epoch"], blob["elapsed"]
         self.guard.save()
 
@@ -645,28 +680,40 @@ def _loop(
     o: _Options,
     generator: torch.Generator | None,
     seed: int | None,
+    parallel: Parallel | None,
 ) -> History:
     """The epoch loop of :func:`fit`."""
-    run = _Run(model, loss_fn, params, o, train.steps, generator, seed, train.rows())
+    run = _Run(model, loss_fn, params, o, train.steps, generator, seed, train.rows(), parallel)
+    main = parallel is None or parallel.main
+    if parallel is not None:
+        loss_fn = parallel.wrap(model, loss_fn)
     if o.resume is not None and Path(o.resume).exists():
         run.restore(o.resume)
     history, stopping, guard, optimizer = run.history, run.stopping, run.guard, run.optimizer
     start = time.perf_counter() - run.elapsed
     deadline = math.inf if o.time_budget is None else start + o.time_budget
-    bar = _Progress(o.max_epochs, show_progress(o.progress), o.desc)
+    bar = _Progress(o.max_epochs, main and show_progress(o.progress), o.desc)
     validated = o.val_fn is not None or val is not None
 
     def save(final: bool = False) -> None:
         if o.checkpoint is not None and (final or run.epoch % o.checkpoint_every == 0):
-            atomic_save(run.snapshot(time.perf_counter() - start), o.checkpoint)
+            snapshot = run.snapshot(time.perf_counter() - start)
+            if main:
+                atomic_save(snapshot, o.checkpoint)
+
+    def epoch_batches():
+        batches = train.batches(generator, shuffle=True)
+        if parallel is None or train.empty:
+            return batches
+        return (b for b in map(parallel.shard, batches) if len(b[0]))
 
     model.train()
     try:
         while run.epoch < o.max_epochs and not history.stop_reason:
             epoch = run.epoch
             result = _train_epoch(
-                model, loss_fn, train.batches(generator, shuffle=True), optimizer, run.scheduler,
-                params, o.clip_grad, deadline, history,
+                model, loss_fn, epoch_batches(), optimizer, run.scheduler, params, o.clip_grad,
+                deadline, history, parallel,
             )  # fmt: skip
             if result.diverged:
                 guard.failure(epoch, history)
@@ -674,10 +721,12 @@ def _loop(
             if o.val_fn is not None:
                 val_loss = float(o.val_fn(model))
             elif val is not None and not result.out_of_time:
-                val_loss = _validate(model, loss_fn, val, deadline)
+                val_loss = _validate(model, run.loss_fn, val, deadline, parallel)
             else:
                 val_loss = None
             train_loss = torch.stack(result.losses).mean().item() if result.losses else math.nan
+            if parallel is not None:  # the mean over processes, the same number everywhere
+                train_loss = parallel.sum(train_loss)[0] / parallel.world
             history.train_loss.append(train_loss)
             history.val_loss.append(math.nan if val_loss is None else val_loss)
             history.lr.append(optimizer.param_groups[0]["lr"])
@@ -691,9 +740,13 @@ def _loop(
             guard.success()
             bar.update(history)
             run.epoch = epoch + 1
-            if o.callback is not None and o.callback(run.epoch, history):
+            stop = o.callback is not None and bool(o.callback(run.epoch, history))
+            late = result.out_of_time or time.perf_counter() > deadline
+            if parallel is not None:
+                stop, late = parallel.any(stop), parallel.any(late)
+            if stop:
                 history.stop_reason = "callback"
-            elif result.out_of_time or time.perf_counter() > deadline:
+            elif late:
                 history.stop_reason = "time_budget"
             elif stopping.stop:
                 history.stop_reason = "early_stopping"
