@@ -102,6 +102,31 @@ class GaussianMixture(Base):
         self.loc = nn.Parameter(torch.randn(components, dim, generator=generator))
         self.log_scale = nn.Parameter(torch.zeros(components, dim))
 
+    @classmethod
+    def from_parameters(cls, weights: Tensor, means: Tensor, variances: Tensor) -> GaussianMixture:
+        """A mixture with the given weights ``(K,)``, means ``(K, D)`` and diagonal variances
+        ``(K, D)``, e.g. those of a fitted ``sklearn.mixture.GaussianMixture(covariance_type=
+        "diag")``: a flow with identity layers on this base starts at that fit.
+
+        Example:
+            >>> base = GaussianMixture.from_parameters(
+            ...     torch.tensor([0.5, 0.5]), torch.tensor([[-2.0], [2.0]]), torch.ones(2, 1)
+            ... )
+            >>> round(base.log_prob(torch.tensor([[2.0]])).item(), 4)
+            -1.6118
+        """
+        weights, means, variances = (torch.as_tensor(t) for t in (weights, means, variances))
+        if means.ndim != 2 or variances.shape != means.shape or weights.shape != means.shape[:1]:
+            raise ValueError("expected weights (K,), means (K, D) and variances (K, D)")
+        if not (bool((weights > 0).all()) and bool((variances > 0).all())):
+            raise ValueError("weights and variances must be positive")
+        base = cls(means.shape[1], means.shape[0])
+        with torch.no_grad():
+            base.logits.copy_(torch.log(weights / weights.sum()))
+            base.loc.copy_(means)
+            base.log_scale.copy_(0.5 * torch.log(variances))
+        return base
+
     def log_prob(self, z: Tensor) -> Tensor:
         u = (z[..., None, :] - self.loc) * torch.exp(-self.log_scale)
         comp = -0.5 * (u.square().sum(-1) + self.dim * _LOG_2PI) - self.log_scale.sum(-1)

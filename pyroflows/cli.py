@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         """Add an option of ``fit`` that defaults to the estimator's ``param``."""
         default = DEFAULTS[param]
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        if default is None:
+            shown = "chosen by the flow's recipe"
         kwargs.setdefault("type", _positive_int)
         fit.add_argument(name, default=default, help=f"{text} (default: {shown})", **kwargs)
 
@@ -277,7 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="where to save the model (.pt)")
     fit.add_argument("--val", help="validation data (CSV); default: held-out training rows")
     fit.add_argument("--header", **header)
-    option("--flow", "flow", "flow family", type=str, choices=sorted(FAMILIES))
+    option(
+        "--flow",
+        "flow",
+        "flow family, or auto (a small portfolio, the best on validation rows is kept)",
+        type=str,
+        choices=["auto", *sorted(FAMILIES)],
+    )
     option("--layers", "layers", "number of flow layers")
     option("--hidden", "hidden", "hidden sizes of each layer's network", nargs="+")
     option("--bins", "bins", "spline bins (nsf, piecewise_linear)")

@@ -11,12 +11,16 @@ so float32 training on data with a large offset loses nothing. ``flow_`` is the 
 from __future__ import annotations
 
 import numbers
+import time
 from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from pyroflows.bases import GaussianMixture
 from pyroflows.builders import FAMILIES, build
 from pyroflows.estimator import BaseDensity, split_validation
 from pyroflows.flows import Flow
@@ -27,6 +31,31 @@ from pyroflows.transforms import Box, FixedAffine
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _CHUNK = 8192
+_BASES = ("normal", "diag_normal", "mog", "gmm", "uniform")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One flow that ``flow="auto"`` fits: family, base and training recipe."""
+
+    name: str
+    flow: str
+    base: str
+    lr: float
+    schedule: str | None
+    patience: int
+    share: float  # of the time budget
+
+
+#: What ``flow="auto"`` tries, in this order; the member with the best validation likelihood
+#: is kept. A spline flow started at a Gaussian mixture fitted to the data (it needs a low
+#: learning rate with a warm-up, or the first steps wreck the start) wins on low-dimensional
+#: multimodal data; the plain spline flow wins on 30-60 dimensional data (measured in
+#: benchmarks/quality.py).
+PORTFOLIO = (
+    Member("nsf-gmm", "nsf", "gmm", 3e-4, "warmup", 20, 0.4),
+    Member("nsf", "nsf", "normal", 1e-3, None, 50, 0.6),
+)
 
 
 class DensityEstimator(BaseDensity):
@@ -34,24 +63,33 @@ class DensityEstimator(BaseDensity):
     ``sample`` / ``save`` / ``load`` / ``plot_history``.
 
     Args:
-        flow: family: ``"nsf"`` (default), ``"maf"``, ``"realnvp"``, ``"iaf"`` or
-            ``"piecewise_linear"`` (needs finite ``bounds``: the box is mapped affinely onto
-            the unit cube, where the flow lives).
+        flow: ``"auto"`` (default): fit the members of :data:`PORTFOLIO` on the same split
+            (a neural spline flow started at a Gaussian mixture fitted to the data, then a
+            plain one) and keep the one with the best validation likelihood
+            (``candidates_`` reports each); without validation rows only the plain one. Or one
+            family: ``"nsf"``, ``"maf"``, ``"realnvp"``, ``"iaf"`` or ``"piecewise_linear"``
+            (needs finite ``bounds``: the box is mapped affinely onto the unit cube).
         layers: number of flow layers.
         hidden: hidden sizes of each layer's network.
         bins: spline bins (``nsf``, ``piecewise_linear``).
         bound: spline interval ``[-bound, bound]`` in standardised units (``nsf``).
         coupling: coupling instead of autoregressive layers (``nsf``, ``piecewise_linear``).
         residual: residual conditioner blocks.
-        base: base distribution name (``"normal"``, ``"diag_normal"``, ``"mog"``).
+        base: base distribution: ``"normal"``, ``"diag_normal"``, ``"mog"`` (a learnt mixture)
+            or ``"gmm"`` (a mixture of diagonal Gaussians fitted to the standardised data, the
+            number of components chosen on validation rows, so training starts at that fit).
+            None: the member's choice (``"normal"`` for a single family).
         whiten: standardise with the mean and the Cholesky factor of the covariance (True),
             or with per-column means and standard deviations (False, default). Either way
             ``log p`` is in the data's units.
         bounds: ``(low, high)``, scalars or one per column, when the data lie in a box;
             infinite entries leave a side open (``(0, inf)``: positive data, a log map).
             ``None``: unbounded data. Points outside get ``log p = -inf``.
-        lr, batch_size, max_epochs, patience, clip_grad, weight_decay, schedule, time_budget:
-            passed to :func:`pyroflows.train.fit`.
+        lr, patience, schedule: training recipe; None: each member's own (a single family:
+            ``1e-3``, ``50``, constant).
+        batch_size, max_epochs, clip_grad, weight_decay, time_budget: passed to
+            :func:`pyroflows.train.fit` (with ``"auto"`` the time budget is shared out
+            between the members).
         validation_fraction: share of the training rows held out for early stopping when no
             ``X_val`` is given (0 disables early stopping on validation data).
         random_state: seed of the split, the initialisation and the shuffling (the global
@@ -59,6 +97,10 @@ class DensityEstimator(BaseDensity):
         device: where to train and evaluate.
         dtype: ``"float32"`` or ``"float64"`` for the flow (the pre-transform is float64).
         progress: progress bar: ``"auto"`` (notebooks and terminals, not CI), True or False.
+        num_threads: torch CPU threads while fitting and scoring (restored afterwards); None
+            leaves torch's setting. The default 1 is measured: networks of this size spend
+            more on thread hand-offs than they gain, and a second thread on a busy 2-core
+            machine made epochs 10x slower (``benchmarks/quality.py``).
 
     Example:
         >>> import numpy as np
@@ -72,20 +114,20 @@ class DensityEstimator(BaseDensity):
 
     def __init__(
         self,
-        flow: str = "nsf",
+        flow: str = "auto",
         layers: int = 5,
         hidden: Sequence[int] = (128, 128),
         bins: int = 8,
         bound: float = 5.0,
         coupling: bool = False,
         residual: bool = False,
-        base: str = "normal",
+        base: str | None = None,
         whiten: bool = False,
         bounds: Any = None,
-        lr: float = 1e-3,
+        lr: float | None = None,
         batch_size: int = 256,
         max_epochs: int = 500,
-        patience: int = 50,
+        patience: int | None = None,
         validation_fraction: float = 0.1,
         clip_grad: float | None = 5.0,
         weight_decay: float = 0.0,
@@ -95,6 +137,7 @@ class DensityEstimator(BaseDensity):
         device: str = "cpu",
         dtype: str = "float32",
         progress: bool | str = "auto",
+        num_threads: int | None = 1,
     ):
         self.flow = flow
         self.layers = layers
@@ -119,11 +162,14 @@ class DensityEstimator(BaseDensity):
         self.device = device
         self.dtype = dtype
         self.progress = progress
+        self.num_threads = num_threads
 
     # -- checks -----------------------------------------------------------------------------
     def _check_params(self) -> None:
-        if self.flow not in FAMILIES:
-            raise ValueError(f"flow must be one of {sorted(FAMILIES)}, got {self.flow!r}")
+        if self.flow != "auto" and self.flow not in FAMILIES:
+            raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {self.flow!r}")
+        if self.base is not None and self.base not in _BASES:
+            raise ValueError(f"base must be None or one of {list(_BASES)}, got {self.base!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if not (
@@ -132,6 +178,14 @@ class DensityEstimator(BaseDensity):
         ):
             raise ValueError(
                 f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}"
+            )
+        if self.num_threads is not None and (
+            isinstance(self.num_threads, bool)
+            or not isinstance(self.num_threads, numbers.Integral)
+            or self.num_threads < 1
+        ):
+            raise ValueError(
+                f"num_threads must be a positive integer or None, got {self.num_threads!r}"
             )
         if self.random_state is not None and not isinstance(self.random_state, numbers.Integral):
             raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
@@ -150,16 +204,31 @@ class DensityEstimator(BaseDensity):
     def _torch_dtype(self) -> torch.dtype:
         return _DTYPES[self.dtype]
 
-    def _architecture(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = dict(
-            layers=self.layers, hidden=self.hidden, residual=self.residual, base=self.base
-        )
-        if self.flow in ("nsf", "piecewise_linear"):
-            kwargs.update(bins=self.bins, coupling=self.coupling)
-        if self.flow == "nsf":
-            kwargs["bound"] = self.bound
+    def _members(self, validated: bool) -> list[Member]:
+        """The flows to fit, with the user's explicit settings applied to each."""
+        if self.flow == "auto":
+            members = list(PORTFOLIO if validated else PORTFOLIO[-1:])
+        else:
+            members = [Member(self.flow, self.flow, "normal", 1e-3, None, 50, 1.0)]
+        overrides = {
+            key: value
+            for key, value in (("base", self.base), ("lr", self.lr), ("patience", self.patience))
+            if value is not None
+        }
+        if self.schedule is not None:
+            overrides["schedule"] = None if self.schedule == "constant" else self.schedule
         if self.flow == "piecewise_linear":
-            del kwargs["base"]  # always the uniform base
+            overrides["base"] = "uniform"
+        return [replace(m, **overrides) for m in members]
+
+    def _architecture(self, family: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(
+            layers=self.layers, hidden=self.hidden, residual=self.residual
+        )
+        if family in ("nsf", "piecewise_linear"):
+            kwargs.update(bins=self.bins, coupling=self.coupling)
+        if family == "nsf":
+            kwargs["bound"] = self.bound
         return kwargs
 
     def _preprocessor(self, X: np.ndarray) -> Preprocessor:
@@ -176,47 +245,114 @@ class DensityEstimator(BaseDensity):
             [FixedAffine(torch.from_numpy(low), torch.diag(torch.from_numpy(high - low)))]
         )
 
-    def _build(self, dim: int, pre: Preprocessor) -> Flow:
-        core = build(self.flow, dim, **self._architecture())
+    def _build(self, dim: int, pre: Preprocessor, family: str, base: Any) -> Flow:
+        kwargs = self._architecture(family)
+        if family != "piecewise_linear":  # always its uniform base
+            kwargs["base"] = base
+        core = build(family, dim, **kwargs)
         flow = Flow(list(core.transforms) + pre.layers(), core.base)
         return flow.to(device=self.device, dtype=self._torch_dtype())
 
     # -- BaseDensity hooks ------------------------------------------------------------------
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
+        with _threads(self.num_threads):
+            return self._fit_members(X, X_val)
+
+    def _fit_members(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
         if X_val is None:
             X, X_val = split_validation(X, self.validation_fraction, self.random_state)
-        pre = self._preprocessor(X)
+        pre = self._preprocessor(X).to(self.device)
         if X_val is not None:
             with torch.no_grad():
-                _, ladj = pre.to_latent(torch.from_numpy(X_val))
+                _, ladj = pre.to_latent(torch.from_numpy(X_val).to(self.device))
             if not bool(torch.isfinite(ladj).all()):
                 raise ValueError("X_val has values on or outside the bounds")
+        dtype = self._torch_dtype()
+        Z = _to_latent(pre, X, dtype, self.device)[0]
+        Z_val = None if X_val is None else _to_latent(pre, X_val, dtype, self.device)[0]
+        start, candidates = time.perf_counter(), []
+        members = self._members(Z_val is not None)
+        for i, member in enumerate(members):
+            offset = time.perf_counter() - start
+            budget = None
+            if self.time_budget is not None:  # the last member gets whatever is left
+                left = max(self.time_budget - offset, 1e-3)
+                budget = left if i == len(members) - 1 else self.time_budget * member.share
+            flow, history, components = self._fit_member(member, pre, Z, Z_val, budget)
+            history.time = [t + offset for t in history.time]
+            candidates.append(
+                {
+                    "name": member.name,
+                    "flow": flow,
+                    "history": history,
+                    "components": components,
+                    "member": member,
+                    "seconds": time.perf_counter() - start - offset,
+                }
+            )
+        best = min(candidates, key=lambda c: c["history"].best_loss)
+        return {
+            "flow_": best["flow"],
+            "preprocessor_": pre,
+            "history_": best["history"],
+            "member_": best["name"],
+            "candidates_": [
+                {k: c[k] for k in ("name", "history", "seconds")}
+                | {"best_loss": c["history"].best_loss}
+                for c in candidates
+            ],
+            "_build_": {
+                "flow": best["member"].flow,
+                "base": "mog" if best["member"].base == "gmm" else best["member"].base,
+                "components": best["components"],
+            },
+        }
+
+    def _fit_member(
+        self,
+        member: Member,
+        pre: Preprocessor,
+        Z: torch.Tensor,
+        Z_val: torch.Tensor | None,
+        budget: float | None,
+    ) -> tuple[Flow, History, int]:
+        """Build and train one flow on the standardised rows."""
         seed = None if self.random_state is None else int(self.random_state)
+        base: Any = member.base
+        components = 0
+        if base == "gmm":
+            base = _mixture_base(Z, Z_val, seed)
+            components = base.components
+        elif base == "mog":
+            components = 10
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            flow = self._build(X.shape[1], pre)
-        dtype, pre = self._torch_dtype(), pre.to(self.device)
+            flow = self._build(Z.shape[1], pre, member.flow, base)
         history = fit(
             _core(flow, pre),
             nll,
-            _to_latent(pre, X, dtype, self.device)[0],
-            None if X_val is None else _to_latent(pre, X_val, dtype, self.device)[0],
+            Z,
+            Z_val,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
-            lr=self.lr,
+            lr=member.lr,
             weight_decay=self.weight_decay,
-            schedule=self.schedule,
+            schedule=member.schedule,
             clip_grad=self.clip_grad,
-            patience=self.patience if X_val is not None else None,
-            time_budget=self.time_budget,
+            patience=member.patience if Z_val is not None else None,
+            time_budget=budget,
             seed=seed,
             progress=self.progress,
-            desc=f"fit {self.flow}",
+            desc=f"fit {member.name}",
         )
-        return {"flow_": flow, "preprocessor_": pre, "history_": history}
+        return flow, history, components
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
+        with _threads(self.num_threads):
+            return self._score_rows(X)
+
+    def _score_rows(self, X: np.ndarray) -> np.ndarray:
         core = _core(self.flow_, self.preprocessor_).eval()
         dtype, out = self._torch_dtype(), []
         with torch.no_grad():
@@ -254,6 +390,8 @@ class DensityEstimator(BaseDensity):
         return {
             "flow": {k: v.detach().cpu() for k, v in self.flow_.state_dict().items()},
             "history": self.history_.as_dict(),
+            "build": dict(self._build_),
+            "member": self.member_,
         }
 
     def _set_state(self, state: dict[str, Any], version: int) -> None:
@@ -266,12 +404,18 @@ class DensityEstimator(BaseDensity):
             low, high = bounds_array(self.bounds, dim)
             layers.append(Box(torch.from_numpy(low), torch.from_numpy(high)))
         pre = Preprocessor(layers)
-        flow = self._build(dim, pre)
+        spec = state["build"]
+        base: Any = spec["base"]
+        if base == "mog":
+            base = GaussianMixture(dim, spec["components"])
+        flow = self._build(dim, pre, spec["flow"], base)
         flow.load_state_dict(state["flow"])
         flow.eval()
         self.flow_ = flow
         self.preprocessor_ = Preprocessor(list(flow.transforms)[-len(layers) :])
         self.history_ = History(**state["history"])
+        self.member_ = state["member"]
+        self._build_ = dict(spec)
 
     @classmethod
     def _params_from_plain(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +424,41 @@ class DensityEstimator(BaseDensity):
         if params.get("bounds") is not None:
             params["bounds"] = tuple(params["bounds"])
         return params
+
+
+@contextmanager
+def _threads(n: int | None):
+    """Run with ``n`` torch CPU threads, then restore the previous number."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _mixture_base(Z: torch.Tensor, Z_val: torch.Tensor | None, seed: int | None) -> GaussianMixture:
+    """A mixture base fitted to the standardised rows: diagonal Gaussian mixtures with 1 to 10
+    components, the number chosen by validation log-likelihood (BIC without validation rows)."""
+    from sklearn.mixture import GaussianMixture as SkMixture
+
+    train = Z.detach().double().cpu().numpy()
+    val = None if Z_val is None else Z_val.detach().double().cpu().numpy()
+    best, best_score = None, -np.inf
+    for k in range(1, min(10, len(train) // 2) + 1):
+        mixture = SkMixture(k, covariance_type="diag", reg_covar=1e-4, random_state=seed)
+        mixture.fit(train)
+        score = mixture.score(val) if val is not None else -mixture.bic(train)
+        if score > best_score:
+            best, best_score = mixture, score
+    base = GaussianMixture.from_parameters(
+        torch.from_numpy(best.weights_), torch.from_numpy(best.means_),
+        torch.from_numpy(best.covariances_),
+    )  # fmt: skip
+    return base.to(device=Z.device, dtype=Z.dtype)
 
 
 def _core(flow: Flow, pre: Preprocessor) -> Flow:

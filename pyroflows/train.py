@@ -266,9 +266,16 @@ def _warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _warmup(optimizer: torch.optim.Optimizer, total_steps: int):
+    warmup = max(1, min(100, total_steps // 10))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+
+
 #: name -> factory(optimizer, total_steps) of a per-step scheduler
 SCHEDULES: dict[str | None, Callable | None] = {
     None: None,
+    "constant": None,
+    "warmup": _warmup,
     "cosine": _cosine,
     "warmup_cosine": _warmup_cosine,
 }
@@ -521,8 +528,9 @@ def fit(
         batch_size: rows per minibatch.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
-        schedule: None (constant), ``"cosine"`` (cosine decay over all steps) or
-            ``"warmup_cosine"`` (linear warm-up over 5 % of the steps, then cosine).
+        schedule: None or ``"constant"``, ``"warmup"`` (linear warm-up over the first 100
+            steps, or a tenth of all steps if fewer, then constant), ``"cosine"`` (cosine decay
+            over all steps) or ``"warmup_cosine"`` (warm-up over 5 % of the steps, then cosine).
         clip_grad: clip the gradient's global norm to this value (None: no clipping).
         patience: stop after this many epochs without a better validation loss (None: never).
         min_delta: smallest decrease that counts as better.

@@ -290,3 +290,54 @@ def test_plot_history_draws_the_loss_curves(fitted):
 
     ax = fitted.plot_history(ax=Figure().subplots())
     assert [line.get_label() for line in ax.lines][:2] == ["train", "validation"]
+
+
+# -- the default: a small portfolio ------------------------------------------------------------
+def test_gmm_base_starts_at_the_fitted_mixture():
+    """base="gmm": identity flow layers on a mixture fitted to the standardised rows, so an
+    untrained estimator is exactly that mixture (in the data's units)."""
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-3, 1, (400, 2)), rng.normal(3, 0.5, (400, 2))]) * [1, 10]
+    est = pf.DensityEstimator(
+        flow="nsf", base="gmm", layers=1, hidden=(8,), lr=1e-12, max_epochs=1,
+        validation_fraction=0.0, dtype="float64",
+    ).fit(X)  # fmt: skip
+    mean, std = X.mean(0), X.std(0)
+    Z = (X - mean) / std
+    fits = [
+        GaussianMixture(k, covariance_type="diag", reg_covar=1e-4, random_state=0).fit(Z)
+        for k in range(1, 11)
+    ]
+    best = min(fits, key=lambda g: g.bic(Z))
+    assert best.n_components == est.flow_.base.components == 2
+    expected = best.score_samples(Z[:50]) - np.log(std).sum()
+    np.testing.assert_allclose(est.score_samples(X[:50]), expected, atol=1e-6)
+
+
+def test_auto_fits_the_portfolio_and_keeps_the_best_on_validation(tmp_path):
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(-4, 0.6, (500, 2)), rng.normal(4, 0.6, (500, 2))])
+    est = pf.DensityEstimator(layers=2, hidden=(16, 16), max_epochs=20).fit(X)
+    names = [c["name"] for c in est.candidates_]
+    assert names == [m.name for m in pf.density.PORTFOLIO]
+    best = min(est.candidates_, key=lambda c: c["best_loss"])
+    assert est.member_ == best["name"] and est.history_.best_loss == best["best_loss"]
+    # each member's history is timed from the start of the whole fit
+    assert est.candidates_[1]["history"].time[0] > est.candidates_[0]["history"].time[-1]
+    est.save(tmp_path / "auto.pt")
+    loaded = pf.DensityEstimator.load(tmp_path / "auto.pt")
+    assert loaded.member_ == est.member_
+    np.testing.assert_array_equal(loaded.score_samples(X[:20]), est.score_samples(X[:20]))
+
+
+def test_fitting_restores_the_number_of_torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        X = np.random.default_rng(0).normal(size=(200, 2))
+        pf.DensityEstimator(**{**TINY, "max_epochs": 1}).fit(X)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
