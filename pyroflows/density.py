@@ -268,8 +268,12 @@ class DensityEstimator(BaseDensity):
             if not bool(torch.isfinite(ladj).all()):
                 raise ValueError("X_val has values on or outside the bounds")
         dtype = self._torch_dtype()
-        Z = _to_latent(pre, X, dtype, self.device)[0]
-        Z_val = None if X_val is None else _to_latent(pre, X_val, dtype, self.device)[0]
+        Z, ladj = _to_latent(pre, X, dtype, self.device)
+        Z_val, ladj_val = (
+            (None, None) if X_val is None else _to_latent(pre, X_val, dtype, self.device)
+        )
+        # losses are reported in the data's units: -mean log p(x) = -mean log q(z) - mean ladj
+        shifts = (-float(ladj.mean()), None if ladj_val is None else -float(ladj_val.mean()))
         start, candidates = time.perf_counter(), []
         members = self._members(Z_val is not None)
         for i, member in enumerate(members):
@@ -279,7 +283,7 @@ class DensityEstimator(BaseDensity):
                 left = max(self.time_budget - offset, 1e-3)
                 budget = left if i == len(members) - 1 else self.time_budget * member.share
             flow, history, components = self._fit_member(member, pre, Z, Z_val, budget)
-            history.time = [t + offset for t in history.time]
+            _to_data_units(history, offset, *shifts)
             candidates.append(
                 {
                     "name": member.name,
@@ -424,6 +428,16 @@ class DensityEstimator(BaseDensity):
         if params.get("bounds") is not None:
             params["bounds"] = tuple(params["bounds"])
         return params
+
+
+def _to_data_units(history: History, offset: float, train: float, val: float | None) -> None:
+    """Shift a member's history from standardised units and its own clock to the data's units
+    and the clock of the whole fit."""
+    history.time = [t + offset for t in history.time]
+    history.train_loss = [v + train for v in history.train_loss]
+    monitored = val if val is not None else train
+    history.val_loss = [v + monitored for v in history.val_loss]
+    history.best_loss += monitored
 
 
 @contextmanager

@@ -341,3 +341,10 @@ def test_fitting_restores_the_number_of_torch_threads():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_history_is_in_the_data_units():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(900, 2)) * [0.01, 100.0] + 5.0
+    est = pf.DensityEstimator(**{**TINY, "patience": 50}).fit(X[:700], X[700:])
+    assert est.history_.best_loss == pytest.approx(-est.score(X[700:]), abs=1e-3)
