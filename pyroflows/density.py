@@ -20,18 +20,37 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyroflows import streaming
 from pyroflows.bases import GaussianMixture
 from pyroflows.builders import FAMILIES, build
 from pyroflows.estimator import BaseDensity, split_validation
 from pyroflows.flows import Flow
 from pyroflows.losses import nll
-from pyroflows.preprocess import Preprocessor, bounds_array, fit_preprocessor
+from pyroflows.preprocess import (
+    Preprocessor,
+    bounds_array,
+    fit_preprocessor,
+    fit_preprocessor_chunks,
+)
+from pyroflows.streaming import check_rows, is_streamed, open_rows
 from pyroflows.train import History, fit, resolve_device
 from pyroflows.transforms import Box, FixedAffine
+from pyroflows.validation import check_data
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _CHUNK = 8192
 _BASES = ("normal", "diag_normal", "mog", "gmm", "uniform")
+
+
+@dataclass
+class _Prepared:
+    """What every member of a fit trains on."""
+
+    pre: Preprocessor
+    train: Any  # standardised rows (a tensor) or a loader of streamed blocks
+    Z_val: torch.Tensor | None
+    sample: torch.Tensor  # standardised training rows in memory (all, or a subsample)
+    shifts: tuple[float, float | None]  # standardised -> data units: train, validation
 
 
 @dataclass(frozen=True)
@@ -254,36 +273,104 @@ class DensityEstimator(BaseDensity):
         return flow.to(device=self.device, dtype=self._torch_dtype())
 
     # -- BaseDensity hooks ------------------------------------------------------------------
+    def fit(self, X: Any, X_val: Any = None) -> DensityEstimator:
+        """Fit to the rows of ``X``; ``X_val`` (optional) is used for early stopping and to
+        choose between the members of ``flow="auto"``.
+
+        Args:
+            X: training data ``(n_samples, n_features)``: an array-like, or for data larger
+                than memory a path to a ``.npy`` file or a memory-mapped array
+                (``np.load(path, mmap_mode="r")``), which is checked, standardised (float64
+                statistics in one pass) and trained on in streamed blocks.
+            X_val: validation data with the same columns, or None (a random
+                ``validation_fraction`` of ``X`` is held out).
+
+        Returns:
+            The fitted estimator.
+        """
+        if not is_streamed(X):
+            return super().fit(X, X_val)
+        self._check_params()
+        rows = open_rows(X)
+        check_rows(rows)
+        if X_val is not None:
+            X_val = check_data(X_val, rows.shape[1], name="X_val")
+        with _threads(self.num_threads):
+            state = self._fit_portfolio(self._prepare_streamed(rows, X_val))
+        return self._set_fitted(state, rows.shape[1], None)
+
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
         with _threads(self.num_threads):
-            return self._fit_members(X, X_val)
+            return self._fit_portfolio(self._prepare(X, X_val))
 
-    def _fit_members(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
+    def _prepare(self, X: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
+        """In-memory rows: split, pre-transform, standardised tensors."""
         if X_val is None:
             X, X_val = split_validation(X, self.validation_fraction, self.random_state)
         pre = self._preprocessor(X).to(self.device)
-        if X_val is not None:
-            with torch.no_grad():
-                _, ladj = pre.to_latent(torch.from_numpy(X_val).to(self.device))
-            if not bool(torch.isfinite(ladj).all()):
-                raise ValueError("X_val has values on or outside the bounds")
         dtype = self._torch_dtype()
         Z, ladj = _to_latent(pre, X, dtype, self.device)
-        Z_val, ladj_val = (
-            (None, None) if X_val is None else _to_latent(pre, X_val, dtype, self.device)
+        return self._prepared(pre, Z, Z, float(ladj.mean()), X_val)
+
+    def _prepare_streamed(self, rows: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
+        """Rows of a memory-mapped file: held-out validation rows and a subsample in memory,
+        statistics in one streaming pass, training rows streamed in shuffled blocks."""
+        if self.flow == "piecewise_linear":
+            raise ValueError("flow='piecewise_linear' is not available for streamed data yet")
+        n, dim = rows.shape
+        rng = np.random.default_rng(self.random_state)
+        train = np.ones(n, dtype=bool)
+        if X_val is None and self.validation_fraction > 0 and n >= 10:
+            n_val = min(max(1, int(round(self.validation_fraction * n))), n - 1)
+            held_out = np.sort(rng.choice(n, n_val, replace=False))
+            train[held_out] = False
+            X_val = np.asarray(rows[held_out], dtype=np.float64)
+        pre = fit_preprocessor_chunks(
+            streaming.chunks(rows, train), dim, whiten=self.whiten, bounds=self.bounds
         )
+        constant = np.flatnonzero(pre.std_ == 0)
+        if constant.size:
+            raise ValueError(f"X column(s) {constant.tolist()} are constant (zero variance)")
+        pre = pre.to(self.device)
+        dtype = self._torch_dtype()
+        picked = np.sort(
+            rng.choice(np.flatnonzero(train), min(100_000, int(train.sum())), replace=False)
+        )
+        sample, ladj = _to_latent(
+            pre, np.asarray(rows[picked], dtype=np.float64), dtype, self.device
+        )
+        blocks = streaming.Blocks(
+            rows,
+            train,
+            lambda block: _to_latent(pre, block, dtype, self.device)[0],
+            self.batch_size,
+        )
+        loader = torch.utils.data.DataLoader(blocks, batch_size=None)
+        return self._prepared(pre, loader, sample, float(ladj.mean()), X_val)
+
+    def _prepared(
+        self, pre: Preprocessor, train: Any, sample: torch.Tensor, ladj: float, X_val: Any
+    ) -> _Prepared:
+        Z_val, shift_val = None, None
+        if X_val is not None:
+            Z_val, ladj_val = _to_latent(pre, X_val, self._torch_dtype(), self.device)
+            if not bool(torch.isfinite(ladj_val).all()):
+                raise ValueError("X_val has values on or outside the bounds")
+            shift_val = -float(ladj_val.mean())
         # losses are reported in the data's units: -mean log p(x) = -mean log q(z) - mean ladj
-        shifts = (-float(ladj.mean()), None if ladj_val is None else -float(ladj_val.mean()))
+        return _Prepared(pre, train, Z_val, sample, (-ladj, shift_val))
+
+    def _fit_portfolio(self, prep: _Prepared) -> dict[str, Any]:
         start, candidates = time.perf_counter(), []
-        members = self._members(Z_val is not None)
+        members = self._members(prep.Z_val is not None)
         for i, member in enumerate(members):
             offset = time.perf_counter() - start
             budget = None
             if self.time_budget is not None:  # the last member gets whatever is left
                 left = max(self.time_budget - offset, 1e-3)
                 budget = left if i == len(members) - 1 else self.time_budget * member.share
-            flow, history, components = self._fit_member(member, pre, Z, Z_val, budget)
-            _to_data_units(history, offset, *shifts)
+            flow, history, components = self._fit_member(member, prep, budget)
+            _to_data_units(history, offset, *prep.shifts)
             candidates.append(
                 {
                     "name": member.name,
@@ -297,7 +384,7 @@ class DensityEstimator(BaseDensity):
         best = min(candidates, key=lambda c: c["history"].best_loss)
         return {
             "flow_": best["flow"],
-            "preprocessor_": pre,
+            "preprocessor_": prep.pre,
             "history_": best["history"],
             "member_": best["name"],
             "candidates_": [
@@ -313,30 +400,26 @@ class DensityEstimator(BaseDensity):
         }
 
     def _fit_member(
-        self,
-        member: Member,
-        pre: Preprocessor,
-        Z: torch.Tensor,
-        Z_val: torch.Tensor | None,
-        budget: float | None,
+        self, member: Member, prep: _Prepared, budget: float | None
     ) -> tuple[Flow, History, int]:
         """Build and train one flow on the standardised rows."""
         seed = None if self.random_state is None else int(self.random_state)
         base: Any = member.base
         components = 0
+        pre, Z_val = prep.pre, prep.Z_val
         if base == "gmm":
-            base = _mixture_base(Z, Z_val, seed)
+            base = _mixture_base(prep.sample, Z_val, seed)
             components = base.components
         elif base == "mog":
             components = 10
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            flow = self._build(Z.shape[1], pre, member.flow, base)
+            flow = self._build(prep.sample.shape[1], pre, member.flow, base)
         history = fit(
             _core(flow, pre),
             nll,
-            Z,
+            prep.train,
             Z_val,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,

@@ -89,10 +89,13 @@ class BaseDensity(BaseEstimator):
         X = check_data(X, name="X", min_samples=2, check_variance=True)
         if X_val is not None:
             X_val = check_data(X_val, X.shape[1], name="X_val")
-        state = self._fit(X, X_val)
+        return self._set_fitted(self._fit(X, X_val), X.shape[1], names)
+
+    def _set_fitted(self, state: dict[str, Any], n_features: int, names: Any) -> BaseDensity:
+        """Set the fitted attributes all at once, after the fit succeeded."""
         for key, value in state.items():
             setattr(self, key, value)
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_ = n_features
         if names is not None:
             self.feature_names_in_ = np.asarray([str(n) for n in names], dtype=object)
         elif hasattr(self, "feature_names_in_"):

@@ -18,7 +18,7 @@ unconstrained space) and for the observations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,13 @@ from torch import Tensor, nn
 
 from pyroflows.transforms import Box, FixedAffine, FlowTransform
 
-__all__ = ["Moments", "Preprocessor", "bounds_array", "fit_preprocessor"]
+__all__ = [
+    "Moments",
+    "Preprocessor",
+    "bounds_array",
+    "fit_preprocessor",
+    "fit_preprocessor_chunks",
+]
 
 
 def bounds_array(bounds: Any, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -168,13 +174,15 @@ def _as_float64(X: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _box_latent(X: np.ndarray, low: np.ndarray, high: np.ndarray, name: str) -> np.ndarray:
+def _box_latent(
+    X: np.ndarray, low: np.ndarray, high: np.ndarray, name: str, offset: int = 0
+) -> np.ndarray:
     outside = ~((X > low) & (X < high))
     if outside.any():
         i, j = np.argwhere(outside)[0]
         raise ValueError(
             f"{name} has {int(outside.sum())} value(s) on or outside the bounds (first at row "
-            f"{i}, column {j}: {X[i, j]!r} not in ({low[j]}, {high[j]}))"
+            f"{offset + i}, column {j}: {float(X[i, j])} not in ({low[j]}, {high[j]}))"
         )
     box = Box(torch.from_numpy(low), torch.from_numpy(high))
     with torch.no_grad():
@@ -212,10 +220,28 @@ def fit_preprocessor(
         (1.0, torch.float64)
     """
     X = _as_float64(X, name)
-    dim = X.shape[1]
+    return fit_preprocessor_chunks([X], X.shape[1], whiten=whiten, bounds=bounds, name=name)
+
+
+def fit_preprocessor_chunks(
+    chunks: Iterable[np.ndarray],
+    dim: int,
+    *,
+    whiten: bool = False,
+    bounds: Any = None,
+    name: str = "X",
+) -> Preprocessor:
+    """:func:`fit_preprocessor` from an iterable of float64 row chunks, in one streaming pass
+    (data larger than memory); the same result as on the concatenated rows."""
     box = bounds_array(bounds, dim)
-    latent = X if box is None else _box_latent(X, box[0], box[1], name)
-    moments = Moments().update(latent)
+    moments = Moments()
+    offset = 0
+    for chunk in chunks:
+        latent = chunk if box is None else _box_latent(chunk, box[0], box[1], name, offset)
+        moments.update(latent)
+        offset += len(chunk)
+    if moments.count == 0:
+        raise ValueError(f"{name} has no rows")
     std = moments.std
     loc = moments.mean
     if not whiten:
@@ -238,4 +264,6 @@ def fit_preprocessor(
     layers: list[FlowTransform] = [FixedAffine(torch.from_numpy(loc), torch.from_numpy(scale_tril))]
     if box is not None:
         layers.append(Box(torch.from_numpy(box[0]), torch.from_numpy(box[1])))
-    return Preprocessor(layers)
+    pre = Preprocessor(layers)
+    pre.std_ = std  # per-column standard deviations in the fitted space (0: constant)
+    return pre
