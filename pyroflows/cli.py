@@ -34,6 +34,7 @@ import csv
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
@@ -42,6 +43,7 @@ import numpy as np
 
 from pyroflows.builders import FAMILIES
 from pyroflows.density import DensityEstimator
+from pyroflows.streaming import csv_to_npy
 from pyroflows.train import TrainingDiverged, resolve_device
 
 T = TypeVar("T", int, float)
@@ -150,8 +152,40 @@ def _check_writable(path: Path) -> None:
         path.unlink()
 
 
+def _streamed_csv(path: str, header: str, folder: str) -> tuple[str, list[str] | None]:
+    """Convert a large CSV file to a ``.npy`` file in ``folder``, one chunk at a time."""
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+        first = next((row for row in csv.reader(handle) if any(c.strip() for c in row)), None)
+    if first is None:
+        raise ValueError(f"{path}: the file has no data rows")
+    has_header = header == "yes" or (header == "auto" and not any(map(_is_number, first)))
+    names = [c.strip() for c in first] if has_header else None
+
+    def parse(cells: list[str], line: int) -> list[float]:
+        try:
+            return [float(c) for c in cells]
+        except ValueError:
+            j, cell = next((j, c.strip()) for j, c in enumerate(cells) if not _is_number(c))
+            raise ValueError(
+                f"{path}: line {line}, column {j + 1}: {cell!r} is not a number"
+            ) from None
+
+    out, _ = csv_to_npy(path, Path(folder) / "data.npy", parse, has_header)
+    return str(out), names
+
+
 def _fit(args: argparse.Namespace) -> None:
-    X, names = read_csv(args.data, args.header)
+    with tempfile.TemporaryDirectory(prefix="pyroflows-") as folder:
+        _fit_from(args, folder)
+
+
+def _fit_from(args: argparse.Namespace, folder: str) -> None:
+    if args.data.endswith(".npy"):  # memory-mapped and streamed by the estimator
+        X, names = args.data, None
+    elif args.stream:
+        X, names = _streamed_csv(args.data, args.header, folder)
+    else:
+        X, names = read_csv(args.data, args.header)
     X_val = None
     if args.val:
         X_val, val_names = read_csv(args.val, args.header)
@@ -184,8 +218,9 @@ def _fit(args: argparse.Namespace) -> None:
         raise OSError(f"cannot write {args.out}: {error}") from None
     hist = est.history_
     which = "validation" if any(not math.isnan(v) for v in hist.val_loss) else "training"
+    shape = np.load(X, mmap_mode="r").shape if isinstance(X, str) else X.shape
     print(
-        f"fitted {args.flow} on {len(X)} rows x {X.shape[1]} feature(s): "
+        f"fitted {est.member_} on {shape[0]} rows x {shape[1]} feature(s): "
         f"{len(hist.train_loss)} epochs ({hist.stop_reason}), "
         f"best {which} loss {hist.best_loss:.4f}; saved to {args.out}",
         file=sys.stderr,
@@ -301,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--whiten",
         action="store_true",
         help="standardise with the data covariance instead of per-column scaling",
+    )
+    fit.add_argument(
+        "--stream",
+        action="store_true",
+        help="data larger than memory: convert the CSV to a temporary .npy file in chunks and "
+        "train on streamed blocks (a .npy data file is always streamed)",
     )
     option("--lr", "lr", "learning rate", type=_positive_float)
     option("--batch-size", "batch_size", "rows per minibatch")
