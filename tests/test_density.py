@@ -348,3 +348,17 @@ def test_the_history_is_in_the_data_units():
     X = rng.normal(size=(900, 2)) * [0.01, 100.0] + 5.0
     est = pf.DensityEstimator(**{**TINY, "patience": 50}).fit(X[:700], X[700:])
     assert est.history_.best_loss == pytest.approx(-est.score(X[700:]), abs=1e-3)
+
+
+def test_the_same_seed_gives_bit_identical_models():
+    """Determinism: two fits with one seed on one machine (CPU, one thread) are identical."""
+    X = np.random.default_rng(3).normal(size=(600, 2)) * [1, 4]
+    kw = dict(layers=2, hidden=(16, 16), max_epochs=6, random_state=7)
+    a, b = pf.DensityEstimator(**kw).fit(X), pf.DensityEstimator(**kw).fit(X)
+    assert a.member_ == b.member_
+    for key, value in a.flow_.state_dict().items():
+        assert torch.equal(value, b.flow_.state_dict()[key]), key
+    c = pf.DensityEstimator(**{**kw, "random_state": 8}).fit(X)
+    assert any(
+        not torch.equal(v, c.flow_.state_dict()[k]) for k, v in a.flow_.state_dict().items()
+    )
