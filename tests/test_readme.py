@@ -10,12 +10,11 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert blocks, "README has no python block"
     code = blocks[0].replace("max_epochs=20", "max_epochs=2")
-    code = code.replace(
-        'pf.DensityEstimator(flow="nsf", layers=5)',
-        'pf.DensityEstimator(flow="nsf", layers=5, max_epochs=2)',
-    )
-    assert "max_epochs=2)" in code
+    code = code.replace("pf.DensityEstimator()", "pf.DensityEstimator(max_epochs=2)")
+    code = code.replace("pf.DensityEstimator(bounds=", "pf.DensityEstimator(max_epochs=2, bounds=")
+    assert code.count("max_epochs=2") == 3
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
     assert (tmp_path / "model.pt").exists()
