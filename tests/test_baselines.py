@@ -227,6 +227,7 @@ def test_save_and_load_reproduce_scores_and_samples(make, tmp_path):
     np.testing.assert_array_equal(
         loaded.sample(10, random_state=0), model.sample(10, random_state=0)
     )
+
     def plain(params):
         return {k: np.asarray(v).tolist() for k, v in params.items()}
 

@@ -359,6 +359,4 @@ def test_the_same_seed_gives_bit_identical_models():
     for key, value in a.flow_.state_dict().items():
         assert torch.equal(value, b.flow_.state_dict()[key]), key
     c = pf.DensityEstimator(**{**kw, "random_state": 8}).fit(X)
-    assert any(
-        not torch.equal(v, c.flow_.state_dict()[k]) for k, v in a.flow_.state_dict().items()
-    )
+    assert any(not torch.equal(v, c.flow_.state_dict()[k]) for k, v in a.flow_.state_dict().items())
