@@ -7,7 +7,7 @@ Example:
     torch.Size([5])
 """
 
-from pyroflows import bases, diagnostics, losses, nn, ops, preprocess, transforms
+from pyroflows import bases, diagnostics, losses, nn, ops, preprocess, transforms, vi
 from pyroflows.bases import DiagNormal, GaussianMixture, StandardNormal, UniformBox
 from pyroflows.builders import (
     autoregressive_flow,
@@ -24,10 +24,27 @@ from pyroflows.estimator import BaseDensity
 from pyroflows.flows import Flow, FlowDistribution
 from pyroflows.preprocess import Preprocessor, fit_preprocessor
 from pyroflows.train import History, TrainingDiverged, fit
+from pyroflows.vi import (
+    AmortizedFlowGuide,
+    FlowGuide,
+    ImportanceResult,
+    distill,
+    fit_to_density,
+    importance_sample,
+    integrate,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmortizedFlowGuide",
+    "FlowGuide",
+    "ImportanceResult",
+    "distill",
+    "fit_to_density",
+    "importance_sample",
+    "integrate",
+    "vi",
     "BaseDensity",
     "Preprocessor",
     "diagnostics",

@@ -5,6 +5,8 @@
 - :mod:`~pyroflows.diagnostics.two_sample`: :func:`c2st` (a classifier tries to tell real from
   generated rows), :func:`sampling_quality` (train on genuine, synthetic and augmented data,
   test on held-out genuine data).
+- :mod:`~pyroflows.diagnostics.importance`: :func:`psis` (Pareto k-hat, ESS and log-evidence
+  of a guide as an importance proposal), :func:`ess`, :func:`pareto_k`.
 - :mod:`~pyroflows.diagnostics.hotspots`: :class:`Grid`, :func:`cap_curve`, :func:`cap_auc`,
   :func:`hit_rate`.
 
@@ -13,6 +15,7 @@ dataclasses.
 """
 
 from pyroflows.diagnostics.hotspots import Grid, cap_auc, cap_curve, hit_rate
+from pyroflows.diagnostics.importance import PSISResult, ess, pareto_k, psis
 from pyroflows.diagnostics.likelihood import (
     Estimate,
     gaussian_kl,
@@ -29,6 +32,10 @@ from pyroflows.diagnostics.two_sample import (
 )
 
 __all__ = [
+    "PSISResult",
+    "ess",
+    "pareto_k",
+    "psis",
     "C2STResult",
     "ClassifierScores",
     "Estimate",

@@ -1,0 +1,109 @@
+"""Reliability of importance weights: effective sample size and the Pareto k-hat of PSIS.
+
+``k_hat < 0.5``: the proposal (a guide, a fitted flow) is good and importance-sampling
+estimates converge at the usual rate; ``0.5 <= k_hat < 0.7``: usable with care; ``k_hat >= 0.7``:
+the estimates are unreliable (Vehtari et al. 2015, "Pareto smoothed importance sampling";
+Yao et al. 2018, "Yes, but did it work?").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pyro.infer.importance import vectorized_importance_weights
+from pyro.ops.stats import fit_generalized_pareto
+from torch import Tensor
+
+__all__ = ["PSISResult", "ess", "pareto_k", "psis"]
+
+
+def ess(log_weights: Tensor) -> float:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of unnormalised log-weights.
+
+    Example:
+        >>> round(ess(torch.zeros(100)), 6)
+        100.0
+    """
+    log_weights = torch.as_tensor(log_weights).detach().double().flatten()
+    log_weights = log_weights[~torch.isnan(log_weights)]
+    return float(
+        torch.exp(2 * torch.logsumexp(log_weights, 0) - torch.logsumexp(2 * log_weights, 0))
+    )
+
+
+def pareto_k(log_weights: Tensor) -> float:
+    """Pareto k-hat: shape of a generalised Pareto fitted to the largest weights (the tail of
+    ``min(n / 5, 3 sqrt(n))`` weights, as in PSIS and Pyro's ``psis_diagnostic``).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> pareto_k(torch.randn(10000, generator=g) * 0.1) < 0.5  # nearly equal weights
+        True
+    """
+    lw = torch.as_tensor(log_weights).detach().double().flatten()
+    lw = lw[torch.isfinite(lw)]
+    n = len(lw)
+    if n < 20:
+        raise ValueError(f"pareto_k needs at least 20 finite weights, got {n}")
+    lw = torch.sort(lw - lw.max()).values
+    tail = int(math.ceil(min(0.2 * n, 3.0 * math.sqrt(n))))
+    cutoff = max(math.log(1e-15), float(lw[-tail - 1]))
+    lw_tail = lw[lw > cutoff]
+    if len(lw_tail) < 5:
+        return -math.inf
+    k, _ = fit_generalized_pareto(lw_tail.exp() - math.exp(cutoff))
+    return float(k)
+
+
+@dataclass
+class PSISResult:
+    """Importance weights of a guide against its model.
+
+    Attributes:
+        k_hat: Pareto k-hat (reliability: < 0.5 good, > 0.7 unreliable).
+        ess: effective sample size of the ``num_particles`` weights.
+        log_evidence: importance-sampling estimate of ``log p(data)``.
+        log_weights: the weights ``log p(x, z) - log q(z)``.
+    """
+
+    k_hat: float
+    ess: float
+    log_evidence: float
+    log_weights: Tensor
+
+    @property
+    def num_particles(self) -> int:
+        return len(self.log_weights)
+
+
+def psis(
+    model: Callable,
+    guide: Callable,
+    *args,
+    num_particles: int = 1000,
+    max_simultaneous: int | None = None,
+    max_plate_nesting: int = 7,
+    **kwargs,
+) -> PSISResult:
+    """Pareto k-hat, ESS and log-evidence of ``guide`` as an importance proposal for ``model``.
+
+    Model and guide must be vectorisable (static structure, plates), as for
+    :func:`pyro.infer.importance.psis_diagnostic`; draws are taken in chunks of
+    ``max_simultaneous`` particles (default all at once).
+    """
+    chunk = max_simultaneous or num_particles
+    parts = []
+    with torch.no_grad():
+        for start in range(0, num_particles, chunk):
+            size = min(chunk, num_particles - start)
+            lw, _, _ = vectorized_importance_weights(
+                model, guide, *args, num_samples=size, max_plate_nesting=max_plate_nesting,
+                **kwargs,
+            )  # fmt: skip
+            parts.append(lw.detach().reshape(-1))
+    log_weights = torch.cat(parts)
+    log_evidence = float(torch.logsumexp(log_weights.double(), 0) - math.log(len(log_weights)))
+    return PSISResult(pareto_k(log_weights), ess(log_weights), log_evidence, log_weights)

@@ -1,0 +1,35 @@
+"""Variational inference with flows.
+
+- :class:`FlowGuide` (:mod:`~pyroflows.vi.guide`): a Pyro autoguide, one flow over all latents.
+- :class:`AmortizedFlowGuide` (:mod:`~pyroflows.vi.amortized_guide`): a conditional flow per
+  data point for local latents (e.g. a VAE with a flow posterior).
+- :func:`fit_to_density` (:mod:`~pyroflows.vi.density_fit`): a flow fitted to an unnormalized
+  density (reverse KL, weighted forward KL, chi-square).
+- :func:`importance_sample`, :func:`integrate` (:mod:`~pyroflows.vi.importance`): estimates,
+  log Z, standard errors, ESS and Pareto k-hat.
+- :func:`distill` (:mod:`~pyroflows.vi.distill`): a fast-sampling IAF student of a MAF teacher.
+"""
+
+from pyroflows.vi.affine import AffineTril
+from pyroflows.vi.amortized_guide import AmortizedFlowGuide
+from pyroflows.vi.density_fit import WeightedKL, fit_to_density, make_flow
+from pyroflows.vi.distill import DistillationLoss, distill, student_of
+from pyroflows.vi.guide import FlowGuide, STLFlowDistribution, guide_flow
+from pyroflows.vi.importance import ImportanceResult, importance_sample, integrate
+
+__all__ = [
+    "AffineTril",
+    "AmortizedFlowGuide",
+    "DistillationLoss",
+    "FlowGuide",
+    "ImportanceResult",
+    "STLFlowDistribution",
+    "WeightedKL",
+    "distill",
+    "fit_to_density",
+    "guide_flow",
+    "importance_sample",
+    "integrate",
+    "make_flow",
+    "student_of",
+]
