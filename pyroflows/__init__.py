@@ -7,7 +7,8 @@ Example:
     torch.Size([5])
 """
 
-from pyroflows import bases, diagnostics, losses, nn, ops, preprocess, transforms, vi
+from pyroflows import amortized, bases, diagnostics, losses, nn, ops, preprocess, transforms, vi
+from pyroflows.amortized import AmortizedPosterior
 from pyroflows.bases import DiagNormal, GaussianMixture, StandardNormal, UniformBox
 from pyroflows.builders import (
     autoregressive_flow,
@@ -37,6 +38,8 @@ from pyroflows.vi import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmortizedPosterior",
+    "amortized",
     "AmortizedFlowGuide",
     "FlowGuide",
     "ImportanceResult",

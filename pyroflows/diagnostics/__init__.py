@@ -5,6 +5,8 @@
 - :mod:`~pyroflows.diagnostics.two_sample`: :func:`c2st` (a classifier tries to tell real from
   generated rows), :func:`sampling_quality` (train on genuine, synthetic and augmented data,
   test on held-out genuine data).
+- :mod:`~pyroflows.diagnostics.calibration`: :func:`sbc`, :func:`expected_coverage`,
+  :func:`tarp`, :func:`z_score_contraction`, :func:`posterior_predictive` (amortized posteriors).
 - :mod:`~pyroflows.diagnostics.importance`: :func:`psis` (Pareto k-hat, ESS and log-evidence
   of a guide as an importance proposal), :func:`ess`, :func:`pareto_k`.
 - :mod:`~pyroflows.diagnostics.hotspots`: :class:`Grid`, :func:`cap_curve`, :func:`cap_auc`,
@@ -14,6 +16,18 @@ Arrays may be NumPy arrays, lists or torch tensors; results are floats, NumPy ar
 dataclasses.
 """
 
+from pyroflows.diagnostics.calibration import (
+    CoverageResult,
+    SBCResult,
+    TARPResult,
+    ZScoreResult,
+    expected_coverage,
+    posterior_predictive,
+    sbc,
+    sbc_ranks,
+    tarp,
+    z_score_contraction,
+)
 from pyroflows.diagnostics.hotspots import Grid, cap_auc, cap_curve, hit_rate
 from pyroflows.diagnostics.importance import PSISResult, ess, pareto_k, psis
 from pyroflows.diagnostics.likelihood import (
@@ -36,6 +50,16 @@ __all__ = [
     "ess",
     "pareto_k",
     "psis",
+    "CoverageResult",
+    "SBCResult",
+    "TARPResult",
+    "ZScoreResult",
+    "expected_coverage",
+    "posterior_predictive",
+    "sbc",
+    "sbc_ranks",
+    "tarp",
+    "z_score_contraction",
     "C2STResult",
     "ClassifierScores",
     "Estimate",

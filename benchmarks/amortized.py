@@ -1,0 +1,431 @@
+"""Amortized posteriors: pyroflows' ``AmortizedPosterior`` against sbi's NPE with an NSF.
+
+Measures the targets of issue 9 in one run and writes ``benchmarks/results/amortized.md`` and
+``amortized.json`` (full run):
+
+1. **Accuracy at a fixed simulation budget** (1 000 and 10 000 simulations) on three standard
+   SBI problems, simulators written here after the sbibm definitions:
+
+   * ``two_moons``: prior U(-1, 1)^2; ``a ~ U(-pi/2, pi/2)``, ``r ~ N(0.1, 0.01^2)``,
+     ``p = (r cos a + 0.25, r sin a)``, ``x = p + (-|t1 + t2| / sqrt 2, (-t1 + t2) / sqrt 2)``.
+     Reference: **exact** sampling. Given ``x``, draw ``p`` from its distribution; the map
+     ``t -> (|t1 + t2|, t2 - t1) / sqrt 2`` is two-to-one with a constant Jacobian, so choose one
+     of the two preimages of ``x - p`` at random and reject it when it leaves the prior box.
+   * ``linear_gaussian``: 10-D, prior N(0, 0.1 I), ``x ~ N(t, 0.1 I)``. Reference: the
+     analytic posterior N(x / 2, 0.05 I).
+   * ``slcp``: prior U(-3, 3)^5, four i.i.d. 2-D draws from N((t1, t2), S) with standard
+     deviations ``t3^2, t4^2`` and correlation ``tanh(t5)`` (x is 8-D). Reference: random-walk
+     Metropolis on the exact log-posterior (256 chains started around the data-generating
+     parameter, scale adapted during 2 000 burn-in steps, 4 000 kept steps thinned by 4),
+     then the exact symmetry of the posterior (the likelihood depends on ``t3, t4`` only
+     through their squares) is applied by flipping their signs at random, which covers the
+     four modes that a local sampler cannot cross. The split R-hat of the chains is recorded.
+
+   Both methods get the same simulations. ``sbi NPE-NSF``: ``posterior_nn("nsf",
+   hidden_features=50, num_transforms=5, num_bins=10)`` with sbi's default z-scoring and
+   ``train()`` defaults (batch 200, lr 5e-4, 10 % validation, stop after 20 epochs without
+   improvement, clip 5); its draws outside the prior are rejected (sbi's default).
+   ``pyroflows``: ``AmortizedPosterior(prior=..., simulator=...).fit(theta=..., x=...)`` with
+   the library's defaults (autoregressive NSF, 5 layers, hidden (64, 64), 8 bins; parameters
+   mapped to the unconstrained space with ``biject_to`` and standardised; the same training
+   settings as sbi). Accuracy: C2ST accuracy (:func:`pyroflows.diagnostics.c2st`, MLP
+   classifier, 5 folds) between 2 000 posterior draws and 2 000 reference draws, averaged over
+   ``--observations`` observations per task (their parameters drawn from the prior with a
+   fixed seed). 0.5 is perfect. Training time: wall time of the training call.
+
+2. **Vectorised sampling**: posterior draws for 1 000 observations x 1 000 draws in one call
+   (``post.sample(x (1000, ...), 1000)``), best of 3, with 2 threads and 1 thread, for the
+   two-moons and linear-Gaussian posteriors trained on 10 000 simulations. sbi's
+   ``sample_batched`` is timed the same way for comparison.
+
+3. **SBC** of the two-moons and SLCP posteriors (10 000 simulations): 500 simulations, 100
+   draws, the KS uniformity test of :func:`pyroflows.diagnostics.sbc` at the 1 % level.
+
+Commands::
+
+    .venv/bin/python benchmarks/amortized.py --quick   # < 1 min: one budget, one observation
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/amortized.py   # full run, writes results/
+
+Timings depend on the machine's load (recorded in the JSON); the load average at the start is
+printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyroflows.amortized import AmortizedPosterior  # noqa: E402
+from pyroflows.diagnostics import c2st, sbc  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# -- tasks ----------------------------------------------------------------------------------
+class TwoMoons:
+    name, dim = "two_moons", 2
+
+    def __init__(self):
+        self.prior = dist.Uniform(-torch.ones(2), torch.ones(2)).to_event(1)
+
+    @staticmethod
+    def _p(n, shape=()):
+        a = (torch.rand(n, *shape) - 0.5) * math.pi
+        r = 0.1 + 0.01 * torch.randn(n, *shape)
+        return torch.stack([r * torch.cos(a) + 0.25, r * torch.sin(a)], -1)
+
+    def simulate(self, theta):
+        p = self._p(len(theta))
+        t1, t2 = theta[:, 0], theta[:, 1]
+        shift = torch.stack([-(t1 + t2).abs(), -t1 + t2], -1) / math.sqrt(2)
+        return p + shift
+
+    def reference(self, x_obs, n):
+        out, total = [], 0
+        while total < n:
+            u = x_obs - self._p(20 * n)  # u = (-|t1 + t2|, t2 - t1) / sqrt 2
+            s = -u[:, 0] * math.sqrt(2)  # |t1 + t2|, must be >= 0
+            d = u[:, 1] * math.sqrt(2)  # t2 - t1
+            sign = torch.where(torch.rand(len(u)) < 0.5, -1.0, 1.0)
+            t1, t2 = (sign * s - d) / 2, (sign * s + d) / 2
+            theta = torch.stack([t1, t2], -1)
+            keep = (s >= 0) & (theta.abs() < 1).all(-1)
+            out.append(theta[keep])
+            total += int(keep.sum())
+        return torch.cat(out)[:n]
+
+
+class LinearGaussian:
+    name, dim = "linear_gaussian", 10
+
+    def __init__(self):
+        self.prior = dist.Normal(torch.zeros(10), 0.1**0.5).to_event(1)
+
+    def simulate(self, theta):
+        return theta + 0.1**0.5 * torch.randn_like(theta)
+
+    def reference(self, x_obs, n):
+        return x_obs / 2 + 0.05**0.5 * torch.randn(n, 10)
+
+
+class SLCP:
+    name, dim = "slcp", 5
+
+    def __init__(self):
+        self.prior = dist.Uniform(-3 * torch.ones(5), 3 * torch.ones(5)).to_event(1)
+        self.rhat = None
+
+    @staticmethod
+    def _gaussian(theta):
+        m = theta[..., :2]
+        s1, s2 = theta[..., 2] ** 2, theta[..., 3] ** 2
+        rho = torch.tanh(theta[..., 4])
+        cov = torch.stack(
+            [torch.stack([s1**2, rho * s1 * s2], -1), torch.stack([rho * s1 * s2, s2**2], -1)], -2
+        )
+        return dist.MultivariateNormal(m, cov + 1e-6 * torch.eye(2))
+
+    def simulate(self, theta):
+        return self._gaussian(theta).sample((4,)).transpose(0, 1).reshape(len(theta), 8)
+
+    def log_post(self, theta, x_obs):
+        inside = (theta.abs() < 3).all(-1)
+        safe = torch.where(inside[..., None], theta, torch.ones_like(theta))
+        lik = self._gaussian(safe).log_prob(x_obs.reshape(4, 1, 2)).sum(0)
+        return torch.where(inside, lik, torch.full_like(lik, -math.inf))
+
+    def reference(self, x_obs, n, theta_true, chains=256, burn=2000, keep=4000, thin=4):
+        x_obs, theta_true = x_obs.double(), theta_true.double()
+        theta = theta_true + 0.01 * torch.randn(chains, 5, dtype=torch.float64)
+        theta = theta.clamp(-2.999, 2.999)
+        lp = self.log_post(theta, x_obs)
+        scale = torch.full((chains, 1), 0.05, dtype=torch.float64)
+        draws = []
+        for step in range(burn + keep):
+            prop = theta + scale * torch.randn_like(theta)
+            lp_prop = self.log_post(prop, x_obs)
+            accept = torch.rand(chains, dtype=torch.float64).log() < lp_prop - lp
+            theta = torch.where(accept[:, None], prop, theta)
+            lp = torch.where(accept, lp_prop, lp)
+            if step < burn:  # Robbins-Monro adaptation towards 30 % acceptance per chain
+                scale = scale * torch.exp((accept.double()[:, None] - 0.3) / (1 + step) ** 0.6)
+            elif (step - burn) % thin == 0:
+                draws.append(theta.clone())
+        chain_draws = torch.stack(draws, 1)  # (chains, kept, 5)
+        self.rhat = _split_rhat(chain_draws.abs())  # |t3|, |t4| remove the exact symmetry
+        flat = chain_draws.reshape(-1, 5)
+        flat = flat[torch.randperm(len(flat))[:n]].clone()
+        signs = torch.where(torch.rand(len(flat), 2) < 0.5, -1.0, 1.0).double()
+        flat[:, 2:4] = flat[:, 2:4].abs() * signs
+        return flat.float()
+
+
+def _split_rhat(draws):
+    half = draws.shape[1] // 2
+    chains = torch.cat([draws[:, :half], draws[:, half : 2 * half]])
+    m = chains.mean(1)
+    w = chains.var(1).mean(0)
+    b = half * m.var(0)
+    var = (half - 1) / half * w + b / half
+    return float((var / w).sqrt().max())
+
+
+TASKS = {"two_moons": TwoMoons, "linear_gaussian": LinearGaussian, "slcp": SLCP}
+
+
+# -- methods ----------------------------------------------------------------------------------
+def train_pyroflows(task, theta, x, quick, flow="nsf"):
+    post = AmortizedPosterior(prior=task.prior, simulator=task.simulate, flow=flow)
+    extra = {"max_epochs": 10} if quick else {}
+    start = time.perf_counter()
+    post.fit(theta, x, progress=False, **extra)
+    return post, time.perf_counter() - start, len(post.history.train_loss)
+
+
+def sample_pyroflows(post, x_obs, n):
+    return post.sample(x_obs, n)
+
+
+def sbi_prior(task):
+    from sbi.utils import BoxUniform
+
+    if isinstance(task, LinearGaussian):
+        return torch.distributions.MultivariateNormal(torch.zeros(10), 0.1 * torch.eye(10))
+    return BoxUniform(task.prior.base_dist.low, task.prior.base_dist.high)
+
+
+def train_sbi(task, theta, x, quick):
+    from sbi.inference import NPE
+    from sbi.neural_nets import posterior_nn
+
+    estimator = posterior_nn("nsf", hidden_features=50, num_transforms=5, num_bins=10)
+    inference = NPE(prior=sbi_prior(task), density_estimator=estimator, show_progress_bars=False)
+    extra = {"max_num_epochs": 10} if quick else {}
+    start = time.perf_counter()
+    net = inference.append_simulations(theta, x).train(**extra)
+    seconds = time.perf_counter() - start
+    epochs = inference._summary["epochs_trained"][-1]
+    return inference.build_posterior(net), seconds, int(epochs)
+
+
+def sample_sbi(post, x_obs, n):
+    return post.sample((n,), x=x_obs, show_progress_bars=False)
+
+
+METHODS = {
+    "pyroflows": (train_pyroflows, sample_pyroflows),
+    "pyroflows realnvp": (
+        lambda *args: train_pyroflows(*args, flow="realnvp"),
+        sample_pyroflows,
+    ),
+    "sbi NPE-NSF": (train_sbi, sample_sbi),
+}
+
+
+# -- parts ------------------------------------------------------------------------------------
+def accuracy(args, log, task_name):
+    rows, posteriors = [], {}
+    budgets = [1000] if args.quick else [1000, 10000]
+    n_draws = 500 if args.quick else args.c2st_draws
+    for name in [task_name]:
+        task = TASKS[name]()
+        torch.manual_seed(1000)
+        theta_obs = task.prior.sample((args.observations,))
+        x_obs = task.simulate(theta_obs)
+        refs = []
+        for i in range(args.observations):
+            torch.manual_seed(2000 + i)
+            if isinstance(task, SLCP):
+                refs.append(task.reference(x_obs[i], n_draws, theta_obs[i]))
+            else:
+                refs.append(task.reference(x_obs[i], n_draws))
+        rhat = getattr(task, "rhat", None)
+        for budget in budgets:
+            torch.manual_seed(budget)
+            theta = task.prior.sample((budget,))
+            x = task.simulate(theta)
+            for method, (train, sample) in METHODS.items():
+                if method not in args.methods:
+                    continue
+                torch.manual_seed(0)
+                post, seconds, epochs = train(task, theta, x, args.quick)
+                scores = []
+                for i in range(args.observations):
+                    torch.manual_seed(3000 + i)
+                    draws = sample(post, x_obs[i], n_draws)
+                    folds = 3 if args.quick else 5
+                    scores.append(c2st(draws.numpy(), refs[i].numpy(), folds=folds).accuracy)
+                row = dict(
+                    task=name, budget=budget, method=method, c2st=float(np.mean(scores)),
+                    c2st_per_observation=[round(s, 4) for s in scores], train_s=seconds,
+                    epochs=epochs, reference_rhat=rhat,
+                )  # fmt: skip
+                rows.append(row)
+                log(
+                    f"{name:16s} {budget:6d} {method:12s} C2ST {row['c2st']:.3f} "
+                    f"({', '.join(f'{s:.3f}' for s in scores)})  train {seconds:6.1f} s, "
+                    f"{epochs} epochs"
+                )
+                posteriors[(name, budget, method)] = (post, task)
+    return rows, posteriors
+
+
+def timing(posteriors, args, log, name):
+    """Draws for 1 000 observations x 1 000 draws; an autoregressive NSF on more than two
+    parameters samples one coordinate per network pass (50 passes per draw in 10-D) and is
+    timed on 100 observations (``observations`` column)."""
+    rows = []
+    budget = 1000 if args.quick else 10000
+    if name not in ("two_moons", "linear_gaussian"):
+        return rows
+    for method in METHODS:
+        if (name, budget, method) not in posteriors:
+            continue
+        post, task = posteriors[(name, budget, method)]
+        if args.quick and method.startswith("sbi"):
+            continue
+        slow = method in ("pyroflows", "sbi NPE-NSF") and task.dim > 2
+        torch.manual_seed(0)
+        x = task.simulate(task.prior.sample((100 if args.quick or slow else 1000,)))
+        for threads in (1,) if args.quick else (2, 1):
+            if method.startswith("sbi") and threads == 1:
+                continue  # sbi's batched sampler (with rejection) is slow; timed once
+            torch.set_num_threads(threads)
+            times = []
+            while len(times) < 3 and sum(times) < 10:
+                start = time.perf_counter()
+                if method.startswith("pyroflows"):
+                    draws = post.sample(x, 1000)
+                else:
+                    draws = post.sample_batched((1000,), x=x, show_progress_bars=False)
+                times.append(time.perf_counter() - start)
+            assert draws.shape == (1000, len(x), task.dim)
+            best = min(times)
+            rows.append(dict(task=name, method=method, threads=threads, seconds=best,
+                             observations=len(x), repeats=len(times)))  # fmt: skip
+            log(f"sampling {len(x)} obs x 1000 draws  {name:16s} {method:17s} "
+                f"{threads} thread(s): {best:.3f} s")  # fmt: skip
+    torch.set_num_threads(args.threads)
+    return rows
+
+
+def calibration(posteriors, args, log, task_name):
+    rows = []
+    if args.quick or task_name not in ("two_moons", "slcp"):
+        return rows
+    for name in [task_name]:
+        if (name, 10000, "pyroflows") not in posteriors:
+            continue
+        post, _ = posteriors[(name, 10000, "pyroflows")]
+        result = sbc(post, 500, 100, seed=0)
+        rows.append(dict(task=name, pvalues=result.pvalues.tolist(),
+                         rejected_at_1pct=result.rejected(0.01)))  # fmt: skip
+        log(f"SBC {name}: KS p-values {np.round(result.pvalues, 3).tolist()}, rejected at 1 %: "
+            f"{result.rejected(0.01)}")  # fmt: skip
+    return rows
+
+
+# -- report -----------------------------------------------------------------------------------
+def markdown(result):
+    lines = [
+        "# Amortized posteriors: pyroflows vs sbi NPE-NSF",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Commit: `{result['commit']}`, {result['date']}, load average at start "
+        f"{result['load_average']}, torch threads {result['threads']}.",
+        "",
+        "## C2ST accuracy against reference posteriors (0.5 is perfect), training time",
+        "",
+        "| task | simulations | method | C2ST (mean over observations) | per observation "
+        "| train s | epochs |",
+        "|---|---:|---|---:|---|---:|---:|",
+    ]
+    for r in result["accuracy"]:
+        per = ", ".join(f"{s:.3f}" for s in r["c2st_per_observation"])
+        lines.append(
+            f"| {r['task']} | {r['budget']:,} | {r['method']} | {r['c2st']:.3f} | {per} | "
+            f"{r['train_s']:.1f} | {r['epochs']} |"
+        )
+    lines += ["", "## Observations x 1 000 draws in one call (best of up to 3 runs in 10 s)", "",
+              "| task | method | observations | threads | seconds |",
+              "|---|---|---:|---:|---:|"]  # fmt: skip
+    for r in result["timing"]:
+        lines.append(f"| {r['task']} | {r['method']} | {r['observations']} | {r['threads']} | "
+                     f"{r['seconds']:.3f} |")  # fmt: skip
+    if result["sbc"]:
+        lines += ["", "## SBC of the pyroflows posteriors (10 000 simulations)", "",
+                  "| task | KS p-values | rejected at 1 % (Bonferroni) |",
+                  "|---|---|---|"]  # fmt: skip
+        for r in result["sbc"]:
+            p = ", ".join(f"{v:.3f}" for v in r["pvalues"])
+            lines.append(f"| {r['task']} | {p} | {r['rejected_at_1pct']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one budget and observation")
+    parser.add_argument("--observations", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--c2st-draws", type=int, default=2000, help="per set, per observation")
+    parser.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    args = parser.parse_args(argv)
+    if args.observations is None:
+        args.observations = 1 if args.quick else 3
+    torch.set_num_threads(args.threads)
+    pyro.set_rng_seed(0)
+    warnings.filterwarnings("ignore", category=UserWarning)  # sbi / nflows / sklearn chatter
+    warnings.filterwarnings("ignore", module="sklearn")
+    load = os.getloadavg()[0]
+    print(f"load average {load:.2f}; torch threads {args.threads}", flush=True)
+    log = lambda text: print(text, flush=True)  # noqa: E731
+    if args.tasks is None:
+        args.tasks = ["two_moons", "linear_gaussian"] if args.quick else list(TASKS)
+    start = time.perf_counter()
+    result = {
+        "command": "benchmarks/amortized.py " + " ".join(argv or sys.argv[1:]),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),  # fmt: skip
+        "date": time.strftime("%Y-%m-%d"),
+        "load_average": round(load, 2),
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
+        "accuracy": [],
+        "timing": [],
+        "sbc": [],
+    }
+    out = args.out or (None if args.quick else RESULTS)
+    for name in args.tasks:  # results written after every task
+        rows, posteriors = accuracy(args, log, name)
+        result["accuracy"] += rows
+        result["timing"] += timing(posteriors, args, log, name)
+        result["sbc"] += calibration(posteriors, args, log, name)
+        result["total_s"] = time.perf_counter() - start
+        text = markdown(result)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "amortized.json").write_text(json.dumps(result, indent=1))
+            (out / "amortized.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The parameter space of an amortized posterior: named sites, their shapes and supports.
+
+A :class:`ParameterSpace` maps between three views of the parameters:
+
+* a dict ``{site name: tensor (..., *site shape)}`` (what a Pyro model samples, what ArviZ shows);
+* a flat vector ``(..., dim)`` in the user's units (what ``sample`` returns);
+* a flat vector ``(..., unconstrained_dim)`` in the unconstrained space
+  ``biject_to(support).inv`` of every site (what the flow is trained on), with the
+  log-Jacobian of the map, so densities stay in the user's units and draws never leave the
+  support.
+
+Supports of the usual kinds (real, positive, greater/less than, interval, simplex, lower
+Cholesky, ...) are saved as plain data so a saved posterior reloads without the prior.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import biject_to, constraints
+
+__all__ = ["ParameterSpace", "decode_constraint", "encode_constraint"]
+
+_SIMPLE = {
+    "real": constraints.real,
+    "positive": constraints.positive,
+    "nonnegative": constraints.nonnegative,
+    "unit_interval": constraints.unit_interval,
+    "simplex": constraints.simplex,
+    "lower_cholesky": constraints.lower_cholesky,
+    "corr_cholesky": constraints.corr_cholesky,
+    "positive_definite": constraints.positive_definite,
+}
+
+
+def encode_constraint(c: constraints.Constraint) -> dict[str, Any]:
+    """A constraint as plain data (loadable with ``weights_only=True``); unknown kinds give
+    ``{"kind": "unknown", "name": ...}``.
+
+    Example:
+        >>> encode_constraint(constraints.interval(0.0, 2.0))
+        {'kind': 'interval', 'lower': 0.0, 'upper': 2.0}
+    """
+    if isinstance(c, constraints.independent):
+        return {
+            "kind": "independent",
+            "base": encode_constraint(c.base_constraint),
+            "ndims": int(c.reinterpreted_batch_ndims),
+        }
+    for name, simple in _SIMPLE.items():
+        if c is simple:
+            return {"kind": name}
+    bounds = {
+        constraints._Interval: ("interval", ("lower_bound", "upper_bound")),
+        constraints._HalfOpenInterval: ("half_open_interval", ("lower_bound", "upper_bound")),
+        constraints._GreaterThan: ("greater_than", ("lower_bound",)),
+        constraints._GreaterThanEq: ("greater_than_eq", ("lower_bound",)),
+        constraints._LessThan: ("less_than", ("upper_bound",)),
+    }
+    if type(c) in bounds:
+        kind, names = bounds[type(c)]
+        out: dict[str, Any] = {"kind": kind}
+        for name in names:
+            value = getattr(c, name)
+            key = name.split("_")[0]
+            out[key] = value.detach().cpu().clone() if isinstance(value, Tensor) else float(value)
+        return out
+    return {"kind": "unknown", "name": type(c).__name__}
+
+
+def decode_constraint(spec: Mapping[str, Any]) -> constraints.Constraint:
+    """Inverse of :func:`encode_constraint`; ``ValueError`` for an unknown kind."""
+    kind = spec["kind"]
+    if kind in _SIMPLE:
+        return _SIMPLE[kind]
+    if kind == "independent":
+        return constraints.independent(decode_constraint(spec["base"]), spec["ndims"])
+    makers = {
+        "interval": lambda s: constraints.interval(s["lower"], s["upper"]),
+        "half_open_interval": lambda s: constraints.half_open_interval(s["lower"], s["upper"]),
+        "greater_than": lambda s: constraints.greater_than(s["lower"]),
+        "greater_than_eq": lambda s: constraints.greater_than_eq(s["lower"]),
+        "less_than": lambda s: constraints.less_than(s["upper"]),
+    }
+    if kind in makers:
+        return makers[kind](spec)
+    raise ValueError(
+        f"the support {spec.get('name', kind)!r} cannot be rebuilt from a file; "
+        "pass the prior or the model to load()"
+    )
+
+
+class ParameterSpace:
+    """Named parameter sites with shapes and supports, and the maps between their views.
+
+    Args:
+        names: site names, in the order of the flat vector.
+        shapes: per-site shapes of one draw (``()`` for a scalar).
+        supports: per-site supports (torch constraints); ``None`` means real.
+
+    Example:
+        >>> space = ParameterSpace(["mu", "sigma"], [(), ()], [None, constraints.positive])
+        >>> u, ladj = space.to_unconstrained(torch.tensor([[0.5, 2.0]]))
+        >>> u, space.to_constrained(u)
+        (tensor([[0.5000, 0.6931]]), tensor([[0.5000, 2.0000]]))
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        shapes: Sequence[Sequence[int]],
+        supports: Sequence[constraints.Constraint | None],
+    ):
+        if not (len(names) == len(shapes) == len(supports)) or not names:
+            raise ValueError("names, shapes and supports need one entry per site (at least one)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"site names must be distinct, got {list(names)}")
+        self.names = [str(n) for n in names]
+        self.shapes = [torch.Size(s) for s in shapes]
+        self.supports = [constraints.real if s is None else s for s in supports]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.bijections = [biject_to(s) for s in self.supports]
+        pairs = zip(self.bijections, self.shapes, strict=True)
+        self.unconstrained_shapes = [torch.Size(t.inverse_shape(s)) for t, s in pairs]
+        self.unconstrained_sizes = [math.prod(s) for s in self.unconstrained_shapes]
+        self.dim = sum(self.sizes)
+        self.unconstrained_dim = sum(self.unconstrained_sizes)
+
+    # -- views -----------------------------------------------------------------------------
+    def flatten(self, values: Mapping[str, Tensor], batch_dims: int = 1) -> Tensor:
+        """``{name: (*batch, *shape)}`` -> ``(*batch, dim)``."""
+        missing = [n for n in self.names if n not in values]
+        if missing:
+            raise ValueError(f"values for the sites {missing} are missing")
+        parts = []
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            v = torch.as_tensor(values[name])
+            batch = v.shape[:batch_dims]
+            if v.shape[batch_dims:] != shape:
+                raise ValueError(
+                    f"site {name!r}: expected draws of shape {tuple(shape)}, got "
+                    f"{tuple(v.shape[batch_dims:])}"
+                )
+            parts.append(v.reshape(*batch, -1))
+        return torch.cat(parts, -1)
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """``(..., dim)`` -> ``{name: (..., *shape)}``."""
+        self._check_dim(flat, self.dim, "theta")
+        batch = flat.shape[:-1]
+        return {
+            name: part.reshape(*batch, *shape)
+            for name, shape, part in zip(
+                self.names, self.shapes, flat.split(self.sizes, -1), strict=True
+            )
+        }
+
+    def _check_dim(self, t: Tensor, dim: int, name: str) -> None:
+        if t.dim() == 0 or t.shape[-1] != dim:
+            raise ValueError(f"{name} must have {dim} entries in its last dimension, got shape "
+                             f"{tuple(t.shape)}")  # fmt: skip
+
+    # -- bijection -------------------------------------------------------------------------
+    def to_unconstrained(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat draws in the user's units -> ``(u, log|dtheta/du|)``; points outside the support
+        get ``u = 0`` and ``log|dtheta/du| = +inf`` (so a density there is ``-inf``)."""
+        self._check_dim(theta, self.dim, "theta")
+        batch = theta.shape[:-1]
+        parts, ladj = [], torch.zeros(batch, dtype=theta.dtype, device=theta.device)
+        inside = torch.ones(batch, dtype=torch.bool, device=theta.device)
+        for shape, support, t, part in zip(
+            self.shapes, self.supports, self.bijections, theta.split(self.sizes, -1), strict=True
+        ):
+            value = part.reshape(*batch, *shape)
+            ok = support.check(value)
+            ok = ok.reshape(*batch, -1).all(-1) if ok.dim() > len(batch) else ok
+            inside = inside & ok
+            u = t.inv(value)
+            site_ladj = t.log_abs_det_jacobian(u, value)
+            if site_ladj.dim() > len(batch):
+                site_ladj = site_ladj.reshape(*batch, -1).sum(-1)
+            ladj = ladj + site_ladj
+            parts.append(u.reshape(*batch, -1))
+        u = torch.cat(parts, -1)
+        u = torch.where(inside[..., None], u, torch.zeros_like(u))
+        ladj = torch.where(inside, ladj, torch.full_like(ladj, math.inf))
+        return u, ladj
+
+    def to_constrained(self, u: Tensor) -> Tensor:
+        """Flat unconstrained vectors -> flat draws in the user's units."""
+        self._check_dim(u, self.unconstrained_dim, "u")
+        batch = u.shape[:-1]
+        parts = [
+            t(part.reshape(*batch, *ushape)).reshape(*batch, -1)
+            for ushape, t, part in zip(
+                self.unconstrained_shapes,
+                self.bijections,
+                u.split(self.unconstrained_sizes, -1),
+                strict=True,
+            )
+        ]
+        return torch.cat(parts, -1)
+
+    # -- persistence -----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Plain data: names, shapes and encoded supports."""
+        return {
+            "names": list(self.names),
+            "shapes": [list(s) for s in self.shapes],
+            "supports": [encode_constraint(s) for s in self.supports],
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Any], supports: Sequence[constraints.Constraint] | None = None
+    ) -> ParameterSpace:
+        """Rebuild from :meth:`state`; ``supports`` replaces the saved ones (e.g. from the
+        prior, for kinds that cannot be saved)."""
+        if supports is None:
+            supports = [decode_constraint(s) for s in state["supports"]]
+        return cls(state["names"], [tuple(s) for s in state["shapes"]], supports)
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{n}{tuple(s)}" for n, s in zip(self.names, self.shapes, strict=True))
+        return f"ParameterSpace({sites})"

@@ -1,0 +1,576 @@
+"""Amortized posteriors: one training run on simulations, then ``p(theta | x)`` for any ``x``.
+
+Three layers, as in sbi:
+
+* :class:`PosteriorEstimator` — the network: a summary network and a conditional flow in one
+  ``nn.Module`` with ``log_prob(theta, x, check=False)`` and ``sample``, on standardised
+  unconstrained parameters and standardised data (what :func:`pyroflows.losses.nll` trains);
+* training — :func:`pyroflows.train.fit` (offline: a fixed budget with a validation split and
+  early stopping; online: fresh simulations every step, a fixed simulated validation set);
+* :class:`AmortizedPosterior` — the user's object: simulation (a Pyro model or a prior and a
+  simulator), preprocessing, ``sample`` / ``log_prob`` in the user's units, ArviZ, save / load.
+
+Parameters are mapped to the unconstrained space with ``biject_to(support)`` and standardised
+there (:mod:`pyroflows.preprocess`); draws are mapped back, so they never leave the support (no
+rejection), and ``log_prob`` adds both log-Jacobians so it is a density in the user's units.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pyroflows.amortized.parameters import ParameterSpace
+from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, drop_invalid, valid_rows
+from pyroflows.builders import build
+from pyroflows.flows import Flow
+from pyroflows.losses import nll
+from pyroflows.nn.summary import IdentitySummary, summary_from_config
+from pyroflows.preprocess import Preprocessor, fit_preprocessor
+from pyroflows.train import History, fit
+from pyroflows.transforms import FixedAffine
+
+__all__ = ["AmortizedPosterior", "PosteriorEstimator"]
+
+#: sbi's NPE training defaults (batch 200, lr 5e-4, 10 % validation, patience 20, clip 5)
+TRAIN_DEFAULTS: dict[str, Any] = dict(
+    batch_size=200, lr=5e-4, patience=20, clip_grad=5.0, max_epochs=1000, seed=0
+)
+#: rows per chunk when sampling or scoring many observations at once
+_CHUNK = 1 << 17
+
+
+class PosteriorEstimator(nn.Module):
+    """Summary network + conditional flow: ``q(z | summary(x))`` on standardised data.
+
+    Example:
+        >>> import pyroflows as pf
+        >>> from pyroflows.nn.summary import MLPSummary
+        >>> est = PosteriorEstimator(MLPSummary(3, 4, hidden=(8,)), pf.maf(2, context_dim=4))
+        >>> est.log_prob(torch.zeros(5, 2), torch.zeros(5, 3)).shape
+        torch.Size([5])
+        >>> est.sample((7,), torch.zeros(5, 3)).shape
+        torch.Size([7, 5, 2])
+    """
+
+    def __init__(self, summary: nn.Module, flow: Flow):
+        super().__init__()
+        self.summary, self.flow = summary, flow
+
+    def log_prob(self, theta: Tensor, x: Tensor, check: bool = False) -> Tensor:
+        return self.flow.log_prob(theta, self.summary(x), check=check)
+
+    @torch.no_grad()
+    def sample(self, shape: Sequence[int], x: Tensor) -> Tensor:
+        return self.flow.sample(shape, self.summary(x))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+class AmortizedPosterior:
+    """Neural posterior estimation (NPE) for a Pyro model or a prior + simulator.
+
+    Args:
+        model: a Pyro model whose latent sites are the parameters and whose site ``observed``
+            holds the data (called with ``model_args`` / ``model_kwargs``; it must sample that
+            site, e.g. ``obs=None`` by default).
+        observed: name of the data site of ``model``.
+        prior: a torch / Pyro distribution (instead of ``model``); its support is honoured.
+        simulator: ``theta (N, *prior shape) -> x (N, ...)``, with ``prior``; may be omitted
+            when fitting from pre-simulated tensors.
+        summary: a summary network (``nn.Module``, e.g. :class:`pyroflows.nn.DeepSet`);
+            ``None`` flattens the data.
+        flow: flow family for :func:`pyroflows.build` (``"nsf"``, ``"maf"``, ``"realnvp"``).
+        flow_kwargs: builder options (default: 5 layers, hidden ``(64, 64)``).
+        model_args, model_kwargs: arguments of ``model``.
+        param_name: parameter name with ``prior`` or plain tensors (for ArviZ).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+        >>> post = AmortizedPosterior(prior=prior, simulator=lambda t: t + torch.randn_like(t),
+        ...                           flow_kwargs=dict(layers=1, hidden=(8,)))
+        >>> post = post.fit(num_simulations=200, max_epochs=2, progress=False)
+        >>> post.sample(torch.zeros(2), 10).shape, post.sample(torch.zeros(3, 2), 10).shape
+        (torch.Size([10, 2]), torch.Size([10, 3, 2]))
+    """
+
+    FORMAT_VERSION = 1
+
+    def __init__(
+        self,
+        model: Callable | None = None,
+        observed: str = "x",
+        *,
+        prior: Any = None,
+        simulator: Callable[[Tensor], Tensor] | None = None,
+        summary: nn.Module | None = None,
+        flow: str = "nsf",
+        flow_kwargs: Mapping[str, Any] | None = None,
+        model_args: Sequence[Any] = (),
+        model_kwargs: Mapping[str, Any] | None = None,
+        param_name: str = "theta",
+    ):
+        if model is not None and (prior is not None or simulator is not None):
+            raise ValueError("pass either a Pyro model or a prior (+ simulator), not both")
+        if simulator is not None and prior is None:
+            raise ValueError("a simulator needs a prior (prior=...) to draw parameters from")
+        if summary is not None and not isinstance(summary, nn.Module):
+            raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
+        self.observed = str(observed)
+        self.sim: ModelSimulator | PriorSimulator | None = None
+        if model is not None:
+            self.sim = ModelSimulator(model, observed, model_args, model_kwargs)
+        elif prior is not None:
+            self.sim = PriorSimulator(prior, simulator, param_name)
+        self.param_name = param_name
+        self.space: ParameterSpace | None = None if self.sim is None else self.sim.space
+        self.summary = summary
+        self.flow_name = flow
+        self.flow_kwargs = dict(flow_kwargs or {"layers": 5, "hidden": (64, 64)})
+        self.estimator: PosteriorEstimator | None = None
+        self.theta_pre: Preprocessor | None = None
+        self.x_pre: Preprocessor | None = None
+        self.x_shape: torch.Size | None = None
+        self.history: History | None = None
+        self.dropped = 0
+
+    # -- simulation -----------------------------------------------------------------------
+    def simulate(self, num_simulations: int) -> tuple[Tensor, Tensor]:
+        """``(theta (N, dim), x (N, ...))`` from the prior predictive (not filtered)."""
+        if self.sim is None or (
+            isinstance(self.sim, PriorSimulator) and self.sim.simulator is None
+        ):
+            raise ValueError("no simulator: construct with a Pyro model or prior + simulator")
+        return self.sim(num_simulations)
+
+    def simulate_data(self, theta: Tensor) -> Tensor:
+        """Data for given parameters ``(N, dim)`` (e.g. posterior predictive draws)."""
+        if self.sim is None:
+            raise ValueError("no simulator: construct with a Pyro model or prior + simulator")
+        return self.sim.simulate(theta)
+
+    def _simulate_many(self, n: int, chunk: int = 10_000) -> tuple[Tensor, Tensor]:
+        parts = [self.simulate(min(chunk, n - i)) for i in range(0, n, chunk)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    # -- properties of the summary ----------------------------------------------------------
+    @property
+    def _nan_padding(self) -> bool:
+        return bool(getattr(self.summary, "nan_padding", False))
+
+    @property
+    def _variable_size(self) -> bool:
+        return bool(getattr(self.summary, "variable_size", False))
+
+    def _x_features(self) -> int:
+        event_dims = getattr(self.summary, "event_dims", 1)
+        shape = self.x_shape
+        return shape[-1] if len(shape) >= max(event_dims, 1) else 1
+
+    # -- preprocessing ----------------------------------------------------------------------
+    def _setup(self, theta: Tensor, x: Tensor) -> None:
+        """First fit: parameter space, preprocessors, networks."""
+        if self.space is None:
+            self.space = ParameterSpace([self.param_name], [theta.shape[1:]], [None])
+        self.x_shape = x.shape[1:]
+        u, _ = self.space.to_unconstrained(theta.to(torch.float64))
+        self.theta_pre = fit_preprocessor(u, name="theta (unconstrained)")
+        rows = x.to(torch.float64).reshape(-1, self._x_features())
+        rows = rows[torch.isfinite(rows).all(-1)]
+        self.x_pre = fit_preprocessor(rows, name="x")
+        if self.summary is None:
+            self.summary = IdentitySummary(max(1, math.prod(self.x_shape)))
+        with torch.no_grad():
+            context_dim = int(self.summary(self._encode_x(x[:2])).shape[-1])
+        flow = build(self.flow_name, self.space.unconstrained_dim, context_dim, **self.flow_kwargs)
+        self.estimator = PosteriorEstimator(self.summary, flow)
+        self.context_dim = context_dim
+
+    def _encode_theta(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """User units -> ``(z, log|dz/dtheta|)`` in float64 (``-inf`` outside the support)."""
+        u, ladj_bij = self.space.to_unconstrained(theta.to(torch.float64))
+        z, ladj_pre = self.theta_pre.to_latent(u)
+        return z, ladj_pre - ladj_bij
+
+    def _decode_theta(self, z: Tensor) -> Tensor:
+        return self.space.to_constrained(self.theta_pre.from_latent(z.to(torch.float64)))
+
+    def _encode_x(self, x: Tensor) -> Tensor:
+        """Standardised data (per entry of the last dimension), float32 for the networks."""
+        d = self._x_features()
+        flat = x.to(torch.float64).reshape(-1, d)
+        z, _ = self.x_pre.to_latent(flat)
+        return z.reshape(x.shape).to(self._dtype)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.estimator.parameters()).dtype if self.estimator else torch.float32
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.estimator.parameters()).device
+
+    # -- input checks -----------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.estimator is None:
+            raise ValueError("this AmortizedPosterior is not fitted yet; call fit first")
+
+    def _check_x(self, x: Any, name: str = "x", values: bool = True) -> tuple[Tensor, bool]:
+        """``(x as a batch (B, *event), single)``; ValueError naming the problem."""
+        x = torch.as_tensor(x)
+        if not x.is_floating_point():
+            x = x.to(torch.float64)
+        shape, k = self.x_shape, len(self.x_shape)
+        if x.dim() == k:
+            single, batch = True, x[None]
+        elif x.dim() == k + 1:
+            single, batch = False, x
+        else:
+            raise ValueError(
+                f"{name} must have shape {tuple(shape)} (one observation) or (B, "
+                f"{', '.join(map(str, shape))}) (a batch), got {tuple(x.shape)}"
+            )
+        event = batch.shape[1:]
+        if self._variable_size:
+            ok = k == 0 or event[-1] == shape[-1] or (k == 1 and self._x_features() == 1)
+        else:
+            ok = event == shape
+        if not ok:
+            raise ValueError(
+                f"{name} must have event shape {tuple(shape)}"
+                f"{' (leading sizes may vary)' if self._variable_size else ''}, got "
+                f"{tuple(x.shape)}"
+            )
+        bad = ~valid_rows(batch, self._nan_padding)
+        if values and bool(bad.any()):
+            where = "" if single else f" (observation {int(bad.nonzero()[0])})"
+            extra = " outside all-NaN padding rows" if self._nan_padding else ""
+            raise ValueError(f"{name} contains NaN or infinite values{extra}{where}")
+        return batch, single
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(
+        self,
+        theta: Tensor | None = None,
+        x: Tensor | None = None,
+        *,
+        num_simulations: int | None = None,
+        simulate_online: bool = False,
+        steps: int | None = None,
+        validation_fraction: float = 0.1,
+        num_validation: int = 1000,
+        steps_per_epoch: int = 200,
+        **train_options: Any,
+    ) -> AmortizedPosterior:
+        """Train on simulations; returns the posterior itself.
+
+        Three modes: pre-simulated tensors ``fit(theta, x)``, a fixed budget simulated here
+        ``fit(num_simulations=N)`` (both offline: a ``validation_fraction`` split and early
+        stopping), or ``fit(simulate_online=True, steps=S)``: fresh simulations in every step
+        (batch ``batch_size``), validation on ``num_validation`` simulations drawn once.
+        Simulations with NaN or infinite values are skipped and counted (``self.dropped``)
+        with one warning. A second ``fit`` continues training (same preprocessing).
+
+        Args:
+            theta, x: parameters ``(N, dim)`` in the user's units (the prior's shape is also
+                accepted) and data ``(N, ...)``.
+            num_simulations: simulate this many pairs first.
+            simulate_online: draw fresh simulations at every step.
+            steps: number of optimisation steps online.
+            validation_fraction: share of offline simulations held out.
+            num_validation: size of the held-out set online.
+            steps_per_epoch: steps between validations online.
+            **train_options: options of :func:`pyroflows.train.fit` (``max_epochs``,
+                ``batch_size``, ``lr``, ``patience``, ``time_budget``, ``seed``,
+                ``progress``, ``schedule``, ...); defaults are sbi's NPE settings.
+        """
+        options = {**TRAIN_DEFAULTS, **train_options}
+        given = [theta is not None or x is not None, num_simulations is not None, simulate_online]
+        if sum(given) != 1:
+            raise ValueError(
+                "fit takes exactly one of: theta and x (tensors), num_simulations, or "
+                "simulate_online=True"
+            )
+        if simulate_online:
+            online = {**TRAIN_DEFAULTS, "patience": None, **train_options}
+            return self._fit_online(steps, num_validation, steps_per_epoch, online)
+        if num_simulations is not None:
+            theta, x = self._simulate_many(num_simulations)
+        elif theta is None or x is None:
+            raise ValueError("fit(theta, x) needs both theta and x")
+        if not 0 <= validation_fraction < 1:
+            raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
+        theta, x = self._check_training(theta, x)
+        if len(theta) < 2:
+            raise ValueError("fit needs at least 2 valid simulations")
+        n_val = min(max(1, int(round(validation_fraction * len(theta)))), len(theta) - 1)
+        order = torch.randperm(len(theta), generator=torch.Generator().manual_seed(
+            int(options.get("seed") or 0)))  # fmt: skip
+        if validation_fraction == 0:
+            n_val = 0
+            options["patience"] = None
+        val, train = order[:n_val], order[n_val:]
+        if self.estimator is None:
+            self._setup(theta[train], x[train])
+        data = self._training_tensors(theta[train], x[train])
+        val_data = self._training_tensors(theta[val], x[val]) if n_val else None
+        self.history = fit(self.estimator, nll, data, val_data, desc="NPE", **options)
+        return self
+
+    def _check_training(self, theta: Any, x: Any) -> tuple[Tensor, Tensor]:
+        theta, x = torch.as_tensor(theta), torch.as_tensor(x)
+        if len(theta) != len(x):
+            raise ValueError(
+                f"theta has {len(theta)} rows and x has {len(x)}: one simulation per row"
+            )
+        theta = theta.reshape(len(theta), -1) if theta.dim() != 2 else theta
+        if self.space is not None and theta.shape[1] != self.space.dim:
+            raise ValueError(
+                f"theta must have {self.space.dim} values per row ({self.space}), got "
+                f"{tuple(theta.shape)}"
+            )
+        if self.x_shape is not None:
+            self._check_x(x, "x", values=False)  # values are filtered below
+        theta, x, dropped = drop_invalid(theta, x, self._nan_padding)
+        self.dropped += dropped
+        if self.space is not None:
+            inside = torch.isfinite(self.space.to_unconstrained(theta.double())[1])
+            if not bool(inside.all()):
+                raise ValueError(
+                    f"{int((~inside).sum())} parameter draws lie outside the prior's support"
+                )
+        return theta, x
+
+    def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            z, _ = self._encode_theta(theta)
+            return z.to(self._dtype), self._encode_x(x)
+
+    def _fit_online(
+        self, steps: int | None, num_validation: int, steps_per_epoch: int, options: dict
+    ) -> AmortizedPosterior:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"simulate_online=True needs steps=<positive int>, got {steps!r}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            before = self.dropped
+            theta_val, x_val = self._check_training(*self._simulate_many(num_validation))
+        for w in caught:  # anything but the count of skipped rows (reported once, below)
+            if "were skipped" not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if self.estimator is None:
+            self._setup(theta_val, x_val)
+        val_data = self._training_tensors(theta_val, x_val)
+        batch_size, dropped = options["batch_size"], [0]
+
+        def loss(model: nn.Module, batch: tuple) -> Tensor:
+            if batch:  # the fixed validation set
+                return nll(model, batch)
+            theta, x = self.simulate(batch_size)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                theta, x, n_bad = drop_invalid(theta, x, self._nan_padding)
+            dropped[0] += n_bad
+            return nll(model, self._training_tensors(theta, x))
+
+        per_epoch = min(steps_per_epoch, steps)
+        options["max_epochs"] = math.ceil(steps / per_epoch)
+        self.history = fit(
+            self.estimator, loss, None, val_data, steps_per_epoch=per_epoch, desc="NPE online",
+            **options,
+        )  # fmt: skip
+        dropped[0] += self.dropped - before
+        self.dropped = before
+        if dropped[0]:
+            warnings.warn(
+                f"{dropped[0]} simulations contained NaN or infinite values and were skipped "
+                "during online training",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self.dropped += dropped[0]
+        return self
+
+    # -- inference ------------------------------------------------------------------------
+    def sample(
+        self, x: Any, num_samples: int = 1000, *, seed: int | None = None, as_dict: bool = False
+    ) -> Tensor | dict[str, Tensor]:
+        """Posterior draws in the user's units, vectorised over observations.
+
+        Args:
+            x: one observation (the data's shape) or a batch ``(B, ...)``.
+            num_samples: draws per observation.
+            seed: seed of these draws (the global random state is left as it was).
+            as_dict: return ``{site: (num_samples, [B,] *shape)}`` instead of a flat tensor.
+
+        Returns:
+            ``(num_samples, dim)`` for one observation, ``(num_samples, B, dim)`` for a batch.
+        """
+        self._check_fitted()
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        batch, single = self._check_x(x)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None), torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            context = self.estimator.summary(self._encode_x(batch).to(self._device))
+            per_chunk = max(1, _CHUNK // len(batch))
+            parts = [
+                self._decode_theta(
+                    self.estimator.flow.sample((min(per_chunk, num_samples - i),), context)
+                ).to(torch.float32)
+                for i in range(0, num_samples, per_chunk)
+            ]
+        theta = torch.cat(parts).cpu()
+        if single:
+            theta = theta[:, 0]
+        return self.space.unflatten(theta) if as_dict else theta
+
+    def log_prob(self, theta: Any, x: Any) -> Tensor:
+        """``log p(theta | x)`` in the user's units (``-inf`` outside the support).
+
+        ``theta`` is ``(..., dim)``; for a batch of observations ``(B, ...)`` its batch shape
+        must broadcast with ``(B,)`` (e.g. ``(S, B, dim)``).
+        """
+        self._check_fitted()
+        theta = torch.as_tensor(theta)
+        if theta.dim() == 0 or theta.shape[-1] != self.space.dim:
+            raise ValueError(
+                f"theta must have {self.space.dim} values in its last dimension, got shape "
+                f"{tuple(theta.shape)}"
+            )
+        batch, single = self._check_x(x)
+        with torch.no_grad():
+            z, ladj = self._encode_theta(theta)
+            context = self.estimator.summary(self._encode_x(batch).to(self._device))
+            if single:
+                context = context[0]
+            z = torch.where(torch.isfinite(z), z, torch.zeros_like(z))
+            log_q = self.estimator.flow.log_prob(z.to(self._dtype), context, check=False)
+        out = log_q.to(torch.float64).cpu() + ladj
+        return torch.where(torch.isfinite(ladj), out, torch.full_like(out, -math.inf))
+
+    def to_inference_data(self, x: Any, num_samples: int = 1000, chains: int = 4, seed: int = 0):
+        """Posterior draws for one observation as ``arviz.InferenceData`` with the model's site
+        names (``observed_data`` holds ``x``)."""
+        from pyroflows.inference_data import to_inference_data
+
+        batch, single = self._check_x(x)
+        if not single:
+            raise ValueError("to_inference_data takes one observation, not a batch")
+        draws = self.sample(batch[0], num_samples, seed=seed, as_dict=True)
+        return to_inference_data(
+            {k: v.numpy() for k, v in draws.items()},
+            chains=chains,
+            observed_data={self.observed: batch[0].numpy()},
+        )
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Save networks, preprocessing, configuration and site names to one file (plain
+        tensors and Python values: loadable with ``torch.load(weights_only=True)``)."""
+        self._check_fitted()
+        summary = self.estimator.summary
+        blob = {
+            "format": "pyroflows.AmortizedPosterior",
+            "version": self.FORMAT_VERSION,
+            "config": {
+                "flow": self.flow_name,
+                "flow_kwargs": _plain(self.flow_kwargs),
+                "summary": type(summary).__name__,
+                "summary_config": _plain(getattr(summary, "config", None)),
+                "context_dim": self.context_dim,
+                "observed": self.observed,
+                "param_name": self.param_name,
+                "x_shape": list(self.x_shape),
+                "space": self.space.state(),
+            },
+            "state": {
+                "estimator": {k: v.cpu() for k, v in self.estimator.state_dict().items()},
+                "theta_pre": self.theta_pre.state_dict(),
+                "x_pre": self.x_pre.state_dict(),
+            },
+            "history": None if self.history is None else _plain(self.history.as_dict()),
+            "dropped": self.dropped,
+        }
+        torch.save(blob, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        model: Callable | None = None,
+        *,
+        prior: Any = None,
+        simulator: Callable | None = None,
+        summary: nn.Module | None = None,
+        model_args: Sequence[Any] = (),
+        model_kwargs: Mapping[str, Any] | None = None,
+    ) -> AmortizedPosterior:
+        """Load a posterior written by :meth:`save` (``weights_only=True``: no code runs).
+
+        The model or prior + simulator are only needed to simulate again (more training,
+        SBC, predictive checks) or when a support could not be saved; a summary network that
+        is not one of :mod:`pyroflows.nn.summary` must be passed (untrained) as ``summary``.
+        """
+        what = "a saved pyroflows AmortizedPosterior"
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such file") from None
+        except Exception as error:
+            raise ValueError(f"{path} is not {what} ({type(error).__name__})") from None
+        if not isinstance(blob, dict) or blob.get("format") != "pyroflows.AmortizedPosterior":
+            raise ValueError(f"{path} is not {what}")
+        if not isinstance(blob.get("version"), int) or blob["version"] > cls.FORMAT_VERSION:
+            raise ValueError(f"{path} has a newer format version: upgrade pyroflows")
+        c = blob["config"]
+        if summary is None:
+            summary = summary_from_config(c["summary"], c["summary_config"])
+        post = cls(
+            model, c["observed"], prior=prior, simulator=simulator, summary=summary,
+            flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
+            model_kwargs=model_kwargs, param_name=c["param_name"],
+        )  # fmt: skip
+        supports = None if post.space is None else post.space.supports
+        post.space = ParameterSpace.from_state(c["space"], supports)
+        post.x_shape = torch.Size(c["x_shape"])
+        post.context_dim = int(c["context_dim"])
+        flow = build(c["flow"], post.space.unconstrained_dim, post.context_dim, **c["flow_kwargs"])
+        post.estimator = PosteriorEstimator(summary, flow)
+        post.estimator.load_state_dict(blob["state"]["estimator"])
+        post.estimator.eval()
+        post.theta_pre = _identity_pre(post.space.unconstrained_dim)
+        post.theta_pre.load_state_dict(blob["state"]["theta_pre"])
+        post.x_pre = _identity_pre(post._x_features())
+        post.x_pre.load_state_dict(blob["state"]["x_pre"])
+        if blob.get("history"):
+            post.history = History(**blob["history"])
+        post.dropped = int(blob.get("dropped", 0))
+        return post
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.estimator is not None else "not fitted"
+        return (
+            f"AmortizedPosterior({self.space}, flow={self.flow_name!r}, "
+            f"summary={type(self.summary).__name__ if self.summary is not None else None}, "
+            f"{state})"
+        )
+
+
+def _identity_pre(dim: int) -> Preprocessor:
+    """A per-column standardisation of the saved layout (its buffers are then loaded)."""
+    return Preprocessor([FixedAffine(torch.zeros(dim), torch.eye(dim))])

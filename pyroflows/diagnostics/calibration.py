@@ -1,0 +1,380 @@
+"""Calibration of amortized posteriors, over many simulated data sets.
+
+A posterior fitted on simulations can be checked on fresh simulations ``(theta_i, x_i)``
+without knowing the true posterior:
+
+* :func:`sbc` — simulation-based calibration (Talts et al., 2018): the rank of ``theta_i``
+  among draws of ``q(theta | x_i)`` is uniform for a calibrated posterior. Uniformity is tested
+  per parameter with a Kolmogorov–Smirnov test on randomised PIT values (exact under the null),
+  Bonferroni-corrected; :meth:`SBCResult.plot` draws the ECDF-difference plot with
+  simultaneous bands (Säilynoja et al., 2022) through ArviZ.
+* :func:`expected_coverage` — how often the level-``a`` highest-density region of
+  ``q(theta | x_i)`` contains ``theta_i`` (``a`` for a calibrated posterior).
+* :func:`tarp` — tests of accuracy with random points (Lemos et al., 2023): coverage of balls
+  around random reference points; necessary and sufficient for calibration.
+* :func:`z_score_contraction` — posterior z-scores and contraction (BayesFlow's plot).
+* :func:`posterior_predictive` — data simulated from posterior draws (through the Pyro model
+  when the posterior has one).
+
+``posterior`` is any object with ``sample(x_batch, num_samples) -> (S, B, dim)``; diagnostics
+that simulate also need ``simulate(n) -> (theta, x)``, :func:`expected_coverage` needs
+``log_prob(theta (S, B, dim), x_batch) -> (S, B)``; :class:`pyroflows.amortized.AmortizedPosterior`
+has all three.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor
+
+__all__ = [
+    "CoverageResult",
+    "SBCResult",
+    "TARPResult",
+    "ZScoreResult",
+    "expected_coverage",
+    "posterior_predictive",
+    "sbc",
+    "sbc_ranks",
+    "tarp",
+    "z_score_contraction",
+]
+
+
+def _names(posterior: Any, dim: int) -> list[str]:
+    space = getattr(posterior, "space", None)
+    if space is not None and space.dim == dim:
+        return [
+            name if size == 1 else f"{name}[{i}]"
+            for name, size in zip(space.names, space.sizes, strict=True)
+            for i in range(size)
+        ]
+    return [f"theta[{i}]" for i in range(dim)]
+
+
+def _simulations(
+    posterior: Any, num_simulations: int, theta: Any, x: Any, seed: int | None
+) -> tuple[Tensor, Tensor]:
+    """Given ``(theta, x)`` or ``num_simulations`` fresh ones (invalid rows skipped)."""
+    if (theta is None) != (x is None):
+        raise ValueError("pass both theta and x, or neither (then they are simulated)")
+    if theta is None:
+        if not hasattr(posterior, "simulate"):
+            raise ValueError("this posterior cannot simulate: pass theta and x")
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            theta, x = posterior.simulate(num_simulations)
+        from pyroflows.amortized.simulate import drop_invalid
+
+        padding = bool(getattr(getattr(posterior, "summary", None), "nan_padding", False))
+        theta, x, _ = drop_invalid(theta, x, padding)
+    theta, x = torch.as_tensor(theta), torch.as_tensor(x)
+    if theta.dim() != 2:
+        theta = theta.reshape(len(theta), -1)
+    if len(theta) != len(x):
+        raise ValueError(f"theta has {len(theta)} rows but x has {len(x)}")
+    return theta, x
+
+
+def _draws(posterior: Any, x: Tensor, num_samples: int, seed: int | None, chunk: int = 1000):
+    """Posterior draws ``(S, N, dim)`` for a batch of observations, in chunks of ``chunk``."""
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        parts = [posterior.sample(x[i : i + chunk], num_samples) for i in range(0, len(x), chunk)]
+    return torch.cat([torch.as_tensor(p) for p in parts], 1)
+
+
+# -- SBC -------------------------------------------------------------------------------------
+def sbc_ranks(samples: Any, theta: Any) -> np.ndarray:
+    """Ranks ``(N, dim)``: how many of the ``S`` draws ``samples (S, N, dim)`` lie below
+    ``theta (N, dim)``, per coordinate (0 ... S).
+
+    Example:
+        >>> sbc_ranks(torch.arange(4.0).reshape(4, 1, 1), torch.tensor([[2.5]]))
+        array([[3]])
+    """
+    samples, theta = torch.as_tensor(samples), torch.as_tensor(theta)
+    if samples.dim() != 3 or samples.shape[1:] != theta.shape:
+        raise ValueError(
+            f"samples must be (S, N, dim) with theta (N, dim); got {tuple(samples.shape)} and "
+            f"{tuple(theta.shape)}"
+        )
+    return (samples < theta.to(samples.dtype)).sum(0).numpy()
+
+
+@dataclass
+class SBCResult:
+    """Outcome of :func:`sbc`.
+
+    Attributes:
+        ranks: ``(N, dim)`` ranks of the true parameters among ``num_posterior_samples`` draws.
+        pit: ``(N, dim)`` randomised PIT values ``(rank + U) / (S + 1)``, uniform on (0, 1)
+            exactly when the posterior is calibrated.
+        pvalues: ``(dim,)`` Kolmogorov–Smirnov p-values of the PIT values against U(0, 1).
+        names: parameter names.
+        num_posterior_samples: draws per simulation.
+    """
+
+    ranks: np.ndarray
+    pit: np.ndarray
+    pvalues: np.ndarray
+    names: list[str]
+    num_posterior_samples: int
+
+    def rejected(self, alpha: float = 0.01) -> bool:
+        """Uniformity rejected at level ``alpha`` for some parameter (Bonferroni over the
+        parameters)."""
+        return bool((self.pvalues < alpha / len(self.pvalues)).any())
+
+    def plot(self, axes: Any = None, **kwargs: Any) -> Any:
+        """ECDF-difference plot of the PIT values with simultaneous 95 % bands (ArviZ's
+        ``plot_ecdf(difference=True, confidence_bands=True)``), one panel per parameter."""
+        import arviz as az
+        import matplotlib.pyplot as plt
+
+        dim = self.pit.shape[1]
+        if axes is None:
+            _, axes = plt.subplots(1, dim, figsize=(3.2 * dim, 2.8), squeeze=False)
+            axes = axes[0]
+        axes = np.atleast_1d(axes)
+        for j, ax in enumerate(axes[:dim]):
+            az.plot_ecdf(
+                self.pit[:, j],
+                eval_points=np.linspace(0, 1, 101),
+                cdf=stats.uniform().cdf,
+                difference=True,
+                confidence_bands=True,
+                ax=ax,
+                **kwargs,
+            )
+            ax.set_title(f"{self.names[j]} (p = {self.pvalues[j]:.2g})", fontsize=9)
+        return axes
+
+
+def sbc(
+    posterior: Any,
+    num_simulations: int = 500,
+    num_posterior_samples: int = 100,
+    *,
+    theta: Any = None,
+    x: Any = None,
+    seed: int | None = 0,
+) -> SBCResult:
+    """Simulation-based calibration: ranks, a uniformity test and the ECDF-difference plot.
+
+    Args:
+        posterior: has ``sample`` (and ``simulate`` unless ``theta`` and ``x`` are given).
+        num_simulations: fresh prior-predictive simulations to check.
+        num_posterior_samples: draws per simulation (``S``; ranks take ``S + 1`` values).
+        theta, x: pre-simulated ``(N, dim)`` parameters and their data instead.
+        seed: seed of the simulations, the draws and the PIT randomisation.
+
+    Example:
+        >>> class Exact:  # x ~ N(theta, 1), theta ~ N(0, 1): posterior N(x / 2, 1 / 2)
+        ...     def simulate(self, n):
+        ...         theta = torch.randn(n, 1)
+        ...         return theta, theta + torch.randn(n, 1)
+        ...     def sample(self, x, n):
+        ...         return x / 2 + torch.randn(n, *x.shape) * 0.5**0.5
+        >>> result = sbc(Exact(), 300, 50)
+        >>> result.ranks.shape, result.rejected(0.01)
+        ((300, 1), False)
+    """
+    theta, x = _simulations(posterior, num_simulations, theta, x, seed)
+    samples = _draws(posterior, x, num_posterior_samples, seed)
+    ranks = sbc_ranks(samples, theta)
+    rng = np.random.default_rng(seed)
+    pit = (ranks + rng.uniform(size=ranks.shape)) / (num_posterior_samples + 1)
+    pvalues = np.array([stats.kstest(pit[:, j], "uniform").pvalue for j in range(pit.shape[1])])
+    return SBCResult(ranks, pit, pvalues, _names(posterior, theta.shape[1]), num_posterior_samples)
+
+
+# -- coverage --------------------------------------------------------------------------------
+@dataclass
+class CoverageResult:
+    """Outcome of :func:`expected_coverage` and :func:`tarp`: nominal levels and empirical
+    coverage (equal for a calibrated posterior; below the diagonal: over-confident)."""
+
+    levels: np.ndarray
+    coverage: np.ndarray
+    credibility: np.ndarray
+
+    @property
+    def max_deviation(self) -> float:
+        """Largest ``|coverage - level|`` over the levels."""
+        return float(np.abs(self.coverage - self.levels).max())
+
+    def plot(self, ax: Any = None, label: str | None = None) -> Any:
+        """Coverage against the nominal level, with the diagonal and a 95 % binomial band."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(3.4, 3.2))
+        n = len(self.credibility)
+        band = 1.96 * np.sqrt(self.levels * (1 - self.levels) / n)
+        ax.fill_between(self.levels, self.levels - band, self.levels + band, color="0.85")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.plot(self.levels, self.coverage, label=label)
+        ax.set(xlabel="credibility level", ylabel="empirical coverage", xlim=(0, 1), ylim=(0, 1))
+        return ax
+
+
+def _coverage(f: np.ndarray, levels: Any) -> CoverageResult:
+    levels = np.linspace(0, 1, 21) if levels is None else np.asarray(levels, dtype=float)
+    coverage = np.array([(f < a).mean() for a in levels])
+    return CoverageResult(levels, coverage, f)
+
+
+def expected_coverage(
+    posterior: Any,
+    num_simulations: int = 500,
+    num_posterior_samples: int = 200,
+    *,
+    theta: Any = None,
+    x: Any = None,
+    levels: Any = None,
+    seed: int | None = 0,
+) -> CoverageResult:
+    """Expected coverage of highest-density regions: for each simulation, the share of
+    posterior draws with a higher density than the true parameter (``credibility``); the
+    level-``a`` region contains the truth when that share is below ``a``.
+
+    Needs ``posterior.log_prob(theta (S, B, dim), x (B, ...))``.
+    """
+    theta, x = _simulations(posterior, num_simulations, theta, x, seed)
+    samples = _draws(posterior, x, num_posterior_samples, seed)
+    f = []
+    for i in range(0, len(x), 1000):
+        xb, tb, sb = x[i : i + 1000], theta[i : i + 1000], samples[:, i : i + 1000]
+        log_true = torch.as_tensor(posterior.log_prob(tb, xb))
+        log_draws = torch.as_tensor(posterior.log_prob(sb, xb))
+        f.append((log_draws > log_true).double().mean(0))
+    return _coverage(torch.cat(f).numpy(), levels)
+
+
+@dataclass
+class TARPResult(CoverageResult):
+    """:class:`CoverageResult` of :func:`tarp`, with the area between the coverage curve and
+    the diagonal (``atc``: positive means under-confident) and a KS p-value of the
+    credibilities against U(0, 1)."""
+
+    atc: float = 0.0
+    pvalue: float = 1.0
+
+
+def tarp(
+    posterior: Any,
+    num_simulations: int = 500,
+    num_posterior_samples: int = 200,
+    *,
+    theta: Any = None,
+    x: Any = None,
+    samples: Any = None,
+    levels: Any = None,
+    seed: int | None = 0,
+) -> TARPResult:
+    """Tests of accuracy with random points (Lemos et al., 2023).
+
+    Parameters are scaled to [0, 1] with the range of the true parameters; for each simulation a
+    reference point is drawn uniformly in that box, and ``credibility`` is the share of
+    posterior draws closer to it than the true parameter. The coverage curve is the diagonal
+    if and only if the posterior is calibrated.
+
+    Args:
+        samples: posterior draws ``(S, N, dim)`` already made for ``theta`` and ``x``.
+    """
+    theta, x = _simulations(posterior, num_simulations, theta, x, seed)
+    if samples is None:
+        samples = _draws(posterior, x, num_posterior_samples, seed)
+    samples = torch.as_tensor(samples).double()
+    theta = theta.double()
+    low, high = theta.min(0).values, theta.max(0).values
+    scale = torch.where(high > low, high - low, torch.ones_like(high))
+    samples, theta = (samples - low) / scale, (theta - low) / scale
+    generator = torch.Generator().manual_seed(0 if seed is None else seed)
+    refs = torch.rand(theta.shape, generator=generator, dtype=torch.float64)
+    d_draws = (samples - refs).norm(dim=-1)
+    d_true = (theta - refs).norm(dim=-1)
+    f = (d_draws < d_true).double().mean(0).numpy()
+    base = _coverage(f, levels)
+    grid = np.linspace(0, 1, 101)
+    curve = np.array([(f < a).mean() for a in grid])
+    atc = float(np.trapezoid(curve[grid >= 0.5] - grid[grid >= 0.5], grid[grid >= 0.5]))
+    atc -= float(np.trapezoid(curve[grid <= 0.5] - grid[grid <= 0.5], grid[grid <= 0.5]))
+    pvalue = float(stats.kstest(f, "uniform").pvalue)
+    return TARPResult(base.levels, base.coverage, f, atc=atc, pvalue=pvalue)
+
+
+# -- z-score and contraction -------------------------------------------------------------------
+@dataclass
+class ZScoreResult:
+    """Posterior z-scores ``(mean - theta) / std`` and contractions ``1 - var / prior var``,
+    each ``(N, dim)``. Good posteriors: z-scores near N(0, 1), contraction near 1."""
+
+    z_score: np.ndarray
+    contraction: np.ndarray
+    names: list[str]
+
+    def plot(self, axes: Any = None) -> Any:
+        """Contraction (x) against z-score (y), one panel per parameter (BayesFlow's plot)."""
+        import matplotlib.pyplot as plt
+
+        dim = self.z_score.shape[1]
+        if axes is None:
+            _, axes = plt.subplots(1, dim, figsize=(3.2 * dim, 2.8), squeeze=False)
+            axes = axes[0]
+        for j, ax in enumerate(np.atleast_1d(axes)[:dim]):
+            ax.scatter(self.contraction[:, j], self.z_score[:, j], s=4, alpha=0.4)
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set(xlim=(-0.05, 1.05), xlabel="contraction", ylabel="z-score", title=self.names[j])
+        return axes
+
+
+def z_score_contraction(
+    posterior: Any,
+    num_simulations: int = 500,
+    num_posterior_samples: int = 500,
+    *,
+    theta: Any = None,
+    x: Any = None,
+    prior_var: Any = None,
+    seed: int | None = 0,
+) -> ZScoreResult:
+    """Posterior z-scores and contraction for simulated data sets.
+
+    Args:
+        prior_var: prior variances ``(dim,)``; by default the variance of the true parameters.
+    """
+    theta, x = _simulations(posterior, num_simulations, theta, x, seed)
+    samples = _draws(posterior, x, num_posterior_samples, seed).double()
+    theta = theta.double()
+    mean, var = samples.mean(0), samples.var(0)
+    prior_var = theta.var(0) if prior_var is None else torch.as_tensor(prior_var).double()
+    z = (mean - theta) / var.sqrt()
+    contraction = 1 - var / prior_var
+    return ZScoreResult(z.numpy(), contraction.numpy(), _names(posterior, theta.shape[1]))
+
+
+# -- predictive ------------------------------------------------------------------------------
+def posterior_predictive(
+    posterior: Any, x_obs: Any, num_samples: int = 100, seed: int | None = 0
+) -> tuple[Tensor, Tensor]:
+    """``(theta (S, dim), x_rep (S, ...))``: posterior draws for one observation and data
+    simulated from them (``posterior.simulate_data``: the Pyro model conditioned on the draws,
+    vectorised, or the simulator).
+
+    Compare a statistic of ``x_rep`` with that of ``x_obs`` (posterior predictive check).
+    """
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        theta = posterior.sample(x_obs, num_samples)
+        x_rep = posterior.simulate_data(theta)
+    return theta, x_rep

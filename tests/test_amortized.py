@@ -1,0 +1,301 @@
+"""Amortized posteriors: simulation from Pyro models, fit, sample, log_prob, save / load, and
+bad input, checked against a linear-Gaussian model with an analytic posterior."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch.distributions import constraints
+
+from pyroflows.amortized import AmortizedPosterior, ModelSimulator, ParameterSpace, PriorSimulator
+from pyroflows.diagnostics import c2st
+from pyroflows.nn.summary import DeepSet
+
+torch.set_num_threads(1)
+
+A = torch.tensor([[1.0, 0.5], [-0.3, 1.0]])
+NOISE = 0.5
+SMALL = dict(layers=2, hidden=(16, 16))
+
+
+def linear_simulator(theta):
+    return theta @ A.T + NOISE * torch.randn_like(theta)
+
+
+def analytic(x_obs):
+    """Posterior N(mean, cov) of theta ~ N(0, I), x ~ N(A theta, NOISE^2 I)."""
+    cov = torch.linalg.inv(torch.eye(2) + A.T @ A / NOISE**2)
+    return cov @ A.T @ x_obs / NOISE**2, cov
+
+
+def gaussian_prior():
+    return dist.Normal(torch.zeros(2), 1.0).to_event(1)
+
+
+@pytest.fixture(scope="module")
+def linear_post():
+    pyro.set_rng_seed(0)
+    post = AmortizedPosterior(
+        prior=gaussian_prior(),
+        simulator=linear_simulator,
+        flow_kwargs=dict(layers=3, hidden=(32, 32)),
+    )
+    return post.fit(num_simulations=2000, max_epochs=40, lr=1e-3, batch_size=128, progress=False)
+
+
+def normal_model(x=None, n=10):
+    mu = pyro.sample("mu", dist.Normal(0.0, 2.0))
+    sigma = pyro.sample("sigma", dist.LogNormal(0.0, 0.5))
+    with pyro.plate("data", n):
+        return pyro.sample("x", dist.Normal(mu, sigma), obs=x)
+
+
+# -- linear Gaussian: known answers ----------------------------------------------------------
+@pytest.mark.parametrize("x_obs", [[0.5, -1.0], [2.0, 1.0]], ids=["near", "far"])
+def test_linear_gaussian_matches_analytic_posterior(linear_post, x_obs):
+    x_obs = torch.tensor(x_obs)
+    mean, cov = analytic(x_obs)
+    draws = linear_post.sample(x_obs, 4000, seed=0).double()
+    assert draws.shape == (4000, 2)
+    std = cov.diagonal().sqrt()
+    assert ((draws.mean(0) - mean).abs() / std).max() < 0.5
+    assert ((draws.std(0) / std) - 1).abs().max() < 0.25
+    reference = torch.distributions.MultivariateNormal(mean, cov).sample((1000,))
+    # CI-sized C2ST (2 000 simulations); the 10 000-simulation check (<= 0.55) is in the benchmark
+    assert c2st(draws[:1000].numpy(), reference.numpy(), folds=3).accuracy < 0.62
+
+
+def test_linear_gaussian_log_prob_matches_analytic(linear_post):
+    x_obs = torch.tensor([0.5, -1.0])
+    mean, cov = analytic(x_obs)
+    theta = mean + torch.tensor([[0.0, 0.0], [0.2, -0.1], [-0.2, 0.2]])
+    exact = torch.distributions.MultivariateNormal(mean, cov).log_prob(theta)
+    got = linear_post.log_prob(theta, x_obs)
+    assert got.shape == (3,)
+    assert (got - exact).abs().max() < 0.4
+
+
+def test_sampling_is_vectorised_over_observations(linear_post):
+    x = torch.randn(7, 2)
+    draws = linear_post.sample(x, 50, seed=1)
+    assert draws.shape == (50, 7, 2)
+    one = linear_post.sample(x[3], 5000, seed=2)
+    many = linear_post.sample(x, 5000, seed=2)[:, 3]
+    assert torch.allclose(one.mean(0), many.mean(0), atol=0.05)
+    assert linear_post.log_prob(draws, x).shape == (50, 7)
+    assert set(linear_post.sample(x[0], 3, as_dict=True)) == {"theta"}
+
+
+def test_seeded_sampling_is_reproducible(linear_post):
+    x = torch.tensor([0.1, 0.2])
+    assert torch.equal(linear_post.sample(x, 10, seed=3), linear_post.sample(x, 10, seed=3))
+
+
+def test_save_load_round_trip(linear_post, tmp_path):
+    path = tmp_path / "post.pt"
+    linear_post.save(path)
+    loaded = AmortizedPosterior.load(path)
+    x = torch.tensor([[0.3, -0.2], [1.0, 1.5]])
+    theta = torch.randn(4, 2, 2)
+    assert torch.equal(loaded.log_prob(theta, x), linear_post.log_prob(theta, x))
+    assert torch.equal(loaded.sample(x, 20, seed=0), linear_post.sample(x, 20, seed=0))
+    blob = torch.load(path, weights_only=True)
+    assert blob["config"]["space"]["names"] == ["theta"]
+
+
+def test_to_inference_data(linear_post):
+    idata = linear_post.to_inference_data(torch.tensor([0.5, -1.0]), num_samples=400, chains=2)
+    assert dict(idata.posterior.sizes)["draw"] == 200
+    assert "theta" in idata.posterior and "x" in idata.observed_data
+
+
+def test_fit_from_tensors_without_simulator():
+    theta = gaussian_prior().sample((500,))
+    post = AmortizedPosterior(flow_kwargs=SMALL).fit(
+        theta, linear_simulator(theta), max_epochs=2, progress=False
+    )
+    assert post.sample(torch.zeros(2), 5).shape == (5, 2)
+    with pytest.raises(ValueError, match="no simulator"):
+        post.simulate(3)
+
+
+# -- Pyro models and constrained parameters --------------------------------------------------
+def test_model_simulator_is_vectorised_and_keeps_site_names():
+    sim = ModelSimulator(normal_model, "x", kwargs={"n": 10})
+    assert sim.space.names == ["mu", "sigma"] and sim.x_shape == (10,)
+    theta, x = sim(500)
+    assert theta.shape == (500, 2) and x.shape == (500, 10)
+    assert bool((theta[:, 1] > 0).all())
+    # each simulation's data follow its own parameters (not a broadcast mix-up)
+    x = sim.simulate(torch.tensor([[5.0, 0.01], [-5.0, 0.01]]))
+    assert torch.allclose(x.mean(1), torch.tensor([5.0, -5.0]), atol=0.05)
+
+
+def test_model_simulator_vector_sites_and_nested_plates():
+    def model(x=None):
+        w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        p = pyro.sample("p", dist.Dirichlet(torch.ones(3)))
+        with pyro.plate("groups", 4, dim=-2), pyro.plate("obs", 5, dim=-1):
+            return pyro.sample("x", dist.Normal((w * p).sum(-1), 1.0), obs=x)
+
+    sim = ModelSimulator(model, "x")
+    theta, x = sim(8)
+    assert sim.space.dim == 6 and sim.space.unconstrained_dim == 5  # simplex: 3 -> 2
+    assert theta.shape == (8, 6) and x.shape == (8, 4, 5)
+    assert torch.allclose(theta[:, 3:].sum(-1), torch.ones(8))
+
+
+def test_model_that_cannot_be_vectorised_falls_back_to_a_loop():
+    def model(x=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        return pyro.sample("x", dist.Normal(float(mu), 1.0).expand([3]).to_event(1), obs=x)
+
+    sim = ModelSimulator(model, "x")
+    with pytest.warns(RuntimeWarning, match="vectorised"):
+        theta, x = sim(4)
+    assert theta.shape == (4, 1) and x.shape == (4, 3)
+
+
+def test_posterior_from_pyro_model_stays_in_support(tmp_path):
+    post = AmortizedPosterior(normal_model, observed="x", flow_kwargs=SMALL)
+    post.fit(num_simulations=600, max_epochs=3, progress=False)
+    x_obs = 1.0 + 0.5 * torch.randn(10)
+    draws = post.sample(x_obs, 2000, seed=0)
+    assert bool((draws[:, 1] > 0).all())
+    log_p = post.log_prob(torch.tensor([[1.0, 0.5], [1.0, -0.5]]), x_obs)
+    assert math.isfinite(log_p[0]) and log_p[1] == -math.inf
+    idata = post.to_inference_data(x_obs, num_samples=200)
+    assert {"mu", "sigma"} <= set(idata.posterior.data_vars)
+    post.save(tmp_path / "m.pt")
+    loaded = AmortizedPosterior.load(tmp_path / "m.pt")  # no model needed to sample
+    assert loaded.space.names == ["mu", "sigma"]
+    assert torch.equal(loaded.sample(x_obs, 10, seed=1), post.sample(x_obs, 10, seed=1))
+
+
+def test_interval_prior_draws_inside_box():
+    prior = dist.Uniform(torch.tensor([0.0, -1.0]), torch.tensor([1.0, 1.0])).to_event(1)
+    post = AmortizedPosterior(
+        prior=prior, simulator=lambda t: t + 0.3 * torch.randn_like(t), flow_kwargs=SMALL
+    ).fit(num_simulations=500, max_epochs=2, progress=False)
+    draws = post.sample(torch.tensor([[0.99, 0.99], [5.0, -5.0]]), 2000, seed=0)
+    assert bool(((draws > prior.base_dist.low) & (draws < prior.base_dist.high)).all())
+
+
+def test_parameter_space_log_jacobian():
+    space = ParameterSpace(
+        ["a", "b"], [(), (2,)], [constraints.positive, constraints.interval(0, 2)]
+    )
+    theta = torch.tensor([[2.0, 0.5, 1.5]], dtype=torch.float64)
+    u, ladj = space.to_unconstrained(theta)
+    # d theta / du: exp(u) for the positive site, 2 s (1 - s) for the interval site
+    expected = math.log(2.0) + sum(math.log(t * (2 - t) / 2) for t in (0.5, 1.5))
+    assert math.isclose(float(ladj), expected, rel_tol=1e-9)
+    assert torch.allclose(space.to_constrained(u), theta)
+    restored = ParameterSpace.from_state(space.state())
+    assert restored.to_unconstrained(theta)[1].item() == pytest.approx(expected)
+
+
+# -- data sets of varying size --------------------------------------------------------------
+def test_deepset_posterior_with_varying_number_of_observations():
+    pyro.set_rng_seed(0)
+
+    def simulator(theta):
+        n = len(theta)
+        x = theta[:, None, :] + torch.randn(n, 40, 1)
+        size = torch.randint(2, 41, (n,))
+        x[torch.arange(40)[None] >= size[:, None]] = float("nan")
+        return x
+
+    prior = dist.Normal(torch.zeros(1), 1.0).to_event(1)
+    post = AmortizedPosterior(
+        prior=prior, simulator=simulator, summary=DeepSet(1, 8, hidden=32), flow="maf",
+        flow_kwargs=SMALL,
+    ).fit(num_simulations=3000, max_epochs=15, lr=2e-3, progress=False)  # fmt: skip
+    few, many = torch.full((3, 1), 1.0), torch.full((40, 1), 1.0)
+    # a set of another size than in training, and the posterior narrows as n grows
+    sd_few = post.sample(few, 2000, seed=0).std()
+    sd_many = post.sample(many, 2000, seed=0).std()
+    assert sd_many < 0.7 * sd_few
+    padded = torch.cat([few, torch.full((5, 1), float("nan"))])
+    assert torch.allclose(post.sample(padded, 10, seed=0), post.sample(few, 10, seed=0), atol=1e-5)
+
+
+# -- online training ---------------------------------------------------------------------------
+def test_online_training_draws_fresh_simulations():
+    calls = []
+
+    def simulator(theta):
+        calls.append(len(theta))
+        return linear_simulator(theta)
+
+    post = AmortizedPosterior(prior=gaussian_prior(), simulator=simulator, flow_kwargs=SMALL)
+    post.fit(simulate_online=True, steps=60, batch_size=64, num_validation=300,
+             steps_per_epoch=20, progress=False)  # fmt: skip
+    assert post.history.steps == 60 and len(post.history.val_loss) == 3
+    assert calls[0] == 300 and calls[1:] == [64] * 60
+    assert post.history.val_loss[-1] < post.history.val_loss[0]
+
+
+# -- bad input -----------------------------------------------------------------------------------
+def test_observation_of_wrong_shape_or_with_nan(linear_post):
+    with pytest.raises(ValueError, match="event shape"):
+        linear_post.sample(torch.zeros(3), 5)
+    with pytest.raises(ValueError, match="one observation"):
+        linear_post.sample(torch.zeros(2, 2, 2), 5)
+    with pytest.raises(ValueError, match="NaN"):
+        linear_post.sample(torch.tensor([0.0, float("nan")]), 5)
+    with pytest.raises(ValueError, match=r"observation 1"):
+        linear_post.log_prob(torch.zeros(2), torch.tensor([[0.0, 0.0], [float("inf"), 0.0]]))
+    with pytest.raises(ValueError, match="num_samples"):
+        linear_post.sample(torch.zeros(2), 0)
+
+
+def test_simulator_nan_rows_are_skipped_and_counted():
+    def simulator(theta):
+        x = linear_simulator(theta)
+        x[::10, 0] = float("nan")
+        x[1, 1] = float("inf")
+        return x
+
+    post = AmortizedPosterior(prior=gaussian_prior(), simulator=simulator, flow_kwargs=SMALL)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        post.fit(num_simulations=300, max_epochs=1, progress=False)
+    messages = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert messages == ["31 of 300 simulations contain NaN or infinite values and were skipped "
+                        "(not trained on)"]  # fmt: skip
+    assert post.dropped == 31
+
+
+def test_prior_and_simulator_batch_mismatch():
+    post = AmortizedPosterior(prior=gaussian_prior(), simulator=lambda t: t[:-1])
+    with pytest.raises(ValueError, match="disagree in batch size"):
+        post.fit(num_simulations=50)
+
+
+def test_fit_arguments_and_unfitted_use():
+    post = AmortizedPosterior(prior=gaussian_prior(), simulator=linear_simulator)
+    with pytest.raises(ValueError, match="not fitted"):
+        post.sample(torch.zeros(2), 3)
+    with pytest.raises(ValueError, match="exactly one"):
+        post.fit()
+    with pytest.raises(ValueError, match="steps"):
+        post.fit(simulate_online=True)
+    with pytest.raises(ValueError, match="rows"):
+        post.fit(torch.zeros(5, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="not both"):
+        AmortizedPosterior(normal_model, prior=gaussian_prior())
+    with pytest.raises(ValueError, match="no sample site named 'y'"):
+        AmortizedPosterior(normal_model, observed="y")
+    with pytest.raises(ValueError, match="not a saved"):
+        AmortizedPosterior.load(__file__)
+
+
+def test_prior_simulator_checks_types():
+    with pytest.raises(TypeError, match="distribution"):
+        PriorSimulator([0.0, 1.0])
