@@ -17,6 +17,7 @@ When a script runs under ``torchrun --nproc-per-node N`` (the environment holds 
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +39,16 @@ def setup(device: torch.device | None) -> Parallel | None:
     if not dist.is_initialized():
         on_cuda = device is not None and device.type == "cuda"
         dist.init_process_group(backend="nccl" if on_cuda else "gloo")
+        # A group left alive at interpreter exit can abort the process ("terminate called
+        # without an active exception" from gloo's threads): the group we made, we tear down.
+        atexit.register(_teardown)
     return Parallel(dist.get_rank(), dist.get_world_size())
+
+
+def _teardown() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class _LossModule(nn.Module):
