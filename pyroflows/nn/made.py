@@ -132,6 +132,21 @@ class MLP(nn.Module):
         self.register_buffer("flat_mask", flat_mask if masks is not None else None)
         self.activation = activation()
 
+    def masks(self) -> list[Tensor]:
+        """The weight masks, ``(out, in)`` each, in order: input layer, hidden layers, output
+        layer (the context layer, never masked, is left out); all ones when unmasked.
+
+        Example:
+            >>> [tuple(m.shape) for m in MADE(3, 2, hidden=(8,)).masks()]
+            [(8, 3), (6, 8)]
+        """
+        flat = self.flat_mask if self.flat_mask is not None else torch.ones_like(self.flat_params)
+        parts = flat.detach().split(self._sizes)
+        weights = [p.view(s) for p, s in zip(parts, self._shapes, strict=True) if len(s) == 2]
+        if self.context > 0:
+            del weights[1]
+        return weights
+
     def _weights(self) -> list[Tensor]:
         """Weights and biases (masked) in layout order, as views of one tensor."""
         flat = self.flat_params if self.flat_mask is None else self.flat_params * self.flat_mask
