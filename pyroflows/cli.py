@@ -137,17 +137,17 @@ def _check_columns(path: str, found: list[str] | None, expected: Sequence[str] |
         raise ValueError(f"{path}: the columns are {found}, expected {list(expected)}")
 
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: Path, flag: str = "--out") -> None:
     """Raise ValueError unless a file can be written at ``path``: checked before training by
     opening it for appending (a file that did not exist is removed again)."""
     if path.is_dir():
-        raise ValueError(f"--out {path}: is a directory")
+        raise ValueError(f"{flag} {path}: is a directory")
     existed = path.exists()
     try:
         with path.open("ab"):
             pass
     except OSError as error:
-        raise ValueError(f"--out {path}: cannot write there ({error.strerror})") from None
+        raise ValueError(f"{flag} {path}: cannot write there ({error.strerror})") from None
     if not existed:
         path.unlink()
 
@@ -191,6 +191,8 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
         X_val, val_names = read_csv(args.val, args.header)
         _check_columns(args.val, val_names, names)
     _check_writable(Path(args.out))
+    if args.checkpoint:
+        _check_writable(Path(args.checkpoint), "--checkpoint")
     est = DensityEstimator(
         flow=args.flow,
         layers=args.layers,
@@ -209,7 +211,10 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
         dtype=args.dtype,
         progress=args.progress,
     )
-    est.fit(X, X_val)
+    est.fit(
+        X, X_val, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+    )  # fmt: skip
     if names is not None:
         est.feature_names_in_ = np.asarray(names, dtype=object)
     try:
@@ -355,6 +360,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--time-budget", type=_positive_float, help="stop training after this many seconds"
+    )
+    fit.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="write the training state to PATH every --checkpoint-every epochs (flow auto: "
+        "one file per member, e.g. run.nsf.ckpt)",
+    )
+    fit.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="epochs between checkpoints (default: 1)",
+    )
+    fit.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue an interrupted fit from its checkpoint (usually the --checkpoint path; "
+        "a missing file there starts afresh); same data and options",
     )
     option("--seed", "random_state", "seed of the split, initialisation and shuffling", type=_seed)
     option("--device", "device", "torch device: cpu, cuda, cuda:1, mps", type=_device)

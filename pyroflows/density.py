@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -273,7 +274,15 @@ class DensityEstimator(BaseDensity):
         return flow.to(device=self.device, dtype=self._torch_dtype())
 
     # -- BaseDensity hooks ------------------------------------------------------------------
-    def fit(self, X: Any, X_val: Any = None) -> DensityEstimator:
+    def fit(
+        self,
+        X: Any,
+        X_val: Any = None,
+        *,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 1,
+        resume: str | Path | None = None,
+    ) -> DensityEstimator:
         """Fit to the rows of ``X``; ``X_val`` (optional) is used for early stopping and to
         choose between the members of ``flow="auto"``.
 
@@ -284,20 +293,72 @@ class DensityEstimator(BaseDensity):
                 statistics in one pass) and trained on in streamed blocks.
             X_val: validation data with the same columns, or None (a random
                 ``validation_fraction`` of ``X`` is held out).
+            checkpoint: write the state of the training loop to this file every
+                ``checkpoint_every`` epochs (atomically, :func:`pyroflows.train.fit`). With
+                several members (``flow="auto"``) each member has its own file, named after
+                it: ``run.ckpt`` -> ``run.nsf-gmm.ckpt``, ``run.nsf.ckpt``.
+            checkpoint_every: the period of the checkpoints, in epochs.
+            resume: continue from this checkpoint (usually the same path as ``checkpoint``)
+                where it exists; a member whose checkpoint says it finished is not trained
+                again. Needs an int ``random_state`` (the split and the preprocessing are
+                recomputed from it); with the same data and settings and no
+                ``time_budget``, the resumed fit ends bit-identical to an uninterrupted one.
 
         Returns:
             The fitted estimator.
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> X = np.random.default_rng(0).normal(size=(300, 2))
+            >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+            >>> est = DensityEstimator(flow="maf", layers=2, hidden=(8,), max_epochs=3)
+            >>> est = est.fit(X, checkpoint=path, resume=path)
+            >>> os.path.exists(path)
+            True
         """
-        if not is_streamed(X):
-            return super().fit(X, X_val)
-        self._check_params()
-        rows = open_rows(X)
-        check_rows(rows)
-        if X_val is not None:
-            X_val = check_data(X_val, rows.shape[1], name="X_val")
-        with _threads(self.num_threads):
-            state = self._fit_portfolio(self._prepare_streamed(rows, X_val))
-        return self._set_fitted(state, rows.shape[1], None)
+        self._runs = self._check_run_files(checkpoint, checkpoint_every, resume)
+        try:
+            if not is_streamed(X):
+                return super().fit(X, X_val)
+            self._check_params()
+            rows = open_rows(X)
+            check_rows(rows)
+            if X_val is not None:
+                X_val = check_data(X_val, rows.shape[1], name="X_val")
+            with _threads(self.num_threads):
+                state = self._fit_portfolio(self._prepare_streamed(rows, X_val))
+            return self._set_fitted(state, rows.shape[1], None)
+        finally:
+            del self._runs
+
+    def _check_run_files(
+        self, checkpoint: Any, checkpoint_every: Any, resume: Any
+    ) -> dict[str, Any]:
+        """The checkpoint options of one ``fit``, checked before any work."""
+        for name, value in (("checkpoint", checkpoint), ("resume", resume)):
+            if value is not None and not isinstance(value, str | Path):
+                raise TypeError(f"{name} must be a path (str or Path), got {value!r}")
+        if (
+            not isinstance(checkpoint_every, numbers.Integral)
+            or isinstance(checkpoint_every, bool)
+            or checkpoint_every < 1
+        ):
+            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
+        if (checkpoint is not None or resume is not None) and self.random_state is None:
+            raise ValueError(
+                "checkpoint/resume need an int random_state: a resumed fit recomputes the "
+                "validation split and the preprocessing from it"
+            )
+        return {"checkpoint": checkpoint, "checkpoint_every": int(checkpoint_every),
+                "resume": resume}  # fmt: skip
+
+    def _member_file(self, path: str | Path | None, member: Member, several: bool) -> Any:
+        """The checkpoint file of one member: the path itself, or one named after the member
+        when ``flow="auto"`` fits several."""
+        if path is None or not several:
+            return path
+        path = Path(path)
+        return path.with_name(f"{path.stem}.{member.name}{path.suffix}")
 
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
         with _threads(self.num_threads):
@@ -369,7 +430,13 @@ class DensityEstimator(BaseDensity):
             if self.time_budget is not None:  # the last member gets whatever is left
                 left = max(self.time_budget - offset, 1e-3)
                 budget = left if i == len(members) - 1 else self.time_budget * member.share
-            flow, history, components = self._fit_member(member, prep, budget)
+            files = getattr(self, "_runs", {"checkpoint": None, "resume": None})
+            files = {
+                **files,
+                "checkpoint": self._member_file(files["checkpoint"], member, len(members) > 1),
+                "resume": self._member_file(files["resume"], member, len(members) > 1),
+            }
+            flow, history, components = self._fit_member(member, prep, budget, files)
             _to_data_units(history, offset, *prep.shifts)
             candidates.append(
                 {
@@ -400,7 +467,7 @@ class DensityEstimator(BaseDensity):
         }
 
     def _fit_member(
-        self, member: Member, prep: _Prepared, budget: float | None
+        self, member: Member, prep: _Prepared, budget: float | None, files: dict[str, Any]
     ) -> tuple[Flow, History, int]:
         """Build and train one flow on the standardised rows."""
         seed = None if self.random_state is None else int(self.random_state)
@@ -432,6 +499,7 @@ class DensityEstimator(BaseDensity):
             seed=seed,
             progress=self.progress,
             desc=f"fit {member.name}",
+            **files,
         )
         return flow, history, components
 

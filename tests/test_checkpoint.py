@@ -11,11 +11,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import pyroflows as pf
 from pyroflows.checkpoint import atomic_save, load_checkpoint
+from pyroflows.density import DensityEstimator
 from pyroflows.losses import ReverseKL, nll
 
 # The child trains a small flow with a checkpoint every epoch; SLOW_SAVE makes every
@@ -186,3 +188,103 @@ def test_a_dataloader_streams_batches_and_an_iterable_needs_steps():
         pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, Stream(), schedule="cosine", max_epochs=2)
     hist = pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, Stream(), max_epochs=2, steps_per_epoch=6)
     assert hist.steps == 12
+
+
+# The child runs the command line (flow auto: two members, one checkpoint file each); SLOW
+# makes every epoch pause so that the parent can kill it in the middle of the second member.
+CLI_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    import torch
+    torch.set_num_threads(1)
+    import pyroflows.density as density
+    from pyroflows.cli import main
+
+    folder = sys.argv[1]
+    real_fit = density.fit
+    def logged_fit(*args, **kwargs):  # log the epochs this process trains, per member
+        def log(epoch, history):
+            with open(f"{folder}/epochs.txt", "a") as handle:
+                handle.write(f"{kwargs['desc']} {epoch}\\n")
+            if os.environ.get("SLOW"):
+                time.sleep(0.2)
+        return real_fit(*args, callback=log, **kwargs)
+    density.fit = logged_fit
+    sys.exit(main(["fit", f"{folder}/data.csv", "--out", f"{folder}/{sys.argv[2]}.pt",
+                   "--epochs", "6", "--batch-size", "64", "--layers", "2", "--hidden", "16",
+                   "--checkpoint", f"{folder}/run.ckpt", "--resume", f"{folder}/run.ckpt",
+                   "--no-progress"]))
+    """
+)
+
+
+def _cli_child(folder: Path, name: str, env: dict | None = None) -> subprocess.Popen:
+    script = folder / "cli_child.py"
+    script.write_text(CLI_CHILD)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(folder), name],
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_the_estimator_and_cli_resume_a_killed_auto_fit_bit_identically(tmp_path):
+    """``pyroflows fit --checkpoint --resume`` killed with SIGKILL while the second member of
+    ``flow="auto"`` trains: the first member is not trained again, the second continues, and
+    the saved model equals that of a run without interruption."""
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(-2, 0.5, (300, 2)), rng.normal(2, 0.5, (300, 2))])
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    for folder in (reference, interrupted):
+        folder.mkdir()
+        np.savetxt(folder / "data.csv", data, delimiter=",")
+    _finish(_cli_child(reference, "model"))
+    assert (reference / "run.nsf-gmm.ckpt").exists() and (reference / "run.nsf.ckpt").exists()
+    assert not (reference / "run.ckpt").exists()
+
+    proc = _cli_child(interrupted, "model", {"SLOW": "1"})
+    second = interrupted / "run.nsf.ckpt"
+    _wait_for(lambda: _epoch_of(second) >= 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first_done = load_checkpoint(interrupted / "run.nsf-gmm.ckpt")
+    killed_at = load_checkpoint(second)["epoch"]
+    assert 2 <= killed_at < 6
+    (interrupted / "epochs.txt").unlink()
+    _finish(_cli_child(interrupted, "model"))
+    # the finished member was restored, not retrained; the second went on from its checkpoint
+    again = load_checkpoint(interrupted / "run.nsf-gmm.ckpt")
+    assert again["epoch"] == first_done["epoch"]
+    trained = (interrupted / "epochs.txt").read_text().split("\n")[:-1]
+    assert trained and all(line.startswith("fit nsf ") for line in trained), trained
+    assert int(trained[0].split()[-1]) == killed_at + 1, (trained, killed_at)
+    a = DensityEstimator.load(reference / "model.pt")
+    b = DensityEstimator.load(interrupted / "model.pt")
+    assert a.member_ == b.member_
+    sa, sb = a.flow_.state_dict(), b.flow_.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+    np.testing.assert_array_equal(a.score_samples(data[:50]), b.score_samples(data[:50]))
+
+
+def test_estimator_checkpoint_options_are_checked_before_any_work(tmp_path):
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    est = DensityEstimator(flow="maf", layers=1, hidden=(8,), max_epochs=2, random_state=None)
+    with pytest.raises(ValueError, match="random_state"):
+        est.fit(X, checkpoint=tmp_path / "a.ckpt")
+    est = DensityEstimator(flow="maf", layers=1, hidden=(8,), max_epochs=2)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        est.fit(X, checkpoint=tmp_path / "a.ckpt", checkpoint_every=0)
+    with pytest.raises(TypeError, match="resume must be a path"):
+        est.fit(X, resume=3)
+    assert not hasattr(est, "flow_") and not list(tmp_path.iterdir())
+    # a single family writes the path itself; resuming a finished run returns the same model
+    path = tmp_path / "maf.ckpt"
+    first = est.fit(X, checkpoint=path).flow_.state_dict()
+    assert path.exists()
+    again = DensityEstimator(flow="maf", layers=1, hidden=(8,), max_epochs=2)
+    second = again.fit(X, checkpoint=path, resume=path).flow_.state_dict()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key

@@ -153,7 +153,9 @@ FIT_OPTIONS = [
     (["--device", "cpu:0"], "device", "cpu:0"),
     (["--dtype", "float64"], "dtype", "float64"),
 ]
-NOT_ESTIMATOR_PARAMS = {"command", "run", "data", "out", "val", "header", "stream"}
+# fit() arguments, not estimator parameters: tested below and in tests/test_checkpoint.py
+FIT_ARGUMENTS = {"checkpoint", "checkpoint_every", "resume"}
+NOT_ESTIMATOR_PARAMS = {"command", "run", "data", "out", "val", "header", "stream", *FIT_ARGUMENTS}
 
 
 @pytest.mark.parametrize("flags, param, value", FIT_OPTIONS, ids=lambda v: str(v))
@@ -171,6 +173,30 @@ def test_every_fit_option_is_tested():
     parsed = vars(build_parser().parse_args(["fit", "data.csv", "--out", "m.pt"]))
     tested = {flags[0].lstrip("-").replace("-", "_") for flags, _, _ in FIT_OPTIONS}
     assert set(parsed) - NOT_ESTIMATOR_PARAMS == tested
+
+
+@pytest.mark.parametrize("every, writes", [(1, 3), (2, 2)])
+def test_checkpoint_every_sets_the_period(data_csv, tmp_path, monkeypatch, every, writes):
+    import pyroflows.train
+
+    saved = []
+    real = pyroflows.train.atomic_save
+    monkeypatch.setattr(
+        pyroflows.train, "atomic_save", lambda obj, path: saved.append(path) or real(obj, path)
+    )
+    ckpt = tmp_path / "run.ckpt"
+    argv = ["--flow", "maf", "--epochs", "3", "--checkpoint", str(ckpt)]
+    argv += ["--checkpoint-every", str(every), "--patience", "10"]
+    assert main(fit_argv(data_csv[0], tmp_path / "m.pt", *argv)) == 0
+    assert [Path(p) for p in saved] == [ckpt] * writes  # every N epochs, and at the end
+
+
+def test_an_unwritable_checkpoint_is_refused_before_training(
+    data_csv, tmp_path, no_training, capsys
+):
+    argv = fit_argv(data_csv[0], tmp_path / "m.pt", "--checkpoint", str(tmp_path / "no" / "c"))
+    assert main(argv) == 2
+    assert "--checkpoint" in one_line_error(capsys.readouterr().err, "fit")
 
 
 # -- flow families ---------------------------------------------------------------------------------
@@ -311,7 +337,7 @@ def test_bad_sample_size_is_one_line(model_pt, capsys, n):
 
 
 def test_diverged_training_is_one_line(data_csv, tmp_path, capsys, monkeypatch):
-    def fit(self, X, X_val=None):
+    def fit(self, X, X_val=None, **checkpointing):
         raise TrainingDiverged("the loss became non-finite")
 
     monkeypatch.setattr(DensityEstimator, "fit", fit)
@@ -322,7 +348,7 @@ def test_diverged_training_is_one_line(data_csv, tmp_path, capsys, monkeypatch):
 
 
 def test_interrupted_training_is_one_line(data_csv, tmp_path, capsys, monkeypatch):
-    def fit(self, X, X_val=None):
+    def fit(self, X, X_val=None, **checkpointing):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(DensityEstimator, "fit", fit)
