@@ -154,13 +154,33 @@ def test_eight_schools_matches_exact_moments():
 
 
 # -- one network pass per layer ------------------------------------------------------------------
+class _Restore:
+    """Undo an instance attribute set by :func:`_count_passes` (``.remove()`` like a hook)."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def remove(self):
+        delattr(self.module, self.name)
+
+
 def _count_passes(module):
+    """Count conditioner passes: full ones (forward hooks) and the pruned passes of the slow
+    direction of autoregressive layers (``MADE.forward_degree``)."""
     calls = [0]
-    handles = [
-        m.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-        for m in module.modules()
-        if isinstance(m, MLP)
-    ]
+    handles = []
+    for m in module.modules():
+        if not isinstance(m, MLP):
+            continue
+        handles.append(m.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)))
+        if hasattr(m, "forward_degree"):
+
+            def counted(*args, _real=m.forward_degree, **kwargs):
+                calls[0] += 1
+                return _real(*args, **kwargs)
+
+            m.forward_degree = counted
+            handles.append(_Restore(m, "forward_degree"))
     return calls, handles
 
 

@@ -156,24 +156,35 @@ class MLP(nn.Module):
         ]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._run(x, context, self._weights())
+
+    def _run(self, x: Tensor, context: Tensor | None, weights: Sequence[Tensor]) -> Tensor:
+        """The forward pass with the given weights (in layout order)."""
         bound = self.input_bound
         if bound is not None:
             x = x.clamp(-bound, bound)
-        params = iter(self._weights())
+        params = iter(weights)
         h = F.linear(x, next(params), next(params))
+        # without autograd (sampling, scoring) the activations are updated in place: on a
+        # million rows the network is bound by memory traffic, not by arithmetic
+        in_place = not torch.is_grad_enabled()
         if self.context:
             if context is None:
                 raise ValueError(f"this network needs a context of size {self.context}")
             if bound is not None:
                 context = context.clamp(-bound, bound)
-            h = h + F.linear(context, next(params))
+            embedded = F.linear(context, next(params))
+            h = h.add_(embedded) if in_place and h.shape == torch.broadcast_shapes(
+                h.shape, embedded.shape) else h + embedded  # fmt: skip
         act = self.activation
-        if self.residual:
+        if self.residual:  # h is read again after act(h): never in place
             for _ in range(self._n_hidden):
                 inner = F.linear(act(h), next(params), next(params))
                 h = h + F.linear(act(inner), next(params), next(params))
             h = act(h)
         else:
+            if in_place and type(act) is nn.ReLU:
+                act = torch.relu_  # each h is a fresh tensor read only once
             h = act(h)
             for _ in range(self._n_hidden):
                 h = act(F.linear(h, next(params), next(params)))
@@ -293,6 +304,60 @@ class MADE(MLP):
         )
         self.features, self.params = features, params
         self.register_buffer("degrees", degrees)
+        for i, d in enumerate(hidden_degrees):  # not saved: they follow from the sizes
+            self.register_buffer(f"_hidden_degrees_{i}", d, persistent=False)
+        self._index_cache: dict[tuple[int, str], list[Tensor]] = {}
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return super().forward(x, context).unflatten(-1, (self.features, self.params))
+
+    def forward_degree(self, x: Tensor, context: Tensor | None, degree: int) -> Tensor:
+        """The parameters of the input of the given degree only, ``(..., P)``: the same
+        values as ``self(x, context)[..., i, :]`` for that input ``i``, from the sub-network
+        that computes them (hidden units of lower degree, that input's output rows).
+
+        Solving an autoregressive layer in the slow direction takes one pass per degree; with
+        this pass the hidden layers are on average half as wide and the output layer ``D``
+        times narrower.
+
+        Example:
+            >>> made = MADE(4, params=3, context=2, hidden=(16, 16))
+            >>> x, c = torch.randn(5, 4), torch.randn(5, 2)
+            >>> i = int((made.degrees == 3).nonzero())
+            >>> torch.allclose(made.forward_degree(x, c, 3), made(x, c)[:, i], atol=1e-6)
+            True
+        """
+        keep = self._pruning(degree, x.device)
+        weights = self._weights()
+        pruned: list[Tensor] = []
+        layer = 0  # index of the weight matrix in layout order
+        for tensor in weights:
+            if tensor.dim() == 1:  # a bias: the rows kept for the matrix before it
+                pruned.append(tensor[keep[2 * (layer - 1)]])
+                continue
+            rows, cols = keep[2 * layer], keep[2 * layer + 1]
+            pruned.append(tensor[rows][:, cols] if cols is not None else tensor[rows])
+            layer += 1
+        return self._run(x, context, pruned)
+
+    def _pruning(self, degree: int, device: torch.device) -> list[Tensor | None]:
+        """Row and column indices (None: all columns) of every weight matrix, in layout
+        order, for :meth:`forward_degree`."""
+        key = (int(degree), str(device))
+        if key not in self._index_cache:
+            hidden = [getattr(self, f"_hidden_degrees_{i}") for i in range(self._n_hidden + 1)]
+            units = [(d < degree).nonzero()[:, 0] for d in hidden]
+            (feature,) = (self.degrees == degree).nonzero()[:, 0].tolist() or [None]
+            if feature is None:
+                raise ValueError(f"no input has degree {degree} (degrees are 1..{self.features})")
+            out_rows = torch.arange(self.params, device=device) + feature * self.params
+            keep: list[Tensor | None] = [units[0], None]  # input layer: all inputs
+            if self.context:
+                keep += [units[0], None]
+            for k in range(self._n_hidden):
+                if self.residual:
+                    keep += [units[k], units[k]]
+                keep += [units[k + 1], units[k]]
+            keep += [out_rows, units[-1]]
+            self._index_cache[key] = [t if t is None else t.to(device) for t in keep]
+        return self._index_cache[key]

@@ -71,11 +71,26 @@ class MaskedAutoregressive(FlowTransform):
         return v, ladj.sum(-1)
 
     def _solve(self, u: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        # The slow direction: each pass fixes one more feature in autoregressive order.
-        v = torch.zeros_like(u)
-        for _ in range(self.dim):
-            v, ladj = self._pass(v, u, context, inverse)
+        # The slow direction: one pass per feature, in autoregressive order. The pass for the
+        # feature of degree d reads the features already solved, runs only the part of the
+        # network that feeds that feature (MADE.forward_degree) and transforms that feature
+        # alone; out of place, so gradients flow through every pass (a flow's rsample).
+        batch = u.shape[:-1]
+        if context is not None:
+            batch = torch.broadcast_shapes(batch, context.shape[:-1])
+        u = u.expand(batch + u.shape[-1:])
+        v = u.new_zeros(u.shape)
+        ladj = u.new_zeros(batch)
+        features = self.net.degrees.argsort().tolist()
+        for degree, i in enumerate(features, start=1):
+            params = self.net.forward_degree(v, context, degree)
+            v_i, ladj_i = self.univariate(u[..., i], params, inverse=inverse)
+            v = v.index_copy(-1, self._column(i, u.device), v_i.unsqueeze(-1))
+            ladj = ladj + ladj_i
         return v, ladj
+
+    def _column(self, i: int, device: torch.device) -> Tensor:
+        return torch.tensor([i], device=device)
 
     def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.iaf:

@@ -17,6 +17,16 @@ def alternating_mask(dim: int, parity: int = 0) -> Tensor:
     return torch.arange(dim) % 2 == parity % 2
 
 
+def _as_slice(index: Tensor) -> slice | None:
+    """``index`` (sorted, distinct) as an equivalent slice, or None if it is not evenly
+    spaced."""
+    values = index.tolist()
+    step = values[1] - values[0] if len(values) > 1 else 1
+    if any(b - a != step for a, b in zip(values, values[1:], strict=False)):
+        return None
+    return slice(values[0], values[-1] + 1, step)
+
+
 class Coupling(FlowTransform):
     """Coupling layer (Dinh et al., 2017): features under ``mask`` pass through unchanged and,
     with the context, parametrise an elementwise transform of the others. Both directions cost
@@ -63,6 +73,9 @@ class Coupling(FlowTransform):
         self.register_buffer("kept", kept)
         self.register_buffer("changed", changed)
         self.register_buffer("merge", torch.argsort(torch.cat([kept, changed])))
+        # both index sets as slices when they are evenly spaced (the builders' masks: halves
+        # or every other feature): views instead of gathers, one write instead of cat + gather
+        self._slices = (_as_slice(kept), _as_slice(changed))
         self.net = MLP(
             len(kept),
             len(changed) * self.univariate.num_params,
@@ -73,18 +86,30 @@ class Coupling(FlowTransform):
         ).zero_output_()
 
     def _couple(self, u: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        u_kept, u_changed = u[..., self.kept], u[..., self.changed]
+        keep, change = self._slices
+        sliced = keep is not None and change is not None
+        u_kept = u[..., keep] if sliced else u[..., self.kept]
+        u_changed = u[..., change] if sliced else u[..., self.changed]
         params = self.net(u_kept, context).unflatten(-1, (len(self.changed), -1))
         u_changed = u_changed.expand(params.shape[:-1])
         v_changed, ladj = self.univariate(u_changed, params, inverse=inverse)
         u_kept = u_kept.expand(v_changed.shape[:-1] + u_kept.shape[-1:])
-        return torch.cat([u_kept, v_changed], dim=-1)[..., self.merge], ladj.sum(-1)
+        if not sliced:
+            return torch.cat([u_kept, v_changed], dim=-1)[..., self.merge], ladj.sum(-1)
+        out = v_changed.new_empty(v_changed.shape[:-1] + (self.dim,))
+        out[..., keep] = u_kept
+        out[..., change] = v_changed
+        return out, ladj.sum(-1)
 
     def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(z, context, inverse=False)
 
     def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(x, context, inverse=True)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._slices = (_as_slice(self.kept), _as_slice(self.changed))  # the loaded mask's
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, univariate={self.univariate}"

@@ -1,0 +1,193 @@
+"""Amortized sampling speed: posterior draws for 1 000 observations x 1 000 draws in one call.
+
+The target of issue 9: ``post.sample(x (1000, ...), 1000)`` in under one second on 2 CPU cores.
+Sampling cost does not depend on how well a network is trained, so every posterior here is
+set up by a short fit (2 000 simulations, 3 epochs) and then timed. For each task (the
+simulators of ``benchmarks/amortized.py``: ``linear_gaussian``, 10 parameters and 10 data;
+``two_moons``, 2 and 2) and flow family of :class:`pyroflows.AmortizedPosterior` (5 layers,
+hidden (64, 64), the defaults):
+
+* ``nsf`` — the default, an autoregressive spline flow in the density direction; sampling
+  solves each layer one coordinate at a time.
+* ``nsf (full passes)`` — the same posterior sampled with the textbook solve (``D`` passes of
+  the whole network, the spline applied to every coordinate in each), which is how pyroflows
+  sampled before the pruned solve (``MADE.forward_degree``) and how zuko and nflows sample:
+  the ratio is the speed-up of that change.
+* ``nsf coupling`` / ``realnvp`` — coupling flows: one pass per layer in both directions.
+* peers in the same run where installed: ``zuko NSF`` (``zuko.flows.NSF``, 5 transforms,
+  hidden (64, 64), 8 bins; conditional, ``flow(context).sample((1000,))``) and
+  ``sbi NPE-NSF`` (the posterior ``benchmarks/amortized.py`` trains, ``sample_batched``;
+  10 epochs; its rejection of draws outside the prior is part of its sampling cost).
+
+Each timing is the best of up to 3 calls within 20 s, with ``--threads`` torch threads (default
+1 and 2). Results: ``benchmarks/results/sampling.md`` and ``sampling.json``.
+
+Commands::
+
+    .venv/bin/python benchmarks/sampling.py --quick       # ~1 min: 100 observations, 1 thread
+    .venv/bin/python benchmarks/sampling.py               # full run, writes results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from amortized import TASKS, train_sbi  # noqa: E402  (the simulators of the accuracy benchmark)
+
+import pyroflows as pf  # noqa: E402
+from pyroflows.transforms import MaskedAutoregressive  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+FLOWS = {
+    "nsf": ("nsf", {}),
+    "nsf (full passes)": ("nsf", {}),
+    "nsf coupling": ("nsf", {"coupling": True}),
+    "realnvp": ("realnvp", {}),
+}
+
+
+def full_pass_solve(layer, u, context, inverse):
+    """The textbook slow direction: ``D`` passes of the whole network, each transforming every
+    coordinate (what ``MaskedAutoregressive._solve`` did before the pruned passes)."""
+    v = torch.zeros_like(u)
+    for _ in range(layer.dim):
+        params = layer.net(v, context)
+        v, ladj = layer.univariate(u.expand(params.shape[:-1]), params, inverse=inverse)
+    return v, ladj.sum(-1)
+
+
+def best_time(fn, budget: float = 20.0) -> tuple[float, int]:
+    times: list[float] = []
+    while len(times) < 3 and sum(times) < budget:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times), len(times)
+
+
+def setup_pyroflows(task, flow, kwargs):
+    post = pf.AmortizedPosterior(prior=task.prior, simulator=task.simulate, flow=flow,
+                                 flow_kwargs=kwargs)  # fmt: skip
+    return post.fit(num_simulations=2000, max_epochs=3, progress=False)
+
+
+def setup_zuko(task, dim_x):
+    import zuko
+
+    flow = zuko.flows.NSF(task.dim, dim_x, transforms=5, hidden_features=(64, 64), bins=8)
+    return lambda x, n: flow(x).sample((n,))
+
+
+def run(args, log):
+    rows = []
+    for name in args.tasks:
+        task = TASKS[name]()
+        torch.manual_seed(0)
+        x = task.simulate(task.prior.sample((args.observations,)))
+        methods = dict(FLOWS)
+        if args.peers:
+            methods.update({"zuko NSF": None, "sbi NPE-NSF": None})
+        for method, spec in methods.items():
+            torch.set_num_threads(max(args.threads))
+            try:
+                if method == "zuko NSF":
+                    sample = setup_zuko(task, x.shape[-1])
+                elif method == "sbi NPE-NSF":
+                    theta = task.prior.sample((2000,))
+                    post, _, _ = train_sbi(task, theta, task.simulate(theta), quick=True)
+                    sample = lambda x, n, post=post: post.sample_batched(  # noqa: E731
+                        (n,), x=x, show_progress_bars=False
+                    )
+                else:
+                    post = setup_pyroflows(task, *spec)
+                    sample = lambda x, n, post=post: post.sample(x, n)  # noqa: E731
+            except ImportError as error:
+                log(f"{method}: skipped ({error})")
+                continue
+            patched = method == "nsf (full passes)"
+            original = MaskedAutoregressive._solve
+            if patched:
+                MaskedAutoregressive._solve = full_pass_solve
+            try:
+                for threads in args.threads:
+                    torch.set_num_threads(threads)
+                    with torch.no_grad():
+                        sample(x[:2], 10)  # warm-up
+                        seconds, repeats = best_time(lambda s=sample, x=x: s(x, args.draws))
+                    rows.append(dict(task=name, method=method, threads=threads,
+                                     observations=len(x), draws=args.draws, seconds=seconds,
+                                     repeats=repeats))  # fmt: skip
+                    log(f"{name:16s} {method:18s} {threads} thread(s): {len(x)} obs x "
+                        f"{args.draws} draws {seconds:7.3f} s")  # fmt: skip
+            finally:
+                MaskedAutoregressive._solve = original
+    return rows
+
+
+def markdown(result):
+    lines = [
+        "# Amortized sampling: observations x draws in one call",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Commit: `{result['commit']}`, {result['date']}, load average at start "
+        f"{result['load_average']}, {result['cpus']} CPUs.",
+        "",
+        "| task | method | threads | observations x draws | seconds | vs nsf |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    base = {(r["task"], r["threads"]): r["seconds"] for r in result["rows"] if r["method"] == "nsf"}
+    for r in result["rows"]:
+        ref = base.get((r["task"], r["threads"]))
+        ratio = f"{r['seconds'] / ref:.2f}x" if ref else ""
+        lines.append(
+            f"| {r['task']} | {r['method']} | {r['threads']} | {r['observations']} x "
+            f"{r['draws']} | {r['seconds']:.3f} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100 observations, one thread")
+    parser.add_argument("--tasks", nargs="+", default=["linear_gaussian", "two_moons"],
+                        choices=["linear_gaussian", "two_moons"])  # fmt: skip
+    parser.add_argument("--observations", type=int, default=1000)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--no-peers", dest="peers", action="store_false",
+                        help="skip zuko and sbi")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.observations, args.threads = 100, [1]
+    load = os.getloadavg()[0]
+    print(f"load average {load:.1f}, {os.cpu_count()} CPUs", flush=True)
+    rows = run(args, lambda line: print(line, flush=True))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip()  # fmt: skip
+    result = dict(
+        command="benchmarks/sampling.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        commit=commit, date=time.strftime("%Y-%m-%d"), load_average=round(load, 1),
+        cpus=os.cpu_count(), python=platform.python_version(), torch=torch.__version__,
+        rows=rows,
+    )  # fmt: skip
+    print(markdown(result))
+    if not args.quick or args.out is not None:
+        out = args.out or RESULTS
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sampling.md").write_text(markdown(result))
+        (out / "sampling.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
