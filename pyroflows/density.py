@@ -525,11 +525,14 @@ class DensityEstimator(BaseDensity):
         core = _core(self.flow_, self.preprocessor_).eval()
         seed = int(rng.randint(2**31 - 1))
         generator_devices = [self.device] if str(self.device).startswith("cuda") else []
+        out = np.empty((n, self.n_features_in_))
         with torch.random.fork_rng(devices=generator_devices), torch.no_grad():
             torch.manual_seed(seed)
-            z = core.sample((n,))
-            x = self.preprocessor_.from_latent(z.to(torch.float64))
-        return x.cpu().numpy()
+            for start in range(0, n, _CHUNK):  # bounded memory, cache-sized activations
+                z = core.sample((min(_CHUNK, n - start),))
+                x = self.preprocessor_.from_latent(z.to(torch.float64))
+                out[start : start + len(x)] = x.cpu().numpy()
+        return out
 
     # -- extras -----------------------------------------------------------------------------
     def plot_history(self, ax: Any = None) -> Any:
