@@ -17,18 +17,24 @@ rejection), and ``log_prob`` adds both log-Jacobians so it is a density in the u
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 from torch import Tensor, nn
 
 from pyroflows.amortized.parameters import ParameterSpace
 from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, drop_invalid, valid_rows
 from pyroflows.builders import build
+from pyroflows.checkpoint import atomic_save, rng_state, set_rng_state
 from pyroflows.flows import Flow
 from pyroflows.losses import nll
 from pyroflows.nn.summary import IdentitySummary, summary_from_config
@@ -44,6 +50,86 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
 )
 #: rows per chunk when sampling or scoring many observations at once
 _CHUNK = 1 << 17
+#: added to the ``seed`` of an online fit for the draws before its loop (the validation
+#: simulations, the networks' initialisation): the loop simulates from torch's stream seeded
+#: with ``seed`` itself, and would otherwise train on the validation set's first simulations
+_ONLINE_SEED_OFFSET = 0x5EED
+#: a column whose standard deviation exceeds this many median absolute deviations is
+#: standardised by a few extreme values: the rest vary below float32 resolution after it
+_SWAMPED = 1e6
+
+
+@contextmanager
+def _seeded(seed: int | None, offset: int = 0) -> Iterator[None]:
+    """Seed torch, NumPy and Python's ``random`` (all a simulator may draw from) with
+    ``seed + offset`` for the block, and restore the global random states after it; nothing
+    when ``seed`` is None. Offline (offset 0), ``pyro.set_rng_seed(s); post.fit(..., seed=s)``
+    thus draws what it drew before the simulations were seeded (for a prior + simulator)."""
+    if seed is None:
+        yield
+        return
+    saved = rng_state(None)
+    try:
+        pyro.set_rng_seed((int(seed) + offset) % 2**32)
+        yield
+    finally:
+        set_rng_state(saved, None)
+
+
+def _as_data(value: Any, name: str) -> Tensor:
+    """``value`` as a real tensor (integers and booleans are accepted, as numbers), or a
+    ValueError naming ``name`` (complex or non-numeric values)."""
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{name} must be numeric (a tensor or array of numbers), got {type(value).__name__}"
+        ) from None
+    if tensor.is_complex():
+        raise ValueError(f"{name} must be real-valued, got dtype {tensor.dtype}")
+    return tensor
+
+
+def _check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _check_train_options(options: Mapping[str, Any]) -> None:
+    """A TypeError for a misspelt (or reserved) training option, before anything is simulated
+    (the loop would only find it after the simulations and the set-up)."""
+    own = {"model", "loss_fn", "data", "val_data", "desc", "steps_per_epoch"}
+    known = set(inspect.signature(fit).parameters) - own
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(
+            f"unknown training option(s) {unknown}: AmortizedPosterior.fit passes its other "
+            f"keyword arguments to pyroflows.train.fit, and these may be given: {sorted(known)}"
+        )
+
+
+def _warn_if_swamped(rows: Tensor, name: str) -> None:
+    """Warn when a column's standardisation is set by a few extreme values (e.g. one 1e30
+    among values of order 1): the other values then differ by less than float32 can resolve,
+    so the networks cannot see them vary (the posterior ignores that column). Robust to heavy
+    tails: a Cauchy sample of a million draws has a std of a few hundred MADs."""
+    if len(rows) < 3:
+        return
+    median = rows.median(0).values
+    mad = (rows - median).abs().median(0).values
+    swamped = (mad > 0) & (rows.std(0) > _SWAMPED * mad)
+    if bool(swamped.any()):
+        j = int(swamped.nonzero()[0])
+        extreme = float(rows[(rows[:, j] - median[j]).abs().argmax(), j])
+        warnings.warn(
+            f"{name} column {j}: a few extreme values (e.g. {extreme:.3g}) dominate its "
+            "standardisation; after it the other values differ by less than float32 can "
+            "resolve, so the posterior cannot use their variation. Drop or clip those "
+            "simulations",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 class PosteriorEstimator(nn.Module):
@@ -69,6 +155,17 @@ class PosteriorEstimator(nn.Module):
     @torch.no_grad()
     def sample(self, shape: Sequence[int], x: Tensor) -> Tensor:
         return self.flow.sample(shape, self.summary(x))
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, all or nothing: when the state does not fit (e.g. a
+        checkpoint of another architecture given to ``resume``), the estimator keeps its
+        parameters (PyTorch would have copied the matching entries before raising)."""
+        backup = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except Exception:
+            super().load_state_dict(backup)
+            raise
 
 
 def _plain(value: Any) -> Any:
@@ -182,21 +279,35 @@ class AmortizedPosterior:
 
     # -- preprocessing ----------------------------------------------------------------------
     def _setup(self, theta: Tensor, x: Tensor) -> None:
-        """First fit: parameter space, preprocessors, networks."""
-        if self.space is None:
-            self.space = ParameterSpace([self.param_name], [theta.shape[1:]], [None])
-        self.x_shape = x.shape[1:]
-        u, _ = self.space.to_unconstrained(theta.to(torch.float64))
-        self.theta_pre = fit_preprocessor(u, name="theta (unconstrained)")
-        rows = x.to(torch.float64).reshape(-1, self._x_features())
-        rows = rows[torch.isfinite(rows).all(-1)]
-        self.x_pre = fit_preprocessor(rows, name="x")
-        if self.summary is None:
-            self.summary = IdentitySummary(max(1, math.prod(self.x_shape)))
-        with torch.no_grad():
-            context_dim = int(self.summary(self._encode_x(x[:2])).shape[-1])
-        flow = build(self.flow_name, self.space.unconstrained_dim, context_dim, **self.flow_kwargs)
-        self.estimator = PosteriorEstimator(self.summary, flow)
+        """First fit: parameter space, preprocessors, networks. All or nothing: the
+        attributes are set only once everything is built, so a failure leaves none behind.
+        Warns when a few extreme values (say 1e30) dominate a column's standardisation."""
+        space = self.space
+        if space is None:
+            space = ParameterSpace([self.param_name], [theta.shape[1:]], [None])
+        x_shape, old_shape = x.shape[1:], self.x_shape
+        self.x_shape = x_shape  # read by _x_features (restored below on failure)
+        try:
+            u, _ = space.to_unconstrained(theta.to(torch.float64))
+            _warn_if_swamped(u, "theta (unconstrained)")
+            theta_pre = fit_preprocessor(u, name="theta (unconstrained)")
+            rows = x.to(torch.float64).reshape(-1, self._x_features())
+            rows = rows[torch.isfinite(rows).all(-1)]
+            _warn_if_swamped(rows, "x")
+            x_pre = fit_preprocessor(rows, name="x")
+            summary = self.summary
+            if summary is None:
+                summary = IdentitySummary(max(1, math.prod(x_shape)))
+            with torch.no_grad():
+                flat = x[:2].to(torch.float64).reshape(-1, self._x_features())
+                encoded = x_pre.to_latent(flat)[0].reshape(x[:2].shape).to(torch.float32)
+                context_dim = int(summary(encoded).shape[-1])
+            flow = build(self.flow_name, space.unconstrained_dim, context_dim, **self.flow_kwargs)
+        except BaseException:
+            self.x_shape = old_shape
+            raise
+        self.space, self.theta_pre, self.x_pre, self.summary = space, theta_pre, x_pre, summary
+        self.estimator = PosteriorEstimator(summary, flow)
         self.context_dim = context_dim
 
     def _encode_theta(self, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -209,11 +320,17 @@ class AmortizedPosterior:
         return self.space.to_constrained(self.theta_pre.from_latent(z.to(torch.float64)))
 
     def _encode_x(self, x: Tensor) -> Tensor:
-        """Standardised data (per entry of the last dimension), float32 for the networks."""
+        """Standardised data (per entry of the last dimension), float32 for the networks.
+
+        Standardised values are clamped to the finite range of the networks' dtype before the
+        cast: a huge but finite observation (say 1e300) stays a huge finite input, which the
+        conditioner networks bound, instead of overflowing to ``inf`` (NaN padding stays NaN).
+        """
         d = self._x_features()
         flat = x.to(torch.float64).reshape(-1, d)
         z, _ = self.x_pre.to_latent(flat)
-        return z.reshape(x.shape).to(self._dtype)
+        limit = torch.finfo(self._dtype).max
+        return z.reshape(x.shape).clamp(-limit, limit).to(self._dtype)
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -230,7 +347,7 @@ class AmortizedPosterior:
 
     def _check_x(self, x: Any, name: str = "x", values: bool = True) -> tuple[Tensor, bool]:
         """``(x as a batch (B, *event), single)``; ValueError naming the problem."""
-        x = torch.as_tensor(x)
+        x = _as_data(x, name)
         if not x.is_floating_point():
             x = x.to(torch.float64)
         shape, k = self.x_shape, len(self.x_shape)
@@ -284,9 +401,27 @@ class AmortizedPosterior:
         Simulations with NaN or infinite values are skipped and counted (``self.dropped``)
         with one warning. A second ``fit`` continues training (same preprocessing).
 
+        Reproducibility: with an explicit ``seed`` (in ``train_options``), everything drawn
+        before the training loop also comes from a stream seeded by it (the simulations, the
+        online validation set, the networks' initialisation; torch, NumPy and Python's
+        ``random`` are seeded, so a simulator may use any of them, online too), and the global
+        random states are restored afterwards. Two fresh fits with the same seed then end with
+        bit-identical networks, and a fit interrupted after a ``checkpoint`` and run again
+        with ``resume`` (in a new process too) ends bit-identical to an uninterrupted one.
+        A second ``fit(num_simulations=...)`` with the same seed draws the same simulations
+        again: pass another seed for new ones. Without an explicit seed the simulations and
+        the initialisation draw from the global random state (the loop itself uses seed 0).
+
+        Data: integer and boolean ``theta`` / ``x`` are used as numbers; complex or
+        non-numeric values are refused. Finite values of any size are accepted (data are
+        standardised in float64 and the networks bound their inputs, so no NaN arises), but
+        when a few extreme values such as 1e30 dominate a column's standardisation a
+        ``RuntimeWarning`` says so (the other values then look constant to the networks).
+        A bad argument raises before anything is simulated or changed.
+
         Args:
             theta, x: parameters ``(N, dim)`` in the user's units (the prior's shape is also
-                accepted) and data ``(N, ...)``.
+                accepted) and data ``(N, ...)``, ``N >= 2``.
             num_simulations: simulate this many pairs first.
             simulate_online: draw fresh simulations at every step.
             steps: number of optimisation steps online.
@@ -295,7 +430,12 @@ class AmortizedPosterior:
             steps_per_epoch: steps between validations online.
             **train_options: options of :func:`pyroflows.train.fit` (``max_epochs``,
                 ``batch_size``, ``lr``, ``patience``, ``time_budget``, ``seed``,
-                ``progress``, ``schedule``, ...); defaults are sbi's NPE settings.
+                ``progress``, ``schedule``, ``checkpoint``, ``resume``, ...); defaults are
+                sbi's NPE settings.
+
+        Raises:
+            ValueError: naming the problem (shapes, values, counts, options), before any
+                simulation or change of state.
         """
         options = {**TRAIN_DEFAULTS, **train_options}
         given = [theta is not None or x is not None, num_simulations is not None, simulate_online]
@@ -304,38 +444,59 @@ class AmortizedPosterior:
                 "fit takes exactly one of: theta and x (tensors), num_simulations, or "
                 "simulate_online=True"
             )
+        _check_train_options(train_options)
+        seed = train_options.get("seed")  # only an explicit seed fixes the simulations
         if simulate_online:
             online = {**TRAIN_DEFAULTS, "patience": None, **train_options}
-            return self._fit_online(steps, num_validation, steps_per_epoch, online)
-        if num_simulations is not None:
-            theta, x = self._simulate_many(num_simulations)
-        elif theta is None or x is None:
-            raise ValueError("fit(theta, x) needs both theta and x")
+            # the loop simulates too: a simulator drawing from NumPy or Python's random (which
+            # the loop does not seed) is seeded here, and those states are restored after it
+            with _seeded(seed, _ONLINE_SEED_OFFSET):
+                return self._fit_online(steps, num_validation, steps_per_epoch, online)
         if not 0 <= validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
-        theta, x = self._check_training(theta, x)
-        if len(theta) < 2:
-            raise ValueError("fit needs at least 2 valid simulations")
-        n_val = min(max(1, int(round(validation_fraction * len(theta)))), len(theta) - 1)
-        order = torch.randperm(len(theta), generator=torch.Generator().manual_seed(
-            int(options.get("seed") or 0)))  # fmt: skip
-        if validation_fraction == 0:
-            n_val = 0
-            options["patience"] = None
-        val, train = order[:n_val], order[n_val:]
-        if self.estimator is None:
-            self._setup(theta[train], x[train])
+        if num_simulations is not None:
+            _check_positive("num_simulations", num_simulations)
+        elif theta is None or x is None:
+            raise ValueError("fit(theta, x) needs both theta and x")
+        with _seeded(seed):
+            if num_simulations is not None:
+                theta, x = self._simulate_many(num_simulations)
+            theta, x, dropped = self._check_training(theta, x)
+            if len(theta) < 2:
+                raise ValueError(
+                    f"fit needs at least 2 valid simulations, got {len(theta)} (one for "
+                    "training and one for validation)"
+                )
+            n_val = min(max(1, int(round(validation_fraction * len(theta)))), len(theta) - 1)
+            order = torch.randperm(len(theta), generator=torch.Generator().manual_seed(
+                int(options.get("seed") or 0)))  # fmt: skip
+            if validation_fraction == 0:
+                n_val = 0
+                options["patience"] = None
+            val, train = order[:n_val], order[n_val:]
+            if self.estimator is None:
+                self._setup(theta[train], x[train])
+        self.dropped += dropped
         data = self._training_tensors(theta[train], x[train])
         val_data = self._training_tensors(theta[val], x[val]) if n_val else None
         self.history = fit(self.estimator, nll, data, val_data, desc="NPE", **options)
         return self
 
-    def _check_training(self, theta: Any, x: Any) -> tuple[Tensor, Tensor]:
-        theta, x = torch.as_tensor(theta), torch.as_tensor(x)
+    def _check_training(self, theta: Any, x: Any) -> tuple[Tensor, Tensor, int]:
+        """``(theta (N, dim), x, number of simulations dropped)``: shapes and values checked,
+        non-finite simulations removed (with one warning); changes no state."""
+        theta, x = _as_data(theta, "theta"), _as_data(x, "x")
+        if theta.dim() == 0 or x.dim() == 0:
+            raise ValueError(
+                "theta and x need a leading dimension of simulations (one row each), got "
+                f"shapes {tuple(theta.shape)} and {tuple(x.shape)}"
+            )
         if len(theta) != len(x):
             raise ValueError(
                 f"theta has {len(theta)} rows and x has {len(x)}: one simulation per row"
             )
+        if len(theta) == 0:
+            raise ValueError("theta and x are empty (0 simulations)")
         theta = theta.reshape(len(theta), -1) if theta.dim() != 2 else theta
         if self.space is not None and theta.shape[1] != self.space.dim:
             raise ValueError(
@@ -345,14 +506,13 @@ class AmortizedPosterior:
         if self.x_shape is not None:
             self._check_x(x, "x", values=False)  # values are filtered below
         theta, x, dropped = drop_invalid(theta, x, self._nan_padding)
-        self.dropped += dropped
         if self.space is not None:
             inside = torch.isfinite(self.space.to_unconstrained(theta.double())[1])
             if not bool(inside.all()):
                 raise ValueError(
                     f"{int((~inside).sum())} parameter draws lie outside the prior's support"
                 )
-        return theta, x
+        return theta, x, dropped
 
     def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
@@ -364,15 +524,18 @@ class AmortizedPosterior:
     ) -> AmortizedPosterior:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"simulate_online=True needs steps=<positive int>, got {steps!r}")
+        _check_positive("num_validation", num_validation)
+        _check_positive("steps_per_epoch", steps_per_epoch)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
-            before = self.dropped
-            theta_val, x_val = self._check_training(*self._simulate_many(num_validation))
+            theta_val, x_val, val_dropped = self._check_training(
+                *self._simulate_many(num_validation)
+            )
+            if self.estimator is None:
+                self._setup(theta_val, x_val)
         for w in caught:  # anything but the count of skipped rows (reported once, below)
             if "were skipped" not in str(w.message):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if self.estimator is None:
-            self._setup(theta_val, x_val)
         val_data = self._training_tensors(theta_val, x_val)
         batch_size, dropped = options["batch_size"], [0]
 
@@ -392,8 +555,7 @@ class AmortizedPosterior:
             self.estimator, loss, None, val_data, steps_per_epoch=per_epoch, desc="NPE online",
             **options,
         )  # fmt: skip
-        dropped[0] += self.dropped - before
-        self.dropped = before
+        dropped[0] += val_dropped
         if dropped[0]:
             warnings.warn(
                 f"{dropped[0]} simulations contained NaN or infinite values and were skipped "
@@ -446,7 +608,7 @@ class AmortizedPosterior:
         must broadcast with ``(B,)`` (e.g. ``(S, B, dim)``).
         """
         self._check_fitted()
-        theta = torch.as_tensor(theta)
+        theta = _as_data(theta, "theta")
         if theta.dim() == 0 or theta.shape[-1] != self.space.dim:
             raise ValueError(
                 f"theta must have {self.space.dim} values in its last dimension, got shape "
@@ -481,7 +643,14 @@ class AmortizedPosterior:
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Save networks, preprocessing, configuration and site names to one file (plain
-        tensors and Python values: loadable with ``torch.load(weights_only=True)``)."""
+        tensors and Python values: loadable with ``torch.load(weights_only=True)``).
+
+        The write is atomic (temporary file, fsync, rename): an interrupted save leaves the
+        previous file as it was.
+
+        Raises:
+            ValueError: not fitted, or the folder does not exist or is not writable.
+        """
         self._check_fitted()
         summary = self.estimator.summary
         blob = {
@@ -506,7 +675,7 @@ class AmortizedPosterior:
             "history": None if self.history is None else _plain(self.history.as_dict()),
             "dropped": self.dropped,
         }
-        torch.save(blob, path)
+        atomic_save(blob, path)
 
     @classmethod
     def load(
@@ -525,8 +694,16 @@ class AmortizedPosterior:
         The model or prior + simulator are only needed to simulate again (more training,
         SBC, predictive checks) or when a support could not be saved; a summary network that
         is not one of :mod:`pyroflows.nn.summary` must be passed (untrained) as ``summary``.
+
+        Raises:
+            ValueError: a missing, truncated, corrupt or foreign file, another format version,
+                missing entries, or saved networks that do not match the saved configuration
+                (or the ``summary`` passed); a crafted file never runs code.
         """
         what = "a saved pyroflows AmortizedPosterior"
+        damage = _zip_damage(path)
+        if damage is not None:
+            raise ValueError(f"{path} is corrupt: {damage}")
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -535,9 +712,22 @@ class AmortizedPosterior:
             raise ValueError(f"{path} is not {what} ({type(error).__name__})") from None
         if not isinstance(blob, dict) or blob.get("format") != "pyroflows.AmortizedPosterior":
             raise ValueError(f"{path} is not {what}")
-        if not isinstance(blob.get("version"), int) or blob["version"] > cls.FORMAT_VERSION:
-            raise ValueError(f"{path} has a newer format version: upgrade pyroflows")
+        version = blob.get("version")
+        if type(version) is not int or version != cls.FORMAT_VERSION:
+            newer = type(version) is int and version > cls.FORMAT_VERSION
+            raise ValueError(
+                f"{path} has format version {version!r}; this pyroflows reads version "
+                f"{cls.FORMAT_VERSION}{' (upgrade pyroflows)' if newer else ''}"
+            )
+        for section, keys in _SAVED_KEYS.items():
+            part = blob.get(section)
+            if not isinstance(part, dict):
+                raise ValueError(f"{path} is not {what}: its {section!r} entry is missing")
+            missing = [key for key in keys if key not in part]
+            if missing:
+                raise ValueError(f"{path} is not {what}: {section} lacks {missing}")
         c = blob["config"]
+        summary_given = summary is not None
         if summary is None:
             summary = summary_from_config(c["summary"], c["summary_config"])
         post = cls(
@@ -545,21 +735,31 @@ class AmortizedPosterior:
             flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
             model_kwargs=model_kwargs, param_name=c["param_name"],
         )  # fmt: skip
-        supports = None if post.space is None else post.space.supports
-        post.space = ParameterSpace.from_state(c["space"], supports)
-        post.x_shape = torch.Size(c["x_shape"])
-        post.context_dim = int(c["context_dim"])
-        flow = build(c["flow"], post.space.unconstrained_dim, post.context_dim, **c["flow_kwargs"])
-        post.estimator = PosteriorEstimator(summary, flow)
-        post.estimator.load_state_dict(blob["state"]["estimator"])
-        post.estimator.eval()
-        post.theta_pre = _identity_pre(post.space.unconstrained_dim)
-        post.theta_pre.load_state_dict(blob["state"]["theta_pre"])
-        post.x_pre = _identity_pre(post._x_features())
-        post.x_pre.load_state_dict(blob["state"]["x_pre"])
-        if blob.get("history"):
-            post.history = History(**blob["history"])
-        post.dropped = int(blob.get("dropped", 0))
+        try:
+            supports = None if post.space is None else post.space.supports
+            post.space = ParameterSpace.from_state(c["space"], supports)
+            post.x_shape = torch.Size(c["x_shape"])
+            post.context_dim = int(c["context_dim"])
+            flow = build(
+                c["flow"], post.space.unconstrained_dim, post.context_dim, **c["flow_kwargs"]
+            )
+            post.estimator = PosteriorEstimator(summary, flow)
+            post.estimator.load_state_dict(blob["state"]["estimator"])
+            post.estimator.eval()
+            post.theta_pre = _identity_pre(post.space.unconstrained_dim)
+            post.theta_pre.load_state_dict(blob["state"]["theta_pre"])
+            post.x_pre = _identity_pre(post._x_features())
+            post.x_pre.load_state_dict(blob["state"]["x_pre"])
+            if blob.get("history"):
+                post.history = History(**blob["history"])
+            post.dropped = int(blob.get("dropped", 0))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            text = str(error).strip()
+            reason = text.splitlines()[0] if text else type(error).__name__
+            raise ValueError(
+                f"{path}: the saved networks do not match the saved configuration"
+                f"{' or the summary passed' if summary_given else ''} ({reason})"
+            ) from None
         return post
 
     def __repr__(self) -> str:
@@ -569,6 +769,36 @@ class AmortizedPosterior:
             f"summary={type(self.summary).__name__ if self.summary is not None else None}, "
             f"{state})"
         )
+
+
+def _zip_damage(path: Any) -> str | None:
+    """What is damaged in the zip archive that ``torch.save`` wrote, or None.
+
+    ``torch.load`` does not check the CRC-32 that the archive stores for each member, so a
+    file whose tensor bytes were altered (a bad disk, a broken copy) would load silently with
+    other weights; ``zipfile.ZipFile.testzip`` checks them. A file that is not a zip archive at
+    all (missing, truncated, foreign) is left to ``torch.load`` to describe.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    except Exception as error:  # a damaged member header or directory entry
+        return f"its archive is damaged ({type(error).__name__})"
+    return None if bad is None else f"the bytes of {bad} do not match their checksum"
+
+
+#: the entries :meth:`AmortizedPosterior.load` needs, per section of the saved dictionary
+_SAVED_KEYS = {
+    "config": (
+        "flow", "flow_kwargs", "summary", "summary_config", "context_dim", "observed",
+        "param_name", "x_shape", "space",
+    ),
+    "state": ("estimator", "theta_pre", "x_pre"),
+}  # fmt: skip
 
 
 def _identity_pre(dim: int) -> Preprocessor:

@@ -13,8 +13,11 @@ in whitened coordinates, and the guide starts as a full-rank Gaussian.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -29,12 +32,56 @@ from pyro.infer.importance import vectorized_importance_weights
 from pyro.ops.tensor_utils import periodic_repeat
 from torch import Tensor, nn
 
-from pyroflows.builders import build
+from pyroflows.builders import FAMILIES, build
 from pyroflows.flows import Flow, FlowDistribution
 from pyroflows.train import History, fit
 from pyroflows.vi.affine import AffineTril
 
 __all__ = ["FlowGuide", "guide_flow"]
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Run the block in a forked torch random state seeded with ``seed`` (nothing when None):
+    the block is reproducible and the global random state is left as it was. The seed is
+    used as it is, so the common ``pyro.set_rng_seed(s); guide.fit(..., seed=s)`` draws the
+    same set-up as before the set-up was seeded (its draws and the loop's do not interact:
+    initial values and weights there, the guide's noise in the loop)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _nan_argument(args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
+    """The name of the first model argument (a tensor, or a tensor inside a list, tuple or
+    dict) that contains NaN, or None."""
+
+    def has_nan(value: Any, depth: int = 0) -> bool:
+        if isinstance(value, Tensor):
+            floating = value.is_floating_point() or value.is_complex()
+            return floating and bool(torch.isnan(value).any())
+        if depth < 3 and isinstance(value, (list, tuple)):
+            return any(has_nan(v, depth + 1) for v in value)
+        if depth < 3 and isinstance(value, dict):
+            return any(has_nan(v, depth + 1) for v in value.values())
+        return False
+
+    for i, value in enumerate(args):
+        if has_nan(value):
+            return f"model argument {i}"
+    for key, value in kwargs.items():
+        if has_nan(value):
+            return f"model keyword argument {key!r}"
+    return None
 
 
 def guide_flow(family: str, dim: int, **kwargs) -> Flow:
@@ -66,6 +113,16 @@ class _LogProb(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.flow.log_prob(x, check=False)
+
+
+def _check_flow_options(family: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown family or bad builder options (``layers``, ``hidden``, ``bins``...)
+    when the guide is constructed, not at its first call: a throwaway 2-D flow is built with
+    them, in a forked random state (the global one is left as it was)."""
+    if family not in FAMILIES:
+        raise ValueError(f"flow family must be one of {sorted(FAMILIES)}, got {family!r}")
+    with torch.random.fork_rng(devices=[]):
+        guide_flow(family, 2, **{"hidden": (2,), **options})
 
 
 def _has_splines(flow: Flow) -> bool:
@@ -147,13 +204,16 @@ class FlowGuide(AutoContinuous):
             raise ValueError(f"init_scale must be positive, got {init_scale}")
         if not (callable(flow) or isinstance(flow, str)):
             raise TypeError("flow must be a family name or a callable dim -> Flow")
+        options = dict(flow_kwargs, layers=layers)
+        if hidden is not None:
+            options["hidden"] = tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden
+        if isinstance(flow, str):
+            _check_flow_options(flow, options)
         super().__init__(model, init_loc_fn=init_loc_fn)
         self.create_plates = create_plates
         self._model_fn = model
         self._flow_spec = flow
-        self._flow_kwargs = dict(flow_kwargs, layers=layers)
-        if hidden is not None:
-            self._flow_kwargs["hidden"] = tuple(hidden)
+        self._flow_kwargs = options
         self.init_scale = float(init_scale)
         self.affine_init = affine_init
         self.stl = bool(stl)
@@ -258,6 +318,28 @@ class FlowGuide(AutoContinuous):
         diag = hessian.diagonal()
         scale = torch.where(diag > 0, diag.clamp_min(1e-12).rsqrt(), self.init_scale)
         return u, torch.diag(scale)
+
+    # -- persistence --------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, all or nothing: when the state does not fit (missing
+        or unexpected keys, other shapes), the guide keeps its parameters (PyTorch would have
+        copied the matching entries before raising). The flow exists once the guide is set
+        up, so call ``guide(*model_args)`` (or :meth:`fit`) before loading a saved state.
+
+        Raises:
+            RuntimeError: the state does not match this guide, or the guide is not set up.
+        """
+        if self.prototype_trace is None and any(str(k).startswith("flow.") for k in state_dict):
+            raise RuntimeError(
+                "this FlowGuide is not set up yet, so it has no flow to load the state into; "
+                "call guide(*model_args) once (or guide.fit) before load_state_dict"
+            )
+        backup = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except Exception:
+            super().load_state_dict(backup)
+            raise
 
     # -- the guide ----------------------------------------------------------------------------
     def get_posterior(self, *args, **kwargs) -> FlowDistribution:
@@ -372,24 +454,56 @@ class FlowGuide(AutoContinuous):
                 with ``num_particles`` samples, what ``RenyiELBO(alpha=0)`` computes).
             elbo: any Pyro ELBO instead (its ``differentiable_loss`` is used).
             **fit_kwargs: passed to :func:`pyroflows.train.fit` (``schedule``, ``clip_grad``,
-                ``time_budget``, ``seed``, ``progress``, ``callback`` ...).
+                ``time_budget``, ``seed``, ``progress``, ``callback``, ``checkpoint``,
+                ``resume`` ...).
+
+        With a ``seed``, the whole fit is reproducible: the set-up at the first fit (prototype
+        trace, initial values, the flow's initialisation) also draws from a stream seeded by
+        it, so two fresh guides fitted with the same seed end with bit-identical parameters,
+        and the global torch random state is left as it was. A run interrupted after a
+        ``checkpoint`` and continued with ``resume`` (also in a new process, with a new guide)
+        ends bit-identical to an uninterrupted one.
+
+        Raises:
+            ValueError: ``steps`` or ``num_particles`` not a positive integer, an unknown
+                ``objective``, or a model argument that contains NaN (checked before the
+                guide is touched; mask missing values in the model instead).
         """
         model_kwargs = fit_kwargs.pop("model_kwargs", {})
+        steps = _positive_int("steps", steps)
+        num_particles = _positive_int("num_particles", num_particles)
         if objective not in ("elbo", "iwae"):
             raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
-        if elbo is None and objective == "elbo":
-            elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True)
         if elbo is not None and not hasattr(elbo, "differentiable_loss"):
             raise ValueError(f"{type(elbo).__name__} has no differentiable_loss; use SVI")
-        self._require_setup(args, model_kwargs)
+        bad = _nan_argument(args, model_kwargs)
+        if bad is not None:
+            raise ValueError(
+                f"{bad} contains NaN values; FlowGuide.fit needs finite data (drop or mask "
+                "missing values in the model, e.g. with obs_mask)"
+            )
         model = self._model_fn
-        with torch.no_grad(), poutine.block():
-            trace = poutine.trace(model).get_trace(*args, **model_kwargs)
+        with _seeded(fit_kwargs.get("seed")):
+            self._require_setup(args, model_kwargs)
+            with torch.no_grad(), poutine.block():
+                trace = poutine.trace(model).get_trace(*args, **model_kwargs)
         nesting = max(
             (-f.dim for s in trace.nodes.values() if s["type"] == "sample"
              for f in s["cond_indep_stack"] if f.vectorized),
             default=0,
         )  # fmt: skip
+        if elbo is None and objective == "elbo":
+            elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True)
+        resume = fit_kwargs.get("resume")
+        if elbo is not None and resume is not None and Path(resume).exists():
+            # A new ELBO guesses the plate nesting at its first step by drawing from the guide:
+            # the run that wrote the checkpoint did so at its step 0, so a resumed run must not
+            # do it again (an extra draw would shift the restored random stream and the resumed
+            # run would not be bit-identical). The nesting is the model's, what Pyro guesses
+            # (plus the particles' plate, as Pyro adds it).
+            if getattr(elbo, "max_plate_nesting", None) == math.inf:
+                particles = bool(getattr(elbo, "vectorize_particles", False))
+                elbo.max_plate_nesting = nesting + particles
 
         def loss(guide: nn.Module, batch: tuple) -> Tensor:
             if elbo is not None:
