@@ -48,8 +48,10 @@ __all__ = ["AmortizedPosterior", "PosteriorEstimator"]
 TRAIN_DEFAULTS: dict[str, Any] = dict(
     batch_size=200, lr=5e-4, patience=20, clip_grad=5.0, max_epochs=1000, seed=0
 )
-#: rows per chunk when sampling or scoring many observations at once
-_CHUNK = 1 << 17
+#: rows per chunk when sampling or scoring many observations at once: activations of a few MB
+#: stay in cache and in reused heap memory (131 072 rows was 1.2-1.6x slower on 1 000
+#: observations x 1 000 draws of a 10-D posterior)
+_CHUNK = 1 << 14
 #: added to the ``seed`` of an online fit for the draws before its loop (the validation
 #: simulations, the networks' initialisation): the loop simulates from torch's stream seeded
 #: with ``seed`` itself, and would otherwise train on the validation set's first simulations
