@@ -4,15 +4,20 @@ A checkpoint is a dictionary of tensors and plain Python values (so ``torch.load
 with ``weights_only=True``: a crafted file cannot run code). :func:`atomic_save` writes it to
 a temporary file in the same folder, flushes and fsyncs it, and renames it over the target with
 ``os.replace``, so a crash at any moment leaves either the previous checkpoint or the new one,
-never a torn file. :func:`rng_state` / :func:`set_rng_state` capture every random stream the
+never a torn file (and no temporary file is left behind, whatever the failure).
+:func:`load_checkpoint` checks the CRC-32 of every member of the zip archive first
+(:func:`zip_damage`), so flipped bytes in a stored tensor are an error, not other weights.
+:func:`rng_state` / :func:`set_rng_state` capture every random stream the
 loop draws from (torch, CUDA, NumPy, Python, the shuffling generator), which is what makes a
 resumed run bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +27,18 @@ import torch
 FORMAT = "pyroflows.checkpoint"
 VERSION = 1
 
-__all__ = ["atomic_save", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["atomic_save", "load_checkpoint", "rng_state", "set_rng_state", "zip_damage"]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)`` atomically: temporary file, fsync, ``os.replace``.
 
+    Whatever goes wrong (a full disk, an object ``torch.save`` cannot pickle, a
+    ``KeyboardInterrupt``), the temporary file is removed and ``path`` is left as it was.
+
     Raises:
         ValueError: the folder does not exist or is not writable.
+        Exception: whatever else ``torch.save`` raises (e.g. a pickling error), unchanged.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -42,9 +51,12 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
+    except BaseException as error:  # clean up after anything, then re-raise
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
     try:  # make the rename itself durable
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -61,8 +73,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by the training loop (``weights_only=True``).
 
     Raises:
-        ValueError: a missing, truncated, corrupt or foreign file, or another format version.
+        ValueError: a missing, truncated, corrupt or foreign file, or another format version;
+            also a file whose bytes no longer match the checksums of its zip archive (which
+            ``torch.load`` alone would read silently, with other weights).
     """
+    damage = zip_damage(path)
+    if damage is not None:
+        raise ValueError(f"{path} is a corrupt checkpoint: {damage}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -79,6 +96,39 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"reads version {VERSION}"
         )
     return blob
+
+
+def zip_damage(path: str | os.PathLike) -> str | None:
+    """What is damaged in the zip archive that ``torch.save`` wrote at ``path``, or None.
+
+    ``torch.load`` does not check the CRC-32 that the archive stores for each member, so a
+    file whose tensor bytes were altered (a bad disk, a broken copy) would load silently with
+    other weights; ``zipfile.ZipFile.testzip`` checks them. A file that is not a zip archive
+    at all (missing, truncated, foreign, or not a path) gives None: ``torch.load`` describes
+    it better.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = Path(folder) / "x.pt"
+        ...     torch.save({"w": torch.arange(4.0)}, path)
+        ...     print(zip_damage(path))
+        None
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile):
+        return None  # not a zip archive (or not readable): left to torch.load
+    except Exception as error:  # a damaged central directory
+        return f"its archive is damaged ({type(error).__name__})"
+    with archive:
+        try:
+            bad = archive.testzip()
+        except Exception as error:  # a damaged member header, or a read error
+            return f"its archive is damaged ({type(error).__name__}: {error})"
+    return None if bad is None else f"the bytes of {bad} do not match their checksum"
 
 
 def rng_state(generator: torch.Generator | None) -> dict[str, Any]:

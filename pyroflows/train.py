@@ -14,7 +14,10 @@ progress) each do one thing; :func:`fit` wires them together.
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 import math
+import numbers
 import os
 import sys
 import time
@@ -40,7 +43,7 @@ from pyroflows.distributed import setup as setup_parallel
 Batch = tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], Tensor]
 
-__all__ = ["History", "TrainingDiverged", "fit"]
+__all__ = ["History", "TrainingDiverged", "check_options", "fit"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -163,7 +166,8 @@ class _Source:
 # -- options ------------------------------------------------------------------------------------
 @dataclass
 class _Options:
-    """The loop's settings (the keyword arguments of :func:`fit`), checked once."""
+    """The loop's settings (the keyword arguments of :func:`fit`), checked once by
+    :meth:`check`, the one validation that :func:`fit` and :func:`check_options` share."""
 
     val_fn: Callable[[nn.Module], float] | None
     max_epochs: int
@@ -181,9 +185,11 @@ class _Options:
     progress: bool | str
     desc: str
     callback: Callable[[int, History], bool | None] | None
-    checkpoint: str | Path | None = None
-    checkpoint_every: int = 1
-    resume: str | Path | None = None
+    checkpoint: str | Path | None
+    checkpoint_every: int
+    resume: str | Path | None
+    seed: int | None
+    device: str | torch.device | None
 
     def fingerprint(self, rows: int | None, seed: int | None) -> dict[str, Any]:
         """The settings a resumed run must share with the run that wrote the checkpoint."""
@@ -199,12 +205,36 @@ class _Options:
         }
 
     def check(self) -> None:
-        """Raise a ``ValueError`` naming the first option out of range."""
+        """Raise a ``ValueError`` naming the first option out of range, or a ``TypeError``
+        naming the first one of the wrong kind (e.g. a string for ``lr``)."""
 
         def positive_int(name: str, value: Any) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
+        for name in ("lr", "weight_decay", "min_delta", "lr_backoff", "clip_grad", "time_budget"):
+            value = getattr(self, name)
+            if value is None and name in ("clip_grad", "time_budget"):
+                continue
+            real = isinstance(value, numbers.Real) or (isinstance(value, Tensor) and not value.ndim)
+            if isinstance(value, bool) or not real:
+                raise TypeError(f"{name} must be a number, got {value!r}")
+        for name in ("val_fn", "callback"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be callable or None, got {value!r}")
+        for name in ("checkpoint", "resume"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(
+                    f"{name} must be a path (str or os.PathLike) or None, got {value!r}"
+                )
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
+        ):
+            raise TypeError(f"seed must be an integer or None, got {self.seed!r}")
+        if not isinstance(self.desc, str):
+            raise TypeError(f"desc must be a string, got {self.desc!r}")
         positive_int("max_epochs", self.max_epochs)
         positive_int("batch_size", self.batch_size)
         if self.steps_per_epoch is not None:
@@ -227,11 +257,14 @@ class _Options:
             raise ValueError(f"lr_backoff must lie in (0, 1), got {self.lr_backoff!r}")
         if self.time_budget is not None and not self.time_budget >= 0:
             raise ValueError(f"time_budget must be >= 0 or None, got {self.time_budget!r}")
-        if self.schedule not in SCHEDULES:
+        if not (self.schedule is None or isinstance(self.schedule, str)) or (
+            self.schedule not in SCHEDULES
+        ):
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.progress not in (True, False, "auto"):
             raise ValueError(f"progress must be True, False or 'auto', got {self.progress!r}")
         positive_int("checkpoint_every", self.checkpoint_every)
+        resolve_device(self.device)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -560,7 +593,11 @@ def fit(
 
     Raises:
         TrainingDiverged: when the loss or gradient stays non-finite after ``max_retries``.
-        ValueError: an option out of range, or a device that is not available.
+        ValueError: an option out of range, or a device that is not available (checked
+            first, by the check that :func:`check_options` runs on its own); a ``resume``
+            checkpoint that is corrupt, or was written with other settings or for another
+            model (the model is then left as it was).
+        TypeError: an option of the wrong kind (e.g. a string for ``lr``).
 
     Example:
         >>> import pyroflows as pf
@@ -571,9 +608,12 @@ def fit(
         (3, True)
     """
     options = _Options(
-        val_fn, max_epochs, steps_per_epoch, batch_size, lr, weight_decay, schedule, clip_grad,
-        patience, min_delta, time_budget, max_retries, lr_backoff, progress, desc, callback,
-        checkpoint, checkpoint_every, resume,
+        val_fn=val_fn, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
+        clip_grad=clip_grad, patience=patience, min_delta=min_delta, time_budget=time_budget,
+        max_retries=max_retries, lr_backoff=lr_backoff, progress=progress, desc=desc,
+        callback=callback, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        resume=resume, seed=seed, device=device,
     )  # fmt: skip
     options.check()
     device = resolve_device(device)
@@ -603,6 +643,47 @@ def fit(
         return _loop(model, loss_fn, train, val, params, options, generator, seed, parallel)
 
 
+#: the options of :func:`fit` (its keyword-only arguments) and their defaults
+_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(fit).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+}
+
+
+def check_options(**options: Any) -> None:
+    """Check training options as :func:`fit` does, without training anything.
+
+    Takes any of the keyword-only arguments of :func:`fit` (the others keep their defaults)
+    and raises exactly the error :func:`fit` would raise for them, since :func:`fit` runs
+    the same check first; so a job can refuse bad settings before an expensive set-up
+    (simulations, data loading). Returns None when they are fine. What depends on the data
+    (e.g. ``steps_per_epoch`` required when ``data`` is None) or on the files (a ``resume``
+    checkpoint written with other settings) is only known to :func:`fit`.
+
+    Raises:
+        TypeError: an unknown option name, or a value of the wrong kind.
+        ValueError: a value out of range, an unknown schedule, or a device not available.
+
+    Example:
+        >>> check_options(lr=3e-3, batch_size=128, schedule="cosine", seed=0)
+        >>> check_options(lr=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr must be a positive number, got -1
+        >>> check_options(max_epoch=10)
+        Traceback (most recent call last):
+        ...
+        TypeError: unknown training option 'max_epoch' (did you mean 'max_epochs'?)
+    """
+    for name in options:
+        if name not in _DEFAULTS:
+            close = difflib.get_close_matches(str(name), list(_DEFAULTS), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {sorted(_DEFAULTS)}"
+            raise TypeError(f"unknown training option {name!r} ({hint})")
+    _Options(**{**_DEFAULTS, **options}).check()
+
+
 class _Run:
     """The mutable state of one run of the loop: what a checkpoint holds."""
 
@@ -611,11 +692,9 @@ class _Run:
     ):
         self.model, self.loss_fn, self.o, self.generator = model, loss_fn, o, generator
         self.parallel = parallel
-        self.optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-        make_scheduler = SCHEDULES[o.schedule]
-        self.scheduler = (
-            None if make_scheduler is None else make_scheduler(self.optimizer, steps * o.max_epochs)
-        )
+        self.optimizer = self._adam(params)
+        self.total_steps = steps * o.max_epochs
+        self.scheduler = self._scheduler(self.optimizer)
         self.history = History()
         self.guard = _DivergenceGuard(
             model, self.optimizer, self.scheduler, o.max_retries, o.lr_backoff
@@ -625,6 +704,13 @@ class _Run:
         self.elapsed = 0.0  # seconds spent before this process (a resumed run)
         self.fingerprint = o.fingerprint(rows, seed)
         self.fingerprint["processes"] = 1 if parallel is None else parallel.world
+
+    def _adam(self, params: list[Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.o.lr, weight_decay=self.o.weight_decay)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        make_scheduler = SCHEDULES[self.o.schedule]
+        return None if make_scheduler is None else make_scheduler(optimizer, self.total_steps)
 
     # -- checkpoints ----------------------------------------------------------------------
     def snapshot(self, elapsed: float) -> dict[str, Any]:
@@ -649,6 +735,9 @@ class _Run:
         }
 
     def restore(self, path: str | Path) -> None:
+        """Continue from the checkpoint at ``path``: all or nothing. Everything is checked
+        against this run before anything is changed, so a refused checkpoint (other settings,
+        another model) leaves the model, the optimiser and the loss as they were."""
         blob = load_checkpoint(path)
         differ = [
             f"{key} (checkpoint {blob['fingerprint'].get(key)!r}, now {value!r})"
@@ -657,26 +746,89 @@ class _Run:
         ]
         if differ:
             raise ValueError(f"{path} was written with other settings: {', '.join(differ)}")
+        problem = self._mismatch(blob)
+        if problem is not None:
+            raise ValueError(f"{path} does not match this model ({problem})")
+        history = History(**blob["history"])
+        if history.stop_reason in ("max_epochs", "time_budget"):
+            history.stop_reason = ""  # a resumed run may go on, with more epochs or time
+        rng = blob["rng"][0 if self.parallel is None else self.parallel.rank]
+        # the guard holds a copy of the model and optimiser state from before the restore
+        scheduler_before = None if self.scheduler is None else self.scheduler.state_dict()
+        loss_state = getattr(self.loss_fn, "state_dict", None)
+        loss_before = loss_state() if callable(loss_state) else None
         try:
             self.model.load_state_dict(blob["model"])
             self.optimizer.load_state_dict(blob["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            first = str(error).strip().splitlines()[0]
+            if self.scheduler is not None and blob["scheduler"] is not None:
+                self.scheduler.load_state_dict(blob["scheduler"])
+            if blob["loss"] is not None and hasattr(self.loss_fn, "load_state_dict"):
+                self.loss_fn.load_state_dict(blob["loss"])
+        except Exception as error:  # what the checks above cannot foresee: undo it all
+            self.model.load_state_dict(self.guard.state[0])
+            self.optimizer.load_state_dict(self.guard.state[1])
+            if scheduler_before is not None:
+                self.scheduler.load_state_dict(scheduler_before)
+            if loss_before is not None:
+                self.loss_fn.load_state_dict(loss_before)
+            text = str(error).strip()
+            first = text.splitlines()[0] if text else type(error).__name__
             raise ValueError(f"{path} does not match this model ({first})") from None
-        if self.scheduler is not None and blob["scheduler"] is not None:
-            self.scheduler.load_state_dict(blob["scheduler"])
-        self.history = History(**blob["history"])
-        if self.history.stop_reason in ("max_epochs", "time_budget"):
-            self.history.stop_reason = ""  # a resumed run may go on, with more epochs or time
+        self.history = history
         self.stopping.best_state = blob["best_state"]
         self.stopping.waited = blob["waited"]
-        if blob["loss"] is not None and hasattr(self.loss_fn, "load_state_dict"):
-            self.loss_fn.load_state_dict(blob["loss"])
-        set_rng_state(
-            blob["rng"][0 if self.parallel is None else self.parallel.rank], self.generator
-        )
+        set_rng_state(rng, self.generator)
         self.epoch, self.elapsed = blob["epoch"], blob["elapsed"]
         self.guard.save()
+
+    def _mismatch(self, blob: dict[str, Any]) -> str | None:
+        """Why the checkpoint's model, best, optimiser or schedule state would not load into
+        this run (missing or unexpected keys, other shapes), or None; changes nothing."""
+        own = self.model.state_dict()
+        for part in ("model", "best_state"):
+            state = blob[part]
+            if state is None and part == "best_state":
+                continue
+            if not isinstance(state, dict):
+                return f"its {part} is not a state dictionary"
+            missing = [key for key in own if key not in state]
+            unexpected = [key for key in state if key not in own]
+            if missing or unexpected:
+                lists = [
+                    f"{what} keys {keys[:5]}{' and more' if len(keys) > 5 else ''}"
+                    for what, keys in (("missing", missing), ("unexpected", unexpected))
+                    if keys
+                ]
+                return f"{part}: {', '.join(lists)}"
+            for key, value in own.items():
+                saved = state[key]
+                if isinstance(value, Tensor) and (
+                    not isinstance(saved, Tensor) or saved.shape != value.shape
+                ):
+                    shape = tuple(saved.shape) if isinstance(saved, Tensor) else type(saved)
+                    return f"{part}: {key} has shape {shape} there, {tuple(value.shape)} here"
+        # a dry run on a copy of the optimiser (and schedule) whose parameters take no memory
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        shadow = [torch.empty_like(p, device="meta") for p in params]
+        try:
+            optimizer = self._adam(shadow)
+            optimizer.load_state_dict(blob["optimizer"])
+            for p, param in zip(shadow, params, strict=True):
+                for name, value in optimizer.state.get(p, {}).items():
+                    if name != "step" and isinstance(value, Tensor) and value.shape != p.shape:
+                        return (
+                            f"optimizer: its {name} has shape {tuple(value.shape)}, the "
+                            f"parameter {tuple(param.shape)}"
+                        )
+            scheduler = self._scheduler(optimizer)
+            if scheduler is not None and blob["scheduler"] is not None:
+                scheduler.load_state_dict(blob["scheduler"])
+        except Exception as error:
+            text = str(error).strip()
+            return (
+                f"optimizer or schedule: {text.splitlines()[0] if text else type(error).__name__}"
+            )
+        return None
 
 
 def _loop(

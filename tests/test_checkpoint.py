@@ -288,3 +288,140 @@ def test_estimator_checkpoint_options_are_checked_before_any_work(tmp_path):
     second = again.fit(X, checkpoint=path, resume=path).flow_.state_dict()
     for key in first:
         assert torch.equal(first[key], second[key]), key
+
+
+# -- reliability: checksums, temporary files, all-or-nothing resume -----------------------------
+def _flip_a_byte_inside_the_largest_tensor(path: Path) -> None:
+    """Alter one byte in the middle of the stored bytes of the largest tensor (the zip member's
+    data, not its header), as a bad disk or a broken copy would."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max(
+            (i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size
+        )
+    data = bytearray(path.read_bytes())
+    header = info.header_offset
+    name_len = int.from_bytes(data[header + 26 : header + 28], "little")
+    extra_len = int.from_bytes(data[header + 28 : header + 30], "little")
+    start = header + 30 + name_len + extra_len
+    data[start + info.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_a_stored_tensor_are_a_clear_error(tmp_path):
+    """Defect: ``torch.load`` does not check the zip's CRC-32, so a checkpoint whose tensor
+    bytes were altered loaded silently, with other weights."""
+    x = torch.randn(100, 2)
+    path = tmp_path / "flipped.ckpt"
+    pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, max_epochs=1, seed=0, checkpoint=path)
+    _flip_a_byte_inside_the_largest_tensor(path)
+    torch.load(path, weights_only=True)  # torch alone reads it (with other weights)
+    with pytest.raises(ValueError, match=r"flipped\.ckpt is a corrupt checkpoint.*checksum"):
+        load_checkpoint(path)
+    flow = pf.maf(2, layers=1, hidden=(8,))
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    with pytest.raises(ValueError, match="corrupt"):
+        pf.fit(flow, nll, x, max_epochs=2, seed=0, resume=path)
+    for key, value in flow.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("failure", ["unpicklable", "runtime-error", "keyboard-interrupt"])
+def test_atomic_save_removes_its_temporary_file_on_any_failure(tmp_path, monkeypatch, failure):
+    """Defect: only an ``OSError`` removed the temporary file; a pickling error, any other
+    exception or a KeyboardInterrupt left a ``.x.ckpt.tmp-PID`` behind."""
+    import pyroflows.checkpoint as ck
+
+    path = tmp_path / "x.ckpt"
+    atomic_save({"a": torch.zeros(3)}, path)
+    obj: dict = {"a": torch.ones(3)}
+    expected: type[BaseException] = Exception
+    if failure == "unpicklable":
+        obj["f"] = lambda: 0  # a local lambda cannot be pickled
+    else:
+        real_save = ck.torch.save
+        error = _Boom if failure == "runtime-error" else KeyboardInterrupt
+        expected = error
+
+        def failing_save(o, handle):
+            real_save(o, handle)  # the temporary file is written, then the failure
+            raise error("interrupted")
+
+        monkeypatch.setattr(ck.torch, "save", failing_save)
+    with pytest.raises(expected):
+        atomic_save(obj, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ckpt"]
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.zeros(3))
+
+
+def _linear_loss(model, batch):
+    return model(batch[0]).pow(2).mean()
+
+
+def _refused_resume_case(case: str, tmp_path: Path):
+    """(the model the checkpoint was written with, the model that resumes, fit's keywords,
+    the checkpoint path)."""
+    torch.manual_seed(0)
+    kw: dict = dict(max_epochs=2, seed=0, progress=False)
+    path = tmp_path / f"{case}.ckpt"
+    if case == "missing-keys":  # one layer more: its keys are missing from the checkpoint
+        return pf.maf(2, layers=1, hidden=(8,)), pf.maf(2, layers=2, hidden=(8,)), nll, kw, path
+    first = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 2))
+    if case == "wrong-shapes":  # the first layer matches, the second has other shapes
+        second = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 3))
+    else:
+        second = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 2))
+    if case == "frozen-parameter":  # the model's state fits, the optimiser's does not
+        second[1].bias.requires_grad_(False)
+    return first, second, _linear_loss, kw, path
+
+
+@pytest.mark.parametrize(
+    "case", ["missing-keys", "wrong-shapes", "frozen-parameter", "foreign-best-state"]
+)
+def test_a_refused_resume_leaves_the_model_as_it_was(tmp_path, case):
+    """Defect: ``load_state_dict`` copied the matching entries before raising (and a model
+    state that fits was loaded before the optimiser state that does not), so a refused resume
+    left the model partly or wholly overwritten by the checkpoint."""
+    first, second, loss, kw, path = _refused_resume_case(case, tmp_path)
+    x = torch.randn(64, 2)
+    val = torch.randn(32, 2) if case == "foreign-best-state" else None
+    pf.fit(first, loss, x, val, checkpoint=path, **kw)
+    if case == "foreign-best-state":  # a damaged best state, found only at the end before
+        blob = load_checkpoint(path)
+        blob["best_state"] = {k: v[:1] for k, v in blob["best_state"].items()}
+        atomic_save(blob, path)
+        kw["max_epochs"] = 4
+    before = {k: v.clone() for k, v in second.state_dict().items()}
+    with pytest.raises(ValueError, match="does not match this model"):
+        pf.fit(second, loss, x, val, resume=path, **kw)
+    after = second.state_dict()
+    assert after.keys() == before.keys()
+    for key in before:
+        assert torch.equal(after[key], before[key]), key
+
+
+def test_a_loss_state_that_does_not_load_undoes_the_whole_restore(tmp_path):
+    """What the checks cannot foresee (here a loss state its ``load_state_dict`` refuses,
+    after the model state was loaded) is undone: the model and the loss are left as they
+    were, and the error is the clear ``ValueError`` of a checkpoint that does not fit."""
+    path = tmp_path / "vi.ckpt"
+    target = lambda z: -0.5 * (z**2).sum(-1)  # noqa: E731
+    kw = dict(steps_per_epoch=5, seed=0, patience=None, progress=False)
+    pf.fit(pf.maf(2, layers=1, hidden=(8,)), ReverseKL(target, 8, 100), max_epochs=2,
+           checkpoint=path, **kw)  # fmt: skip
+    blob = load_checkpoint(path)
+    blob["loss"] = {"not calls": 1}
+    atomic_save(blob, path)
+    flow, loss = pf.maf(2, layers=1, hidden=(8,)), ReverseKL(target, 8, 100)
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    with pytest.raises(ValueError, match="does not match this model"):
+        pf.fit(flow, loss, max_epochs=3, resume=path, **kw)
+    assert loss.calls == 0
+    for key, value in flow.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -356,6 +356,8 @@ FIT_CASES = {
         "validation_fraction must lie in",
     ),
     "misspelt-training-option": (dict(num_simulations=50, max_epoch=3), "unknown training option"),
+    "negative-lr": (dict(num_simulations=50, lr=-1.0), "lr"),
+    "online-zero-batch": (dict(simulate_online=True, steps=5, batch_size=0), "batch_size"),
     "online-steps-zero": (dict(simulate_online=True, steps=0), "steps=<positive int>"),
     "online-num-validation-zero": (
         dict(simulate_online=True, steps=5, num_validation=0),

@@ -262,3 +262,42 @@ def test_progress_auto_is_silent_in_ci_and_without_a_terminal(monkeypatch):
     monkeypatch.setattr("sys.stderr", open("/dev/null", "w"))  # not a TTY
     assert show_progress("auto") is False
     assert show_progress(True) is True and show_progress(False) is False
+
+
+# -- check_options: the loop's validation, on its own -------------------------------------------
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"lr": -1}, ValueError, "lr must be a positive number, got -1"),
+        ({"batch_size": 0}, ValueError, "batch_size must be a positive integer, got 0"),
+        ({"max_epochs": 0}, ValueError, "max_epochs must be a positive integer, got 0"),
+        ({"schedule": "linear"}, ValueError, "schedule must be one of"),
+        ({"lr": "fast"}, TypeError, "lr must be a number, got 'fast'"),
+        ({"callback": 3}, TypeError, "callback must be callable or None, got 3"),
+        ({"device": "warp-drive"}, ValueError, "'warp-drive' is not a valid torch device"),
+    ],
+    ids=["negative-lr", "zero-batch", "zero-epochs", "bad-schedule", "string-lr",
+         "callback-not-callable", "invalid-device"],
+)  # fmt: skip
+def test_check_options_raises_what_fit_raises(options, error, message):
+    from pyroflows.train import check_options
+
+    with pytest.raises(error, match=message) as checked:
+        check_options(**options)
+    # fit runs the same check, before any work: the same error, word for word
+    with pytest.raises(error) as fitted:
+        fit(pf.maf(2, layers=1, hidden=H), nll, torch.randn(8, 2), **{"max_epochs": 1, **options})
+    assert str(fitted.value) == str(checked.value)
+
+
+def test_check_options_names_an_unknown_option_and_accepts_good_ones():
+    from pyroflows.train import check_options
+
+    with pytest.raises(TypeError, match="unknown training option 'max_epoch'.*'max_epochs'"):
+        check_options(max_epoch=10)
+    with pytest.raises(TypeError, match="unknown training option 'data'"):
+        check_options(data=torch.randn(8, 2))  # an argument of fit, not an option
+    assert check_options() is None
+    good = dict(lr=3e-3, batch_size=64, max_epochs=5, schedule="warmup_cosine", seed=0,
+                patience=None, clip_grad=None, checkpoint="run.ckpt", device="cpu")  # fmt: skip
+    assert check_options(**good) is None

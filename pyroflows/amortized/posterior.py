@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,12 +32,12 @@ from torch import Tensor, nn
 from pyroflows.amortized.parameters import ParameterSpace
 from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, drop_invalid, valid_rows
 from pyroflows.builders import build
-from pyroflows.checkpoint import atomic_save, rng_state, set_rng_state
+from pyroflows.checkpoint import atomic_save, rng_state, set_rng_state, zip_damage
 from pyroflows.flows import Flow
 from pyroflows.losses import nll
 from pyroflows.nn.summary import IdentitySummary, summary_from_config
 from pyroflows.preprocess import Preprocessor, fit_preprocessor
-from pyroflows.train import History, fit
+from pyroflows.train import History, check_options, fit
 from pyroflows.transforms import FixedAffine
 
 __all__ = ["AmortizedPosterior", "PosteriorEstimator"]
@@ -99,8 +97,9 @@ def _check_positive(name: str, value: Any) -> int:
 
 
 def _check_train_options(options: Mapping[str, Any]) -> None:
-    """A TypeError for a misspelt (or reserved) training option, before anything is simulated
-    (the loop would only find it after the simulations and the set-up)."""
+    """A TypeError for a misspelt (or reserved) training option and the loop's own error for
+    a bad value (``lr=-1``), before anything is simulated (the loop would only find them after
+    the simulations and the set-up)."""
     own = {"model", "loss_fn", "data", "val_data", "desc", "steps_per_epoch"}
     known = set(inspect.signature(fit).parameters) - own
     unknown = sorted(set(options) - known)
@@ -109,6 +108,7 @@ def _check_train_options(options: Mapping[str, Any]) -> None:
             f"unknown training option(s) {unknown}: AmortizedPosterior.fit passes its other "
             f"keyword arguments to pyroflows.train.fit, and these may be given: {sorted(known)}"
         )
+    check_options(**{**TRAIN_DEFAULTS, **options})
 
 
 def _warn_if_swamped(rows: Tensor, name: str) -> None:
@@ -703,7 +703,7 @@ class AmortizedPosterior:
                 (or the ``summary`` passed); a crafted file never runs code.
         """
         what = "a saved pyroflows AmortizedPosterior"
-        damage = _zip_damage(path)
+        damage = zip_damage(path)
         if damage is not None:
             raise ValueError(f"{path} is corrupt: {damage}")
         try:
@@ -771,26 +771,6 @@ class AmortizedPosterior:
             f"summary={type(self.summary).__name__ if self.summary is not None else None}, "
             f"{state})"
         )
-
-
-def _zip_damage(path: Any) -> str | None:
-    """What is damaged in the zip archive that ``torch.save`` wrote, or None.
-
-    ``torch.load`` does not check the CRC-32 that the archive stores for each member, so a
-    file whose tensor bytes were altered (a bad disk, a broken copy) would load silently with
-    other weights; ``zipfile.ZipFile.testzip`` checks them. A file that is not a zip archive at
-    all (missing, truncated, foreign) is left to ``torch.load`` to describe.
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (OSError, zipfile.BadZipFile):
-        return None
-    except Exception as error:  # a damaged member header or directory entry
-        return f"its archive is damaged ({type(error).__name__})"
-    return None if bad is None else f"the bytes of {bad} do not match their checksum"
 
 
 #: the entries :meth:`AmortizedPosterior.load` needs, per section of the saved dictionary
