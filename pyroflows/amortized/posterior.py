@@ -627,19 +627,53 @@ class AmortizedPosterior:
         out = log_q.to(torch.float64).cpu() + ladj
         return torch.where(torch.isfinite(ladj), out, torch.full_like(out, -math.inf))
 
-    def to_inference_data(self, x: Any, num_samples: int = 1000, chains: int = 4, seed: int = 0):
+    def to_inference_data(
+        self,
+        x: Any,
+        num_samples: int = 1000,
+        chains: int = 4,
+        seed: int = 0,
+        posterior_predictive: bool = False,
+    ):
         """Posterior draws for one observation as ``arviz.InferenceData`` with the model's site
-        names (``observed_data`` holds ``x``)."""
+        names (``observed_data`` holds ``x``).
+
+        With ``posterior_predictive=True`` the ``posterior_predictive`` group holds data
+        simulated at every draw (:meth:`simulate_data`: the Pyro model conditioned on the draw,
+        or the simulator), under the observed site's name, for ``az.plot_ppc``.
+
+        Example:
+            >>> import pyro.distributions as dist
+            >>> prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+            >>> post = AmortizedPosterior(prior=prior, simulator=lambda t: t + torch.randn_like(t),
+            ...                           flow_kwargs=dict(layers=1, hidden=(8,)))
+            >>> post = post.fit(num_simulations=200, max_epochs=2, progress=False, seed=0)
+            >>> idata = post.to_inference_data(torch.zeros(2), 100, posterior_predictive=True)
+            >>> idata.posterior_predictive["x"].shape
+            (4, 25, 2)
+        """
         from pyroflows.inference_data import to_inference_data
 
         batch, single = self._check_x(x)
         if not single:
             raise ValueError("to_inference_data takes one observation, not a batch")
-        draws = self.sample(batch[0], num_samples, seed=seed, as_dict=True)
+        if posterior_predictive and self.sim is None:
+            raise ValueError(
+                "posterior_predictive=True needs a simulator: construct with a Pyro model or "
+                "prior + simulator"
+            )
+        draws = self.sample(batch[0], num_samples, seed=seed)
+        predictive = None
+        if posterior_predictive:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                replicated = self.simulate_data(draws)
+            predictive = {self.observed: replicated.detach().cpu().numpy()}
         return to_inference_data(
-            {k: v.numpy() for k, v in draws.items()},
+            {k: v.numpy() for k, v in self.space.unflatten(draws).items()},
             chains=chains,
             observed_data={self.observed: batch[0].numpy()},
+            posterior_predictive=predictive,
         )
 
     # -- persistence ----------------------------------------------------------------------
