@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,15 @@ import torch
 from torch import Tensor, nn
 
 from pyroflows.amortized.parameters import ParameterSpace
-from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, drop_invalid, valid_rows
+from pyroflows.amortized.simulate import (
+    ModelSimulator,
+    PriorSimulator,
+    VariableSizeSimulator,
+    _check_sizes,
+    drop_invalid,
+    set_to_model_layout,
+    valid_rows,
+)
 from pyroflows.builders import build
 from pyroflows.checkpoint import atomic_save, rng_state, set_rng_state, zip_damage
 from pyroflows.flows import Flow
@@ -195,6 +203,34 @@ class AmortizedPosterior:
         flow_kwargs: builder options (default: 5 layers, hidden ``(64, 64)``).
         model_args, model_kwargs: arguments of ``model``.
         param_name: parameter name with ``prior`` or plain tensors (for ArviZ).
+        sizes, size_arg: a varying number of observations for ``model`` (both or neither):
+            ``size_arg`` names the model's keyword argument that sets it and ``sizes`` its
+            possible values (positive ints, e.g. ``range(5, 101)``); each simulation draws
+            its size uniformly from them (see
+            :class:`~pyroflows.amortized.simulate.VariableSizeSimulator`). Needs a set
+            ``summary`` that reads NaN padding (``nan_padding``, e.g.
+            :class:`pyroflows.nn.DeepSet`). Data are then sets ``(max(sizes), features)``
+            padded with all-NaN rows; an observation is such a set of any number of rows
+            (padding rows optional), or, for scalar observations, the model's 1-D data
+            ``(n,)``. A batch of observations is ``(B, rows, features)``.
+
+    Example with a varying number of observations:
+        >>> import pyro.distributions as dist
+        >>> from pyroflows.nn import DeepSet
+        >>> def model(n=10, x=None):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+        ...     with pyro.plate("data", n):
+        ...         return pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> post = AmortizedPosterior(model, "x", summary=DeepSet(1, 4, hidden=8),
+        ...                           sizes=range(2, 6), size_arg="n",
+        ...                           flow_kwargs=dict(layers=1, hidden=(8,)))
+        >>> post = post.fit(num_simulations=100, max_epochs=1, progress=False, seed=0)
+        >>> post.x_shape
+        torch.Size([5, 1])
+        >>> post.sample(torch.tensor([0.5, 1.0, 1.5]), 10).shape  # 3 scalar observations
+        torch.Size([10, 1])
+        >>> post.simulate_data(torch.zeros(2, 1), size=3).shape  # padded to 5 rows
+        torch.Size([2, 5, 1])
 
     Example:
         >>> import pyro.distributions as dist
@@ -221,6 +257,8 @@ class AmortizedPosterior:
         model_args: Sequence[Any] = (),
         model_kwargs: Mapping[str, Any] | None = None,
         param_name: str = "theta",
+        sizes: Iterable[int] | None = None,
+        size_arg: str | None = None,
     ):
         if model is not None and (prior is not None or simulator is not None):
             raise ValueError("pass either a Pyro model or a prior (+ simulator), not both")
@@ -229,8 +267,19 @@ class AmortizedPosterior:
         if summary is not None and not isinstance(summary, nn.Module):
             raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
         self.observed = str(observed)
-        self.sim: ModelSimulator | PriorSimulator | None = None
-        if model is not None:
+        self.sizes: tuple[int, ...] | None = None
+        self.size_arg: str | None = None
+        self._size_axis, self._row_shape = 0, torch.Size()
+        if sizes is not None or size_arg is not None:
+            self._check_sized(model, summary, sizes, size_arg)
+        self.sim: ModelSimulator | VariableSizeSimulator | PriorSimulator | None = None
+        if model is not None and sizes is not None:
+            self.sim = VariableSizeSimulator(
+                model, observed, sizes, size_arg, model_args, model_kwargs
+            )
+            self.sizes, self.size_arg = self.sim.sizes, self.sim.size_arg
+            self._size_axis, self._row_shape = self.sim.axis, self.sim.row_shape
+        elif model is not None:
             self.sim = ModelSimulator(model, observed, model_args, model_kwargs)
         elif prior is not None:
             self.sim = PriorSimulator(prior, simulator, param_name)
@@ -246,6 +295,29 @@ class AmortizedPosterior:
         self.history: History | None = None
         self.dropped = 0
 
+    @staticmethod
+    def _check_sized(model: Any, summary: Any, sizes: Any, size_arg: Any) -> None:
+        """``sizes`` / ``size_arg`` go together, with a Pyro model and a NaN-padding summary
+        (the values themselves are checked by :class:`VariableSizeSimulator`)."""
+        if sizes is None or size_arg is None:
+            given, missing = ("sizes", "size_arg") if size_arg is None else ("size_arg", "sizes")
+            raise ValueError(
+                f"{given}= needs {missing}= too: sizes are the possible numbers of "
+                "observations and size_arg the model's argument that sets it"
+            )
+        if model is None:
+            raise ValueError(
+                "sizes= and size_arg= vary the number of observations of a Pyro model; with a "
+                "prior + simulator the simulator pads its own sets with all-NaN rows"
+            )
+        if not bool(getattr(summary, "nan_padding", False)):
+            name = "None" if summary is None else type(summary).__name__
+            raise ValueError(
+                f"sizes= gives data sets of different sizes, padded with all-NaN rows: the "
+                f"summary network must read such padding (nan_padding=True, e.g. "
+                f"pyroflows.nn.DeepSet or SetAttention), got summary={name}"
+            )
+
     # -- simulation -----------------------------------------------------------------------
     def simulate(self, num_simulations: int) -> tuple[Tensor, Tensor]:
         """``(theta (N, dim), x (N, ...))`` from the prior predictive (not filtered)."""
@@ -255,10 +327,31 @@ class AmortizedPosterior:
             raise ValueError("no simulator: construct with a Pyro model or prior + simulator")
         return self.sim(num_simulations)
 
-    def simulate_data(self, theta: Tensor) -> Tensor:
-        """Data for given parameters ``(N, dim)`` (e.g. posterior predictive draws)."""
+    def size_of(self, x: Any) -> int | None:
+        """The number of observations (real, non-padding rows) in one observation ``x`` of a
+        posterior with ``sizes``; None without ``sizes``."""
+        if self.sizes is None:
+            return None
+        batch, single = self._check_x(x)
+        if not single:
+            raise ValueError("size_of takes one observation, not a batch")
+        return int((~torch.isnan(batch[0]).all(-1)).sum())
+
+    def simulate_data(self, theta: Tensor, size: Any = None) -> Tensor:
+        """Data for given parameters ``(N, dim)`` (e.g. posterior predictive draws).
+
+        With ``sizes``: NaN-padded sets ``(N, max(sizes), features)``; ``size`` None draws
+        each simulation's number of observations from ``sizes`` (as in training: what
+        :func:`pyroflows.diagnostics.posterior_predictive` gets), an int gives all that many
+        (e.g. the observation's, for a posterior predictive check), and ``N`` ints one each.
+        Without ``sizes``, ``size`` must be None.
+        """
         if self.sim is None:
             raise ValueError("no simulator: construct with a Pyro model or prior + simulator")
+        if isinstance(self.sim, VariableSizeSimulator):
+            return self.sim.simulate(theta, size)
+        if size is not None:
+            raise ValueError("size= is for a posterior built with sizes= and size_arg=")
         return self.sim.simulate(theta)
 
     def _simulate_many(self, n: int, chunk: int = 10_000) -> tuple[Tensor, Tensor]:
@@ -266,6 +359,11 @@ class AmortizedPosterior:
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     # -- properties of the summary ----------------------------------------------------------
+    @property
+    def _layout(self) -> tuple[int, torch.Size]:
+        """Where a data set of the model holds its observations, and one row's shape."""
+        return self._size_axis, self._row_shape
+
     @property
     def _nan_padding(self) -> bool:
         return bool(getattr(self.summary, "nan_padding", False))
@@ -353,6 +451,8 @@ class AmortizedPosterior:
         if not x.is_floating_point():
             x = x.to(torch.float64)
         shape, k = self.x_shape, len(self.x_shape)
+        if self.sizes is not None and x.dim() == 1 and not self._row_shape:
+            x = x[:, None]  # one data set of scalar observations in the model's layout
         if x.dim() == k:
             single, batch = True, x[None]
         elif x.dim() == k + 1:
@@ -368,16 +468,35 @@ class AmortizedPosterior:
         else:
             ok = event == shape
         if not ok:
+            hint = ""
+            if self.sizes is not None:
+                hint = (
+                    f" (one data set is (n, {shape[-1]}) with n rows, any padding rows all NaN"
+                    f"{', or (n,)' if not self._row_shape else ''}; a batch is "
+                    f"(B, n, {shape[-1]}))"
+                )
             raise ValueError(
                 f"{name} must have event shape {tuple(shape)}"
                 f"{' (leading sizes may vary)' if self._variable_size else ''}, got "
-                f"{tuple(x.shape)}"
+                f"{tuple(x.shape)}{hint}"
             )
         bad = ~valid_rows(batch, self._nan_padding)
         if values and bool(bad.any()):
             where = "" if single else f" (observation {int(bad.nonzero()[0])})"
             extra = " outside all-NaN padding rows" if self._nan_padding else ""
             raise ValueError(f"{name} contains NaN or infinite values{extra}{where}")
+        if values and self.sizes is not None:
+            rows = (~torch.isnan(batch).all(-1)).sum(-1)
+            low, high = self.sizes[0], self.sizes[-1]
+            outside = (rows < low) | (rows > high)
+            if bool(outside.any()):
+                warnings.warn(
+                    f"{name} has {int(rows[outside][0])} observations"
+                    f"{'' if single else f' (observation {int(outside.nonzero()[0])})'}, "
+                    f"outside the {low} to {high} trained on: the posterior extrapolates",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         return batch, single
 
     # -- training ---------------------------------------------------------------------------
@@ -642,6 +761,10 @@ class AmortizedPosterior:
         simulated at every draw (:meth:`simulate_data`: the Pyro model conditioned on the draw,
         or the simulator), under the observed site's name, for ``az.plot_ppc``.
 
+        With ``sizes``, ``observed_data`` holds the observation's real rows (padding
+        dropped) in the model's layout (``(n,)`` for scalar observations) and the replicated
+        data sets have the observation's size ``n``, in the same layout.
+
         Example:
             >>> import pyro.distributions as dist
             >>> prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
@@ -663,16 +786,26 @@ class AmortizedPosterior:
                 "prior + simulator"
             )
         draws = self.sample(batch[0], num_samples, seed=seed)
+        observed = batch[0]
+        if self.sizes is not None:  # the real rows, in the model's layout
+            observed = observed[~torch.isnan(observed).all(-1)]
         predictive = None
         if posterior_predictive:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                replicated = self.simulate_data(draws)
+                if self.sizes is not None:
+                    n = len(observed)
+                    replicated = self.simulate_data(draws, size=n)[:, :n]
+                    replicated = set_to_model_layout(replicated, *self._layout)
+                else:
+                    replicated = self.simulate_data(draws)
             predictive = {self.observed: replicated.detach().cpu().numpy()}
+        if self.sizes is not None:
+            observed = set_to_model_layout(observed, *self._layout)
         return to_inference_data(
             {k: v.numpy() for k, v in self.space.unflatten(draws).items()},
             chains=chains,
-            observed_data={self.observed: batch[0].numpy()},
+            observed_data={self.observed: observed.numpy()},
             posterior_predictive=predictive,
         )
 
@@ -702,6 +835,11 @@ class AmortizedPosterior:
                 "param_name": self.param_name,
                 "x_shape": list(self.x_shape),
                 "space": self.space.state(),
+                # optional (absent from older files): a varying number of observations
+                "sizes": None if self.sizes is None else list(self.sizes),
+                "size_arg": self.size_arg,
+                "size_axis": self._size_axis,
+                "row_shape": list(self._row_shape),
             },
             "state": {
                 "estimator": {k: v.cpu() for k, v in self.estimator.state_dict().items()},
@@ -730,6 +868,8 @@ class AmortizedPosterior:
         The model or prior + simulator are only needed to simulate again (more training,
         SBC, predictive checks) or when a support could not be saved; a summary network that
         is not one of :mod:`pyroflows.nn.summary` must be passed (untrained) as ``summary``.
+        A posterior saved with ``sizes`` keeps them (and ``size_arg``): a ``model`` passed
+        here simulates with them again.
 
         Raises:
             ValueError: a missing, truncated, corrupt or foreign file, another format version,
@@ -766,12 +906,20 @@ class AmortizedPosterior:
         summary_given = summary is not None
         if summary is None:
             summary = summary_from_config(c["summary"], c["summary_config"])
+        sized = c.get("sizes") is not None
         post = cls(
             model, c["observed"], prior=prior, simulator=simulator, summary=summary,
             flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
             model_kwargs=model_kwargs, param_name=c["param_name"],
+            sizes=c["sizes"] if sized and model is not None else None,
+            size_arg=c.get("size_arg") if sized and model is not None else None,
         )  # fmt: skip
         try:
+            if sized:
+                post.sizes = _check_sizes(c["sizes"])
+                post.size_arg = str(c["size_arg"])
+                post._size_axis = int(c.get("size_axis", 0))
+                post._row_shape = torch.Size(int(s) for s in c.get("row_shape", ()))
             supports = None if post.space is None else post.space.supports
             post.space = ParameterSpace.from_state(c["space"], supports)
             post.x_shape = torch.Size(c["x_shape"])

@@ -6,6 +6,10 @@
   (names, shapes and supports kept, for the bijection to the unconstrained space and for
   ArviZ); the named ``observed`` site is the data. A model that cannot be vectorised falls back
   to a loop, with a warning.
+* :class:`VariableSizeSimulator` runs such a model with a varying number of observations (an
+  argument of the model): each simulation draws its size, simulations are grouped by size
+  (one vectorised call per size) and the data sets are NaN-padded to one tensor
+  ``(N, max size, features)`` for set summaries (:class:`pyroflows.nn.DeepSet`).
 * :class:`PriorSimulator` draws ``theta`` from a torch / Pyro distribution and calls a
   ``simulator(theta) -> x`` on the whole batch.
 
@@ -16,9 +20,11 @@ and warns once with the count.
 
 from __future__ import annotations
 
+import inspect
 import math
+import operator
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pyro
@@ -29,7 +35,14 @@ from torch import Tensor
 
 from pyroflows.amortized.parameters import ParameterSpace
 
-__all__ = ["ModelSimulator", "PriorSimulator", "drop_invalid", "valid_rows"]
+__all__ = [
+    "ModelSimulator",
+    "PriorSimulator",
+    "VariableSizeSimulator",
+    "drop_invalid",
+    "set_to_model_layout",
+    "valid_rows",
+]
 
 
 def valid_rows(x: Tensor, nan_padding: bool = False) -> Tensor:
@@ -240,7 +253,10 @@ class ModelSimulator:
         if self.vectorized:
             try:
                 if not hasattr(self, "_plated"):  # per-site shapes under the outer plate
-                    probe = self._trace_vectorized(2, None)
+                    # on a random stream of its own: the first call of a seeded simulator
+                    # must draw what every later call with the same seed draws
+                    with torch.random.fork_rng(devices=[]):
+                        probe = self._trace_vectorized(2, None)
                     self._plated = {k: v.shape[1:] for k, v in probe.items()}
                 raw = self._trace_vectorized(n, condition)
                 return {k: self._natural(k, raw[k], n, shapes[k]) for k in names}
@@ -305,3 +321,300 @@ class ModelSimulator:
             )
         condition = self.space.unflatten(theta)
         return self._trace(len(theta), condition)[self.observed]
+
+
+def _check_sizes(sizes: Any) -> tuple[int, ...]:
+    """``sizes`` as sorted distinct positive ints, or a ValueError."""
+    message = f"sizes must be a non-empty collection of positive integers, got {sizes!r}"
+    if isinstance(sizes, str | bytes | Mapping) or not isinstance(sizes, Iterable):
+        raise ValueError(message)
+    out = set()
+    for value in sizes:
+        if isinstance(value, bool) or (isinstance(value, Tensor) and value.is_floating_point()):
+            raise ValueError(message)
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise ValueError(message) from None
+        if value < 1:
+            raise ValueError(message)
+        out.add(value)
+    if not out:
+        raise ValueError(message)
+    return tuple(sorted(out))
+
+
+def _check_size_arg(model: Callable, size_arg: Any, args: tuple, kwargs: dict) -> str:
+    """``size_arg`` if the model takes it as a keyword argument (with ``args`` / ``kwargs``)."""
+    if not isinstance(size_arg, str) or not size_arg.isidentifier():
+        raise ValueError(f"size_arg must be the name of an argument of the model, got {size_arg!r}")
+    if size_arg in kwargs:
+        raise ValueError(
+            f"model_kwargs sets {size_arg!r}, the argument that sizes= varies: leave it out"
+        )
+    try:
+        signature = inspect.signature(model)
+    except (TypeError, ValueError):  # a callable without a signature: tracing will tell
+        return size_arg
+    params = signature.parameters
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    param = params.get(size_arg)
+    if (param is None and not var_kw) or (
+        param is not None and param.kind is inspect.Parameter.POSITIONAL_ONLY
+    ):
+        raise ValueError(
+            f"size_arg={size_arg!r} is not a keyword argument of the model; its arguments are "
+            f"{list(params)}"
+        )
+    try:
+        signature.bind(*args, **kwargs, **{size_arg: 1})
+    except TypeError as error:
+        raise ValueError(
+            f"the model cannot be called with model_args, model_kwargs and {size_arg}=<size> "
+            f"({error})"
+        ) from None
+    return size_arg
+
+
+def _as_sizes(size: Any, n: int) -> Tensor:
+    """A given size (one int, or one per simulation) as a long tensor ``(n,)``."""
+    if isinstance(size, Tensor) and size.dim() == 0:
+        size = size.item() if not size.is_floating_point() else size
+    if isinstance(size, int) and not isinstance(size, bool):
+        if size < 1:
+            raise ValueError(f"size must be a positive integer, got {size}")
+        return torch.full((n,), size, dtype=torch.long)
+    if isinstance(size, Tensor):
+        values = size
+    else:
+        try:
+            values = torch.as_tensor(size)
+        except (TypeError, ValueError, RuntimeError):
+            values = None
+    if (
+        values is None
+        or values.dtype == torch.bool
+        or values.is_floating_point()
+        or values.is_complex()
+        or values.shape != (n,)
+    ):
+        raise ValueError(
+            f"size must be a positive integer or {n} of them (one per simulation), got {size!r}"
+        )
+    if bool((values < 1).any()):
+        raise ValueError(f"sizes must be positive, got {values.min().item()}")
+    return values.to(torch.long)
+
+
+def set_to_model_layout(x: Tensor, axis: int = 0, row_shape: Sequence[int] = ()) -> Tensor:
+    """Sets ``(..., n, features)`` (the summary's layout) back to the model's data layout:
+    the ``n`` rows move to dimension ``axis`` of one data set and the features take
+    ``row_shape`` again. Padding rows are kept (drop them first for one data set).
+
+    Example:
+        >>> set_to_model_layout(torch.zeros(3, 7, 1)).shape  # a plate of scalar observations
+        torch.Size([3, 7])
+        >>> set_to_model_layout(torch.zeros(7, 6), axis=1, row_shape=(2, 3)).shape
+        torch.Size([2, 7, 3])
+    """
+    lead = x.shape[:-2]
+    x = x.reshape(*lead, x.shape[-2], *row_shape)
+    return x.movedim(len(lead), len(lead) + axis)
+
+
+class VariableSizeSimulator:
+    """Simulations from a Pyro model whose number of observations varies: data sets of a
+    random size, NaN-padded to one tensor (the layout of set summaries such as
+    :class:`pyroflows.nn.DeepSet` with ``nan_padding``).
+
+    The model takes the number of observations as its keyword argument ``size_arg`` and the
+    observed site's shape must change with it in exactly one dimension, of that extent
+    (usually the dimension of the plate of that size). Each simulation draws its size
+    uniformly from the distinct ``sizes`` (from torch's global random stream, like the model's
+    own draws, so a seed fixes sizes and data alike); simulations are grouped by size and each
+    group is one vectorised :class:`ModelSimulator` call with that size. One simulation's data
+    of size ``n`` becomes a set ``(n, features)``: the varying dimension first, the rest
+    flattened into ``features`` (1 for scalar observations); it is padded with all-NaN rows to
+    ``max(sizes)`` rows (NaN padding makes integer data floating point). Latent sites (the
+    parameters) must not change shape with the size: per-observation latent variables are not
+    supported.
+
+    Args:
+        model: a Pyro model ``model(*args, **kwargs, **{size_arg: n})`` that samples
+            ``observed`` (``obs=None`` by default).
+        observed: name of the data site.
+        sizes: the possible numbers of observations (positive integers, e.g. ``range(5, 101)``).
+        size_arg: the model's keyword argument that sets the number of observations.
+        args, kwargs: the model's other arguments (``kwargs`` must not contain ``size_arg``).
+        vectorized: as for :class:`ModelSimulator`.
+
+    Attributes:
+        sizes: the distinct sizes, sorted; ``max_size`` their maximum.
+        axis, row_shape: where the rows lie in one data set of the model, and the shape of
+            one row (``()`` for scalar observations).
+        x_shape: ``(max_size, features)``, one padded simulation.
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> def model(n=10, x=None):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with pyro.plate("data", n):
+        ...         return pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> sim = VariableSizeSimulator(model, "x", sizes=range(2, 5), size_arg="n")
+        >>> sim.space, sim.x_shape
+        (ParameterSpace(mu()), torch.Size([4, 1]))
+        >>> theta, x = sim(6)
+        >>> theta.shape, x.shape
+        (torch.Size([6, 1]), torch.Size([6, 4, 1]))
+        >>> n = (~x.isnan().all(-1)).sum(-1)  # real rows per simulation: 2, 3 or 4
+        >>> bool(((n >= 2) & (n <= 4)).all())
+        True
+        >>> sim.simulate(theta[:2], size=3).isnan().all(-1)  # given sizes: one padding row
+        tensor([[False, False, False,  True],
+                [False, False, False,  True]])
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        observed: str = "x",
+        sizes: Iterable[int] = (),
+        size_arg: str = "n",
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        vectorized: bool = True,
+    ):
+        if not callable(model):
+            raise TypeError("model must be a callable Pyro model")
+        self.sizes = _check_sizes(sizes)
+        self.model, self.observed = model, str(observed)
+        self.args, self.kwargs = tuple(args), dict(kwargs or {})
+        self.size_arg = _check_size_arg(model, size_arg, self.args, self.kwargs)
+        self.vectorized = vectorized
+        self.max_size = self.sizes[-1]
+        self._size_values = torch.tensor(self.sizes, dtype=torch.long)
+        self._subs: dict[int, ModelSimulator] = {}
+        a = self.sizes[0]
+        b = self.sizes[-1] if len(self.sizes) > 1 else a + 1
+        sim_a, sim_b = self._sub(a), self._sub(b)
+        shapes_a = dict(zip(sim_a.space.names, sim_a.space.shapes, strict=True))
+        shapes_b = dict(zip(sim_b.space.names, sim_b.space.shapes, strict=True))
+        if shapes_a != shapes_b:
+            changed = sorted(k for k in shapes_a.keys() | shapes_b.keys()
+                             if shapes_a.get(k) != shapes_b.get(k))  # fmt: skip
+            raise ValueError(
+                f"latent site(s) {changed} change with {self.size_arg}= ({a}: "
+                f"{ {k: tuple(shapes_a[k]) for k in changed if k in shapes_a} }, {b}: "
+                f"{ {k: tuple(shapes_b[k]) for k in changed if k in shapes_b} }): the "
+                "parameters must not depend on the number of observations (per-observation "
+                "latent variables are not supported)"
+            )
+        self.space = sim_a.space
+        self.axis, self.row_shape = self._find_axis(sim_a.x_shape, a, sim_b.x_shape, b)
+        self.features = math.prod(self.row_shape)
+        self.x_shape = torch.Size([self.max_size, self.features])
+
+    def _find_axis(self, shape_a, a: int, shape_b, b: int) -> tuple[int, torch.Size]:
+        """The dimension of one data set that holds the observations, and a row's shape."""
+        differ = [i for i, (p, q) in enumerate(zip(shape_a, shape_b, strict=False)) if p != q]
+        if len(shape_a) == len(shape_b) and differ == [] or len(shape_a) == 0:
+            raise ValueError(
+                f"the observed site {self.observed!r} has shape {tuple(shape_a)} with "
+                f"{self.size_arg}={a} and {tuple(shape_b)} with {self.size_arg}={b}: its shape "
+                f"does not change with {self.size_arg!r}, so {self.size_arg!r} does not set the "
+                f"number of observations (sample {self.observed!r} inside a plate of that size)"
+            )
+        if len(shape_a) != len(shape_b) or len(differ) != 1 or (
+            shape_a[differ[0]], shape_b[differ[0]]) != (a, b):  # fmt: skip
+            raise ValueError(
+                f"the observed site {self.observed!r} has shape {tuple(shape_a)} with "
+                f"{self.size_arg}={a} and {tuple(shape_b)} with {self.size_arg}={b}: it must "
+                f"change in exactly one dimension, of extent {self.size_arg} (a plate of that "
+                "size)"
+            )
+        axis = differ[0]
+        return axis, torch.Size(shape_a[:axis] + shape_a[axis + 1 :])
+
+    def _sub(self, size: int) -> ModelSimulator:
+        """The vectorised simulator of data sets of ``size`` observations (built once, without
+        drawing from the global random stream, so the simulations a seed gives do not depend
+        on which sizes were used before)."""
+        sub = self._subs.get(size)
+        if sub is None:
+            with torch.random.fork_rng(devices=[]):
+                kwargs = {**self.kwargs, self.size_arg: size}
+                sub = ModelSimulator(self.model, self.observed, self.args, kwargs, self.vectorized)
+                sub._trace(2, None)  # the probe of per-site shapes under the outer plate
+            self.vectorized = sub.vectorized  # a fallback to the loop warns once
+            if hasattr(self, "axis"):
+                expected = self.row_shape[: self.axis] + (size,) + self.row_shape[self.axis :]
+                if tuple(sub.x_shape) != tuple(expected):
+                    raise ValueError(
+                        f"with {self.size_arg}={size} the observed site {self.observed!r} has "
+                        f"shape {tuple(sub.x_shape)}, expected {tuple(expected)}"
+                    )
+            self._subs[size] = sub
+        return sub
+
+    def sample_sizes(self, n: int) -> Tensor:
+        """``(n,)`` sizes drawn uniformly from :attr:`sizes` (torch's global stream)."""
+        index = torch.randint(len(self.sizes), (_check_count(n),))
+        return self._size_values[index]
+
+    def _run(self, sizes: Tensor, theta: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Simulations grouped by size (ascending), padded and put back in their order."""
+        n, width = len(sizes), max(self.max_size, int(sizes.max()))
+        parts = []
+        for size in sizes.unique().tolist():
+            index = (sizes == size).nonzero().squeeze(-1)
+            sub = self._sub(int(size))
+            if theta is None:
+                t, x = sub(len(index))
+            else:
+                t = theta[index]
+                x = sub.simulate(t)
+            x = x.movedim(1 + self.axis, 1).reshape(len(index), size, self.features)
+            parts.append((index, t, x))
+        dtype = parts[0][2].dtype
+        if not dtype.is_floating_point:
+            dtype = torch.get_default_dtype()
+        x_out = torch.full((n, width, self.features), math.nan, dtype=dtype)
+        theta_out = theta
+        if theta is None:
+            theta_out = torch.empty((n, self.space.dim), dtype=parts[0][1].dtype)
+        for index, t, x in parts:
+            x_out[index, : x.shape[1]] = x.to(dtype)
+            if theta is None:
+                theta_out[index] = t
+        return theta_out, x_out
+
+    def __call__(self, n: int) -> tuple[Tensor, Tensor]:
+        """``n`` simulations ``(theta (n, dim), x (n, max_size, features))``, each of a random
+        size; rows beyond a simulation's size are NaN."""
+        return self._run(self.sample_sizes(n), None)
+
+    def sample_prior(self, n: int) -> Tensor:
+        """``(n, dim)`` flat draws of the latent sites."""
+        return self._sub(self.sizes[0]).sample_prior(n)
+
+    def simulate(self, theta: Tensor, size: Any = None) -> Tensor:
+        """Padded data ``(N, width, features)`` for flat parameters ``(N, dim)``.
+
+        Args:
+            size: None (each simulation draws its size from :attr:`sizes`, as in training),
+                one positive int for all, or one per simulation ``(N,)``; any positive size
+                is allowed (``width`` is ``max(max_size, largest size)``).
+        """
+        if theta.dim() != 2:
+            raise ValueError(
+                f"theta must have shape (N, {self.space.dim}), got {tuple(theta.shape)}"
+            )
+        n = len(theta)
+        if n == 0:
+            return torch.empty((0, self.max_size, self.features))
+        sizes = self.sample_sizes(n) if size is None else _as_sizes(size, n)
+        return self._run(sizes, theta)[1]
+
+    def to_model_layout(self, x: Tensor) -> Tensor:
+        """Sets ``(..., n, features)`` in the model's data layout (:func:`set_to_model_layout`)."""
+        return set_to_model_layout(x, self.axis, self.row_shape)

@@ -368,7 +368,7 @@ def posterior_predictive(
 ) -> tuple[Tensor, Tensor]:
     """``(theta (S, dim), x_rep (S, ...))``: posterior draws for one observation and data
     simulated from them (``posterior.simulate_data``: the Pyro model conditioned on the draws,
-    vectorised, or the simulator).
+    vectorised, or the simulator; with ``sizes``, data sets of the observation's size).
 
     Compare a statistic of ``x_rep`` with that of ``x_obs`` (posterior predictive check).
     """
@@ -376,5 +376,9 @@ def posterior_predictive(
         if seed is not None:
             torch.manual_seed(seed)
         theta = posterior.sample(x_obs, num_samples)
-        x_rep = posterior.simulate_data(theta)
+        size = posterior.size_of(x_obs) if getattr(posterior, "sizes", None) is not None else None
+        if size is None:
+            x_rep = posterior.simulate_data(theta)
+        else:  # data sets as large as the observation (padding beyond it kept as NaN)
+            x_rep = posterior.simulate_data(theta, size=size)
     return theta, x_rep
