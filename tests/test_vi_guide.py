@@ -384,3 +384,19 @@ def test_stl_with_spline_layers_is_refused_not_silently_wrong():
     guide = FlowGuide(constrained_model, flow="nsf", layers=1, hidden=(8,), stl=True)
     with pytest.raises(ValueError, match="stl=True is not supported with spline layers"):
         guide(X)
+
+
+def test_laplace_start_with_a_subsampled_plate_names_the_plate():
+    """The Laplace start needs the whole data in one evaluation; a model that subsamples gets
+    a clear error naming the plate (not a shape error from inside Pyro)."""
+    y = torch.randn(20)
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("groups", 20, subsample_size=5) as ind:
+            theta = pyro.sample("theta", dist.Normal(mu, 1.0))
+            pyro.sample("y", dist.Normal(theta, 1.0), obs=y[ind])
+
+    guide = FlowGuide(model, flow="iaf", layers=1, hidden=(8,), affine_init="laplace")
+    with pytest.raises(NotImplementedError, match="groups"):
+        guide(y)

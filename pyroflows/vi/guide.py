@@ -291,7 +291,11 @@ class FlowGuide(AutoContinuous):
 
     def _laplace(self, loc: Tensor, scale_tril: Tensor, *args, **kwargs):
         if self._subsampled:
-            raise NotImplementedError("affine_init='laplace' needs unsubsampled plates")
+            raise NotImplementedError(
+                "affine_init='laplace' needs the whole data in one step: the model subsamples "
+                f"plate(s) {sorted({p for v in self._subsampled.values() for _, p in v})}; use "
+                "affine_init=None (Pyro refuses a full subsample where subsample_size is set)"
+            )
         u = loc.detach().clone().requires_grad_()
         optimizer = torch.optim.LBFGS(
             [u], lr=1.0, max_iter=self.map_steps, line_search_fn="strong_wolfe"
