@@ -27,7 +27,15 @@ import torch
 FORMAT = "pyroflows.checkpoint"
 VERSION = 1
 
-__all__ = ["atomic_save", "load_checkpoint", "rng_state", "set_rng_state", "zip_damage"]
+__all__ = [
+    "atomic_save",
+    "load_all_or_nothing",
+    "load_checkpoint",
+    "read_saved",
+    "rng_state",
+    "set_rng_state",
+    "zip_damage",
+]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -69,6 +77,57 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         os.close(fd)
 
 
+def read_saved(
+    path: str | Path,
+    fmt: str,
+    what: str,
+    *,
+    corrupt: str = "corrupt",
+    unreadable: str | None = None,
+) -> dict[str, Any]:
+    """Read a dictionary that pyroflows saved with ``torch.save``: the archive's checksums
+    first (:func:`zip_damage`), then ``torch.load(weights_only=True)`` (a crafted file cannot
+    run code), then its ``"format"`` entry. Checking the version is the caller's: the policies
+    differ (exactly this version, or up to it).
+
+    Args:
+        path: the file.
+        fmt: the expected ``blob["format"]``.
+        what: the kind of file, for messages (``"a pyroflows checkpoint"``).
+        corrupt: how a file with damaged bytes is described (``"{path} is {corrupt}: ..."``).
+        unreadable: how a file ``torch.load`` cannot read is described (default ``what``).
+
+    Raises:
+        ValueError: a missing, truncated, corrupt or foreign file, naming the problem.
+    """
+    damage = zip_damage(path)
+    if damage is not None:
+        raise ValueError(f"{path} is {corrupt}: {damage}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as error:  # truncated, corrupt, or a pickle that is not plain data
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        raise ValueError(f"{path} is not {unreadable or what} ({reason})") from None
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise ValueError(f"{path} is not {what}")
+    return blob
+
+
+def load_all_or_nothing(load: Any, module: torch.nn.Module, state_dict: Any, **kwargs: Any):
+    """``load(state_dict, **kwargs)`` (a module's ``load_state_dict``), undone when it raises:
+    ``nn.Module.load_state_dict`` copies the matching entries before it reports a mismatch,
+    which would leave ``module`` half overwritten."""
+    backup = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    try:
+        return load(state_dict, **kwargs)
+    except Exception:
+        load(backup)
+        raise
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by the training loop (``weights_only=True``).
 
@@ -77,19 +136,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             also a file whose bytes no longer match the checksums of its zip archive (which
             ``torch.load`` alone would read silently, with other weights).
     """
-    damage = zip_damage(path)
-    if damage is not None:
-        raise ValueError(f"{path} is a corrupt checkpoint: {damage}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such checkpoint file") from None
-    except Exception as error:  # truncated, corrupt, or a pickle that is not plain data
-        text = str(error).strip()
-        reason = text.splitlines()[0] if text else type(error).__name__
-        raise ValueError(f"{path} is not a readable pyroflows checkpoint ({reason})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a pyroflows checkpoint")
+    blob = read_saved(
+        path, FORMAT, "a pyroflows checkpoint", corrupt="a corrupt checkpoint",
+        unreadable="a readable pyroflows checkpoint",
+    )  # fmt: skip
     if blob.get("version") != VERSION:
         raise ValueError(
             f"{path} has checkpoint format version {blob.get('version')}; this pyroflows "

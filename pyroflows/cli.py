@@ -219,7 +219,9 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
         est.feature_names_in_ = np.asarray(names, dtype=object)
     try:
         est.save(args.out)
-    except RuntimeError as error:  # torch.save reports a failed write as a RuntimeError
+    except ValueError as error:  # atomic_save: the folder vanished or refused the write
+        raise OSError(str(error)) from None
+    except RuntimeError as error:  # torch.save reports some failed writes as a RuntimeError
         raise OSError(f"cannot write {args.out}: {error}") from None
     hist = est.history_
     which = "validation" if any(not math.isnan(v) for v in hist.val_loss) else "training"

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from pyroflows.checkpoint import atomic_save, read_saved
 from pyroflows.validation import check_data
 
 __all__ = ["BaseDensity", "split_validation"]
@@ -131,7 +131,8 @@ class BaseDensity(BaseEstimator):
 
     def save(self, path: str | Path) -> None:
         """Save the hyper-parameters and the fitted state to one file, loadable with
-        ``torch.load(path, weights_only=True)`` (no code is pickled)."""
+        ``torch.load(path, weights_only=True)`` (no code is pickled), written atomically
+        (:func:`pyroflows.checkpoint.atomic_save`)."""
         if not hasattr(self, "n_features_in_"):
             raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit first")
         blob = {
@@ -142,7 +143,7 @@ class BaseDensity(BaseEstimator):
             "feature_names": [str(n) for n in getattr(self, "feature_names_in_", [])],
             "state": self._get_state(),
         }
-        torch.save(blob, path)
+        atomic_save(blob, path)
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> BaseDensity:
@@ -153,19 +154,11 @@ class BaseDensity(BaseEstimator):
             **overrides: hyper-parameters to replace (e.g. ``device="cuda"``).
 
         Raises:
-            ValueError: a missing, corrupt or foreign file, or a newer format version.
+            ValueError: a missing, truncated, corrupt (checksums) or foreign file, or a newer
+                format version.
         """
         what = f"a saved pyroflows {cls.__name__}"
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ValueError(f"{path}: no such file") from None
-        except Exception as error:  # corrupt file, or a pickle that is not plain data
-            text = str(error).strip()
-            reason = text.splitlines()[0] if text else type(error).__name__
-            raise ValueError(f"{path} is not {what} ({reason})") from None
-        if not isinstance(blob, dict) or blob.get("format") != cls._format():
-            raise ValueError(f"{path} is not {what}")
+        blob = read_saved(path, cls._format(), what)
         version = blob.get("version")
         if not isinstance(version, int) or version > cls.FORMAT_VERSION:
             raise ValueError(

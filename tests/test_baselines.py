@@ -16,6 +16,8 @@ from threadpoolctl import threadpool_limits
 from pyroflows.baselines import GaussianDensity, GMMDensity, KDEDensity
 from pyroflows.validation import check_data
 
+from conftest import largest_tensor_bytes
+
 # Small, fast settings for each estimator, keyed by a readable id.
 ESTIMATORS = {
     "gaussian": lambda: GaussianDensity(),
@@ -232,6 +234,21 @@ def test_save_and_load_reproduce_scores_and_samples(make, tmp_path):
         return {k: np.asarray(v).tolist() for k, v in params.items()}
 
     assert plain(loaded.get_params()) == plain(model.get_params())
+
+
+@pytest.mark.parametrize("make", ESTIMATORS.values(), ids=ESTIMATORS.keys())
+def test_a_file_with_altered_tensor_bytes_is_refused(make, tmp_path):
+    """``torch.load`` does not check the archive's checksums: without the check an altered
+    byte inside a stored tensor would load silently as other parameters."""
+    X = np.random.default_rng(4).normal(size=(200, 2))
+    path = tmp_path / "m.pt"
+    make().fit(X).save(path)
+    start, size = largest_tensor_bytes(path)
+    data = bytearray(path.read_bytes())
+    data[start + size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is corrupt: the bytes of .* checksum"):
+        type(make()).load(path)
 
 
 @pytest.mark.parametrize("make", ESTIMATORS.values(), ids=ESTIMATORS.keys())

@@ -40,7 +40,13 @@ from pyroflows.amortized.simulate import (
     valid_rows,
 )
 from pyroflows.builders import build
-from pyroflows.checkpoint import atomic_save, rng_state, set_rng_state, zip_damage
+from pyroflows.checkpoint import (
+    atomic_save,
+    load_all_or_nothing,
+    read_saved,
+    rng_state,
+    set_rng_state,
+)
 from pyroflows.flows import Flow
 from pyroflows.losses import nll
 from pyroflows.nn.summary import IdentitySummary, summary_from_config
@@ -170,12 +176,9 @@ class PosteriorEstimator(nn.Module):
         """``nn.Module.load_state_dict``, all or nothing: when the state does not fit (e.g. a
         checkpoint of another architecture given to ``resume``), the estimator keeps its
         parameters (PyTorch would have copied the matching entries before raising)."""
-        backup = {k: v.detach().clone() for k, v in self.state_dict().items()}
-        try:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        except Exception:
-            super().load_state_dict(backup)
-            raise
+        return load_all_or_nothing(
+            super().load_state_dict, self, state_dict, strict=strict, assign=assign
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -877,17 +880,7 @@ class AmortizedPosterior:
                 (or the ``summary`` passed); a crafted file never runs code.
         """
         what = "a saved pyroflows AmortizedPosterior"
-        damage = zip_damage(path)
-        if damage is not None:
-            raise ValueError(f"{path} is corrupt: {damage}")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ValueError(f"{path}: no such file") from None
-        except Exception as error:
-            raise ValueError(f"{path} is not {what} ({type(error).__name__})") from None
-        if not isinstance(blob, dict) or blob.get("format") != "pyroflows.AmortizedPosterior":
-            raise ValueError(f"{path} is not {what}")
+        blob = read_saved(path, "pyroflows.AmortizedPosterior", what)
         version = blob.get("version")
         if type(version) is not int or version != cls.FORMAT_VERSION:
             newer = type(version) is int and version > cls.FORMAT_VERSION

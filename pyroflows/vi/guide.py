@@ -33,6 +33,7 @@ from pyro.ops.tensor_utils import periodic_repeat
 from torch import Tensor, nn
 
 from pyroflows.builders import FAMILIES, build
+from pyroflows.checkpoint import load_all_or_nothing
 from pyroflows.flows import Flow, FlowDistribution
 from pyroflows.train import History, fit
 from pyroflows.vi.affine import AffineTril
@@ -342,12 +343,9 @@ class FlowGuide(AutoContinuous):
                 "this FlowGuide is not set up yet, so it has no flow to load the state into; "
                 "call guide(*model_args) once (or guide.fit) before load_state_dict"
             )
-        backup = {k: v.detach().clone() for k, v in self.state_dict().items()}
-        try:
-            return super().load_state_dict(state_dict, strict=strict, assign=assign)
-        except Exception:
-            super().load_state_dict(backup)
-            raise
+        return load_all_or_nothing(
+            super().load_state_dict, self, state_dict, strict=strict, assign=assign
+        )
 
     # -- the guide ----------------------------------------------------------------------------
     def get_posterior(self, *args, **kwargs) -> FlowDistribution:
