@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,8 @@ import pyroflows as pf
 from pyroflows.checkpoint import atomic_save, load_checkpoint
 from pyroflows.density import DensityEstimator
 from pyroflows.losses import ReverseKL, nll
+
+from conftest import epoch_of, finish, largest_tensor_bytes, spawn, wait_for
 
 # The child trains a small flow with a checkpoint every epoch; SLOW_SAVE makes every
 # checkpoint write pause (after the temporary file is written, before the rename).
@@ -55,40 +55,14 @@ CHILD = textwrap.dedent(
 def _run_child(tmp_path: Path, name: str, env: dict | None = None) -> subprocess.Popen:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / f"{name}.ckpt"), str(tmp_path / f"{name}.pt")],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _wait_for(predicate, timeout: float = 120.0) -> None:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError("the child did not reach the expected point")
-        time.sleep(0.02)
-
-
-def _finish(proc: subprocess.Popen) -> None:
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()
+    return spawn(script, tmp_path / f"{name}.ckpt", tmp_path / f"{name}.pt", env=env)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reference")
-    _finish(_run_child(tmp, "ref"))
+    finish(_run_child(tmp, "ref"))
     return torch.load(tmp / "ref.pt", weights_only=True)
-
-
-def _epoch_of(path: Path) -> int:
-    try:
-        return load_checkpoint(path)["epoch"]
-    except ValueError:
-        return -1
 
 
 @pytest.mark.parametrize("during_write", [False, True], ids=["between-epochs", "during-write"])
@@ -96,16 +70,16 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, uninterrupted, during_wr
     ckpt = tmp_path / "run.ckpt"
     env = {"SLOW_SAVE": "1"} if during_write else {"SLOW_EPOCH": "1"}
     proc = _run_child(tmp_path, "run", env)
-    _wait_for(lambda: _epoch_of(ckpt) >= 2)
+    wait_for(lambda: epoch_of(ckpt) >= 2)
     if during_write:  # wait until the next checkpoint is half written, then kill
         tmp_file = tmp_path / f".run.ckpt.tmp-{proc.pid}"
-        _wait_for(tmp_file.exists)
+        wait_for(tmp_file.exists)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     survivor = load_checkpoint(ckpt)  # the last complete checkpoint still reads
     assert 2 <= survivor["epoch"] < 8
     # resume (a new process, the same command) and compare with the uninterrupted run
-    _finish(_run_child(tmp_path, "run"))
+    finish(_run_child(tmp_path, "run"))
     resumed = torch.load(tmp_path / "run.pt", weights_only=True)
     assert resumed.keys() == uninterrupted.keys()
     for key in resumed:
@@ -221,12 +195,7 @@ CLI_CHILD = textwrap.dedent(
 def _cli_child(folder: Path, name: str, env: dict | None = None) -> subprocess.Popen:
     script = folder / "cli_child.py"
     script.write_text(CLI_CHILD)
-    return subprocess.Popen(
-        [sys.executable, str(script), str(folder), name],
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    return spawn(script, folder, name, env=env)
 
 
 def test_the_estimator_and_cli_resume_a_killed_auto_fit_bit_identically(tmp_path):
@@ -239,20 +208,20 @@ def test_the_estimator_and_cli_resume_a_killed_auto_fit_bit_identically(tmp_path
     for folder in (reference, interrupted):
         folder.mkdir()
         np.savetxt(folder / "data.csv", data, delimiter=",")
-    _finish(_cli_child(reference, "model"))
+    finish(_cli_child(reference, "model"))
     assert (reference / "run.nsf-gmm.ckpt").exists() and (reference / "run.nsf.ckpt").exists()
     assert not (reference / "run.ckpt").exists()
 
     proc = _cli_child(interrupted, "model", {"SLOW": "1"})
     second = interrupted / "run.nsf.ckpt"
-    _wait_for(lambda: _epoch_of(second) >= 2)
+    wait_for(lambda: epoch_of(second) >= 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first_done = load_checkpoint(interrupted / "run.nsf-gmm.ckpt")
     killed_at = load_checkpoint(second)["epoch"]
     assert 2 <= killed_at < 6
     (interrupted / "epochs.txt").unlink()
-    _finish(_cli_child(interrupted, "model"))
+    finish(_cli_child(interrupted, "model"))
     # the finished member was restored, not retrained; the second went on from its checkpoint
     again = load_checkpoint(interrupted / "run.nsf-gmm.ckpt")
     assert again["epoch"] == first_done["epoch"]
@@ -294,18 +263,9 @@ def test_estimator_checkpoint_options_are_checked_before_any_work(tmp_path):
 def _flip_a_byte_inside_the_largest_tensor(path: Path) -> None:
     """Alter one byte in the middle of the stored bytes of the largest tensor (the zip member's
     data, not its header), as a bad disk or a broken copy would."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as archive:
-        info = max(
-            (i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size
-        )
+    start, size = largest_tensor_bytes(path)
     data = bytearray(path.read_bytes())
-    header = info.header_offset
-    name_len = int.from_bytes(data[header + 26 : header + 28], "little")
-    extra_len = int.from_bytes(data[header + 28 : header + 30], "little")
-    start = header + 30 + name_len + extra_len
-    data[start + info.file_size // 2] ^= 0xFF
+    data[start + size // 2] ^= 0xFF
     path.write_bytes(bytes(data))
 
 

@@ -10,9 +10,7 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 import warnings
 from pathlib import Path
 
@@ -25,6 +23,16 @@ import pyroflows.checkpoint
 from pyroflows.amortized import AmortizedPosterior
 from pyroflows.checkpoint import load_checkpoint
 from pyroflows.nn.summary import MLPSummary
+
+from conftest import (
+    Interrupted,
+    epoch_of,
+    finish,
+    interrupt_at,
+    largest_tensor_bytes,
+    spawn,
+    wait_for,
+)
 
 torch.set_num_threads(1)
 
@@ -102,18 +110,6 @@ def x_loc(post: AmortizedPosterior) -> torch.Tensor:
     return post.x_pre.state_dict()["transforms.0.loc"]
 
 
-class Interrupted(Exception):
-    pass
-
-
-def interrupt_at(stop_epoch: int):
-    def callback(epoch, history):
-        if epoch == stop_epoch:
-            raise Interrupted
-
-    return callback
-
-
 # -- checkpoint and resume ------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["callback-raises", "shorter-run"])
 @pytest.mark.parametrize("mode", MODES)
@@ -158,20 +154,7 @@ CHILD = textwrap.dedent(
 def _child(tmp_path: Path, mode: str, speed: str) -> subprocess.Popen:
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tests=str(Path(__file__).parent)))
-    args = [str(tmp_path / "run.ckpt"), str(tmp_path / "final.pt"), mode, speed]
-    return subprocess.Popen(
-        [sys.executable, str(script), *args],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _epoch_of(path: Path) -> int:
-    try:
-        return load_checkpoint(path)["epoch"]
-    except ValueError:
-        return -1
+    return spawn(script, tmp_path / "run.ckpt", tmp_path / "final.pt", mode, speed)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -180,18 +163,13 @@ def test_sigkill_then_resume_in_a_new_process_is_bit_identical(tmp_path, mode):
     the reference is fitted here, in this process, whatever its global random state."""
     reference = make_post().fit(**MODES[mode])
     proc = _child(tmp_path, mode, "slow")
-    start = time.monotonic()
-    while _epoch_of(tmp_path / "run.ckpt") < 2:
-        assert proc.poll() is None, proc.communicate()[1].decode()
-        assert time.monotonic() - start < 120, "the child wrote no checkpoint of epoch 2"
-        time.sleep(0.02)
+    wait_for(lambda: epoch_of(tmp_path / "run.ckpt") >= 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (tmp_path / "final.pt").exists()
     assert 2 <= load_checkpoint(tmp_path / "run.ckpt")["epoch"] < 4
     again = _child(tmp_path, mode, "fast")  # the same command, run again
-    _, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err.decode()
+    finish(again)
     resumed = AmortizedPosterior.load(tmp_path / "final.pt")
     assert_same(trained(resumed), trained(reference))
     assert_same(resumed.history.as_dict()["val_loss"], reference.history.val_loss)
@@ -513,26 +491,12 @@ def _flip(data: bytes, where: int) -> bytes:
     return bytes(out)
 
 
-def _tensor_bytes_offset(path: Path) -> int:
-    """Where the bytes of the largest tensor lie in the zip archive torch.save writes."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as archive:
-        info = max(
-            (i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size
-        )
-    data = path.read_bytes()
-    name_len = int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little")
-    extra_len = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
-    return info.header_offset + 30 + name_len + extra_len
-
-
 BYTES_CASES = {
     "truncated": (lambda data, path: data[: len(data) // 2], "is not a saved pyroflows"),
     "empty-file": (lambda data, path: b"", "is not a saved pyroflows"),
     "random-bytes": (lambda data, path: os.urandom(len(data)), "is not a saved pyroflows"),
     "flipped-tensor-bytes": (
-        lambda data, path: _flip(data, _tensor_bytes_offset(path) + 8),
+        lambda data, path: _flip(data, largest_tensor_bytes(path)[0] + 8),
         "is corrupt: the bytes of archive/data/",
     ),
     "flipped-pickle-bytes": (lambda data, path: _flip(data, 200), "is corrupt"),

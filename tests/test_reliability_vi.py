@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pyro
@@ -20,6 +18,8 @@ from pyro.infer import Trace_ELBO
 
 from pyroflows.checkpoint import load_checkpoint
 from pyroflows.vi import FlowGuide
+
+from conftest import Interrupted, epoch_of, finish, interrupt_at, spawn, wait_for
 
 torch.set_num_threads(1)
 
@@ -57,18 +57,6 @@ def assert_same_state(a, b) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-
-
-class Interrupted(Exception):
-    pass
-
-
-def interrupt_at(stop_epoch: int):
-    def callback(epoch, history):
-        if epoch == stop_epoch:
-            raise Interrupted
-
-    return callback
 
 
 # -- checkpoint and resume ------------------------------------------------------------------
@@ -126,21 +114,7 @@ CHILD = textwrap.dedent(
 def _child(tmp_path: Path, speed: str) -> subprocess.Popen:
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tests=str(Path(__file__).parent)))
-    args = [str(tmp_path / "run.ckpt"), str(tmp_path / "final.pt"), speed]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(script), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def _epoch_of(path: Path) -> int:
-    try:
-        return load_checkpoint(path)["epoch"]
-    except ValueError:
-        return -1
+    return spawn(script, tmp_path / "run.ckpt", tmp_path / "final.pt", speed)
 
 
 def test_sigkill_then_resume_in_a_new_process_is_bit_identical(tmp_path):
@@ -148,19 +122,14 @@ def test_sigkill_then_resume_in_a_new_process_is_bit_identical(tmp_path):
     process (nor on its global random state) to be reproduced."""
     reference = fitted()
     proc = _child(tmp_path, "slow")
-    start = time.monotonic()
-    while _epoch_of(tmp_path / "run.ckpt") < 2:
-        assert proc.poll() is None, proc.communicate()[1].decode()
-        assert time.monotonic() - start < 120, "the child wrote no checkpoint of epoch 2"
-        time.sleep(0.02)
+    wait_for(lambda: epoch_of(tmp_path / "run.ckpt") >= 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "final.pt").exists()
     assert 2 <= load_checkpoint(tmp_path / "run.ckpt")["epoch"] < 4
     again = _child(tmp_path, "fast")  # the same command, run again
-    _, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err.decode()
+    finish(again)
     resumed = torch.load(tmp_path / "final.pt", weights_only=True)
     assert_same_state(resumed, reference)
 
