@@ -316,20 +316,17 @@ class DensityEstimator(BaseDensity):
             >>> os.path.exists(path)
             True
         """
-        self._runs = self._check_run_files(checkpoint, checkpoint_every, resume)
-        try:
-            if not is_streamed(X):
-                return super().fit(X, X_val)
-            self._check_params()
-            rows = open_rows(X)
-            check_rows(rows)
-            if X_val is not None:
-                X_val = check_data(X_val, rows.shape[1], name="X_val")
-            with _threads(self.num_threads):
-                state = self._fit_portfolio(self._prepare_streamed(rows, X_val))
-            return self._set_fitted(state, rows.shape[1], None)
-        finally:
-            del self._runs
+        runs = self._check_run_files(checkpoint, checkpoint_every, resume)
+        if not is_streamed(X):
+            return self._fit_checked(X, X_val, runs=runs)
+        self._check_params()
+        rows = open_rows(X)
+        check_rows(rows)
+        if X_val is not None:
+            X_val = check_data(X_val, rows.shape[1], name="X_val")
+        with _threads(self.num_threads):
+            state = self._fit_portfolio(self._prepare_streamed(rows, X_val), runs)
+        return self._set_fitted(state, rows.shape[1], None)
 
     def _check_run_files(
         self, checkpoint: Any, checkpoint_every: Any, resume: Any
@@ -360,9 +357,11 @@ class DensityEstimator(BaseDensity):
         path = Path(path)
         return path.with_name(f"{path.stem}.{member.name}{path.suffix}")
 
-    def _fit(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
+    def _fit(
+        self, X: np.ndarray, X_val: np.ndarray | None, runs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         with _threads(self.num_threads):
-            return self._fit_portfolio(self._prepare(X, X_val))
+            return self._fit_portfolio(self._prepare(X, X_val), runs or {})
 
     def _prepare(self, X: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
         """In-memory rows: split, pre-transform, standardised tensors."""
@@ -421,7 +420,8 @@ class DensityEstimator(BaseDensity):
         # losses are reported in the data's units: -mean log p(x) = -mean log q(z) - mean ladj
         return _Prepared(pre, train, Z_val, sample, (-ladj, shift_val))
 
-    def _fit_portfolio(self, prep: _Prepared) -> dict[str, Any]:
+    def _fit_portfolio(self, prep: _Prepared, runs: dict[str, Any]) -> dict[str, Any]:
+        """Fit every member; ``runs``: the checkpoint options of this fit (may be empty)."""
         start, candidates = time.perf_counter(), []
         members = self._members(prep.Z_val is not None)
         for i, member in enumerate(members):
@@ -430,11 +430,11 @@ class DensityEstimator(BaseDensity):
             if self.time_budget is not None:  # the last member gets whatever is left
                 left = max(self.time_budget - offset, 1e-3)
                 budget = left if i == len(members) - 1 else self.time_budget * member.share
-            files = getattr(self, "_runs", {"checkpoint": None, "resume": None})
-            files = {
-                **files,
-                "checkpoint": self._member_file(files["checkpoint"], member, len(members) > 1),
-                "resume": self._member_file(files["resume"], member, len(members) > 1),
+            several = len(members) > 1
+            files = runs | {
+                key: self._member_file(runs[key], member, several)
+                for key in ("checkpoint", "resume")
+                if runs.get(key) is not None
             }
             flow, history, components = self._fit_member(member, prep, budget, files)
             _to_data_units(history, offset, *prep.shifts)

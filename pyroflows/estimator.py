@@ -84,12 +84,17 @@ class BaseDensity(BaseEstimator):
         Returns:
             The fitted estimator.
         """
+        return self._fit_checked(X, X_val)
+
+    def _fit_checked(self, X: Any, X_val: Any, **options: Any) -> BaseDensity:
+        """Check the parameters and the data, then ``_fit(X, X_val, **options)`` (options of
+        one fit that a subclass takes, e.g. checkpoint files)."""
         self._check_params()
         names = getattr(X, "columns", None)
         X = check_data(X, name="X", min_samples=2, check_variance=True)
         if X_val is not None:
             X_val = check_data(X_val, X.shape[1], name="X_val")
-        return self._set_fitted(self._fit(X, X_val), X.shape[1], names)
+        return self._set_fitted(self._fit(X, X_val, **options), X.shape[1], names)
 
     def _set_fitted(self, state: dict[str, Any], n_features: int, names: Any) -> BaseDensity:
         """Set the fitted attributes all at once, after the fit succeeded."""
