@@ -376,9 +376,6 @@ def posterior_predictive(
         if seed is not None:
             torch.manual_seed(seed)
         theta = posterior.sample(x_obs, num_samples)
-        size = posterior.size_of(x_obs) if getattr(posterior, "sizes", None) is not None else None
-        if size is None:
-            x_rep = posterior.simulate_data(theta)
-        else:  # data sets as large as the observation (padding beyond it kept as NaN)
-            x_rep = posterior.simulate_data(theta, size=size)
+        # with sizes: data sets as large as the observation (None otherwise)
+        x_rep = posterior.simulate_data(theta, size=posterior.size_of(x_obs))
     return theta, x_rep
