@@ -366,3 +366,18 @@ def test_solving_by_degree_equals_fixed_point_iteration_with_full_passes(univari
     (grad,) = torch.autograd.grad((v.sin().sum() + ladj.sum()), u)
     (grad_ref,) = torch.autograd.grad((w.sin().sum() + ladj_ref.sum()), u)
     assert torch.allclose(grad, grad_ref, atol=1e-10)
+
+
+def test_loading_another_order_resets_the_pruned_passes():
+    """The pruned passes are cached per degree; loading the state of a layer with another
+    input order must not reuse the old layer's index sets (sampling would be silently wrong)."""
+    torch.manual_seed(0)
+    a = MaskedAutoregressive(4, RQS(bins=4), order="natural").double()
+    b = MaskedAutoregressive(4, RQS(bins=4), order=3).double()
+    randomize(b, seed=5)
+    u = torch.randn(6, 4, dtype=F64)
+    a.call_and_ladj(u)  # fills a's cache for its own order
+    a.load_state_dict(b.state_dict())
+    va, la = a.call_and_ladj(u)
+    vb, lb = b.call_and_ladj(u)
+    assert torch.allclose(va, vb, atol=1e-12) and torch.allclose(la, lb, atol=1e-12)

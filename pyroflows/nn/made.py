@@ -340,6 +340,10 @@ class MADE(MLP):
             layer += 1
         return self._run(x, context, pruned)
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._index_cache.clear()  # the loaded degrees may order the inputs differently
+
     def _pruning(self, degree: int, device: torch.device) -> list[Tensor | None]:
         """Row and column indices (None: all columns) of every weight matrix, in layout
         order, for :meth:`forward_degree`."""
