@@ -327,26 +327,21 @@ class MADE(MLP):
             >>> torch.allclose(made.forward_degree(x, c, 3), made(x, c)[:, i], atol=1e-6)
             True
         """
-        keep = self._pruning(degree, x.device)
-        weights = self._weights()
-        pruned: list[Tensor] = []
-        layer = 0  # index of the weight matrix in layout order
-        for tensor in weights:
-            if tensor.dim() == 1:  # a bias: the rows kept for the matrix before it
-                pruned.append(tensor[keep[2 * (layer - 1)]])
-                continue
-            rows, cols = keep[2 * layer], keep[2 * layer + 1]
-            pruned.append(tensor[rows][:, cols] if cols is not None else tensor[rows])
-            layer += 1
+        pruned = [
+            tensor[rows] if cols is None else tensor[rows][:, cols]
+            for tensor, (rows, cols) in zip(
+                self._weights(), self._pruning(degree, x.device), strict=True
+            )
+        ]
         return self._run(x, context, pruned)
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._index_cache.clear()  # the loaded degrees may order the inputs differently
 
-    def _pruning(self, degree: int, device: torch.device) -> list[Tensor | None]:
-        """Row and column indices (None: all columns) of every weight matrix, in layout
-        order, for :meth:`forward_degree`."""
+    def _pruning(self, degree: int, device: torch.device) -> list[tuple[Tensor, Tensor | None]]:
+        """``(rows, columns)`` kept of every weight and bias, in layout order (``None``: all
+        columns, and a bias has none), for :meth:`forward_degree`."""
         key = (int(degree), str(device))
         if key not in self._index_cache:
             hidden = [getattr(self, f"_hidden_degrees_{i}") for i in range(self._n_hidden + 1)]
@@ -354,14 +349,16 @@ class MADE(MLP):
             (feature,) = (self.degrees == degree).nonzero()[:, 0].tolist() or [None]
             if feature is None:
                 raise ValueError(f"no input has degree {degree} (degrees are 1..{self.features})")
-            out_rows = torch.arange(self.params, device=device) + feature * self.params
-            keep: list[Tensor | None] = [units[0], None]  # input layer: all inputs
+            out_rows = torch.arange(self.params) + feature * self.params
+            keep = [(units[0], None), (units[0], None)]  # input layer: reads every input
             if self.context:
-                keep += [units[0], None]
+                keep.append((units[0], None))
             for k in range(self._n_hidden):
                 if self.residual:
-                    keep += [units[k], units[k]]
-                keep += [units[k + 1], units[k]]
-            keep += [out_rows, units[-1]]
-            self._index_cache[key] = [t if t is None else t.to(device) for t in keep]
+                    keep += [(units[k], units[k]), (units[k], None)]
+                keep += [(units[k + 1], units[k]), (units[k + 1], None)]
+            keep += [(out_rows, units[-1]), (out_rows, None)]
+            self._index_cache[key] = [
+                (rows.to(device), None if cols is None else cols.to(device)) for rows, cols in keep
+            ]
         return self._index_cache[key]

@@ -81,16 +81,14 @@ class MaskedAutoregressive(FlowTransform):
         u = u.expand(batch + u.shape[-1:])
         v = u.new_zeros(u.shape)
         ladj = u.new_zeros(batch)
-        features = self.net.degrees.argsort().tolist()
-        for degree, i in enumerate(features, start=1):
+        order = self.net.degrees.argsort()  # the features in solving order
+        columns = zip(order.tolist(), order[:, None], strict=True)
+        for degree, (i, column) in enumerate(columns, start=1):
             params = self.net.forward_degree(v, context, degree)
             v_i, ladj_i = self.univariate(u[..., i], params, inverse=inverse)
-            v = v.index_copy(-1, self._column(i, u.device), v_i.unsqueeze(-1))
+            v = v.index_copy(-1, column, v_i.unsqueeze(-1))
             ladj = ladj + ladj_i
         return v, ladj
-
-    def _column(self, i: int, device: torch.device) -> Tensor:
-        return torch.tensor([i], device=device)
 
     def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.iaf:

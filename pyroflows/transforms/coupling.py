@@ -72,9 +72,8 @@ class Coupling(FlowTransform):
         self.register_buffer("mask", mask)
         self.register_buffer("kept", kept)
         self.register_buffer("changed", changed)
-        self.register_buffer("merge", torch.argsort(torch.cat([kept, changed])))
         # both index sets as slices when they are evenly spaced (the builders' masks: halves
-        # or every other feature): views instead of gathers, one write instead of cat + gather
+        # or every other feature): views instead of gathers
         self._slices = (_as_slice(kept), _as_slice(changed))
         self.net = MLP(
             len(kept),
@@ -87,17 +86,14 @@ class Coupling(FlowTransform):
 
     def _couple(self, u: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         keep, change = self._slices
-        sliced = keep is not None and change is not None
-        u_kept = u[..., keep] if sliced else u[..., self.kept]
-        u_changed = u[..., change] if sliced else u[..., self.changed]
+        keep = self.kept if keep is None else keep
+        change = self.changed if change is None else change
+        u_kept = u[..., keep]
         params = self.net(u_kept, context).unflatten(-1, (len(self.changed), -1))
-        u_changed = u_changed.expand(params.shape[:-1])
+        u_changed = u[..., change].expand(params.shape[:-1])
         v_changed, ladj = self.univariate(u_changed, params, inverse=inverse)
-        u_kept = u_kept.expand(v_changed.shape[:-1] + u_kept.shape[-1:])
-        if not sliced:
-            return torch.cat([u_kept, v_changed], dim=-1)[..., self.merge], ladj.sum(-1)
         out = v_changed.new_empty(v_changed.shape[:-1] + (self.dim,))
-        out[..., keep] = u_kept
+        out[..., keep] = u_kept  # broadcast over a batch the context may add
         out[..., change] = v_changed
         return out, ladj.sum(-1)
 
@@ -107,8 +103,9 @@ class Coupling(FlowTransform):
     def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(x, context, inverse=True)
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        state_dict.pop(prefix + "merge", None)  # a buffer of older versions, derived
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._slices = (_as_slice(self.kept), _as_slice(self.changed))  # the loaded mask's
 
     def extra_repr(self) -> str:
