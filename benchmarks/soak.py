@@ -87,6 +87,7 @@ import quality as bench_quality  # noqa: E402
 import vi as bench_vi  # noqa: E402
 
 import pyroflows as pf  # noqa: E402
+from pyroflows.datasets import eight_schools  # noqa: E402
 
 RESULTS = HERE / "results"
 LOAD_AT_START = os.getloadavg()
@@ -178,22 +179,9 @@ def density_run(data: str, flow: str) -> Callable[[int, Settings], Outcome]:
 
 
 # -- VI job ---------------------------------------------------------------------------------------
-SCHOOLS_Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SCHOOLS_SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
-def schools(y, sigma):
-    """Eight schools, non-centred (notebook 06, tests/test_vi_guide.py)."""
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("school", len(y)):
-        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
-        pyro.sample("y", dist.Normal(mu + tau * eta, sigma), obs=y)
-
-
 VI_MODELS: dict[str, tuple[Callable, tuple]] = {
     "funnel": (bench_vi.funnel, ()),
-    "schools": (schools, (SCHOOLS_Y, SCHOOLS_SIGMA)),
+    "schools": eight_schools(),
 }
 
 

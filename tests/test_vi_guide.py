@@ -22,6 +22,7 @@ from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from pyro.optim import Adam
 
 import pyroflows as pf
+from pyroflows.datasets import eight_schools
 from pyroflows.diagnostics import c2st
 from pyroflows.diagnostics.importance import psis
 from pyroflows.nn import MLP
@@ -112,16 +113,7 @@ def test_banana_flow_beats_gaussian_guides():
 
 
 # -- eight schools: exact moments of (mu, tau) by quadrature ------------------------------------
-Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
-def schools(y, sigma):
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("school", len(y)):
-        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
-        pyro.sample("y", dist.Normal(mu + tau * eta, sigma), obs=y)
+schools, (Y, SIGMA) = eight_schools()
 
 
 def _schools_exact():
