@@ -62,13 +62,16 @@ class MaskedAutoregressive(FlowTransform):
         """Degrees of the features: feature ``i`` depends on features of lower degree."""
         return self.net.degrees
 
-    def _pass(
-        self, net_input: Tensor, u: Tensor, context: Tensor | None, inverse: bool
-    ) -> tuple[Tensor, Tensor]:
-        params = self.net(net_input, context)
-        u = u.expand(params.shape[:-1])
-        v, ladj = self.univariate(u, params, inverse=inverse)
-        return v, ladj.sum(-1)
+    def one_pass(
+        self, u: Tensor, context: Tensor | None = None, inverse: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The fast direction's single pass, with the conditioner's output: ``(v, ladj,
+        params)`` where the network reads ``u`` itself (the sampling direction of an IAF,
+        ``inverse=False``; the density direction of a MAF, ``inverse=True``). Distillation
+        matches the ``params`` of a student and its teacher."""
+        params = self.net(u, context)
+        v, ladj = self.univariate(u.expand(params.shape[:-1]), params, inverse=inverse)
+        return v, ladj.sum(-1), params
 
     def _solve(self, u: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         # The slow direction: one pass per feature, in autoregressive order. The pass for the
@@ -92,13 +95,13 @@ class MaskedAutoregressive(FlowTransform):
 
     def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.iaf:
-            return self._pass(z, z, context, inverse=False)
+            return self.one_pass(z, context, inverse=False)[:2]
         return self._solve(z, context, inverse=False)
 
     def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.iaf:
             return self._solve(x, context, inverse=True)
-        return self._pass(x, x, context, inverse=True)
+        return self.one_pass(x, context, inverse=True)[:2]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, univariate={self.univariate}, iaf={self.iaf}"

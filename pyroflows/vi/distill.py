@@ -66,9 +66,7 @@ def _student_pass(student: Flow, z: Tensor, context: Tensor | None):
     values, params, log_q = [], [], student.base.log_prob(z)
     for layer in student.transforms:
         if _is_ar(layer):
-            theta = layer.net(z, context if layer.context_dim else None)
-            z, ladj = layer.univariate(z.expand(theta.shape[:-1]), theta, inverse=False)
-            ladj = ladj.sum(-1)
+            z, ladj, theta = layer.one_pass(z, context if layer.context_dim else None)
             params.append(theta)
         else:
             z, ladj = layer.call_and_ladj(z, context if layer.context_dim else None)
@@ -84,9 +82,7 @@ def _teacher_pass(teacher: Flow, x: Tensor, context: Tensor | None):
     for layer in reversed(teacher.transforms):
         values.append(x)
         if _is_ar(layer):
-            theta = layer.net(x, context if layer.context_dim else None)
-            x, ladj = layer.univariate(x.expand(theta.shape[:-1]), theta, inverse=True)
-            ladj = ladj.sum(-1)
+            x, ladj, theta = layer.one_pass(x, context if layer.context_dim else None, True)
             params.append(theta)
         else:
             x, ladj = layer.inv_and_ladj(x, context if layer.context_dim else None)
