@@ -241,12 +241,15 @@ def test_deepset_posterior_with_varying_number_of_observations():
     post = AmortizedPosterior(
         prior=prior, simulator=simulator, summary=DeepSet(1, 8, hidden=32), flow="maf",
         flow_kwargs=SMALL,
-    ).fit(num_simulations=3000, max_epochs=15, lr=2e-3, progress=False)  # fmt: skip
-    few, many = torch.full((3, 1), 1.0), torch.full((40, 1), 1.0)
-    # a set of another size than in training, and the posterior narrows as n grows
+    ).fit(num_simulations=3000, max_epochs=40, lr=2e-3, progress=False)  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    few, many = (1.0 + torch.randn(n, 1, generator=generator) for n in (3, 40))
+    # a set of another size than in training, and the posterior narrows as n grows (exact sds
+    # 1 / sqrt(n + 1): 0.50 and 0.16)
     sd_few = post.sample(few, 2000, seed=0).std()
     sd_many = post.sample(many, 2000, seed=0).std()
     assert sd_many < 0.7 * sd_few
+    assert 0.7 < sd_many / 41**-0.5 < 1.4, sd_many
     padded = torch.cat([few, torch.full((5, 1), float("nan"))])
     assert torch.allclose(post.sample(padded, 10, seed=0), post.sample(few, 10, seed=0), atol=1e-5)
 
