@@ -187,8 +187,8 @@ def integrate(
     evaluations give the estimate. On the camel integrand (two narrow peaks on the diagonal)
     in 16 dimensions this finds both peaks for seeds 0, 1 and 2 (errors <= 0.003 at 10^6
     evaluations); the chi-square loss with half the steps annealed found one peak for one of
-    the three seeds and gave standard errors of 0.17 for the others. ``r.num_evals`` counts every evaluation and never exceeds
-    ``max_evals``.
+    the three seeds and gave standard errors of 0.17 for the others. ``r.num_evals`` counts
+    every evaluation and never exceeds ``max_evals``.
 
     Args:
         f: ``(N, dim)`` float64 points ``-> (N,)`` values ``>= 0``.
