@@ -16,8 +16,9 @@
    adaptation iterations discarded + 10 iterations, ``neval = budget / 20`` each) at ``10^6``
    evaluations, ``D = 4, 8, 16``. Target: error ≤ 0.3 × VEGAS's at ``D ≥ 8``.
 4. **Distillation** at ``D = 50``: a MAF teacher (5 layers, hidden (128, 128)) trained on a
-   50-D Gaussian mixture, its distilled IAF student: sampling time for 10 000 draws and test
-   log-likelihood. Target: speed-up ≥ 20, log-likelihood within 2 %.
+   50-D Gaussian mixture, its distilled IAF students (a copy of the teacher's networks, and a
+   narrow one with hidden (64, 64)): sampling time for 10 000 draws and test log-likelihood.
+   Target: speed-up ≥ 20, log-likelihood within 2 %.
 
 Run (one thread; ``--quick`` is a < 1 min smoke check that prints only)::
 
@@ -289,7 +290,8 @@ def _time_sampling(flow, n, repeats=3):
     return best
 
 
-def bench_distill(d, n_train, teacher_epochs, student_epochs, layers=5, hidden=(128, 128)):
+def bench_distill(d, n_train, teacher_epochs, student_epochs, layers=5, hidden=(128, 128),
+                  narrow=(64, 64)):  # fmt: skip
     target = gaussian_mixture(dim=d, n_components=8, gap=4.0)
     rng = np.random.default_rng(0)
     x = torch.as_tensor(target.sample(n_train, rng), dtype=torch.float32)
@@ -303,12 +305,19 @@ def bench_distill(d, n_train, teacher_epochs, student_epochs, layers=5, hidden=(
     student = distill(teacher, x, max_epochs=student_epochs, lr=1e-3, seed=0, progress=False,
                       schedule="cosine")  # fmt: skip
     student_s = time.perf_counter() - start
+    # a narrower student (same orders, new networks of size `narrow`, trained by the same loss)
+    start = time.perf_counter()
+    small = distill(teacher, x, hidden=narrow, max_epochs=student_epochs, lr=1e-3, seed=0,
+                    progress=False, schedule="cosine")  # fmt: skip
+    small_s = time.perf_counter() - start
     with torch.no_grad():
         ll_t = teacher.log_prob(test).mean().item()
         ll_s = student.log_prob(test).mean().item()
+        ll_small = small.log_prob(test).mean().item()
         ll_true = float(np.mean(target.log_prob(test.double().numpy())))
     t_teacher = _time_sampling(teacher, 10_000)
     t_student = _time_sampling(student, 10_000)
+    t_small = _time_sampling(small, 10_000)
     # the teacher sampled the textbook way (D passes of the whole network per layer, as
     # pyroflows did before MADE.forward_degree and as zuko and nflows do)
     solve = MaskedAutoregressive._solve
@@ -324,11 +333,17 @@ def bench_distill(d, n_train, teacher_epochs, student_epochs, layers=5, hidden=(
         "speedup": t_teacher / t_student, "teacher_train_s": teacher_s,
         "teacher_full_pass_s": t_full, "speedup_vs_full_pass": t_full / t_student,
         "distill_s": student_s,
+        "narrow": list(narrow), "narrow_ll": ll_small,
+        "narrow_ll_gap_pct": 100 * abs(ll_small - ll_t) / abs(ll_t),
+        "narrow_sample_s": t_small, "narrow_speedup": t_teacher / t_small,
+        "narrow_distill_s": small_s,
     }  # fmt: skip
     print(
         f"  distill D={d}: teacher LL {ll_t:.3f}, student LL {ll_s:.3f} "
         f"(gap {row['ll_gap_pct']:.2f} %), true {ll_true:.3f}; sampling 10k: teacher "
-        f"{t_teacher:.3f} s, student {t_student:.3f} s, speed-up {row['speedup']:.1f}x",
+        f"{t_teacher:.3f} s, student {t_student:.3f} s, speed-up {row['speedup']:.1f}x; "
+        f"narrow student {narrow}: LL {ll_small:.3f} (gap {row['narrow_ll_gap_pct']:.2f} %), "
+        f"{t_small:.4f} s, speed-up {row['narrow_speedup']:.1f}x",
         flush=True,
     )
     return row
@@ -364,17 +379,22 @@ def markdown(res) -> str:
         )
     r = res["distill"]
     out.append("\n## Distillation, D = 50 (target: speed-up ≥ 20, LL gap ≤ 2 %)\n")
-    out.append("| teacher LL | student LL | true LL | gap % | teacher 10k draws s | "
+    out.append("| student | teacher LL | student LL | true LL | gap % | teacher 10k draws s | "
                "student s | speed-up | teacher, full passes s | speed-up vs full passes |\n"
-               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     full = r.get("teacher_full_pass_s")
-    full_s = "" if full is None else f"{full:.3f}"
-    full_x = "" if full is None else f"{full / r['student_sample_s']:.0f}"
-    out.append(
-        f"| {r['teacher_ll']:.3f} | {r['student_ll']:.3f} | {r['true_ll']:.3f} | "
-        f"{r['ll_gap_pct']:.2f} | {r['teacher_sample_s']:.3f} | {r['student_sample_s']:.4f} | "
-        f"{r['speedup']:.1f} | {full_s} | {full_x} |"
-    )
+    students = [("copy of the teacher (128, 128)", r["student_ll"], r["ll_gap_pct"],
+                 r["student_sample_s"], r["speedup"])]  # fmt: skip
+    if "narrow" in r:
+        students.append((f"narrow {tuple(r['narrow'])}", r["narrow_ll"], r["narrow_ll_gap_pct"],
+                         r["narrow_sample_s"], r["narrow_speedup"]))  # fmt: skip
+    for name, ll, gap, secs, speedup in students:
+        full_s = "" if full is None else f"{full:.3f}"
+        full_x = "" if full is None else f"{full / secs:.0f}"
+        out.append(
+            f"| {name} | {r['teacher_ll']:.3f} | {ll:.3f} | {r['true_ll']:.3f} | {gap:.2f} | "
+            f"{r['teacher_sample_s']:.3f} | {secs:.4f} | {speedup:.1f} | {full_s} | {full_x} |"
+        )
     return "\n".join(out) + "\n"
 
 

@@ -64,6 +64,29 @@ def test_distilled_student_matches_teacher():
         assert p.requires_grad  # the teacher given is not modified
 
 
+def test_narrow_student_keeps_orders_and_learns_the_teacher():
+    x = _data(3000)
+    teacher = pf.maf(4, layers=3, hidden=(32, 32), order="random")
+    pf.fit(teacher, pf.losses.nll, x, max_epochs=30, batch_size=256, lr=3e-3, seed=0,
+           progress=False)  # fmt: skip
+    start = student_of(teacher, hidden=(8,))
+    for t, s in zip(teacher.transforms, start.transforms, strict=True):
+        assert torch.equal(t.order, s.order) and s.iaf
+        assert s.net.flat_params.numel() < t.net.flat_params.numel()
+    test = _data(2000, seed=1)
+    with torch.no_grad():
+        ll_t = teacher.log_prob(test).mean().item()
+        ll_start = start.log_prob(test).mean().item()  # the identity: far from the teacher
+    student = distill(teacher, x, hidden=(16, 16), max_epochs=60, lr=3e-3, seed=0,
+                      progress=False)  # fmt: skip
+    with torch.no_grad():
+        ll_s = student.log_prob(test).mean().item()
+    assert abs(ll_start - ll_t) > 0.5, (ll_start, ll_t)
+    assert abs(ll_s - ll_t) < 0.05 * abs(ll_t) + 0.05, (ll_s, ll_t)
+    with pytest.raises(ValueError, match="hidden"):
+        student_of(teacher, hidden=(0,))
+
+
 def test_loss_terms_and_weights():
     teacher = pf.maf(3, layers=2, hidden=(8,))
     loss = DistillationLoss(teacher, {"params": 0.0}, kl_weight=1.0)

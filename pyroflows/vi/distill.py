@@ -34,8 +34,13 @@ def _is_ar(layer: nn.Module) -> bool:
     return isinstance(layer, MaskedAutoregressive)
 
 
-def student_of(teacher: Flow) -> Flow:
+def student_of(teacher: Flow, hidden: Sequence[int] | None = None) -> Flow:
     """An IAF-direction copy of a MAF-direction teacher: same masks, orders and weights.
+
+    With ``hidden`` the autoregressive layers get new networks of that size instead (same
+    orders, univariate transforms, context, activation; starting as the identity): a
+    narrower student samples faster and learns the teacher's per-layer maps from the
+    distillation loss rather than starting from the teacher's weights.
 
     Layers without trainable parameters (fixed affine maps, permutations, boxes) are copied.
 
@@ -44,10 +49,23 @@ def student_of(teacher: Flow) -> Flow:
         >>> student = student_of(pf.maf(3, layers=2, hidden=(8,)))
         >>> [layer.iaf for layer in student.transforms]
         [True, True]
+        >>> small = student_of(pf.maf(3, layers=2, hidden=(8,)), hidden=(4,))
+        >>> sum(p.numel() for p in small.parameters()), sum(p.numel() for p in student.parameters())
+        (92, 172)
     """
+    if hidden is not None:
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden must be positive layer sizes, got {hidden}")
     layers = []
     for layer in teacher.transforms:
-        if _is_ar(layer) and not layer.iaf:
+        if _is_ar(layer) and not layer.iaf and hidden is not None:
+            net = layer.net
+            student = MaskedAutoregressive(
+                layer.dim, layer.univariate, layer.context_dim, hidden, net.degrees.clone(),
+                net.residual, type(net.activation), inverse=True,
+            ).to(net.flat_params.device)  # fmt: skip
+        elif _is_ar(layer) and not layer.iaf:
             student = copy.deepcopy(layer)
             student.iaf, student.inverse_is_fast = True, False
         elif _is_ar(layer) or any(p.requires_grad for p in layer.parameters()):
@@ -153,6 +171,7 @@ def distill(
     *,
     weights: dict[str, float] | None = None,
     kl_weight: float = 0.0,
+    hidden: Sequence[int] | None = None,
     max_epochs: int = 50,
     batch_size: int = 256,
     lr: float = 1e-3,
@@ -167,6 +186,7 @@ def distill(
         val_data: optional validation data (early stopping on the distillation loss).
         weights: weights of the MSE terms (``"z"``, ``"x"``, ``"hidden"``, ``"params"``).
         kl_weight: weight of ``KL(student || teacher)``.
+        hidden: hidden sizes of a narrower student (default: the teacher's networks, copied).
         max_epochs, batch_size, lr, **fit_kwargs: passed to :func:`pyroflows.train.fit`.
 
     Returns:
@@ -180,7 +200,7 @@ def distill(
         torch.Size([3, 2])
     """
     frozen = copy.deepcopy(teacher).eval().requires_grad_(False)
-    student = student_of(frozen).requires_grad_(True)
+    student = student_of(frozen, hidden).requires_grad_(True)
     loss = DistillationLoss(frozen, weights, kl_weight)
     student.history = fit(student, loss, data, val_data, max_epochs=max_epochs,
                           batch_size=batch_size, lr=lr, **fit_kwargs)  # fmt: skip
