@@ -290,24 +290,22 @@ def test_sizes_need_a_pyro_model():
         )  # fmt: skip
 
 
-def test_observed_shape_must_change_with_the_size():
-    def fixed(n=3, x=None):
+@pytest.mark.parametrize(
+    ("plate_size", "message"),
+    [
+        (lambda n: 5, "does not change with 'n'"),
+        (lambda n: 2 * n, "exactly one dimension, of extent n"),
+    ],
+    ids=["fixed", "doubled"],
+)
+def test_observed_shape_must_change_by_exactly_the_size(plate_size, message):
+    def model(n=3, x=None):
         mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
-        with pyro.plate("data", 5):
+        with pyro.plate("data", plate_size(n)):
             return pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
 
-    with pytest.raises(ValueError, match="does not change with 'n'"):
-        _post(model=fixed)
-
-
-def test_observed_shape_must_change_by_the_size():
-    def doubled(n=3, x=None):
-        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
-        with pyro.plate("data", 2 * n):
-            return pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
-
-    with pytest.raises(ValueError, match="exactly one dimension, of extent n"):
-        _post(model=doubled)
+    with pytest.raises(ValueError, match=message):
+        _post(model=model)
 
 
 def test_parameters_must_not_depend_on_the_size():

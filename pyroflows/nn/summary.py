@@ -109,6 +109,11 @@ class Summary(nn.Module):
         self.config = dict(config)
         self.out_features = int(config.get("out_features", 0))
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Summary:
+        """The network a saved ``config`` describes (untrained weights)."""
+        return cls(**config)
+
     def _batched(self, x: Tensor, *extra: Tensor | None) -> tuple[Tensor, torch.Size]:
         if x.dim() < self.event_dims:
             raise ValueError(
@@ -237,6 +242,11 @@ class DeepSet(Summary):
         self.phi = _mlp([width] + [hidden] * layers, activation, last_activation=True)
         extra = 1 + (2 * in_features if standardize else 0)
         self.rho = _mlp([hidden + extra, hidden, out_features], activation)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DeepSet:
+        # configs saved before ``standardize`` existed describe the raw-pooling network
+        return cls(**{"standardize": False, **config})
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         x, batch = self._batched(x)
@@ -456,6 +466,4 @@ def summary_from_config(name: str, config: dict[str, Any]) -> Summary:
         raise ValueError(
             f"unknown summary network {name!r}; pass the network itself (summary=...) to load"
         )
-    if name == "DeepSet":  # files saved before ``standardize`` existed pooled raw rows
-        config = {"standardize": False, **config}
-    return SUMMARIES[name](**config)
+    return SUMMARIES[name].from_config(config)
