@@ -758,6 +758,10 @@ class _Run:
         loss_state = getattr(self.loss_fn, "state_dict", None)
         loss_before = loss_state() if callable(loss_state) else None
         try:
+            # the modules' own loaders run (they accept the layouts of older versions); the
+            # best state is loaded first only to check it, the model state then replaces it
+            if blob["best_state"] is not None:
+                self.model.load_state_dict(blob["best_state"])
             self.model.load_state_dict(blob["model"])
             self.optimizer.load_state_dict(blob["optimizer"])
             if self.scheduler is not None and blob["scheduler"] is not None:
@@ -782,31 +786,9 @@ class _Run:
         self.guard.save()
 
     def _mismatch(self, blob: dict[str, Any]) -> str | None:
-        """Why the checkpoint's model, best, optimiser or schedule state would not load into
-        this run (missing or unexpected keys, other shapes), or None; changes nothing."""
-        own = self.model.state_dict()
-        for part in ("model", "best_state"):
-            state = blob[part]
-            if state is None and part == "best_state":
-                continue
-            if not isinstance(state, dict):
-                return f"its {part} is not a state dictionary"
-            missing = [key for key in own if key not in state]
-            unexpected = [key for key in state if key not in own]
-            if missing or unexpected:
-                lists = [
-                    f"{what} keys {keys[:5]}{' and more' if len(keys) > 5 else ''}"
-                    for what, keys in (("missing", missing), ("unexpected", unexpected))
-                    if keys
-                ]
-                return f"{part}: {', '.join(lists)}"
-            for key, value in own.items():
-                saved = state[key]
-                if isinstance(value, Tensor) and (
-                    not isinstance(saved, Tensor) or saved.shape != value.shape
-                ):
-                    shape = tuple(saved.shape) if isinstance(saved, Tensor) else type(saved)
-                    return f"{part}: {key} has shape {shape} there, {tuple(value.shape)} here"
+        """Why the checkpoint's optimiser or schedule state would not load into this run, or
+        None; changes nothing. (The model and best states are checked by loading them, with
+        the modules' own loaders, and undone on failure.)"""
         # a dry run on a copy of the optimiser (and schedule) whose parameters take no memory
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         shadow = [torch.empty_like(p, device="meta") for p in params]

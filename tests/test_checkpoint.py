@@ -96,6 +96,23 @@ def test_resume_with_other_settings_or_another_model_is_refused(tmp_path):
         pf.fit(pf.maf(2, layers=2, hidden=(8,)), nll, x, max_epochs=2, seed=0, resume=path)
 
 
+def test_checkpoint_with_an_older_layer_layout_resumes(tmp_path):
+    # coupling layers of earlier versions saved a derived ``merge`` buffer; their own loader
+    # drops it, and resuming must go through that loader rather than refuse the extra key
+    x = torch.randn(200, 4)
+    path = tmp_path / "old.ckpt"
+    pf.fit(pf.realnvp(4, layers=2, hidden=(8,)), nll, x, max_epochs=2, seed=0, checkpoint=path)
+    blob = load_checkpoint(path)
+    for part in ("model", "best_state"):
+        if blob[part] is not None:
+            blob[part] = {**blob[part], "transforms.0.merge": torch.arange(4)}
+    atomic_save(blob, path)
+    flow = pf.realnvp(4, layers=2, hidden=(8,))
+    history = pf.fit(flow, nll, x, max_epochs=4, seed=0, resume=path, checkpoint=path)
+    assert len(history.train_loss) == 4
+    assert "transforms.0.merge" not in flow.state_dict()
+
+
 def test_corrupt_truncated_and_foreign_checkpoints_are_clear_errors(tmp_path):
     x = torch.randn(100, 2)
     path = tmp_path / "a.ckpt"
