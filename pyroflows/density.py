@@ -34,7 +34,7 @@ from pyroflows.preprocess import (
     fit_preprocessor_chunks,
 )
 from pyroflows.streaming import check_rows, is_streamed, open_rows
-from pyroflows.train import History, fit, resolve_device
+from pyroflows.train import History, check_options, fit, resolve_device
 from pyroflows.transforms import Box, FixedAffine
 from pyroflows.validation import check_data
 
@@ -332,9 +332,7 @@ class DensityEstimator(BaseDensity):
         self, checkpoint: Any, checkpoint_every: Any, resume: Any
     ) -> dict[str, Any]:
         """The checkpoint options of one ``fit``, checked before any work."""
-        for name, value in (("checkpoint", checkpoint), ("resume", resume)):
-            if value is not None and not isinstance(value, str | Path):
-                raise TypeError(f"{name} must be a path (str or Path), got {value!r}")
+        check_options(checkpoint=checkpoint, resume=resume)
         if (
             not isinstance(checkpoint_every, numbers.Integral)
             or isinstance(checkpoint_every, bool)

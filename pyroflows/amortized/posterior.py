@@ -17,7 +17,6 @@ rejection), and ``log_prob`` adds both log-Jacobians so it is a density in the u
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,7 +48,7 @@ from pyroflows.checkpoint import (
 )
 from pyroflows.flows import Flow
 from pyroflows.losses import nll
-from pyroflows.nn.summary import IdentitySummary, summary_from_config
+from pyroflows.nn.summary import IdentitySummary, _positive, summary_from_config
 from pyroflows.preprocess import Preprocessor, fit_preprocessor
 from pyroflows.train import History, check_options, fit
 from pyroflows.transforms import FixedAffine
@@ -104,23 +103,14 @@ def _as_data(value: Any, name: str) -> Tensor:
     return tensor
 
 
-def _check_positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def _check_train_options(options: Mapping[str, Any]) -> None:
     """A TypeError for a misspelt (or reserved) training option and the loop's own error for
     a bad value (``lr=-1``), before anything is simulated (the loop would only find them after
     the simulations and the set-up)."""
-    own = {"model", "loss_fn", "data", "val_data", "desc", "steps_per_epoch"}
-    known = set(inspect.signature(fit).parameters) - own
-    unknown = sorted(set(options) - known)
-    if unknown:
+    reserved = sorted(set(options) & {"desc", "steps_per_epoch"})
+    if reserved:
         raise TypeError(
-            f"unknown training option(s) {unknown}: AmortizedPosterior.fit passes its other "
-            f"keyword arguments to pyroflows.train.fit, and these may be given: {sorted(known)}"
+            f"unknown training option(s) {reserved}: AmortizedPosterior.fit sets these itself"
         )
     check_options(**{**TRAIN_DEFAULTS, **options})
 
@@ -375,9 +365,10 @@ class AmortizedPosterior:
     def _variable_size(self) -> bool:
         return bool(getattr(self.summary, "variable_size", False))
 
-    def _x_features(self) -> int:
+    def _x_features(self, shape: Sequence[int] | None = None) -> int:
+        """Entries per standardised row of one simulation of ``shape`` (default ``x_shape``)."""
         event_dims = getattr(self.summary, "event_dims", 1)
-        shape = self.x_shape
+        shape = self.x_shape if shape is None else shape
         return shape[-1] if len(shape) >= max(event_dims, 1) else 1
 
     # -- preprocessing ----------------------------------------------------------------------
@@ -388,27 +379,22 @@ class AmortizedPosterior:
         space = self.space
         if space is None:
             space = ParameterSpace([self.param_name], [theta.shape[1:]], [None])
-        x_shape, old_shape = x.shape[1:], self.x_shape
-        self.x_shape = x_shape  # read by _x_features (restored below on failure)
-        try:
-            u, _ = space.to_unconstrained(theta.to(torch.float64))
-            _warn_if_swamped(u, "theta (unconstrained)")
-            theta_pre = fit_preprocessor(u, name="theta (unconstrained)")
-            rows = x.to(torch.float64).reshape(-1, self._x_features())
-            rows = rows[torch.isfinite(rows).all(-1)]
-            _warn_if_swamped(rows, "x")
-            x_pre = fit_preprocessor(rows, name="x")
-            summary = self.summary
-            if summary is None:
-                summary = IdentitySummary(max(1, math.prod(x_shape)))
-            with torch.no_grad():
-                flat = x[:2].to(torch.float64).reshape(-1, self._x_features())
-                encoded = x_pre.to_latent(flat)[0].reshape(x[:2].shape).to(torch.float32)
-                context_dim = int(summary(encoded).shape[-1])
-            flow = build(self.flow_name, space.unconstrained_dim, context_dim, **self.flow_kwargs)
-        except BaseException:
-            self.x_shape = old_shape
-            raise
+        x_shape = x.shape[1:]
+        u, _ = space.to_unconstrained(theta.to(torch.float64))
+        _warn_if_swamped(u, "theta (unconstrained)")
+        theta_pre = fit_preprocessor(u, name="theta (unconstrained)")
+        rows = x.to(torch.float64).reshape(-1, self._x_features(x_shape))
+        rows = rows[torch.isfinite(rows).all(-1)]
+        _warn_if_swamped(rows, "x")
+        x_pre = fit_preprocessor(rows, name="x")
+        summary = self.summary
+        if summary is None:
+            summary = IdentitySummary(max(1, math.prod(x_shape)))
+        with torch.no_grad():
+            encoded = self._encode_x(x[:2], x_pre, torch.float32, x_shape)
+            context_dim = int(summary(encoded).shape[-1])
+        flow = build(self.flow_name, space.unconstrained_dim, context_dim, **self.flow_kwargs)
+        self.x_shape = x_shape
         self.space, self.theta_pre, self.x_pre, self.summary = space, theta_pre, x_pre, summary
         self.estimator = PosteriorEstimator(summary, flow)
         self.context_dim = context_dim
@@ -422,18 +408,27 @@ class AmortizedPosterior:
     def _decode_theta(self, z: Tensor) -> Tensor:
         return self.space.to_constrained(self.theta_pre.from_latent(z.to(torch.float64)))
 
-    def _encode_x(self, x: Tensor) -> Tensor:
-        """Standardised data (per entry of the last dimension), float32 for the networks.
+    def _encode_x(
+        self,
+        x: Tensor,
+        pre: Any = None,
+        dtype: torch.dtype | None = None,
+        shape: Sequence[int] | None = None,
+    ) -> Tensor:
+        """Standardised data (per entry of the last dimension) in the networks' dtype; by
+        default with ``x_pre``, the networks' dtype and ``x_shape`` (what set-up passes
+        before those exist).
 
         Standardised values are clamped to the finite range of the networks' dtype before the
         cast: a huge but finite observation (say 1e300) stays a huge finite input, which the
         conditioner networks bound, instead of overflowing to ``inf`` (NaN padding stays NaN).
         """
-        d = self._x_features()
-        flat = x.to(torch.float64).reshape(-1, d)
-        z, _ = self.x_pre.to_latent(flat)
-        limit = torch.finfo(self._dtype).max
-        return z.reshape(x.shape).clamp(-limit, limit).to(self._dtype)
+        pre = self.x_pre if pre is None else pre
+        dtype = self._dtype if dtype is None else dtype
+        flat = x.to(torch.float64).reshape(-1, self._x_features(shape))
+        z, _ = pre.to_latent(flat)
+        limit = torch.finfo(dtype).max
+        return z.reshape(x.shape).clamp(-limit, limit).to(dtype)
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -579,7 +574,7 @@ class AmortizedPosterior:
         if not 0 <= validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
         if num_simulations is not None:
-            _check_positive("num_simulations", num_simulations)
+            _positive("num_simulations", num_simulations)
         elif theta is None or x is None:
             raise ValueError("fit(theta, x) needs both theta and x")
         with _seeded(seed):
@@ -648,8 +643,8 @@ class AmortizedPosterior:
     ) -> AmortizedPosterior:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"simulate_online=True needs steps=<positive int>, got {steps!r}")
-        _check_positive("num_validation", num_validation)
-        _check_positive("steps_per_epoch", steps_per_epoch)
+        _positive("num_validation", num_validation)
+        _positive("steps_per_epoch", steps_per_epoch)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             theta_val, x_val, val_dropped = self._check_training(
