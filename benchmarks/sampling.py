@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from amortized import TASKS, train_sbi  # noqa: E402  (the simulators of the accuracy benchmark)
+from quality import git_commit  # noqa: E402
 
 import pyroflows as pf  # noqa: E402
 from pyroflows.transforms import MaskedAutoregressive  # noqa: E402
@@ -191,8 +191,7 @@ def main(argv=None):
     load = os.getloadavg()[0]
     print(f"load average {load:.1f}, {os.cpu_count()} CPUs", flush=True)
     rows = run(args, lambda line: print(line, flush=True))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()  # fmt: skip
+    commit = git_commit()
     result = dict(
         command="benchmarks/sampling.py " + " ".join(sys.argv[1:] if argv is None else argv),
         commit=commit, date=time.strftime("%Y-%m-%d"), load_average=round(load, 1),

@@ -147,7 +147,7 @@ class MLP(nn.Module):
             del weights[1]
         return weights
 
-    def _weights(self) -> list[Tensor]:
+    def masked_weights(self) -> list[Tensor]:
         """Weights and biases (masked) in layout order, as views of one tensor."""
         flat = self.flat_params if self.flat_mask is None else self.flat_params * self.flat_mask
         return [
@@ -156,7 +156,7 @@ class MLP(nn.Module):
         ]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self._run(x, context, self._weights())
+        return self._run(x, context, self.masked_weights())
 
     def _run(self, x: Tensor, context: Tensor | None, weights: Sequence[Tensor]) -> Tensor:
         """The forward pass with the given weights (in layout order)."""
@@ -311,14 +311,21 @@ class MADE(MLP):
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return super().forward(x, context).unflatten(-1, (self.features, self.params))
 
-    def forward_degree(self, x: Tensor, context: Tensor | None, degree: int) -> Tensor:
+    def forward_degree(
+        self,
+        x: Tensor,
+        context: Tensor | None,
+        degree: int,
+        weights: Sequence[Tensor] | None = None,
+    ) -> Tensor:
         """The parameters of the input of the given degree only, ``(..., P)``: the same
         values as ``self(x, context)[..., i, :]`` for that input ``i``, from the sub-network
         that computes them (hidden units of lower degree, that input's output rows).
 
         Solving an autoregressive layer in the slow direction takes one pass per degree; with
         this pass the hidden layers are on average half as wide and the output layer ``D``
-        times narrower.
+        times narrower. ``weights`` (the masked weights, :meth:`masked_weights`) may be passed
+        in so that a loop over the degrees masks them once.
 
         Example:
             >>> made = MADE(4, params=3, context=2, hidden=(16, 16))
@@ -330,7 +337,9 @@ class MADE(MLP):
         pruned = [
             tensor[rows] if cols is None else tensor[rows][:, cols]
             for tensor, (rows, cols) in zip(
-                self._weights(), self._pruning(degree, x.device), strict=True
+                self.masked_weights() if weights is None else weights,
+                self._pruning(degree, x.device),
+                strict=True,
             )
         ]
         return self._run(x, context, pruned)

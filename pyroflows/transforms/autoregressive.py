@@ -86,8 +86,9 @@ class MaskedAutoregressive(FlowTransform):
         ladj = u.new_zeros(batch)
         order = self.net.degrees.argsort()  # the features in solving order
         columns = zip(order.tolist(), order[:, None], strict=True)
+        weights = self.net.masked_weights()  # masked once for all the passes
         for degree, (i, column) in enumerate(columns, start=1):
-            params = self.net.forward_degree(v, context, degree)
+            params = self.net.forward_degree(v, context, degree, weights)
             v_i, ladj_i = self.univariate(u[..., i], params, inverse=inverse)
             v = v.index_copy(-1, column, v_i.unsqueeze(-1))
             ladj = ladj + ladj_i
