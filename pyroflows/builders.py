@@ -7,9 +7,10 @@ by hand with ``Flow([...], base)``.
 One keyword set for all of them: ``layers``, ``hidden``, ``residual``, ``activation`` (a name
 such as ``"relu"`` or an ``nn.Module`` class), ``bins``, ``bound``, ``coupling``, ``order``
 (``"alternate"`` or ``"random"``), ``base`` (``"normal"``, ``"diag_normal"``, ``"mog"``,
-``"uniform"`` or a :class:`~pyroflows.bases.Base`), plus ``batch_norm``, ``components`` and
-``seed``. A keyword that does not apply to a family (``bins`` for ``maf``, ``order`` for a
-coupling flow) is a ``ValueError`` that says why, never silently ignored.
+``"uniform"`` or a :class:`~pyroflows.bases.Base`), plus ``batch_norm``, ``components``,
+``seed`` and ``context_affine`` (end with a :class:`~pyroflows.transforms.ContextAffine`).
+A keyword that does not apply to a family (``bins`` for ``maf``, ``order`` for a coupling
+flow) is a ``ValueError`` that says why, never silently ignored.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pyroflows.transforms import (
     RQS,
     Affine,
     BatchNorm,
+    ContextAffine,
     Coupling,
     FlowTransform,
     MaskedAutoregressive,
@@ -109,6 +111,7 @@ def _stack(
     context_dim: int,
     components: int,
     seed: int,
+    head: FlowTransform | None = None,
 ) -> Flow:
     _positive_int("dim", dim)
     _positive_int("layers", layers)
@@ -119,6 +122,8 @@ def _stack(
         if batch_norm and i > 0:
             transforms.append(BatchNorm(dim))
         transforms.append(make_layer(i))
+    if head is not None:
+        transforms.append(head)
     return Flow(transforms, make_base(base, dim, components, seed), context_dim)
 
 
@@ -136,11 +141,14 @@ def autoregressive_flow(
     components: int = 10,
     activation: str | type[nn.Module] = "relu",
     seed: int = 0,
+    context_affine: bool = False,
 ) -> Flow:
     """A stack of :class:`MaskedAutoregressive` layers with the given univariate transform.
 
     Consecutive layers use reversed orders (``order="alternate"``) or seeded random orders
-    (``order="random"``); ``batch_norm`` puts a :class:`BatchNorm` between layers.
+    (``order="random"``); ``batch_norm`` puts a :class:`BatchNorm` between layers;
+    ``context_affine`` ends the stack (on the data side) with a :class:`ContextAffine` layer
+    that moves and scales the output by functions of the context.
     """
 
     hidden, act = _hidden(hidden), _activation(activation)
@@ -151,7 +159,16 @@ def autoregressive_flow(
             dim, univariate, context_dim, hidden, _order(i, order, seed), residual, act, inverse
         )
 
-    return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed)
+    head = _head(context_affine, dim, context_dim, hidden, act)
+    return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head)
+
+
+def _head(
+    context_affine: bool, dim: int, context_dim: int, hidden: tuple[int, ...], act: type
+) -> ContextAffine | None:
+    if not isinstance(context_affine, bool):
+        raise ValueError(f"context_affine must be True or False, got {context_affine!r}")
+    return ContextAffine(dim, context_dim, hidden, activation=act) if context_affine else None
 
 
 def coupling_flow(
@@ -166,8 +183,10 @@ def coupling_flow(
     components: int = 10,
     activation: str | type[nn.Module] = "relu",
     seed: int = 0,
+    context_affine: bool = False,
 ) -> Flow:
-    """A stack of :class:`Coupling` layers with alternating masks (``dim >= 2``)."""
+    """A stack of :class:`Coupling` layers with alternating masks (``dim >= 2``), optionally
+    ended by a :class:`ContextAffine` layer (see :func:`autoregressive_flow`)."""
     if dim < 2:
         raise ValueError(
             f"coupling layers need dim >= 2 (half the features condition the other half), "
@@ -180,7 +199,8 @@ def coupling_flow(
             dim, univariate, context_dim, hidden, alternating_mask(dim, i), residual, act
         )
 
-    return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed)
+    head = _head(context_affine, dim, context_dim, hidden, act)
+    return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head)
 
 
 def maf(

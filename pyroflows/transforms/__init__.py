@@ -2,6 +2,7 @@
 
 from pyroflows.transforms.autoregressive import MaskedAutoregressive
 from pyroflows.transforms.base import ConditionedTransform, FlowTransform
+from pyroflows.transforms.context_affine import ContextAffine
 from pyroflows.transforms.coupling import Coupling, alternating_mask
 from pyroflows.transforms.elementwise import Box, ElementwiseAffine, FixedAffine
 from pyroflows.transforms.normalization import ActNorm, BatchNorm
@@ -15,6 +16,7 @@ __all__ = [
     "BatchNorm",
     "Box",
     "ConditionedTransform",
+    "ContextAffine",
     "Coupling",
     "ElementwiseAffine",
     "FixedAffine",
