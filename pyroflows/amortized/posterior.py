@@ -6,8 +6,8 @@ Three layers, as in sbi:
   ``nn.Module`` with ``log_prob(theta, x, check=False)`` and ``sample``, on standardised
   unconstrained parameters and standardised data (what :func:`pyroflows.losses.nll` trains);
 * training — :func:`pyroflows.train.fit` (offline: a fixed budget, a cosine-decayed learning
-  rate and a validation split that picks the state kept; online: fresh simulations every step,
-  a fixed simulated validation set);
+  rate, a validation split for early stopping and the state kept; online: fresh simulations
+  every step, a fixed simulated validation set);
 * :class:`AmortizedPosterior` — the user's object: simulation (a Pyro model or a prior and a
   simulator), preprocessing, ``sample`` / ``log_prob`` in the user's units, ArviZ, save / load.
 
@@ -59,13 +59,13 @@ __all__ = ["AmortizedPosterior", "PosteriorEstimator"]
 #: the flow's builder options unless given (``context_affine=True`` adds a last layer that moves
 #: and scales the posterior by functions of the summary: see notebook 09)
 FLOW_DEFAULTS: dict[str, Any] = {"layers": 5, "hidden": (64, 64)}
-#: training defaults: sbi's NPE batch, learning rate, clipping and 10 % validation, but a cosine
-#: decay of the rate over 300 epochs instead of a constant rate and early stopping after 20
-#: epochs without progress; the best validation state is kept. Two moons at 10 000 simulations:
-#: C2ST 0.567 (two training seeds) instead of 0.610-0.627 (three), at 1 000: 0.694 instead of
-#: 0.736; notebook 09's DeepSet posterior passes SBC for the mean (benchmarks/amortized.py).
+#: training defaults: sbi's NPE batch, learning rate, clipping and 10 % validation, with the rate
+#: decayed by a cosine over 300 epochs and early stopping after 50 epochs without a better
+#: validation loss (sbi: a constant rate, 20 epochs); the best validation state is kept. Two
+#: moons at 10 000 simulations: C2ST 0.567 in 70 s, where a constant rate with patience 20 gave
+#: 0.610-0.627 (three training seeds) and sbi 0.568 in 82 s (benchmarks/amortized.py).
 TRAIN_DEFAULTS: dict[str, Any] = dict(
-    batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=None, clip_grad=5.0,
+    batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=50, clip_grad=5.0,
     seed=0,
 )  # fmt: skip
 #: rows per chunk when sampling or scoring many observations at once: activations of a few MB
@@ -526,9 +526,10 @@ class AmortizedPosterior:
         """Train on simulations; returns the posterior itself.
 
         Three modes: pre-simulated tensors ``fit(theta, x)``, a fixed budget simulated here
-        ``fit(num_simulations=N)`` (both offline: a ``validation_fraction`` split whose loss
-        picks the state kept), or ``fit(simulate_online=True, steps=S)``: fresh simulations in
-        every step (batch ``batch_size``), validation on ``num_validation`` simulations drawn once.
+        ``fit(num_simulations=N)`` (both offline: a ``validation_fraction`` split for early
+        stopping and the state kept), or ``fit(simulate_online=True, steps=S)``: fresh
+        simulations in every step (batch ``batch_size``), validation on ``num_validation``
+        simulations drawn once.
         Simulations with NaN or infinite values are skipped and counted (``self.dropped``)
         with one warning. A second ``fit`` continues training (same preprocessing).
 
@@ -563,7 +564,8 @@ class AmortizedPosterior:
                 ``batch_size``, ``lr``, ``patience``, ``time_budget``, ``seed``,
                 ``progress``, ``schedule``, ``checkpoint``, ``resume``, ...); defaults:
                 :data:`TRAIN_DEFAULTS` (batch 200, lr 5e-4 decayed by a cosine over 300
-                epochs, no early stopping, the best validation state kept).
+                epochs, early stopping after 50 epochs without progress, the best validation
+                state kept).
 
         Raises:
             ValueError: naming the problem (shapes, values, counts, options), before any
