@@ -412,3 +412,14 @@ def test_context_affine_learns_widths_over_orders_of_magnitude():
     assert (log_scale - 3 * grid).abs().max() < 0.15
     # the mean to a tenth of the width wherever the width is
     assert ((shift - 2 * grid) / torch.exp(3 * grid)).abs().max() < 0.1
+
+
+def test_context_affine_stays_finite_for_an_extreme_context():
+    layer = randomize(ContextAffine(2, 3, (8, 8)))
+    for value in (3e38, -1e6):
+        context = torch.full((1, 3), value)
+        x, ladj = layer.call_and_ladj(torch.randn(4, 1, 2), context)
+        z, ladj_inv = layer.inv_and_ladj(x, context)
+        assert torch.isfinite(x).all() and torch.isfinite(ladj).all()
+        # the log-scale is soft-clamped to (-10, 10) per feature
+        assert ladj.abs().max() < 20 and torch.equal(ladj, -ladj_inv)

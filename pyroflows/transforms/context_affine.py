@@ -65,7 +65,9 @@ class ContextAffine(FlowTransform):
         elif context is None:
             raise ValueError(f"this layer needs a context of size {self.context_dim}")
         else:
-            raw = self.net(context) + self.linear(context)
+            bound = self.net.input_bound  # the linear path reads what the network reads
+            clamped = context if bound is None else context.clamp(-bound, bound)
+            raw = self.net(context) + self.linear(clamped)
         shift, raw_scale = raw.chunk(2, dim=-1)
         return shift, soft_clamp(raw_scale, self.scale_bound)
 
