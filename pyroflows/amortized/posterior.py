@@ -556,7 +556,8 @@ class AmortizedPosterior:
                 accepted) and data ``(N, ...)``, ``N >= 2``.
             num_simulations: simulate this many pairs first.
             simulate_online: draw fresh simulations at every step.
-            steps: number of optimisation steps online.
+            steps: number of optimisation steps online (the default cosine schedule runs
+                over all of them; no early stopping online).
             validation_fraction: share of offline simulations held out.
             num_validation: size of the held-out set online.
             steps_per_epoch: steps between validations online.
