@@ -394,15 +394,13 @@ def test_context_affine_learns_widths_over_orders_of_magnitude():
     and the log-width (-4.5 .. 4.5, four orders of magnitude) as functions of c."""
     from pyroflows import Flow
     from pyroflows.bases import StandardNormal
+    from pyroflows.losses import nll
     from pyroflows.train import fit
 
     torch.manual_seed(0)
     c = torch.rand(2000, 1) * 3 - 1.5
     theta = 2 * c + torch.exp(3 * c) * torch.randn(2000, 1)
     flow = Flow([ContextAffine(1, 1, (32, 32))], StandardNormal(1), context_dim=1)
-
-    def nll(model, batch):
-        return -model.log_prob(batch[0], batch[1]).mean()
 
     fit(flow, nll, (theta, c), max_epochs=60, batch_size=100, lr=3e-3, schedule="cosine",
         patience=None, seed=0)  # fmt: skip

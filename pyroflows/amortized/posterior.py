@@ -56,9 +56,6 @@ from pyroflows.transforms import FixedAffine
 
 __all__ = ["AmortizedPosterior", "PosteriorEstimator"]
 
-#: the flow's builder options unless given (``context_affine=True`` adds a last layer that moves
-#: and scales the posterior by functions of the summary: see notebook 09)
-FLOW_DEFAULTS: dict[str, Any] = {"layers": 5, "hidden": (64, 64)}
 #: training defaults: sbi's NPE batch, learning rate, clipping and 10 % validation, with the rate
 #: decayed by a cosine over 300 epochs and early stopping after 50 epochs without a better
 #: validation loss (sbi: a constant rate, 20 epochs); the best validation state is kept. Two
@@ -202,8 +199,8 @@ class AmortizedPosterior:
         summary: a summary network (``nn.Module``, e.g. :class:`pyroflows.nn.DeepSet`);
             ``None`` flattens the data.
         flow: flow family for :func:`pyroflows.build` (``"nsf"``, ``"maf"``, ``"realnvp"``).
-        flow_kwargs: builder options, added to :data:`FLOW_DEFAULTS` (5 layers, hidden
-            ``(64, 64)``). ``context_affine=True`` ends the flow with a
+        flow_kwargs: builder options (default: 5 layers, hidden ``(64, 64)``).
+            ``context_affine=True`` ends the flow with a
             :class:`~pyroflows.transforms.ContextAffine` layer, for posteriors whose location
             and width move over orders of magnitude with the data (notebook 09).
         model_args, model_kwargs: arguments of ``model``.
@@ -292,7 +289,7 @@ class AmortizedPosterior:
         self.space: ParameterSpace | None = None if self.sim is None else self.sim.space
         self.summary = summary
         self.flow_name = flow
-        self.flow_kwargs = {**FLOW_DEFAULTS, **(flow_kwargs or {})}
+        self.flow_kwargs = dict(flow_kwargs or {"layers": 5, "hidden": (64, 64)})
         self.estimator: PosteriorEstimator | None = None
         self.theta_pre: Preprocessor | None = None
         self.x_pre: Preprocessor | None = None
@@ -918,7 +915,6 @@ class AmortizedPosterior:
             sizes=c["sizes"] if sized and model is not None else None,
             size_arg=c.get("size_arg") if sized and model is not None else None,
         )  # fmt: skip
-        post.flow_kwargs = dict(c["flow_kwargs"])  # as saved: older flows have no head
         try:
             if sized:
                 post.sizes = _check_sizes(c["sizes"])

@@ -65,9 +65,10 @@ class ContextAffine(FlowTransform):
         elif context is None:
             raise ValueError(f"this layer needs a context of size {self.context_dim}")
         else:
-            bound = self.net.input_bound  # the linear path reads what the network reads
-            clamped = context if bound is None else context.clamp(-bound, bound)
-            raw = self.net(context) + self.linear(clamped)
+            bound = self.net.input_bound  # both paths read the context the network reads
+            if bound is not None:
+                context = context.clamp(-bound, bound)
+            raw = self.net(context) + self.linear(context)
         shift, raw_scale = raw.chunk(2, dim=-1)
         return shift, soft_clamp(raw_scale, self.scale_bound)
 
