@@ -95,3 +95,10 @@ def test_loss_terms_and_weights():
     assert set(loss.last) == {"x", "z", "hidden", "params", "kl"}
     with pytest.raises(ValueError):
         DistillationLoss(teacher, {"nope": 1.0})
+
+
+def test_a_narrow_student_takes_the_teachers_dtype():
+    teacher = pf.maf(3, layers=2, hidden=(8,)).double()
+    student = student_of(teacher, hidden=(4,))
+    assert {p.dtype for p in student.parameters()} == {torch.float64}
+    assert student.sample((5,)).dtype == torch.float64

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from pyroflows.builders import _hidden
 from pyroflows.flows import Flow
 from pyroflows.train import fit
 from pyroflows.transforms import MaskedAutoregressive
@@ -54,17 +55,16 @@ def student_of(teacher: Flow, hidden: Sequence[int] | None = None) -> Flow:
         (92, 172)
     """
     if hidden is not None:
-        hidden = tuple(int(h) for h in hidden)
-        if not hidden or min(hidden) < 1:
-            raise ValueError(f"hidden must be positive layer sizes, got {hidden}")
+        hidden = _hidden(hidden)
     layers = []
     for layer in teacher.transforms:
         if _is_ar(layer) and not layer.iaf and hidden is not None:
             net = layer.net
+            # new networks on the teacher's device, in its dtype
             student = MaskedAutoregressive(
                 layer.dim, layer.univariate, layer.context_dim, hidden, net.degrees.clone(),
                 net.residual, type(net.activation), inverse=True,
-            ).to(net.flat_params.device)  # fmt: skip
+            ).to(net.flat_params)  # fmt: skip
         elif _is_ar(layer) and not layer.iaf:
             student = copy.deepcopy(layer)
             student.iaf, student.inverse_is_fast = True, False
