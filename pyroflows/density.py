@@ -355,11 +355,9 @@ class DensityEstimator(BaseDensity):
         path = Path(path)
         return path.with_name(f"{path.stem}.{member.name}{path.suffix}")
 
-    def _fit(
-        self, X: np.ndarray, X_val: np.ndarray | None, runs: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def _fit(self, X: np.ndarray, X_val: np.ndarray | None, runs: dict[str, Any]) -> dict[str, Any]:
         with _threads(self.num_threads):
-            return self._fit_portfolio(self._prepare(X, X_val), runs or {})
+            return self._fit_portfolio(self._prepare(X, X_val), runs)
 
     def _prepare(self, X: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
         """In-memory rows: split, pre-transform, standardised tensors."""
@@ -419,7 +417,8 @@ class DensityEstimator(BaseDensity):
         return _Prepared(pre, train, Z_val, sample, (-ladj, shift_val))
 
     def _fit_portfolio(self, prep: _Prepared, runs: dict[str, Any]) -> dict[str, Any]:
-        """Fit every member; ``runs``: the checkpoint options of this fit (may be empty)."""
+        """Fit every member; ``runs``: the checkpoint options of this fit
+        (:meth:`_check_run_files`)."""
         start, candidates = time.perf_counter(), []
         members = self._members(prep.Z_val is not None)
         for i, member in enumerate(members):
@@ -432,7 +431,6 @@ class DensityEstimator(BaseDensity):
             files = runs | {
                 key: self._member_file(runs[key], member, several)
                 for key in ("checkpoint", "resume")
-                if runs.get(key) is not None
             }
             flow, history, components = self._fit_member(member, prep, budget, files)
             _to_data_units(history, offset, *prep.shifts)

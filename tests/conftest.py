@@ -105,3 +105,12 @@ def largest_tensor_bytes(path: Path) -> tuple[int, int]:
     name_len = int.from_bytes(data[header + 26 : header + 28], "little")
     extra_len = int.from_bytes(data[header + 28 : header + 30], "little")
     return header + 30 + name_len + extra_len, info.file_size
+
+
+def flip_a_byte_inside_the_largest_tensor(path: Path) -> None:
+    """Alter one byte in the middle of the stored bytes of the largest tensor (the zip member's
+    data, not its header), as a bad disk or a broken copy would."""
+    start, size = largest_tensor_bytes(path)
+    data = bytearray(path.read_bytes())
+    data[start + size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))

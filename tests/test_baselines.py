@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from pyroflows.baselines import GaussianDensity, GMMDensity, KDEDensity
 from pyroflows.validation import check_data
 
-from conftest import largest_tensor_bytes
+from conftest import flip_a_byte_inside_the_largest_tensor
 
 # Small, fast settings for each estimator, keyed by a readable id.
 ESTIMATORS = {
@@ -243,10 +243,7 @@ def test_a_file_with_altered_tensor_bytes_is_refused(make, tmp_path):
     X = np.random.default_rng(4).normal(size=(200, 2))
     path = tmp_path / "m.pt"
     make().fit(X).save(path)
-    start, size = largest_tensor_bytes(path)
-    data = bytearray(path.read_bytes())
-    data[start + size // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_a_byte_inside_the_largest_tensor(path)
     with pytest.raises(ValueError, match="is corrupt: the bytes of .* checksum"):
         type(make()).load(path)
 

@@ -18,7 +18,7 @@ from pyroflows.checkpoint import atomic_save, load_checkpoint
 from pyroflows.density import DensityEstimator
 from pyroflows.losses import ReverseKL, nll
 
-from conftest import epoch_of, finish, largest_tensor_bytes, spawn, wait_for
+from conftest import epoch_of, finish, flip_a_byte_inside_the_largest_tensor, spawn, wait_for
 
 # The child trains a small flow with a checkpoint every epoch; SLOW_SAVE makes every
 # checkpoint write pause (after the temporary file is written, before the rename).
@@ -277,22 +277,13 @@ def test_estimator_checkpoint_options_are_checked_before_any_work(tmp_path):
 
 
 # -- reliability: checksums, temporary files, all-or-nothing resume -----------------------------
-def _flip_a_byte_inside_the_largest_tensor(path: Path) -> None:
-    """Alter one byte in the middle of the stored bytes of the largest tensor (the zip member's
-    data, not its header), as a bad disk or a broken copy would."""
-    start, size = largest_tensor_bytes(path)
-    data = bytearray(path.read_bytes())
-    data[start + size // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 def test_flipped_bytes_in_a_stored_tensor_are_a_clear_error(tmp_path):
     """Defect: ``torch.load`` does not check the zip's CRC-32, so a checkpoint whose tensor
     bytes were altered loaded silently, with other weights."""
     x = torch.randn(100, 2)
     path = tmp_path / "flipped.ckpt"
     pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, max_epochs=1, seed=0, checkpoint=path)
-    _flip_a_byte_inside_the_largest_tensor(path)
+    flip_a_byte_inside_the_largest_tensor(path)
     torch.load(path, weights_only=True)  # torch alone reads it (with other weights)
     with pytest.raises(ValueError, match=r"flipped\.ckpt is a corrupt checkpoint.*checksum"):
         load_checkpoint(path)

@@ -39,7 +39,7 @@ from pyroflows.amortized.simulate import (
     set_to_model_layout,
     valid_rows,
 )
-from pyroflows.builders import build
+from pyroflows.builders import _positive_int, build
 from pyroflows.checkpoint import (
     atomic_save,
     load_all_or_nothing,
@@ -49,7 +49,7 @@ from pyroflows.checkpoint import (
 )
 from pyroflows.flows import Flow
 from pyroflows.losses import nll
-from pyroflows.nn.summary import IdentitySummary, _positive, summary_from_config
+from pyroflows.nn.summary import IdentitySummary, summary_from_config
 from pyroflows.preprocess import Preprocessor, fit_preprocessor
 from pyroflows.train import History, check_options, fit
 from pyroflows.transforms import FixedAffine
@@ -587,7 +587,7 @@ class AmortizedPosterior:
         if not 0 <= validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
         if num_simulations is not None:
-            _positive("num_simulations", num_simulations)
+            _positive_int("num_simulations", num_simulations)
         elif theta is None or x is None:
             raise ValueError("fit(theta, x) needs both theta and x")
         with _seeded(seed):
@@ -656,8 +656,8 @@ class AmortizedPosterior:
     ) -> AmortizedPosterior:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"simulate_online=True needs steps=<positive int>, got {steps!r}")
-        _positive("num_validation", num_validation)
-        _positive("steps_per_epoch", steps_per_epoch)
+        _positive_int("num_validation", num_validation)
+        _positive_int("steps_per_epoch", steps_per_epoch)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             theta_val, x_val, val_dropped = self._check_training(
