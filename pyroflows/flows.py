@@ -135,32 +135,41 @@ class Flow(nn.Module):
             x, _ = t.inv_and_ladj(x, context)
         return x
 
-    def _sample(self, shape: Shape, context: Tensor | None, reparam: bool) -> tuple[Tensor, Tensor]:
+    def _sample(
+        self, shape: Shape, context: Tensor | None, reparam: bool, log_prob: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
         self.check_inputs(None, context)
         batch = context.shape[:-1] if context is not None else torch.Size()
         full = _shape(shape) + batch
         z = self.base.rsample(full) if reparam else self.base.sample(full)
-        log_prob = self.base.log_prob(z)
+        if not log_prob:  # the layers skip their log-Jacobians
+            for t in self.transforms:
+                z = t.call(z, context)
+            return z, None
+        density = self.base.log_prob(z)
         for t in self.transforms:
             z, ladj = t.call_and_ladj(z, context)
-            log_prob = log_prob - ladj
-        return z, log_prob
+            density = density - ladj
+        return z, density
 
     def rsample_and_log_prob(
         self, shape: Shape = (), context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Reparametrised draws of shape ``shape + context.shape[:-1] + (dim,)`` and their
         log-density, computed in the same pass."""
-        return self._sample(shape, context, reparam=True)
+        x, log_prob = self._sample(shape, context, reparam=True)
+        assert log_prob is not None
+        return x, log_prob
 
     def rsample(self, shape: Shape = (), context: Tensor | None = None) -> Tensor:
         """Reparametrised draws (gradients flow to the parameters)."""
-        return self._sample(shape, context, reparam=True)[0]
+        return self._sample(shape, context, reparam=True, log_prob=False)[0]
 
     @torch.no_grad()
     def sample(self, shape: Shape = (), context: Tensor | None = None) -> Tensor:
-        """Draws of shape ``shape + context.shape[:-1] + (dim,)``, without gradients."""
-        return self._sample(shape, context, reparam=False)[0]
+        """Draws of shape ``shape + context.shape[:-1] + (dim,)``, without gradients (and
+        without the log-Jacobians that scoring them would need)."""
+        return self._sample(shape, context, reparam=False, log_prob=False)[0]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, context_dim={self.context_dim}"
@@ -214,15 +223,16 @@ class FlowDistribution(dist.TransformedDistribution):
             log_prob = self.flow.log_prob(value, self.context)
         return log_prob.expand(torch.broadcast_shapes(value.shape[:-1], self.batch_shape))
 
-    def _draw(self, sample_shape: Shape, reparam: bool) -> tuple[Tensor, Tensor]:
+    def _draw(self, sample_shape: Shape, reparam: bool) -> tuple[Tensor, Tensor | None]:
         shape = _shape(sample_shape)
         context = self.context
         extra = self.batch_shape[
             : len(self.batch_shape) - (0 if context is None else context.dim() - 1)
         ]
-        x, log_prob = self.flow._sample(shape + extra, context, reparam)
-        # Only reparametrised draws hand their log-density over: a draw made without gradients
-        # must be scored afresh (score-function estimators need the gradient of log q).
+        # Only reparametrised draws hand their log-density over (and compute it): a draw made
+        # without gradients must be scored afresh (score-function estimators need the
+        # gradient of log q).
+        x, log_prob = self.flow._sample(shape + extra, context, reparam, log_prob=reparam)
         self._drawn = (x, log_prob, self._version()) if reparam else None
         return x, log_prob
 
@@ -236,6 +246,7 @@ class FlowDistribution(dist.TransformedDistribution):
     def rsample_and_log_prob(self, sample_shape: Shape = torch.Size()) -> tuple[Tensor, Tensor]:
         x, log_prob = self._draw(sample_shape, reparam=True)
         self._drawn = None
+        assert log_prob is not None
         return x, log_prob
 
     def expand(self, batch_shape: Shape, _instance=None) -> FlowDistribution:

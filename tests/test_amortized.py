@@ -91,6 +91,22 @@ def test_sampling_is_vectorised_over_observations(linear_post):
     assert set(linear_post.sample(x[0], 3, as_dict=True)) == {"theta"}
 
 
+def test_draws_and_the_flow_stay_usable_with_autograd_after_sampling():
+    # sample() runs in inference mode: its draws must come out as ordinary tensors, and the
+    # pruned-pass indices the flow caches while drawing must serve later passes with autograd
+    pyro.set_rng_seed(0)
+    post = AmortizedPosterior(prior=gaussian_prior(), simulator=linear_simulator, flow_kwargs=SMALL)
+    post.fit(num_simulations=200, max_epochs=1, progress=False)
+    draws = post.sample(torch.randn(3, 2), 5)
+    assert not draws.is_inference()
+    (draws * torch.ones(2, requires_grad=True)).sum().backward()
+    flow = post.estimator.flow
+    z = flow.rsample((4,), torch.randn(3, flow.context_dim))
+    z.sum().backward()
+    grads = [p.grad for p in flow.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+
+
 def test_seeded_sampling_is_reproducible(linear_post):
     x = torch.tensor([0.1, 0.2])
     assert torch.equal(linear_post.sample(x, 10, seed=3), linear_post.sample(x, 10, seed=3))

@@ -65,6 +65,25 @@ def test_log_derivative_matches_autograd(name):
     assert bool((grad > 0).all()), "the map must be increasing"
 
 
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+@pytest.mark.parametrize("name", CASES)
+def test_parameters_shared_by_many_inputs_broadcast(name, inverse):
+    # (7,) parameter sets, each shared by 5 inputs (x of shape (5, 7)): the same values and
+    # parameter gradients as with the parameters copied out to (5, 7)
+    fn, kind, inputs = CASES[name]
+    x = inputs(35).reshape(5, 7)
+    params = [p.requires_grad_(True) for p in _params(kind, 7, seed=2)]
+    copied = [p.expand(5, *p.shape) for p in params]
+    y, ladj = fn(x, params, inverse=inverse)
+    y_ref, ladj_ref = fn(x, copied, inverse=inverse)
+    assert y.shape == ladj.shape == (5, 7)
+    assert torch.equal(y, y_ref) and torch.equal(ladj, ladj_ref)
+    grads = torch.autograd.grad((y + ladj).sum(), params)
+    grads_ref = torch.autograd.grad((y_ref + ladj_ref).sum(), params)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert torch.allclose(g, g_ref, atol=1e-12)
+
+
 def test_rqs_is_identity_with_unit_derivative_outside_and_continuous_at_bound():
     params = _params("rqs", 6)
     x = torch.tensor([-1e6, -50.0, -3.0 - 1e-9, 3.0 + 1e-9, 50.0, 1e6], dtype=F64)

@@ -128,6 +128,18 @@ def test_round_trip_both_directions(variant):
     assert (layer.inv_and_ladj(x_of_z, ctx)[0] - z).abs().max() < 1e-10
 
 
+def test_call_alone_gives_the_values_of_call_and_ladj(variant):
+    # what Flow.sample uses: the sampling direction without the log-Jacobian
+    _, case, layer, c = variant
+    z, ctx = case.base(64), context_for(c, 64)
+    with torch.no_grad():  # the sampling path, in-place activations included
+        assert torch.equal(layer.call(z, ctx), layer.call_and_ladj(z, ctx)[0])
+    x = layer.call(z.requires_grad_(True), ctx)
+    (grad,) = torch.autograd.grad(x.sum(), z)  # rsample: gradients flow through it
+    (grad_ref,) = torch.autograd.grad(layer.call_and_ladj(z, ctx)[0].sum(), z)
+    assert torch.allclose(grad, grad_ref, atol=1e-12)
+
+
 def _jacobian(fn, point):
     return torch.autograd.functional.jacobian(fn, point)
 
@@ -346,6 +358,26 @@ def test_made_pass_for_one_degree_equals_the_full_pass(residual, context, order)
         assert torch.allclose(made.forward_degree(x, ctx, degree), full[:, i], atol=1e-5)
     with pytest.raises(ValueError, match="degree 6"):
         made.forward_degree(x, ctx, 6)
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_a_large_batch_gives_the_values_and_gradients_of_small_ones(grad):
+    # from 4 096 rows the output layer runs 23 outputs as 24 (a faster CPU kernel) and slices
+    from pyroflows.nn import MLP
+
+    torch.manual_seed(0)
+    net = MLP(3, 23, context=2, hidden=(16,))
+    randomize(net)
+    x, ctx = torch.randn(3, 2000, 3), torch.randn(2000, 2)
+    with torch.set_grad_enabled(grad):
+        big = net(x, ctx)
+        small = torch.stack([net(x[i], ctx) for i in range(3)])
+    assert big.shape == (3, 2000, 23)
+    assert torch.allclose(big, small, atol=1e-5)
+    if grad:
+        (g_big,) = torch.autograd.grad(big.square().sum(), net.flat_params)
+        (g_small,) = torch.autograd.grad(small.square().sum(), net.flat_params)
+        assert torch.allclose(g_big, g_small, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("univariate", [Affine(), RQS(bins=5)], ids=["affine", "spline"])

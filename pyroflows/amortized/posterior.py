@@ -717,7 +717,10 @@ class AmortizedPosterior:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         batch, single = self._check_x(x)
-        with torch.random.fork_rng(devices=[], enabled=seed is not None), torch.no_grad():
+        # inference mode: a few percent faster than no_grad over the thousands of small
+        # operations of a chunked draw; the result leaves it through torch.cat below as an
+        # ordinary tensor
+        with torch.random.fork_rng(devices=[], enabled=seed is not None), torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
             context = self.estimator.summary(self._encode_x(batch).to(self._device))

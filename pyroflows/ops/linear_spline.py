@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pyroflows.ops.bins import bin_index, take
 from pyroflows.ops.rqs import softmax_last
 
 _MIN_MASS = 1e-4
@@ -22,7 +23,8 @@ def piecewise_linear(x: Tensor, logits: Tensor, inverse: bool = False) -> tuple[
 
     Args:
         x: input of shape ``S`` (the map acts on ``[0, 1]`` and is the identity elsewhere).
-        logits: raw bin masses of shape ``S + (K,)``.
+        logits: raw bin masses of shape ``S + (K,)``, or of a batch shape that broadcasts
+            with ``S``.
         inverse: apply the inverse map.
 
     Returns:
@@ -40,13 +42,11 @@ def piecewise_linear(x: Tensor, logits: Tensor, inverse: bool = False) -> tuple[
     inside = (x >= 0.0) & (x <= 1.0)
     u = x.clamp(0.0, 1.0)
     if inverse:
-        index = torch.searchsorted(
-            cdf[..., 1:-1].contiguous(), u[..., None].contiguous(), right=True
-        )
+        index = bin_index(cdf[..., 1:-1], u)
     else:
         index = (u * bins).floor().long().clamp(max=bins - 1)[..., None]
-    q = torch.gather(mass, -1, index).squeeze(-1)
-    c = torch.gather(cdf, -1, index).squeeze(-1)
+    q = take(mass, index).squeeze(-1)
+    c = take(cdf, index).squeeze(-1)
     k = index[..., 0].to(x.dtype)
     if inverse:
         out = (k + (u - c) / q) / bins

@@ -3,7 +3,8 @@
 A layer computes its output and its log-Jacobian together, in both directions:
 
 * ``call_and_ladj(z, context) -> (x, log|dx/dz|)``: the sampling direction (base -> data);
-* ``inv_and_ladj(x, context) -> (z, log|dz/dx|)``: the density direction (data -> base).
+* ``inv_and_ladj(x, context) -> (z, log|dz/dx|)``: the density direction (data -> base);
+* ``call(z, context) -> x``: the sampling direction alone (drawing samples).
 
 ``context`` is ``None`` for unconditional layers (``context_dim == 0``). Every layer is both a
 Pyro ``TransformModule`` (usable directly in ``TransformedDistribution`` when unconditional) and
@@ -62,6 +63,11 @@ class FlowTransform(TransformModule, ConditionalTransformModule):
     def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Density direction: ``(z, log|dz/dx|)``."""
         raise NotImplementedError
+
+    def call(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Sampling direction without the log-Jacobian (drawing samples). Layers whose
+        log-Jacobian has a cost of its own override this."""
+        return self.call_and_ladj(z, context)[0]
 
     # -- Pyro / torch API -------------------------------------------------------------------
     def condition(self, context: Tensor | None) -> ConditionedTransform:

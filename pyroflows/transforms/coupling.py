@@ -84,24 +84,36 @@ class Coupling(FlowTransform):
             residual,
         ).zero_output_()
 
-    def _couple(self, u: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _couple(
+        self, u: Tensor, context: Tensor | None, inverse: bool, log_det: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
         keep, change = self._slices
         keep = self.kept if keep is None else keep
         change = self.changed if change is None else change
         u_kept = u[..., keep]
         params = self.net(u_kept, context).unflatten(-1, (len(self.changed), -1))
         u_changed = u[..., change].expand(params.shape[:-1])
-        v_changed, ladj = self.univariate(u_changed, params, inverse=inverse)
+        if log_det:
+            v_changed, ladj = self.univariate(u_changed, params, inverse=inverse)
+        else:
+            v_changed, ladj = self.univariate.value(u_changed, params, inverse=inverse), None
         out = v_changed.new_empty(v_changed.shape[:-1] + (self.dim,))
         out[..., keep] = u_kept  # broadcast over a batch the context may add
         out[..., change] = v_changed
-        return out, ladj.sum(-1)
+        return out, None if ladj is None else ladj.sum(-1)
 
     def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(z, context, inverse=False)
+        x, ladj = self._couple(z, context, inverse=False)
+        assert ladj is not None
+        return x, ladj
+
+    def call(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._couple(z, context, inverse=False, log_det=False)[0]
 
     def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(x, context, inverse=True)
+        z, ladj = self._couple(x, context, inverse=True)
+        assert ladj is not None
+        return z, ladj
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         state_dict.pop(prefix + "merge", None)  # a buffer of older versions, derived

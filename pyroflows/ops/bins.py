@@ -1,0 +1,51 @@
+"""Bin lookup shared by the spline maps, with parameters that broadcast against the input.
+
+A spline's knots may have a smaller batch shape than its input: an autoregressive layer's
+first feature reads only the context, so its knots are computed once per context and shared by
+every draw for that context. The lookups below broadcast the two shapes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def bin_index(edges: Tensor, x: Tensor) -> Tensor:
+    """The bin of each ``x``: how many of the sorted interior ``edges`` are ``<= x``.
+
+    Args:
+        edges: interior bin edges ``(..., K - 1)``, sorted along the last dimension; the batch
+            shape broadcasts with ``x.shape``.
+        x: points.
+
+    Returns:
+        Indices in ``0..K-1`` of shape ``broadcast + (1,)``.
+
+    Example:
+        >>> bin_index(torch.tensor([0.25, 0.5, 0.75]), torch.tensor([0.1, 0.5, 0.9]))
+        tensor([[0],
+                [2],
+                [3]])
+    """
+    if edges.shape[:-1] != x.shape:  # (torch.broadcast_shapes costs ~20 us a call)
+        shape = torch.broadcast_shapes(edges.shape[:-1], x.shape)
+        edges, x = edges.expand(shape + edges.shape[-1:]), x.expand(shape)
+    return torch.searchsorted(edges.contiguous(), x[..., None].contiguous(), right=True)
+
+
+def take(table: Tensor, index: Tensor) -> Tensor:
+    """``table`` gathered along its last dimension at ``index``, batch shapes broadcast.
+
+    Example:
+        >>> take(torch.tensor([10.0, 20.0, 30.0]), torch.tensor([[2], [0]]))
+        tensor([[30.],
+                [10.]])
+    """
+    if table.shape[:-1] != index.shape[:-1]:
+        shape = torch.broadcast_shapes(table.shape[:-1], index.shape[:-1])
+        table, index = (
+            table.expand(shape + table.shape[-1:]),
+            index.expand(shape + index.shape[-1:]),
+        )
+    return torch.gather(table, -1, index)
