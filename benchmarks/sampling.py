@@ -58,14 +58,18 @@ FLOWS = {
 }
 
 
-def full_pass_solve(layer, u, context, inverse):
+def full_pass_solve(layer, u, context, inverse, log_det=True):
     """The textbook slow direction: ``D`` passes of the whole network, each transforming every
-    coordinate (what ``MaskedAutoregressive._solve`` did before the pruned passes)."""
+    coordinate (what ``MaskedAutoregressive._solve`` did before the pruned passes); like it,
+    without the log-derivative when drawing samples."""
     v = torch.zeros_like(u)
     for _ in range(layer.dim):
         params = layer.net(v, context)
+        if not log_det:
+            v = layer.univariate.value(u.expand(params.shape[:-1]), params, inverse=inverse)
+            continue
         v, ladj = layer.univariate(u.expand(params.shape[:-1]), params, inverse=inverse)
-    return v, ladj.sum(-1)
+    return v, ladj.sum(-1) if log_det else None
 
 
 def best_time(fn, budget: float = 20.0) -> tuple[float, int]:
