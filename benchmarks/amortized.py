@@ -1,4 +1,4 @@
-"""Amortized posteriors: pyroflows' ``AmortizedPosterior`` against sbi's NPE with an NSF.
+r"""Amortized posteriors: pyroflows' ``AmortizedPosterior`` against sbi's NPE with an NSF.
 
 Measures the targets of issue 9 in one run and writes ``benchmarks/results/amortized.md`` and
 ``amortized.json`` (full run):
@@ -49,6 +49,10 @@ Commands::
 
     .venv/bin/python benchmarks/amortized.py --quick   # < 1 min: one budget, one observation
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/amortized.py   # full run, writes results/
+    # the spread over training seeds of one task and budget, accuracy only:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/amortized.py --tasks two_moons \
+        --budgets 10000 --methods pyroflows "sbi NPE-NSF" --seeds 0 1 2 3 4 --accuracy-only \
+        --out benchmarks/results/seeds
 
 Timings depend on the machine's load (recorded in the JSON); the load average at the start is
 printed.
@@ -193,11 +197,11 @@ TASKS = {"two_moons": TwoMoons, "linear_gaussian": LinearGaussian, "slcp": SLCP}
 
 
 # -- methods ----------------------------------------------------------------------------------
-def train_pyroflows(task, theta, x, quick, flow="nsf"):
+def train_pyroflows(task, theta, x, quick, seed=0, flow="nsf"):
     post = AmortizedPosterior(prior=task.prior, simulator=task.simulate, flow=flow)
     extra = {"max_epochs": 10} if quick else {}
     start = time.perf_counter()
-    post.fit(theta, x, progress=False, **extra)
+    post.fit(theta, x, progress=False, seed=seed, **extra)
     return post, time.perf_counter() - start, len(post.history.train_loss)
 
 
@@ -213,13 +217,14 @@ def sbi_prior(task):
     return BoxUniform(task.prior.base_dist.low, task.prior.base_dist.high)
 
 
-def train_sbi(task, theta, x, quick):
+def train_sbi(task, theta, x, quick, seed=0):
     from sbi.inference import NPE
     from sbi.neural_nets import posterior_nn
 
     estimator = posterior_nn("nsf", hidden_features=50, num_transforms=5, num_bins=10)
     inference = NPE(prior=sbi_prior(task), density_estimator=estimator, show_progress_bars=False)
     extra = {"max_num_epochs": 10} if quick else {}
+    torch.manual_seed(seed)  # sbi draws its initialisation and batches from torch's stream
     start = time.perf_counter()
     net = inference.append_simulations(theta, x).train(**extra)
     seconds = time.perf_counter() - start
@@ -234,7 +239,7 @@ def sample_sbi(post, x_obs, n):
 METHODS = {
     "pyroflows": (train_pyroflows, sample_pyroflows),
     "pyroflows realnvp": (
-        lambda *args: train_pyroflows(*args, flow="realnvp"),
+        lambda *args, **kwargs: train_pyroflows(*args, flow="realnvp", **kwargs),
         sample_pyroflows,
     ),
     "sbi NPE-NSF": (train_sbi, sample_sbi),
@@ -244,7 +249,7 @@ METHODS = {
 # -- parts ------------------------------------------------------------------------------------
 def accuracy(args, log, task_name):
     rows, posteriors = [], {}
-    budgets = [1000] if args.quick else [1000, 10000]
+    budgets = args.budgets or ([1000] if args.quick else [1000, 10000])
     n_draws = 500 if args.quick else args.c2st_draws
     for name in [task_name]:
         task = TASKS[name]()
@@ -266,26 +271,29 @@ def accuracy(args, log, task_name):
             for method, (train, sample) in METHODS.items():
                 if method not in args.methods:
                     continue
-                torch.manual_seed(0)
-                post, seconds, epochs = train(task, theta, x, args.quick)
-                scores = []
-                for i in range(args.observations):
-                    torch.manual_seed(3000 + i)
-                    draws = sample(post, x_obs[i], n_draws)
-                    folds = 3 if args.quick else 5
-                    scores.append(c2st(draws.numpy(), refs[i].numpy(), folds=folds).accuracy)
-                row = dict(
-                    task=name, budget=budget, method=method, c2st=float(np.mean(scores)),
-                    c2st_per_observation=[round(s, 4) for s in scores], train_s=seconds,
-                    epochs=epochs, reference_rhat=rhat,
-                )  # fmt: skip
-                rows.append(row)
-                log(
-                    f"{name:16s} {budget:6d} {method:12s} C2ST {row['c2st']:.3f} "
-                    f"({', '.join(f'{s:.3f}' for s in scores)})  train {seconds:6.1f} s, "
-                    f"{epochs} epochs"
-                )
-                posteriors[(name, budget, method)] = (post, task)
+                for seed in args.seeds:
+                    torch.manual_seed(0)
+                    post, seconds, epochs = train(task, theta, x, args.quick, seed=seed)
+                    scores = []
+                    for i in range(args.observations):
+                        torch.manual_seed(3000 + i)
+                        draws = sample(post, x_obs[i], n_draws)
+                        folds = 3 if args.quick else 5
+                        scores.append(c2st(draws.numpy(), refs[i].numpy(), folds=folds).accuracy)
+                    row = dict(
+                        task=name, budget=budget, method=method, seed=seed,
+                        c2st=float(np.mean(scores)),
+                        c2st_per_observation=[round(s, 4) for s in scores], train_s=seconds,
+                        epochs=epochs, reference_rhat=rhat,
+                    )  # fmt: skip
+                    rows.append(row)
+                    log(
+                        f"{name:16s} {budget:6d} {method:12s} seed {seed} C2ST "
+                        f"{row['c2st']:.3f} ({', '.join(f'{s:.3f}' for s in scores)})  "
+                        f"train {seconds:6.1f} s, {epochs} epochs"
+                    )
+                    if seed == args.seeds[0]:  # timed and calibrated
+                        posteriors[(name, budget, method)] = (post, task)
     return rows, posteriors
 
 
@@ -373,19 +381,32 @@ def markdown(result):
         "",
         "## C2ST accuracy against reference posteriors (0.5 is perfect), training time",
         "",
-        "| task | simulations | method | C2ST (mean over observations) | per observation "
-        "| train s | epochs |",
-        "|---|---:|---|---:|---|---:|---:|",
+        "| task | simulations | method | training seed | C2ST (mean over observations) "
+        "| per observation | train s | epochs |",
+        "|---|---:|---|---:|---:|---|---:|---:|",
     ]
+    groups = {}
     for r in result["accuracy"]:
         per = ", ".join(f"{s:.3f}" for s in r["c2st_per_observation"])
         lines.append(
-            f"| {r['task']} | {r['budget']:,} | {r['method']} | {r['c2st']:.3f} | {per} | "
-            f"{r['train_s']:.1f} | {r['epochs']} |"
+            f"| {r['task']} | {r['budget']:,} | {r['method']} | {r.get('seed', 0)} | "
+            f"{r['c2st']:.3f} | {per} | {r['train_s']:.1f} | {r['epochs']} |"
         )
-    lines += ["", "## Observations x 1 000 draws in one call (best of up to 3 runs in 10 s)", "",
-              "| task | method | observations | threads | seconds |",
-              "|---|---|---:|---:|---:|"]  # fmt: skip
+        groups.setdefault((r["task"], r["budget"], r["method"]), []).append(r)
+    if any(len(g) > 1 for g in groups.values()):
+        lines += ["", "## Over the training seeds", "",
+                  "| task | simulations | method | seeds | C2ST mean | sd | min | max | train s |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for (task, budget, method), g in groups.items():
+            c = np.array([r["c2st"] for r in g])
+            t = np.mean([r["train_s"] for r in g])
+            lines.append(f"| {task} | {budget:,} | {method} | {len(g)} | {c.mean():.3f} | "
+                         f"{c.std(ddof=1) if len(c) > 1 else 0:.3f} | {c.min():.3f} | "
+                         f"{c.max():.3f} | {t:.1f} |")  # fmt: skip
+    if result["timing"]:
+        lines += ["", "## Observations x 1 000 draws in one call (best of up to 3 runs in 10 s)",
+                  "", "| task | method | observations | threads | seconds |",
+                  "|---|---|---:|---:|---:|"]  # fmt: skip
     for r in result["timing"]:
         lines.append(f"| {r['task']} | {r['method']} | {r['observations']} | {r['threads']} | "
                      f"{r['seconds']:.3f} |")  # fmt: skip
@@ -410,6 +431,15 @@ def main(argv=None):
     parser.add_argument("--c2st-draws", type=int, default=2000, help="per set, per observation")
     parser.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--budgets", nargs="+", type=int, default=None, help="simulations")
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="training seeds; the first one's posteriors are timed and checked",
+    )
+    parser.add_argument("--accuracy-only", action="store_true", help="no timing, no SBC")
     args = parser.parse_args(argv)
     if args.observations is None:
         args.observations = 1 if args.quick else 3
@@ -440,8 +470,9 @@ def main(argv=None):
     for name in args.tasks:  # results written after every task
         rows, posteriors = accuracy(args, log, name)
         result["accuracy"] += rows
-        result["timing"] += timing(posteriors, args, log, name)
-        result["sbc"] += calibration(posteriors, args, log, name)
+        if not args.accuracy_only:
+            result["timing"] += timing(posteriors, args, log, name)
+            result["sbc"] += calibration(posteriors, args, log, name)
         result["total_s"] = time.perf_counter() - start
         text = markdown(result)
         if out is not None:
