@@ -194,11 +194,15 @@ class MLP(nn.Module):
             h = h.add_(embedded) if in_place and h.shape == torch.broadcast_shapes(
                 h.shape, embedded.shape) else h + embedded  # fmt: skip
         act = self.activation
-        if self.residual:  # h is read again after act(h): never in place
+        if self.residual:
+            # h is read again after act(h), so that one is never in place; the block's own
+            # fresh tensors are updated in place when autograd is off
+            fresh = torch.relu_ if in_place and type(act) is nn.ReLU else act
             for _ in range(self._n_hidden):
-                inner = F.linear(act(h), next(params), next(params))
-                h = h + F.linear(act(inner), next(params), next(params))
-            h = act(h)
+                inner = fresh(F.linear(act(h), next(params), next(params)))
+                update = F.linear(inner, next(params), next(params))
+                h = update.add_(h) if in_place and update.shape == h.shape else h + update
+            h = fresh(h)
         else:
             if in_place and type(act) is nn.ReLU:
                 act = torch.relu_  # each h is a fresh tensor read only once
