@@ -201,7 +201,7 @@ class MLP(nn.Module):
             for _ in range(self._n_hidden):
                 inner = fresh(F.linear(act(h), next(params), next(params)))
                 update = F.linear(inner, next(params), next(params))
-                h = update.add_(h) if in_place and update.shape == h.shape else h + update
+                h = update.add_(h) if in_place else h + update  # update has h's shape
             h = fresh(h)
         else:
             if in_place and type(act) is nn.ReLU:

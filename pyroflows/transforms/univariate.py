@@ -17,8 +17,19 @@ from torch import Tensor
 from pyroflows.ops import affine, piecewise_linear, rational_quadratic_spline, soft_clamp
 
 
+class _Map:
+    """What the univariate maps share: ``value``, the map without its log-derivative."""
+
+    def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def value(self, x: Tensor, params: Tensor, inverse: bool = False) -> Tensor:
+        """The map alone, without its log-derivative."""
+        return self(x, params, inverse)[0]
+
+
 @dataclass(frozen=True)
-class Affine:
+class Affine(_Map):
     """``y = x * exp(s) + t`` with ``s`` soft-clamped to ``(-scale_bound, scale_bound)``."""
 
     scale_bound: float = 5.0
@@ -31,13 +42,9 @@ class Affine:
         shift, raw_scale = params.unbind(-1)
         return affine(x, shift, soft_clamp(raw_scale, self.scale_bound), inverse=inverse)
 
-    def value(self, x: Tensor, params: Tensor, inverse: bool = False) -> Tensor:
-        """The map alone, without its log-derivative."""
-        return self(x, params, inverse)[0]
-
 
 @dataclass(frozen=True)
-class RQS:
+class RQS(_Map):
     """Monotonic rational-quadratic spline with ``bins`` bins on ``[-bound, bound]``, identity
     outside (Durkan et al., 2019)."""
 
@@ -63,7 +70,7 @@ class RQS:
 
 
 @dataclass(frozen=True)
-class PiecewiseLinear:
+class PiecewiseLinear(_Map):
     """Monotonic piecewise-linear map of ``[0, 1]`` with ``bins`` equal-width bins
     (Müller et al., 2018); identity outside the unit interval."""
 
@@ -75,10 +82,6 @@ class PiecewiseLinear:
 
     def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         return piecewise_linear(x, params, inverse=inverse)
-
-    def value(self, x: Tensor, params: Tensor, inverse: bool = False) -> Tensor:
-        """The map alone, without its log-derivative."""
-        return self(x, params, inverse)[0]
 
 
 Univariate = Affine | RQS | PiecewiseLinear
