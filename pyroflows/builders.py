@@ -8,7 +8,9 @@ One keyword set for all of them: ``layers``, ``hidden``, ``residual``, ``activat
 such as ``"relu"`` or an ``nn.Module`` class), ``bins``, ``bound``, ``coupling``, ``order``
 (``"alternate"`` or ``"random"``), ``base`` (``"normal"``, ``"diag_normal"``, ``"mog"``,
 ``"uniform"`` or a :class:`~pyroflows.bases.Base`), plus ``batch_norm``, ``components``,
-``seed`` and ``context_affine`` (end with a :class:`~pyroflows.transforms.ContextAffine`).
+``seed``, ``context_affine`` (end with a :class:`~pyroflows.transforms.ContextAffine`) and
+``context_every_layer`` (the context enters every hidden layer of the conditioners, not only
+the first).
 A keyword that does not apply to a family (``bins`` for ``maf``, ``order`` for a coupling
 flow) is a ``ValueError`` that says why, never silently ignored.
 """
@@ -142,6 +144,7 @@ def autoregressive_flow(
     activation: str | type[nn.Module] = "relu",
     seed: int = 0,
     context_affine: bool = False,
+    context_every_layer: bool = False,
 ) -> Flow:
     """A stack of :class:`MaskedAutoregressive` layers with the given univariate transform.
 
@@ -152,15 +155,24 @@ def autoregressive_flow(
     """
 
     hidden, act = _hidden(hidden), _activation(activation)
+    _check_context_every_layer(context_every_layer, context_dim)
     _order(0, order, seed)
 
     def make(i: int) -> FlowTransform:
         return MaskedAutoregressive(
-            dim, univariate, context_dim, hidden, _order(i, order, seed), residual, act, inverse
-        )
+            dim, univariate, context_dim, hidden, _order(i, order, seed), residual, act, inverse,
+            context_every_layer,
+        )  # fmt: skip
 
     head = _head(context_affine, dim, context_dim, hidden, act)
     return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head)
+
+
+def _check_context_every_layer(every: bool, context_dim: int) -> None:
+    if not isinstance(every, bool):
+        raise ValueError(f"context_every_layer must be True or False, got {every!r}")
+    if every and not context_dim:
+        raise ValueError("context_every_layer=True needs a context (context_dim > 0)")
 
 
 def _head(
@@ -184,6 +196,7 @@ def coupling_flow(
     activation: str | type[nn.Module] = "relu",
     seed: int = 0,
     context_affine: bool = False,
+    context_every_layer: bool = False,
 ) -> Flow:
     """A stack of :class:`Coupling` layers with alternating masks (``dim >= 2``), optionally
     ended by a :class:`ContextAffine` layer (see :func:`autoregressive_flow`)."""
@@ -193,11 +206,13 @@ def coupling_flow(
             f"got dim={dim}; use an autoregressive flow"
         )
     hidden, act = _hidden(hidden), _activation(activation)
+    _check_context_every_layer(context_every_layer, context_dim)
 
     def make(i: int) -> FlowTransform:
         return Coupling(
-            dim, univariate, context_dim, hidden, alternating_mask(dim, i), residual, act
-        )
+            dim, univariate, context_dim, hidden, alternating_mask(dim, i), residual, act,
+            context_every_layer,
+        )  # fmt: skip
 
     head = _head(context_affine, dim, context_dim, hidden, act)
     return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head)

@@ -124,6 +124,28 @@ def test_save_load_round_trip(linear_post, tmp_path):
     assert blob["config"]["space"]["names"] == ["theta"]
 
 
+def test_a_save_from_before_a_new_flow_default_loads_its_own_flow(tmp_path):
+    """A posterior saved with options that were then the defaults (here: the context only in
+    the first layer, written without the key ``context_every_layer``) loads with the saved
+    options, not with today's defaults, and gives the same draws."""
+    prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+    post = AmortizedPosterior(
+        prior=prior, flow_kwargs=dict(layers=1, hidden=(8,), context_every_layer=False)
+    )
+    theta = prior.sample((300,))
+    post.fit(theta, theta + torch.randn_like(theta), max_epochs=2, progress=False, seed=0)
+    path = tmp_path / "old.pt"
+    post.save(path)
+    blob = torch.load(path, weights_only=True)
+    del blob["config"]["flow_kwargs"]["context_every_layer"]
+    torch.save(blob, path)
+    loaded = AmortizedPosterior.load(path)
+    assert "context_every_layer" not in loaded.flow_kwargs
+    x = torch.tensor([[0.3, -0.2]])
+    assert torch.equal(loaded.sample(x, 20, seed=0), post.sample(x, 20, seed=0))
+    assert AmortizedPosterior(prior=prior).flow_kwargs["context_every_layer"] is True
+
+
 def test_to_inference_data(linear_post):
     idata = linear_post.to_inference_data(torch.tensor([0.5, -1.0]), num_samples=400, chains=2)
     assert dict(idata.posterior.sizes)["draw"] == 200

@@ -274,6 +274,8 @@ def test_layers_work_inside_pyro_autoguides():
         ("maf", {"activation": "swishy"}, "activation must be one of"),
         ("maf", {"order": "zigzag"}, "order must be"),
         ("realnvp", {}, "coupling layers need dim >= 2"),
+        ("nsf", {"context_every_layer": True}, "needs a context"),
+        ("realnvp", {"context_every_layer": 1}, "context_every_layer must be True or False"),
     ],
 )
 def test_builder_keywords_that_do_not_apply_are_named(family, kwargs, match):

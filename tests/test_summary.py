@@ -30,6 +30,7 @@ ALL = {
     **SETS,
     "identity": lambda: IdentitySummary(14),
     "mlp": lambda: MLPSummary(14, 6, hidden=(16,)),
+    "mlp-skip": lambda: MLPSummary(14, 6, hidden=(16,), skip=True),
     "gru": lambda: RecurrentSummary(2, 6, hidden=8, layers=2),
     "conv1d": lambda: Conv1dSummary(2, 6, channels=(4, 8), length=3),
 }
@@ -164,3 +165,15 @@ def test_bad_arguments():
         summary_from_config("Nope", {})
     with pytest.raises(ValueError, match="expected 4 values"):
         IdentitySummary(4)(torch.zeros(2, 5))
+
+
+def test_mlp_summary_with_skip_passes_the_data_through_then_its_features():
+    torch.manual_seed(0)
+    net = MLPSummary(6, 3, hidden=(8,), skip=True)
+    x = torch.randn(5, 2, 3)
+    out = net(x)
+    assert net.out_features == 9 and out.shape == (5, 9)
+    assert torch.equal(out[:, :6], x.reshape(5, 6))
+    assert torch.equal(out[:, 6:], net.net(x.reshape(5, 6)))
+    with pytest.raises(TypeError, match="skip must be True or False"):
+        MLPSummary(6, 3, skip="yes")

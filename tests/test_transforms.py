@@ -77,6 +77,12 @@ CASES = {
     "iaf-rqs": Case(_ar(RQS(6, 3.0), inverse=True), conditional=True),
     "coupling-affine": Case(_coupling(Affine()), conditional=True),
     "coupling-rqs": Case(_coupling(RQS(6, 3.0), residual=True), conditional=True),
+    "maf-rqs-context-every-layer": Case(
+        _ar(RQS(6, 3.0), order=7, context_every_layer=True), conditional=True
+    ),
+    "coupling-context-every-layer": Case(
+        _coupling(Affine(), residual=True, context_every_layer=True), conditional=True
+    ),
     "coupling-linear": Case(_coupling(PiecewiseLinear(5)), conditional=True, domain="unit"),
     "permutation-reversed": Case(lambda c: Permutation.reversed(D, c)),
     "permutation-random": Case(lambda c: Permutation.random(D, seed=3, context_dim=c)),
@@ -336,13 +342,15 @@ def test_invalid_constructions_raise():
 
 # -- the slow direction of autoregressive layers: one pruned pass per degree ----------------------
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
-@pytest.mark.parametrize("context", [0, 3], ids=["unconditional", "context"])
+@pytest.mark.parametrize(
+    "context, every", [(0, False), (3, False), (3, True)], ids=["unconditional", "context", "every"]
+)
 @pytest.mark.parametrize("order", ["natural", "reversed", 7], ids=str)
-def test_made_pass_for_one_degree_equals_the_full_pass(residual, context, order):
+def test_made_pass_for_one_degree_equals_the_full_pass(residual, context, every, order):
     from pyroflows.nn import MADE
 
     torch.manual_seed(0)
-    made = MADE(5, params=4, context=context, hidden=(24, 24, 24), order=order, residual=residual)
+    made = MADE(5, 4, context, (24, 24, 24), order, residual=residual, context_every_layer=every)
     randomize(made)
     x = torch.randn(6, 5, dtype=torch.float32)
     ctx = torch.randn(6, context) if context else None
@@ -358,6 +366,28 @@ def test_made_pass_for_one_degree_equals_the_full_pass(residual, context, order)
         assert torch.allclose(made.forward_degree(x, ctx, degree), full[:, i], atol=1e-5)
     with pytest.raises(ValueError, match="degree 6"):
         made.forward_degree(x, ctx, 6)
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+def test_the_context_reaches_every_hidden_layer(residual):
+    """With ``context_every_layer`` each hidden layer (each residual block's inner layer) gets
+    its own linear map of the context: zeroing the first one leaves the output a function of
+    the context, and zeroing them all leaves none."""
+    from pyroflows.nn import MLP
+
+    torch.manual_seed(0)
+    net = MLP(3, 4, context=2, hidden=(8, 8, 8), residual=residual, context_every_layer=True)
+    randomize(net)
+    contexts = [i for i, c in enumerate(net._is_context) if c]
+    assert [net._shapes[i] for i in contexts] == [(8, 2)] * 3
+    x, c1, c2 = torch.randn(5, 3), torch.randn(5, 2), torch.randn(5, 2)
+    offsets = [sum(net._sizes[:i]) for i in contexts]
+    with torch.no_grad():
+        net.flat_params[offsets[0] : offsets[0] + 16] = 0.0
+        assert not torch.allclose(net(x, c1), net(x, c2))
+        for offset in offsets[1:]:
+            net.flat_params[offset : offset + 16] = 0.0
+        assert torch.equal(net(x, c1), net(x, c2))
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])

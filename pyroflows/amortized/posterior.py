@@ -66,6 +66,11 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=50, clip_grad=5.0,
     seed=0,
 )  # fmt: skip
+#: the posterior flow's builder options unless ``flow_kwargs`` says otherwise. The data enter
+#: every hidden layer of each conditioner, not only the first: two moons at 10 000
+#: simulations, C2ST over five training seeds 0.562 +- 0.012 instead of 0.581 +- 0.017 (sbi's
+#: NPE 0.567 +- 0.012), at the cost of one small matrix product per hidden layer
+FLOW_DEFAULTS: dict[str, Any] = dict(layers=5, hidden=(64, 64), context_every_layer=True)
 #: rows per chunk when sampling or scoring many observations at once: activations of a few MB
 #: stay in cache and in reused heap memory (131 072 rows was 1.2-1.6x slower on 1 000
 #: observations x 1 000 draws of a 10-D posterior)
@@ -200,7 +205,8 @@ class AmortizedPosterior:
         summary: a summary network (``nn.Module``, e.g. :class:`pyroflows.nn.DeepSet`);
             ``None`` flattens the data.
         flow: flow family for :func:`pyroflows.build` (``"nsf"``, ``"maf"``, ``"realnvp"``).
-        flow_kwargs: builder options (default: 5 layers, hidden ``(64, 64)``).
+        flow_kwargs: builder options, over :data:`FLOW_DEFAULTS` (5 layers, hidden
+            ``(64, 64)``, the context fed to every hidden layer of the conditioners).
             ``context_affine=True`` ends the flow with a
             :class:`~pyroflows.transforms.ContextAffine` layer, for posteriors whose location
             and width move over orders of magnitude with the data (notebook 09).
@@ -290,7 +296,7 @@ class AmortizedPosterior:
         self.space: ParameterSpace | None = None if self.sim is None else self.sim.space
         self.summary = summary
         self.flow_name = flow
-        self.flow_kwargs = dict(flow_kwargs or {"layers": 5, "hidden": (64, 64)})
+        self.flow_kwargs = {**FLOW_DEFAULTS, **(flow_kwargs or {})}
         self.estimator: PosteriorEstimator | None = None
         self.theta_pre: Preprocessor | None = None
         self.x_pre: Preprocessor | None = None
@@ -929,6 +935,7 @@ class AmortizedPosterior:
             post.space = ParameterSpace.from_state(c["space"], supports)
             post.x_shape = torch.Size(c["x_shape"])
             post.context_dim = int(c["context_dim"])
+            post.flow_kwargs = dict(c["flow_kwargs"])  # what was saved, not today's defaults
             flow = build(
                 c["flow"], post.space.unconstrained_dim, post.context_dim, **c["flow_kwargs"]
             )

@@ -49,6 +49,14 @@ def _output_layer(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return F.linear(h, F.pad(weight, (0, 0, 0, pad)), F.pad(bias, (0, pad)))[..., :width]
 
 
+def _add(h: Tensor, embedded: Tensor, in_place: bool) -> Tensor:
+    """``h + embedded`` (a context's embedding, with a batch shape that may be smaller), in
+    place when autograd is off and the sum has ``h``'s shape."""
+    if in_place and h.shape == torch.broadcast_shapes(h.shape, embedded.shape):
+        return h.add_(embedded)
+    return h + embedded
+
+
 def _linear(in_features: int, out_features: int, mask: Tensor | None) -> nn.Linear:
     if mask is None:
         return nn.Linear(in_features, out_features)
@@ -98,6 +106,7 @@ class MLP(nn.Module):
         residual: bool = False,
         masks: Sequence[Tensor] | None = None,
         input_bound: float | None = INPUT_BOUND,
+        context_every_layer: bool = False,
     ):
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
@@ -108,6 +117,7 @@ class MLP(nn.Module):
         self.in_features, self.out_features, self.context = in_features, out_features, context
         self.residual = residual
         self.input_bound = input_bound
+        self.context_every_layer = bool(context_every_layer) and context > 0
         self._n_hidden = len(hidden) - 1
         mask_iter = iter(masks) if masks is not None else None
 
@@ -128,18 +138,23 @@ class MLP(nn.Module):
                 layers.append(second)
             else:
                 layers.append(_linear(h_in, h_out, next_mask()))
+            if self.context_every_layer:  # the context again: into this layer (a block's inner)
+                layers.append(nn.Linear(context, h_in if residual else h_out, bias=False))
         layers.append(_linear(hidden[-1], out_features, next_mask()))
 
         tensors: list[Tensor] = []
         mask_parts: list[Tensor] = []
         self._shapes: list[tuple[int, ...]] = []
+        self._is_context: list[bool] = []  # per layout entry: a context layer's weight
         for layer in layers:
+            self._is_context.append(layer.bias is None)
             weight = layer.weight.detach()
             tensors.append(weight.flatten())
             mask = layer.mask if isinstance(layer, MaskedLinear) else torch.ones_like(weight)
             mask_parts.append(mask.flatten())
             self._shapes.append(tuple(weight.shape))
             if layer.bias is not None:
+                self._is_context.append(False)
                 tensors.append(layer.bias.detach())
                 mask_parts.append(torch.ones_like(layer.bias.detach()))
                 self._shapes.append(tuple(layer.bias.shape))
@@ -159,10 +174,11 @@ class MLP(nn.Module):
         """
         flat = self.flat_mask if self.flat_mask is not None else torch.ones_like(self.flat_params)
         parts = flat.detach().split(self._sizes)
-        weights = [p.view(s) for p, s in zip(parts, self._shapes, strict=True) if len(s) == 2]
-        if self.context > 0:
-            del weights[1]
-        return weights
+        return [
+            part.view(shape)
+            for part, shape, context in zip(parts, self._shapes, self._is_context, strict=True)
+            if len(shape) == 2 and not context
+        ]
 
     def masked_weights(self) -> list[Tensor]:
         """Weights and biases (masked) in layout order, as views of one tensor."""
@@ -190,17 +206,19 @@ class MLP(nn.Module):
                 raise ValueError(f"this network needs a context of size {self.context}")
             if bound is not None:
                 context = context.clamp(-bound, bound)
-            embedded = F.linear(context, next(params))
-            h = h.add_(embedded) if in_place and h.shape == torch.broadcast_shapes(
-                h.shape, embedded.shape) else h + embedded  # fmt: skip
+            h = _add(h, F.linear(context, next(params)), in_place)
+        every = self.context_every_layer
         act = self.activation
         if self.residual:
             # h is read again after act(h), so that one is never in place; the block's own
             # fresh tensors are updated in place when autograd is off
             fresh = torch.relu_ if in_place and type(act) is nn.ReLU else act
             for _ in range(self._n_hidden):
-                inner = fresh(F.linear(act(h), next(params), next(params)))
-                update = F.linear(inner, next(params), next(params))
+                w1, b1, w2, b2 = next(params), next(params), next(params), next(params)
+                inner = F.linear(act(h), w1, b1)
+                if every:
+                    inner = _add(inner, F.linear(context, next(params)), in_place)
+                update = F.linear(fresh(inner), w2, b2)
                 h = update.add_(h) if in_place else h + update  # update has h's shape
             h = fresh(h)
         else:
@@ -208,7 +226,10 @@ class MLP(nn.Module):
                 act = torch.relu_  # each h is a fresh tensor read only once
             h = act(h)
             for _ in range(self._n_hidden):
-                h = act(F.linear(h, next(params), next(params)))
+                h = F.linear(h, next(params), next(params))
+                if every:
+                    h = _add(h, F.linear(context, next(params)), in_place)
+                h = act(h)
         return _output_layer(h, next(params), next(params))
 
     def zero_output_(self) -> MLP:
@@ -300,6 +321,7 @@ class MADE(MLP):
         activation: type[nn.Module] = nn.ReLU,
         residual: bool = False,
         input_bound: float | None = INPUT_BOUND,
+        context_every_layer: bool = False,
     ):
         hidden = tuple(int(h) for h in hidden)
         degrees = made_degrees(features, order)
@@ -322,6 +344,7 @@ class MADE(MLP):
             residual,
             [m.float() for m in masks],
             input_bound,
+            context_every_layer,
         )
         self.features, self.params = features, params
         self.register_buffer("degrees", degrees)
@@ -394,5 +417,7 @@ class MADE(MLP):
             if self.residual:
                 keep += [(units[k], units[k]), (units[k], None)]
             keep += [(units[k + 1], units[k]), (units[k + 1], None)]
+            if self.context_every_layer:
+                keep.append((units[k] if self.residual else units[k + 1], None))
         keep += [(out_rows, units[-1]), (out_rows, None)]
         return [(rows.to(device), None if cols is None else cols.to(device)) for rows, cols in keep]

@@ -153,13 +153,19 @@ class MLPSummary(Summary):
 
     Args:
         in_features: number of values in one simulation.
-        out_features: size of the summary.
+        out_features: size of the learnt summary.
         hidden: hidden layer sizes.
         activation: ``"relu"``, ``"gelu"``, ``"silu"``, ``"tanh"`` or ``"elu"``.
+        skip: return the flattened data followed by the learnt summary
+            (``in_features + out_features`` values): the flow keeps the data themselves and
+            gains learnt nonlinear features of them. The posterior's default for fixed-size
+            data.
 
     Example:
         >>> MLPSummary(10, 4, hidden=(16,))(torch.randn(3, 10)).shape
         torch.Size([3, 4])
+        >>> MLPSummary(10, 4, hidden=(16,), skip=True)(torch.randn(3, 10)).shape
+        torch.Size([3, 14])
     """
 
     def __init__(
@@ -168,18 +174,27 @@ class MLPSummary(Summary):
         out_features: int,
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
+        skip: bool = False,
     ):
         hidden = [_positive("hidden size", h) for h in hidden]
+        if not isinstance(skip, bool):
+            raise TypeError(f"skip must be True or False, got {skip!r}")
         super().__init__(
             in_features=_positive("in_features", in_features),
             out_features=_positive("out_features", out_features),
             hidden=list(hidden),
             activation=activation,
+            skip=skip,
         )
         self.net = _mlp([in_features, *hidden, out_features], activation)
+        self.skip = skip
+        if skip:
+            self.out_features = in_features + out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.reshape(len(x), -1) if x.dim() > 1 else x.reshape(-1, 1))
+        flat = x.reshape(len(x), -1) if x.dim() > 1 else x.reshape(-1, 1)
+        learnt = self.net(flat)
+        return torch.cat([flat, learnt], -1) if self.skip else learnt
 
 
 class DeepSet(Summary):

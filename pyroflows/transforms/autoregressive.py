@@ -30,6 +30,8 @@ class MaskedAutoregressive(FlowTransform):
         inverse: ``False`` (MAF): the network reads the data, so ``log_prob`` costs one pass and
             sampling ``dim`` passes. ``True`` (IAF): the network reads the base variable, so
             sampling and scoring one's own samples cost one pass.
+        context_every_layer: feed the context to every hidden layer of the MADE, not only the
+            first (see :class:`~pyroflows.nn.MLP`).
 
     Example:
         >>> layer = MaskedAutoregressive(3, context_dim=2)
@@ -48,11 +50,19 @@ class MaskedAutoregressive(FlowTransform):
         residual: bool = False,
         activation: type[nn.Module] = nn.ReLU,
         inverse: bool = False,
+        context_every_layer: bool = False,
     ):
         super().__init__(dim, context_dim)
         self.univariate = univariate if univariate is not None else Affine()
         self.net = MADE(
-            dim, self.univariate.num_params, context_dim, hidden, order, activation, residual
+            dim,
+            self.univariate.num_params,
+            context_dim,
+            hidden,
+            order,
+            activation,
+            residual,
+            context_every_layer=context_every_layer,
         ).zero_output_()
         self.iaf = bool(inverse)
         self.inverse_is_fast = not self.iaf

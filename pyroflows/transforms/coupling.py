@@ -41,6 +41,8 @@ class Coupling(FlowTransform):
             (default: the first ``dim // 2``).
         residual: residual conditioner blocks.
         activation: activation module class.
+        context_every_layer: feed the context to every hidden layer of the conditioner, not
+            only the first (see :class:`~pyroflows.nn.MLP`).
 
     Example:
         >>> layer = Coupling(4)
@@ -58,6 +60,7 @@ class Coupling(FlowTransform):
         mask: Tensor | None = None,
         residual: bool = False,
         activation: type[nn.Module] = nn.ReLU,
+        context_every_layer: bool = False,
     ):
         super().__init__(dim, context_dim)
         if dim < 2:
@@ -82,6 +85,7 @@ class Coupling(FlowTransform):
             hidden,
             activation,
             residual,
+            context_every_layer=context_every_layer,
         ).zero_output_()
 
     def _couple(
