@@ -59,9 +59,9 @@ __all__ = ["AmortizedPosterior", "PosteriorEstimator"]
 #: training defaults: sbi's NPE batch, learning rate, clipping and 10 % validation, with the rate
 #: decayed by a cosine over 300 epochs and early stopping after 50 epochs without a better
 #: validation loss (sbi: a constant rate, 20 epochs); the best validation state is kept. Two
-#: moons at 10 000 simulations, five training seeds: C2ST 0.581 +- 0.017 in about 65 s, where a
-#: constant rate with patience 20 gave 0.610-0.627 (three seeds); sbi 0.567 +- 0.012
-#: (benchmarks/amortized.py --seeds).
+#: moons at 10 000 simulations with the first-layer-only conditioners of earlier defaults, five
+#: training seeds: C2ST 0.581 +- 0.017 in about 65 s, where a constant rate with patience 20
+#: gave 0.610-0.627 (three seeds); sbi 0.567 +- 0.012 (benchmarks/amortized.py --seeds).
 TRAIN_DEFAULTS: dict[str, Any] = dict(
     batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=50, clip_grad=5.0,
     seed=0,
