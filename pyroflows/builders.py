@@ -155,7 +155,7 @@ def autoregressive_flow(
     """
 
     hidden, act = _hidden(hidden), _activation(activation)
-    _check_context_every_layer(context_every_layer, context_dim)
+    _check_context_every_layer(context_every_layer)
     _order(0, order, seed)
 
     def make(i: int) -> FlowTransform:
@@ -168,11 +168,9 @@ def autoregressive_flow(
     return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head)
 
 
-def _check_context_every_layer(every: bool, context_dim: int) -> None:
-    if not isinstance(every, bool):
+def _check_context_every_layer(every: bool) -> None:
+    if not isinstance(every, bool):  # (the networks refuse it without a context)
         raise ValueError(f"context_every_layer must be True or False, got {every!r}")
-    if every and not context_dim:
-        raise ValueError("context_every_layer=True needs a context (context_dim > 0)")
 
 
 def _head(
@@ -206,7 +204,7 @@ def coupling_flow(
             f"got dim={dim}; use an autoregressive flow"
         )
     hidden, act = _hidden(hidden), _activation(activation)
-    _check_context_every_layer(context_every_layer, context_dim)
+    _check_context_every_layer(context_every_layer)
 
     def make(i: int) -> FlowTransform:
         return Coupling(

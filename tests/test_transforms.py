@@ -77,11 +77,14 @@ CASES = {
     "iaf-rqs": Case(_ar(RQS(6, 3.0), inverse=True), conditional=True),
     "coupling-affine": Case(_coupling(Affine()), conditional=True),
     "coupling-rqs": Case(_coupling(RQS(6, 3.0), residual=True), conditional=True),
+    # the context in every hidden layer (the conditional variants; it needs a context)
     "maf-rqs-context-every-layer": Case(
-        _ar(RQS(6, 3.0), order=7, context_every_layer=True), conditional=True
+        lambda c: MaskedAutoregressive(D, RQS(6, 3.0), c, H, 7, context_every_layer=c > 0),
+        conditional=True,
     ),
     "coupling-context-every-layer": Case(
-        _coupling(Affine(), residual=True, context_every_layer=True), conditional=True
+        lambda c: Coupling(D, Affine(), c, H, residual=True, context_every_layer=c > 0),
+        conditional=True,
     ),
     "coupling-linear": Case(_coupling(PiecewiseLinear(5)), conditional=True, domain="unit"),
     "permutation-reversed": Case(lambda c: Permutation.reversed(D, c)),
@@ -388,6 +391,8 @@ def test_the_context_reaches_every_hidden_layer(residual):
         for offset in offsets[1:]:
             net.flat_params[offset : offset + 16] = 0.0
         assert torch.equal(net(x, c1), net(x, c2))
+    with pytest.raises(ValueError, match="needs a context"):
+        MLP(3, 4, context=0, context_every_layer=True)
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])

@@ -89,6 +89,9 @@ class MLP(nn.Module):
             only changes the outputs for inputs beyond the bound (far outliers, infinities),
             which would otherwise overflow the hidden units into ``inf`` and ``NaN`` (``0 * inf``
             at masked weights, ``inf - inf`` in a softmax).
+        context_every_layer: the context also enters every later hidden layer (in a residual
+            block, its inner layer) through a linear map of its own, not only the first. Needs a
+            context. The maps are unmasked: the context has degree 0 in MADE.
 
     Example:
         >>> net = MLP(3, 2, context=4, hidden=(16, 16))
@@ -117,7 +120,9 @@ class MLP(nn.Module):
         self.in_features, self.out_features, self.context = in_features, out_features, context
         self.residual = residual
         self.input_bound = input_bound
-        self.context_every_layer = bool(context_every_layer) and context > 0
+        if context_every_layer and context <= 0:
+            raise ValueError("context_every_layer=True needs a context (context > 0)")
+        self.context_every_layer = bool(context_every_layer)
         self._n_hidden = len(hidden) - 1
         mask_iter = iter(masks) if masks is not None else None
 

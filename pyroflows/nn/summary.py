@@ -158,8 +158,7 @@ class MLPSummary(Summary):
         activation: ``"relu"``, ``"gelu"``, ``"silu"``, ``"tanh"`` or ``"elu"``.
         skip: return the flattened data followed by the learnt summary
             (``in_features + out_features`` values): the flow keeps the data themselves and
-            gains learnt nonlinear features of them. The posterior's default for fixed-size
-            data.
+            gains learnt nonlinear features of them.
 
     Example:
         >>> MLPSummary(10, 4, hidden=(16,))(torch.randn(3, 10)).shape
