@@ -938,7 +938,7 @@ class AmortizedPosterior:
             post.context_dim = int(c["context_dim"])
             post.flow_kwargs = dict(c["flow_kwargs"])  # what was saved, not today's defaults
             flow = build(
-                c["flow"], post.space.unconstrained_dim, post.context_dim, **c["flow_kwargs"]
+                c["flow"], post.space.unconstrained_dim, post.context_dim, **post.flow_kwargs
             )
             post.estimator = PosteriorEstimator(summary, flow)
             post.estimator.load_state_dict(blob["state"]["estimator"])
