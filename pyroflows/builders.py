@@ -10,7 +10,9 @@ such as ``"relu"`` or an ``nn.Module`` class), ``bins``, ``bound``, ``coupling``
 ``"uniform"`` or a :class:`~pyroflows.bases.Base`), plus ``batch_norm``, ``components``,
 ``seed``, ``context_affine`` (end with a :class:`~pyroflows.transforms.ContextAffine`) and
 ``context_every_layer`` (the context enters every hidden layer of the conditioners, not only
-the first).
+the first) and ``lu`` (a learnt :class:`~pyroflows.transforms.LULinear` map between layers,
+as in sbi's neural spline flow: it mixes all features, which a coupling or autoregressive
+layer alone does not).
 A keyword that does not apply to a family (``bins`` for ``maf``, ``order`` for a coupling
 flow) is a ``ValueError`` that says why, never silently ignored.
 """
@@ -32,6 +34,7 @@ from pyroflows.transforms import (
     ContextAffine,
     Coupling,
     FlowTransform,
+    LULinear,
     MaskedAutoregressive,
     PiecewiseLinear,
     alternating_mask,
@@ -114,15 +117,20 @@ def _stack(
     components: int,
     seed: int,
     head: FlowTransform | None = None,
+    lu: bool = False,
 ) -> Flow:
     _positive_int("dim", dim)
     _positive_int("layers", layers)
     if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
         raise ValueError(f"context_dim must be an integer >= 0, got {context_dim!r}")
+    if not isinstance(lu, bool):
+        raise ValueError(f"lu must be True or False, got {lu!r}")
     transforms: list[FlowTransform] = []
     for i in range(layers):
         if batch_norm and i > 0:
             transforms.append(BatchNorm(dim))
+        if lu and i > 0:
+            transforms.append(LULinear(dim, context_dim=context_dim, permute=False))
         transforms.append(make_layer(i))
     if head is not None:
         transforms.append(head)
@@ -145,13 +153,15 @@ def autoregressive_flow(
     seed: int = 0,
     context_affine: bool = False,
     context_every_layer: bool = False,
+    lu: bool = False,
 ) -> Flow:
     """A stack of :class:`MaskedAutoregressive` layers with the given univariate transform.
 
     Consecutive layers use reversed orders (``order="alternate"``) or seeded random orders
     (``order="random"``); ``batch_norm`` puts a :class:`BatchNorm` between layers;
     ``context_affine`` ends the stack (on the data side) with a :class:`ContextAffine` layer
-    that moves and scales the output by functions of the context.
+    that moves and scales the output by functions of the context; ``lu`` puts a
+    :class:`LULinear` layer (starting as the identity) before every layer but the first.
     """
 
     hidden, act = _hidden(hidden), _activation(activation)
@@ -165,7 +175,7 @@ def autoregressive_flow(
         )  # fmt: skip
 
     head = _head(context_affine, dim, context_dim, hidden, act)
-    return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head)
+    return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head, lu)
 
 
 def _check_context_every_layer(every: bool) -> None:
@@ -195,6 +205,7 @@ def coupling_flow(
     seed: int = 0,
     context_affine: bool = False,
     context_every_layer: bool = False,
+    lu: bool = False,
 ) -> Flow:
     """A stack of :class:`Coupling` layers with alternating masks (``dim >= 2``), optionally
     ended by a :class:`ContextAffine` layer (see :func:`autoregressive_flow`)."""
@@ -213,7 +224,7 @@ def coupling_flow(
         )  # fmt: skip
 
     head = _head(context_affine, dim, context_dim, hidden, act)
-    return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head)
+    return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head, lu)
 
 
 def maf(

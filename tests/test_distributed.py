@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -41,7 +42,6 @@ def _launch(tmp_path, processes: int):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     out = tmp_path / f"out{processes}"
-    out.mkdir()
     if processes == 1:
         cmd = [sys.executable, str(script), str(out)]
     else:
@@ -51,9 +51,22 @@ def _launch(tmp_path, processes: int):
         ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("CI", None)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    for attempt in range(2):
+        shutil.rmtree(out, ignore_errors=True)  # a first launch's checkpoint would be resumed
+        out.mkdir()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        # Once in about 25 CI runs on a 2-core host a rank died of SIGABRT inside gloo ("terminate
+        # called without an active exception", a C++ thread torn down while joinable; 0 in 20
+        # launches under load by hand). That abort, and only it, gets a second launch; any
+        # other failure, or the abort twice, fails the test.
+        if done.returncode == 0 or _GLOO_ABORT not in done.stderr or attempt == 1:
+            break
+        print(f"torchrun: a rank aborted inside gloo, launching again:\n{done.stderr[-1500:]}")
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+_GLOO_ABORT = "terminate called without an active exception"
 
 
 @pytest.fixture(scope="module")

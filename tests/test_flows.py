@@ -30,6 +30,7 @@ BUILDERS = {
     ),
     "nsf": lambda d, c: pf.nsf(d, c, layers=2, hidden=H, bins=6, bound=4.0),
     "nsf-coupling": lambda d, c: pf.nsf(d, c, layers=3, hidden=H, bins=6, coupling=True),
+    "nsf-lu": lambda d, c: pf.nsf(d, c, layers=2, hidden=H, bins=6, lu=True),
     "realnvp": lambda d, c: pf.realnvp(d, c, layers=3, hidden=H),
     "iaf": lambda d, c: pf.iaf(d, c, layers=2, hidden=H),
     "piecewise-linear": lambda d, c: pf.piecewise_linear(d, c, layers=2, hidden=H, bins=5),
@@ -276,6 +277,7 @@ def test_layers_work_inside_pyro_autoguides():
         ("realnvp", {}, "coupling layers need dim >= 2"),
         ("nsf", {"context_every_layer": True}, "needs a context"),
         ("realnvp", {"context_every_layer": 1}, "context_every_layer must be True or False"),
+        ("maf", {"lu": "yes"}, "lu must be True or False"),
     ],
 )
 def test_builder_keywords_that_do_not_apply_are_named(family, kwargs, match):
@@ -290,6 +292,26 @@ def test_every_builder_takes_the_common_keywords(family):
     flow = pf.build(family, 3, layers=2, hidden=(8,), residual=False, activation="tanh", **extra)
     assert len(flow.transforms) == 2
     assert any(isinstance(m, torch.nn.Tanh) for m in flow.modules())
+
+
+@pytest.mark.parametrize("coupling", [False, True])
+def test_lu_puts_a_learnt_linear_map_between_layers(coupling):
+    from pyroflows.transforms import LULinear
+
+    flow = pf.nsf(4, 2, layers=3, hidden=(8,), coupling=coupling, lu=True)
+    kinds = [type(t).__name__ for t in flow.transforms]
+    layer = "Coupling" if coupling else "MaskedAutoregressive"
+    assert kinds == [layer, "LULinear", layer, "LULinear", layer]
+    # each map starts as the identity (no permutation: the layers' orders keep alternating),
+    # so the flow starts as the same flow without them
+    for layer in (t for t in flow.transforms if isinstance(t, LULinear)):
+        assert torch.equal(layer.permutation, torch.arange(4))
+    torch.manual_seed(0)
+    with_lu = pf.nsf(4, 2, layers=3, hidden=(8,), coupling=coupling, lu=True)
+    torch.manual_seed(0)
+    without = pf.nsf(4, 2, layers=3, hidden=(8,), coupling=coupling)
+    x, c = torch.randn(5, 4), torch.randn(5, 2)
+    assert torch.allclose(with_lu.log_prob(x, c), without.log_prob(x, c), atol=1e-6)
 
 
 def test_piecewise_linear_takes_bins_and_coupling():

@@ -46,7 +46,9 @@ class LULinear(FlowTransform):
     """Invertible linear layer ``z = P L U x + b`` in the density direction (Kingma & Dhariwal,
     2018): ``P`` a fixed seeded permutation (buffer), ``L`` unit lower-triangular, ``U``
     upper-triangular with a positive diagonal ``exp(log_diag)``. The density direction is one
-    matrix product; sampling solves two triangular systems. Starts at ``z = P x``.
+    matrix product; sampling solves two triangular systems. Starts at ``z = P x``;
+    ``permute=False`` makes ``P`` the identity, so the layer starts as the identity (between
+    autoregressive layers of alternating orders, a random ``P`` would undo the alternation).
 
     Example:
         >>> layer = LULinear(3)
@@ -55,10 +57,10 @@ class LULinear(FlowTransform):
         (torch.Size([5, 3]), torch.Size([5]))
     """
 
-    def __init__(self, dim: int, seed: int = 0, context_dim: int = 0):
+    def __init__(self, dim: int, seed: int = 0, context_dim: int = 0, permute: bool = True):
         super().__init__(dim, context_dim)
         generator = torch.Generator().manual_seed(seed)
-        permutation = torch.randperm(dim, generator=generator)
+        permutation = torch.randperm(dim, generator=generator) if permute else torch.arange(dim)
         self.register_buffer("permutation", permutation)
         self.register_buffer("inverse_permutation", torch.argsort(permutation))
         self.lower = nn.Parameter(torch.zeros(dim, dim))
