@@ -130,7 +130,7 @@ def _stack(
         if batch_norm and i > 0:
             transforms.append(BatchNorm(dim))
         if lu and i > 0:
-            transforms.append(LULinear(dim, context_dim=context_dim, permute=False))
+            transforms.append(LULinear(dim, seed + i, context_dim, permute=dim > 2))
         transforms.append(make_layer(i))
     if head is not None:
         transforms.append(head)
@@ -161,7 +161,9 @@ def autoregressive_flow(
     (``order="random"``); ``batch_norm`` puts a :class:`BatchNorm` between layers;
     ``context_affine`` ends the stack (on the data side) with a :class:`ContextAffine` layer
     that moves and scales the output by functions of the context; ``lu`` puts a
-    :class:`LULinear` layer (starting as the identity) before every layer but the first.
+    :class:`LULinear` layer before every layer but the first: it starts as a seeded random
+    permutation (``seed + i``) in three or more dimensions and as the identity in two, where a
+    swap would undo the alternation of orders.
     """
 
     hidden, act = _hidden(hidden), _activation(activation)
@@ -300,7 +302,14 @@ def piecewise_linear(
 ) -> Flow:
     """Piecewise-linear flow on the unit hypercube (Müller et al., 2018), with a uniform base:
     coupling layers by default (``dim >= 2``), autoregressive with ``coupling=False``."""
-    _reject("piecewise_linear", kwargs, {"bound": "the maps act on [0, 1] with a uniform base"})
+    _reject(
+        "piecewise_linear",
+        kwargs,
+        {
+            "bound": "the maps act on [0, 1] with a uniform base",
+            "lu": "a linear map would leave the unit hypercube",
+        },
+    )
     if coupling:
         _reject("piecewise_linear(coupling=True)", kwargs, _COUPLING)
     kwargs.setdefault("base", UniformBox(dim))

@@ -146,6 +146,27 @@ def test_a_save_from_before_a_new_flow_default_loads_its_own_flow(tmp_path):
     assert AmortizedPosterior(prior=prior).flow_kwargs["context_every_layer"] is True
 
 
+@pytest.mark.parametrize(
+    "dim, lu, expected", [(3, "auto", True), (2, "auto", False), (3, False, False)]
+)
+def test_the_default_flow_mixes_three_or_more_parameters_linearly(tmp_path, dim, lu, expected):
+    """``lu="auto"`` (the default) puts learnt linear maps between the layers with three or
+    more parameters and none with two; the choice is stored, so a load rebuilds the same flow."""
+    from pyroflows.transforms import LULinear
+
+    prior = dist.Normal(torch.zeros(dim), 1.0).to_event(1)
+    post = AmortizedPosterior(prior=prior, flow_kwargs=dict(layers=2, hidden=(8,), lu=lu))
+    theta = prior.sample((300,))
+    post.fit(theta, theta + torch.randn_like(theta), max_epochs=2, progress=False, seed=0)
+    maps = [t for t in post.estimator.flow.transforms if isinstance(t, LULinear)]
+    assert post.flow_kwargs["lu"] is expected and len(maps) == int(expected)
+    post.save(tmp_path / "p.pt")
+    loaded = AmortizedPosterior.load(tmp_path / "p.pt")
+    assert loaded.flow_kwargs["lu"] is expected
+    x = torch.zeros(1, dim)
+    assert torch.equal(loaded.sample(x, 20, seed=0), post.sample(x, 20, seed=0))
+
+
 def test_to_inference_data(linear_post):
     idata = linear_post.to_inference_data(torch.tensor([0.5, -1.0]), num_samples=400, chains=2)
     assert dict(idata.posterior.sizes)["draw"] == 200
