@@ -123,8 +123,7 @@ def _stack(
     _positive_int("layers", layers)
     if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
         raise ValueError(f"context_dim must be an integer >= 0, got {context_dim!r}")
-    if not isinstance(lu, bool):
-        raise ValueError(f"lu must be True or False, got {lu!r}")
+    _flag("lu", lu)
     transforms: list[FlowTransform] = []
     for i in range(layers):
         if batch_norm and i > 0:
@@ -167,7 +166,7 @@ def autoregressive_flow(
     """
 
     hidden, act = _hidden(hidden), _activation(activation)
-    _check_context_every_layer(context_every_layer)
+    _flag("context_every_layer", context_every_layer)  # MLP: no context, refused
     _order(0, order, seed)
 
     def make(i: int) -> FlowTransform:
@@ -180,16 +179,16 @@ def autoregressive_flow(
     return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head, lu)
 
 
-def _check_context_every_layer(every: bool) -> None:
-    if not isinstance(every, bool):  # (the networks refuse it without a context)
-        raise ValueError(f"context_every_layer must be True or False, got {every!r}")
+def _flag(name: str, value: object) -> None:
+    """A ValueError naming ``name`` unless ``value`` is True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def _head(
     context_affine: bool, dim: int, context_dim: int, hidden: tuple[int, ...], act: type
 ) -> ContextAffine | None:
-    if not isinstance(context_affine, bool):
-        raise ValueError(f"context_affine must be True or False, got {context_affine!r}")
+    _flag("context_affine", context_affine)
     return ContextAffine(dim, context_dim, hidden, activation=act) if context_affine else None
 
 
@@ -217,7 +216,7 @@ def coupling_flow(
             f"got dim={dim}; use an autoregressive flow"
         )
     hidden, act = _hidden(hidden), _activation(activation)
-    _check_context_every_layer(context_every_layer)
+    _flag("context_every_layer", context_every_layer)  # MLP: no context, refused
 
     def make(i: int) -> FlowTransform:
         return Coupling(

@@ -422,10 +422,10 @@ class AmortizedPosterior:
         with torch.no_grad():
             encoded = self._encode_x(x[:2], x_pre, torch.float32, x_shape)
             context_dim = int(summary(encoded).shape[-1])
+        dim = space.unconstrained_dim
         if self.flow_kwargs.get("lu") == "auto":  # resolved here, so a save stores the choice
-            dim = space.unconstrained_dim
             self.flow_kwargs["lu"] = dim >= 3 and self.flow_name in _LINEAR_MAPS_FIT
-        flow = build(self.flow_name, space.unconstrained_dim, context_dim, **self.flow_kwargs)
+        flow = build(self.flow_name, dim, context_dim, **self.flow_kwargs)
         self.x_shape = x_shape
         self.space, self.theta_pre, self.x_pre, self.summary = space, theta_pre, x_pre, summary
         self.estimator = PosteriorEstimator(summary, flow)
