@@ -91,6 +91,32 @@ def test_sampling_is_vectorised_over_observations(linear_post):
     assert set(linear_post.sample(x[0], 3, as_dict=True)) == {"theta"}
 
 
+def test_log_prob_in_chunks_matches_one_observation_at_a_time(linear_post):
+    # (S, B) rows beyond one chunk are scored block by block: the blocks must join in order,
+    # broadcast theta and the observations as before, and leave an ordinary tensor
+    from pyroflows.amortized.posterior import _CHUNK
+
+    x = torch.randn(3, 2)
+    theta = torch.randn(_CHUNK // 3 + 7, 3, 2)  # a leading axis that splits unevenly
+    got = linear_post.log_prob(theta, x)
+    assert got.shape == theta.shape[:-1] and not got.is_inference()
+    for b in range(3):
+        assert torch.allclose(got[:, b], linear_post.log_prob(theta[:, b], x[b]), atol=1e-5)
+    shared = linear_post.log_prob(theta[:, :1], x)  # one theta per draw for every observation
+    assert shared.shape == theta.shape[:-1]
+    assert torch.allclose(shared[:, 2], linear_post.log_prob(theta[:, 0], x[2]), atol=1e-5)
+    one = linear_post.log_prob(theta[:, 1], x[1])  # one observation, many rows
+    assert torch.allclose(one, got[:, 1], atol=1e-5)
+    many = torch.randn(_CHUNK + 5, 2)  # a theta per observation, as many as a chunk and more
+    x_many = torch.randn(_CHUNK + 5, 2)
+    per_row = linear_post.log_prob(many, x_many)
+    assert per_row.shape == (_CHUNK + 5,)
+    for i in (0, _CHUNK - 1, _CHUNK, _CHUNK + 4):
+        assert torch.allclose(per_row[i], linear_post.log_prob(many[i], x_many[i]), atol=1e-5)
+    with pytest.raises(ValueError, match="does not broadcast with the 3 observations"):
+        linear_post.log_prob(torch.zeros(5, 4, 2), x)
+
+
 def test_draws_and_the_flow_stay_usable_with_autograd_after_sampling():
     # sample() runs in inference mode: its draws must come out as ordinary tensors, and the
     # pruned-pass indices the flow caches while drawing must serve later passes with autograd

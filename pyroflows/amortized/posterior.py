@@ -773,13 +773,40 @@ class AmortizedPosterior:
                 f"{tuple(theta.shape)}"
             )
         batch, single = self._check_x(x)
-        with torch.no_grad():
-            z, ladj = self._encode_theta(theta)
+        observations = () if single else (len(batch),)
+        try:
+            shape = torch.broadcast_shapes(theta.shape[:-1], observations)
+        except RuntimeError:
+            raise ValueError(
+                f"theta's batch shape {tuple(theta.shape[:-1])} does not broadcast with the "
+                f"{len(batch)} observations (put them in its last batch dimension, e.g. "
+                f"(S, {len(batch)}, {self.space.dim}))"
+            ) from None
+        with torch.inference_mode():
             context = self.estimator.summary(self._encode_x(batch).to(self._device))
             if single:
                 context = context[0]
-            z = torch.where(torch.isfinite(z), z, torch.zeros_like(z))
-            log_q = self.estimator.flow.log_prob(z.to(self._dtype), context, check=False)
+            if not shape:  # one theta, one observation
+                parts = [self._log_prob_rows(theta, context)]
+            else:  # chunks along the leading axis: bounded memory and cache-sized
+                # activations, as when sampling (10^6 10-D rows at once: 4.5x slower)
+                theta = theta.expand(shape + theta.shape[-1:])
+                step = max(1, _CHUNK // math.prod(shape[1:]))
+                split = len(shape) == len(observations)  # a theta per observation: (B, dim)
+                parts = [
+                    self._log_prob_rows(
+                        theta[i : i + step], context[i : i + step] if split else context
+                    )
+                    for i in range(0, shape[0], step)
+                ]
+        out = torch.cat([part.reshape(-1) for part in parts])  # ordinary outside inference mode
+        return out.reshape(shape)
+
+    def _log_prob_rows(self, theta: Tensor, context: Tensor) -> Tensor:
+        """``log p(theta | ·)`` for a block of rows, given the conditioner's context."""
+        z, ladj = self._encode_theta(theta)
+        z = torch.where(torch.isfinite(z), z, torch.zeros_like(z))
+        log_q = self.estimator.flow.log_prob(z.to(self._dtype), context, check=False)
         out = log_q.to(torch.float64).cpu() + ladj
         return torch.where(torch.isfinite(ladj), out, torch.full_like(out, -math.inf))
 
