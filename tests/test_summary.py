@@ -24,6 +24,7 @@ SETS = {
     "deepset-sum": lambda: DeepSet(2, 6, hidden=16, pool="sum"),
     "deepset-max": lambda: DeepSet(2, 6, hidden=16, pool="max"),
     "deepset-raw": lambda: DeepSet(2, 6, hidden=16, standardize=False),
+    "deepset-skip": lambda: DeepSet(2, 6, hidden=16, skip=True),
     "set-attention": lambda: SetAttention(2, 6, dim=16, heads=2, blocks=2, seeds=2),
 }
 ALL = {
@@ -45,7 +46,7 @@ def set_net(request):
 def test_permutation_invariant(set_net):
     x = torch.randn(4, 9, 2)
     out = set_net(x)
-    assert out.shape == (4, 6)
+    assert out.shape == (4, set_net.out_features)
     assert torch.allclose(out, set_net(x[:, torch.randperm(9)]), atol=1e-5)
 
 
@@ -177,3 +178,25 @@ def test_mlp_summary_with_skip_passes_the_data_through_then_its_features():
     assert torch.equal(out[:, 6:], net.net(x.reshape(5, 6)))
     with pytest.raises(TypeError, match="skip must be True or False"):
         MLPSummary(6, 3, skip="yes")
+
+
+def test_deepset_with_skip_passes_each_sets_statistics_then_its_features():
+    torch.manual_seed(0)
+    net = DeepSet(2, 3, hidden=8, skip=True)
+    x = 5.0 + 0.01 * torch.randn(4, 6, 2, dtype=torch.float64).float()
+    x[1, 4:] = float("nan")  # a set of four rows: its statistics leave the padding out
+    out = net(x)
+    assert net.out_features == 2 + 2 + 1 + 3 and out.shape == (4, 8)
+    for b, n in enumerate([6, 4, 6, 6]):
+        rows = x[b, :n].double()
+        sd = (rows.var(0, unbiased=False) + 1e-6).sqrt()  # the set's sd, floored at 1e-3
+        assert torch.allclose(out[b, :2].double(), rows.mean(0), atol=1e-5)
+        assert torch.allclose(out[b, 2:4].double(), sd.log(), atol=1e-3)
+        assert torch.isclose(out[b, 4].double(), torch.tensor(n).double().log())
+    plain = DeepSet(2, 3, hidden=8)
+    plain.load_state_dict(net.state_dict())  # the same networks: skip only adds the statistics
+    assert torch.equal(out[:, 5:], plain(x))
+    with pytest.raises(ValueError, match="needs standardize=True"):
+        DeepSet(2, 3, skip=True, standardize=False)
+    with pytest.raises(TypeError, match="skip must be True or False"):
+        DeepSet(2, 3, skip=1)

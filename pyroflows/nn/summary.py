@@ -219,12 +219,21 @@ class DeepSet(Summary):
         activation: activation name.
         standardize: also feed ``phi`` the rows standardised per set, and ``rho`` the set's
             mean and log standard deviation (above).
+        skip: return the set's statistics ``(m, log s, log n)`` (``2 d + 1`` values) followed
+            by the learnt summary, so that they reach the flow unchanged and not only through
+            ``rho``, a ReLU network that carries a value to about a percent of its range. A
+            posterior whose location and log-width are (nearly) linear in them, as for
+            i.i.d. data, then needs a linear map of the summary (the linear path of
+            :class:`~pyroflows.transforms.ContextAffine`); narrow posteriors need that
+            precision. Needs ``standardize=True``.
 
     Example:
         >>> net = DeepSet(2, 8, hidden=16)
         >>> x = torch.randn(5, 7, 2)
         >>> bool(torch.allclose(net(x), net(x[:, torch.randperm(7)]), atol=1e-6))
         True
+        >>> DeepSet(2, 8, hidden=16, skip=True)(x).shape  # m, log s (2 each), log n, summary
+        torch.Size([5, 13])
     """
 
     event_dims = 2
@@ -240,9 +249,15 @@ class DeepSet(Summary):
         pool: str = "mean",
         activation: str = "relu",
         standardize: bool = True,
+        skip: bool = False,
     ):
         if pool not in ("mean", "sum", "max"):
             raise ValueError(f"pool must be 'mean', 'sum' or 'max', got {pool!r}")
+        for name, flag in (("standardize", standardize), ("skip", skip)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if skip and not standardize:
+            raise ValueError("skip=True passes on the set's statistics: it needs standardize=True")
         super().__init__(
             in_features=_positive("in_features", in_features),
             out_features=_positive("out_features", out_features),
@@ -250,12 +265,15 @@ class DeepSet(Summary):
             layers=_positive("layers", layers),
             pool=pool,
             activation=activation,
-            standardize=bool(standardize),
+            standardize=standardize,
+            skip=skip,
         )
         width = 2 * in_features if standardize else in_features
         self.phi = _mlp([width] + [hidden] * layers, activation, last_activation=True)
         extra = 1 + (2 * in_features if standardize else 0)
         self.rho = _mlp([hidden + extra, hidden, out_features], activation)
+        if skip:
+            self.out_features = extra + out_features
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DeepSet:
@@ -286,7 +304,10 @@ class DeepSet(Summary):
             pooled = (h * weight).sum(-2)
             if pool == "mean":
                 pooled = pooled / count.clamp_min(1)
-        out = self.rho(torch.cat([pooled, *stats, torch.log(count.clamp_min(1))], -1))
+        stats.append(torch.log(count.clamp_min(1)))
+        out = self.rho(torch.cat([pooled, *stats], -1))
+        if self.config.get("skip", False):
+            out = torch.cat([*stats, out], -1)
         return out.reshape(*batch, -1)
 
 
