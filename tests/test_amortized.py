@@ -413,3 +413,27 @@ def test_fit_arguments_and_unfitted_use():
 def test_prior_simulator_checks_types():
     with pytest.raises(TypeError, match="distribution"):
         PriorSimulator([0.0, 1.0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_a_gpu_is_a_clear_error_before_training():
+    post = AmortizedPosterior(prior=gaussian_prior(), simulator=linear_simulator, flow_kwargs=SMALL)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        post.fit(num_simulations=100, max_epochs=1, progress=False, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_posterior_trained_on_cuda_samples_and_scores_on_the_cpu_side():
+    # simulations and the standardisation live on the CPU, the networks on the GPU: offline
+    # and online training, draws and log densities must cross between them
+    pyro.set_rng_seed(0)
+    post = AmortizedPosterior(prior=gaussian_prior(), simulator=linear_simulator, flow_kwargs=SMALL)
+    post.fit(num_simulations=500, max_epochs=3, progress=False, device="cuda")
+    assert post._device.type == "cuda"
+    x = torch.randn(3, 2)
+    draws = post.sample(x, 20, seed=0)
+    assert draws.device.type == "cpu" and draws.shape == (20, 3, 2)
+    log_p = post.log_prob(draws, x)
+    assert log_p.device.type == "cpu" and bool(torch.isfinite(log_p).all())
+    post.fit(simulate_online=True, steps=20, progress=False, device="cuda")
+    assert bool(torch.isfinite(post.log_prob(draws, x)).all())

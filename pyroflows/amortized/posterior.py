@@ -702,7 +702,8 @@ class AmortizedPosterior:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 theta, x, n_bad = drop_invalid(theta, x, self._nan_padding)
             dropped[0] += n_bad
-            return nll(model, self._training_tensors(theta, x))
+            device = next(model.parameters()).device  # simulated on the CPU; trained there
+            return nll(model, tuple(t.to(device) for t in self._training_tensors(theta, x)))
 
         per_epoch = min(steps_per_epoch, steps)
         options["max_epochs"] = math.ceil(steps / per_epoch)
@@ -749,12 +750,12 @@ class AmortizedPosterior:
             context = self.estimator.summary(self._encode_x(batch).to(self._device))
             per_chunk = max(1, _CHUNK // len(batch))
             parts = [
-                self._decode_theta(
-                    self.estimator.flow.sample((min(per_chunk, num_samples - i),), context)
+                self._decode_theta(  # decoded on the CPU in float64, whatever the device
+                    self.estimator.flow.sample((min(per_chunk, num_samples - i),), context).cpu()
                 ).to(torch.float32)
                 for i in range(0, num_samples, per_chunk)
             ]
-        theta = torch.cat(parts).cpu()
+        theta = torch.cat(parts)
         if single:
             theta = theta[:, 0]
         return self.space.unflatten(theta) if as_dict else theta
@@ -806,7 +807,8 @@ class AmortizedPosterior:
         """``log p(theta | ·)`` for a block of rows, given the conditioner's context."""
         z, ladj = self._encode_theta(theta)
         z = torch.where(torch.isfinite(z), z, torch.zeros_like(z))
-        log_q = self.estimator.flow.log_prob(z.to(self._dtype), context, check=False)
+        z = z.to(self._device, self._dtype)
+        log_q = self.estimator.flow.log_prob(z, context, check=False)
         out = log_q.to(torch.float64).cpu() + ladj
         return torch.where(torch.isfinite(ladj), out, torch.full_like(out, -math.inf))
 
