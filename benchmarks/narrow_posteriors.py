@@ -1,0 +1,168 @@
+"""Narrow posteriors in the prior's tail: how wide the amortized posterior is against the exact one.
+
+The model of notebook 09: ``n`` i.i.d. draws ``x_j ~ N(mu, sigma^2)`` with ``n`` between 5 and
+100, priors ``mu ~ N(0, 3^2)`` and ``log sigma ~ N(0, 1)``; the notebook's posterior
+(``DeepSet(1, 16, hidden=64)`` summary, a ``ContextAffine`` last layer, the whole cosine
+schedule at a rate of 1e-3, the best validation state kept), trained on ``--budgets``
+simulations for ``--epochs`` epochs each. For data sets from a few ``(sigma, n)`` (three each,
+``mu = 1``) it prints the posterior standard deviations of ``mu`` and ``log sigma`` as a ratio
+of the exact ones, and the error of the posterior means in exact standard deviations. The exact
+posterior comes from quadrature on an 801 x 801 grid around the data's mean and log sd.
+
+At ``sigma = 0.05`` (``log sigma = -3``, three prior standard deviations out) one simulation in
+about 700 lands near the data, so the posterior there is learnt from a handful of simulations:
+this script measures how much that costs and how it shrinks with the budget.
+
+Commands::
+
+    .venv/bin/python benchmarks/narrow_posteriors.py --quick   # ~1 min: 2 000 simulations
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/narrow_posteriors.py   # ~15 min, writes results/
+    # the DeepSet that passes the set's mean, log sd and log n on to the flow unchanged:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/narrow_posteriors.py --skip --budgets 10000 \
+        --epochs 300 --out benchmarks/results/narrow_skip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyro.distributions as dist
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quality import git_commit  # noqa: E402
+
+from pyroflows.amortized import AmortizedPosterior  # noqa: E402
+from pyroflows.nn import DeepSet  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+N_MAX = 100
+PRIOR_SD = (3.0, 1.0)
+CASES = [(0.05, 30), (0.05, 100), (0.2, 50), (0.5, 10), (1.0, 30), (5.0, 30), (20.0, 30)]
+
+
+def simulate_sets(theta: torch.Tensor) -> torch.Tensor:
+    """Sets of ``n`` draws padded to ``N_MAX`` rows with NaN (notebook 09's simulator)."""
+    mu, sigma = theta[:, :1], theta[:, 1:].exp()
+    x = mu + sigma * torch.randn(len(theta), N_MAX)
+    n = torch.randint(5, N_MAX + 1, (len(theta), 1))
+    x[torch.arange(N_MAX) >= n] = float("nan")
+    return x[..., None]
+
+
+def exact_moments(x: torch.Tensor, points: int = 801) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and standard deviations of ``(mu, log sigma)`` by quadrature."""
+    x = x.double()
+    n, mean, sd = len(x), x.mean(), x.std()
+    half = 12 * sd / math.sqrt(n)
+    mu = torch.linspace(mean - half, mean + half, points, dtype=torch.float64)
+    log_sigma = torch.linspace(sd.log() - 2.5, sd.log() + 2.5, points, dtype=torch.float64)
+    m, s = torch.meshgrid(mu, log_sigma, indexing="ij")
+    log_p = torch.distributions.Normal(0.0, PRIOR_SD[0]).log_prob(m)
+    log_p = log_p + torch.distributions.Normal(0.0, PRIOR_SD[1]).log_prob(s)
+    log_p = log_p + torch.distributions.Normal(m[..., None], s.exp()[..., None]).log_prob(x).sum(-1)
+    w = (log_p - log_p.max()).exp()
+    w = w / w.sum()
+    means = torch.stack([(w * m).sum(), (w * s).sum()])
+    sds = torch.stack([(w * (m - means[0]) ** 2).sum(), (w * (s - means[1]) ** 2).sum()]).sqrt()
+    return means, sds
+
+
+def run(budget: int, epochs: int, skip: bool, log) -> dict:
+    prior = dist.Normal(torch.tensor([0.0, 0.0]), torch.tensor(PRIOR_SD)).to_event(1)
+    torch.manual_seed(0)
+    post = AmortizedPosterior(
+        prior=prior,
+        simulator=simulate_sets,
+        summary=DeepSet(1, 16, hidden=64, skip=skip),
+        flow_kwargs=dict(context_affine=True),
+        param_name="theta",
+    )
+    start = time.perf_counter()
+    post.fit(
+        num_simulations=budget, max_epochs=epochs, patience=None, lr=1e-3, progress=False, seed=0
+    )
+    seconds = time.perf_counter() - start
+    log(f"{budget} simulations, {epochs} epochs: {seconds:.0f} s")
+    cases = []
+    for sigma, n in CASES:
+        ratios, errors = [], []
+        for rep in range(3):
+            torch.manual_seed(100 * rep + n)
+            x = 1.0 + sigma * torch.randn(n)
+            means, sds = exact_moments(x)
+            draws = post.sample(x[:, None], 4000, seed=rep).double()
+            ratios.append((draws.std(0) / sds).tolist())
+            errors.append(((draws.mean(0) - means) / sds).tolist())
+        ratio, error = np.median(ratios, 0), np.mean(np.abs(errors), 0)
+        log(
+            f"  sigma {sigma:5} n {n:3}: sd ratio mu {ratio[0]:.2f}, log sigma {ratio[1]:.2f}; "
+            f"|mean error| in sds mu {error[0]:.2f}, log sigma {error[1]:.2f}"
+        )
+        cases.append(dict(sigma=sigma, n=n, sd_ratio=ratio.tolist(), abs_mean_error=error.tolist()))
+    return dict(budget=budget, epochs=epochs, skip=skip, train_s=round(seconds, 1), cases=cases)
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# Narrow posteriors in the prior's tail (notebook 09's model)",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Commit: `{result['commit']}`, {result['date']}, torch threads {result['threads']}.",
+        "",
+        "Median over three data sets of the posterior sd as a ratio of the exact one (1 is "
+        "right), and the mean |error| of the posterior mean in exact sds.",
+        "",
+        "| simulations | epochs | skip | sigma | n | sd ratio mu | sd ratio log sigma "
+        "| mean error mu | mean error log sigma |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["runs"]:
+        for c in r["cases"]:
+            lines.append(
+                f"| {r['budget']:,} | {r['epochs']} | {r['skip']} | {c['sigma']} | {c['n']} | "
+                f"{c['sd_ratio'][0]:.2f} | {c['sd_ratio'][1]:.2f} | "
+                f"{c['abs_mean_error'][0]:.2f} | {c['abs_mean_error'][1]:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 000 simulations, 5 epochs")
+    parser.add_argument("--budgets", nargs="+", type=int, default=[10_000, 50_000])
+    parser.add_argument("--epochs", nargs="+", type=int, default=[300, 100], help="per budget")
+    parser.add_argument("--skip", action="store_true", help="DeepSet(skip=True)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.budgets, args.epochs = [2000], [5]
+    if len(args.epochs) != len(args.budgets):
+        parser.error(f"--epochs needs one value per budget ({len(args.budgets)})")
+    torch.set_num_threads(args.threads)
+    log = lambda text: print(text, flush=True)  # noqa: E731
+    result = {
+        "command": "benchmarks/narrow_posteriors.py " + " ".join(argv or sys.argv[1:]),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": args.threads,
+        "runs": [run(b, e, args.skip, log) for b, e in zip(args.budgets, args.epochs, strict=True)],
+    }
+    text = markdown(result)
+    out = args.out or (None if args.quick else RESULTS)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "narrow.json").write_text(json.dumps(result, indent=1))
+        (out / "narrow.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
