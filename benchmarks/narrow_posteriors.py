@@ -9,9 +9,9 @@ simulations for ``--epochs`` epochs each. For data sets from a few ``(sigma, n)`
 of the exact ones, and the error of the posterior means in exact standard deviations. The exact
 posterior comes from quadrature on an 801 x 801 grid around the data's mean and log sd.
 
-At ``sigma = 0.05`` (``log sigma = -3``, three prior standard deviations out) one simulation in
-about 700 lands near the data, so the posterior there is learnt from a handful of simulations:
-this script measures how much that costs and how it shrinks with the budget.
+At ``sigma = 0.05`` (``log sigma = -3``, three prior standard deviations out) only one
+simulation in about 740 has a sigma that small, so the posterior there is learnt from a handful
+of simulations: this script measures how much that costs and how it shrinks with the budget.
 
 Commands::
 
