@@ -179,6 +179,7 @@ class _Options:
     clip_grad: float | None
     patience: int | None
     min_delta: float
+    overfit_window: int | None
     time_budget: float | None
     max_retries: int
     lr_backoff: float
@@ -241,6 +242,10 @@ class _Options:
             positive_int("steps_per_epoch", self.steps_per_epoch)
         if self.patience is not None:
             positive_int("patience", self.patience)
+        if self.overfit_window is not None:
+            positive_int("overfit_window", self.overfit_window)
+            if self.overfit_window < 2:
+                raise ValueError(f"overfit_window must be at least 2, got {self.overfit_window}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
             raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
         if self.max_retries < 0:
@@ -367,8 +372,9 @@ class _DivergenceGuard:
 class _EarlyStopping:
     """Tracks the best monitored loss and its model state, and says when to stop."""
 
-    def __init__(self, patience: int | None, min_delta: float):
+    def __init__(self, patience: int | None, min_delta: float, overfit_window: int | None = None):
         self.patience, self.min_delta = patience, min_delta
+        self.overfit_window = overfit_window
         self.best_state: dict[str, Tensor] | None = None
         self.waited = 0
 
@@ -385,6 +391,21 @@ class _EarlyStopping:
     @property
     def stop(self) -> bool:
         return self.patience is not None and self.waited >= self.patience
+
+    def overfitting(self, monitored: Sequence[float], best: float) -> bool:
+        """Whether each of the last ``overfit_window`` monitored losses lies above ``best`` by
+        more than twice the median absolute change between consecutive ones among them: the
+        loss has moved away from its best for that long, by more than it wanders (a rising
+        validation loss: overfitting), rather than drifting around it on a plateau. Only with
+        a patience (no early stopping of any kind without one)."""
+        window = self.overfit_window
+        if self.patience is None or window is None or len(monitored) < window:
+            return False
+        recent = torch.tensor(monitored[-window:], dtype=torch.float64)
+        if not bool(torch.isfinite(recent).all()) or not math.isfinite(best):
+            return False
+        wander = recent.diff().abs().median()
+        return bool(recent.min() > best + 2.0 * wander)
 
 
 # -- progress -----------------------------------------------------------------------------------
@@ -530,6 +551,7 @@ def fit(
     clip_grad: float | None = 5.0,
     patience: int | None = 20,
     min_delta: float = 0.0,
+    overfit_window: int | None = None,
     time_budget: float | None = None,
     max_retries: int = 3,
     lr_backoff: float = 0.5,
@@ -567,6 +589,11 @@ def fit(
         clip_grad: clip the gradient's global norm to this value (None: no clipping).
         patience: stop after this many epochs without a better validation loss (None: never).
         min_delta: smallest decrease that counts as better.
+        overfit_window: with a ``patience``, also stop once each of the last
+            ``overfit_window`` validation losses exceeds the best one by more than twice
+            the median absolute change between consecutive ones in that window (a loss that
+            has risen away from its best, not one wandering on a plateau; ``stop_reason``
+            ``"overfitting"``). The state kept is the best one either way; None: off.
         time_budget: stop after this many seconds, validation included (checked at every
             step); an epoch whose validation the budget cuts short does not count.
         max_retries: consecutive retries after a non-finite loss or gradient before giving up.
@@ -610,7 +637,8 @@ def fit(
     options = _Options(
         val_fn=val_fn, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, schedule=schedule,
-        clip_grad=clip_grad, patience=patience, min_delta=min_delta, time_budget=time_budget,
+        clip_grad=clip_grad, patience=patience, min_delta=min_delta,
+        overfit_window=overfit_window, time_budget=time_budget,
         max_retries=max_retries, lr_backoff=lr_backoff, progress=progress, desc=desc,
         callback=callback, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         resume=resume, seed=seed, device=device,
@@ -699,7 +727,7 @@ class _Run:
         self.guard = _DivergenceGuard(
             model, self.optimizer, self.scheduler, o.max_retries, o.lr_backoff
         )
-        self.stopping = _EarlyStopping(o.patience, o.min_delta)
+        self.stopping = _EarlyStopping(o.patience, o.min_delta, o.overfit_window)
         self.epoch = 0
         self.elapsed = 0.0  # seconds spent before this process (a resumed run)
         self.fingerprint = o.fingerprint(rows, seed)
@@ -892,6 +920,10 @@ def _loop(
                 history.stop_reason = "time_budget"
             elif stopping.stop:
                 history.stop_reason = "early_stopping"
+            elif stopping.overfitting(
+                history.val_loss if validated else history.train_loss, history.best_loss
+            ):
+                history.stop_reason = "overfitting"
             elif run.epoch == o.max_epochs:
                 history.stop_reason = "max_epochs"
             save(final=bool(history.stop_reason))

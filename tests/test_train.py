@@ -54,6 +54,44 @@ def test_early_stopping_restores_the_best_state():
         assert torch.equal(value, states[2][key])
 
 
+def _scripted_fit(losses, **options):
+    flow = pf.maf(2, layers=1, hidden=H)
+    scripted = iter(losses)
+    hist = fit(
+        flow, nll, torch.randn(64, 2), val_fn=lambda m: next(scripted),
+        max_epochs=len(losses), seed=0, **options,
+    )  # fmt: skip
+    return hist
+
+
+def test_overfit_window_stops_a_loss_that_has_risen_away_from_its_best():
+    # best (1.0) at epoch 2, then a steady rise of 0.1 per epoch: the first window of 4
+    # epochs that all exceed the best by more than twice their step (0.2) is epochs 5-8
+    rising = [3.0, 2.0, 1.0] + [1.0 + 0.1 * k for k in range(1, 20)]
+    hist = _scripted_fit(rising, patience=50, overfit_window=4)
+    assert hist.stop_reason == "overfitting" and hist.best_epoch == 2
+    assert len(hist.val_loss) == 9 and min(hist.val_loss[-4:]) > 1.0 + 2 * 0.1
+    # without the option, or without a patience, only the patience (or nothing) stops it
+    assert _scripted_fit(rising, patience=50).stop_reason == "max_epochs"
+    assert _scripted_fit(rising, patience=None, overfit_window=4).stop_reason == "max_epochs"
+
+
+def test_overfit_window_lets_a_plateau_wander_and_improve_later():
+    # above the best (1.0) for 12 epochs, but by less than its epoch-to-epoch change (0.4)
+    # twice over: not a rise away from the best; the late improvement is found
+    plateau = [1.3 + 0.2 * (-1.0) ** k for k in range(12)]
+    losses = [2.0, 1.0] + plateau + [0.5, 0.6]
+    hist = _scripted_fit(losses, patience=50, overfit_window=8)
+    assert hist.stop_reason == "max_epochs" and hist.best_loss == 0.5
+
+
+def test_overfit_window_is_checked():
+    with pytest.raises(ValueError, match="overfit_window must be at least 2"):
+        pf.train.check_options(overfit_window=1)
+    with pytest.raises(ValueError, match="overfit_window must be a positive integer"):
+        pf.train.check_options(overfit_window=2.5)
+
+
 def test_a_transient_nan_is_retried_with_a_lower_learning_rate():
     flow = pf.maf(2, layers=1, hidden=H)
     x = torch.randn(64, 2)
