@@ -65,6 +65,12 @@ def _positive(name: str, value: Any) -> int:
     return value
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def set_mask(x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(x with padded rows set to 0, mask)`` for set data ``(..., n, d)``.
 
@@ -176,8 +182,7 @@ class MLPSummary(Summary):
         skip: bool = False,
     ):
         hidden = [_positive("hidden size", h) for h in hidden]
-        if not isinstance(skip, bool):
-            raise TypeError(f"skip must be True or False, got {skip!r}")
+        _flag("skip", skip)
         super().__init__(
             in_features=_positive("in_features", in_features),
             out_features=_positive("out_features", out_features),
@@ -255,9 +260,7 @@ class DeepSet(Summary):
     ):
         if pool not in ("mean", "sum", "max"):
             raise ValueError(f"pool must be 'mean', 'sum' or 'max', got {pool!r}")
-        for name, flag in (("standardize", standardize), ("skip", skip)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        standardize, skip = _flag("standardize", standardize), _flag("skip", skip)
         if skip and not standardize:
             raise ValueError("skip=True passes on the set's statistics: it needs standardize=True")
         super().__init__(
@@ -274,6 +277,7 @@ class DeepSet(Summary):
         self.phi = _mlp([width] + [hidden] * layers, activation, last_activation=True)
         extra = 1 + (2 * in_features if standardize else 0)
         self.rho = _mlp([hidden + extra, hidden, out_features], activation)
+        self.skip = skip
         if skip:
             self.out_features = extra + out_features
 
@@ -308,7 +312,7 @@ class DeepSet(Summary):
                 pooled = pooled / count.clamp_min(1)
         stats.append(torch.log(count.clamp_min(1)))
         out = self.rho(torch.cat([pooled, *stats], -1))
-        if self.config.get("skip", False):
+        if self.skip:
             out = torch.cat([*stats, out], -1)
         return out.reshape(*batch, -1)
 
