@@ -7,6 +7,7 @@ continuous everywhere and every real input has a finite image and log-derivative
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, overload
 
@@ -30,6 +31,17 @@ def softmax_last(x: Tensor) -> Tensor:
     return e / e.sum(-1, keepdim=True)
 
 
+@functools.lru_cache(maxsize=64)
+def _offsets(bins: int, bound: float, minimum: float, dtype: torch.dtype, device: torch.device):
+    """``-bound + 2 bound minimum k`` for ``k = 1..bins``: the part of the edges that does not
+    depend on the parameters, made once per shape instead of three operations per call (3 %
+    of a training step of a two-parameter posterior). Made outside inference mode, so that
+    passes with autograd may use it too."""
+    with torch.inference_mode(False), torch.no_grad():
+        k = torch.arange(1, bins + 1, dtype=dtype, device=device)
+        return k * (2.0 * bound * minimum) - bound
+
+
 def _knots(raw: Tensor, bound: float, minimum: float) -> Tensor:
     """Bin edges ``(-bound = k_0 < ... < k_K = bound)`` from raw bin sizes ``(..., K)``: bin
     ``j`` gets the fraction ``minimum + (1 - K minimum) softmax(raw)_j`` of the interval.
@@ -41,8 +53,7 @@ def _knots(raw: Tensor, bound: float, minimum: float) -> Tensor:
     bins = raw.shape[-1]
     e = torch.exp(raw - raw.amax(-1, keepdim=True).detach())
     cumulative = torch.cumsum(e, dim=-1)
-    offsets = torch.arange(1, bins + 1, dtype=raw.dtype, device=raw.device)
-    offsets = offsets * (2.0 * bound * minimum) - bound
+    offsets = _offsets(bins, bound, minimum, raw.dtype, raw.device)
     scale = 2.0 * bound * (1.0 - minimum * bins)
     edges = torch.addcdiv(offsets, cumulative, cumulative[..., -1:], value=scale)
     return F.pad(edges, (1, 0), value=-bound)
