@@ -163,3 +163,23 @@ def test_rqs_with_huge_raw_parameters_is_finite():
     back, ladj_inv = rational_quadratic_spline(y, w, h, d, bound=3.0, inverse=True)
     assert bool(torch.isfinite(y).all() and torch.isfinite(ladj).all())
     assert bool(torch.isfinite(back).all() and torch.isfinite(ladj_inv).all())
+
+
+@pytest.mark.parametrize("edges_count", [7, 40], ids=["counted", "binary-search"])
+def test_bin_index_counts_the_edges_at_or_below_each_point(edges_count):
+    """Both ways of finding the bin (counting few edges, a binary search for many) give the
+    number of edges ``<= x``, ties included, with edges shared across a batch (broadcast)."""
+    from pyroflows.ops.bins import bin_index
+
+    g = torch.Generator().manual_seed(0)
+    edges = torch.randn(5, 1, edges_count, generator=g).sort(-1).values
+    x = torch.randn(5, 8, generator=g)
+    x[0, 0] = edges[0, 0, 3]  # a tie counts as below (the bin to the right)
+    x[1, 1], x[2, 2] = -1e30, 1e30
+    expected = torch.tensor(
+        [[[sum(e <= v for e in edges[i, 0].tolist())] for v in x[i].tolist()] for i in range(5)]
+    )
+    found = bin_index(edges, x)
+    assert found.shape == (5, 8, 1) and found.dtype == torch.long
+    assert torch.equal(found, expected)
+    assert found[0, 0, 0] == 4 and found[1, 1, 0] == 0 and found[2, 2, 0] == edges_count
