@@ -183,3 +183,16 @@ def test_bin_index_counts_the_edges_at_or_below_each_point(edges_count):
     assert found.shape == (5, 8, 1) and found.dtype == torch.long
     assert torch.equal(found, expected)
     assert found[0, 0, 0] == 4 and found[1, 1, 0] == 0 and found[2, 2, 0] == edges_count
+
+
+@pytest.mark.parametrize("bins", [1, 2, 3, 7, 8, 10, 17])
+def test_max_by_halving_equals_amax(bins):
+    """The spline's overflow guard (maximum over the bins by halving) is ``amax`` exactly,
+    for odd and even bin counts, with infinities and NaN propagated."""
+    from pyroflows.ops.rqs import _max_last
+
+    t = torch.randn(40, 3, bins, generator=torch.Generator().manual_seed(bins))
+    t[0, 0, -1], t[1, 1, 0] = math.inf, -math.inf
+    t[2, 2, bins // 2] = math.nan
+    assert torch.equal(_max_last(t).isnan(), t.amax(-1, keepdim=True).isnan())
+    assert torch.allclose(_max_last(t), t.amax(-1, keepdim=True), equal_nan=True, atol=0)

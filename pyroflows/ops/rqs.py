@@ -31,6 +31,19 @@ def softmax_last(x: Tensor) -> Tensor:
     return e / e.sum(-1, keepdim=True)
 
 
+def _max_last(t: Tensor) -> Tensor:
+    """``t.amax(-1, keepdim=True)`` by halving: elementwise maxima of the two halves until one
+    column is left. A reduction over a last dimension of a few bins is 2-2.5x slower on CPU
+    (16 384 x 2 x 8: 0.13-0.17 ms vs 0.33 ms on one thread); the result is the same."""
+    while t.shape[-1] > 1:
+        half = t.shape[-1] // 2
+        top = torch.maximum(t[..., :half], t[..., half : 2 * half])
+        if t.shape[-1] % 2:
+            top[..., :1] = torch.maximum(top[..., :1], t[..., -1:])
+        t = top
+    return t
+
+
 @functools.lru_cache(maxsize=64)
 def _offsets(bins: int, bound: float, minimum: float, dtype: torch.dtype, device: torch.device):
     """``-bound + 2 bound minimum k`` for ``k = 1..bins``: the part of the edges that does not
@@ -51,7 +64,7 @@ def _knots(raw: Tensor, bound: float, minimum: float) -> Tensor:
     operation: 6 operations instead of 11 (385 instead of 480 us for 16 000 x 2 x 8 raw
     sizes on 2 CPU threads)."""
     bins = raw.shape[-1]
-    e = torch.exp(raw - raw.amax(-1, keepdim=True).detach())
+    e = torch.exp(raw - _max_last(raw.detach()))
     cumulative = torch.cumsum(e, dim=-1)
     offsets = _offsets(bins, bound, minimum, raw.dtype, raw.device)
     scale = 2.0 * bound * (1.0 - minimum * bins)
