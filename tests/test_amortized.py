@@ -193,6 +193,35 @@ def test_the_default_flow_mixes_three_or_more_parameters_linearly(tmp_path, dim,
     assert torch.equal(loaded.sample(x, 20, seed=0), post.sample(x, 20, seed=0))
 
 
+def test_a_default_fit_runs_a_fast_phase_then_the_cosine_from_its_best_state():
+    """Without rate or schedule options an offline fit runs FAST_PHASE (lr 2e-3, constant,
+    until 10 epochs without progress), then lr 5e-4 decayed by a cosine over at most 100
+    epochs; one history covers both and its best loss is the lowest validation loss of the
+    two. Any of lr / schedule / patience / max_epochs / time_budget / checkpoint / resume
+    gives one phase with the options given."""
+    from pyroflows.amortized.posterior import FAST_PHASE, SECOND_PHASE_EPOCHS, TRAIN_DEFAULTS
+
+    prior = gaussian_prior()
+    theta = prior.sample((400,))
+    x = linear_simulator(theta)
+    post = AmortizedPosterior(prior=prior, flow_kwargs=dict(layers=1, hidden=(8,)))
+    history = post.fit(theta, x, progress=False, seed=0).history
+    lrs = history.lr
+    first = lrs.index(next(lr for lr in lrs if lr != FAST_PHASE["lr"]))
+    assert first >= FAST_PHASE["patience"] and set(lrs[:first]) == {FAST_PHASE["lr"]}
+    second = lrs[first:]
+    assert 0 < len(second) <= SECOND_PHASE_EPOCHS
+    assert max(second) <= TRAIN_DEFAULTS["lr"] and second == sorted(second, reverse=True)
+    assert len(history.val_loss) == len(lrs) == len(history.time)
+    assert history.best_loss == min(history.val_loss)
+    assert history.val_loss[history.best_epoch] == history.best_loss
+    assert history.time == sorted(history.time)
+
+    one = AmortizedPosterior(prior=prior, flow_kwargs=dict(layers=1, hidden=(8,)))
+    lrs = one.fit(theta, x, progress=False, seed=0, max_epochs=30).history.lr
+    assert len(lrs) <= 30 and max(lrs) <= TRAIN_DEFAULTS["lr"] and lrs == sorted(lrs)[::-1]
+
+
 def test_to_inference_data(linear_post):
     idata = linear_post.to_inference_data(torch.tensor([0.5, -1.0]), num_samples=400, chains=2)
     assert dict(idata.posterior.sizes)["draw"] == 200

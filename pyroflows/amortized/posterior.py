@@ -73,6 +73,20 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=50, clip_grad=5.0,
     overfit_window=20, seed=0,
 )  # fmt: skip
+#: A default offline fit runs in two phases: first :data:`FAST_PHASE` (a rate four times
+#: larger, held constant until the validation loss has not improved for 10 epochs), then, from
+#: its best state, :data:`TRAIN_DEFAULTS` with the cosine over :data:`SECOND_PHASE_EPOCHS`
+#: epochs. Five training seeds on the benchmark's simulations (C2ST; one phase / two phases /
+#: sbi NPE): two moons 1 000 0.757 / 0.728 / 0.744, 10 000 0.562 / 0.564 / 0.567; SLCP 1 000
+#: 0.954 / 0.949 / 0.963, 10 000 0.838 / 0.812 / 0.842 (in 27 instead of 53 s); linear
+#: Gaussian 1 000 0.587 / 0.608 / 0.639, 10 000 0.531 / 0.532 / 0.529. The fast rate alone
+#: fails the Gaussian (0.634 at 1 000, 0.560 at 10 000); the second phase recovers it.
+FAST_PHASE: dict[str, Any] = dict(lr=2e-3, schedule="constant", patience=10)
+SECOND_PHASE_EPOCHS = 100
+#: any of these given to ``fit`` makes it one phase with the options given
+_ONE_PHASE_OPTIONS = frozenset(
+    {"lr", "schedule", "patience", "max_epochs", "time_budget", "checkpoint", "resume"}
+)
 #: the posterior flow's builder options unless ``flow_kwargs`` says otherwise. The data enter
 #: every hidden layer of each conditioner, not only the first: two moons at 10 000
 #: simulations, C2ST over five training seeds 0.562 +- 0.012 instead of 0.581 +- 0.017 (sbi's
@@ -594,7 +608,12 @@ class AmortizedPosterior:
                 :data:`TRAIN_DEFAULTS` (batch 200, lr 5e-4 decayed by a cosine over 300
                 epochs, early stopping after 50 epochs without progress or once the
                 validation loss has stayed clearly above its best for 20 epochs
-                (``overfit_window``), the best validation state kept).
+                (``overfit_window``), the best validation state kept). An offline fit
+                given none of ``lr``, ``schedule``, ``patience``, ``max_epochs``,
+                ``time_budget``, ``checkpoint`` or ``resume`` runs in two phases:
+                :data:`FAST_PHASE` (lr 2e-3, constant, until 10 epochs without progress),
+                then these defaults with the cosine over :data:`SECOND_PHASE_EPOCHS` epochs
+                from its best state; ``history`` covers both.
 
         Raises:
             ValueError: naming the problem (shapes, values, counts, options), before any
@@ -642,8 +661,39 @@ class AmortizedPosterior:
         self.dropped += dropped
         data = self._training_tensors(theta[train], x[train])
         val_data = self._training_tensors(theta[val], x[val]) if n_val else None
-        self.history = fit(self.estimator, nll, data, val_data, desc="NPE", **options)
+        if n_val and not _ONE_PHASE_OPTIONS & set(train_options):
+            self.history = self._fit_two_phases(data, val_data, options)
+        else:
+            self.history = fit(self.estimator, nll, data, val_data, desc="NPE", **options)
         return self
+
+    def _fit_two_phases(self, data: tuple, val_data: tuple, options: dict) -> History:
+        """:data:`FAST_PHASE`, then the given options with a cosine over
+        :data:`SECOND_PHASE_EPOCHS` epochs from the first phase's best state; the state with
+        the lower validation loss of the two is kept. One history for both."""
+        first = fit(self.estimator, nll, data, val_data, desc="NPE (fast phase)",
+                    **{**options, **FAST_PHASE})  # fmt: skip
+        best_first = {k: v.detach().clone() for k, v in self.estimator.state_dict().items()}
+        second = fit(self.estimator, nll, data, val_data, desc="NPE",
+                     **{**options, "max_epochs": SECOND_PHASE_EPOCHS})  # fmt: skip
+        offset = len(first.train_loss)
+        if not second.best_loss < first.best_loss:  # the second phase never did better
+            self.estimator.load_state_dict(best_first)
+            best_epoch, best_loss = first.best_epoch, first.best_loss
+        else:
+            best_epoch, best_loss = offset + second.best_epoch, second.best_loss
+        elapsed = first.time[-1] if first.time else 0.0
+        return History(
+            train_loss=first.train_loss + second.train_loss,
+            val_loss=first.val_loss + second.val_loss,
+            lr=first.lr + second.lr,
+            time=first.time + [elapsed + t for t in second.time],
+            best_epoch=best_epoch,
+            best_loss=best_loss,
+            stop_reason=second.stop_reason,
+            restarts=first.restarts + second.restarts,
+            steps=first.steps + second.steps,
+        )
 
     def _check_training(self, theta: Any, x: Any) -> tuple[Tensor, Tensor, int]:
         """``(theta (N, dim), x, number of simulations dropped)``: shapes and values checked,
