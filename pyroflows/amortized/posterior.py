@@ -66,9 +66,6 @@ __all__ = ["AmortizedPosterior", "PosteriorEstimator"]
 #: for 20 epochs: on the 30 benchmark fits (three tasks, two budgets, five seeds) it never
 #: stopped before the best epoch of the fit without it, so it keeps the same state, and it
 #: ends the linear Gaussian's fits after 25-34 epochs instead of 54-56 (best at epoch 3-5).
-#: A larger rate helps some posteriors and hurts others (five seeds, stop 19): lr 2e-3 gives
-#: two moons at 1 000 simulations 0.706 instead of 0.757 and SLCP at 10 000 0.816 instead of
-#: 0.838, but the linear Gaussian 0.634 instead of 0.587 (1 000) and 0.560 instead of 0.531.
 TRAIN_DEFAULTS: dict[str, Any] = dict(
     batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=50, clip_grad=5.0,
     overfit_window=20, seed=0,
