@@ -26,10 +26,13 @@ Measures the targets of issue 9 in one run and writes ``benchmarks/results/amort
    ``train()`` defaults (batch 200, lr 5e-4, 10 % validation, stop after 20 epochs without
    improvement, clip 5); its draws outside the prior are rejected (sbi's default).
    ``pyroflows``: ``AmortizedPosterior(prior=..., simulator=...).fit(theta=..., x=...)`` with
-   the library's defaults (autoregressive NSF, 5 layers, hidden (64, 64), 8 bins; parameters
-   mapped to the unconstrained space with ``biject_to`` and standardised; sbi's batch size,
-   learning rate, clipping and validation split, but the rate decayed by a cosine over 300
-   epochs and a patience of 50 epochs instead of a constant rate and 20). Accuracy: C2ST
+   the library's defaults (``flow="auto"``: an autoregressive NSF, 5 layers, hidden (64, 64),
+   8 bins, and an affine coupling flow of the same size trained on the same split, the one
+   with the lower validation loss kept; parameters mapped to the unconstrained space with
+   ``biject_to`` and standardised; sbi's batch size, clipping and validation split, each
+   family in two phases: lr 2e-3 until 10 epochs without progress, then 5e-4 decayed by a
+   cosine over 100 epochs with a patience of 50). ``pyroflows nsf`` / ``pyroflows realnvp``:
+   one family alone. The family kept and each family's validation loss are recorded. Accuracy: C2ST
    accuracy (:func:`pyroflows.diagnostics.c2st`, MLP classifier, 5 folds) between 2 000
    posterior draws and 2 000 reference draws, averaged over
    ``--observations`` observations per task (their parameters drawn from the prior with a
@@ -197,7 +200,7 @@ TASKS = {"two_moons": TwoMoons, "linear_gaussian": LinearGaussian, "slcp": SLCP}
 
 
 # -- methods ----------------------------------------------------------------------------------
-def train_pyroflows(task, theta, x, quick, seed=0, flow="nsf"):
+def train_pyroflows(task, theta, x, quick, seed=0, flow="auto"):
     post = AmortizedPosterior(prior=task.prior, simulator=task.simulate, flow=flow)
     extra = {"max_epochs": 10} if quick else {}
     start = time.perf_counter()
@@ -238,6 +241,10 @@ def sample_sbi(post, x_obs, n):
 
 METHODS = {
     "pyroflows": (train_pyroflows, sample_pyroflows),
+    "pyroflows nsf": (
+        lambda *args, **kwargs: train_pyroflows(*args, flow="nsf", **kwargs),
+        sample_pyroflows,
+    ),
     "pyroflows realnvp": (
         lambda *args, **kwargs: train_pyroflows(*args, flow="realnvp", **kwargs),
         sample_pyroflows,
@@ -285,16 +292,29 @@ def accuracy(args, log, task_name):
                         c2st=float(np.mean(scores)),
                         c2st_per_observation=[round(s, 4) for s in scores], train_s=seconds,
                         epochs=epochs, reference_rhat=rhat,
+                        family=getattr(post, "flow_name", "nsf"),
+                        candidates=_plain_candidates(post),
                     )  # fmt: skip
                     rows.append(row)
+                    chosen = " ".join(f"{c['flow']} {c['best_loss']:.4f} ({c['seconds']:.1f} s)"
+                                      for c in row["candidates"])  # fmt: skip
                     log(
                         f"{name:16s} {budget:6d} {method:12s} seed {seed} C2ST "
                         f"{row['c2st']:.3f} ({', '.join(f'{s:.3f}' for s in scores)})  "
-                        f"train {seconds:6.1f} s, {epochs} epochs"
+                        f"train {seconds:6.1f} s, {epochs} epochs, {row['family']}"
+                        f"{f' [validation loss: {chosen}]' if chosen else ''}"
                     )
                     if seed == args.seeds[0]:  # timed and calibrated
                         posteriors[(name, budget, method)] = (post, task)
     return rows, posteriors
+
+
+def _plain_candidates(post) -> list[dict]:
+    """The families ``flow="auto"`` compared (best validation loss, seconds); [] otherwise."""
+    return [
+        dict(flow=c["flow"], best_loss=float(c["best_loss"]), seconds=float(c["seconds"]))
+        for c in getattr(post, "candidates", [])
+    ]
 
 
 def timing(posteriors, args, log, name):
@@ -311,7 +331,8 @@ def timing(posteriors, args, log, name):
         post, task = posteriors[(name, budget, method)]
         if args.quick and method.startswith("sbi"):
             continue
-        slow = method in ("pyroflows", "sbi NPE-NSF") and task.dim > 2
+        # an autoregressive posterior (and sbi's) on more than two parameters: 100 observations
+        slow = task.dim > 2 and getattr(post, "flow_name", "nsf") in ("nsf", "maf")
         torch.manual_seed(0)
         x = task.simulate(task.prior.sample((100 if args.quick or slow else 1000,)))
         for threads in (1,) if args.quick else (2, 1):
@@ -382,27 +403,34 @@ def markdown(result):
         "## C2ST accuracy against reference posteriors (0.5 is perfect), training time",
         "",
         "| task | simulations | method | training seed | C2ST (mean over observations) "
-        "| per observation | train s | epochs |",
-        "|---|---:|---|---:|---:|---|---:|---:|",
+        "| per observation | train s | epochs | flow kept (validation loss of each) |",
+        "|---|---:|---|---:|---:|---|---:|---:|---|",
     ]
     groups = {}
     for r in result["accuracy"]:
         per = ", ".join(f"{s:.3f}" for s in r["c2st_per_observation"])
+        kept = r.get("family", "") if r["method"].startswith("pyroflows") else ""
+        if r.get("candidates"):
+            kept += " (" + ", ".join(f"{c['flow']} {c['best_loss']:.4f}"
+                                     for c in r["candidates"]) + ")"  # fmt: skip
         lines.append(
             f"| {r['task']} | {r['budget']:,} | {r['method']} | {r.get('seed', 0)} | "
-            f"{r['c2st']:.3f} | {per} | {r['train_s']:.1f} | {r['epochs']} |"
+            f"{r['c2st']:.3f} | {per} | {r['train_s']:.1f} | {r['epochs']} | {kept} |"
         )
         groups.setdefault((r["task"], r["budget"], r["method"]), []).append(r)
     if any(len(g) > 1 for g in groups.values()):
         lines += ["", "## Over the training seeds", "",
-                  "| task | simulations | method | seeds | C2ST mean | sd | min | max | train s |",
-                  "|---|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+                  "| task | simulations | method | seeds | C2ST mean | sd | min | max | train s "
+                  "| flow kept |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
         for (task, budget, method), g in groups.items():
             c = np.array([r["c2st"] for r in g])
             t = np.mean([r["train_s"] for r in g])
+            families = [r.get("family", "") for r in g] if method.startswith("pyroflows") else []
+            kept = ", ".join(f"{f} {families.count(f)}/{len(g)}" for f in dict.fromkeys(families))
             lines.append(f"| {task} | {budget:,} | {method} | {len(g)} | {c.mean():.3f} | "
                          f"{c.std(ddof=1) if len(c) > 1 else 0:.3f} | {c.min():.3f} | "
-                         f"{c.max():.3f} | {t:.1f} |")  # fmt: skip
+                         f"{c.max():.3f} | {t:.1f} | {kept} |")  # fmt: skip
     if result["timing"]:
         lines += ["", "## Observations x 1 000 draws in one call (best of up to 3 runs in 10 s)",
                   "", "| task | method | observations | threads | seconds |",

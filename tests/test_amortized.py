@@ -4,6 +4,7 @@ bad input, checked against a linear-Gaussian model with an analytic posterior.""
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import pyro
@@ -220,6 +221,107 @@ def test_a_default_fit_runs_a_fast_phase_then_the_cosine_from_its_best_state():
     one = AmortizedPosterior(prior=prior, flow_kwargs=dict(layers=1, hidden=(8,)))
     lrs = one.fit(theta, x, progress=False, seed=0, max_epochs=30).history.lr
     assert len(lrs) <= 30 and max(lrs) <= TRAIN_DEFAULTS["lr"] and lrs == sorted(lrs)[::-1]
+
+
+def _validation_loss(post: AmortizedPosterior, theta, x, seed: int) -> float:
+    """The fit's validation loss of the kept networks, recomputed: the split of ``fit``
+    (10 % by a permutation seeded with ``seed``), the mean NLL in eval mode."""
+    from pyroflows.losses import nll
+
+    order = torch.randperm(len(theta), generator=torch.Generator().manual_seed(seed))
+    val = order[: round(0.1 * len(theta))]
+    with torch.no_grad():
+        return float(nll(post.estimator.eval(), post._training_tensors(theta[val], x[val])))
+
+
+def test_auto_fits_both_families_and_keeps_the_lower_validation_loss(tmp_path):
+    """``flow="auto"`` (the default) trains the spline flow and affine coupling on the same
+    split and keeps the one with the lower validation loss: the kept networks score that loss
+    again, the spline member is the very fit ``flow="nsf"`` makes, and a save / load keeps
+    the family chosen."""
+    from pyroflows.transforms import Coupling, MaskedAutoregressive
+
+    prior = dist.Normal(torch.zeros(3), 1.0).to_event(1)
+    theta = prior.sample((500,))
+    x = theta + 0.3 * torch.randn_like(theta)
+    options = dict(max_epochs=8, progress=False, seed=3)
+    post = AmortizedPosterior(prior=prior, flow_kwargs=dict(layers=2, hidden=(16,)))
+    assert post.flow_name == "auto"
+    post.fit(theta, x, **options)
+    losses = {c["flow"]: c["best_loss"] for c in post.candidates}
+    assert list(losses) == ["nsf", "realnvp"] and losses["nsf"] != losses["realnvp"]
+    assert post.flow_name == min(losses, key=losses.get)
+    assert post.history.best_loss == min(losses.values())
+    assert _validation_loss(post, theta, x, seed=3) == pytest.approx(min(losses.values()), 1e-5)
+    layer = Coupling if post.flow_name == "realnvp" else MaskedAutoregressive
+    assert any(isinstance(t, layer) for t in post.estimator.flow.transforms)
+
+    alone = AmortizedPosterior(prior=prior, flow="nsf", flow_kwargs=dict(layers=2, hidden=(16,)))
+    assert alone.fit(theta, x, **options).history.best_loss == losses["nsf"]
+    assert alone.candidates == [] and alone.flow_name == "nsf"
+
+    post.save(tmp_path / "p.pt")
+    loaded = AmortizedPosterior.load(tmp_path / "p.pt")
+    assert loaded.flow_name == post.flow_name
+    assert torch.equal(loaded.sample(x[:2], 20, seed=0), post.sample(x[:2], 20, seed=0))
+
+
+@pytest.mark.parametrize("winner", ["nsf", "realnvp"])
+def test_auto_gives_the_spline_options_to_the_spline_family_only(monkeypatch, winner):
+    """``bins`` with ``flow="auto"`` shapes the spline member; the affine coupling member,
+    which refuses it, is built without it, and whichever wins keeps its own options."""
+    from pyroflows.amortized import posterior as module
+
+    prior = gaussian_prior()
+    theta = prior.sample((300,))
+    # both outcomes: a family left out of AUTO_FLOWS cannot win
+    monkeypatch.setattr(module, "AUTO_FLOWS", (winner,))
+    post = AmortizedPosterior(prior=prior, flow_kwargs=dict(layers=1, hidden=(8,), bins=3))
+    post.fit(theta, linear_simulator(theta), max_epochs=1, progress=False, seed=0)
+    assert post.flow_name == winner
+    assert ("bins" in post.flow_kwargs) == (winner == "nsf")
+    widths = {t.univariate.bins for t in post.estimator.flow.transforms if hasattr(t, "univariate")
+              and hasattr(t.univariate, "bins")}  # fmt: skip
+    assert widths == ({3} if winner == "nsf" else set())
+
+
+@pytest.mark.parametrize("how", ["online", "no-validation", "one-parameter"])
+def test_auto_trains_the_spline_flow_alone_where_it_cannot_compare(how):
+    """Online, without a validation split, or with one parameter (no coupling in 1-D),
+    ``flow="auto"`` trains the spline flow only."""
+    dim = 1 if how == "one-parameter" else 2
+    prior = dist.Normal(torch.zeros(dim), 1.0).to_event(1)
+    post = AmortizedPosterior(
+        prior=prior, simulator=lambda t: t + torch.randn_like(t),
+        flow_kwargs=dict(layers=1, hidden=(8,)),
+    )  # fmt: skip
+    if how == "online":
+        post.fit(simulate_online=True, steps=4, steps_per_epoch=2, num_validation=50,
+                 progress=False)  # fmt: skip
+    else:
+        fraction = 0.0 if how == "no-validation" else 0.1
+        post.fit(num_simulations=200, validation_fraction=fraction, max_epochs=2, progress=False)
+    assert post.flow_name == "nsf" and post.candidates == [] and post._members == {}
+
+
+def test_auto_shares_a_time_budget_and_writes_one_checkpoint_per_family(tmp_path):
+    """A ``time_budget`` covers both families (each gets its share of what is left), and a
+    ``checkpoint`` path becomes one file per family."""
+    prior = gaussian_prior()
+    theta = prior.sample((2000,))
+    post = AmortizedPosterior(prior=prior)
+    start = time.perf_counter()
+    post.fit(theta, linear_simulator(theta), time_budget=2.0, progress=False,
+             checkpoint=tmp_path / "run.ckpt")  # fmt: skip
+    assert time.perf_counter() - start < 2.0 + 3.0  # the last epoch and validation may overrun
+    assert [c["flow"] for c in post.candidates] == ["nsf", "realnvp"]
+    assert all(c["seconds"] < 1.0 + 1.5 for c in post.candidates)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.nsf.ckpt", "run.realnvp.ckpt"]
+
+
+def test_an_unknown_flow_family_is_refused_at_construction():
+    with pytest.raises(ValueError, match="flow must be 'auto' or one of"):
+        AmortizedPosterior(prior=gaussian_prior(), flow="glow")
 
 
 def test_to_inference_data(linear_post):

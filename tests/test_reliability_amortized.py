@@ -135,6 +135,38 @@ def test_interrupted_fit_resumes_bit_identical(tmp_path, mode, how):
     assert_same(resumed.history.val_loss, reference.history.val_loss)
 
 
+def test_an_auto_fit_stopped_in_its_second_family_resumes_bit_identical(tmp_path):
+    """``flow="auto"`` checkpoints each family to its own file: stopped during the second
+    family, a new posterior resumed from the same path loads the finished first family
+    without training it again, finishes the second and keeps the same one."""
+
+    def auto_post() -> AmortizedPosterior:
+        return AmortizedPosterior(
+            prior=prior(), simulator=simulator, flow_kwargs=dict(layers=1, hidden=(8,))
+        )
+
+    reference = auto_post().fit(**OFFLINE)
+    path = tmp_path / "post.ckpt"
+    epochs = []
+
+    def stop_in_the_second_family(epoch, history):
+        epochs.append(epoch)
+        if len(epochs) == OFFLINE["max_epochs"] + 2:  # the second family's epoch 1
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        auto_post().fit(**OFFLINE, checkpoint=path, callback=stop_in_the_second_family)
+    assert load_checkpoint(tmp_path / "post.realnvp.ckpt")["epoch"] == 1
+    first = load_checkpoint(tmp_path / "post.nsf.ckpt")
+    resumed = auto_post().fit(**OFFLINE, checkpoint=path, resume=path)
+    assert_same(load_checkpoint(tmp_path / "post.nsf.ckpt")["epoch"], first["epoch"])
+    assert resumed.flow_name == reference.flow_name
+    for got, want in zip(resumed.candidates, reference.candidates, strict=True):
+        assert (got["flow"], got["best_loss"]) == (want["flow"], want["best_loss"])
+    assert_same(trained(resumed), trained(reference))
+    assert_same(resumed.history.val_loss, reference.history.val_loss)
+
+
 # The child fits the posterior of this module with a checkpoint every epoch (each epoch
 # slowed by a sleep in the callback when asked to, so that the parent can kill it between
 # epochs) and saves it.
@@ -553,7 +585,7 @@ BLOB_CASES = {
         "do not match the saved configuration",
     ),
     "config-other-x-shape": (_set("config", "x_shape", [3]), "do not match the saved config"),
-    "config-unknown-flow": (_set("config", "flow", "glow"), "flow family must be one of"),
+    "config-unknown-flow": (_set("config", "flow", "glow"), "flow must be .auto. or one of"),
     "estimator-tensor-of-other-shape": (
         lambda b: b["state"]["estimator"].update(
             {k: torch.zeros(1) for k in list(b["state"]["estimator"])[:1]}

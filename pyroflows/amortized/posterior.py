@@ -18,7 +18,9 @@ rejection), and ``log_prob`` adds both log-Jacobians so it is a density in the u
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,7 +41,7 @@ from pyroflows.amortized.simulate import (
     set_to_model_layout,
     valid_rows,
 )
-from pyroflows.builders import _positive_int, build
+from pyroflows.builders import FAMILIES, _positive_int, build
 from pyroflows.checkpoint import (
     atomic_save,
     load_all_or_nothing,
@@ -101,6 +103,13 @@ FLOW_DEFAULTS: dict[str, Any] = dict(
 )  # fmt: skip
 #: flow families whose layers act on the whole real line (``lu="auto"`` may add linear maps)
 _LINEAR_MAPS_FIT = ("nsf", "maf", "realnvp", "iaf")
+#: ``flow="auto"`` (the default): an offline fit with a validation split trains these
+#: families on the same simulations, split and batches, and keeps the one with the lower
+#: validation loss (online, or without a validation split: the first).
+AUTO_FLOWS: tuple[str, ...] = ("nsf", "realnvp")
+#: builder options of the spline / autoregressive family only: ``flow="auto"`` gives them to
+#: its ``nsf`` member and not to ``realnvp``, which refuses them
+_SPLINE_OPTIONS = frozenset({"bins", "bound", "coupling", "order", "inverse"})
 #: rows per chunk when sampling or scoring many observations at once: activations of a few MB
 #: stay in cache and in reused heap memory (131 072 rows was 1.2-1.6x slower on 1 000
 #: observations x 1 000 draws of a 10-D posterior)
@@ -234,7 +243,17 @@ class AmortizedPosterior:
             when fitting from pre-simulated tensors.
         summary: a summary network (``nn.Module``, e.g. :class:`pyroflows.nn.DeepSet`);
             ``None`` flattens the data.
-        flow: flow family for :func:`pyroflows.build` (``"nsf"``, ``"maf"``, ``"realnvp"``).
+        flow: ``"auto"`` (default) or a flow family for :func:`pyroflows.build` (``"nsf"``,
+            ``"maf"``, ``"realnvp"``, ...). ``"auto"``: the first offline fit trains each
+            family of :data:`AUTO_FLOWS` (the autoregressive spline flow and affine coupling)
+            on the same simulations, validation split and batches, and keeps the one with
+            the lower validation loss (``flow_name`` then names it, ``candidates`` lists both
+            with their losses and times). A posterior fitted online or without a validation
+            split gets the first, one with a single parameter the spline flow alone. Spline
+            options in ``flow_kwargs`` (``bins``, ``bound``, ``coupling``, ``order``) go to
+            the spline family only; the second family trains a copy of ``summary`` (after
+            the fit, ``post.summary`` is the kept one). Training costs the sum of the
+            families' fits (a ``time_budget`` covers both); name a family to train one.
         flow_kwargs: builder options, over :data:`FLOW_DEFAULTS` (5 layers, hidden
             ``(64, 64)``, the context fed to every hidden layer of the conditioners, and with
             three or more parameters a learnt linear map between layers: ``lu="auto"``).
@@ -292,7 +311,7 @@ class AmortizedPosterior:
         prior: Any = None,
         simulator: Callable[[Tensor], Tensor] | None = None,
         summary: nn.Module | None = None,
-        flow: str = "nsf",
+        flow: str = "auto",
         flow_kwargs: Mapping[str, Any] | None = None,
         model_args: Sequence[Any] = (),
         model_kwargs: Mapping[str, Any] | None = None,
@@ -306,6 +325,8 @@ class AmortizedPosterior:
             raise ValueError("a simulator needs a prior (prior=...) to draw parameters from")
         if summary is not None and not isinstance(summary, nn.Module):
             raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
+        if flow != "auto" and flow not in FAMILIES:
+            raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {flow!r}")
         self.observed = str(observed)
         self.sizes: tuple[int, ...] | None = None
         self.size_arg: str | None = None
@@ -326,9 +347,13 @@ class AmortizedPosterior:
         self.param_name = param_name
         self.space: ParameterSpace | None = None if self.sim is None else self.sim.space
         self.summary = summary
-        self.flow_name = flow
+        self.flow_name = flow  # "auto" until a fit has chosen a family
         self.flow_kwargs = {**FLOW_DEFAULTS, **(flow_kwargs or {})}
         self.estimator: PosteriorEstimator | None = None
+        #: ``flow="auto"``: the networks of every family until a fit has chosen one
+        self._members: dict[str, tuple[PosteriorEstimator, dict[str, Any]]] = {}
+        #: ``flow="auto"``: each family's best validation loss and training seconds
+        self.candidates: list[dict[str, Any]] = []
         self.theta_pre: Preprocessor | None = None
         self.x_pre: Preprocessor | None = None
         self.x_shape: torch.Size | None = None
@@ -441,13 +466,40 @@ class AmortizedPosterior:
             encoded = self._encode_x(x[:2], x_pre, torch.float32, x_shape)
             context_dim = int(summary(encoded).shape[-1])
         dim = space.unconstrained_dim
-        if self.flow_kwargs.get("lu") == "auto":  # resolved here, so a save stores the choice
-            self.flow_kwargs["lu"] = dim >= 3 and self.flow_name in _LINEAR_MAPS_FIT
-        flow = build(self.flow_name, dim, context_dim, **self.flow_kwargs)
+        families = (self.flow_name,)
+        if self.flow_name == "auto":  # coupling needs two parameters or more
+            families = tuple(f for f in AUTO_FLOWS if dim >= 2 or f != "realnvp")
+        members = {}
+        for i, family in enumerate(families):  # each family its own copy of the summary
+            kwargs = self._family_kwargs(family, dim)
+            net = summary if i == 0 else copy.deepcopy(summary)
+            members[family] = (PosteriorEstimator(net, build(family, dim, context_dim, **kwargs)),
+                               kwargs)  # fmt: skip
         self.x_shape = x_shape
-        self.space, self.theta_pre, self.x_pre, self.summary = space, theta_pre, x_pre, summary
-        self.estimator = PosteriorEstimator(summary, flow)
+        self.space, self.theta_pre, self.x_pre = space, theta_pre, x_pre
         self.context_dim = context_dim
+        self._members = members
+        self._choose(families[0])
+        if len(families) > 1:
+            self._members = members  # the choice is made by the first offline fit
+
+    def _family_kwargs(self, family: str, dim: int) -> dict[str, Any]:
+        """The builder options of one family: ``flow_kwargs`` without the spline options for
+        a family that refuses them (``flow="auto"``), and ``lu="auto"`` resolved (so that a
+        save stores the choice): linear maps with three or more parameters."""
+        kwargs = dict(self.flow_kwargs)
+        if self.flow_name == "auto" and family != "nsf":
+            kwargs = {k: v for k, v in kwargs.items() if k not in _SPLINE_OPTIONS}
+        if kwargs.get("lu") == "auto":
+            kwargs["lu"] = dim >= 3 and family in _LINEAR_MAPS_FIT
+        return kwargs
+
+    def _choose(self, family: str) -> None:
+        """Keep the networks of one family (of :attr:`_members`) and drop the others."""
+        estimator, kwargs = self._members[family]
+        self.estimator, self.summary = estimator, estimator.summary
+        self.flow_name, self.flow_kwargs = family, kwargs
+        self._members = {}
 
     def _encode_theta(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """User units -> ``(z, log|dz/dtheta|)`` in float64 (``-inf`` outside the support)."""
@@ -658,20 +710,64 @@ class AmortizedPosterior:
         self.dropped += dropped
         data = self._training_tensors(theta[train], x[train])
         val_data = self._training_tensors(theta[val], x[val]) if n_val else None
-        if n_val and not _ONE_PHASE_OPTIONS & set(train_options):
-            self.history = self._fit_two_phases(data, val_data, options)
+        two_phases = bool(n_val) and not _ONE_PHASE_OPTIONS & set(train_options)
+        if self._members and n_val:
+            self.history = self._fit_members(data, val_data, options, two_phases)
         else:
-            self.history = fit(self.estimator, nll, data, val_data, desc="NPE", **options)
+            if self._members:  # flow="auto" without a validation split: the first family
+                self._choose(AUTO_FLOWS[0])
+            self.history = self._fit_once(data, val_data, options, two_phases)
         return self
 
-    def _fit_two_phases(self, data: tuple, val_data: tuple, options: dict) -> History:
+    def _fit_once(self, data: tuple, val_data: tuple | None, options: dict, two_phases: bool,
+                  desc: str = "NPE") -> History:  # fmt: skip
+        if two_phases:
+            return self._fit_two_phases(data, val_data, options, desc)
+        return fit(self.estimator, nll, data, val_data, desc=desc, **options)
+
+    def _fit_members(
+        self, data: tuple, val_data: tuple, options: dict, two_phases: bool
+    ) -> History:
+        """``flow="auto"``: train every family of :attr:`_members` with the same options
+        (split, batches, seed), keep the one with the lower validation loss. A
+        ``time_budget`` is shared out (each family an equal part of what is left); a
+        ``checkpoint`` / ``resume`` path gets one file per family, named after it
+        (``run.ckpt`` -> ``run.nsf.ckpt``, ``run.realnvp.ckpt``)."""
+        start, results = time.perf_counter(), []
+        families = list(self._members)
+        for i, family in enumerate(families):
+            self.estimator = self._members[family][0]
+            member_options = dict(options)
+            for key in ("checkpoint", "resume"):
+                if member_options.get(key) is not None:
+                    path = Path(member_options[key])
+                    member_options[key] = path.with_name(f"{path.stem}.{family}{path.suffix}")
+            budget = options.get("time_budget")
+            if budget is not None:
+                left = max(budget - (time.perf_counter() - start), 1e-3)
+                member_options["time_budget"] = left / (len(families) - i)
+            began = time.perf_counter()
+            history = self._fit_once(data, val_data, member_options, two_phases,
+                                     desc=f"NPE {family}")  # fmt: skip
+            results.append((family, history, time.perf_counter() - began))
+        family, history, _ = min(results, key=lambda r: r[1].best_loss)
+        self.candidates = [
+            dict(flow=name, best_loss=h.best_loss, epochs=len(h.train_loss), seconds=seconds)
+            for name, h, seconds in results
+        ]
+        self._choose(family)
+        return history
+
+    def _fit_two_phases(
+        self, data: tuple, val_data: tuple, options: dict, desc: str = "NPE"
+    ) -> History:
         """:data:`FAST_PHASE`, then the given options with a cosine over
         :data:`SECOND_PHASE_EPOCHS` epochs from the first phase's best state; the state with
         the lower validation loss of the two is kept. One history for both."""
-        first = fit(self.estimator, nll, data, val_data, desc="NPE (fast phase)",
+        first = fit(self.estimator, nll, data, val_data, desc=f"{desc} (fast phase)",
                     **{**options, **FAST_PHASE})  # fmt: skip
         best_first = {k: v.detach().clone() for k, v in self.estimator.state_dict().items()}
-        second = fit(self.estimator, nll, data, val_data, desc="NPE",
+        second = fit(self.estimator, nll, data, val_data, desc=desc,
                      **{**options, "max_epochs": SECOND_PHASE_EPOCHS})  # fmt: skip
         offset = len(first.train_loss)
         if not second.best_loss < first.best_loss:  # the second phase never did better
@@ -743,6 +839,8 @@ class AmortizedPosterior:
             )
             if self.estimator is None:
                 self._setup(theta_val, x_val)
+        if self._members:  # flow="auto" online: the first family (see AUTO_FLOWS)
+            self._choose(AUTO_FLOWS[0])
         for w in caught:  # anything but the count of skipped rows (reported once, below)
             if "were skipped" not in str(w.message):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
