@@ -28,6 +28,7 @@ FORMAT = "pyroflows.checkpoint"
 VERSION = 1
 
 __all__ = [
+    "member_path",
     "atomic_save",
     "load_all_or_nothing",
     "load_checkpoint",
@@ -36,6 +37,19 @@ __all__ = [
     "set_rng_state",
     "zip_damage",
 ]
+
+
+def member_path(path: str | Path, name: str) -> Path:
+    """The file of one member of a run that trains several models on one path:
+    ``run.ckpt`` -> ``run.<name>.ckpt`` (the portfolio of ``DensityEstimator(flow="auto")``,
+    the families of ``AmortizedPosterior(flow="auto")``).
+
+    Example:
+        >>> member_path("out/run.ckpt", "nsf").as_posix()
+        'out/run.nsf.ckpt'
+    """
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{name}{path.suffix}")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

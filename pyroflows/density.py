@@ -24,6 +24,7 @@ import torch
 from pyroflows import streaming
 from pyroflows.bases import GaussianMixture
 from pyroflows.builders import FAMILIES, build
+from pyroflows.checkpoint import member_path
 from pyroflows.estimator import BaseDensity, split_validation
 from pyroflows.flows import Flow
 from pyroflows.losses import nll
@@ -352,8 +353,7 @@ class DensityEstimator(BaseDensity):
         when ``flow="auto"`` fits several."""
         if path is None or not several:
             return path
-        path = Path(path)
-        return path.with_name(f"{path.stem}.{member.name}{path.suffix}")
+        return member_path(path, member.name)
 
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None, runs: dict[str, Any]) -> dict[str, Any]:
         with _threads(self.num_threads):

@@ -302,6 +302,18 @@ def test_permutation_is_saved_in_state_dict():
     assert torch.equal(a(x), b(x))
 
 
+def test_an_lu_linear_saved_with_its_inverse_permutation_buffer_loads():
+    """Saves from before the sampling direction used ``inverse_weight`` hold the inverse
+    permutation as a buffer: they load (strictly) and give the same map."""
+    saved = randomize(LULinear(D, seed=4).double())
+    state = dict(saved.state_dict(), inverse_permutation=saved.permutation.argsort())
+    loaded = LULinear(D, seed=9).double()
+    loaded.load_state_dict(state)
+    z = torch.randn(6, D, dtype=F64)
+    assert torch.equal(loaded(z), saved(z))
+    assert (loaded.inverse_weight() @ loaded.weight() - torch.eye(D, dtype=F64)).abs().max() < 1e-12
+
+
 def test_batchnorm_inverse_is_exact_in_train_mode():
     bn = randomize(BatchNorm(D).double())
     bn.train()

@@ -45,6 +45,7 @@ from pyroflows.builders import FAMILIES, _positive_int, build
 from pyroflows.checkpoint import (
     atomic_save,
     load_all_or_nothing,
+    member_path,
     read_saved,
     rng_state,
     set_rng_state,
@@ -479,9 +480,9 @@ class AmortizedPosterior:
         self.space, self.theta_pre, self.x_pre = space, theta_pre, x_pre
         self.context_dim = context_dim
         self._members = members
-        self._choose(families[0])
-        if len(families) > 1:
-            self._members = members  # the choice is made by the first offline fit
+        self._use(families[0])
+        if len(families) == 1:
+            self._members = {}  # else the first offline fit chooses
 
     def _family_kwargs(self, family: str, dim: int) -> dict[str, Any]:
         """The builder options of one family: ``flow_kwargs`` without the spline options for
@@ -494,11 +495,15 @@ class AmortizedPosterior:
             kwargs["lu"] = dim >= 3 and family in _LINEAR_MAPS_FIT
         return kwargs
 
-    def _choose(self, family: str) -> None:
-        """Keep the networks of one family (of :attr:`_members`) and drop the others."""
+    def _use(self, family: str) -> None:
+        """Make the networks of one family of :attr:`_members` the posterior's."""
         estimator, kwargs = self._members[family]
         self.estimator, self.summary = estimator, estimator.summary
         self.flow_name, self.flow_kwargs = family, kwargs
+
+    def _choose(self, family: str) -> None:
+        """Keep the networks of one family of :attr:`_members` and drop the others."""
+        self._use(family)
         self._members = {}
 
     def _encode_theta(self, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -736,12 +741,11 @@ class AmortizedPosterior:
         start, results = time.perf_counter(), []
         families = list(self._members)
         for i, family in enumerate(families):
-            self.estimator = self._members[family][0]
+            self._use(family)
             member_options = dict(options)
             for key in ("checkpoint", "resume"):
                 if member_options.get(key) is not None:
-                    path = Path(member_options[key])
-                    member_options[key] = path.with_name(f"{path.stem}.{family}{path.suffix}")
+                    member_options[key] = member_path(member_options[key], family)
             budget = options.get("time_budget")
             if budget is not None:
                 left = max(budget - (time.perf_counter() - start), 1e-3)

@@ -46,8 +46,9 @@ class Permutation(FlowTransform):
 class LULinear(FlowTransform):
     """Invertible linear layer ``z = P L U x + b`` in the density direction (Kingma & Dhariwal,
     2018): ``P`` a fixed seeded permutation (buffer), ``L`` unit lower-triangular, ``U``
-    upper-triangular with a positive diagonal ``exp(log_diag)``. The density direction is one
-    matrix product; sampling solves two triangular systems. Starts at ``z = P x``;
+    upper-triangular with a positive diagonal ``exp(log_diag)``. Both directions are one
+    matrix product: sampling multiplies by :meth:`inverse_weight`, formed once per call from
+    two triangular solves of the ``dim x dim`` identity. Starts at ``z = P x``;
     ``permute=False`` makes ``P`` the identity, so the layer starts as the identity (between
     autoregressive layers of alternating orders, a random ``P`` would undo the alternation).
 
@@ -63,7 +64,6 @@ class LULinear(FlowTransform):
         generator = torch.Generator().manual_seed(seed)
         permutation = torch.randperm(dim, generator=generator) if permute else torch.arange(dim)
         self.register_buffer("permutation", permutation)
-        self.register_buffer("inverse_permutation", torch.argsort(permutation))
         self.lower = nn.Parameter(torch.zeros(dim, dim))
         self.upper = nn.Parameter(torch.zeros(dim, dim))
         self.log_diag = nn.Parameter(torch.zeros(dim))
@@ -94,6 +94,12 @@ class LULinear(FlowTransform):
         lower_inv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
         inverse = torch.linalg.solve_triangular(upper, lower_inv, upper=True)
         return inverse[:, self.permutation]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # saves from before the sampling direction used inverse_weight() hold the inverse
+        # permutation as a buffer; it follows from the permutation
+        state_dict.pop(prefix + "inverse_permutation", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # one product with the inverse matrix, formed once per call, rather than two
