@@ -5,14 +5,17 @@ Sampling cost does not depend on how well a network is trained, so every posteri
 set up by a short fit (2 000 simulations, 3 epochs) and then timed. For each task (the
 simulators of ``benchmarks/amortized.py``: ``linear_gaussian``, 10 parameters and 10 data;
 ``two_moons``, 2 and 2) and flow family of :class:`pyroflows.AmortizedPosterior` (5 layers,
-hidden (64, 64), the defaults):
+hidden (64, 64), the defaults; ``slcp``, 5 parameters and 8 data):
 
 * ``nsf`` — the default, an autoregressive spline flow in the density direction; sampling
   solves each layer one coordinate at a time.
+* ``nsf (pruned passes)`` — the same posterior sampled as at stop 20: each pass runs the
+  hidden units of lower degree again (``MADE.forward_degree``) instead of computing each
+  unit once over all passes (``MADE.degree_passes``, the default since stop 21).
 * ``nsf (full passes)`` — the same posterior sampled with the textbook solve (``D`` passes of
   the whole network, the spline applied to every coordinate in each), which is how pyroflows
-  sampled before the pruned solve (``MADE.forward_degree``) and how zuko and nflows sample:
-  the ratio is the speed-up of that change.
+  sampled before the pruned solve and how zuko and nflows sample: the ratio is the speed-up
+  of the two changes.
 * ``nsf coupling`` / ``realnvp`` — coupling flows: one pass per layer in both directions.
 * peers in the same run where installed: ``zuko NSF`` (``zuko.flows.NSF``, 5 transforms,
   hidden (64, 64), 8 bins; conditional, ``flow(context).sample((1000,))``) and
@@ -47,11 +50,13 @@ from amortized import TASKS, train_sbi  # noqa: E402  (the simulators of the acc
 from quality import git_commit  # noqa: E402
 
 import pyroflows as pf  # noqa: E402
+from pyroflows.nn import MADE  # noqa: E402
 from pyroflows.transforms import MaskedAutoregressive  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 FLOWS = {
     "nsf": ("nsf", {}),
+    "nsf (pruned passes)": ("nsf", {}),
     "nsf (full passes)": ("nsf", {}),
     "nsf coupling": ("nsf", {"coupling": True}),
     "realnvp": ("realnvp", {}),
@@ -121,10 +126,11 @@ def run(args, log):
             except ImportError as error:
                 log(f"{method}: skipped ({error})")
                 continue
-            patched = method == "nsf (full passes)"
-            original = MaskedAutoregressive._solve
-            if patched:
+            original, passes = MaskedAutoregressive._solve, MADE.degree_passes
+            if method == "nsf (full passes)":
                 MaskedAutoregressive._solve = full_pass_solve
+            if method == "nsf (pruned passes)":
+                MADE.degree_passes = lambda *args: None  # type: ignore[method-assign]
             try:
                 for threads in args.threads:
                     torch.set_num_threads(threads)
@@ -148,7 +154,7 @@ def run(args, log):
                         f"{args.draws} draws {seconds:7.3f} s ({per_million:.3f} s per 10^6)"
                     )
             finally:
-                MaskedAutoregressive._solve = original
+                MaskedAutoregressive._solve, MADE.degree_passes = original, passes
     return rows
 
 
@@ -181,8 +187,8 @@ def markdown(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 observations, one thread")
-    parser.add_argument("--tasks", nargs="+", default=["linear_gaussian", "two_moons"],
-                        choices=["linear_gaussian", "two_moons"])  # fmt: skip
+    parser.add_argument("--tasks", nargs="+", default=["linear_gaussian", "two_moons", "slcp"],
+                        choices=["linear_gaussian", "two_moons", "slcp"])  # fmt: skip
     parser.add_argument("--observations", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])

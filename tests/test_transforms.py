@@ -383,6 +383,116 @@ def test_made_pass_for_one_degree_equals_the_full_pass(residual, context, every,
         made.forward_degree(x, ctx, 6)
 
 
+@pytest.mark.parametrize(
+    "context, every", [(0, False), (3, False), (3, True)], ids=["unconditional", "context", "every"]
+)
+@pytest.mark.parametrize("features", [1, 2, 5])
+@pytest.mark.parametrize("hidden", [(24, 24), (3, 7, 16)], ids=["wide", "narrow"])
+def test_made_degree_passes_equal_the_full_pass(context, every, features, hidden):
+    """Without autograd the slow direction computes each hidden unit once over all passes
+    (``MADE.degree_passes``); each pass gives the full network's parameters for its feature,
+    also with layers narrower than the number of degrees (some degrees without units)."""
+    from pyroflows.nn import MADE
+
+    torch.manual_seed(1)
+    made = MADE(features, 4, context, hidden, order=3, context_every_layer=every)
+    randomize(made)
+    x = torch.randn(7, 6, features)
+    ctx = torch.randn(6, context) if context else None
+    with torch.no_grad():
+        full = made(x, ctx)
+        passes = made.degree_passes(ctx, x.shape[:-1])
+        assert passes is not None
+        for degree in range(1, features + 1):
+            (i,) = (made.degrees == degree).nonzero()[:, 0].tolist()
+            params = passes(x, degree)
+            if degree == 1:  # reads the context only: one row per context row
+                assert params.shape == (() if ctx is None else (6,)) + (4,)
+            assert torch.allclose(params, full[..., i, :], atol=1e-5)
+        with pytest.raises(ValueError, match=f"degree {features + 1}"):
+            passes(x, features + 1)
+    # with autograd (a flow's rsample) and with residual blocks: the pruned passes
+    assert made.degree_passes(ctx, x.shape[:-1]) is None
+    residual = MADE(features, 4, context, (8, 8), residual=True)
+    with torch.no_grad():
+        assert residual.degree_passes(ctx, x.shape[:-1]) is None
+
+
+@pytest.mark.parametrize("univariate", [Affine, lambda: RQS(6, 3.0)], ids=["affine", "rqs"])
+@pytest.mark.parametrize("iaf", [False, True], ids=["maf", "iaf"])
+def test_slow_direction_without_autograd_equals_the_one_with(univariate, iaf):
+    """Sampling (no autograd) solves with ``MADE.degree_passes``, an rsample with the pruned
+    passes of ``MADE.forward_degree``: the same values and log-determinants, and the round
+    trip through the fast direction."""
+    torch.manual_seed(2)
+    layer = MaskedAutoregressive(
+        4,
+        univariate(),
+        context_dim=3,
+        hidden=(20, 20),
+        order=5,
+        inverse=iaf,
+        context_every_layer=True,
+    )
+    randomize(layer)
+    u, ctx = torch.randn(30, 8, 4), torch.randn(8, 3)
+    slow, fast = (
+        (layer.inv_and_ladj, layer.call_and_ladj)
+        if iaf
+        else (layer.call_and_ladj, layer.inv_and_ladj)
+    )
+    with torch.no_grad():
+        v, ladj = slow(u, ctx)
+        back, back_ladj = fast(v, ctx)
+    v_grad, ladj_grad = slow(u, ctx)
+    assert torch.allclose(v, v_grad, atol=1e-5) and torch.allclose(ladj, ladj_grad, atol=1e-4)
+    assert torch.allclose(back, u, atol=1e-4) and torch.allclose(back_ladj, -ladj, atol=1e-4)
+
+
+@pytest.mark.parametrize("features", [2, 4])
+def test_every_feature_of_a_conditional_made_reads_the_context(features):
+    """Hidden units of degree 0 read the context alone, so the parameters of the first
+    feature depend on the context too; without a context that feature's are constants."""
+    from pyroflows.nn import MADE
+
+    torch.manual_seed(0)
+    made = MADE(features, 3, context=2, hidden=(16, 16), order="reversed")
+    randomize(made)
+    x = torch.randn(features)
+    jac = torch.autograd.functional.jacobian(lambda c: made(x, c), torch.randn(2))
+    assert (jac.abs().sum((-2, -1)) > 1e-3).all()  # every feature moves with the context
+    plain = MADE(features, 3, hidden=(16, 16), order="reversed")
+    randomize(plain)
+    first = int((plain.degrees == 1).nonzero())
+    xs = torch.randn(10, features)
+    assert torch.equal(plain(xs)[:, first], plain(xs)[:1, first].expand(10, 3))
+
+
+def test_a_conditional_made_saved_without_context_units_loads_as_saved():
+    """A conditional MADE saved before the hidden units of degree 0 (its first feature's
+    parameters constant, the layout of ``tests/data``, made by the code of stop 20) loads in
+    that layout: the same outputs, and the slow direction's passes agree with them."""
+    from pathlib import Path
+
+    from pyroflows.nn import MADE
+
+    saved = torch.load(Path(__file__).parent / "data" / "made_without_context_units.pt")
+    made = MADE(**saved["args"])
+    made.load_state_dict(saved["state"])
+    x, ctx = saved["x"], saved["context"]
+    assert min(int(d.min()) for d in made.hidden_degrees()) == 1
+    with torch.no_grad():
+        assert torch.allclose(made(x, ctx), saved["output"], atol=1e-6)
+        passes = made.degree_passes(ctx, x.shape[:-1])
+        for degree in range(1, 4):
+            (i,) = (made.degrees == degree).nonzero()[:, 0].tolist()
+            expected = saved["output"][:, i]
+            assert torch.allclose(passes(x, degree), expected, atol=1e-5)
+            assert torch.allclose(made.forward_degree(x, ctx, degree), expected, atol=1e-5)
+    fresh = MADE(**saved["args"])  # a new network has the units of degree 0
+    assert min(int(d.min()) for d in fresh.hidden_degrees()) == 0
+
+
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 def test_the_context_reaches_every_hidden_layer(residual):
     """With ``context_every_layer`` each hidden layer (each residual block's inner layer) gets

@@ -9,6 +9,7 @@ degree 0: it feeds every hidden unit without breaking the autoregressive propert
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -36,7 +37,7 @@ class MaskedLinear(nn.Linear):
 _PAD_FROM_ROWS = 4096
 
 
-def _output_layer(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def _output_layer(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``F.linear(h, weight, bias)``, computed with the output width rounded up to a multiple
     of 8 on large CPU batches and sliced back. CPU matrix kernels are much slower for widths
     that are not (16 384 rows x 64 inputs, two threads: 23 outputs 0.54 ms, 24 outputs
@@ -46,7 +47,8 @@ def _output_layer(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     pad = -width % 8
     if pad == 0 or width <= 6 or h.device.type != "cpu" or h.numel() < _PAD_FROM_ROWS * h.shape[-1]:
         return F.linear(h, weight, bias)
-    return F.linear(h, F.pad(weight, (0, 0, 0, pad)), F.pad(bias, (0, pad)))[..., :width]
+    padded = None if bias is None else F.pad(bias, (0, pad))
+    return F.linear(h, F.pad(weight, (0, 0, 0, pad)), padded)[..., :width]
 
 
 def _add(h: Tensor, embedded: Tensor, in_place: bool) -> Tensor:
@@ -293,12 +295,44 @@ def made_degrees(features: int, order: str | int | Sequence[int] | Tensor = "nat
     return degrees
 
 
+def _hidden_degrees(features: int, hidden: Sequence[int], context: bool) -> list[Tensor]:
+    """Degrees of the hidden units, spread evenly. With a context they run from 0 to ``D - 1``:
+    units of degree 0 read the context alone, so the parameters of the first feature depend on
+    the context too. Without one, from 1 to ``D - 1``, and the first feature's parameters are
+    constants (``context=False`` also gives the layout that older saves of conditional MADEs
+    hold, the one nflows uses, where the first feature ignores the context)."""
+    if context and features > 1:
+        return [torch.arange(h) % features for h in hidden]
+    low = min(1, features - 1)  # 0 when D == 1: hidden units then see the context only
+    span = max(features - 1, 1)
+    return [torch.arange(h) % span + low for h in hidden]
+
+
+def _masks(
+    degrees: Tensor, hidden_degrees: Sequence[Tensor], params: int, residual: bool
+) -> list[Tensor]:
+    """The weight masks of a MADE in layout order (see :class:`MLP`)."""
+    masks = [hidden_degrees[0][:, None] >= degrees[None, :]]
+    for d_in, d_out in zip(hidden_degrees[:-1], hidden_degrees[1:], strict=True):
+        if residual:
+            masks.append(d_in[:, None] >= d_in[None, :])
+        masks.append(d_out[:, None] >= d_in[None, :])
+    out_degrees = degrees.repeat_interleave(params)
+    masks.append(out_degrees[:, None] > hidden_degrees[-1][None, :])
+    return [m.float() for m in masks]
+
+
 class MADE(MLP):
     """Masked autoencoder for distribution estimation, with context and residual variants.
 
     Output ``(..., D, P)``: ``P`` parameters for each of the ``D`` inputs, where the parameters
     of input ``i`` depend only on inputs of lower degree (see :func:`made_degrees`) and on the
     context. ``residual=True`` gives the ResMADE of the neural spline flow paper.
+
+    With a context, a share ``1 / D`` of the hidden units has degree 0: they read the context
+    alone, and the first input's parameters are computed from them, so every input's
+    transform depends on the context (in nflows' MADE, and in pyroflows' before stop 21, the
+    first input's parameters are constants; such saves load in their own layout).
 
     Args:
         features: number of inputs ``D``.
@@ -330,16 +364,7 @@ class MADE(MLP):
     ):
         hidden = tuple(int(h) for h in hidden)
         degrees = made_degrees(features, order)
-        low = min(1, features - 1)  # 0 when D == 1: hidden units then see the context only
-        span = max(features - 1, 1)
-        hidden_degrees = [torch.arange(h) % span + low for h in hidden]
-        masks = [(hidden_degrees[0][:, None] >= degrees[None, :])]
-        for d_in, d_out in zip(hidden_degrees[:-1], hidden_degrees[1:], strict=True):
-            if residual:
-                masks.append(d_in[:, None] >= d_in[None, :])
-            masks.append(d_out[:, None] >= d_in[None, :])
-        out_degrees = degrees.repeat_interleave(params)
-        masks.append(out_degrees[:, None] > hidden_degrees[-1][None, :])
+        hidden_degrees = _hidden_degrees(features, hidden, context > 0)
         super().__init__(
             features,
             features * params,
@@ -347,15 +372,13 @@ class MADE(MLP):
             hidden,
             activation,
             residual,
-            [m.float() for m in masks],
+            _masks(degrees, hidden_degrees, params, residual),
             input_bound,
             context_every_layer,
         )
         self.features, self.params = features, params
         self.register_buffer("degrees", degrees)
-        for i, d in enumerate(hidden_degrees):  # not saved: they follow from the sizes
-            self.register_buffer(f"_hidden_degrees_{i}", d, persistent=False)
-        self._index_cache: dict[tuple[int, str], list[Tensor]] = {}
+        self._set_hidden_degrees(hidden_degrees)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return super().forward(x, context).unflatten(-1, (self.features, self.params))
@@ -393,9 +416,58 @@ class MADE(MLP):
         ]
         return self._run(x, context, pruned)
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def degree_passes(self, context: Tensor | None, batch: torch.Size) -> DegreePasses | None:
+        """The passes of the slow direction without autograd, each hidden unit computed once
+        (see :class:`DegreePasses`); ``None`` where they do not apply (autograd on, residual
+        blocks): :meth:`forward_degree` then serves each pass."""
+        if torch.is_grad_enabled() or self.residual:
+            return None
+        return DegreePasses(self, context, batch)
+
+    def _set_hidden_degrees(self, hidden_degrees: Sequence[Tensor]) -> None:
+        for i, d in enumerate(hidden_degrees):  # not saved: they follow from the masks
+            self.register_buffer(f"_hidden_degrees_{i}", d, persistent=False)
+        self._index_cache: dict[tuple[int, str], list[Tensor]] = {}
+
+    def hidden_degrees(self) -> list[Tensor]:
+        """Degrees of the hidden units, one tensor per hidden layer: a unit of degree ``k``
+        reads the inputs of degree at most ``k`` (degree 0: the context alone)."""
+        return [getattr(self, f"_hidden_degrees_{i}") for i in range(self._n_hidden + 1)]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Older saves have no hidden units of degree 0 (the first feature's
+        # parameters ignore the context there): take that layout when the saved masks do.
+        if (
+            self.context
+            and self.features > 1
+            and self._saved_without_context_units(state_dict, prefix)
+        ):
+            hidden = _hidden_degrees(self.features, [len(d) for d in self.hidden_degrees()], False)
+            degrees = state_dict.get(prefix + "degrees", self.degrees)
+            masks = iter(_masks(degrees, hidden, self.params, self.residual))
+            parts = [
+                next(masks).flatten() if len(shape) == 2 and not context else torch.ones(size)
+                for shape, size, context in zip(
+                    self._shapes, self._sizes, self._is_context, strict=True
+                )
+            ]
+            assert self.flat_mask is not None
+            self.flat_mask.copy_(torch.cat(parts))
+            self._set_hidden_degrees([d.to(self.degrees.device) for d in hidden])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._index_cache.clear()  # the loaded degrees may order the inputs differently
+
+    def _saved_without_context_units(self, state_dict: dict, prefix: str) -> bool:
+        """Whether the saved output mask leaves the first feature's rows empty."""
+        if prefix + "flat_mask" in state_dict:
+            out = state_dict[prefix + "flat_mask"].split(self._sizes)[-2].view(self._shapes[-2])
+        elif prefix + "output.mask" in state_dict:  # the per-layer layout
+            out = state_dict[prefix + "output.mask"]
+        else:
+            return False
+        degrees = state_dict.get(prefix + "degrees", self.degrees)
+        first = int((degrees == 1).nonzero()[0, 0])
+        return not bool(out[first * self.params : (first + 1) * self.params].any())
 
     def _pruning(self, degree: int, device: torch.device) -> list[tuple[Tensor, Tensor | None]]:
         """``(rows, columns)`` kept of every weight and bias, in layout order (``None``: all
@@ -409,8 +481,7 @@ class MADE(MLP):
         return self._index_cache[key]
 
     def _prune(self, degree: int, device: torch.device) -> list[tuple[Tensor, Tensor | None]]:
-        hidden = [getattr(self, f"_hidden_degrees_{i}") for i in range(self._n_hidden + 1)]
-        units = [(d < degree).nonzero()[:, 0] for d in hidden]
+        units = [(d < degree).nonzero()[:, 0] for d in self.hidden_degrees()]
         (feature,) = (self.degrees == degree).nonzero()[:, 0].tolist() or [None]
         if feature is None:
             raise ValueError(f"no input has degree {degree} (degrees are 1..{self.features})")
@@ -426,3 +497,146 @@ class MADE(MLP):
                 keep.append((units[k] if self.residual else units[k + 1], None))
         keep += [(out_rows, units[-1]), (out_rows, None)]
         return [(rows.to(device), None if cols is None else cols.to(device)) for rows, cols in keep]
+
+
+#: the buffers of the last :class:`DegreePasses` of each thread, kept for the next one
+_WORKSPACE = threading.local()
+#: largest workspace kept between calls; larger ones are allocated for each call
+_WORKSPACE_BYTES = 1 << 26
+
+
+def _workspace(shapes: Sequence[torch.Size], like: Tensor) -> list[Tensor]:
+    """Empty tensors of the given shapes, reused by the next call with the same shapes (in
+    the same thread). The passes of every layer and every chunk of a draw write their hidden
+    units into the same memory: freshly allocated blocks of a few MB cost page faults on
+    first touch each time (glibc returns them to the system when they are freed), about
+    half of a layer's first product on a chunk of 16 384 draws."""
+    key = (tuple(shapes), like.dtype, like.device, torch.is_inference_mode_enabled())
+    cached = getattr(_WORKSPACE, "entry", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    buffers = [like.new_empty(shape) for shape in shapes]
+    if sum(math.prod(shape) for shape in shapes) * like.element_size() <= _WORKSPACE_BYTES:
+        _WORKSPACE.entry = (key, buffers)
+    return buffers
+
+
+class DegreePasses:
+    """The passes of a MADE that solve an autoregressive layer in its slow direction, one per
+    degree, computing every hidden unit once over all of them (without autograd).
+
+    A hidden unit of degree ``k`` reads the inputs of degree at most ``k``, so once the
+    features of degree ``< d`` are solved the units of degree ``< d - 1`` have their final
+    values already: the pass for degree ``d`` computes only the units of degree ``d - 1`` and
+    keeps them for the later passes. Over the ``D`` passes the hidden layers cost one full
+    pass instead of about ``D / 2`` (:meth:`MADE.forward_degree` recomputes the units of lower
+    degree every time). The units of degree 0 read the context alone: they are computed once
+    per context row, before the first pass, and enter the later layers like the context.
+
+    Calling the object with the features solved so far and a degree returns that degree's
+    parameters, ``(..., P)``, the values ``made(x, context)[..., i, :]`` would give (up to the
+    summation order); the first degree's have the context's batch shape.
+
+    Example:
+        >>> made = MADE(3, params=2, context=2, hidden=(8, 8))
+        >>> x, c = torch.randn(5, 3), torch.randn(5, 2)
+        >>> with torch.no_grad():
+        ...     passes = made.degree_passes(c, x.shape[:-1])
+        ...     p = [passes(x, d) for d in (1, 2, 3)]
+        ...     full = made(x, c)
+        >>> i = int((made.degrees == 3).nonzero())
+        >>> torch.allclose(p[2], full[:, i], atol=1e-6)
+        True
+    """
+
+    def __init__(self, made: MADE, context: Tensor | None, batch: torch.Size):
+        weights = iter(made.masked_weights())
+        bound = made.input_bound
+        if made.context:
+            if context is None:
+                raise ValueError(f"this network needs a context of size {made.context}")
+            if bound is not None:
+                context = context.clamp(-bound, bound)
+        self.made, self.bound, self.batch = made, bound, torch.Size(batch)
+        self.act = made.activation
+        # units sorted by degree: those of degree <= g are a prefix of each layer
+        hidden = made.hidden_degrees()
+        orders = [d.argsort(stable=True) for d in hidden]
+        # ends[j][g]: the units of degree <= g of layer j (degrees 0..D-1)
+        self.ends = [torch.bincount(d, minlength=made.features).cumsum(0).tolist() for d in hidden]
+        self.zero = [ends[0] for ends in self.ends]  # units of degree 0 in each layer
+        # per layer: the weight, rows and columns in degree order, and the term computed on the
+        # context's rows (bias, context, units of degree 0), broadcast against the draws
+        self.layers: list[Tensor] = []
+        terms: list[Tensor] = []
+        previous: Tensor | None = None  # the previous layer's order
+        units0: Tensor | None = None  # the previous layer's units of degree 0
+        for j, order in enumerate(orders):
+            weight, bias = next(weights), next(weights)
+            weight = weight[order] if previous is None else weight[order][:, previous]
+            term = bias[order]
+            if made.context and (j == 0 or made.context_every_layer):
+                term = term + F.linear(context, next(weights)[order])
+            if units0 is not None and units0.shape[-1]:
+                term = term + F.linear(units0, weight[:, : units0.shape[-1]])
+            units0 = self.act(term[..., : self.zero[j]])
+            self.layers.append(weight)
+            terms.append(term)
+            previous = order
+        out_weight, out_bias = next(weights), next(weights)
+        assert previous is not None and units0 is not None
+        out_weight = out_weight[:, previous]
+        out_term = out_bias
+        if units0.shape[-1]:
+            out_term = out_term + F.linear(units0, out_weight[:, : units0.shape[-1]])
+        self.terms = terms
+        self.out_weight, self.out_term = out_weight, out_term
+        self.buffers: list[Tensor] | None = None
+
+    def _buffers(self, like: Tensor) -> list[Tensor]:
+        if self.buffers is None:  # the units of degree >= 1 of every row, in degree order
+            shapes = [
+                self.batch + (ends[-1] - zero,)
+                for ends, zero in zip(self.ends, self.zero, strict=True)
+            ]
+            self.buffers = _workspace(shapes, like)
+        return self.buffers
+
+    def __call__(self, x: Tensor, degree: int) -> Tensor:
+        made = self.made
+        (feature,) = (made.degrees == degree).nonzero()[:, 0].tolist() or [None]
+        if feature is None:
+            raise ValueError(f"no input has degree {degree} (degrees are 1..{made.features})")
+        rows = slice(feature * made.params, (feature + 1) * made.params)
+        g = degree - 1  # the units of this degree are new in this pass
+        if g == 0:
+            return self.out_term[..., rows]
+        if self.bound is not None:
+            x = x.clamp(-self.bound, self.bound)
+        buffers = self._buffers(x)
+        inputs = x.expand(self.batch + x.shape[-1:]).reshape(-1, x.shape[-1])
+        relu = type(self.act) is nn.ReLU
+        for j, (weight, term, buffer) in enumerate(
+            zip(self.layers, self.terms, buffers, strict=True)
+        ):
+            ends, zero = self.ends[j], self.zero[j]
+            start, end = ends[g - 1], ends[g]
+            if start < end:
+                flat = buffer.view(-1, buffer.shape[-1])
+                if j == 0:
+                    block = weight[start:end]
+                else:  # the previous layer's units of degree 1..g
+                    block = weight[start:end, self.zero[j - 1] : self.ends[j - 1][g]]
+                new = flat[:, start - zero : end - zero]
+                torch.mm(inputs, block.T, out=new)
+                view = buffer[..., start - zero : end - zero]
+                view.add_(term[..., start:end])
+                if relu:
+                    view.relu_()
+                else:
+                    view.copy_(self.act(view))
+            inputs = buffer.view(-1, buffer.shape[-1])[:, : ends[g] - zero]
+        zero = self.zero[-1]
+        weight = self.out_weight[rows, zero : self.ends[-1][g]]
+        params = _output_layer(inputs, weight, None)
+        return params.view(self.batch + params.shape[-1:]) + self.out_term[..., rows]

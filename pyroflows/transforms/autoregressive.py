@@ -87,12 +87,14 @@ class MaskedAutoregressive(FlowTransform):
         self, u: Tensor, context: Tensor | None, inverse: bool, log_det: bool = True
     ) -> tuple[Tensor, Tensor | None]:
         # The slow direction: one pass per feature, in autoregressive order. The pass for the
-        # feature of degree d reads the features already solved, runs only the part of the
-        # network that feeds that feature (MADE.forward_degree) and transforms that feature
-        # alone; out of place, so gradients flow through every pass (a flow's rsample). The
-        # first feature reads no feature, only the context: its pass runs once per context
-        # row (1 000 rows rather than a million when drawing 1 000 samples for each of 1 000
-        # observations) and its univariate map broadcasts against the draws.
+        # feature of degree d reads the features already solved and transforms that feature
+        # alone. Without autograd (drawing samples) MADE.degree_passes computes each hidden
+        # unit once over all the passes; with it (a flow's rsample) every pass runs the part
+        # of the network that feeds its feature (MADE.forward_degree), out of place, so that
+        # gradients flow through every pass. The first feature reads no feature, only the
+        # context: its pass runs once per context row (1 000 rows rather than a million when
+        # drawing 1 000 samples for each of 1 000 observations) and its univariate map
+        # broadcasts against the draws.
         batch = u.shape[:-1]
         if context is not None:
             batch = torch.broadcast_shapes(batch, context.shape[:-1])
@@ -102,9 +104,15 @@ class MaskedAutoregressive(FlowTransform):
         ladj = u.new_zeros(batch) if log_det else None
         order = self.net.degrees.argsort()  # the features in solving order
         columns = zip(order.tolist(), order[:, None], strict=True)
-        weights = self.net.masked_weights()  # masked once for all the passes
+        passes = self.net.degree_passes(context, batch)  # without autograd: units once
+        weights = self.net.masked_weights() if passes is None else []  # masked once
         for degree, (i, column) in enumerate(columns, start=1):
-            params = self.net.forward_degree(first if degree == 1 else v, context, degree, weights)
+            if passes is not None:
+                params = passes(v, degree)
+            else:
+                params = self.net.forward_degree(
+                    first if degree == 1 else v, context, degree, weights
+                )
             if ladj is None:
                 v_i = self.univariate.value(u[..., i], params, inverse=inverse)
             else:
