@@ -491,6 +491,18 @@ def test_a_conditional_made_saved_without_context_units_loads_as_saved():
             assert torch.allclose(made.forward_degree(x, ctx, degree), expected, atol=1e-5)
     fresh = MADE(**saved["args"])  # a new network has the units of degree 0
     assert min(int(d.min()) for d in fresh.hidden_degrees()) == 0
+    randomize(fresh)
+    made.load_state_dict(fresh.state_dict())  # and a save of it loads back in that layout
+    assert min(int(d.min()) for d in made.hidden_degrees()) == 0
+    with torch.no_grad():
+        expected = fresh(x, ctx)
+        assert torch.equal(made(x, ctx), expected)
+        passes = made.degree_passes(ctx, x.shape[:-1])
+        for degree in range(1, 4):
+            (i,) = (made.degrees == degree).nonzero()[:, 0].tolist()
+            assert torch.allclose(passes(x, degree), expected[:, i], atol=1e-5)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # not this network's save
+        made.load_state_dict(MADE(3, 4, context=2, hidden=(8, 16)).state_dict())
 
 
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])

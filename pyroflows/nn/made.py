@@ -435,39 +435,45 @@ class MADE(MLP):
         return [getattr(self, f"_hidden_degrees_{i}") for i in range(self._n_hidden + 1)]
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        # Older saves have no hidden units of degree 0 (the first feature's
-        # parameters ignore the context there): take that layout when the saved masks do.
-        if (
-            self.context
-            and self.features > 1
-            and self._saved_without_context_units(state_dict, prefix)
-        ):
-            hidden = _hidden_degrees(self.features, [len(d) for d in self.hidden_degrees()], False)
-            degrees = state_dict.get(prefix + "degrees", self.degrees)
-            masks = iter(_masks(degrees, hidden, self.params, self.residual))
-            parts = [
-                next(masks).flatten() if len(shape) == 2 and not context else torch.ones(size)
-                for shape, size, context in zip(
-                    self._shapes, self._sizes, self._is_context, strict=True
-                )
-            ]
-            assert self.flat_mask is not None
-            self.flat_mask.copy_(torch.cat(parts))
-            self._set_hidden_degrees([d.to(self.degrees.device) for d in hidden])
+        # Older saves have no hidden units of degree 0 (the first feature's parameters ignore
+        # the context there): take the layout the saved masks have, before loading them.
+        if self.context and self.features > 1:
+            units = self._saved_with_context_units(state_dict, prefix)
+            if units is not None:
+                self._use_layout(units, state_dict.get(prefix + "degrees", self.degrees))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._index_cache.clear()  # the loaded degrees may order the inputs differently
 
-    def _saved_without_context_units(self, state_dict: dict, prefix: str) -> bool:
-        """Whether the saved output mask leaves the first feature's rows empty."""
-        if prefix + "flat_mask" in state_dict:
-            out = state_dict[prefix + "flat_mask"].split(self._sizes)[-2].view(self._shapes[-2])
-        elif prefix + "output.mask" in state_dict:  # the per-layer layout
+    def _saved_with_context_units(self, state_dict: dict, prefix: str) -> bool | None:
+        """Whether the saved output mask connects the first feature to hidden units (of degree
+        0); ``None`` when the save holds no mask of this network's size."""
+        flat = state_dict.get(prefix + "flat_mask")
+        if flat is not None and flat.numel() == sum(self._sizes):
+            out = flat.split(self._sizes)[-2].view(self._shapes[-2])
+        elif flat is None and prefix + "output.mask" in state_dict:  # the per-layer layout
             out = state_dict[prefix + "output.mask"]
         else:
-            return False
+            return None
         degrees = state_dict.get(prefix + "degrees", self.degrees)
+        if degrees.shape != self.degrees.shape or out.shape[0] != self.features * self.params:
+            return None
         first = int((degrees == 1).nonzero()[0, 0])
-        return not bool(out[first * self.params : (first + 1) * self.params].any())
+        return bool(out[first * self.params : (first + 1) * self.params].any())
+
+    def _use_layout(self, context_units: bool, degrees: Tensor) -> None:
+        """Hidden degrees and masks of the layout with or without units of degree 0."""
+        sizes = [len(d) for d in self.hidden_degrees()]
+        hidden = _hidden_degrees(self.features, sizes, context_units)
+        masks = iter(_masks(degrees.cpu(), hidden, self.params, self.residual))
+        layout = zip(self._shapes, self._sizes, self._is_context, strict=True)
+        parts = [
+            next(masks).flatten() if len(shape) == 2 and not context else torch.ones(size)
+            for shape, size, context in layout
+        ]
+        assert self.flat_mask is not None
+        with torch.no_grad():
+            self.flat_mask.copy_(torch.cat(parts))
+        self._set_hidden_degrees([d.to(self.degrees.device) for d in hidden])
 
     def _pruning(self, degree: int, device: torch.device) -> list[tuple[Tensor, Tensor | None]]:
         """``(rows, columns)`` kept of every weight and bias, in layout order (``None``: all
