@@ -449,6 +449,25 @@ def test_slow_direction_without_autograd_equals_the_one_with(univariate, iaf):
     assert torch.allclose(back, u, atol=1e-4) and torch.allclose(back_ladj, -ladj, atol=1e-4)
 
 
+def test_draws_reuse_the_workspace_across_modes_and_shapes():
+    """The hidden units of the slow direction live in a per-thread workspace: draws in
+    inference mode, then without autograd (inference tensors cannot be written outside
+    inference mode), then of another shape, all equal the pruned passes with autograd."""
+    torch.manual_seed(3)
+    layer = MaskedAutoregressive(3, RQS(6, 3.0), context_dim=2, hidden=(16, 16))
+    randomize(layer)
+    z, ctx = torch.randn(5, 4, 3), torch.randn(4, 2)
+    reference = layer.call(z, ctx).detach()
+    with torch.inference_mode():
+        first = layer.call(z, ctx).clone()
+    with torch.no_grad():
+        second = layer.call(z, ctx)
+        smaller = layer.call(z[:2, :3], ctx[:3])
+    assert torch.allclose(first, reference, atol=1e-5)
+    assert torch.allclose(second, reference, atol=1e-5)
+    assert torch.allclose(smaller, reference[:2, :3], atol=1e-5)
+
+
 @pytest.mark.parametrize("features", [2, 4])
 def test_every_feature_of_a_conditional_made_reads_the_context(features):
     """Hidden units of degree 0 read the context alone, so the parameters of the first
