@@ -480,9 +480,10 @@ class AmortizedPosterior:
         self.space, self.theta_pre, self.x_pre = space, theta_pre, x_pre
         self.context_dim = context_dim
         self._members = members
-        self._use(families[0])
         if len(families) == 1:
-            self._members = {}  # else the first offline fit chooses
+            self._choose(families[0])
+        else:  # the first offline fit chooses
+            self._use(families[0])
 
     def _family_kwargs(self, family: str, dim: int) -> dict[str, Any]:
         """The builder options of one family: ``flow_kwargs`` without the spline options for

@@ -150,26 +150,33 @@ class MLP(nn.Module):
         layers.append(_linear(hidden[-1], out_features, next_mask()))
 
         tensors: list[Tensor] = []
-        mask_parts: list[Tensor] = []
         self._shapes: list[tuple[int, ...]] = []
         self._is_context: list[bool] = []  # per layout entry: a context layer's weight
         for layer in layers:
             self._is_context.append(layer.bias is None)
             weight = layer.weight.detach()
             tensors.append(weight.flatten())
-            mask = layer.mask if isinstance(layer, MaskedLinear) else torch.ones_like(weight)
-            mask_parts.append(mask.flatten())
             self._shapes.append(tuple(weight.shape))
             if layer.bias is not None:
                 self._is_context.append(False)
                 tensors.append(layer.bias.detach())
-                mask_parts.append(torch.ones_like(layer.bias.detach()))
                 self._shapes.append(tuple(layer.bias.shape))
         self._sizes = [math.prod(shape) for shape in self._shapes]
         self.flat_params = nn.Parameter(torch.cat(tensors))
-        flat_mask = torch.cat(mask_parts)
-        self.register_buffer("flat_mask", flat_mask if masks is not None else None)
+        flat_mask = None if masks is None else self._flatten_masks(masks)
+        self.register_buffer("flat_mask", flat_mask)
         self.activation = activation()
+
+    def _flatten_masks(self, masks: Sequence[Tensor]) -> Tensor:
+        """The flat mask of the layout from the weight masks (in the order of ``masks``):
+        ones for the biases and the context layers."""
+        weight_masks, dtype = iter(masks), self.flat_params.dtype
+        return torch.cat([
+            next(weight_masks).flatten().to(dtype) if len(shape) == 2 and not context
+            else torch.ones(size, dtype=dtype)
+            for shape, size, context in zip(self._shapes, self._sizes, self._is_context,
+                                            strict=True)
+        ])  # fmt: skip
 
     def masks(self) -> list[Tensor]:
         """The weight masks, ``(out, in)`` each, in order: input layer, hidden layers, output
@@ -464,15 +471,10 @@ class MADE(MLP):
         """Hidden degrees and masks of the layout with or without units of degree 0."""
         sizes = [len(d) for d in self.hidden_degrees()]
         hidden = _hidden_degrees(self.features, sizes, context_units)
-        masks = iter(_masks(degrees.cpu(), hidden, self.params, self.residual))
-        layout = zip(self._shapes, self._sizes, self._is_context, strict=True)
-        parts = [
-            next(masks).flatten() if len(shape) == 2 and not context else torch.ones(size)
-            for shape, size, context in layout
-        ]
+        masks = _masks(degrees.cpu(), hidden, self.params, self.residual)
         assert self.flat_mask is not None
         with torch.no_grad():
-            self.flat_mask.copy_(torch.cat(parts))
+            self.flat_mask.copy_(self._flatten_masks(masks))
         self._set_hidden_degrees([d.to(self.degrees.device) for d in hidden])
 
     def _pruning(self, degree: int, device: torch.device) -> list[tuple[Tensor, Tensor | None]]:
@@ -565,6 +567,8 @@ class DegreePasses:
                 context = context.clamp(-bound, bound)
         self.made, self.bound, self.batch = made, bound, torch.Size(batch)
         self.act = made.activation
+        self.relu = type(self.act) is nn.ReLU
+        self.solving_order = made.degrees.argsort().tolist()  # the feature of each degree
         # units sorted by degree: those of degree <= g are a prefix of each layer
         hidden = made.hidden_degrees()
         orders = [d.argsort(stable=True) for d in hidden]
@@ -610,9 +614,9 @@ class DegreePasses:
 
     def __call__(self, x: Tensor, degree: int) -> Tensor:
         made = self.made
-        (feature,) = (made.degrees == degree).nonzero()[:, 0].tolist() or [None]
-        if feature is None:
+        if not 1 <= degree <= made.features:
             raise ValueError(f"no input has degree {degree} (degrees are 1..{made.features})")
+        feature = self.solving_order[degree - 1]
         rows = slice(feature * made.params, (feature + 1) * made.params)
         g = degree - 1  # the units of this degree are new in this pass
         if g == 0:
@@ -621,7 +625,6 @@ class DegreePasses:
             x = x.clamp(-self.bound, self.bound)
         buffers = self._buffers(x)
         inputs = x.expand(self.batch + x.shape[-1:]).reshape(-1, x.shape[-1])
-        relu = type(self.act) is nn.ReLU
         for j, (weight, term, buffer) in enumerate(
             zip(self.layers, self.terms, buffers, strict=True)
         ):
@@ -637,7 +640,7 @@ class DegreePasses:
                 torch.mm(inputs, block.T, out=new)
                 view = buffer[..., start - zero : end - zero]
                 view.add_(term[..., start:end])
-                if relu:
+                if self.relu:
                     view.relu_()
                 else:
                     view.copy_(self.act(view))
