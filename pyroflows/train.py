@@ -389,7 +389,10 @@ class _DivergenceGuard:
             raise TrainingDiverged(
                 f"the loss or its gradient became non-finite in epoch {epoch} and stayed so "
                 f"after {self.max_retries} retries with a lower learning rate; the last good "
-                "state is loaded. Try a smaller lr, stronger clip_grad, or standardised data."
+                "state is loaded. If the loss is non-finite from the start, look at its inputs "
+                "first (a target log density that is -inf or NaN where the flow puts mass, "
+                "data with inf); otherwise try a smaller lr, stronger clip_grad, or "
+                "standardised data."
             )
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr * self.backoff
