@@ -66,6 +66,8 @@ class GaussianDensity(BaseDensity):
         ((3,), (4, 2))
     """
 
+    _FIXED_BY_FIT = ("reg_covar",)
+
     def __init__(self, reg_covar: float = 0.0):
         self.reg_covar = reg_covar
 
@@ -131,6 +133,8 @@ class KDEDensity(BaseDensity):
         >>> bool(0.1 < kde.bandwidth_ < 1.0), kde.sample(5, random_state=0).shape
         (True, (5, 2))
     """
+
+    _FIXED_BY_FIT = ("kernel", "standardize")
 
     def __init__(
         self,
@@ -266,6 +270,8 @@ class GMMDensity(BaseDensity):
         >>> GMMDensity(max_components=4).fit(X).n_components_
         2
     """
+
+    _FIXED_BY_FIT = ("covariance_type", "reg_covar")
 
     def __init__(
         self,

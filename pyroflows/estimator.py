@@ -11,18 +11,113 @@ Subclasses implement ``_fit``, ``_score_samples``, ``_sample``, and ``_get_state
 from __future__ import annotations
 
 import numbers
+import os
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _get_feature_names, check_is_fitted
 
 from pyroflows.checkpoint import atomic_save, read_saved
-from pyroflows.validation import check_data
+from pyroflows.validation import check_data, warn_awkward_data
 
-__all__ = ["BaseDensity", "split_validation"]
+__all__ = ["BaseDensity", "check_feature_names", "is_pyroflows_file", "split_validation"]
+
+
+def is_pyroflows_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file that pyroflows wrote (a saved model or a checkpoint): a zip
+    archive that ``torch.load(weights_only=True)`` reads as a dictionary whose ``"format"``
+    starts with ``"pyroflows."``. Anything else (a CSV file, a ``.npy`` file, a damaged or
+    foreign archive) is not, and pyroflows does not overwrite it without being told to.
+    """
+    try:
+        if not (os.path.isfile(path) and zipfile.is_zipfile(path)):
+            return False
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(blob, dict) and str(blob.get("format", "")).startswith("pyroflows.")
+
+
+def refuse_to_overwrite(path: str | os.PathLike, what: str, force: str | None = None) -> None:
+    """Raise a ``ValueError`` when ``path`` exists and is not a file pyroflows wrote
+    (:func:`is_pyroflows_file`): writing there would destroy the user's data. ``force``
+    names the option that allows it (e.g. ``"force=True"``)."""
+    if os.path.lexists(path) and not is_pyroflows_file(path):
+        raise ValueError(
+            f"{what} {path} exists and is not a file pyroflows wrote: refusing to overwrite it "
+            + (
+                "(choose another path, or remove the file first)"
+                if force is None
+                else f"(choose another path, or pass {force})"
+            )
+        )
+
+
+def _name_list(names: Any) -> str:
+    listed = [str(n) for n in names]
+    return str(listed if len(listed) <= 8 else listed[:8] + ["..."])
+
+
+def check_feature_names(
+    fitted: Any, X: Any, owner: str, name: str = "X", fitted_as: str = "fit"
+) -> None:
+    """scikit-learn's rule for the column names of ``X`` against those seen at fit time
+    (``fitted``: ``feature_names_in_`` or None): other names, or the same names in another
+    order, raise a ``ValueError`` naming the difference; names on one side only warn (a
+    ``UserWarning``, as scikit-learn's estimators do). Changes nothing.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"a": [0.0], "b": [1.0]})
+        >>> try:
+        ...     check_feature_names(np.array(["a", "b"], dtype=object), df[["b", "a"]], "Est")
+        ... except ValueError as error:
+        ...     print(str(error).splitlines()[1][-33:])
+        (fit: ['a', 'b'], X: ['b', 'a']).
+    """
+    names = _get_feature_names(X)
+    if fitted is None and names is None:
+        return
+    if fitted is None:
+        warnings.warn(
+            f"{name} has feature names, but {owner} was fitted without feature names",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    if names is None:
+        warnings.warn(
+            f"{name} does not have valid feature names, but {owner} was fitted with feature names",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    fitted = np.asarray(fitted, dtype=object)
+    if len(fitted) == len(names) and np.all(fitted == names):
+        return
+    message = f"The feature names should match those that were passed during {fitted_as}.\n"
+    unexpected = sorted(set(names) - set(fitted))
+    missing = sorted(set(fitted) - set(names))
+
+    def listed(values: list) -> str:
+        return "".join(f"- {v}\n" for v in values[:5]) + ("- ...\n" if len(values) > 5 else "")
+
+    if unexpected:
+        message += f"Feature names unseen at {fitted_as} time:\n" + listed(unexpected)
+    if missing:
+        message += f"Feature names seen at {fitted_as} time, yet now missing:\n" + listed(missing)
+    if not unexpected and not missing:
+        message += (
+            f"Feature names must be in the same order as they were in {fitted_as} "
+            f"({fitted_as}: {_name_list(fitted)}, {name}: {_name_list(names)}).\n"
+        )
+    raise ValueError(message.strip())
 
 
 def split_validation(
@@ -72,6 +167,8 @@ class BaseDensity(BaseEstimator):
 
     #: bumped whenever the saved layout of a subclass changes
     FORMAT_VERSION = 1
+    #: hyper-parameters that the fitted state depends on: ``load`` refuses to override them
+    _FIXED_BY_FIT: tuple[str, ...] = ()
 
     def fit(self, X: Any, X_val: Any = None) -> BaseDensity:
         """Fit to the rows of ``X``; ``X_val`` (optional) is used for model selection.
@@ -90,11 +187,22 @@ class BaseDensity(BaseEstimator):
         """Check the parameters and the data, then ``_fit(X, X_val, **options)`` (options of
         one fit that a subclass takes, e.g. checkpoint files)."""
         self._check_params()
-        names = getattr(X, "columns", None)
+        names = _get_feature_names(X)
+        if X_val is not None:
+            check_feature_names(names, X_val, type(self).__name__, "X_val", "X")
         X = check_data(X, name="X", min_samples=2, check_variance=True)
         if X_val is not None:
             X_val = check_data(X_val, X.shape[1], name="X_val")
+        self._warn_awkward(X, X_val, names)
         return self._set_fitted(self._fit(X, X_val, **options), X.shape[1], names)
+
+    def _warn_awkward(self, X: np.ndarray, X_val: np.ndarray | None, names: Any) -> None:
+        """Warn about data a continuous density fits badly (:func:`warn_awkward_data`)."""
+        warn_awkward_data(X, X_val, names=names, split=X_val is None)
+
+    def _check_names(self, X: Any) -> None:
+        """scikit-learn's feature-name check of ``X`` against the names seen at fit."""
+        check_feature_names(getattr(self, "feature_names_in_", None), X, type(self).__name__)
 
     def _set_fitted(self, state: dict[str, Any], n_features: int, names: Any) -> BaseDensity:
         """Set the fitted attributes all at once, after the fit succeeded."""
@@ -110,6 +218,7 @@ class BaseDensity(BaseEstimator):
     def score_samples(self, X: Any) -> np.ndarray:
         """Log-density ``log p(x)`` of each row of ``X``, shape ``(n_samples,)``."""
         check_is_fitted(self, "n_features_in_")
+        self._check_names(X)
         X = check_data(X, self.n_features_in_, name="X")
         return self._score_samples(X)
 
@@ -134,12 +243,25 @@ class BaseDensity(BaseEstimator):
     def _format(cls) -> str:
         return f"pyroflows.{cls.__name__}"
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, force: bool = False) -> None:
         """Save the hyper-parameters and the fitted state to one file, loadable with
         ``torch.load(path, weights_only=True)`` (no code is pickled), written atomically
-        (:func:`pyroflows.checkpoint.atomic_save`)."""
+        (:func:`pyroflows.checkpoint.atomic_save`).
+
+        Args:
+            path: the file. An existing file there is replaced only if pyroflows wrote it (a
+                saved model or a checkpoint), so a slip such as ``est.save("data.csv")``
+                cannot destroy data.
+            force: replace whatever file is at ``path``.
+
+        Raises:
+            ValueError: not fitted, or ``path`` is a file pyroflows did not write (it is left
+                byte-identical).
+        """
         if not hasattr(self, "n_features_in_"):
             raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        if not force:
+            refuse_to_overwrite(path, "save:", "force=True")
         blob = {
             "format": self._format(),
             "version": self.FORMAT_VERSION,
@@ -169,6 +291,22 @@ class BaseDensity(BaseEstimator):
             raise ValueError(
                 f"{path} has format version {version}; this pyroflows reads up to "
                 f"{cls.FORMAT_VERSION}: upgrade pyroflows"
+            )
+        known = cls().get_params(deep=False)
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.load: unknown parameter(s) {unknown}")
+        saved = blob.get("params") or {}
+        fixed = [
+            key
+            for key in cls._FIXED_BY_FIT
+            if key in overrides and _plain(overrides[key]) != saved.get(key)
+        ]
+        if fixed:
+            raise ValueError(
+                f"{cls.__name__}.load: {fixed} shape the saved model and cannot be changed at "
+                f"load time (saved: {', '.join(f'{k}={saved.get(k)!r}' for k in fixed)}); "
+                "fit a new model instead"
             )
         try:
             params = {**blob["params"], **overrides}

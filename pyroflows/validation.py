@@ -7,6 +7,7 @@ before touching any state, so a failing call leaves a fitted estimator as it was
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -101,3 +102,120 @@ def check_data(
                 "drop them or add noise before fitting"
             )
     return arr
+
+
+class DataWarning(UserWarning):
+    """Data that a continuous density fits badly: discrete or duplicated values, redundant
+    columns, very few rows. The fit goes on; the warning says what to check."""
+
+
+_SAMPLE = 20_000  # rows inspected for the checks that cost more than a pass
+
+
+def _column(j: int, names: Any) -> str:
+    return f"column {j} ({names[j]!r})" if names is not None else f"column {j}"
+
+
+def _row_keys(X: np.ndarray) -> np.ndarray:
+    """One float per row, equal for equal rows (and, with probability ~1, only for them)."""
+    weights = np.random.default_rng(12345).normal(size=X.shape[1])
+    return np.ascontiguousarray(X) @ weights
+
+
+def warn_awkward_data(
+    X: np.ndarray,
+    X_val: np.ndarray | None = None,
+    *,
+    names: Any = None,
+    split: bool = True,
+    name: str = "X",
+) -> list[str]:
+    """Warn (:class:`DataWarning`) about data on which a continuous density's likelihood is
+    misleading; cheap (a few passes, the costlier checks on at most 20 000 rows).
+
+    - a column with few distinct values (binary, categorical) or only integer values: the
+      likelihood of a continuous model on discrete data grows without bound;
+    - rows that occur more than once (``split``: the random validation split puts copies on
+      both sides, so the validation loss is optimistic), or rows of ``X_val`` found in ``X``;
+    - identical or exactly collinear columns (a singular density; ``whiten`` refuses them,
+      per-column scaling does not);
+    - fewer than ``max(20, 10 * n_features)`` rows.
+
+    Args:
+        X: the training rows, float64 ``(n, d)`` (as :func:`check_data` returns them).
+        X_val: validation rows, or None.
+        names: column names (for messages), or None.
+        split: a validation split will be drawn from ``X``.
+        name: how ``X`` is called in messages.
+
+    Returns:
+        The messages warned (also handy for a command line).
+    """
+    n, d = X.shape
+    messages = []
+    sample = X if n <= _SAMPLE else X[np.linspace(0, n - 1, _SAMPLE).astype(np.int64)]
+    integer = np.all(X == np.round(X), axis=0)
+    for j in range(d):
+        distinct = np.unique(sample[:, j]).size
+        if distinct <= max(2, min(10, n // 10)):
+            messages.append(
+                f"{name} {_column(j, names)} takes only {distinct} distinct values: a continuous "
+                "density on discrete data has a meaningless likelihood (it grows without bound "
+                "at the values); add uniform noise within each value's bin (dequantise) or "
+                "model the column as discrete"
+            )
+        elif integer[j]:
+            messages.append(
+                f"{name} {_column(j, names)} takes only integer values: a continuous density on "
+                "integer data has a misleading likelihood; add uniform noise U(0, 1) to "
+                "dequantise it, or model it as discrete"
+            )
+    keys = _row_keys(X)
+    repeated = n - np.unique(keys).size
+    if repeated and split:
+        messages.append(
+            f"{name} has {repeated} duplicated row(s): the random validation split puts copies on "
+            "both sides, so the validation loss (early stopping, model choice) is optimistic; "
+            "drop duplicates or pass X_val"
+        )
+    if X_val is not None:
+        shared = int(np.isin(_row_keys(X_val), keys).sum())
+        if shared:
+            messages.append(
+                f"{shared} row(s) of X_val also occur in {name}: the validation loss is optimistic"
+            )
+    if d > 1 and len(sample) > d:
+        centred = sample - sample.mean(0)
+        std = centred.std(0)
+        ok = std > 0
+        corr = (centred[:, ok] / std[ok]).T @ (centred[:, ok] / std[ok]) / len(sample)
+        columns = np.flatnonzero(ok)
+        pairs = np.argwhere(np.triu(np.abs(corr) > 1 - 1e-10, 1))
+        if pairs.size:
+            i, j = columns[pairs[0]]
+            messages.append(
+                f"{name} {_column(j, names)} is exactly collinear with {_column(i, names)} "
+                f"({len(pairs)} such pair(s)): the data lie on a lower-dimensional set, where a "
+                "density is singular and the likelihood grows without bound; drop one of them"
+            )
+        else:
+            try:
+                pivots = np.diag(np.linalg.cholesky(corr)) ** 2
+            except np.linalg.LinAlgError:
+                pivots = np.zeros(1)
+            if pivots.min() < 1e-10:
+                j = columns[int(np.argmax(pivots < 1e-10))]
+                messages.append(
+                    f"{name} {_column(j, names)} is a linear combination of the columns before "
+                    "it: the data lie on a lower-dimensional set, where a density is singular; "
+                    "drop a redundant column"
+                )
+    few = max(20, 10 * d)
+    if n < few:
+        messages.append(
+            f"{name} has only {n} rows for {d} column(s) (fewer than {few}): a flow will "
+            "overfit them; expect a poor density, or use a simpler model"
+        )
+    for message in messages:
+        warnings.warn(message, DataWarning, stacklevel=4)
+    return messages
