@@ -10,8 +10,11 @@ so float32 training on data with a large offset loses nothing. ``flow_`` is the 
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import numbers
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -24,13 +27,14 @@ import torch
 from pyroflows import streaming
 from pyroflows.bases import GaussianMixture
 from pyroflows.builders import FAMILIES, build
-from pyroflows.checkpoint import member_path
-from pyroflows.estimator import BaseDensity, split_validation
+from pyroflows.checkpoint import load_checkpoint, member_path
+from pyroflows.estimator import BaseDensity, _plain, refuse_to_overwrite, split_validation
 from pyroflows.flows import Flow
 from pyroflows.losses import nll
 from pyroflows.preprocess import (
     Preprocessor,
     bounds_array,
+    check_inside,
     fit_preprocessor,
     fit_preprocessor_chunks,
 )
@@ -40,6 +44,19 @@ from pyroflows.transforms import Box, FixedAffine
 from pyroflows.validation import check_data
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: the training loop stores the caller's entries in its checkpoints and compares them on resume
+_LOOP_FINGERPRINT = "fingerprint" in inspect.signature(fit).parameters
+#: options that apply only to some families: (option, default, families that use it)
+_FAMILY_OPTIONS = (
+    ("bins", 8, ("nsf", "piecewise_linear")),
+    ("bound", 5.0, ("nsf",)),
+    ("coupling", False, ("nsf", "piecewise_linear")),
+)
+#: the options that shape the fitted model: a checkpoint is resumed only with the same values
+_SHAPING = (
+    "flow", "layers", "hidden", "bins", "bound", "coupling", "residual", "base", "whiten",
+    "bounds", "dtype", "validation_fraction",
+)  # fmt: skip
 _CHUNK = 8192
 _BASES = ("normal", "diag_normal", "mog", "gmm", "uniform")
 
@@ -53,6 +70,7 @@ class _Prepared:
     Z_val: torch.Tensor | None
     sample: torch.Tensor  # standardised training rows in memory (all, or a subsample)
     shifts: tuple[float, float | None]  # standardised -> data units: train, validation
+    data: dict[str, str | None]  # digests of the training and validation rows (data units)
 
 
 @dataclass(frozen=True)
@@ -132,6 +150,10 @@ class DensityEstimator(BaseDensity):
     """
 
     FORMAT_VERSION = 2
+    _FIXED_BY_FIT = (
+        "flow", "layers", "hidden", "bins", "bound", "coupling", "residual", "base", "whiten",
+        "bounds",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -220,6 +242,30 @@ class DensityEstimator(BaseDensity):
             raise ValueError(
                 "flow='piecewise_linear' lives on the unit cube: pass finite bounds=(low, high)"
             )
+        if self.flow == "piecewise_linear":
+            try:
+                finite = all(np.isfinite(np.asarray(b, dtype=float)).all() for b in self.bounds)
+            except (TypeError, ValueError):
+                finite = True  # a malformed pair: bounds_array names the problem later
+            if not finite:
+                raise ValueError("flow='piecewise_linear' needs finite bounds on every column")
+        family = "nsf" if self.flow == "auto" else self.flow
+        for option, default, families in _FAMILY_OPTIONS:
+            if getattr(self, option) != default and family not in families:
+                raise ValueError(
+                    f"{option}={getattr(self, option)!r} has no effect with flow={self.flow!r}: "
+                    f"only {' and '.join(families)} use it (leave it at {default!r})"
+                )
+        if self.flow == "piecewise_linear" and self.whiten:
+            raise ValueError(
+                "whiten=True has no effect with flow='piecewise_linear' (the box is mapped "
+                "affinely onto the unit cube); use whiten=False"
+            )
+        if self.flow == "piecewise_linear" and self.base not in (None, "uniform"):
+            raise ValueError(
+                f"base={self.base!r} has no effect with flow='piecewise_linear' (its base is "
+                "uniform on the unit cube); leave base=None"
+            )
 
     # -- construction -----------------------------------------------------------------------
     def _torch_dtype(self) -> torch.dtype:
@@ -252,16 +298,22 @@ class DensityEstimator(BaseDensity):
             kwargs["bound"] = self.bound
         return kwargs
 
+    def _check_bounds(self, X: np.ndarray, name: str, offset: int = 0) -> None:
+        """Refuse rows outside the bounds, naming the row in the user's data (before any
+        split): the open box, or the closed one for ``piecewise_linear``."""
+        if self.bounds is None:
+            return
+        low, high = bounds_array(self.bounds, X.shape[1])
+        closed = self.flow == "piecewise_linear"
+        if closed and not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError("flow='piecewise_linear' needs finite bounds on every column")
+        check_inside(X, low, high, name, closed=closed, offset=offset)
+
     def _preprocessor(self, X: np.ndarray) -> Preprocessor:
         if self.flow != "piecewise_linear":
             return fit_preprocessor(X, whiten=self.whiten, bounds=self.bounds)
+        self._check_bounds(X, "X")
         low, high = bounds_array(self.bounds, X.shape[1])
-        if not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ValueError("flow='piecewise_linear' needs finite bounds on every column")
-        outside = ~((X >= low) & (X <= high))
-        if outside.any():
-            i, j = np.argwhere(outside)[0]
-            raise ValueError(f"X has values outside the bounds (first at row {i}, column {j})")
         return Preprocessor(
             [FixedAffine(torch.from_numpy(low), torch.diag(torch.from_numpy(high - low)))]
         )
@@ -345,6 +397,14 @@ class DensityEstimator(BaseDensity):
                 "checkpoint/resume need an int random_state: a resumed fit recomputes the "
                 "validation split and the preprocessing from it"
             )
+        if checkpoint is None and checkpoint_every != 1:
+            raise ValueError(f"checkpoint_every={checkpoint_every!r} needs a checkpoint path")
+        if checkpoint is not None:
+            paths = {Path(checkpoint)} | {
+                member_path(checkpoint, m.name) for m in PORTFOLIO if self.flow == "auto"
+            }
+            for path in sorted(paths):
+                refuse_to_overwrite(path, "checkpoint:")
         return {"checkpoint": checkpoint, "checkpoint_every": int(checkpoint_every),
                 "resume": resume}  # fmt: skip
 
@@ -361,12 +421,16 @@ class DensityEstimator(BaseDensity):
 
     def _prepare(self, X: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
         """In-memory rows: split, pre-transform, standardised tensors."""
+        self._check_bounds(X, "X")  # before the split: the row numbers are the user's
+        if X_val is not None:
+            self._check_bounds(X_val, "X_val")
         if X_val is None:
             X, X_val = split_validation(X, self.validation_fraction, self.random_state)
         pre = self._preprocessor(X).to(self.device)
         dtype = self._torch_dtype()
         Z, ladj = _to_latent(pre, X, dtype, self.device)
-        return self._prepared(pre, Z, Z, float(ladj.mean()), X_val)
+        digest = hashlib.sha256(np.ascontiguousarray(X).tobytes())
+        return self._prepared(pre, Z, Z, float(ladj.mean()), X_val, _digest(digest, X.shape))
 
     def _prepare_streamed(self, rows: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
         """Rows of a memory-mapped file: held-out validation rows and a subsample in memory,
@@ -376,13 +440,28 @@ class DensityEstimator(BaseDensity):
         n, dim = rows.shape
         rng = np.random.default_rng(self.random_state)
         train = np.ones(n, dtype=bool)
+        held_out = None
         if X_val is None and self.validation_fraction > 0 and n >= 10:
             n_val = min(max(1, int(round(self.validation_fraction * n))), n - 1)
             held_out = np.sort(rng.choice(n, n_val, replace=False))
             train[held_out] = False
             X_val = np.asarray(rows[held_out], dtype=np.float64)
+        digest = hashlib.sha256()
+
+        def training_chunks():
+            """The training rows in file order, checked against the bounds (naming the row
+            of the file) and hashed on the way."""
+            for start in range(0, n, streaming.CHUNK_ROWS):
+                chunk = np.asarray(rows[start : start + streaming.CHUNK_ROWS], dtype=np.float64)
+                self._check_bounds(chunk, "X", offset=start)
+                chunk = chunk[train[start : start + streaming.CHUNK_ROWS]]
+                digest.update(np.ascontiguousarray(chunk).tobytes())
+                yield chunk
+
+        if X_val is not None and held_out is None:
+            self._check_bounds(X_val, "X_val")
         pre = fit_preprocessor_chunks(
-            streaming.chunks(rows, train), dim, whiten=self.whiten, bounds=self.bounds
+            training_chunks(), dim, whiten=self.whiten, bounds=self.bounds
         )
         constant = np.flatnonzero(pre.std_ == 0)
         if constant.size:
@@ -402,32 +481,52 @@ class DensityEstimator(BaseDensity):
             self.batch_size,
         )
         loader = torch.utils.data.DataLoader(blocks, batch_size=None)
-        return self._prepared(pre, loader, sample, float(ladj.mean()), X_val)
+        data = _digest(digest, (int(train.sum()), dim))
+        return self._prepared(pre, loader, sample, float(ladj.mean()), X_val, data)
 
     def _prepared(
-        self, pre: Preprocessor, train: Any, sample: torch.Tensor, ladj: float, X_val: Any
+        self,
+        pre: Preprocessor,
+        train: Any,
+        sample: torch.Tensor,
+        ladj: float,
+        X_val: Any,
+        data: str,
     ) -> _Prepared:
-        Z_val, shift_val = None, None
+        Z_val, shift_val, val = None, None, None
         if X_val is not None:
             Z_val, ladj_val = _to_latent(pre, X_val, self._torch_dtype(), self.device)
             if not bool(torch.isfinite(ladj_val).all()):
                 raise ValueError("X_val has values on or outside the bounds")
             shift_val = -float(ladj_val.mean())
+            val = _digest(hashlib.sha256(np.ascontiguousarray(X_val).tobytes()), X_val.shape)
         # losses are reported in the data's units: -mean log p(x) = -mean log q(z) - mean ladj
-        return _Prepared(pre, train, Z_val, sample, (-ladj, shift_val))
+        return _Prepared(pre, train, Z_val, sample, (-ladj, shift_val), {"X": data, "X_val": val})
 
     def _fit_portfolio(self, prep: _Prepared, runs: dict[str, Any]) -> dict[str, Any]:
         """Fit every member; ``runs``: the checkpoint options of this fit
         (:meth:`_check_run_files`)."""
         start, candidates = time.perf_counter(), []
         members = self._members(prep.Z_val is not None)
+        if prep.Z_val is None and self.patience is not None:
+            warnings.warn(
+                f"patience={self.patience!r} is not used: there are no validation rows (fewer "
+                "than 10 rows, or validation_fraction=0 and no X_val)",
+                UserWarning,
+                stacklevel=4,
+            )
+        several = len(members) > 1
+        # every member's checkpoint is checked before any is trained: a refusal leaves the
+        # estimator and every file as they were
+        for member in members:
+            resume = self._member_file(runs["resume"], member, several)
+            self._check_resume(resume, self._fingerprint(member, prep))
         for i, member in enumerate(members):
             offset = time.perf_counter() - start
             budget = None
             if self.time_budget is not None:  # the last member gets whatever is left
                 left = max(self.time_budget - offset, 1e-3)
                 budget = left if i == len(members) - 1 else self.time_budget * member.share
-            several = len(members) > 1
             files = runs | {
                 key: self._member_file(runs[key], member, several)
                 for key in ("checkpoint", "resume")
@@ -461,6 +560,39 @@ class DensityEstimator(BaseDensity):
                 "components": best["components"],
             },
         }
+
+    def _fingerprint(self, member: Member, prep: _Prepared) -> dict[str, Any]:
+        """What a checkpoint of ``member`` must have been written for: the rows (a digest of
+        the training and validation rows in data units, after the split) and every option
+        that shapes the model or the pre-transform."""
+        params = self.get_params(deep=False)
+        shaping = {f"estimator.{key}": _plain(params[key]) for key in _SHAPING}
+        return {
+            "estimator.X": prep.data["X"],
+            "estimator.X_val": prep.data["X_val"],
+            "estimator.member": member.name,
+            "estimator.family": member.flow,
+            "estimator.member_base": member.base,
+            **shaping,
+        }
+
+    @staticmethod
+    def _check_resume(path: Any, expected: dict[str, Any]) -> None:
+        """Refuse a checkpoint written for other data or another model, before any work."""
+        if path is None or not Path(path).exists():
+            return
+        stored = load_checkpoint(path).get("fingerprint") or {}
+        differ = [
+            f"{key.removeprefix('estimator.')} (checkpoint {stored.get(key)!r}, now {value!r})"
+            for key, value in expected.items()
+            if stored.get(key) != value
+        ]
+        if differ:
+            old = "estimator.X" not in stored
+            raise ValueError(
+                f"{path} was written with other settings: {', '.join(differ)}"
+                + ("; it predates data fingerprints: remove it to start afresh" if old else "")
+            )
 
     def _fit_member(
         self, member: Member, prep: _Prepared, budget: float | None, files: dict[str, Any]
@@ -496,6 +628,7 @@ class DensityEstimator(BaseDensity):
             progress=self.progress,
             desc=f"fit {member.name}",
             **files,
+            **({"fingerprint": self._fingerprint(member, prep)} if _LOOP_FINGERPRINT else {}),
         )
         return flow, history, components
 
@@ -578,6 +711,11 @@ class DensityEstimator(BaseDensity):
         if params.get("bounds") is not None:
             params["bounds"] = tuple(params["bounds"])
         return params
+
+
+def _digest(digest: Any, shape: tuple[int, ...]) -> str:
+    """How a checkpoint names the rows it was trained on: their shape and a SHA-256 prefix."""
+    return f"{shape[0]} rows x {shape[1]}, sha256 {digest.hexdigest()[:16]}"
 
 
 def _to_data_units(history: History, offset: float, train: float, val: float | None) -> None:

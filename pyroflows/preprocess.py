@@ -31,6 +31,7 @@ __all__ = [
     "Moments",
     "Preprocessor",
     "bounds_array",
+    "check_inside",
     "fit_preprocessor",
     "fit_preprocessor_chunks",
 ]
@@ -174,16 +175,66 @@ def _as_float64(X: Any, name: str) -> np.ndarray:
     return arr
 
 
+def check_inside(
+    X: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    name: str = "X",
+    *,
+    closed: bool = False,
+    offset: int = 0,
+    row: Any = None,
+) -> None:
+    """Raise a ``ValueError`` naming the first value of ``X`` outside the open box
+    ``(low, high)`` (the closed one with ``closed``), with a remedy for values exactly on a
+    bound. Changes nothing.
+
+    Args:
+        X: float64 rows ``(n, d)``.
+        low, high: per-column bounds ``(d,)``.
+        name: how the data are called.
+        closed: values on a bound are allowed.
+        offset: the index of ``X``'s first row in the user's data (a chunk of a file).
+        row: ``row(i) -> str`` names row ``i`` of ``X`` (e.g. ``"line 7"`` of a file);
+            default ``"row {offset + i}"``.
+
+    Example:
+        >>> try:
+        ...     check_inside(np.array([[0.5], [1.0]]), np.zeros(1), np.ones(1))
+        ... except ValueError as error:
+        ...     print(str(error).split("; ")[1][:58])
+        1 lie exactly on a bound, where the density is not defined
+    """
+    inside = (X >= low) & (X <= high) if closed else (X > low) & (X < high)
+    if inside.all():
+        return
+    bad = ~inside
+    i, j = np.argwhere(bad)[0]
+    where = row(int(i)) if row is not None else f"row {offset + int(i)}"
+    kind = "outside" if closed else "on or outside"
+    interval = f"[{low[j]}, {high[j]}]" if closed else f"({low[j]}, {high[j]})"
+    message = (
+        f"{name} has {int(bad.sum())} value(s) {kind} the bounds (first at {where}, column "
+        f"{int(j)}: {float(X[i, j])} not in {interval})"
+    )
+    on = (X == low) | (X == high)
+    if not closed and on.any():
+        k = int(np.argwhere(on)[0][1])
+        finite = [b for b in (low[k], high[k]) if np.isfinite(b)]
+        width = high[k] - low[k] if len(finite) == 2 else max(1.0, abs(finite[0]))
+        wider = (float(low[k] - 1e-6 * width), float(high[k] + 1e-6 * width))
+        message += (
+            f"; {int(on.sum())} lie exactly on a bound, where the density is not defined (it "
+            f"lives inside the open box): widen the bounds slightly, e.g. to "
+            f"({wider[0]:.7g}, {wider[1]:.7g}), or move those values inside"
+        )
+    raise ValueError(message)
+
+
 def _box_latent(
     X: np.ndarray, low: np.ndarray, high: np.ndarray, name: str, offset: int = 0
 ) -> np.ndarray:
-    outside = ~((X > low) & (X < high))
-    if outside.any():
-        i, j = np.argwhere(outside)[0]
-        raise ValueError(
-            f"{name} has {int(outside.sum())} value(s) on or outside the bounds (first at row "
-            f"{offset + i}, column {j}: {float(X[i, j])} not in ({low[j]}, {high[j]}))"
-        )
+    check_inside(X, low, high, name, offset=offset)
     box = Box(torch.from_numpy(low), torch.from_numpy(high))
     with torch.no_grad():
         return box.inv_and_ladj(torch.from_numpy(X))[0].numpy()
