@@ -10,10 +10,20 @@ Examples::
 
 CSV files are comma-separated UTF-8 (a byte-order mark is ignored), one row per sample and one
 numeric column per feature; blank lines are skipped. With ``--header auto`` (the default) the
-first row is a header only if none of its cells is a number, so a first row mixing numbers and
-text is reported as a bad data row; ``--header yes`` or ``--header no`` decides it instead. A
-malformed file is rejected with the line and column of the first bad cell (columns are named by
-their header, or numbered from 1).
+first row is a header if none of its cells is a number, or if its cells are all numbers that
+differ in kind from the rows below: distinct integers written without a decimal point above
+columns written with decimals (``1990,2000`` above ``0.52,-1.3``), or a row that lies more
+than 20 robust standard deviations from the rest in most columns. A first row mixing numbers
+and text is reported as a bad data row; ``--header yes`` or ``--header no`` decides it instead.
+``fit`` says on stderr which way each file was read (``read data.csv: header row [...], 500
+rows x 2 columns``). A header whose first cell is empty (the index column that pandas'
+``to_csv`` writes) marks an index, not a feature: that column is dropped, with a message; an
+empty name elsewhere is refused. A malformed file is rejected with the line and column of the
+first bad cell (columns are named by their header, or numbered from 1).
+
+``fit`` never writes over its input: ``--out``, ``--checkpoint`` and ``--resume`` must not be
+the data or ``--val`` file, nor each other (``--checkpoint`` and ``--resume`` may be the same
+file), and an existing file that pyroflows did not write is not replaced unless ``--force``.
 
 The header of the training file is saved with the model: ``sample`` writes it as the header
 of its output, and ``score`` (like ``fit --val``) rejects a file whose header differs in names
@@ -33,16 +43,22 @@ import argparse
 import csv
 import math
 import os
+import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
 
 import numpy as np
 
 from pyroflows.builders import FAMILIES
-from pyroflows.density import DensityEstimator
+from pyroflows.checkpoint import member_path
+from pyroflows.density import PORTFOLIO, DensityEstimator
+from pyroflows.estimator import is_pyroflows_file
+from pyroflows.preprocess import bounds_array, check_inside
 from pyroflows.streaming import csv_to_npy
 from pyroflows.train import TrainingDiverged, resolve_device
 
@@ -50,6 +66,11 @@ T = TypeVar("T", int, float)
 DEFAULTS = DensityEstimator().get_params()
 HEADER_MODES = ("auto", "yes", "no")
 DTYPES = ("float32", "float64")
+#: a first row further than this many robust standard deviations from the rows below, in most
+#: columns, is a header of numbers (``--header auto``)
+OUTLIER_SDS = 20.0
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+_DETECT_ROWS = 1000  # rows below the first one that header detection looks at
 
 
 def _is_number(cell: str) -> bool:
@@ -60,21 +81,85 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def read_csv(path: str | Path, header: str = "auto") -> tuple[np.ndarray, list[str] | None]:
-    """Read a numeric CSV file.
+@dataclass
+class Table:
+    """A CSV file as read: the data, the header's names (None without a header), the file
+    line of each data row, and how the file was read (one line for stderr)."""
 
-    Args:
-        path: the file (UTF-8, with or without a byte-order mark).
-        header: ``"auto"``: the first row is a header if none of its cells is a number;
-            ``"yes"``: it is a header; ``"no"``: it is data.
+    data: np.ndarray
+    names: list[str] | None
+    lines: list[int]
+    note: str
 
-    Returns:
-        ``(X, names)``: the data, shape ``(rows, columns)``, and the header's cells (stripped),
-        or None without a header.
 
-    Raises:
-        ValueError: naming the file, line and column of the first problem.
+def _numeric_header(first: list[str], below: list[list[str]]) -> str | None:
+    """Why a first row of numbers is a header rather than data (``--header auto``), or None.
+
+    It is one when its cells are distinct integers written without a decimal point while
+    every cell below them has one (``1990,2000`` above ``0.52,-1.3``), or when it lies more
+    than :data:`OUTLIER_SDS` robust standard deviations (median absolute deviation, or the
+    standard deviation where that is 0) from the rows below in most columns.
     """
+    below = [row for row in below[:_DETECT_ROWS] if len(row) == len(first)]
+    if len(below) < 2:
+        return None
+    cells = [c.strip() for c in first]
+    if (
+        all(_INTEGER.fullmatch(c) for c in cells)
+        and len(set(cells)) == len(cells)
+        and all(not _INTEGER.fullmatch(c) for row in below for c in row)
+    ):
+        return "its cells are integers without a decimal point, unlike the rows below"
+    try:
+        values = np.array([[float(c) for c in row] for row in below])
+        head = np.array([float(c) for c in cells])
+    except ValueError:
+        return None
+    if not (np.isfinite(values).all() and np.isfinite(head).all()):
+        return None
+    median = np.median(values, axis=0)
+    scale = 1.4826 * np.median(np.abs(values - median), axis=0)
+    scale = np.where(scale > 0, scale, values.std(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far = np.abs(head - median) > OUTLIER_SDS * scale
+    far &= scale > 0
+    if far.sum() * 2 > len(cells):
+        return (
+            f"it lies more than {OUTLIER_SDS:g} robust standard deviations from the rows "
+            f"below in {int(far.sum())} of {len(cells)} column(s)"
+        )
+    return None
+
+
+def _has_header(rows: list[list[str]], header: str) -> tuple[bool, str]:
+    """Whether the first of ``rows`` is a header, and why (for the message)."""
+    if header != "auto":
+        return header == "yes", f"--header {header}"
+    if not any(map(_is_number, rows[0])):
+        return True, ""
+    if not all(map(_is_number, rows[0])):
+        return False, ""
+    reason = _numeric_header(rows[0], rows[1:])
+    if reason is None:
+        return False, ""
+    return True, f"{reason}; --header no reads it as data"
+
+
+def _index_column(path: Path, names: list[str]) -> bool:
+    """True when the header's first cell is empty (pandas' index column: dropped); an empty
+    name elsewhere is refused."""
+    empty = [j for j, name in enumerate(names) if not name]
+    if any(j > 0 for j in empty):
+        j = next(j for j in empty if j > 0)
+        raise ValueError(
+            f"{path}: line 1, column {j + 1} has no name in the header: name every column"
+        )
+    return bool(empty) and len(names) > 1
+
+
+def read_table(path: str | Path, header: str = "auto") -> Table:
+    """Read a numeric CSV file (see :func:`read_csv`), with the file line of each data row
+    and a note of how it was read."""
     if header not in HEADER_MODES:
         raise ValueError(f"header must be one of {HEADER_MODES}, got {header!r}")
     path = Path(path)
@@ -91,10 +176,16 @@ def read_csv(path: str | Path, header: str = "auto") -> tuple[np.ndarray, list[s
     if not rows:
         raise ValueError(f"{path}: the file has no data rows")
     names = None
-    if header == "yes" or (header == "auto" and not any(map(_is_number, rows[0][1]))):
+    is_header, why = _has_header([row for _, row in rows], header)
+    dropped = ""
+    if is_header:
         names, rows = [cell.strip() for cell in rows[0][1]], rows[1:]
         if not rows:
             raise ValueError(f"{path}: the file has a header but no data rows")
+        if _index_column(path, names):
+            names = names[1:]
+            rows = [(line, row[1:]) for line, row in rows]
+            dropped = "; dropped its first column (an empty header cell: an index column)"
     width = len(names) if names is not None else len(rows[0][1])
 
     def bad(i: int, j: int, problem: str) -> ValueError:
@@ -104,7 +195,10 @@ def read_csv(path: str | Path, header: str = "auto") -> tuple[np.ndarray, list[s
     data = np.empty((len(rows), width))
     for i, (line, row) in enumerate(rows):
         if len(row) != width:
-            raise ValueError(f"{path}: line {line} has {len(row)} cells, expected {width}")
+            extra = 1 if dropped else 0
+            raise ValueError(
+                f"{path}: line {line} has {len(row) + extra} cells, expected {width + extra}"
+            )
         try:
             data[i] = [float(cell) for cell in row]
         except ValueError:
@@ -114,13 +208,37 @@ def read_csv(path: str | Path, header: str = "auto") -> tuple[np.ndarray, list[s
                 raise bad(i, j, f"empty cell{hint}") from None
             if ";" in cell or "\t" in cell:
                 raise bad(i, j, f"{cell!r} is not a number (use commas between cells)") from None
-            first = i == 0 and header == "auto"
+            first = i == 0 and header == "auto" and names is None
             hint = " (use --header yes if the first row is a header)" if first else ""
             raise bad(i, j, f"{cell!r} is not a number{hint}") from None
     if not np.isfinite(data).all():
         i, j = np.argwhere(~np.isfinite(data))[0]
         raise bad(i, j, f"{rows[i][1][j].strip()!r} is NaN or infinite")
-    return data, names
+    how = f"header row {names}" if names is not None else "no header row"
+    note = f"read {path}: {how}{f' ({why})' if why else ''}{dropped}, "
+    note += f"{len(rows)} rows x {width} columns"
+    return Table(data, names, [line for line, _ in rows], note)
+
+
+def read_csv(path: str | Path, header: str = "auto") -> tuple[np.ndarray, list[str] | None]:
+    """Read a numeric CSV file.
+
+    Args:
+        path: the file (UTF-8, with or without a byte-order mark).
+        header: ``"auto"``: the first row is a header if none of its cells is a number, or
+            if it is a row of numbers unlike the rows below (see the module's docstring);
+            ``"yes"``: it is a header; ``"no"``: it is data. A header whose first cell is
+            empty marks an index column, which is dropped.
+
+    Returns:
+        ``(X, names)``: the data, shape ``(rows, columns)``, and the header's cells (stripped),
+        or None without a header.
+
+    Raises:
+        ValueError: naming the file, line and column of the first problem.
+    """
+    table = read_table(path, header)
+    return table.data, table.names
 
 
 def write_csv(X: np.ndarray, header: Sequence[str] | None, stream: TextIO) -> None:
@@ -134,7 +252,8 @@ def write_csv(X: np.ndarray, header: Sequence[str] | None, stream: TextIO) -> No
 def _check_columns(path: str, found: list[str] | None, expected: Sequence[str] | None) -> None:
     """Reject a file whose header differs from ``expected`` (a missing header is accepted)."""
     if found is not None and expected is not None and list(found) != list(expected):
-        raise ValueError(f"{path}: the columns are {found}, expected {list(expected)}")
+        kind = "in another order" if sorted(found) == sorted(expected) else "other names"
+        raise ValueError(f"{path}: the columns are {found}, expected {list(expected)} ({kind})")
 
 
 def _check_writable(path: Path, flag: str = "--out") -> None:
@@ -152,26 +271,82 @@ def _check_writable(path: Path, flag: str = "--out") -> None:
         path.unlink()
 
 
-def _streamed_csv(path: str, header: str, folder: str) -> tuple[str, list[str] | None]:
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (the same resolved path, a link, a hard link)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, a ``fit`` that would write over its input or over a file
+    pyroflows did not write (unless ``--force``)."""
+    inputs = [("the data file", args.data)] + ([("the --val file", args.val)] if args.val else [])
+    writes = [("--out", args.out)]
+    if args.checkpoint:
+        several = args.flow == "auto"
+        writes.append(("--checkpoint", args.checkpoint))
+        if several:  # flow auto: one file per member
+            writes += [
+                ("--checkpoint", str(member_path(args.checkpoint, m.name))) for m in PORTFOLIO
+            ]
+    outputs = writes + ([("--resume", args.resume)] if args.resume else [])
+    for flag, path in outputs:
+        for what, source in inputs:
+            if _same_file(path, source):
+                raise ValueError(f"{flag} {path} is {what}: writing there would destroy it")
+    if args.resume and _same_file(args.out, args.resume):
+        raise ValueError(f"--out {args.out} is the --resume checkpoint: use another --out")
+    if args.checkpoint and _same_file(args.out, args.checkpoint):
+        raise ValueError(f"--out {args.out} is the --checkpoint file: use another --out")
+    if args.checkpoint_every != 1 and not args.checkpoint:
+        raise ValueError("--checkpoint-every needs --checkpoint")
+    for flag, path in writes:
+        if not args.force and os.path.lexists(path) and not is_pyroflows_file(path):
+            raise ValueError(
+                f"{flag} {path} exists and is not a file pyroflows wrote: refusing to overwrite "
+                "it (choose another path, or pass --force)"
+            )
+    for flag, path in writes:
+        _check_writable(Path(path), flag)
+
+
+def _streamed_csv(path: str, header: str, folder: str) -> tuple[str, list[str] | None, str]:
     """Convert a large CSV file to a ``.npy`` file in ``folder``, one chunk at a time."""
     with Path(path).open(newline="", encoding="utf-8-sig") as handle:
-        first = next((row for row in csv.reader(handle) if any(c.strip() for c in row)), None)
-    if first is None:
+        first = []
+        for row in csv.reader(handle):
+            if any(c.strip() for c in row):
+                first.append(row)
+            if len(first) > _DETECT_ROWS:
+                break
+    if not first:
         raise ValueError(f"{path}: the file has no data rows")
-    has_header = header == "yes" or (header == "auto" and not any(map(_is_number, first)))
-    names = [c.strip() for c in first] if has_header else None
+    has_header, why = _has_header(first, header)
+    names = [c.strip() for c in first[0]] if has_header else None
+    index = has_header and _index_column(Path(path), names)
+    if index:
+        names = names[1:]
 
     def parse(cells: list[str], line: int) -> list[float]:
+        cells = cells[1:] if index else cells
         try:
             return [float(c) for c in cells]
         except ValueError:
             j, cell = next((j, c.strip()) for j, c in enumerate(cells) if not _is_number(c))
             raise ValueError(
-                f"{path}: line {line}, column {j + 1}: {cell!r} is not a number"
+                f"{path}: line {line}, column {j + 1 + index}: {cell!r} is not a number"
             ) from None
 
-    out, _ = csv_to_npy(path, Path(folder) / "data.npy", parse, has_header)
-    return str(out), names
+    out, rows = csv_to_npy(path, Path(folder) / "data.npy", parse, has_header)
+    how = f"header row {names}" if names is not None else "no header row"
+    dropped = "; dropped its first column (an empty header cell: an index column)" if index else ""
+    width = np.load(out, mmap_mode="r").shape[1]
+    note = f"read {path}: {how}{f' ({why})' if why else ''}{dropped}, {rows} rows x {width} columns"
+    return str(out), names, note
 
 
 def _fit(args: argparse.Namespace) -> None:
@@ -180,19 +355,33 @@ def _fit(args: argparse.Namespace) -> None:
 
 
 def _fit_from(args: argparse.Namespace, folder: str) -> None:
+    _check_outputs(args)
+    notes, table = [], None
     if args.data.endswith(".npy"):  # memory-mapped and streamed by the estimator
+        if args.header != "auto":
+            raise ValueError("--header does not apply to a .npy data file (it has no header)")
         X, names = args.data, None
     elif args.stream:
-        X, names = _streamed_csv(args.data, args.header, folder)
+        X, names, note = _streamed_csv(args.data, args.header, folder)
+        notes.append(note)
     else:
-        X, names = read_csv(args.data, args.header)
+        table = read_table(args.data, args.header)
+        X, names = table.data, table.names
+        notes.append(table.note)
     X_val = None
     if args.val:
-        X_val, val_names = read_csv(args.val, args.header)
-        _check_columns(args.val, val_names, names)
-    _check_writable(Path(args.out))
-    if args.checkpoint:
-        _check_writable(Path(args.checkpoint), "--checkpoint")
+        val = read_table(args.val, args.header)
+        X_val = val.data
+        _check_columns(args.val, val.names, names)
+        notes.append(val.note)
+    if args.bounds and table is not None:  # name the file's line, before any work
+        low, high = bounds_array(tuple(args.bounds), X.shape[1])
+        closed = args.flow == "piecewise_linear"
+        check_inside(X, low, high, args.data, closed=closed, row=lambda i: f"line {table.lines[i]}")
+        if args.val:
+            check_inside(
+                X_val, low, high, args.val, closed=closed, row=lambda i: f"line {val.lines[i]}"
+            )
     est = DensityEstimator(
         flow=args.flow,
         layers=args.layers,
@@ -211,6 +400,14 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
         dtype=args.dtype,
         progress=args.progress,
     )
+    est._check_params()  # a bad combination of options is one line, before the notes
+    for note in notes:
+        print(note, file=sys.stderr)
+    if names is not None and not isinstance(X, str):
+        import pandas as pd
+
+        X = pd.DataFrame(X, columns=names)
+        X_val = None if X_val is None else pd.DataFrame(X_val, columns=names)
     est.fit(
         X, X_val, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
         resume=args.resume,
@@ -218,7 +415,7 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
     if names is not None:
         est.feature_names_in_ = np.asarray(names, dtype=object)
     try:
-        est.save(args.out)
+        est.save(args.out, force=True)  # checked by _check_outputs
     except ValueError as error:  # atomic_save: the folder vanished or refused the write
         raise OSError(str(error)) from None
     except RuntimeError as error:  # torch.save reports some failed writes as a RuntimeError
@@ -245,8 +442,21 @@ def _score(args: argparse.Namespace) -> None:
     from pyroflows.diagnostics import test_log_likelihood
 
     est = DensityEstimator.load(args.model, device=args.device)
-    X, names = read_csv(args.data, args.header)
-    _check_columns(args.data, names, getattr(est, "feature_names_in_", None))
+    table = read_table(args.data, args.header)
+    X, names = table.data, table.names
+    expected = getattr(est, "feature_names_in_", None)
+    _check_columns(args.data, names, expected)
+    if expected is not None:  # a file without a header: its columns in the model's order
+        import pandas as pd
+
+        if len(expected) != X.shape[1]:
+            raise ValueError(f"{args.data} has {X.shape[1]} columns, expected {len(expected)}")
+        X = pd.DataFrame(X, columns=list(expected))
+        if names is None:
+            print(
+                f"{table.note}; its columns are taken as the model's {list(expected)}",
+                file=sys.stderr,
+            )
     log_p = est.score_samples(X)
     if args.per_row:
         write_csv(log_p[:, None], ["log_prob"], sys.stdout)
@@ -303,7 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     header = dict(
         choices=HEADER_MODES,
         default="auto",
-        help="is the first row a header? auto: if none of its cells is a number (default: auto)",
+        help="is the first row a header? auto: if none of its cells is a number, or its "
+        "numbers differ in kind from the rows below (integers above decimals, or a far "
+        "outlier); a header whose first cell is empty marks an index column, which is dropped "
+        "(default: auto)",
     )
     load_device = dict(type=_device, default="cpu", help="torch device (default: cpu)")
 
@@ -321,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="where to save the model (.pt)")
     fit.add_argument("--val", help="validation data (CSV); default: held-out training rows")
     fit.add_argument("--header", **header)
+    fit.add_argument(
+        "--force",
+        action="store_true",
+        help="let --out and --checkpoint replace an existing file that pyroflows did not write "
+        "(never the data or --val file)",
+    )
     option(
         "--flow",
         "flow",
@@ -421,6 +640,16 @@ def _error(command: str, error: BaseException, status: int) -> int:
     return status
 
 
+def _warning_line(command: str) -> Callable[..., None]:
+    """``warnings.showwarning`` for the command line: one line on stderr per warning."""
+
+    def show(message: Warning | str, category: type, *args: Any, **kwargs: Any) -> None:
+        text = " ".join(str(message).split())
+        print(f"pyroflows {command}: warning: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pyroflows`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     try:
@@ -428,7 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a bad argument (already reported)
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
-        args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line(args.command)
+            args.run(args)
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away, e.g. `| head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -107,8 +107,12 @@ def fit_argv(data, model, *extra: str) -> list[str]:
 
 
 def one_line_error(err: str, command: str) -> str:
-    """The single stderr line of a failed command (asserting there is exactly one)."""
+    """The single error line of a failed command (asserting there is exactly one, after at
+    most the notes of how the files were read and one-line warnings)."""
     lines = err.strip().splitlines()
+    notes = [line for line in lines[:-1] if not line.startswith(f"pyroflows {command}: error")]
+    assert all(line.startswith(("read ", f"pyroflows {command}: warning: ")) for line in notes), err
+    lines = lines[len(notes) :]
     assert len(lines) == 1, err
     assert lines[0].startswith(f"pyroflows {command}: error: "), err
     return lines[0]
@@ -155,7 +159,9 @@ FIT_OPTIONS = [
 ]
 # fit() arguments, not estimator parameters: tested below and in tests/test_checkpoint.py
 FIT_ARGUMENTS = {"checkpoint", "checkpoint_every", "resume"}
-NOT_ESTIMATOR_PARAMS = {"command", "run", "data", "out", "val", "header", "stream", *FIT_ARGUMENTS}
+NOT_ESTIMATOR_PARAMS = {
+    "command", "run", "data", "out", "val", "header", "stream", "force", *FIT_ARGUMENTS
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("flags, param, value", FIT_OPTIONS, ids=lambda v: str(v))
@@ -367,7 +373,7 @@ def test_unwritable_out_is_rejected_before_training(data_csv, tmp_path, capsys, 
     [OSError(28, "No space left on device"), TypeError("bad"), RuntimeError("open file failed")],
 )
 def test_library_errors_are_one_line(data_csv, tmp_path, capsys, monkeypatch, error):
-    def save(self, path):
+    def save(self, path, force=False):
         raise error
 
     monkeypatch.setattr(DensityEstimator, "save", save)
