@@ -11,7 +11,6 @@ so float32 training on data with a large offset loses nothing. ``flow_`` is the 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import numbers
 import time
 import warnings
@@ -44,8 +43,6 @@ from pyroflows.transforms import Box, FixedAffine
 from pyroflows.validation import check_data
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-#: the training loop stores the caller's entries in its checkpoints and compares them on resume
-_LOOP_FINGERPRINT = "fingerprint" in inspect.signature(fit).parameters
 #: options that apply only to some families: (option, default, families that use it)
 _FAMILY_OPTIONS = (
     ("bins", 8, ("nsf", "piecewise_linear")),
@@ -256,6 +253,12 @@ class DensityEstimator(BaseDensity):
                     f"{option}={getattr(self, option)!r} has no effect with flow={self.flow!r}: "
                     f"only {' and '.join(families)} use it (leave it at {default!r})"
                 )
+        if self.residual and len(tuple(self.hidden)) < 2:
+            raise ValueError(
+                f"residual=True has no effect with hidden={tuple(self.hidden)}: the residual "
+                "blocks replace the hidden layers after the first; give at least two equal "
+                "hidden sizes"
+            )
         if self.flow == "piecewise_linear" and self.whiten:
             raise ValueError(
                 "whiten=True has no effect with flow='piecewise_linear' (the box is mapped "
@@ -628,7 +631,7 @@ class DensityEstimator(BaseDensity):
             progress=self.progress,
             desc=f"fit {member.name}",
             **files,
-            **({"fingerprint": self._fingerprint(member, prep)} if _LOOP_FINGERPRINT else {}),
+            fingerprint=self._fingerprint(member, prep),
         )
         return flow, history, components
 
