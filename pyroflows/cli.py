@@ -377,11 +377,12 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
     if args.bounds and table is not None:  # name the file's line, before any work
         low, high = bounds_array(tuple(args.bounds), X.shape[1])
         closed = args.flow == "piecewise_linear"
-        check_inside(X, low, high, args.data, closed=closed, row=lambda i: f"line {table.lines[i]}")
-        if args.val:
+        for source, rows in ((args.data, table),) + (((args.val, val),) if args.val else ()):
             check_inside(
-                X_val, low, high, args.val, closed=closed, row=lambda i: f"line {val.lines[i]}"
-            )
+                rows.data, low, high, source, closed=closed,
+                row=lambda i, rows=rows: f"line {rows.lines[i]}",
+                column=lambda j: f"column {names[j]!r}" if names else f"column {j + 1}",
+            )  # fmt: skip
     est = DensityEstimator(
         flow=args.flow,
         layers=args.layers,
@@ -599,7 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="PATH",
         help="continue an interrupted fit from its checkpoint (usually the --checkpoint path; "
-        "a missing file there starts afresh); same data and options",
+        "a missing file there starts afresh); a checkpoint written for other data or other "
+        "model options is refused",
     )
     option("--seed", "random_state", "seed of the split, initialisation and shuffling", type=_seed)
     option("--device", "device", "torch device: cpu, cuda, cuda:1, mps", type=_device)

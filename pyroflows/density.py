@@ -359,6 +359,11 @@ class DensityEstimator(BaseDensity):
                 again. Needs an int ``random_state`` (the split and the preprocessing are
                 recomputed from it); with the same data and settings and no
                 ``time_budget``, the resumed fit ends bit-identical to an uninterrupted one.
+                Every checkpoint records a digest of the training and validation rows and the
+                options that shape the model; a checkpoint written for other data (one value
+                changed) or other options is refused with a ``ValueError`` naming what
+                differs, before any member is trained and with the estimator unchanged. An
+                existing ``checkpoint`` path that pyroflows did not write is refused too.
 
         Returns:
             The fitted estimator.

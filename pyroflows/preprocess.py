@@ -184,6 +184,7 @@ def check_inside(
     closed: bool = False,
     offset: int = 0,
     row: Any = None,
+    column: Any = None,
 ) -> None:
     """Raise a ``ValueError`` naming the first value of ``X`` outside the open box
     ``(low, high)`` (the closed one with ``closed``), with a remedy for values exactly on a
@@ -197,6 +198,7 @@ def check_inside(
         offset: the index of ``X``'s first row in the user's data (a chunk of a file).
         row: ``row(i) -> str`` names row ``i`` of ``X`` (e.g. ``"line 7"`` of a file);
             default ``"row {offset + i}"``.
+        column: ``column(j) -> str`` names column ``j`` (default ``"column {j}"``).
 
     Example:
         >>> try:
@@ -213,9 +215,10 @@ def check_inside(
     where = row(int(i)) if row is not None else f"row {offset + int(i)}"
     kind = "outside" if closed else "on or outside"
     interval = f"[{low[j]}, {high[j]}]" if closed else f"({low[j]}, {high[j]})"
+    named = column(int(j)) if column is not None else f"column {int(j)}"
     message = (
-        f"{name} has {int(bad.sum())} value(s) {kind} the bounds (first at {where}, column "
-        f"{int(j)}: {float(X[i, j])} not in {interval})"
+        f"{name} has {int(bad.sum())} value(s) {kind} the bounds (first at {where}, {named}: "
+        f"{float(X[i, j])} not in {interval})"
     )
     on = (X == low) | (X == high)
     if not closed and on.any():

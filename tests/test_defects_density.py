@@ -360,7 +360,7 @@ def test_m4_the_cli_names_the_file_line(tmp_path, capsys):
     _numbers(path, "a,b", x)
     argv = ["fit", str(path), "--out", str(tmp_path / "m.pt"), "--bounds", "0", "inf"]
     assert main(argv) == 2
-    assert "(first at line 172, column 1: -0.643339 not in (0.0, inf))" in capsys.readouterr().err
+    assert "(first at line 172, column 'b': -0.643339 not in (0.0, inf))" in capsys.readouterr().err
 
 
 # -- L4: warnings for data a continuous density fits badly ----------------------------------------
