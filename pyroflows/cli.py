@@ -304,6 +304,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {args.out} is the --checkpoint file: use another --out")
     if args.checkpoint_every != 1 and not args.checkpoint:
         raise ValueError("--checkpoint-every needs --checkpoint")
+    if args.val and args.validation_fraction != DEFAULTS["validation_fraction"]:
+        raise ValueError(
+            "--validation-fraction has no effect with --val (the --val rows are the validation "
+            "rows): drop one of them"
+        )
     for flag, path in writes:
         if not args.force and os.path.lexists(path) and not is_pyroflows_file(path):
             raise ValueError(

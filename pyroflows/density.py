@@ -347,6 +347,11 @@ class DensityEstimator(BaseDensity):
                 than memory a path to a ``.npy`` file or a memory-mapped array
                 (``np.load(path, mmap_mode="r")``), which is checked, standardised (float64
                 statistics in one pass) and trained on in streamed blocks.
+                A DataFrame's string column names are kept as ``feature_names_in_``: as in
+                scikit-learn, a later ``X`` (``score_samples``, ``score``, ``X_val``) with
+                other names or another order is refused, and names on one side only warn.
+                Discrete, duplicated or collinear columns and very few rows are warned about
+                (:class:`~pyroflows.validation.DataWarning`).
             X_val: validation data with the same columns, or None (a random
                 ``validation_fraction`` of ``X`` is held out).
             checkpoint: write the state of the training loop to this file every

@@ -573,3 +573,11 @@ def test_property_an_accepted_option_changes_the_model(flow, option, hidden):
         return
     reference = DensityEstimator(**base).fit(X)
     assert not np.array_equal(changed.score_samples(X), reference.score_samples(X))
+
+
+def test_validation_fraction_with_a_validation_file_is_refused(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.random.default_rng(0).normal(size=(40, 2)), delimiter=",")
+    argv = ["fit", str(data), "--out", str(tmp_path / "m.pt"), "--val", str(data)]
+    assert main([*argv, "--validation-fraction", "0.3"]) == 2
+    assert "--validation-fraction has no effect with --val" in capsys.readouterr().err
