@@ -105,3 +105,43 @@ class _Source:
         else:
             for _ in range(self.steps):
                 yield ()
+
+
+class Simulations(torch.utils.data.IterableDataset):
+    """Fresh training batches drawn by a callable: online training from a simulator as a data
+    source of the one loop (an epoch is ``steps`` batches, each ``draw()`` a tuple of tensors
+    with one row per simulation).
+
+    ``draw`` runs in the training process (the loader has no workers), so it draws from the
+    random streams that :func:`pyroflows.train.fit` seeds and checkpoints: a seeded online fit
+    is reproducible and resumes bit-identically. A batch with no rows (every simulation
+    refused, say) is skipped and drawn again, at most ``max_empty`` times in a row.
+
+    Example:
+        >>> source = Simulations(lambda: (torch.randn(4, 2),), steps=3)
+        >>> [tuple(b[0].shape) for b in source], len(source)
+        ([(4, 2), (4, 2), (4, 2)], 3)
+    """
+
+    def __init__(self, draw: Any, steps: int, max_empty: int = 10):
+        super().__init__()
+        if not callable(draw):
+            raise TypeError(f"draw must be callable, got {draw!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        self.draw, self.steps, self.max_empty = draw, steps, max_empty
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[Batch]:
+        for _ in range(self.steps):
+            for _ in range(self.max_empty + 1):
+                batch = _tuple(self.draw())
+                if len(batch[0]):
+                    break
+            else:
+                raise RuntimeError(
+                    f"the simulations gave no usable rows {self.max_empty + 1} times in a row"
+                )
+            yield batch
