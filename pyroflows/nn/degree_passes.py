@@ -7,16 +7,12 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyroflows.nn.layers import _output_layer
-
-if TYPE_CHECKING:
-    from pyroflows.nn.made import MADE
 
 #: the buffers of the last :class:`DegreePasses` of each thread, kept for the next one
 _WORKSPACE = threading.local()
@@ -41,7 +37,7 @@ def _workspace(shapes: Sequence[torch.Size], like: Tensor) -> list[Tensor]:
 
 
 class DegreePasses:
-    """The passes of a MADE that solve an autoregressive layer in its slow direction, one per
+    """The passes of a MADE (``made``) that solve an autoregressive layer in its slow direction, one per
     degree, computing every hidden unit once over all of them (without autograd).
 
     A hidden unit of degree ``k`` reads the inputs of degree at most ``k``, so once the
@@ -69,7 +65,7 @@ class DegreePasses:
         True
     """
 
-    def __init__(self, made: MADE, context: Tensor | None, batch: torch.Size):
+    def __init__(self, made: nn.Module, context: Tensor | None, batch: torch.Size):
         weights = iter(made.masked_weights())
         bound = made.input_bound
         if made.context:
