@@ -37,7 +37,7 @@ def _workspace(shapes: Sequence[torch.Size], like: Tensor) -> list[Tensor]:
 
 
 class DegreePasses:
-    """The passes of a MADE (``made``) that solve an autoregressive layer in its slow direction, one per
+    """The passes of a MADE that solve an autoregressive layer in its slow direction, one per
     degree, computing every hidden unit once over all of them (without autograd).
 
     A hidden unit of degree ``k`` reads the inputs of degree at most ``k``, so once the
