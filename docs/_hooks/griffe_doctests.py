@@ -1,9 +1,13 @@
-"""Griffe extension: show the docstrings' doctests as highlighted code in the API reference.
+"""Griffe extension: fit the package's docstrings to the Markdown of the API reference.
 
-The package's docstrings write their doctests under ``Example:`` (or ``Example with ...:``)
-headers, which the Google-style parser renders as an admonition of Markdown text, where
-``>>>`` lines would become nested quotes. This wraps each doctest run (from a ``>>>`` line to
-the next blank line) in a fenced ``pycon`` block; the docstrings themselves are unchanged.
+- Doctests: the docstrings write them under ``Example:`` (or ``Example with ...:``) headers,
+  which the Google-style parser renders as an admonition of Markdown text, where ``>>>`` lines
+  would become nested quotes. Each doctest run (from a ``>>>`` line to the next blank line) is
+  wrapped in a fenced ``pycon`` block.
+- Sphinx roles (``:class:`~pyroflows.flows.Flow```, ``:func:`fit```) become code spans
+  (``Flow``, ``fit``), as Sphinx would display them.
+
+The docstrings themselves are unchanged.
 """
 
 from __future__ import annotations
@@ -13,6 +17,16 @@ import re
 import griffe
 
 _HEADER = re.compile(r"^(?P<indent>[ \t]*)Example[^\n:]*:[ \t]*$")
+_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc|obj):`(~?)([^`]+)`")
+
+
+def _role(match: re.Match) -> str:
+    short, target = match.groups()
+    return f"`{target.rsplit('.', 1)[-1] if short else target}`"
+
+
+def plain_roles(text: str) -> str:
+    return _ROLE.sub(_role, text)
 
 
 def fence_doctests(text: str) -> str:
@@ -46,5 +60,9 @@ def fence_doctests(text: str) -> str:
 
 class FenceDoctests(griffe.Extension):
     def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:
-        if obj.docstring is not None and ">>>" in obj.docstring.value:
-            obj.docstring.value = fence_doctests(obj.docstring.value)
+        if obj.docstring is None:
+            return
+        value = plain_roles(obj.docstring.value)
+        if ">>>" in value:
+            value = fence_doctests(value)
+        obj.docstring.value = value
