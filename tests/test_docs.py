@@ -50,13 +50,22 @@ def test_site_builds_strict(tmp_path):
     "page", [p for p in PAGES if python_blocks(p)], ids=lambda p: str(p.relative_to(DOCS))
 )
 def test_code_blocks_run(page, tmp_path, monkeypatch):
-    blocks = python_blocks(page)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    namespace: dict = {"__name__": f"docs_{page.stem}"}
-    for i, block in enumerate(blocks):
-        code = compile(block, f"{page.relative_to(ROOT)} (block {i + 1})", "exec")
-        exec(code, namespace)
-    import matplotlib.pyplot as plt
+    import matplotlib
+    import pyro
+    import torch
 
-    plt.close("all")
+    matplotlib.use("Agg")
+    blocks = python_blocks(page)
+    pyro.clear_param_store()
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    with torch.random.fork_rng(devices=[]):  # leave the global random state to other tests
+        try:
+            for i, block in enumerate(blocks):
+                code = compile(block, f"{page.relative_to(ROOT)} (block {i + 1})", "exec")
+                exec(code, namespace)
+        finally:
+            import matplotlib.pyplot as plt
+
+            plt.close("all")
+            pyro.clear_param_store()
