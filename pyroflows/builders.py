@@ -40,6 +40,9 @@ from pyroflows.transforms import (
     alternating_mask,
 )
 from pyroflows.transforms.univariate import Univariate
+from pyroflows.validation import flag, hidden_sizes, positive_int
+
+_positive_int, _hidden = positive_int, hidden_sizes  # older private names, still imported
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -62,28 +65,6 @@ def _activation(activation: str | type[nn.Module]) -> type[nn.Module]:
     if isinstance(activation, type) and issubclass(activation, nn.Module):
         return activation
     raise ValueError(f"activation must be a name or an nn.Module class, got {activation!r}")
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _hidden(hidden: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
-        hidden = (hidden,)
-    try:
-        sizes = tuple(hidden)
-    except TypeError:
-        raise ValueError(
-            f"hidden must be a sequence of positive integers, got {hidden!r}"
-        ) from None
-    if not sizes:
-        raise ValueError("hidden must name at least one hidden layer size, got ()")
-    for size in sizes:
-        _positive_int("every hidden size", size)
-    return tuple(int(h) for h in sizes)
 
 
 def _bound(bound: float) -> float:
@@ -119,11 +100,11 @@ def _stack(
     head: FlowTransform | None = None,
     lu: bool = False,
 ) -> Flow:
-    _positive_int("dim", dim)
-    _positive_int("layers", layers)
+    positive_int("dim", dim)
+    positive_int("layers", layers)
     if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
         raise ValueError(f"context_dim must be an integer >= 0, got {context_dim!r}")
-    _flag("lu", lu)
+    flag("lu", lu)
     transforms: list[FlowTransform] = []
     for i in range(layers):
         if batch_norm and i > 0:
@@ -165,8 +146,8 @@ def autoregressive_flow(
     swap would undo the alternation of orders.
     """
 
-    hidden, act = _hidden(hidden), _activation(activation)
-    _flag("context_every_layer", context_every_layer)  # MLP: no context, refused
+    hidden, act = hidden_sizes(hidden), _activation(activation)
+    flag("context_every_layer", context_every_layer)  # MLP: no context, refused
     _order(0, order, seed)
 
     def make(i: int) -> FlowTransform:
@@ -179,16 +160,10 @@ def autoregressive_flow(
     return _stack(dim, layers, make, batch_norm, base, context_dim, components, seed, head, lu)
 
 
-def _flag(name: str, value: object) -> None:
-    """A ValueError naming ``name`` unless ``value`` is True or False."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-
-
 def _head(
     context_affine: bool, dim: int, context_dim: int, hidden: tuple[int, ...], act: type
 ) -> ContextAffine | None:
-    _flag("context_affine", context_affine)
+    flag("context_affine", context_affine)
     return ContextAffine(dim, context_dim, hidden, activation=act) if context_affine else None
 
 
@@ -215,8 +190,8 @@ def coupling_flow(
             f"coupling layers need dim >= 2 (half the features condition the other half), "
             f"got dim={dim}; use an autoregressive flow"
         )
-    hidden, act = _hidden(hidden), _activation(activation)
-    _flag("context_every_layer", context_every_layer)  # MLP: no context, refused
+    hidden, act = hidden_sizes(hidden), _activation(activation)
+    flag("context_every_layer", context_every_layer)  # MLP: no context, refused
 
     def make(i: int) -> FlowTransform:
         return Coupling(
@@ -275,7 +250,7 @@ def nsf(
         >>> flow(torch.randn(4, 3)).sample((10,)).shape
         torch.Size([10, 4, 2])
     """
-    spline = RQS(_positive_int("bins", bins), _bound(bound))
+    spline = RQS(positive_int("bins", bins), _bound(bound))
     if coupling:
         _reject("nsf(coupling=True)", kwargs, _COUPLING)
         return coupling_flow(dim, spline, context_dim, layers, hidden, **kwargs)
@@ -313,7 +288,7 @@ def piecewise_linear(
         _reject("piecewise_linear(coupling=True)", kwargs, _COUPLING)
     kwargs.setdefault("base", UniformBox(dim))
     build = coupling_flow if coupling else autoregressive_flow
-    spline = PiecewiseLinear(_positive_int("bins", bins))
+    spline = PiecewiseLinear(positive_int("bins", bins))
     return build(dim, spline, context_dim, layers, hidden, **kwargs)
 
 

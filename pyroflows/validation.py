@@ -7,10 +7,78 @@ before touching any state, so a failing call leaves a fitted estimator as it was
 
 from __future__ import annotations
 
+import numbers
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+
+
+# -- options: one spelling of each small check ---------------------------------------------
+class InvalidOption(ValueError, TypeError):
+    """An option of the wrong kind or out of range. Both a ``ValueError`` and a
+    ``TypeError`` (as scikit-learn's ``InvalidParameterError``), so either ``except`` clause
+    catches it."""
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int`` if it is a positive integer (not a bool), else
+    :class:`InvalidOption` naming ``name``.
+
+    Example:
+        >>> positive_int("layers", 3)
+        3
+        >>> positive_int("layers", 0)
+        Traceback (most recent call last):
+        ...
+        pyroflows.validation.InvalidOption: layers must be a positive integer, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InvalidOption(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def flag(name: str, value: Any) -> bool:
+    """``value`` if it is True or False, else :class:`InvalidOption` naming ``name``."""
+    if not isinstance(value, bool):
+        raise InvalidOption(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def hidden_sizes(hidden: int | Sequence[int], name: str = "hidden") -> tuple[int, ...]:
+    """Hidden layer sizes as a tuple of positive ints (one int is one layer).
+
+    Example:
+        >>> hidden_sizes(64), hidden_sizes([32, 32])
+        ((64,), (32, 32))
+    """
+    if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
+        hidden = (hidden,)
+    try:
+        sizes = tuple(hidden)
+    except TypeError:
+        raise InvalidOption(
+            f"{name} must be a sequence of positive integers, got {hidden!r}"
+        ) from None
+    if not sizes:
+        raise InvalidOption(f"{name} must name at least one hidden layer size, got ()")
+    return tuple(positive_int(f"every {name} size", size) for size in sizes)
+
+
+def as_real_tensor(value: Any, name: str) -> torch.Tensor:
+    """``value`` as a real tensor (integers and booleans are accepted, as numbers), or a
+    ``ValueError`` naming ``name`` (complex or non-numeric values)."""
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{name} must be numeric (a tensor or array of numbers), got {type(value).__name__}"
+        ) from None
+    if tensor.is_complex():
+        raise ValueError(f"{name} must be real-valued, got dtype {tensor.dtype}")
+    return tensor
 
 
 def to_numpy(x: Any) -> np.ndarray:

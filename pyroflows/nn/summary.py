@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pyroflows.validation import flag, positive_int
+
 __all__ = [
     "Conv1dSummary",
     "DeepSet",
@@ -57,18 +59,6 @@ def _mlp(sizes: Sequence[int], activation: str, last_activation: bool = False) -
         if i < len(sizes) - 2 or last_activation:
             layers.append(_ACT[activation]())
     return nn.Sequential(*layers)
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def set_mask(x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -142,7 +132,7 @@ class IdentitySummary(Summary):
     """
 
     def __init__(self, in_features: int):
-        super().__init__(in_features=_positive("in_features", in_features))
+        super().__init__(in_features=positive_int("in_features", in_features))
         self.out_features = in_features
 
     def forward(self, x: Tensor) -> Tensor:
@@ -181,11 +171,11 @@ class MLPSummary(Summary):
         activation: str = "relu",
         skip: bool = False,
     ):
-        hidden = [_positive("hidden size", h) for h in hidden]
-        _flag("skip", skip)
+        hidden = [positive_int("hidden size", h) for h in hidden]
+        flag("skip", skip)
         super().__init__(
-            in_features=_positive("in_features", in_features),
-            out_features=_positive("out_features", out_features),
+            in_features=positive_int("in_features", in_features),
+            out_features=positive_int("out_features", out_features),
             hidden=list(hidden),
             activation=activation,
             skip=skip,
@@ -260,14 +250,14 @@ class DeepSet(Summary):
     ):
         if pool not in ("mean", "sum", "max"):
             raise ValueError(f"pool must be 'mean', 'sum' or 'max', got {pool!r}")
-        standardize, skip = _flag("standardize", standardize), _flag("skip", skip)
+        standardize, skip = flag("standardize", standardize), flag("skip", skip)
         if skip and not standardize:
             raise ValueError("skip=True passes on the set's statistics: it needs standardize=True")
         super().__init__(
-            in_features=_positive("in_features", in_features),
-            out_features=_positive("out_features", out_features),
-            hidden=_positive("hidden", hidden),
-            layers=_positive("layers", layers),
+            in_features=positive_int("in_features", in_features),
+            out_features=positive_int("out_features", out_features),
+            hidden=positive_int("hidden", hidden),
+            layers=positive_int("layers", layers),
             pool=pool,
             activation=activation,
             standardize=standardize,
@@ -364,15 +354,15 @@ class SetAttention(Summary):
         blocks: int = 2,
         seeds: int = 1,
     ):
-        if _positive("dim", dim) % _positive("heads", heads):
+        if positive_int("dim", dim) % positive_int("heads", heads):
             raise ValueError(f"dim ({dim}) must be a multiple of heads ({heads})")
         super().__init__(
-            in_features=_positive("in_features", in_features),
-            out_features=_positive("out_features", out_features),
+            in_features=positive_int("in_features", in_features),
+            out_features=positive_int("out_features", out_features),
             dim=dim,
             heads=heads,
             blocks=int(blocks),
-            seeds=_positive("seeds", seeds),
+            seeds=positive_int("seeds", seeds),
         )
         self.embed = nn.Linear(in_features, dim)
         self.blocks = nn.ModuleList(_AttentionBlock(dim, heads) for _ in range(int(blocks)))
@@ -425,10 +415,10 @@ class RecurrentSummary(Summary):
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 64, layers: int = 1):
         super().__init__(
-            in_features=_positive("in_features", in_features),
-            out_features=_positive("out_features", out_features),
-            hidden=_positive("hidden", hidden),
-            layers=_positive("layers", layers),
+            in_features=positive_int("in_features", in_features),
+            out_features=positive_int("out_features", out_features),
+            hidden=positive_int("hidden", hidden),
+            layers=positive_int("layers", layers),
         )
         self.gru = nn.GRU(in_features, hidden, num_layers=layers, batch_first=True)
         self.out = nn.Linear(hidden, out_features)
@@ -460,13 +450,13 @@ class Conv1dSummary(Summary):
         kernel: int = 5,
         length: int = 8,
     ):
-        channels = [_positive("channel count", c) for c in channels]
+        channels = [positive_int("channel count", c) for c in channels]
         super().__init__(
-            in_features=_positive("in_features", in_features),
-            out_features=_positive("out_features", out_features),
+            in_features=positive_int("in_features", in_features),
+            out_features=positive_int("out_features", out_features),
             channels=list(channels),
-            kernel=_positive("kernel", kernel),
-            length=_positive("length", length),
+            kernel=positive_int("kernel", kernel),
+            length=positive_int("length", length),
         )
         layers: list[nn.Module] = []
         for a, b in zip([in_features, *channels[:-1]], channels, strict=True):
