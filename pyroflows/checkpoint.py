@@ -15,6 +15,7 @@ resumed run bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import zipfile
@@ -28,6 +29,7 @@ FORMAT = "pyroflows.checkpoint"
 VERSION = 1
 
 __all__ = [
+    "data_fingerprint",
     "member_path",
     "atomic_save",
     "load_all_or_nothing",
@@ -50,6 +52,39 @@ def member_path(path: str | Path, name: str) -> Path:
     """
     path = Path(path)
     return path.with_name(f"{path.stem}.{name}{path.suffix}")
+
+
+#: tensors up to this many bytes are hashed whole; larger ones through evenly spaced rows
+HASH_LIMIT = 1 << 27
+
+
+def data_fingerprint(tensors: Any) -> str:
+    """A short hash of training tensors, stored in a checkpoint so that it is never resumed
+    for other data: the shapes, dtypes and bytes of every tensor (tensors over
+    :data:`HASH_LIMIT` bytes through evenly spaced rows, which include the first and last).
+
+    Example:
+        >>> a = torch.arange(6.0).reshape(3, 2)
+        >>> data_fingerprint((a,)) == data_fingerprint((a.clone(),))
+        True
+        >>> b = a.clone(); b[1, 1] = 7.0
+        >>> data_fingerprint((a,)) == data_fingerprint((b,))
+        False
+        >>> data_fingerprint((a,)) == data_fingerprint((a[[1, 0, 2]],))
+        False
+    """
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        tensor = tensor.detach()
+        digest.update(f"{tuple(tensor.shape)}|{tensor.dtype};".encode())
+        size = tensor.numel() * tensor.element_size()
+        if size > HASH_LIMIT and tensor.ndim and len(tensor) > 1:
+            rows = max(2, HASH_LIMIT * len(tensor) // size)
+            index = torch.linspace(0, len(tensor) - 1, rows).round().long().unique()
+            tensor = tensor[index.to(tensor.device)]
+        flat = tensor.reshape(-1).contiguous().cpu().view(torch.uint8)
+        digest.update(flat.numpy())
+    return digest.hexdigest()[:32]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

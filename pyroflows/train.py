@@ -33,6 +33,7 @@ from pyroflows.checkpoint import (
     FORMAT,
     VERSION,
     atomic_save,
+    data_fingerprint,
     load_checkpoint,
     rng_state,
     set_rng_state,
@@ -171,6 +172,7 @@ class _Options:
 
     val_fn: Callable[[nn.Module], float] | None
     max_epochs: int
+    max_steps: int | None
     steps_per_epoch: int | None
     batch_size: int
     lr: float
@@ -191,9 +193,11 @@ class _Options:
     resume: str | Path | None
     seed: int | None
     device: str | torch.device | None
+    fingerprint: dict[str, Any] | None
 
-    def fingerprint(self, rows: int | None, seed: int | None) -> dict[str, Any]:
-        """The settings a resumed run must share with the run that wrote the checkpoint."""
+    def identity(self, rows: int | None, seed: int | None) -> dict[str, Any]:
+        """The settings a resumed run must share with the run that wrote the checkpoint
+        (the caller's own ``fingerprint`` entries included)."""
         return {
             "rows": rows,
             "batch_size": self.batch_size,
@@ -201,8 +205,10 @@ class _Options:
             "weight_decay": self.weight_decay,
             "schedule": self.schedule,
             "max_epochs": self.max_epochs if self.schedule else None,
+            "max_steps": self.max_steps if self.schedule else None,
             "clip_grad": self.clip_grad,
             "seed": seed,
+            **(self.fingerprint or {}),
         }
 
     def check(self) -> None:
@@ -237,6 +243,8 @@ class _Options:
         if not isinstance(self.desc, str):
             raise TypeError(f"desc must be a string, got {self.desc!r}")
         positive_int("max_epochs", self.max_epochs)
+        if self.max_steps is not None:
+            positive_int("max_steps", self.max_steps)
         positive_int("batch_size", self.batch_size)
         if self.steps_per_epoch is not None:
             positive_int("steps_per_epoch", self.steps_per_epoch)
@@ -269,7 +277,24 @@ class _Options:
         if self.progress not in (True, False, "auto"):
             raise ValueError(f"progress must be True, False or 'auto', got {self.progress!r}")
         positive_int("checkpoint_every", self.checkpoint_every)
+        if self.fingerprint is not None:
+            if not isinstance(self.fingerprint, dict) or not all(
+                isinstance(key, str) for key in self.fingerprint
+            ):
+                raise TypeError(
+                    f"fingerprint must be a dict with string keys, got {self.fingerprint!r}"
+                )
+            taken = sorted(set(self.fingerprint) & _LOOP_KEYS)
+            if taken:
+                raise ValueError(f"fingerprint keys {taken} are the loop's own; use other names")
         resolve_device(self.device)
+
+
+#: the loop's own fingerprint entries (a caller's ``fingerprint`` may not reuse these names)
+_LOOP_KEYS = frozenset(
+    {"rows", "batch_size", "lr", "weight_decay", "schedule", "max_epochs", "max_steps",
+     "clip_grad", "seed", "processes", "data", "val_data"}
+)  # fmt: skip
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -338,15 +363,17 @@ class _DivergenceGuard:
         self.consecutive = 0
         self.save()
 
-    def save(self) -> None:
+    def save(self, steps: int = 0) -> None:
         self.state = (
             copy.deepcopy(self.model.state_dict()),
             copy.deepcopy(self.optimizer.state_dict()),
+            None if self.scheduler is None else copy.deepcopy(self.scheduler.state_dict()),
+            steps,
         )
 
-    def success(self) -> None:
+    def success(self, steps: int) -> None:
         self.consecutive = 0
-        self.save()
+        self.save(steps)
 
     def failure(self, epoch: int, history: History) -> None:
         history.restarts += 1
@@ -354,12 +381,18 @@ class _DivergenceGuard:
         lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.model.load_state_dict(self.state[0])
         self.optimizer.load_state_dict(self.state[1])
+        if self.scheduler is not None:  # the retried steps run at the schedule's same place
+            self.scheduler.load_state_dict(self.state[2])
+        history.steps = self.state[3]  # only the steps kept count (``max_steps``)
         if self.consecutive > self.max_retries:
             history.stop_reason = "diverged"
             raise TrainingDiverged(
                 f"the loss or its gradient became non-finite in epoch {epoch} and stayed so "
                 f"after {self.max_retries} retries with a lower learning rate; the last good "
-                "state is loaded. Try a smaller lr, stronger clip_grad, or standardised data."
+                "state is loaded. If the loss is non-finite from the start, look at its inputs "
+                "first (a target log density that is -inf or NaN where the flow puts mass, "
+                "data with inf); otherwise try a smaller lr, stronger clip_grad, or "
+                "standardised data."
             )
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr * self.backoff
@@ -476,6 +509,7 @@ def _train_epoch(
     deadline: float,
     history: History,
     parallel: Parallel | None,
+    step_limit: float = math.inf,
 ) -> _EpochResult:
     result = _EpochResult([])
     for batch in batches:
@@ -495,6 +529,8 @@ def _train_epoch(
             scheduler.step()
         history.steps += 1
         result.losses.append(loss.detach())
+        if history.steps >= step_limit:  # a shorter last epoch: exactly max_steps steps
+            break
         out_of_time = time.perf_counter() > deadline
         if parallel is not None and deadline < math.inf:
             out_of_time = parallel.any(out_of_time)
@@ -543,6 +579,7 @@ def fit(
     *,
     val_fn: Callable[[nn.Module], float] | None = None,
     max_epochs: int = 100,
+    max_steps: int | None = None,
     steps_per_epoch: int | None = None,
     batch_size: int = 256,
     lr: float = 1e-3,
@@ -563,6 +600,7 @@ def fit(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1,
     resume: str | Path | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> History:
     """Train ``model`` in place by minimising ``loss_fn(model, batch)``.
 
@@ -579,6 +617,9 @@ def fit(
             of ``loss_fn`` over them, without gradients and in eval mode.
         val_fn: a validation loss computed by the caller instead (``model -> float``).
         max_epochs: number of passes over ``data``.
+        max_steps: stop after exactly this many optimiser steps in all (the last epoch is
+            cut short; ``stop_reason`` ``"max_steps"``), whichever of it and ``max_epochs``
+            comes first; schedules are computed on the true number of steps. None: no limit.
         steps_per_epoch: steps per epoch when ``data`` is None (required then).
         batch_size: rows per minibatch.
         lr: Adam learning rate.
@@ -612,7 +653,12 @@ def fit(
         resume: continue from this checkpoint (e.g. the same path as ``checkpoint``) if the
             file exists; a seeded run interrupted and resumed ends with bit-identical
             parameters to an uninterrupted one. The settings must match the ones it was
-            written with (a ``ValueError`` names those that differ).
+            written with (a ``ValueError`` names those that differ), and the in-memory
+            ``data`` and ``val_data`` must be the same tensors (a hash of their shapes and
+            bytes is stored in every checkpoint): a checkpoint is never resumed for other data.
+        fingerprint: what else a checkpoint must match to be resumed, as a dict of plain
+            values (e.g. a job's model options or a hash of a model's arguments), stored
+            with the checkpoint and compared like the settings.
 
     Returns:
         The :class:`History`. With a validation loss the best state is loaded at the end, and
@@ -641,7 +687,7 @@ def fit(
         overfit_window=overfit_window, time_budget=time_budget,
         max_retries=max_retries, lr_backoff=lr_backoff, progress=progress, desc=desc,
         callback=callback, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-        resume=resume, seed=seed, device=device,
+        resume=resume, seed=seed, device=device, max_steps=max_steps, fingerprint=fingerprint,
     )  # fmt: skip
     options.check()
     device = resolve_device(device)
@@ -722,6 +768,8 @@ class _Run:
         self.parallel = parallel
         self.optimizer = self._adam(params)
         self.total_steps = steps * o.max_epochs
+        if o.max_steps is not None:
+            self.total_steps = min(self.total_steps, o.max_steps)
         self.scheduler = self._scheduler(self.optimizer)
         self.history = History()
         self.guard = _DivergenceGuard(
@@ -730,7 +778,7 @@ class _Run:
         self.stopping = _EarlyStopping(o.patience, o.min_delta, o.overfit_window)
         self.epoch = 0
         self.elapsed = 0.0  # seconds spent before this process (a resumed run)
-        self.fingerprint = o.fingerprint(rows, seed)
+        self.fingerprint = o.identity(rows, seed)
         self.fingerprint["processes"] = 1 if parallel is None else parallel.world
 
     def _adam(self, params: list[Tensor]) -> torch.optim.Optimizer:
@@ -768,7 +816,9 @@ class _Run:
         another model) leaves the model, the optimiser and the loss as they were."""
         blob = load_checkpoint(path)
         differ = [
-            f"{key} (checkpoint {blob['fingerprint'].get(key)!r}, now {value!r})"
+            f"{key} (written for other {key.replace('_', ' ')})"
+            if key in ("data", "val_data")
+            else f"{key} (checkpoint {blob['fingerprint'].get(key)!r}, now {value!r})"
             for key, value in self.fingerprint.items()
             if blob["fingerprint"].get(key) != value
         ]
@@ -778,7 +828,7 @@ class _Run:
         if problem is not None:
             raise ValueError(f"{path} does not match this model ({problem})")
         history = History(**blob["history"])
-        if history.stop_reason in ("max_epochs", "time_budget"):
+        if history.stop_reason in ("max_epochs", "max_steps", "time_budget"):
             history.stop_reason = ""  # a resumed run may go on, with more epochs or time
         rng = blob["rng"][0 if self.parallel is None else self.parallel.rank]
         # the guard holds a copy of the model and optimiser state from before the restore
@@ -811,7 +861,7 @@ class _Run:
         self.stopping.waited = blob["waited"]
         set_rng_state(rng, self.generator)
         self.epoch, self.elapsed = blob["epoch"], blob["elapsed"]
-        self.guard.save()
+        self.guard.save(history.steps)
 
     def _mismatch(self, blob: dict[str, Any]) -> str | None:
         """Why the checkpoint's optimiser or schedule state would not load into this run, or
@@ -854,6 +904,10 @@ def _loop(
 ) -> History:
     """The epoch loop of :func:`fit`."""
     run = _Run(model, loss_fn, params, o, train.steps, generator, seed, train.rows(), parallel)
+    if o.checkpoint is not None or o.resume is not None:  # hashed only where it is used
+        for key, source in (("data", train), ("val_data", val)):
+            tensors = None if source is None else source.tensors
+            run.fingerprint[key] = None if tensors is None else data_fingerprint(tensors)
     main = parallel is None or parallel.main
     if parallel is not None:
         loss_fn = parallel.wrap(model, loss_fn)
@@ -864,6 +918,7 @@ def _loop(
     deadline = math.inf if o.time_budget is None else start + o.time_budget
     bar = _Progress(o.max_epochs, main and show_progress(o.progress), o.desc)
     validated = o.val_fn is not None or val is not None
+    step_limit = math.inf if o.max_steps is None else o.max_steps
 
     def save(final: bool = False) -> None:
         if o.checkpoint is not None and (final or run.epoch % o.checkpoint_every == 0):
@@ -879,11 +934,11 @@ def _loop(
 
     model.train()
     try:
-        while run.epoch < o.max_epochs and not history.stop_reason:
+        while run.epoch < o.max_epochs and history.steps < step_limit and not history.stop_reason:
             epoch = run.epoch
             result = _train_epoch(
                 model, loss_fn, epoch_batches(), optimizer, run.scheduler, params, o.clip_grad,
-                deadline, history, parallel,
+                deadline, history, parallel, step_limit,
             )  # fmt: skip
             if result.diverged:
                 guard.failure(epoch, history)
@@ -907,7 +962,7 @@ def _loop(
                     stopping.update(model, monitored, epoch, history, keep=True)
             else:
                 stopping.update(model, history.train_loss[-1], epoch, history, keep=False)
-            guard.success()
+            guard.success(history.steps)
             bar.update(history)
             run.epoch = epoch + 1
             stop = o.callback is not None and bool(o.callback(run.epoch, history))
@@ -924,11 +979,13 @@ def _loop(
                 history.val_loss if validated else history.train_loss, history.best_loss
             ):
                 history.stop_reason = "overfitting"
+            elif history.steps >= step_limit:
+                history.stop_reason = "max_steps"
             elif run.epoch == o.max_epochs:
                 history.stop_reason = "max_epochs"
             save(final=bool(history.stop_reason))
         if not history.stop_reason:  # resumed from the checkpoint of a finished run
-            history.stop_reason = "max_epochs"
+            history.stop_reason = "max_steps" if history.steps >= step_limit else "max_epochs"
         if stopping.best_state is not None:
             model.load_state_dict(stopping.best_state)
     finally:

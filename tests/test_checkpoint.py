@@ -393,3 +393,47 @@ def test_a_loss_state_that_does_not_load_undoes_the_whole_restore(tmp_path):
     assert loss.calls == 0
     for key, value in flow.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["one value", "row order", "other rows", "validation rows"],
+)
+def test_a_checkpoint_is_never_resumed_for_other_data(tmp_path, change):
+    x = torch.randn(200, 2)
+    v = torch.randn(50, 2)
+    path = tmp_path / "a.ckpt"
+    kw = dict(max_epochs=2, seed=0, batch_size=64)
+    pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, v, checkpoint=path, **kw)
+    x2, v2 = x.clone(), v.clone()
+    if change == "one value":
+        x2[17, 1] += 1e-3
+    elif change == "row order":
+        x2 = x2.flip(0)
+    elif change == "other rows":
+        x2 = torch.randn(200, 2)
+    else:
+        v2[0, 0] = 5.0
+    flow = pf.maf(2, layers=1, hidden=(8,))
+    before = {k: t.clone() for k, t in flow.state_dict().items()}
+    key = "val_data" if change == "validation rows" else "data"
+    with pytest.raises(ValueError, match=f"{key} \\(written for other"):
+        pf.fit(flow, nll, x2, v2, resume=path, **kw)
+    assert all(torch.equal(t, before[k]) for k, t in flow.state_dict().items())
+    # the same data resume (and the checkpoint of a finished run loads its final state)
+    hist = pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, v, resume=path, **kw)
+    assert hist.stop_reason == "max_epochs" and len(hist.train_loss) == 2
+
+
+def test_a_callers_fingerprint_is_stored_and_compared(tmp_path):
+    path = tmp_path / "a.ckpt"
+    x = torch.randn(100, 2)
+    kw = dict(max_epochs=1, seed=0)
+    pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, checkpoint=path, fingerprint={"m": "a"}, **kw)
+    with pytest.raises(ValueError, match="m \\(checkpoint 'a', now 'b'\\)"):
+        pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, resume=path, fingerprint={"m": "b"}, **kw)
+    pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, resume=path, fingerprint={"m": "a"}, **kw)
+    with pytest.raises(ValueError, match="the loop's own"):
+        pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, fingerprint={"data": 1}, **kw)
+    with pytest.raises(TypeError, match="fingerprint"):
+        pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, fingerprint=[1], **kw)

@@ -339,3 +339,46 @@ def test_check_options_names_an_unknown_option_and_accepts_good_ones():
     good = dict(lr=3e-3, batch_size=64, max_epochs=5, schedule="warmup_cosine", seed=0,
                 patience=None, clip_grad=None, checkpoint="run.ckpt", device="cpu")  # fmt: skip
     assert check_options(**good) is None
+
+
+@pytest.mark.parametrize("steps", [1, 7, 50, 151, 250])
+@pytest.mark.parametrize("with_data", [True, False], ids=["data", "data-free"])
+def test_max_steps_runs_exactly_that_many_steps(steps, with_data):
+    flow = pf.maf(2, layers=1, hidden=H)
+    calls = {"n": 0}
+
+    def counted(model, batch):
+        calls["n"] += 1
+        if batch:
+            return nll(model, batch)
+        return -model.log_prob(model.sample((8,))).mean()
+
+    data = torch.randn(640, 2) if with_data else None  # 10 batches of 64 an epoch
+    hist = fit(
+        flow, counted, data, max_epochs=10_000, max_steps=steps, batch_size=64,
+        steps_per_epoch=None if with_data else 100, schedule="cosine", lr=1e-3, seed=0,
+    )  # fmt: skip
+    assert hist.steps == steps == calls["n"]
+    assert hist.stop_reason == "max_steps"
+    # the cosine schedule ends at its minimum exactly at the last step
+    assert hist.lr[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_max_steps_or_max_epochs_whichever_first():
+    hist = fit(pf.maf(2, layers=1, hidden=H), nll, torch.randn(128, 2), max_epochs=2,
+               max_steps=100, batch_size=64, seed=0)  # fmt: skip
+    assert hist.steps == 4 and hist.stop_reason == "max_epochs"
+
+
+def test_a_retried_epoch_does_not_count_its_lost_steps():
+    flow = pf.maf(2, layers=1, hidden=H)
+    calls = {"n": 0}
+
+    def flaky(model, batch):
+        calls["n"] += 1
+        loss = nll(model, batch)
+        return loss * math.nan if calls["n"] == 6 else loss
+
+    hist = fit(flow, flaky, torch.randn(64, 2), max_epochs=100, max_steps=10, batch_size=16,
+               seed=0)  # fmt: skip
+    assert hist.restarts == 1 and hist.steps == 10
