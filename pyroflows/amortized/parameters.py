@@ -101,17 +101,21 @@ def decode_constraint(spec: Mapping[str, Any]) -> constraints.Constraint:
 
 
 #: supports that are one of the bounded kinds: compared as such (a Beta's ``unit_interval`` is
-#: the same support as a Uniform(0, 1)'s ``interval(0, 1)``)
+#: the same support as a Uniform(0, 1)'s ``interval(0, 1)``; a Gamma's ``nonnegative`` that of
+#: a LogNormal's ``positive``: whether the bound belongs to the set does not change the map to
+#: the unconstrained space)
 _AS_BOUNDS = {
     "unit_interval": {"kind": "interval", "lower": 0.0, "upper": 1.0},
     "positive": {"kind": "greater_than", "lower": 0.0},
-    "nonnegative": {"kind": "greater_than_eq", "lower": 0.0},
+    "nonnegative": {"kind": "greater_than", "lower": 0.0},
 }
+_SAME_MAP = {"greater_than_eq": "greater_than", "half_open_interval": "interval"}
 
 
 def _canonical(spec: Mapping[str, Any]) -> Any:
     """An encoded support as comparable plain data (bounds as lists of floats)."""
     spec = _AS_BOUNDS.get(spec.get("kind"), spec)
+    spec = {**spec, "kind": _SAME_MAP.get(spec.get("kind"), spec.get("kind"))}
     out = {}
     for key, value in spec.items():
         if isinstance(value, Mapping):

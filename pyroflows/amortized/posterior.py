@@ -97,7 +97,7 @@ SECOND_PHASE_EPOCHS = 100
 RECIPES = ("two_phase", "one_phase")
 #: the options the two-phase recipe sets itself: given to ``fit`` they need
 #: ``recipe="one_phase"`` (they used to switch to one phase silently)
-_RECIPE_OPTIONS = ("lr", "schedule", "patience", "max_epochs")
+_RECIPE_OPTIONS = ("lr", "schedule", "patience", "max_epochs", "max_steps")
 #: a two-phase fit's ``checkpoint`` / ``resume`` path gets one file per phase, named after it
 #: (``run.ckpt`` -> ``run.phase1.ckpt``, ``run.phase2.ckpt``; with ``flow="auto"``
 #: ``run.nsf.phase1.ckpt``, ...)
@@ -400,6 +400,13 @@ class AmortizedPosterior:
             raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
         if flow != "auto" and flow not in FAMILIES:
             raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {flow!r}")
+        if model is None and (tuple(model_args) or model_kwargs):
+            raise ValueError("model_args / model_kwargs are arguments of a Pyro model: pass model=")
+        if model is not None and param_name != "theta":
+            raise ValueError(
+                f"param_name={param_name!r} names the parameter of a prior or of plain tensors; "
+                "a Pyro model's parameters keep their site names"
+            )
         self.observed = str(observed)
         self.sizes: tuple[int, ...] | None = None
         self.size_arg: str | None = None
@@ -820,12 +827,37 @@ class AmortizedPosterior:
             online = {**TRAIN_DEFAULTS, "patience": None, **train_options}
             # the loop simulates too: a simulator drawing from NumPy or Python's random (which
             # the loop does not seed) is seeded here, and those states are restored after it
-            with _seeded(seed, _ONLINE_SEED_OFFSET):
+            with _seeded(seed, _ONLINE_SEED_OFFSET), self._all_or_nothing():
                 return self._fit_online(steps, num_validation, steps_per_epoch, online)
         if num_simulations is not None:
             _positive_int("num_simulations", num_simulations)
         elif theta is None or x is None:
             raise ValueError("fit(theta, x) needs both theta and x")
+        with self._all_or_nothing():
+            return self._fit_offline(theta, x, num_simulations, seed, validation_fraction,
+                                     options, two_phases)  # fmt: skip
+
+    @contextmanager
+    def _all_or_nothing(self) -> Iterator[None]:
+        """A fit that raises (a simulator's or summary network's bad output, a checkpoint of
+        other simulations given to ``resume``, an interrupt) leaves the posterior as it was:
+        its attributes and its networks' parameters (the last checkpoint keeps the work)."""
+        saved = dict(vars(self))
+        state = None
+        if self.estimator is not None:
+            state = {k: v.detach().clone() for k, v in self.estimator.state_dict().items()}
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(saved)
+            if state is not None:
+                self.estimator.load_state_dict(state)
+            raise
+
+    def _fit_offline(self, theta: Any, x: Any, num_simulations: int | None, seed: Any,
+                     validation_fraction: float, options: dict, two_phases: bool
+                     ) -> AmortizedPosterior:  # fmt: skip
         with _seeded(seed):
             if num_simulations is not None:
                 theta, x = self._simulate_many(num_simulations)
@@ -1032,6 +1064,7 @@ class AmortizedPosterior:
             if batch:  # the fixed validation set
                 return nll(model, batch)
             theta, x = self.simulate(batch_size)
+            self._check_x(x, "the simulator's x", values=False)  # never reinterpreted
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 theta, x, n_bad = drop_invalid(theta, x, self._nan_padding)
@@ -1301,7 +1334,7 @@ class AmortizedPosterior:
         post = cls(
             model, c["observed"], prior=prior, simulator=simulator, summary=summary,
             flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
-            model_kwargs=model_kwargs, param_name=c["param_name"],
+            model_kwargs=model_kwargs, param_name="theta" if model is not None else c["param_name"],
             sizes=c["sizes"] if sized and model is not None else None,
             size_arg=c.get("size_arg") if sized and model is not None else None,
         )  # fmt: skip
