@@ -1444,7 +1444,8 @@ def _saved_space(
                     f"model's {describe_constraint(model_spec)}"
                 )
             unchecked.append(name)
-            supports.append(support_of[name])
+            known = spec is not None and spec.get("kind") != "unknown"
+            supports.append(decode_constraint(spec) if known else support_of[name])
         else:  # the support trained on (the same set, perhaps spelt otherwise by the model)
             supports.append(decode_constraint(spec))
     if unchecked:
