@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 SMOKE_ENV := PYROFLOWS_SMOKE=1 MPLBACKEND=Agg
 
-.PHONY: install test test-unit test-notebooks lint format demo bench notebooks clean
+.PHONY: install test test-unit test-notebooks lint format demo bench notebooks docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ demo: install
 bench: install
 	$(PY) benchmarks/speed.py
 
+# The documentation site (MkDocs + Material) into site/; warnings are errors. The notebooks are
+# rendered with their stored outputs, not executed.
+docs: install
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=$(CURDIR) $(PY) -m mkdocs build --strict
+
 # Re-execute every notebook in full mode and store the outputs in place.
 notebooks: install
 	for nb in notebooks/*.ipynb; do \
@@ -48,4 +53,4 @@ notebooks: install
 			--ExecutePreprocessor.timeout=3600 $$nb || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build site *.egg-info

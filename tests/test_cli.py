@@ -177,12 +177,12 @@ def test_every_fit_option_is_tested():
 
 @pytest.mark.parametrize("every, writes", [(1, 3), (2, 2)])
 def test_checkpoint_every_sets_the_period(data_csv, tmp_path, monkeypatch, every, writes):
-    import pyroflows.train
+    import pyroflows.train.loop
 
     saved = []
-    real = pyroflows.train.atomic_save
+    real = pyroflows.train.loop.atomic_save
     monkeypatch.setattr(
-        pyroflows.train, "atomic_save", lambda obj, path: saved.append(path) or real(obj, path)
+        pyroflows.train.loop, "atomic_save", lambda obj, path: saved.append(path) or real(obj, path)
     )
     ckpt = tmp_path / "run.ckpt"
     argv = ["--flow", "maf", "--epochs", "3", "--checkpoint", str(ckpt)]

@@ -382,3 +382,28 @@ def test_a_retried_epoch_does_not_count_its_lost_steps():
     hist = fit(flow, flaky, torch.randn(64, 2), max_epochs=100, max_steps=10, batch_size=16,
                seed=0)  # fmt: skip
     assert hist.restarts == 1 and hist.steps == 10
+
+
+def test_simulations_are_a_data_source_of_the_loop(tmp_path):
+    from pyroflows.train.sources import Simulations
+
+    def draw():
+        return (3.0 + 0.5 * torch.randn(128, 1),)
+
+    def run(**kw):
+        torch.manual_seed(1)
+        flow = pf.maf(1, layers=1, hidden=H)
+        source = Simulations(draw, steps=20)
+        return flow, fit(flow, nll, source, max_epochs=1000, max_steps=300, lr=1e-2, seed=0, **kw)
+
+    flow, hist = run()
+    assert hist.steps == 300 and hist.stop_reason == "max_steps"
+    x = flow.sample((20_000,))
+    assert float(x.mean()) == pytest.approx(3.0, abs=0.05)
+    assert float(x.std()) == pytest.approx(0.5, abs=0.05)
+    again, _ = run()  # seeded: the same simulations, the same network
+    assert all(
+        torch.equal(a, b) for a, b in zip(flow.parameters(), again.parameters(), strict=True)
+    )
+    with pytest.raises(RuntimeError, match="no usable rows"):
+        fit(pf.maf(1, layers=1, hidden=H), nll, Simulations(lambda: (torch.zeros(0, 1),), 2))

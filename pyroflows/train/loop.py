@@ -7,29 +7,27 @@ with Adam, an optional schedule, gradient clipping, a validation loss, early sto
 restores the best state, a time budget, and a guard against divergence: a non-finite loss or
 gradient restores the last good state, lowers the learning rate and retries the epoch, and
 gives up with :class:`TrainingDiverged` after ``max_retries`` consecutive failures, leaving
-the last good state loaded. The parts below (batches, schedule, guard, early stopping,
-progress) each do one thing; :func:`fit` wires them together.
+the last good state loaded. The parts it wires together live beside it: data sources
+(``sources``), settings and schedules (``options``), history, guard, early stopping and
+progress (``control``), checkpoints (``checkpoint``) and processes (``distributed``).
 """
 
 from __future__ import annotations
 
-import copy
 import difflib
 import inspect
 import math
-import numbers
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pyroflows.checkpoint import (
+from pyroflows.train.checkpoint import (
     FORMAT,
     VERSION,
     atomic_save,
@@ -38,447 +36,22 @@ from pyroflows.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from pyroflows.distributed import Parallel
-from pyroflows.distributed import setup as setup_parallel
+from pyroflows.train.control import (
+    History,
+    TrainingDiverged,
+    _DivergenceGuard,
+    _EarlyStopping,
+    _Progress,
+    show_progress,
+)
+from pyroflows.train.distributed import Parallel
+from pyroflows.train.distributed import setup as setup_parallel
+from pyroflows.train.options import SCHEDULES, _Options, resolve_device
+from pyroflows.train.sources import Batch, _Source
 
-Batch = tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], Tensor]
 
 __all__ = ["History", "TrainingDiverged", "check_options", "fit"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or its gradient stayed non-finite after every retry."""
-
-
-@dataclass
-class History:
-    """What happened during :func:`fit`: one entry per epoch."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    time: list[float] = field(default_factory=list)
-    best_epoch: int = -1
-    best_loss: float = math.inf
-    stop_reason: str = ""
-    restarts: int = 0
-    steps: int = 0
-
-    def as_dict(self) -> dict:
-        """Plain Python types only (so it can be saved with ``torch.save`` and loaded with
-        ``weights_only=True``)."""
-        return dict(self.__dict__)
-
-
-# -- data ---------------------------------------------------------------------------------------
-def _as_batch(data: Tensor | Sequence[Tensor] | None, name: str) -> Batch | None:
-    if data is None:
-        return None
-    batch = (data,) if isinstance(data, Tensor) else tuple(data)
-    if not batch or any(not isinstance(t, Tensor) for t in batch):
-        raise TypeError(
-            f"{name} must be a tensor, a sequence of tensors, or a torch DataLoader / "
-            "IterableDataset"
-        )
-    n = len(batch[0])
-    if n == 0:
-        raise ValueError(f"{name} is empty")
-    if any(len(t) != n for t in batch):
-        raise ValueError(
-            f"all {name} tensors need the same number of rows, got {[len(t) for t in batch]}"
-        )
-    return batch
-
-
-def _minibatches(
-    data: Batch, batch_size: int, generator: torch.Generator | None, shuffle: bool
-) -> Iterator[Batch]:
-    n = len(data[0])
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    order = order.to(data[0].device)
-    for start in range(0, n, batch_size):
-        index = order[start : start + batch_size]
-        yield tuple(t[index] for t in data)
-
-
-def _tuple(batch: Any) -> Batch:
-    if isinstance(batch, Tensor):
-        return (batch,)
-    if isinstance(batch, (tuple, list)) and all(isinstance(t, Tensor) for t in batch):
-        return tuple(batch)
-    raise TypeError(f"a DataLoader batch must be a tensor or a tuple of tensors, got {batch!r}")
-
-
-class _Source:
-    """What one epoch iterates: minibatches of in-memory tensors, the batches of a torch
-    ``DataLoader`` / ``IterableDataset`` (data larger than memory), or ``steps`` empty
-    batches for losses that draw their own samples."""
-
-    def __init__(
-        self,
-        data: Any,
-        name: str,
-        batch_size: int,
-        steps: int | None,
-        device: torch.device | None,
-    ):
-        self.batch_size, self.device = batch_size, device
-        self.tensors: Batch | None = None
-        self.loader: Any = None
-        if isinstance(data, torch.utils.data.IterableDataset):
-            data = torch.utils.data.DataLoader(data, batch_size=None)
-        if isinstance(data, torch.utils.data.DataLoader):
-            self.loader = data
-        elif data is not None:
-            self.tensors = _as_batch(data, name)
-            if device is not None:
-                self.tensors = tuple(t.to(device) for t in self.tensors)
-        if self.tensors is not None:
-            self.steps = math.ceil(len(self.tensors[0]) / batch_size)
-        elif self.loader is not None:
-            try:
-                self.steps = len(self.loader)
-            except TypeError:  # an iterable dataset of unknown length
-                self.steps = steps
-        else:
-            self.steps = steps
-
-    @property
-    def empty(self) -> bool:
-        return self.tensors is None and self.loader is None
-
-    def rows(self) -> int | None:
-        return None if self.tensors is None else len(self.tensors[0])
-
-    def batches(self, generator: torch.Generator | None, shuffle: bool) -> Iterator[Batch]:
-        if self.tensors is not None:
-            size = self.batch_size if shuffle else max(self.batch_size, 1024)
-            yield from _minibatches(self.tensors, size, generator, shuffle)
-        elif self.loader is not None:
-            for batch in self.loader:
-                batch = _tuple(batch)
-                yield batch if self.device is None else tuple(t.to(self.device) for t in batch)
-        else:
-            for _ in range(self.steps):
-                yield ()
-
-
-# -- options ------------------------------------------------------------------------------------
-@dataclass
-class _Options:
-    """The loop's settings (the keyword arguments of :func:`fit`), checked once by
-    :meth:`check`, the one validation that :func:`fit` and :func:`check_options` share."""
-
-    val_fn: Callable[[nn.Module], float] | None
-    max_epochs: int
-    max_steps: int | None
-    steps_per_epoch: int | None
-    batch_size: int
-    lr: float
-    weight_decay: float
-    schedule: str | None
-    clip_grad: float | None
-    patience: int | None
-    min_delta: float
-    overfit_window: int | None
-    time_budget: float | None
-    max_retries: int
-    lr_backoff: float
-    progress: bool | str
-    desc: str
-    callback: Callable[[int, History], bool | None] | None
-    checkpoint: str | Path | None
-    checkpoint_every: int
-    resume: str | Path | None
-    seed: int | None
-    device: str | torch.device | None
-    fingerprint: dict[str, Any] | None
-
-    def identity(self, rows: int | None, seed: int | None) -> dict[str, Any]:
-        """The settings a resumed run must share with the run that wrote the checkpoint
-        (the caller's own ``fingerprint`` entries included)."""
-        return {
-            "rows": rows,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "weight_decay": self.weight_decay,
-            "schedule": self.schedule,
-            "max_epochs": self.max_epochs if self.schedule else None,
-            "max_steps": self.max_steps if self.schedule else None,
-            "clip_grad": self.clip_grad,
-            "seed": seed,
-            **(self.fingerprint or {}),
-        }
-
-    def check(self) -> None:
-        """Raise a ``ValueError`` naming the first option out of range, or a ``TypeError``
-        naming the first one of the wrong kind (e.g. a string for ``lr``)."""
-
-        def positive_int(name: str, value: Any) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-        for name in ("lr", "weight_decay", "min_delta", "lr_backoff", "clip_grad", "time_budget"):
-            value = getattr(self, name)
-            if value is None and name in ("clip_grad", "time_budget"):
-                continue
-            real = isinstance(value, numbers.Real) or (isinstance(value, Tensor) and not value.ndim)
-            if isinstance(value, bool) or not real:
-                raise TypeError(f"{name} must be a number, got {value!r}")
-        for name in ("val_fn", "callback"):
-            value = getattr(self, name)
-            if value is not None and not callable(value):
-                raise TypeError(f"{name} must be callable or None, got {value!r}")
-        for name in ("checkpoint", "resume"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, (str, os.PathLike)):
-                raise TypeError(
-                    f"{name} must be a path (str or os.PathLike) or None, got {value!r}"
-                )
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
-        ):
-            raise TypeError(f"seed must be an integer or None, got {self.seed!r}")
-        if not isinstance(self.desc, str):
-            raise TypeError(f"desc must be a string, got {self.desc!r}")
-        positive_int("max_epochs", self.max_epochs)
-        if self.max_steps is not None:
-            positive_int("max_steps", self.max_steps)
-        positive_int("batch_size", self.batch_size)
-        if self.steps_per_epoch is not None:
-            positive_int("steps_per_epoch", self.steps_per_epoch)
-        if self.patience is not None:
-            positive_int("patience", self.patience)
-        if self.overfit_window is not None:
-            positive_int("overfit_window", self.overfit_window)
-            if self.overfit_window < 2:
-                raise ValueError(f"overfit_window must be at least 2, got {self.overfit_window}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
-            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if self.clip_grad is not None and not self.clip_grad > 0:
-            raise ValueError(f"clip_grad must be positive or None, got {self.clip_grad!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not self.min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0, got {self.min_delta!r}")
-        if not 0 < self.lr_backoff < 1:
-            raise ValueError(f"lr_backoff must lie in (0, 1), got {self.lr_backoff!r}")
-        if self.time_budget is not None and not self.time_budget >= 0:
-            raise ValueError(f"time_budget must be >= 0 or None, got {self.time_budget!r}")
-        if not (self.schedule is None or isinstance(self.schedule, str)) or (
-            self.schedule not in SCHEDULES
-        ):
-            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
-        if self.progress not in (True, False, "auto"):
-            raise ValueError(f"progress must be True, False or 'auto', got {self.progress!r}")
-        positive_int("checkpoint_every", self.checkpoint_every)
-        if self.fingerprint is not None:
-            if not isinstance(self.fingerprint, dict) or not all(
-                isinstance(key, str) for key in self.fingerprint
-            ):
-                raise TypeError(
-                    f"fingerprint must be a dict with string keys, got {self.fingerprint!r}"
-                )
-            taken = sorted(set(self.fingerprint) & _LOOP_KEYS)
-            if taken:
-                raise ValueError(f"fingerprint keys {taken} are the loop's own; use other names")
-        resolve_device(self.device)
-
-
-#: the loop's own fingerprint entries (a caller's ``fingerprint`` may not reuse these names)
-_LOOP_KEYS = frozenset(
-    {"rows", "batch_size", "lr", "weight_decay", "schedule", "max_epochs", "max_steps",
-     "clip_grad", "seed", "processes", "data", "val_data"}
-)  # fmt: skip
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device | None:
-    """The device, or a ``ValueError`` if it cannot be used here (e.g. CUDA without a GPU)."""
-    if device is None:
-        return None
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a valid torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {str(device)!r} was requested but MPS is not available here")
-    return device
-
-
-# -- learning-rate schedule ---------------------------------------------------------------------
-def _cosine(optimizer: torch.optim.Optimizer, total_steps: int):
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))
-
-
-def _warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int):
-    warmup = max(1, min(total_steps // 20, 500))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _warmup(optimizer: torch.optim.Optimizer, total_steps: int):
-    warmup = max(1, min(100, total_steps // 10))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-
-
-#: name -> factory(optimizer, total_steps) of a per-step scheduler
-SCHEDULES: dict[str | None, Callable | None] = {
-    None: None,
-    "constant": None,
-    "warmup": _warmup,
-    "cosine": _cosine,
-    "warmup_cosine": _warmup_cosine,
-}
-
-
-# -- divergence guard ---------------------------------------------------------------------------
-class _DivergenceGuard:
-    """Keeps the last good model and optimiser state; on a failure restores it and lowers the
-    learning rate, and raises :class:`TrainingDiverged` after ``max_retries`` consecutive
-    failures (a successful epoch resets the count)."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        max_retries: int,
-        backoff: float,
-    ):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.max_retries, self.backoff = max_retries, backoff
-        self.consecutive = 0
-        self.save()
-
-    def save(self, steps: int = 0) -> None:
-        self.state = (
-            copy.deepcopy(self.model.state_dict()),
-            copy.deepcopy(self.optimizer.state_dict()),
-            None if self.scheduler is None else copy.deepcopy(self.scheduler.state_dict()),
-            steps,
-        )
-
-    def success(self, steps: int) -> None:
-        self.consecutive = 0
-        self.save(steps)
-
-    def failure(self, epoch: int, history: History) -> None:
-        history.restarts += 1
-        self.consecutive += 1
-        lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.model.load_state_dict(self.state[0])
-        self.optimizer.load_state_dict(self.state[1])
-        if self.scheduler is not None:  # the retried steps run at the schedule's same place
-            self.scheduler.load_state_dict(self.state[2])
-        history.steps = self.state[3]  # only the steps kept count (``max_steps``)
-        if self.consecutive > self.max_retries:
-            history.stop_reason = "diverged"
-            raise TrainingDiverged(
-                f"the loss or its gradient became non-finite in epoch {epoch} and stayed so "
-                f"after {self.max_retries} retries with a lower learning rate; the last good "
-                "state is loaded. If the loss is non-finite from the start, look at its inputs "
-                "first (a target log density that is -inf or NaN where the flow puts mass, "
-                "data with inf); otherwise try a smaller lr, stronger clip_grad, or "
-                "standardised data."
-            )
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            group["lr"] = lr * self.backoff
-        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
-            # schedules that recompute the lr from their base lrs must see the back-off too
-            self.scheduler.base_lrs = [lr * self.backoff for lr in self.scheduler.base_lrs]
-
-
-# -- early stopping -----------------------------------------------------------------------------
-class _EarlyStopping:
-    """Tracks the best monitored loss and its model state, and says when to stop."""
-
-    def __init__(self, patience: int | None, min_delta: float, overfit_window: int | None = None):
-        self.patience, self.min_delta = patience, min_delta
-        self.overfit_window = overfit_window
-        self.best_state: dict[str, Tensor] | None = None
-        self.waited = 0
-
-    def update(self, model: nn.Module, loss: float, epoch: int, history: History, keep: bool):
-        """Record an epoch's monitored loss; ``keep`` stores the state when it is the best."""
-        if loss < history.best_loss - self.min_delta:
-            history.best_loss, history.best_epoch = loss, epoch
-            self.waited = 0
-            if keep:
-                self.best_state = copy.deepcopy(model.state_dict())
-        else:
-            self.waited += 1
-
-    @property
-    def stop(self) -> bool:
-        return self.patience is not None and self.waited >= self.patience
-
-    def overfitting(self, monitored: Sequence[float], best: float) -> bool:
-        """Whether each of the last ``overfit_window`` monitored losses lies above ``best`` by
-        more than twice the median absolute change between consecutive ones among them: the
-        loss has moved away from its best for that long, by more than it wanders (a rising
-        validation loss: overfitting), rather than drifting around it on a plateau. Only with
-        a patience (no early stopping of any kind without one)."""
-        window = self.overfit_window
-        if self.patience is None or window is None or len(monitored) < window:
-            return False
-        recent = torch.tensor(monitored[-window:], dtype=torch.float64)
-        if not bool(torch.isfinite(recent).all()) or not math.isfinite(best):
-            return False
-        wander = recent.diff().abs().median()
-        return bool(recent.min() > best + 2.0 * wander)
-
-
-# -- progress -----------------------------------------------------------------------------------
-def _in_notebook() -> bool:
-    shell = sys.modules.get("IPython")
-    if shell is None:
-        return False
-    ip = shell.get_ipython() if hasattr(shell, "get_ipython") else None
-    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
-
-
-def show_progress(progress: bool | str) -> bool:
-    """Whether to draw a progress bar: ``"auto"`` means in notebooks and interactive
-    terminals, never in CI (``CI`` set), with ``PYROFLOWS_PROGRESS=0``, or when standard
-    error is not a terminal."""
-    if progress != "auto":
-        return bool(progress)
-    if os.environ.get("CI") or os.environ.get("PYROFLOWS_PROGRESS") == "0":
-        return False
-    return _in_notebook() or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
-
-
-class _Progress:
-    def __init__(self, total: int, enabled: bool, desc: str):
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, leave=False)
-
-    def update(self, history: History) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(
-                train=f"{history.train_loss[-1]:.4g}", val=f"{history.val_loss[-1]:.4g}"
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # -- one epoch ----------------------------------------------------------------------------------
@@ -762,12 +335,12 @@ class _Run:
     """The mutable state of one run of the loop: what a checkpoint holds."""
 
     def __init__(
-        self, model, loss_fn, params, o: _Options, steps: int, generator, seed, rows, parallel
+        self, model, loss_fn, params, o: _Options, train: _Source, val, generator, seed, parallel
     ):
         self.model, self.loss_fn, self.o, self.generator = model, loss_fn, o, generator
         self.parallel = parallel
         self.optimizer = self._adam(params)
-        self.total_steps = steps * o.max_epochs
+        self.total_steps = train.steps * o.max_epochs
         if o.max_steps is not None:
             self.total_steps = min(self.total_steps, o.max_steps)
         self.scheduler = self._scheduler(self.optimizer)
@@ -778,8 +351,12 @@ class _Run:
         self.stopping = _EarlyStopping(o.patience, o.min_delta, o.overfit_window)
         self.epoch = 0
         self.elapsed = 0.0  # seconds spent before this process (a resumed run)
-        self.fingerprint = o.identity(rows, seed)
+        self.fingerprint = o.identity(train.rows(), seed)
         self.fingerprint["processes"] = 1 if parallel is None else parallel.world
+        if o.checkpoint is not None or o.resume is not None:  # hashed only where it is used
+            for key, source in (("data", train), ("val_data", val)):
+                tensors = None if source is None else source.tensors
+                self.fingerprint[key] = None if tensors is None else data_fingerprint(tensors)
 
     def _adam(self, params: list[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self.o.lr, weight_decay=self.o.weight_decay)
@@ -903,11 +480,7 @@ def _loop(
     parallel: Parallel | None,
 ) -> History:
     """The epoch loop of :func:`fit`."""
-    run = _Run(model, loss_fn, params, o, train.steps, generator, seed, train.rows(), parallel)
-    if o.checkpoint is not None or o.resume is not None:  # hashed only where it is used
-        for key, source in (("data", train), ("val_data", val)):
-            tensors = None if source is None else source.tensors
-            run.fingerprint[key] = None if tensors is None else data_fingerprint(tensors)
+    run = _Run(model, loss_fn, params, o, train, val, generator, seed, parallel)
     main = parallel is None or parallel.main
     if parallel is not None:
         loss_fn = parallel.wrap(model, loss_fn)
@@ -943,15 +516,7 @@ def _loop(
             if result.diverged:
                 guard.failure(epoch, history)
                 continue  # retry the epoch from the last good state
-            if o.val_fn is not None:
-                val_loss = float(o.val_fn(model))
-            elif val is not None and not result.out_of_time:
-                val_loss = _validate(model, run.loss_fn, val, deadline, parallel)
-            else:
-                val_loss = None
-            train_loss = torch.stack(result.losses).mean().item() if result.losses else math.nan
-            if parallel is not None:  # the mean over processes, the same number everywhere
-                train_loss = parallel.sum(train_loss)[0] / parallel.world
+            train_loss, val_loss = _epoch_losses(model, run, o, result, val, deadline, parallel)
             history.train_loss.append(train_loss)
             history.val_loss.append(math.nan if val_loss is None else val_loss)
             history.lr.append(optimizer.param_groups[0]["lr"])
@@ -965,24 +530,9 @@ def _loop(
             guard.success(history.steps)
             bar.update(history)
             run.epoch = epoch + 1
-            stop = o.callback is not None and bool(o.callback(run.epoch, history))
-            late = result.out_of_time or time.perf_counter() > deadline
-            if parallel is not None:
-                stop, late = parallel.any(stop), parallel.any(late)
-            if stop:
-                history.stop_reason = "callback"
-            elif late:
-                history.stop_reason = "time_budget"
-            elif stopping.stop:
-                history.stop_reason = "early_stopping"
-            elif stopping.overfitting(
-                history.val_loss if validated else history.train_loss, history.best_loss
-            ):
-                history.stop_reason = "overfitting"
-            elif history.steps >= step_limit:
-                history.stop_reason = "max_steps"
-            elif run.epoch == o.max_epochs:
-                history.stop_reason = "max_epochs"
+            history.stop_reason = _stop_reason(
+                run, o, result.out_of_time, deadline, validated, step_limit, parallel
+            )
             save(final=bool(history.stop_reason))
         if not history.stop_reason:  # resumed from the checkpoint of a finished run
             history.stop_reason = "max_steps" if history.steps >= step_limit else "max_epochs"
@@ -992,3 +542,58 @@ def _loop(
         bar.close()
         model.eval()
     return history
+
+
+def _epoch_losses(
+    model: nn.Module,
+    run: _Run,
+    o: _Options,
+    result: _EpochResult,
+    val: _Source | None,
+    deadline: float,
+    parallel: Parallel | None,
+) -> tuple[float, float | None]:
+    """The epoch's mean training loss (over all processes) and its validation loss (None
+    when there is none, or the time budget cut it short)."""
+    if o.val_fn is not None:
+        val_loss = float(o.val_fn(model))
+    elif val is not None and not result.out_of_time:
+        val_loss = _validate(model, run.loss_fn, val, deadline, parallel)
+    else:
+        val_loss = None
+    train_loss = torch.stack(result.losses).mean().item() if result.losses else math.nan
+    if parallel is not None:  # the mean over processes, the same number everywhere
+        train_loss = parallel.sum(train_loss)[0] / parallel.world
+    return train_loss, val_loss
+
+
+def _stop_reason(
+    run: _Run,
+    o: _Options,
+    out_of_time: bool,
+    deadline: float,
+    validated: bool,
+    step_limit: float,
+    parallel: Parallel | None,
+) -> str:
+    """Why the loop stops after this epoch, or ``""`` to go on (the callback runs here)."""
+    history, stopping = run.history, run.stopping
+    stop = o.callback is not None and bool(o.callback(run.epoch, history))
+    late = out_of_time or time.perf_counter() > deadline
+    if parallel is not None:  # every process takes the same decision
+        stop, late = parallel.any(stop), parallel.any(late)
+    if stop:
+        return "callback"
+    if late:
+        return "time_budget"
+    if stopping.stop:
+        return "early_stopping"
+    if stopping.overfitting(
+        history.val_loss if validated else history.train_loss, history.best_loss
+    ):
+        return "overfitting"
+    if history.steps >= step_limit:
+        return "max_steps"
+    if run.epoch == o.max_epochs:
+        return "max_epochs"
+    return ""
