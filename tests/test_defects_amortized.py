@@ -265,7 +265,7 @@ def test_an_interrupted_two_phase_fit_resumes_bit_identically(tmp_path):
     [
         (dict(lr=1e-3), r"lr=0.001: the default two-phase recipe sets lr itself .* pass "
                         r"recipe='one_phase' to train in one phase with lr=0.001"),
-        (dict(max_epochs=5, patience=3), r"patience=3, max_epochs=5: .*recipe='one_phase'"),
+        (dict(max_epochs=5, patience=3), r"^patience=3: .*recipe='one_phase'"),
         (dict(schedule="constant"), r"schedule='constant': .*recipe='one_phase'"),
         (dict(recipe="two_phase", validation_fraction=0.0), "needs a validation split"),
         (dict(recipe="three_phase"), r"recipe must be one of \['two_phase', 'one_phase'\]"),
@@ -308,14 +308,19 @@ def test_property_an_option_is_honoured_or_refused(name, online):
     value = {"lr": 1e-3, "schedule": "constant", "patience": 3, "max_epochs": 2, "max_steps": 4}
     post = AmortizedPosterior(beta_gamma, "x", flow="nsf", flow_kwargs=SMALL)
     mode = dict(simulate_online=True, steps=4) if online else dict(num_simulations=50)
-    refused = not online or name in ("max_epochs", "max_steps")
+    refused = name == "max_steps" or (online == (name == "max_epochs"))
     if refused:
         with pytest.raises(ValueError, match=name):
             post.fit(**mode, progress=False, **{name: value[name]})
         assert post.estimator is None
     else:  # an online fit is one phase: the option is the loop's
-        options = dict(**mode, progress=False, num_validation=20, batch_size=20, seed=0)
+        options = dict(**mode, progress=False, batch_size=20, seed=0)
+        if online:
+            options["num_validation"] = 20
         post.fit(**options, **{name: value[name]})
+        if name == "max_epochs":  # a two-phase fit: both phases together (at most 2 epochs)
+            assert len(post.history.train_loss) == 2
+            return
         assert post.history.steps == 4
         if name == "lr":  # another rate, other networks (same seed, same simulations)
             default = AmortizedPosterior(beta_gamma, "x", flow="nsf", flow_kwargs=SMALL)
@@ -325,6 +330,22 @@ def test_property_an_option_is_honoured_or_refused(name, online):
             )
         if name == "schedule":  # constant: the cosine would have ended at 0
             assert post.history.lr == [pytest.approx(5e-4)]
+
+
+def test_max_epochs_caps_both_phases_of_the_two_phase_recipe():
+    """Before: max_epochs switched to one phase (lr 5e-4, cosine over max_epochs)."""
+    options = dict(num_simulations=300, progress=False, seed=3)
+    reference = small_post().fit(**options).history
+    fast = sum(1 for lr in reference.lr if lr == 2e-3)  # the first phase's constant rate
+    assert reference.lr[:fast] == [2e-3] * fast and reference.lr[fast] < 5e-4
+    short = small_post().fit(**options, max_epochs=fast + 5).history
+    assert len(short.train_loss) == fast + 5
+    assert short.train_loss[:fast] == reference.train_loss[:fast]
+    assert short.lr[fast:] == pytest.approx(
+        [2.5e-4 * (1 + math.cos(math.pi * k / 5)) for k in range(1, 6)], abs=1e-12
+    )  # the cosine over the 5 epochs left, from 5e-4 to 0
+    tiny = small_post().fit(**options, max_epochs=2).history
+    assert tiny.lr == [2e-3, 2e-3] and tiny.train_loss == reference.train_loss[:2]
 
 
 # -- H7: resume refuses a checkpoint written for other simulations or another posterior -------

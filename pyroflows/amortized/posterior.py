@@ -96,8 +96,9 @@ SECOND_PHASE_EPOCHS = 100
 #: ``"one_phase"`` (one run of :func:`pyroflows.train.fit` with the options given)
 RECIPES = ("two_phase", "one_phase")
 #: the options the two-phase recipe sets itself: given to ``fit`` they need
-#: ``recipe="one_phase"`` (they used to switch to one phase silently)
-_RECIPE_OPTIONS = ("lr", "schedule", "patience", "max_epochs", "max_steps")
+#: ``recipe="one_phase"`` (they used to switch to one phase silently). ``max_epochs`` given to
+#: a two-phase fit caps both phases together.
+_RECIPE_OPTIONS = ("lr", "schedule", "patience", "max_steps")
 #: a two-phase fit's ``checkpoint`` / ``resume`` path gets one file per phase, named after it
 #: (``run.ckpt`` -> ``run.phase1.ckpt``, ``run.phase2.ckpt``; with ``flow="auto"``
 #: ``run.nsf.phase1.ckpt``, ...)
@@ -764,8 +765,11 @@ class AmortizedPosterior:
                 split): :data:`FAST_PHASE` (lr 2e-3, constant, until 10 epochs without
                 progress), then :data:`TRAIN_DEFAULTS` with the cosine over
                 :data:`SECOND_PHASE_EPOCHS` epochs from its best state; ``history`` covers
-                both. It sets ``lr``, ``schedule``, ``patience`` and ``max_epochs`` itself,
-                so giving any of them needs ``recipe="one_phase"``: one run of
+                both. It sets ``lr``, ``schedule``, ``patience`` and the phases' lengths
+                itself, so giving any of them (or ``max_steps``) needs
+                ``recipe="one_phase"``; a ``max_epochs`` given caps both phases together
+                (the fast phase runs at most that many epochs, the second phase what is
+                left, at most :data:`SECOND_PHASE_EPOCHS`). ``"one_phase"``: one run of
                 :func:`pyroflows.train.fit` with the options given over
                 :data:`TRAIN_DEFAULTS` (the default online and without a validation split).
                 ``checkpoint`` / ``resume``, ``time_budget`` and the other options do not
@@ -775,8 +779,8 @@ class AmortizedPosterior:
                 the ``time_budget`` (the second gets what the first left).
             **train_options: options of :func:`pyroflows.train.fit` (``batch_size``,
                 ``time_budget``, ``seed``, ``progress``, ``checkpoint``, ``resume``,
-                ``clip_grad``, ...; with ``recipe="one_phase"`` also ``max_epochs``,
-                ``lr``, ``patience``, ``schedule``); defaults: :data:`TRAIN_DEFAULTS`
+                ``clip_grad``, ``max_epochs``, ...; with ``recipe="one_phase"`` also
+                ``lr``, ``patience``, ``schedule``, ``max_steps``); defaults: :data:`TRAIN_DEFAULTS`
                 (batch 200, lr 5e-4 decayed by a cosine over 300 epochs, early stopping
                 after 50 epochs without progress or once the validation loss has stayed
                 clearly above its best for 20 epochs (``overfit_window``), the best
@@ -833,6 +837,8 @@ class AmortizedPosterior:
             _positive_int("num_simulations", num_simulations)
         elif theta is None or x is None:
             raise ValueError("fit(theta, x) needs both theta and x")
+        if two_phases and "max_epochs" in train_options:
+            options["_epoch_cap"] = train_options["max_epochs"]
         with self._all_or_nothing():
             return self._fit_offline(theta, x, num_simulations, seed, validation_fraction,
                                      options, two_phases)  # fmt: skip
@@ -898,6 +904,7 @@ class AmortizedPosterior:
         """One :func:`pyroflows.train.fit` of the current networks, with the posterior's
         :meth:`_fingerprint` stored in its checkpoint and compared on resume."""
         extra = {"fingerprint": self._fingerprint(run)} if _TRAIN_TAKES_FINGERPRINT else {}
+        options = {k: v for k, v in options.items() if k != "_epoch_cap"}
         return fit(self.estimator, loss, data, val_data, desc=desc, **options, **extra)
 
     def _fingerprint(self, run: str) -> dict[str, Any]:
@@ -973,6 +980,12 @@ class AmortizedPosterior:
                     phase[key] = member_path(phase[key], name)
         first = self._train(nll, data, val_data, phases[0], f"{desc} (fast phase)",
                             f"two_phase:{PHASE_NAMES[0]}")  # fmt: skip
+        cap = options.get("_epoch_cap")  # max_epochs given: both phases together
+        if cap is not None:
+            left = cap - len(first.train_loss)
+            if left <= 0:
+                return first
+            phases[1]["max_epochs"] = min(SECOND_PHASE_EPOCHS, left)
         budget = options.get("time_budget")
         if budget is not None:  # the second phase gets what the first left
             left = budget - (first.time[-1] if first.time else 0.0)
