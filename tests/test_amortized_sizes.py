@@ -58,7 +58,7 @@ def small_post():
         normal_model, "x", summary=DeepSet(1, 4, hidden=8), sizes=range(2, 7), size_arg="n",
         flow="maf", flow_kwargs=TINY,
     )  # fmt: skip
-    return post.fit(num_simulations=200, max_epochs=2, progress=False, seed=0)
+    return post.fit(num_simulations=200, max_epochs=2, progress=False, seed=0, recipe="one_phase")
 
 
 # -- known answer ------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def test_known_sigma_posterior_matches_analytic_for_small_and_large_n():
         sizes=range(5, 51), size_arg="n", flow="maf", flow_kwargs=dict(layers=2, hidden=(16, 16)),
     )  # fmt: skip
     post.fit(num_simulations=3000, max_epochs=40, lr=3e-3, batch_size=64, patience=None,
-             schedule="cosine", progress=False, seed=0)  # fmt: skip
+             schedule="cosine", progress=False, seed=0, recipe="one_phase")  # fmt: skip
     generator = torch.Generator().manual_seed(1)
     sds = {}
     for n in (5, 40):
@@ -163,7 +163,9 @@ def test_seeded_fits_are_identical():
             size_arg="n", flow="maf", flow_kwargs=TINY,
         )  # fmt: skip
         torch.manual_seed(global_seed)
-        return post.fit(num_simulations=100, max_epochs=1, progress=False, seed=3)
+        return post.fit(
+            num_simulations=100, max_epochs=1, progress=False, seed=3, recipe="one_phase"
+        )
 
     a, b = fitted(1).estimator.state_dict(), fitted(2).estimator.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -117,7 +117,7 @@ def test_posterior_predictive_through_the_pyro_model():
             return pyro.sample("x", dist.Normal(mu, 0.1), obs=x)
 
     post = AmortizedPosterior(model, flow="maf", flow_kwargs=dict(layers=2, hidden=(16,)))
-    post.fit(num_simulations=500, max_epochs=20, lr=3e-3, progress=False)
+    post.fit(num_simulations=500, max_epochs=20, lr=3e-3, progress=False, recipe="one_phase")
     theta, x_rep = posterior_predictive(post, torch.full((8,), 0.7), 200)
     assert theta.shape == (200, 1) and x_rep.shape == (200, 8)
     # replicated data follow each draw: x_rep ~ N(theta, 0.1)
@@ -140,7 +140,7 @@ def test_sbc_of_a_trained_posterior_on_a_nonlinear_model():
     post = AmortizedPosterior(model, flow="maf", flow_kwargs=dict(layers=4, hidden=(32, 32)))
     post.fit(
         num_simulations=8000, max_epochs=30, lr=1e-3, batch_size=128, schedule="cosine",
-        progress=False, seed=0,
+        progress=False, seed=0, recipe="one_phase"
     )  # fmt: skip
     result = sbc(post, 300, 50, seed=0)
     assert not result.rejected(0.01), result.pvalues

@@ -55,7 +55,8 @@ def make_post(sim=simulator, **kwargs) -> AmortizedPosterior:
 
 
 #: 360 training simulations in batches of 100: 4 epochs of 4 steps
-OFFLINE = dict(num_simulations=400, max_epochs=4, batch_size=100, seed=5, progress=False)
+OFFLINE = dict(num_simulations=400, max_epochs=4, batch_size=100, seed=5, progress=False,
+               recipe="one_phase")  # fmt: skip
 #: 4 epochs of 10 steps, 50 fresh simulations each, 100 validation simulations
 ONLINE = dict(simulate_online=True, steps=40, steps_per_epoch=10, batch_size=50,
               num_validation=100, seed=5, progress=False)  # fmt: skip
@@ -284,7 +285,9 @@ def test_online_training_does_not_replay_the_validation_simulations():
 # -- bad input: observations --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fitted():
-    return make_post().fit(num_simulations=300, max_epochs=3, seed=0, progress=False)
+    return make_post().fit(
+        num_simulations=300, max_epochs=3, seed=0, progress=False, recipe="one_phase"
+    )
 
 
 OBSERVATION_CASES = {
@@ -397,10 +400,11 @@ def test_bad_fit_input_raises_before_anything_changes(case, state):
     sim, calls = counting()
     post = make_post(sim)
     if state == "fitted":
-        post.fit(THETA, X, max_epochs=1, seed=0, progress=False)
+        post.fit(THETA, X, max_epochs=1, seed=0, progress=False, recipe="one_phase")
     before = state_of(post)
     with pytest.raises(EXCEPTIONS.get(case, ValueError), match=message):
-        post.fit(**{"progress": False, "max_epochs": 1, **kwargs})
+        offline = {} if kwargs.get("simulate_online") else {"max_epochs": 1, "recipe": "one_phase"}
+        post.fit(**{"progress": False, **offline, **kwargs})
     assert_same(state_of(post), before)
     if case not in AFTER_SIMULATION:
         assert calls == []
@@ -409,10 +413,10 @@ def test_bad_fit_input_raises_before_anything_changes(case, state):
 
 
 def test_x_of_another_shape_than_the_first_fit_is_refused():
-    post = make_post().fit(THETA, X, max_epochs=1, seed=0, progress=False)
+    post = make_post().fit(THETA, X, max_epochs=1, seed=0, progress=False, recipe="one_phase")
     before = state_of(post)
     with pytest.raises(ValueError, match=r"x must have event shape \(2,\)"):
-        post.fit(THETA, torch.zeros(50, 3), max_epochs=1, progress=False)
+        post.fit(THETA, torch.zeros(50, 3), max_epochs=1, progress=False, recipe="one_phase")
     assert_same(state_of(post), before)
 
 
@@ -426,7 +430,7 @@ def test_theta_outside_the_support_changes_no_count():
     theta[5] = 2.0  # outside (0, 1)
     with pytest.warns(RuntimeWarning, match="1 of 50 simulations"):
         with pytest.raises(ValueError, match="1 parameter draws lie outside the prior's support"):
-            post.fit(theta, x, max_epochs=1, progress=False)
+            post.fit(theta, x, max_epochs=1, progress=False, recipe="one_phase")
     assert post.dropped == 0 and post.estimator is None
 
 
@@ -434,10 +438,14 @@ def test_integer_and_mixed_dtype_data_are_used_as_numbers():
     """Documented: integer (e.g. count) data and float64 parameters train exactly as their
     float values would."""
     counts = torch.poisson(X.abs() * 3).to(torch.int64)
-    a = make_post().fit(THETA.double(), counts, max_epochs=2, seed=0, progress=False)
-    b = make_post().fit(THETA, counts.float(), max_epochs=2, seed=0, progress=False)
+    a = make_post().fit(
+        THETA.double(), counts, max_epochs=2, seed=0, progress=False, recipe="one_phase"
+    )
+    b = make_post().fit(
+        THETA, counts.float(), max_epochs=2, seed=0, progress=False, recipe="one_phase"
+    )
     assert_same(trained(a), trained(b))
-    flags = make_post().fit(THETA, X > 0, max_epochs=1, seed=0, progress=False)
+    flags = make_post().fit(THETA, X > 0, max_epochs=1, seed=0, progress=False, recipe="one_phase")
     assert flags.sample(torch.tensor([True, False]), 5, seed=0).shape == (5, 2)
 
 
@@ -449,7 +457,7 @@ def test_one_value_of_1e30_in_x_warns_and_never_gives_nan():
     x = simulator(theta)
     x[7, 1] = 1e30
     with pytest.warns(RuntimeWarning, match=r"x column 1: a few extreme values \(e.g. 1e\+30\)"):
-        post = make_post().fit(theta, x, max_epochs=2, seed=0, progress=False)
+        post = make_post().fit(theta, x, max_epochs=2, seed=0, progress=False, recipe="one_phase")
     obs = torch.tensor([[0.5, -1.0], [0.5, 1e30]])
     assert bool(torch.isfinite(post.sample(obs, 100, seed=0)).all())
     assert bool(torch.isfinite(post.log_prob(torch.zeros(2), obs)).all())
@@ -460,7 +468,7 @@ def test_heavy_tailed_data_do_not_warn():
     x = theta + dist.Cauchy(0.0, 1.0).sample((2000, 2))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        make_post().fit(theta, x, max_epochs=1, seed=0, progress=False)
+        make_post().fit(theta, x, max_epochs=1, seed=0, progress=False, recipe="one_phase")
     assert not [w for w in caught if "extreme values" in str(w.message)]
 
 
@@ -495,11 +503,20 @@ def test_resuming_the_checkpoint_of_another_architecture_changes_nothing(tmp_pat
     other = AmortizedPosterior(prior=prior(), flow="maf", flow_kwargs=dict(layers=2, hidden=(8,)))
     theta = prior().sample((len(THETA),))  # other data (the same number of rows)
     # the same settings as the resume below (a cosine over 2 epochs): only the networks differ
-    other.fit(theta, simulator(theta), max_epochs=2, seed=0, progress=False, checkpoint=path)
-    post = make_post().fit(THETA, X, max_epochs=1, seed=0, progress=False)
+    other.fit(
+        theta,
+        simulator(theta),
+        max_epochs=2,
+        seed=0,
+        progress=False,
+        checkpoint=path,
+        recipe="one_phase",
+    )
+    post = make_post().fit(THETA, X, max_epochs=1, seed=0, progress=False, recipe="one_phase")
     before = state_of(post)
-    with pytest.raises(ValueError, match="does not match this model"):
-        post.fit(THETA, X, max_epochs=2, seed=0, progress=False, resume=path)
+    # refused by the fingerprint (other simulations, another flow) before any weight is read
+    with pytest.raises(ValueError, match="written with other settings: .*posterior_flow"):
+        post.fit(THETA, X, max_epochs=2, seed=0, progress=False, resume=path, recipe="one_phase")
     # the first layer, the same in both, was not loaded before the mismatch was found
     assert_same(state_of(post), before)
 

@@ -23,7 +23,13 @@ import torch
 from torch import Tensor
 from torch.distributions import biject_to, constraints
 
-__all__ = ["ParameterSpace", "decode_constraint", "encode_constraint"]
+__all__ = [
+    "ParameterSpace",
+    "decode_constraint",
+    "describe_constraint",
+    "encode_constraint",
+    "same_support",
+]
 
 _SIMPLE = {
     "real": constraints.real,
@@ -94,6 +100,76 @@ def decode_constraint(spec: Mapping[str, Any]) -> constraints.Constraint:
     )
 
 
+#: supports that are one of the bounded kinds: compared as such (a Beta's ``unit_interval`` is
+#: the same support as a Uniform(0, 1)'s ``interval(0, 1)``; a Gamma's ``nonnegative`` that of
+#: a LogNormal's ``positive``: whether the bound belongs to the set does not change the map to
+#: the unconstrained space)
+_AS_BOUNDS = {
+    "unit_interval": {"kind": "interval", "lower": 0.0, "upper": 1.0},
+    "positive": {"kind": "greater_than", "lower": 0.0},
+    "nonnegative": {"kind": "greater_than", "lower": 0.0},
+}
+_SAME_MAP = {"greater_than_eq": "greater_than", "half_open_interval": "interval"}
+
+
+def _canonical(spec: Mapping[str, Any]) -> Any:
+    """An encoded support as comparable plain data (bounds as lists of floats)."""
+    spec = _AS_BOUNDS.get(spec.get("kind"), spec)
+    spec = {**spec, "kind": _SAME_MAP.get(spec.get("kind"), spec.get("kind"))}
+    out = {}
+    for key, value in spec.items():
+        if isinstance(value, Mapping):
+            value = _canonical(value)
+        elif isinstance(value, Tensor):
+            value = value.detach().to(torch.float64).cpu().flatten().tolist()
+            value = value[0] if len(set(value)) == 1 else value
+        elif isinstance(value, int | float) and not isinstance(value, bool) and key != "ndims":
+            value = float(value)
+        out[key] = value
+    return out
+
+
+def same_support(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
+    """Whether two encoded supports (:func:`encode_constraint`) are the same set; None when
+    either is of a kind that cannot be compared (``"unknown"``)."""
+    if "unknown" in (a.get("kind"), b.get("kind")) or "unknown" in repr(a) + repr(b):
+        return None
+    return _canonical(a) == _canonical(b)
+
+
+def describe_constraint(spec: Mapping[str, Any]) -> str:
+    """An encoded support in words: ``interval(0, 1)``, ``positive``, ``independent(real, 1)``.
+
+    Example:
+        >>> describe_constraint(encode_constraint(constraints.interval(0.0, 2.0)))
+        'interval(0, 2)'
+    """
+    kind = spec.get("kind")
+    if kind == "unknown":
+        return str(spec.get("name", "unknown"))
+    if kind == "independent":
+        return f"independent({describe_constraint(spec['base'])}, {spec['ndims']})"
+    bounds = [spec[k] for k in ("lower", "upper") if k in spec]
+    if not bounds:
+        return str(kind)
+
+    def text(value: Any) -> str:
+        if isinstance(value, Tensor):
+            values = value.flatten().tolist()
+            value = values[0] if len(set(values)) == 1 else values
+        return f"{value:g}" if isinstance(value, float | int) else str(value)
+
+    return f"{kind}({', '.join(text(b) for b in bounds)})"
+
+
+def _discrete_name(c: constraints.Constraint) -> str:
+    """``boolean``, ``integer_interval``, ... for a discrete support."""
+    while isinstance(c, constraints.independent):
+        c = c.base_constraint
+    name = type(c).__name__.lstrip("_")
+    return "".join(f"_{ch.lower()}" if ch.isupper() else ch for ch in name).lstrip("_")
+
+
 class ParameterSpace:
     """Named parameter sites with shapes and supports, and the maps between their views.
 
@@ -122,6 +198,12 @@ class ParameterSpace:
         self.names = [str(n) for n in names]
         self.shapes = [torch.Size(s) for s in shapes]
         self.supports = [constraints.real if s is None else s for s in supports]
+        for name, support in zip(self.names, self.supports, strict=True):
+            if getattr(support, "is_discrete", False):
+                raise ValueError(
+                    f"site {name!r} is discrete (support {_discrete_name(support)}); amortized "
+                    "posteriors need continuous parameters"
+                )
         self.sizes = [math.prod(s) for s in self.shapes]
         self.bijections = [biject_to(s) for s in self.supports]
         pairs = zip(self.bijections, self.shapes, strict=True)
@@ -145,7 +227,7 @@ class ParameterSpace:
                     f"site {name!r}: expected draws of shape {tuple(shape)}, got "
                     f"{tuple(v.shape[batch_dims:])}"
                 )
-            parts.append(v.reshape(*batch, -1))
+            parts.append(v.reshape(batch + (-1,)))
         return torch.cat(parts, -1)
 
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
@@ -153,7 +235,7 @@ class ParameterSpace:
         self._check_dim(flat, self.dim, "theta")
         batch = flat.shape[:-1]
         return {
-            name: part.reshape(*batch, *shape)
+            name: part.reshape(batch + shape)
             for name, shape, part in zip(
                 self.names, self.shapes, flat.split(self.sizes, -1), strict=True
             )
@@ -175,16 +257,16 @@ class ParameterSpace:
         for shape, support, t, part in zip(
             self.shapes, self.supports, self.bijections, theta.split(self.sizes, -1), strict=True
         ):
-            value = part.reshape(*batch, *shape)
+            value = part.reshape(batch + shape)
             ok = support.check(value)
-            ok = ok.reshape(*batch, -1).all(-1) if ok.dim() > len(batch) else ok
+            ok = ok.reshape(batch + (-1,)).all(-1) if ok.dim() > len(batch) else ok
             inside = inside & ok
             u = t.inv(value)
             site_ladj = t.log_abs_det_jacobian(u, value)
             if site_ladj.dim() > len(batch):
-                site_ladj = site_ladj.reshape(*batch, -1).sum(-1)
+                site_ladj = site_ladj.reshape(batch + (-1,)).sum(-1)
             ladj = ladj + site_ladj
-            parts.append(u.reshape(*batch, -1))
+            parts.append(u.reshape(batch + (-1,)))
         u = torch.cat(parts, -1)
         u = torch.where(inside[..., None], u, torch.zeros_like(u))
         ladj = torch.where(inside, ladj, torch.full_like(ladj, math.inf))
@@ -195,7 +277,7 @@ class ParameterSpace:
         self._check_dim(u, self.unconstrained_dim, "u")
         batch = u.shape[:-1]
         parts = [
-            t(part.reshape(*batch, *ushape)).reshape(*batch, -1)
+            t(part.reshape(batch + ushape)).reshape(batch + (-1,))
             for ushape, t, part in zip(
                 self.unconstrained_shapes,
                 self.bijections,

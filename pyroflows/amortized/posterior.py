@@ -19,6 +19,8 @@ rejection), and ``log_prob`` adds both log-Jacobians so it is a density in the u
 from __future__ import annotations
 
 import copy
+import hashlib
+import inspect
 import math
 import time
 import warnings
@@ -31,13 +33,20 @@ import pyro
 import torch
 from torch import Tensor, nn
 
-from pyroflows.amortized.parameters import ParameterSpace
+from pyroflows.amortized.parameters import (
+    ParameterSpace,
+    decode_constraint,
+    describe_constraint,
+    encode_constraint,
+    same_support,
+)
 from pyroflows.amortized.simulate import (
     ModelSimulator,
     PriorSimulator,
     VariableSizeSimulator,
     _check_sizes,
     drop_invalid,
+    missing_rows,
     set_to_model_layout,
     valid_rows,
 )
@@ -83,10 +92,17 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
 #: fails the Gaussian (0.634 at 1 000, 0.560 at 10 000); the second phase recovers it.
 FAST_PHASE: dict[str, Any] = dict(lr=2e-3, schedule="constant", patience=10)
 SECOND_PHASE_EPOCHS = 100
-#: any of these given to ``fit`` makes it one phase with the options given
-_ONE_PHASE_OPTIONS = frozenset(
-    {"lr", "schedule", "patience", "max_epochs", "time_budget", "checkpoint", "resume"}
-)
+#: ``fit(recipe=...)``: ``"two_phase"`` (the default offline, with a validation split) or
+#: ``"one_phase"`` (one run of :func:`pyroflows.train.fit` with the options given)
+RECIPES = ("two_phase", "one_phase")
+#: the options the two-phase recipe sets itself: given to ``fit`` they need
+#: ``recipe="one_phase"`` (they used to switch to one phase silently). ``max_epochs`` given to
+#: a two-phase fit caps both phases together.
+_RECIPE_OPTIONS = ("lr", "schedule", "patience", "max_steps")
+#: a two-phase fit's ``checkpoint`` / ``resume`` path gets one file per phase, named after it
+#: (``run.ckpt`` -> ``run.phase1.ckpt``, ``run.phase2.ckpt``; with ``flow="auto"``
+#: ``run.nsf.phase1.ckpt``, ...)
+PHASE_NAMES = ("phase1", "phase2")
 #: the posterior flow's builder options unless ``flow_kwargs`` says otherwise. The data enter
 #: every hidden layer of each conditioner, not only the first: two moons at 10 000
 #: simulations, C2ST over five training seeds 0.562 +- 0.012 instead of 0.581 +- 0.017 (sbi's
@@ -119,6 +135,10 @@ _CHUNK = 1 << 14
 #: simulations, the networks' initialisation): the loop simulates from torch's stream seeded
 #: with ``seed`` itself, and would otherwise train on the validation set's first simulations
 _ONLINE_SEED_OFFSET = 0x5EED
+#: whether :func:`pyroflows.train.fit` stores a caller's fingerprint in its checkpoints and
+#: compares it on resume, and whether it stops after an exact number of steps
+_TRAIN_TAKES_FINGERPRINT = "fingerprint" in inspect.signature(fit).parameters
+_TRAIN_TAKES_MAX_STEPS = "max_steps" in inspect.signature(fit).parameters
 #: a column whose standard deviation exceeds this many median absolute deviations is
 #: standardised by a few extreme values: the rest vary below float32 resolution after it
 _SWAMPED = 1e6
@@ -155,6 +175,39 @@ def _as_data(value: Any, name: str) -> Tensor:
     return tensor
 
 
+def _two_phases(
+    recipe: Any, online: bool, validation_fraction: float, options: Mapping[str, Any]
+) -> bool:
+    """Whether ``fit`` runs the two-phase recipe; ValueError for a recipe that cannot run, or
+    an option the two-phase recipe sets itself given without ``recipe="one_phase"``."""
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {list(RECIPES)} or None, got {recipe!r}")
+    if online or recipe == "one_phase":
+        if recipe == "two_phase":
+            raise ValueError(
+                "recipe='two_phase' is for offline fits: an online fit runs one phase over its "
+                "steps (leave recipe out)"
+            )
+        return False
+    if validation_fraction == 0:
+        if recipe == "two_phase":
+            raise ValueError(
+                "recipe='two_phase' needs a validation split (validation_fraction > 0): each "
+                "phase keeps its best validation state"
+            )
+        return False
+    fixed = [key for key in _RECIPE_OPTIONS if key in options]
+    if fixed:
+        given = ", ".join(f"{key}={options[key]!r}" for key in fixed)
+        raise ValueError(
+            f"{given}: the default two-phase recipe sets {'/'.join(fixed)} itself (lr 2e-3 "
+            "constant until 10 epochs without progress, then lr 5e-4 with a cosine over "
+            f"{SECOND_PHASE_EPOCHS} epochs and patience 50); pass recipe='one_phase' to train "
+            f"in one phase with {given}"
+        )
+    return True
+
+
 def _check_train_options(options: Mapping[str, Any]) -> None:
     """A TypeError for a misspelt (or reserved) training option and the loop's own error for
     a bad value (``lr=-1``), before anything is simulated (the loop would only find them after
@@ -165,6 +218,25 @@ def _check_train_options(options: Mapping[str, Any]) -> None:
             f"unknown training option(s) {reserved}: AmortizedPosterior.fit sets these itself"
         )
     check_options(**{**TRAIN_DEFAULTS, **options})
+
+
+def _check_summary_output(context: Any, n: int, summary: nn.Module) -> None:
+    """The summary network's output for ``n`` simulations must be a finite floating tensor
+    ``(n, features)``: anything else would reach the flow as a wrong context."""
+    name = type(summary).__name__
+    if not isinstance(context, Tensor) or not context.is_floating_point():
+        what = type(context).__name__ if not isinstance(context, Tensor) else context.dtype
+        raise ValueError(f"the summary network {name} returned {what}, not a float tensor")
+    if context.dim() != 2 or len(context) != n or context.shape[-1] < 1:
+        raise ValueError(
+            f"the summary network {name} returned shape {tuple(context.shape)} for {n} "
+            f"simulations: it must return ({n}, features), one row per simulation"
+        )
+    if not bool(torch.isfinite(context).all()):
+        raise ValueError(
+            f"the summary network {name} returned NaN or infinite values for finite "
+            "standardised data"
+        )
 
 
 def _warn_if_swamped(rows: Tensor, name: str) -> None:
@@ -284,7 +356,8 @@ class AmortizedPosterior:
         >>> post = AmortizedPosterior(model, "x", summary=DeepSet(1, 4, hidden=8),
         ...                           sizes=range(2, 6), size_arg="n",
         ...                           flow_kwargs=dict(layers=1, hidden=(8,)))
-        >>> post = post.fit(num_simulations=100, max_epochs=1, progress=False, seed=0)
+        >>> post = post.fit(num_simulations=100, max_epochs=1, progress=False, seed=0,
+        ...                 recipe="one_phase")
         >>> post.x_shape
         torch.Size([5, 1])
         >>> post.sample(torch.tensor([0.5, 1.0, 1.5]), 10).shape  # 3 scalar observations
@@ -297,7 +370,7 @@ class AmortizedPosterior:
         >>> prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
         >>> post = AmortizedPosterior(prior=prior, simulator=lambda t: t + torch.randn_like(t),
         ...                           flow_kwargs=dict(layers=1, hidden=(8,)))
-        >>> post = post.fit(num_simulations=200, max_epochs=2, progress=False)
+        >>> post = post.fit(num_simulations=200, max_epochs=2, progress=False, recipe="one_phase")
         >>> post.sample(torch.zeros(2), 10).shape, post.sample(torch.zeros(3, 2), 10).shape
         (torch.Size([10, 2]), torch.Size([10, 3, 2]))
     """
@@ -328,6 +401,13 @@ class AmortizedPosterior:
             raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
         if flow != "auto" and flow not in FAMILIES:
             raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {flow!r}")
+        if model is None and (tuple(model_args) or model_kwargs):
+            raise ValueError("model_args / model_kwargs are arguments of a Pyro model: pass model=")
+        if model is not None and param_name != "theta":
+            raise ValueError(
+                f"param_name={param_name!r} names the parameter of a prior or of plain tensors; "
+                "a Pyro model's parameters keep their site names"
+            )
         self.observed = str(observed)
         self.sizes: tuple[int, ...] | None = None
         self.size_arg: str | None = None
@@ -465,7 +545,9 @@ class AmortizedPosterior:
             summary = IdentitySummary(max(1, math.prod(x_shape)))
         with torch.no_grad():
             encoded = self._encode_x(x[:2], x_pre, torch.float32, x_shape)
-            context_dim = int(summary(encoded).shape[-1])
+            context = summary(encoded)
+        _check_summary_output(context, len(encoded), summary)
+        context_dim = int(context.shape[-1])
         dim = space.unconstrained_dim
         families = (self.flow_name,)
         if self.flow_name == "auto":  # coupling needs two parameters or more
@@ -536,7 +618,17 @@ class AmortizedPosterior:
         flat = x.to(torch.float64).reshape(-1, self._x_features(shape))
         z, _ = pre.to_latent(flat)
         limit = torch.finfo(dtype).max
-        return z.reshape(x.shape).clamp(-limit, limit).to(dtype)
+        z = z.reshape(x.shape).clamp(-limit, limit).to(dtype)
+        if self._feature_axis(shape):  # a set of scalars (n,) -> (n, 1) for a set summary
+            z = z[..., None]
+        return z
+
+    def _feature_axis(self, shape: Sequence[int] | None = None) -> bool:
+        """Whether one simulation of ``shape`` (default ``x_shape``) is a 1-D set of scalar
+        observations read by a summary of sets / sequences (``event_dims == 2``): the
+        networks then get it with a feature axis of size 1, as ``sizes=`` does."""
+        shape = self.x_shape if shape is None else shape
+        return getattr(self.summary, "event_dims", 1) == 2 and len(shape) == 1
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -586,6 +678,16 @@ class AmortizedPosterior:
                 f"{' (leading sizes may vary)' if self._variable_size else ''}, got "
                 f"{tuple(x.shape)}{hint}"
             )
+        if values and self._nan_padding and batch.dim() >= 3:
+            missing = missing_rows(batch)
+            if bool(missing.any()):
+                b, r = (int(i) for i in missing.nonzero()[0])
+                where = "" if single else f" of observation {b}"
+                raise ValueError(
+                    f"{name}: row {r}{where} is all NaN but real rows follow it: only trailing "
+                    "all-NaN rows are padding, a NaN row elsewhere is a missing observation "
+                    "(drop the row, or impute it)"
+                )
         bad = ~valid_rows(batch, self._nan_padding)
         if values and bool(bad.any()):
             where = "" if single else f" (observation {int(bad.nonzero()[0])})"
@@ -614,9 +716,10 @@ class AmortizedPosterior:
         num_simulations: int | None = None,
         simulate_online: bool = False,
         steps: int | None = None,
-        validation_fraction: float = 0.1,
-        num_validation: int = 1000,
-        steps_per_epoch: int = 200,
+        validation_fraction: float | None = None,
+        num_validation: int | None = None,
+        steps_per_epoch: int | None = None,
+        recipe: str | None = None,
         **train_options: Any,
     ) -> AmortizedPosterior:
         """Train on simulations; returns the posterior itself.
@@ -654,25 +757,40 @@ class AmortizedPosterior:
             simulate_online: draw fresh simulations at every step.
             steps: number of optimisation steps online (the default cosine schedule runs
                 over all of them; no early stopping online).
-            validation_fraction: share of offline simulations held out.
-            num_validation: size of the held-out set online.
-            steps_per_epoch: steps between validations online.
-            **train_options: options of :func:`pyroflows.train.fit` (``max_epochs``,
-                ``batch_size``, ``lr``, ``patience``, ``time_budget``, ``seed``,
-                ``progress``, ``schedule``, ``checkpoint``, ``resume``, ...); defaults:
-                :data:`TRAIN_DEFAULTS` (batch 200, lr 5e-4 decayed by a cosine over 300
-                epochs, early stopping after 50 epochs without progress or once the
-                validation loss has stayed clearly above its best for 20 epochs
-                (``overfit_window``), the best validation state kept). An offline fit
-                given none of ``lr``, ``schedule``, ``patience``, ``max_epochs``,
-                ``time_budget``, ``checkpoint`` or ``resume`` runs in two phases:
-                :data:`FAST_PHASE` (lr 2e-3, constant, until 10 epochs without progress),
-                then these defaults with the cosine over :data:`SECOND_PHASE_EPOCHS` epochs
-                from its best state; ``history`` covers both.
+            validation_fraction: share of offline simulations held out (default 0.1;
+                offline only).
+            num_validation: size of the held-out set online (default 1000; online only).
+            steps_per_epoch: steps between validations online (default 200; online only).
+            recipe: ``"two_phase"`` (the default of an offline fit with a validation
+                split): :data:`FAST_PHASE` (lr 2e-3, constant, until 10 epochs without
+                progress), then :data:`TRAIN_DEFAULTS` with the cosine over
+                :data:`SECOND_PHASE_EPOCHS` epochs from its best state; ``history`` covers
+                both. It sets ``lr``, ``schedule``, ``patience`` and the phases' lengths
+                itself, so giving any of them (or ``max_steps``) needs
+                ``recipe="one_phase"``; a ``max_epochs`` given caps both phases together
+                (the fast phase runs at most that many epochs, the second phase what is
+                left, at most :data:`SECOND_PHASE_EPOCHS`). ``"one_phase"``: one run of
+                :func:`pyroflows.train.fit` with the options given over
+                :data:`TRAIN_DEFAULTS` (the default online and without a validation split).
+                ``checkpoint`` / ``resume``, ``time_budget`` and the other options do not
+                change the recipe: a two-phase fit writes one checkpoint file per phase
+                (``run.ckpt`` -> ``run.phase1.ckpt``, ``run.phase2.ckpt``; per family
+                first with ``flow="auto"``: ``run.nsf.phase1.ckpt``) and its phases share
+                the ``time_budget`` (the second gets what the first left).
+            **train_options: options of :func:`pyroflows.train.fit` (``batch_size``,
+                ``time_budget``, ``seed``, ``progress``, ``checkpoint``, ``resume``,
+                ``clip_grad``, ``max_epochs``, ...; with ``recipe="one_phase"`` also
+                ``lr``, ``patience``, ``schedule``, ``max_steps``); defaults: :data:`TRAIN_DEFAULTS`
+                (batch 200, lr 5e-4 decayed by a cosine over 300 epochs, early stopping
+                after 50 epochs without progress or once the validation loss has stayed
+                clearly above its best for 20 epochs (``overfit_window``), the best
+                validation state kept). A resumed run refuses a checkpoint written for
+                other simulations or another posterior (preprocessing, sites, family,
+                summary network).
 
         Raises:
-            ValueError: naming the problem (shapes, values, counts, options), before any
-                simulation or change of state.
+            ValueError: naming the problem (shapes, values, counts, options, an option the
+                recipe sets itself), before any simulation or change of state.
         """
         options = {**TRAIN_DEFAULTS, **train_options}
         given = [theta is not None or x is not None, num_simulations is not None, simulate_online]
@@ -682,19 +800,70 @@ class AmortizedPosterior:
                 "simulate_online=True"
             )
         _check_train_options(train_options)
+        # an option of the other mode would be ignored: refused instead
+        other = ("validation_fraction",) if simulate_online else (
+            "steps", "num_validation", "steps_per_epoch")  # fmt: skip
+        values = dict(steps=steps, validation_fraction=validation_fraction,
+                      num_validation=num_validation, steps_per_epoch=steps_per_epoch)  # fmt: skip
+        ignored = [name for name in other if values[name] is not None]
+        if ignored:
+            mode = "an online fit" if simulate_online else "an offline fit"
+            raise ValueError(
+                f"{', '.join(f'{n}={values[n]!r}' for n in ignored)} would be ignored by {mode}: "
+                + ("validation_fraction splits offline simulations (online, num_validation "
+                   "sets the held-out set)" if simulate_online else
+                   "steps, num_validation and steps_per_epoch are for simulate_online=True "
+                   "(offline, the number of epochs is max_epochs with recipe='one_phase')")
+            )  # fmt: skip
+        online_only = sorted({"max_epochs", "max_steps"} & set(train_options))
+        if simulate_online and online_only:
+            raise ValueError(
+                f"{online_only} would be ignored by an online fit: steps= sets its length"
+            )
+        validation_fraction = 0.1 if validation_fraction is None else validation_fraction
+        num_validation = 1000 if num_validation is None else num_validation
+        steps_per_epoch = 200 if steps_per_epoch is None else steps_per_epoch
+        if not simulate_online and not 0 <= validation_fraction < 1:
+            raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
+        two_phases = _two_phases(recipe, simulate_online, validation_fraction, train_options)
         seed = train_options.get("seed")  # only an explicit seed fixes the simulations
         if simulate_online:
             online = {**TRAIN_DEFAULTS, "patience": None, **train_options}
             # the loop simulates too: a simulator drawing from NumPy or Python's random (which
             # the loop does not seed) is seeded here, and those states are restored after it
-            with _seeded(seed, _ONLINE_SEED_OFFSET):
+            with _seeded(seed, _ONLINE_SEED_OFFSET), self._all_or_nothing():
                 return self._fit_online(steps, num_validation, steps_per_epoch, online)
-        if not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
         if num_simulations is not None:
             _positive_int("num_simulations", num_simulations)
         elif theta is None or x is None:
             raise ValueError("fit(theta, x) needs both theta and x")
+        if two_phases and "max_epochs" in train_options:
+            options["_epoch_cap"] = train_options["max_epochs"]
+        with self._all_or_nothing():
+            return self._fit_offline(theta, x, num_simulations, seed, validation_fraction,
+                                     options, two_phases)  # fmt: skip
+
+    @contextmanager
+    def _all_or_nothing(self) -> Iterator[None]:
+        """A fit that raises (a simulator's or summary network's bad output, a checkpoint of
+        other simulations given to ``resume``, an interrupt) leaves the posterior as it was:
+        its attributes and its networks' parameters (the last checkpoint keeps the work)."""
+        saved = dict(vars(self))
+        state = None
+        if self.estimator is not None:
+            state = {k: v.detach().clone() for k, v in self.estimator.state_dict().items()}
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(saved)
+            if state is not None:
+                self.estimator.load_state_dict(state)
+            raise
+
+    def _fit_offline(self, theta: Any, x: Any, num_simulations: int | None, seed: Any,
+                     validation_fraction: float, options: dict, two_phases: bool
+                     ) -> AmortizedPosterior:  # fmt: skip
         with _seeded(seed):
             if num_simulations is not None:
                 theta, x = self._simulate_many(num_simulations)
@@ -716,7 +885,6 @@ class AmortizedPosterior:
         self.dropped += dropped
         data = self._training_tensors(theta[train], x[train])
         val_data = self._training_tensors(theta[val], x[val]) if n_val else None
-        two_phases = bool(n_val) and not _ONE_PHASE_OPTIONS & set(train_options)
         if self._members and n_val:
             self.history = self._fit_members(data, val_data, options, two_phases)
         else:
@@ -729,7 +897,43 @@ class AmortizedPosterior:
                   desc: str = "NPE") -> History:  # fmt: skip
         if two_phases:
             return self._fit_two_phases(data, val_data, options, desc)
-        return fit(self.estimator, nll, data, val_data, desc=desc, **options)
+        return self._train(nll, data, val_data, options, desc, "one_phase")
+
+    def _train(self, loss: Callable, data: Any, val_data: Any, options: dict, desc: str,
+               run: str) -> History:  # fmt: skip
+        """One :func:`pyroflows.train.fit` of the current networks, with the posterior's
+        :meth:`_fingerprint` stored in its checkpoint and compared on resume."""
+        extra = {"fingerprint": self._fingerprint(run)} if _TRAIN_TAKES_FINGERPRINT else {}
+        options = {k: v for k, v in options.items() if k != "_epoch_cap"}
+        return fit(self.estimator, loss, data, val_data, desc=desc, **options, **extra)
+
+    def _fingerprint(self, run: str) -> dict[str, Any]:
+        """What a checkpoint of this posterior's training must share with a run resuming
+        from it, beyond the training tensors and the loop's settings (which the loop checks
+        itself): the sites (names, shapes, supports), the preprocessing of theta and x (fitted
+        on the simulations), the data's shape, the flow family and its options, the summary
+        network, and which run of the recipe wrote it."""
+        digest = hashlib.sha256()
+        for pre in (self.theta_pre, self.x_pre):
+            for key, value in pre.state_dict().items():
+                digest.update(key.encode())
+                digest.update(value.detach().to(torch.float64).cpu().numpy().tobytes())
+        summary = self.estimator.summary
+        config = getattr(summary, "config", None)
+        sites = [
+            f"{n}{tuple(shape)}:{describe_constraint(encode_constraint(support))}"
+            for n, shape, support in zip(
+                self.space.names, self.space.shapes, self.space.supports, strict=True
+            )
+        ]
+        return {
+            "posterior_sites": ", ".join(sites),
+            "posterior_preprocessing": digest.hexdigest()[:20],
+            "posterior_x_shape": str(tuple(self.x_shape)),
+            "posterior_flow": f"{self.flow_name} {sorted(_plain(self.flow_kwargs).items())}",
+            "posterior_summary": f"{type(summary).__name__} {_plain(config)}",
+            "posterior_run": run,
+        }
 
     def _fit_members(
         self, data: tuple, val_data: tuple, options: dict, two_phases: bool
@@ -769,11 +973,28 @@ class AmortizedPosterior:
         """:data:`FAST_PHASE`, then the given options with a cosine over
         :data:`SECOND_PHASE_EPOCHS` epochs from the first phase's best state; the state with
         the lower validation loss of the two is kept. One history for both."""
-        first = fit(self.estimator, nll, data, val_data, desc=f"{desc} (fast phase)",
-                    **{**options, **FAST_PHASE})  # fmt: skip
+        phases = [{**options, **FAST_PHASE}, {**options, "max_epochs": SECOND_PHASE_EPOCHS}]
+        for phase, name in zip(phases, PHASE_NAMES, strict=True):
+            for key in ("checkpoint", "resume"):
+                if phase.get(key) is not None:
+                    phase[key] = member_path(phase[key], name)
+        first = self._train(nll, data, val_data, phases[0], f"{desc} (fast phase)",
+                            f"two_phase:{PHASE_NAMES[0]}")  # fmt: skip
+        cap = options.get("_epoch_cap")  # max_epochs given: both phases together
+        if cap is not None:
+            left = cap - len(first.train_loss)
+            if left <= 0:
+                return first
+            phases[1]["max_epochs"] = min(SECOND_PHASE_EPOCHS, left)
+        budget = options.get("time_budget")
+        if budget is not None:  # the second phase gets what the first left
+            left = budget - (first.time[-1] if first.time else 0.0)
+            if left <= 0:
+                return first
+            phases[1]["time_budget"] = left
         best_first = {k: v.detach().clone() for k, v in self.estimator.state_dict().items()}
-        second = fit(self.estimator, nll, data, val_data, desc=desc,
-                     **{**options, "max_epochs": SECOND_PHASE_EPOCHS})  # fmt: skip
+        second = self._train(nll, data, val_data, phases[1], desc,
+                             f"two_phase:{PHASE_NAMES[1]}")  # fmt: skip
         offset = len(first.train_loss)
         if not second.best_loss < first.best_loss:  # the second phase never did better
             self.estimator.load_state_dict(best_first)
@@ -856,6 +1077,7 @@ class AmortizedPosterior:
             if batch:  # the fixed validation set
                 return nll(model, batch)
             theta, x = self.simulate(batch_size)
+            self._check_x(x, "the simulator's x", values=False)  # never reinterpreted
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 theta, x, n_bad = drop_invalid(theta, x, self._nan_padding)
@@ -865,10 +1087,10 @@ class AmortizedPosterior:
 
         per_epoch = min(steps_per_epoch, steps)
         options["max_epochs"] = math.ceil(steps / per_epoch)
-        self.history = fit(
-            self.estimator, loss, None, val_data, steps_per_epoch=per_epoch, desc="NPE online",
-            **options,
-        )  # fmt: skip
+        if _TRAIN_TAKES_MAX_STEPS:  # exactly ``steps`` steps (the last epoch shorter)
+            options["max_steps"] = steps
+        options["steps_per_epoch"] = per_epoch
+        self.history = self._train(loss, None, val_data, options, "NPE online", "online")
         dropped[0] += val_dropped
         if dropped[0]:
             warnings.warn(
@@ -994,7 +1216,8 @@ class AmortizedPosterior:
             >>> prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
             >>> post = AmortizedPosterior(prior=prior, simulator=lambda t: t + torch.randn_like(t),
             ...                           flow_kwargs=dict(layers=1, hidden=(8,)))
-            >>> post = post.fit(num_simulations=200, max_epochs=2, progress=False, seed=0)
+            >>> post = post.fit(num_simulations=200, max_epochs=2, progress=False, seed=0,
+            ...                 recipe="one_phase")
             >>> idata = post.to_inference_data(torch.zeros(2), 100, posterior_predictive=True)
             >>> idata.posterior_predictive["x"].shape
             (4, 25, 2)
@@ -1124,18 +1347,20 @@ class AmortizedPosterior:
         post = cls(
             model, c["observed"], prior=prior, simulator=simulator, summary=summary,
             flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
-            model_kwargs=model_kwargs, param_name=c["param_name"],
+            model_kwargs=model_kwargs, param_name="theta" if model is not None else c["param_name"],
             sizes=c["sizes"] if sized and model is not None else None,
             size_arg=c.get("size_arg") if sized and model is not None else None,
         )  # fmt: skip
+        space = _saved_space(path, c["space"], post.space)  # refuses other sites, first
         try:
             if sized:
                 post.sizes = _check_sizes(c["sizes"])
                 post.size_arg = str(c["size_arg"])
                 post._size_axis = int(c.get("size_axis", 0))
                 post._row_shape = torch.Size(int(s) for s in c.get("row_shape", ()))
-            supports = None if post.space is None else post.space.supports
-            post.space = ParameterSpace.from_state(c["space"], supports)
+            post.space = space
+            if post.sim is not None:  # the model's sites, flattened in the saved order
+                post.sim.set_space(post.space)
             post.x_shape = torch.Size(c["x_shape"])
             post.context_dim = int(c["context_dim"])
             post.flow_kwargs = dict(c["flow_kwargs"])  # what was saved, not today's defaults
@@ -1178,6 +1403,72 @@ _SAVED_KEYS = {
     ),
     "state": ("estimator", "theta_pre", "x_pre"),
 }  # fmt: skip
+
+
+def _saved_space(
+    path: Any, saved: Mapping[str, Any], current: ParameterSpace | None
+) -> ParameterSpace:
+    """The saved parameter space (its order: the flow's), with the supports of the model or
+    prior passed to ``load`` matched by site name. ValueError naming the difference when that
+    model's sites, shapes or supports are not the saved ones; a warning when a support could
+    not be saved (then the model's is used, checked by its type's name only)."""
+    names = [str(n) for n in saved["names"]]
+    shapes = [torch.Size(int(d) for d in s) for s in saved["shapes"]]
+    specs = saved.get("supports")
+    if current is None:
+        if specs is None:
+            raise ValueError(
+                f"{path} was saved without the supports of its sites: pass the model or prior"
+            )
+        return ParameterSpace(names, shapes, [decode_constraint(spec) for spec in specs])
+    if sorted(names) != sorted(current.names):
+        new = [n for n in current.names if n not in names]
+        missing = [n for n in names if n not in current.names]
+        parts = [f"{n!r} is new" for n in new] + [f"{n!r} is missing" for n in missing]
+        raise ValueError(
+            f"{path}: the saved posterior has sites {names}; the model passed to load has "
+            f"{current.names}: {', '.join(parts)}"
+        )
+    shape_of = dict(zip(current.names, current.shapes, strict=True))
+    support_of = dict(zip(current.names, current.supports, strict=True))
+    supports, unchecked = [], []
+    for i, (name, shape) in enumerate(zip(names, shapes, strict=True)):
+        if shape_of[name] != shape:
+            raise ValueError(
+                f"{path}: site {name!r} has shape {tuple(shape)} in the saved posterior, "
+                f"{tuple(shape_of[name])} in the model passed to load"
+            )
+        model_spec = encode_constraint(support_of[name])
+        spec = None if specs is None else specs[i]
+        same = None if spec is None else same_support(spec, model_spec)
+        if same is False:
+            raise ValueError(
+                f"{path}: site {name!r}: saved support {describe_constraint(spec)}, the "
+                f"model's {describe_constraint(model_spec)}"
+            )
+        if same is None:
+            if (
+                spec is not None
+                and spec.get("kind") == "unknown"
+                and (spec.get("name") != model_spec.get("name"))
+            ):
+                raise ValueError(
+                    f"{path}: site {name!r}: saved support {describe_constraint(spec)}, the "
+                    f"model's {describe_constraint(model_spec)}"
+                )
+            unchecked.append(name)
+            known = spec is not None and spec.get("kind") != "unknown"
+            supports.append(decode_constraint(spec) if known else support_of[name])
+        else:  # the support trained on (the same set, perhaps spelt otherwise by the model)
+            supports.append(decode_constraint(spec))
+    if unchecked:
+        warnings.warn(
+            f"{path}: the supports of {unchecked} could not be compared with the saved ones "
+            "(not stored in the file, or of a kind that cannot be); the model's are used",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return ParameterSpace(names, shapes, supports)
 
 
 def _identity_pre(dim: int) -> Preprocessor:

@@ -40,6 +40,7 @@ __all__ = [
     "PriorSimulator",
     "VariableSizeSimulator",
     "drop_invalid",
+    "missing_rows",
     "set_to_model_layout",
     "valid_rows",
 ]
@@ -49,21 +50,36 @@ def valid_rows(x: Tensor, nan_padding: bool = False) -> Tensor:
     """Boolean ``(N,)``: which simulations ``x[i]`` are usable.
 
     Without ``nan_padding`` every entry must be finite. With ``nan_padding`` (set data of shape
-    ``(N, n, d)`` padded with all-NaN rows) a row is padding when all its entries are NaN; other
-    rows must be finite and at least one row must be real.
+    ``(N, n, d)`` padded with all-NaN rows) the all-NaN rows after the last real row are
+    padding; every other row must be finite (an all-NaN row followed by real rows is a missing
+    observation, not padding) and at least one row must be real.
 
     Example:
-        >>> x = torch.tensor([[[1.0], [float("nan")]], [[float("inf")], [0.0]]])
+        >>> nan = float("nan")
+        >>> x = torch.tensor([[[1.0], [nan]], [[float("inf")], [0.0]], [[nan], [0.0]]])
         >>> valid_rows(x, nan_padding=True)
-        tensor([ True, False])
+        tensor([ True, False, False])
     """
     flat = x.reshape(len(x), -1)
     if not nan_padding:
         return torch.isfinite(flat).all(-1)
-    rows = x.reshape(len(x), -1, x.shape[-1])
-    padding = torch.isnan(rows).all(-1)
-    finite = torch.isfinite(rows).all(-1)
-    return (finite | padding).all(-1) & (~padding).any(-1)
+    return (torch.isfinite(_rows(x)).all(-1) | _padding(x)).all(-1) & (~_padding(x)).any(-1)
+
+
+def _rows(x: Tensor) -> Tensor:
+    return x.reshape(len(x), -1, x.shape[-1])
+
+
+def _padding(x: Tensor) -> Tensor:
+    """Boolean ``(N, rows)``: the all-NaN rows after the last row that is not all NaN."""
+    nan = torch.isnan(_rows(x)).all(-1)
+    # a row is trailing padding when it and every row after it are all NaN
+    return nan.flip(-1).cumprod(-1).flip(-1).bool()
+
+
+def missing_rows(x: Tensor) -> Tensor:
+    """Boolean ``(N, rows)``: all-NaN rows followed by a real row (missing observations)."""
+    return torch.isnan(_rows(x)).all(-1) & ~_padding(x)
 
 
 def drop_invalid(
@@ -83,8 +99,11 @@ def drop_invalid(
         if dropped == len(keep):
             raise ValueError(f"all {dropped} {what} contain NaN or infinite values")
         warnings.warn(
-            f"{dropped} of {len(keep)} {what} contain NaN or infinite values and were "
-            "skipped (not trained on)",
+            f"{dropped} of {len(keep)} {what} ({dropped / len(keep):.1%}) contain NaN or "
+            "infinite values and were skipped (not trained on). Where these failures depend "
+            "on the parameters, the posterior is trained on the prior truncated to the "
+            f"parameters that simulate ({dropped / len(keep):.1%} of its draws dropped): fix "
+            "the simulator if that is not intended",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -126,6 +145,10 @@ class PriorSimulator:
         self.prior, self.simulator = prior, simulator
         shape = prior.batch_shape + prior.event_shape
         self.space = ParameterSpace([name], [shape], [_full_support(prior)])
+
+    def set_space(self, space: ParameterSpace) -> None:
+        """Use ``space`` (the same site, e.g. a loaded posterior's) for the flat vectors."""
+        self.space = space
 
     def sample_prior(self, n: int) -> Tensor:
         """``(n, dim)`` flat prior draws."""
@@ -263,7 +286,8 @@ class ModelSimulator:
             except (RuntimeError, ValueError) as error:
                 warnings.warn(
                     f"the model could not be vectorised over simulations ({error}); simulating "
-                    "one at a time (slow). Pass vectorized=False to silence this.",
+                    "one at a time (slow). Declare the model's batch dimensions with "
+                    "pyro.plate (indexed from the right) to vectorise it.",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -304,6 +328,11 @@ class ModelSimulator:
         return {name: torch.stack(values) for name, values in rows.items()}
 
     # -- public ---------------------------------------------------------------------------------
+    def set_space(self, space: ParameterSpace) -> None:
+        """Flatten the sites in the order of ``space`` (the same names and shapes, e.g. the
+        order of a loaded posterior whose model samples its sites in another order)."""
+        self.space = space
+
     def __call__(self, n: int) -> tuple[Tensor, Tensor]:
         """``n`` simulations ``(theta (n, dim), x (n, *x_shape))`` from the prior predictive."""
         values = self._trace(_check_count(n), None)
@@ -553,8 +582,16 @@ class VariableSizeSimulator:
                         f"with {self.size_arg}={size} the observed site {self.observed!r} has "
                         f"shape {tuple(sub.x_shape)}, expected {tuple(expected)}"
                     )
+            if hasattr(self, "space"):  # set once the first two sizes have been traced
+                sub.set_space(self.space)
             self._subs[size] = sub
         return sub
+
+    def set_space(self, space: ParameterSpace) -> None:
+        """Flatten the sites in the order of ``space`` (see :meth:`ModelSimulator.set_space`)."""
+        self.space = space
+        for sub in self._subs.values():
+            sub.set_space(space)
 
     def sample_sizes(self, n: int) -> Tensor:
         """``(n,)`` sizes drawn uniformly from :attr:`sizes` (torch's global stream)."""
