@@ -89,7 +89,13 @@ def run(budget: int, epochs: int, skip: bool, log, flow: str = "nsf") -> dict:
     )
     start = time.perf_counter()
     post.fit(
-        num_simulations=budget, max_epochs=epochs, patience=None, lr=1e-3, progress=False, seed=0
+        num_simulations=budget,
+        max_epochs=epochs,
+        patience=None,
+        lr=1e-3,
+        recipe="one_phase",
+        progress=False,
+        seed=0,
     )
     seconds = time.perf_counter() - start
     log(f"{budget} simulations, {epochs} epochs: {seconds:.0f} s")
