@@ -20,6 +20,7 @@ from torch import Tensor
 
 from pyroflows.diagnostics.importance import ess, pareto_k
 from pyroflows.flows import Flow
+from pyroflows.losses import check_values
 from pyroflows.vi.density_fit import fit_to_density
 
 __all__ = ["ImportanceResult", "importance_sample", "integrate"]
@@ -87,7 +88,6 @@ def _draw(q, num: int) -> tuple[Tensor, Tensor]:
 
 def _summarise(log_w: Tensor, n_evals: int, samples: Tensor | None, keep: bool):
     log_w = log_w.double()
-    log_w = torch.where(torch.isnan(log_w), -math.inf, log_w)
     n = len(log_w)
     m = log_w.max()
     if not bool(torch.isfinite(m)):
@@ -136,7 +136,7 @@ def importance_sample(
     for start in range(0, int(n), batch_size):
         x, log_q = _draw(q, min(batch_size, int(n) - start))
         with torch.no_grad():
-            log_ws.append(log_f(x).double() - log_q.double())
+            log_ws.append(check_values(log_f(x), x, "log_f").double() - log_q.double())
         if keep:
             samples.append(x)
     log_w = torch.cat(log_ws)
@@ -153,10 +153,7 @@ class _Counted:
         self.evals += len(x)
         with torch.no_grad():
             values = self.f(x.detach().double())
-        if values.shape != x.shape[:1]:
-            raise ValueError(f"f must map (N, D) points to (N,) values, got {tuple(values.shape)}")
-        if bool((values < 0).any()):
-            raise ValueError("integrate needs a non-negative integrand")
+        values = check_values(values, x, "f", log=False)
         return torch.log(values).to(x.dtype)
 
 
