@@ -392,3 +392,67 @@ def test_options_that_cannot_apply_are_refused():
         guide.fit(steps=2, num_particles=8, elbo=pyro.infer.Trace_ELBO(), progress=False)
     with pytest.raises(ValueError, match="max_steps is set by steps="):
         guide.fit(steps=2, max_steps=5, progress=False)
+
+
+# -- H3: psis on a subsampled model evaluates the full plate -----------------------------------
+def test_psis_on_a_subsampled_model_gives_the_exact_log_evidence():
+    """The report: -55 to -100 over five calls (one random minibatch each); exact -77.0."""
+    xs = 0.5 + torch.randn(50, generator=torch.Generator().manual_seed(0))
+
+    def model(x, batch=10):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", 50, subsample_size=batch) as idx:
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x[idx])
+
+    exact = float(
+        dist.MultivariateNormal(torch.zeros(50), torch.eye(50) + torch.ones(50, 50)).log_prob(xs)
+    )
+    guide = pf.FlowGuide(model, layers=1, hidden=(8,))
+    guide.fit(xs, steps=300, progress=False, seed=0)
+    for _ in range(3):
+        r = pf.diagnostics.psis(model, guide, xs, num_particles=500)
+        assert abs(r.log_evidence - exact) < 0.1
+        assert r.k_hat < 0.5
+    # the subsampling is back once psis returns
+    assert len(poutine.trace(model).get_trace(xs).nodes["n"]["value"]) == 10
+
+
+# -- L6: short reprs ----------------------------------------------------------------------------
+def test_result_reprs_are_summaries():
+    import numpy as np
+
+    from pyroflows.diagnostics.calibration import CoverageResult, TARPResult
+    from pyroflows.diagnostics.importance import PSISResult
+
+    r = PSISResult(0.31, 812.4, -77.02, torch.zeros(1000))
+    assert repr(r) == (
+        "PSISResult(k_hat=0.310, ess=812.4, log_evidence=-77.0200, num_particles=1000)"
+    )
+    levels = np.linspace(0, 1, 21)
+    c = CoverageResult(levels, levels, np.random.default_rng(0).uniform(size=500))
+    assert repr(c) == "CoverageResult(levels=21, max_deviation=0.000, simulations=500)"
+    t = TARPResult(levels, levels, np.zeros(500), atc=0.01, pvalue=0.5)
+    assert len(repr(t)) < 120 and "atc=0.0100" in repr(t)
+
+
+# -- L9: distill ----------------------------------------------------------------------------
+def test_distill_refuses_wrong_width_and_coupling_teachers():
+    from pyroflows.vi.distill import distill
+
+    with pytest.raises(ValueError, match=r"data must be \(n, 2\) .* got shape \(64, 3\)"):
+        distill(pf.maf(2, layers=1, hidden=(4,)), torch.randn(64, 3), max_epochs=1)
+    with pytest.raises(ValueError, match="coupling layers .* nothing to distil"):
+        distill(pf.realnvp(2, layers=1, hidden=(4,)), torch.randn(64, 2), max_epochs=1)
+
+
+# -- M5: integrate's proposal has a density floor -----------------------------------------------
+def test_integrate_weights_are_bounded_by_the_defensive_floor():
+    r = pf.integrate(
+        lambda x: 3 * x[:, 0] ** 2, 2, max_evals=20_000, layers=1, hidden=(8,), batch_size=500,
+        keep=True,
+    )  # fmt: skip
+    # f <= 3 and q >= 0.1 on the cube: every weight f / q is at most 30
+    assert float(r.log_weights.max()) <= math.log(30) + 1e-9
+    assert abs(r.estimate - 1) < 4 * r.stderr
+    with pytest.raises(ValueError, match=r"defensive must lie in \[0, 1\)"):
+        pf.integrate(lambda x: x[:, 0], 1, max_evals=1000, defensive=1.0)

@@ -200,9 +200,10 @@ def fit_to_density(
         objective = WeightedKL(log_f, num_samples, power, anneal_steps, beta0)
     per_epoch = min(steps, 100)
     fit_kwargs.setdefault("patience", None)
-    fingerprint = {"dim": dim, "loss": loss, "num_samples": num_samples,
-                   "anneal_steps": anneal_steps, "beta0": beta0, "steps": steps,
-                   **(fit_kwargs.pop("fingerprint", None) or {})}  # fmt: skip
+    fingerprint = {
+        "dim": dim, "loss": loss, "num_samples": num_samples, "anneal_steps": anneal_steps,
+        "beta0": beta0, **(fit_kwargs.pop("fingerprint", None) or {}),
+    }  # fmt: skip
     q.history = fit(
         q, objective, None, steps_per_epoch=per_epoch, max_epochs=math.ceil(steps / per_epoch),
         max_steps=steps, lr=lr, schedule=schedule, fingerprint=fingerprint, **fit_kwargs,

@@ -636,7 +636,10 @@ class FlowGuide(AutoContinuous):
             raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
         if elbo is not None and not hasattr(elbo, "differentiable_loss"):
             raise ValueError(f"{type(elbo).__name__} has no differentiable_loss; use SVI")
-        if elbo is not None and (num_particles != 1 or objective != "elbo"):
+        if elbo is not None and (
+            (num_particles != 1 and num_particles != getattr(elbo, "num_particles", None))
+            or objective != "elbo"
+        ):
             raise ValueError(
                 "num_particles and objective configure the default ELBO; with elbo= set them "
                 "on the ELBO you pass (e.g. Trace_ELBO(num_particles=8))"
@@ -645,12 +648,23 @@ class FlowGuide(AutoContinuous):
             if name in fit_kwargs:
                 raise ValueError(f"{name} is set by steps= in FlowGuide.fit; pass steps only")
         bad = _bad_argument(args, model_kwargs)
-        if bad is not None:
+        if bad is not None and bad[1] == "NaN":
             raise ValueError(
-                f"{bad[0]} contains {bad[1]} values; FlowGuide.fit needs finite data (drop or "
+                f"{bad[0]} contains NaN values; FlowGuide.fit needs finite data (drop or "
                 "mask missing values in the model, e.g. with obs_mask)"
             )
         model = self._model_fn
+        if bad is not None:  # inf may be a legitimate argument (a bound), not an observation
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), poutine.block():
+                check = poutine.trace(model).get_trace(*args, **model_kwargs)
+            for name, site in check.nodes.items():
+                value = site["value"] if site["type"] == "sample" else None
+                if site.get("is_observed") and isinstance(value, Tensor):
+                    if value.is_floating_point() and bool(torch.isinf(value).any()):
+                        raise ValueError(
+                            f"{bad[0]} contains inf values, observed at site {name!r}; "
+                            "FlowGuide.fit needs finite observations (drop or mask them)"
+                        )
         with _seeded(fit_kwargs.get("seed")):
             self._require_setup(args, model_kwargs)
             with torch.no_grad(), poutine.block():
@@ -718,7 +732,7 @@ class FlowGuide(AutoContinuous):
             "flow_options": repr((self._flow_spec if isinstance(self._flow_spec, str) else
                                   "callable", sorted(self._flow_kwargs.items()),
                                   self.init_scale, self.affine_init, self.stl)),
-            "objective": repr((objective, num_particles, type(elbo).__name__, steps)),
+            "objective": repr((objective, num_particles, type(elbo).__name__)),
             "model_params": repr(sorted(model_params)),
             **(fit_kwargs.pop("fingerprint", None) or {}),
         }  # fmt: skip
