@@ -456,3 +456,68 @@ def test_integrate_weights_are_bounded_by_the_defensive_floor():
     assert abs(r.estimate - 1) < 4 * r.stderr
     with pytest.raises(ValueError, match=r"defensive must lie in \[0, 1\)"):
         pf.integrate(lambda x: x[:, 0], 1, max_evals=1000, defensive=1.0)
+
+
+# -- class: an option is accepted and honoured, or refused -----------------------------------
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@given(
+    steps=st.integers(1, 130),
+    num_samples=st.integers(1, 40),
+    loss=st.sampled_from(["reverse_kl", "forward_kl", "chi2"]),
+)
+def test_fit_to_density_honours_steps_and_num_samples(steps, num_samples, loss):
+    calls = []
+
+    def log_f(z):
+        calls.append(len(z))
+        return -0.5 * (z**2).sum(-1)
+
+    q = pf.fit_to_density(
+        log_f, 2, loss=loss, steps=steps, num_samples=num_samples, layers=1, hidden=(4,),
+        progress=False, seed=0,
+    )  # fmt: skip
+    assert q.history.steps == steps and calls == [num_samples] * steps
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, database=None)
+@given(
+    max_evals=st.integers(300, 3000),
+    batch_size=st.integers(8, 200),
+    fraction=st.floats(0.0, 0.6),
+)
+def test_integrate_honours_its_budget_and_batch(max_evals, batch_size, fraction):
+    sizes = []
+
+    def f(x):
+        sizes.append(len(x))
+        return torch.ones(len(x), dtype=x.dtype)
+
+    r = pf.integrate(
+        f, 2, max_evals=max_evals, batch_size=batch_size, train_fraction=fraction, layers=1,
+        hidden=(4,),
+    )  # fmt: skip
+    steps = int(fraction * max_evals) // batch_size
+    assert sizes[:steps] == [batch_size] * steps
+    assert sum(sizes) == r.num_evals == max_evals
+    assert abs(r.estimate - 1) < 5 * r.stderr + 1e-9  # f = 1: the estimate is unbiased
+
+
+def test_options_that_do_not_apply_are_refused():
+    with pytest.raises(ValueError, match="with a callable flow they do not apply"):
+        pf.FlowGuide(_model, flow=lambda d: pf.iaf(d, layers=1), hidden=(4,))
+    with pytest.raises(ValueError, match="map_steps is the length of the Laplace start"):
+        pf.FlowGuide(_model, map_steps=50)
+    with pytest.raises(ValueError, match="with a Flow passed they do not apply"):
+        pf.fit_to_density(lambda z: -(z**2).sum(-1), 2, flow=_flow(), layers=2)
+    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+        WeightedKL(lambda z: -(z**2).sum(-1), 0)
+
+
+def test_expectation_checks_what_g_returned():
+    r = pf.importance_sample(lambda z: -0.5 * (z**2).sum(-1), _flow(), n=500)
+    with pytest.raises(ValueError, match=r"one value .* per draw: \(500, ...\), got \(\)"):
+        r.expectation(lambda x: x.sum())
+    with pytest.raises(ValueError, match="g returned NaN at 500 of 500 draws"):
+        r.expectation(lambda x: x[:, 0] * math.nan)
+    # E[z_0^2] under N(0, I) with the exact proposal: 1 within Monte Carlo error
+    assert abs(float(r.expectation(lambda x: x[:, 0] ** 2)) - 1) < 0.2

@@ -56,6 +56,11 @@ class WeightedKL:
                  power: float = 1.0, anneal_steps: int = 0, beta0: float = 0.05):  # fmt: skip
         if not callable(log_target):
             raise TypeError("log_target must be a callable mapping (N, D) points to (N,) values")
+        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if anneal_steps < 0 or not 0 < beta0 <= 1:
+            raise ValueError(f"anneal_steps must be >= 0 and beta0 in (0, 1], got "
+                             f"{anneal_steps!r}, {beta0!r}")  # fmt: skip
         self.log_target, self.num_samples, self.power = log_target, int(num_samples), power
         self.anneal_steps, self.beta0, self.calls = int(anneal_steps), float(beta0), 0
 
@@ -190,6 +195,14 @@ def fit_to_density(
         raise TypeError("log_f must be a callable mapping (N, dim) points to (N,) values")
     steps = _positive_int("steps", steps)
     num_samples = _positive_int("num_samples", num_samples)
+    if isinstance(flow, Flow) and (
+        layers,
+        tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden,
+        bins,
+    ) != (4, (64, 64), 8):
+        raise ValueError(
+            "layers, hidden and bins size a built flow; with a Flow passed they do not apply"
+        )
     q = flow if isinstance(flow, Flow) else make_flow(dim, domain, flow, layers, hidden, bins)
     if q.dim != dim or q.context_dim:
         raise ValueError(f"the flow must be unconditional on {dim} dimensions")

@@ -281,6 +281,15 @@ class FlowGuide(AutoContinuous):
             raise ValueError(f"init_scale must be positive, got {init_scale}")
         if not (callable(flow) or isinstance(flow, str)):
             raise TypeError("flow must be a family name or a callable dim -> Flow")
+        if callable(flow) and (layers != 3 or hidden is not None or flow_kwargs):
+            raise ValueError(
+                "layers, hidden and builder options size a built flow; with a callable flow "
+                "they do not apply (build the flow to size in the callable)"
+            )
+        if affine_init is None and map_steps != 200:
+            raise ValueError(
+                "map_steps is the length of the Laplace start: pass affine_init='laplace'"
+            )
         options = dict(flow_kwargs, layers=layers)
         if hidden is not None:
             options["hidden"] = tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden

@@ -64,6 +64,14 @@ class ImportanceResult:
         """Self-normalised estimate of ``E_p[g(x)]`` with ``p = f / Z`` (kept draws only)."""
         weights = torch.softmax(self._kept()[1], 0)
         values = g(self.samples)
+        if not isinstance(values, Tensor) or values.dim() < 1 or len(values) != len(weights):
+            got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise ValueError(
+                f"g must return one value (or one array) per draw: ({len(weights)}, ...), got {got}"
+            )
+        nan = torch.isnan(values.reshape(len(values), -1)).any(-1)
+        if bool(nan.any()):
+            raise ValueError(f"g returned NaN at {int(nan.sum())} of {len(values)} draws")
         return (weights.reshape(-1, *([1] * (values.dim() - 1))) * values.double()).sum(0)
 
     def resample(self, num: int, seed: int | None = None) -> Tensor:
@@ -269,6 +277,15 @@ def integrate(
         if seed is not None:
             torch.manual_seed(seed)
         if isinstance(flow, Flow):
+            if (layers, tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden, bins) != (
+                4,
+                (64, 64),
+                16,
+            ):
+                raise ValueError(
+                    "layers, hidden and bins size a built flow; with a Flow passed they do not "
+                    "apply"
+                )
             q = flow
         else:
             from pyroflows.vi.density_fit import make_flow
@@ -276,7 +293,7 @@ def integrate(
             q = make_flow(dim, "unit", flow, layers, hidden, bins)
         if steps > 0:
             fit_kwargs.setdefault("progress", False)
-            q = fit_to_density(counted, dim, loss=loss, domain="unit", flow=q, steps=steps,
+            q = fit_to_density(counted, dim, loss=loss, flow=q, steps=steps,
                                num_samples=batch_size, lr=lr, anneal_steps=int(anneal * steps),
                                beta0=beta0, **fit_kwargs)  # fmt: skip
         q.eval()
