@@ -176,7 +176,9 @@ class DefensiveMixture:
     def sample(self, shape: tuple[int, ...]) -> Tensor:
         x = self.q.sample(shape)
         uniform = torch.rand(*shape, device=x.device) < self.weight
-        return torch.where(uniform[..., None], torch.rand_like(x), x)
+        # uniform on the open cube: an integrand singular on a face stays finite at the draws
+        u = torch.rand_like(x).clamp_(min=torch.finfo(x.dtype).tiny)
+        return torch.where(uniform[..., None], u, x)
 
     @torch.no_grad()
     def log_prob(self, x: Tensor) -> Tensor:
