@@ -28,7 +28,67 @@ from torch import Tensor, nn
 
 LogDensity = Callable[[Tensor], Tensor]
 
-__all__ = ["Chi2", "ForwardKL", "ReverseKL", "log_mean_exp", "nll"]
+__all__ = ["Chi2", "ForwardKL", "ReverseKL", "check_values", "log_mean_exp", "nll"]
+
+
+def check_values(
+    values: object, points: Tensor, name: str = "log_f", *, log: bool = True
+) -> Tensor:
+    """Return ``values`` if they are one finite-or-legitimate value per point, else raise.
+
+    Args:
+        values: what the user's callable returned for ``points``.
+        points: the ``(N, D)`` inputs it was called on.
+        name: the callable's name in messages (``"log_f"``, ``"f"``, ``"log_target"``).
+        log: the values are log-densities (``-inf`` allowed: zero density) rather than
+            densities (``>= 0`` and finite).
+
+    Raises:
+        ValueError: not a tensor of shape ``points.shape[:-1]`` (expected and received shapes
+            named), NaN (how many of how many, and the first point), ``+inf``, or (``log=False``)
+            a negative or infinite value.
+
+    Example:
+        >>> z = torch.zeros(3, 2)
+        >>> check_values(torch.zeros(3, 1), z)
+        Traceback (most recent call last):
+        ...
+        ValueError: log_f returned shape (3, 1) for points of shape (3, 2); expected shape (3,)...
+    """
+    expected = tuple(points.shape[:-1])
+    if not isinstance(values, Tensor):
+        raise ValueError(
+            f"{name} must return a tensor of shape {expected}, got {type(values).__name__}"
+        )
+    if tuple(values.shape) != expected:
+        raise ValueError(
+            f"{name} returned shape {tuple(values.shape)} for points of shape "
+            f"{tuple(points.shape)}; expected shape {expected} (one value per point: reduce the "
+            "last axis, e.g. .sum(-1) rather than .sum(-1, keepdim=True))"
+        )
+    if values.is_complex() or not values.is_floating_point():
+        values = values.double() if not values.is_complex() else values
+        if values.is_complex():
+            raise ValueError(f"{name} returned complex values")
+    bad = torch.isnan(values.detach())
+    kind = "NaN"
+    if not bool(bad.any()):
+        bad = values.detach() == math.inf
+        kind = "+inf"
+        if not log and not bool(bad.any()):
+            bad = values.detach() < 0
+            kind = "negative values"
+    if bool(bad.any()):
+        count = int(bad.sum())
+        first = int(bad.reshape(-1).nonzero()[0])
+        point = points.detach().reshape(-1, points.shape[-1])[first].tolist()
+        what = "a log-density" if log else "an integrand (>= 0, finite)"
+        raise ValueError(
+            f"{name} returned {kind} at {count} of {values.numel()} evaluations (first at "
+            f"x = {[round(v, 6) for v in point]}); {name} must be {what}"
+            + ("; -inf (zero density) is allowed, NaN and +inf are not" if log else "")
+        )
+    return values
 
 
 def nll(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
@@ -60,13 +120,7 @@ class _SamplingLoss:
         self.num_samples = int(num_samples)
 
     def _target(self, z: Tensor) -> Tensor:
-        log_f = self.log_target(z)
-        if log_f.shape != z.shape[:-1]:
-            raise ValueError(
-                f"log_target returned shape {tuple(log_f.shape)} for points of shape "
-                f"{tuple(z.shape)}; expected {tuple(z.shape[:-1])}"
-            )
-        return log_f
+        return check_values(self.log_target(z), z, "log_target")
 
 
 class ReverseKL(_SamplingLoss):
@@ -126,7 +180,15 @@ class ReverseKL(_SamplingLoss):
         if model.training:
             self.calls += 1
         z, log_q = model.rsample_and_log_prob((self.num_samples,))
-        return (log_q - beta * self._target(z)).mean()
+        log_f = self._target(z)
+        zero = log_f.detach() == -math.inf
+        if bool(zero.any()):
+            raise ValueError(
+                f"log_target returned -inf at {int(zero.sum())} of {len(log_f)} draws; reverse KL "
+                "needs log_target finite wherever the flow puts mass; use loss='forward_kl' "
+                "(mass-covering, zero density allowed) or a flow on the target's support"
+            )
+        return (log_q - beta * log_f).mean()
 
 
 class ForwardKL(_SamplingLoss):

@@ -211,6 +211,16 @@ class CoverageResult:
         """Largest ``|coverage - level|`` over the levels."""
         return float(np.abs(self.coverage - self.levels).max())
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(levels={len(self.levels)}, "
+            f"max_deviation={self.max_deviation:.3f}, simulations={len(self.credibility)}"
+            f"{self._extra()})"
+        )
+
+    def _extra(self) -> str:
+        return ""
+
     def plot(self, ax: Any = None, label: str | None = None) -> Any:
         """Coverage against the nominal level, with the diagonal and a 95 % binomial band."""
         import matplotlib.pyplot as plt
@@ -259,7 +269,7 @@ def expected_coverage(
     return _coverage(torch.cat(f).numpy(), levels)
 
 
-@dataclass
+@dataclass(repr=False)
 class TARPResult(CoverageResult):
     """:class:`CoverageResult` of :func:`tarp`, with the area between the coverage curve and
     the diagonal (``atc``: positive means under-confident) and a KS p-value of the
@@ -267,6 +277,9 @@ class TARPResult(CoverageResult):
 
     atc: float = 0.0
     pvalue: float = 1.0
+
+    def _extra(self) -> str:
+        return f", atc={self.atc:.4f}, pvalue={self.pvalue:.3g}"
 
 
 def tarp(

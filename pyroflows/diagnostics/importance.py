@@ -9,12 +9,15 @@ Yao et al. 2018, "Yes, but did it work?").
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from pyro import poutine
 from pyro.infer.importance import vectorized_importance_weights
 from pyro.ops.stats import fit_generalized_pareto
+from pyro.poutine.subsample_messenger import SubsampleMessenger, _Subsample
 from torch import Tensor
 
 __all__ = ["PSISResult", "ess", "pareto_k", "psis"]
@@ -58,6 +61,25 @@ def pareto_k(log_weights: Tensor) -> float:
     return float(k)
 
 
+@contextmanager
+def _full_plates() -> Iterator[None]:
+    """Every ``pyro.plate(name, size, subsample_size=m)`` opened inside the block covers all
+    ``size`` indices (scale 1), in model and guide alike. A plate given an explicit
+    ``subsample`` is left as it is."""
+    original = SubsampleMessenger._subsample
+
+    def full(name, size=None, subsample_size=None, subsample=None, use_cuda=None, device=None):
+        if size is not None and subsample is None and subsample_size is not None:
+            subsample_size = size
+        return original(name, size, subsample_size, subsample, use_cuda, device)
+
+    SubsampleMessenger._subsample = staticmethod(full)
+    try:
+        yield
+    finally:
+        SubsampleMessenger._subsample = staticmethod(original)
+
+
 @dataclass
 class PSISResult:
     """Importance weights of a guide against its model.
@@ -78,6 +100,12 @@ class PSISResult:
     def num_particles(self) -> int:
         return len(self.log_weights)
 
+    def __repr__(self) -> str:
+        return (
+            f"PSISResult(k_hat={self.k_hat:.3f}, ess={self.ess:.1f}, "
+            f"log_evidence={self.log_evidence:.4f}, num_particles={self.num_particles})"
+        )
+
 
 def psis(
     model: Callable,
@@ -92,11 +120,37 @@ def psis(
 
     Model and guide must be vectorisable (static structure, plates), as for
     :func:`pyro.infer.importance.psis_diagnostic`; draws are taken in chunks of
-    ``max_simultaneous`` particles (default all at once).
+    ``max_simultaneous`` particles (default all at once). A plate with ``subsample_size`` is
+    evaluated on its full size (model and guide see every index), so the weights are those of
+    the whole data, not of one random minibatch.
+
+    Raises:
+        ValueError: ``num_particles`` or ``max_simultaneous`` not a positive integer, or fewer
+            than 20 finite weights.
     """
+    for name, value in (("num_particles", num_particles), ("max_simultaneous", max_simultaneous)):
+        if value is None and name == "max_simultaneous":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    with _full_plates(), torch.no_grad(), poutine.block():
+        trace = poutine.trace(model).get_trace(*args, **kwargs)
+    partial = [
+        f"{name!r} ({len(site['value'])} of {site['fn'].size})"
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and isinstance(site["fn"], _Subsample)
+        and len(site["value"]) < site["fn"].size
+    ]
+    if partial:
+        raise ValueError(
+            f"psis: the model passes an explicit subsample to plate {', '.join(partial)}; the "
+            "weights would be those of that subset, not of the data (log-evidence and k-hat "
+            "of a minibatch). Call it with the full plate"
+        )
     chunk = max_simultaneous or num_particles
     parts = []
-    with torch.no_grad():
+    with torch.no_grad(), _full_plates():
         for start in range(0, num_particles, chunk):
             size = min(chunk, num_particles - start)
             lw, _, _ = vectorized_importance_weights(

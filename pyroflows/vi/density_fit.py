@@ -17,14 +17,15 @@ piecewise-linear couplings as in Müller et al.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from pyroflows.builders import nsf, piecewise_linear, realnvp
+from pyroflows.builders import _positive_int, nsf, piecewise_linear, realnvp
 from pyroflows.flows import Flow
-from pyroflows.losses import ReverseKL
+from pyroflows.losses import ReverseKL, check_values
 from pyroflows.train import fit
 from pyroflows.transforms import Box
 from pyroflows.vi.affine import AffineTril
@@ -53,6 +54,13 @@ class WeightedKL:
 
     def __init__(self, log_target: Callable[[Tensor], Tensor], num_samples: int = 256,
                  power: float = 1.0, anneal_steps: int = 0, beta0: float = 0.05):  # fmt: skip
+        if not callable(log_target):
+            raise TypeError("log_target must be a callable mapping (N, D) points to (N,) values")
+        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if anneal_steps < 0 or not 0 < beta0 <= 1:
+            raise ValueError(f"anneal_steps must be >= 0 and beta0 in (0, 1], got "
+                             f"{anneal_steps!r}, {beta0!r}")  # fmt: skip
         self.log_target, self.num_samples, self.power = log_target, int(num_samples), power
         self.anneal_steps, self.beta0, self.calls = int(anneal_steps), float(beta0), 0
 
@@ -63,13 +71,20 @@ class WeightedKL:
             return 1.0
         return self.beta0 + (1.0 - self.beta0) * self.calls / self.anneal_steps
 
+    def state_dict(self) -> dict[str, int]:
+        """The annealing position (saved in training checkpoints)."""
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.calls = int(state["calls"])
+
     def __call__(self, model: nn.Module, batch: tuple[Tensor, ...] = ()) -> Tensor:
         beta = self.beta
         if model.training:
             self.calls += 1
         with torch.no_grad():
             z, log_q_draw = model.rsample_and_log_prob((self.num_samples,))
-            log_w = beta * self.log_target(z) - log_q_draw
+            log_w = beta * check_values(self.log_target(z), z, "log_target") - log_q_draw
         log_q = model.log_prob(z, check=False)
         ok = torch.isfinite(log_w) & torch.isfinite(log_q)
         log_w = torch.where(ok, log_w, torch.full_like(log_w, -torch.inf))
@@ -176,6 +191,18 @@ def fit_to_density(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if not callable(log_f):
+        raise TypeError("log_f must be a callable mapping (N, dim) points to (N,) values")
+    steps = _positive_int("steps", steps)
+    num_samples = _positive_int("num_samples", num_samples)
+    if isinstance(flow, Flow) and (
+        layers,
+        tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden,
+        bins,
+    ) != (4, (64, 64), 8):
+        raise ValueError(
+            "layers, hidden and bins size a built flow; with a Flow passed they do not apply"
+        )
     q = flow if isinstance(flow, Flow) else make_flow(dim, domain, flow, layers, hidden, bins)
     if q.dim != dim or q.context_dim:
         raise ValueError(f"the flow must be unconditional on {dim} dimensions")
@@ -184,10 +211,14 @@ def fit_to_density(
     else:
         power = 1.0 if loss == "forward_kl" else 2.0
         objective = WeightedKL(log_f, num_samples, power, anneal_steps, beta0)
-    per_epoch = min(int(steps), 100)
+    per_epoch = min(steps, 100)
     fit_kwargs.setdefault("patience", None)
+    fingerprint = {
+        "dim": dim, "loss": loss, "num_samples": num_samples, "anneal_steps": anneal_steps,
+        "beta0": beta0, **(fit_kwargs.pop("fingerprint", None) or {}),
+    }  # fmt: skip
     q.history = fit(
-        q, objective, None, steps_per_epoch=per_epoch, max_epochs=max(1, steps // per_epoch),
-        lr=lr, schedule=schedule, **fit_kwargs,
+        q, objective, None, steps_per_epoch=per_epoch, max_epochs=math.ceil(steps / per_epoch),
+        max_steps=steps, lr=lr, schedule=schedule, fingerprint=fingerprint, **fit_kwargs,
     )  # fmt: skip
     return q

@@ -35,6 +35,39 @@ def _is_ar(layer: nn.Module) -> bool:
     return isinstance(layer, MaskedAutoregressive)
 
 
+def _check_teacher(teacher: Flow) -> None:
+    from pyroflows.transforms import Coupling
+
+    if not isinstance(teacher, Flow):
+        raise TypeError(f"teacher must be a pyroflows Flow, got {type(teacher).__name__}")
+    if any(isinstance(layer, Coupling) for layer in teacher.transforms):
+        raise ValueError(
+            "the teacher has coupling layers (RealNVP, coupling NSF): a coupling flow already "
+            "samples and scores in one pass per layer, so there is nothing to distil; use the "
+            "teacher itself (distill is for MAF-direction autoregressive teachers, e.g. pf.maf)"
+        )
+
+
+def _check_data(teacher: Flow, data, name: str) -> None:
+    if data is None or not (isinstance(data, Tensor) or isinstance(data, (list, tuple))):
+        return  # a loader: checked by the loop
+    tensors = (data,) if isinstance(data, Tensor) else tuple(data)
+    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+        return
+    x = tensors[0]
+    if x.dim() != 2 or x.shape[-1] != teacher.dim:
+        raise ValueError(
+            f"{name} must be (n, {teacher.dim}) for a teacher on {teacher.dim} dimensions, got "
+            f"shape {tuple(x.shape)}"
+        )
+    if teacher.context_dim and (len(tensors) < 2 or tensors[1].shape[-1] != teacher.context_dim):
+        got = tuple(tensors[1].shape) if len(tensors) > 1 else "no context"
+        raise ValueError(
+            f"{name} must be (x, context) with context (n, {teacher.context_dim}) for this "
+            f"conditional teacher, got {got}"
+        )
+
+
 def student_of(teacher: Flow, hidden: Sequence[int] | None = None) -> Flow:
     """An IAF-direction copy of a MAF-direction teacher: same masks, orders and weights.
 
@@ -56,6 +89,7 @@ def student_of(teacher: Flow, hidden: Sequence[int] | None = None) -> Flow:
     """
     if hidden is not None:
         hidden = _hidden(hidden)
+    _check_teacher(teacher)
     layers = []
     for layer in teacher.transforms:
         if _is_ar(layer) and not layer.iaf and hidden is not None:
@@ -199,6 +233,9 @@ def distill(
         >>> student.sample((3,)).shape
         torch.Size([3, 2])
     """
+    _check_teacher(teacher)
+    _check_data(teacher, data, "data")
+    _check_data(teacher, val_data, "val_data")
     frozen = copy.deepcopy(teacher).eval().requires_grad_(False)
     student = student_of(frozen, hidden).requires_grad_(True)
     loss = DistillationLoss(frozen, weights, kl_weight)

@@ -13,6 +13,7 @@ in whitened coordinates, and the guide starts as a full-rank Gaussian.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -24,15 +25,18 @@ import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.distributions.util import sum_rightmost
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, infer_discrete
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.infer.importance import vectorized_importance_weights
 from pyro.ops.tensor_utils import periodic_repeat
+from pyro.poutine.block_messenger import BlockMessenger
+from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.trace_messenger import TraceMessenger
 from torch import Tensor, nn
 
 from pyroflows.builders import _positive_int, build
-from pyroflows.checkpoint import load_all_or_nothing
+from pyroflows.checkpoint import data_fingerprint, load_all_or_nothing
 from pyroflows.flows import Flow, FlowDistribution
 from pyroflows.train import History, fit
 from pyroflows.vi.affine import AffineTril
@@ -55,27 +59,104 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def _nan_argument(args: Sequence[Any], kwargs: dict[str, Any]) -> str | None:
-    """The name of the first model argument (a tensor, or a tensor inside a list, tuple or
-    dict) that contains NaN, or None."""
+def _tensors(args: Sequence[Any], kwargs: dict[str, Any]) -> Iterator[tuple[str, Tensor]]:
+    """``(label, tensor)`` for every tensor among the model arguments (also inside a list,
+    tuple or dict, three levels deep)."""
 
-    def has_nan(value: Any, depth: int = 0) -> bool:
+    def walk(label: str, value: Any, depth: int = 0) -> Iterator[tuple[str, Tensor]]:
         if isinstance(value, Tensor):
-            floating = value.is_floating_point() or value.is_complex()
-            return floating and bool(torch.isnan(value).any())
-        if depth < 3 and isinstance(value, (list, tuple)):
-            return any(has_nan(v, depth + 1) for v in value)
-        if depth < 3 and isinstance(value, dict):
-            return any(has_nan(v, depth + 1) for v in value.values())
-        return False
+            yield label, value
+        elif depth < 3 and isinstance(value, (list, tuple)):
+            for v in value:
+                yield from walk(label, v, depth + 1)
+        elif depth < 3 and isinstance(value, dict):
+            for v in value.values():
+                yield from walk(label, v, depth + 1)
 
     for i, value in enumerate(args):
-        if has_nan(value):
-            return f"model argument {i}"
+        yield from walk(f"model argument {i}", value)
     for key, value in kwargs.items():
-        if has_nan(value):
-            return f"model keyword argument {key!r}"
+        yield from walk(f"model keyword argument {key!r}", value)
+
+
+def _bad_argument(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """``(label, "NaN" or "inf")`` of the first model argument that contains NaN or an
+    infinite value, or None."""
+    for label, value in _tensors(args, kwargs):
+        if value.is_floating_point() or value.is_complex():
+            if bool(torch.isnan(value).any()):
+                return label, "NaN"
+            if bool(torch.isinf(value).any()):
+                return label, "inf"
     return None
+
+
+def _enumerated(msg: dict) -> bool:
+    """A latent sample site configured for parallel enumeration (``config_enumerate``)."""
+    return (
+        msg["type"] == "sample"
+        and not msg.get("is_observed", False)
+        and (msg.get("infer") or {}).get("enumerate") == "parallel"
+    )
+
+
+class _EnumBlock(BlockMessenger):
+    """Hides the enumerated sites from the guide's prototype (they are marginalised by
+    ``TraceEnum_ELBO`` in the full model, not guided)."""
+
+    def __init__(self):
+        super().__init__(hide_fn=_enumerated)
+
+
+@contextmanager
+def _hidden_discrete(found: list[str]) -> Iterator[None]:
+    """Record in ``found`` the discrete latent sites that a user's ``poutine.block`` hides
+    from every trace (drawn from the prior inside the model, invisible to the ELBO)."""
+    original = BlockMessenger._process_message
+
+    def process(self, msg):
+        original(self, msg)
+        if not msg["stop"] or isinstance(self, _EnumBlock) or msg["type"] != "sample":
+            return
+        support = getattr(msg["fn"], "support", None)
+        if msg.get("is_observed") or not getattr(support, "is_discrete", False):
+            return
+        # a trace inside this block saw the site already: it is not hidden from that trace
+        above = _PYRO_STACK[_PYRO_STACK.index(self) + 1 :] if self in _PYRO_STACK else []
+        if not any(isinstance(m, TraceMessenger) for m in above):
+            found.append(msg["name"])
+
+    BlockMessenger._process_message = process
+    try:
+        yield
+    finally:
+        BlockMessenger._process_message = original
+
+
+def _expandable(fn: Any) -> bool:
+    """Whether a site's distribution can be expanded (vectorised particles need it;
+    ``pyro.distributions.LKJ`` cannot, an upstream Pyro limitation)."""
+    if not isinstance(fn, torch.distributions.Distribution):
+        return True  # e.g. a plate's subsample site
+    try:
+        fn.expand(torch.Size([2]) + fn.batch_shape)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _vectorise(value: Tensor, event_dim: int, nesting: int) -> Tensor:
+    """Draws ``(S, *shape)`` of a site as a value under a particle plate at ``-(nesting+1)``."""
+    batch_dims = value.dim() - 1 - event_dim
+    return value.reshape(len(value), *([1] * (nesting - batch_dims)), *value.shape[1:])
+
+
+def _unvectorise(value: Tensor, num: int, shape: torch.Size) -> Tensor:
+    """A site's value under a particle plate back to ``(num, *shape)``."""
+    if value.numel() == num * math.prod(shape):
+        return value.reshape(num, *shape)
+    # not a function of the draw (e.g. a deterministic site of constants): the same each time
+    return value.reshape(-1, *shape)[:1].expand(num, *shape).clone()
 
 
 def guide_flow(family: str, dim: int, **kwargs) -> Flow:
@@ -200,14 +281,25 @@ class FlowGuide(AutoContinuous):
             raise ValueError(f"init_scale must be positive, got {init_scale}")
         if not (callable(flow) or isinstance(flow, str)):
             raise TypeError("flow must be a family name or a callable dim -> Flow")
+        if callable(flow) and (layers != 3 or hidden is not None or flow_kwargs):
+            raise ValueError(
+                "layers, hidden and builder options size a built flow; with a callable flow "
+                "they do not apply (build the flow to size in the callable)"
+            )
+        if affine_init is None and map_steps != 200:
+            raise ValueError(
+                "map_steps is the length of the Laplace start: pass affine_init='laplace'"
+            )
         options = dict(flow_kwargs, layers=layers)
         if hidden is not None:
             options["hidden"] = tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden
         if isinstance(flow, str):
             _check_flow_options(flow, options)
-        super().__init__(model, init_loc_fn=init_loc_fn)
+        # enumerated discrete sites are marginalised in the full model, not guided
+        super().__init__(_EnumBlock()(model), init_loc_fn=init_loc_fn)
         self.create_plates = create_plates
         self._model_fn = model
+        self._model_args: tuple[tuple, dict] | None = None
         self._flow_spec = flow
         self._flow_kwargs = options
         self.init_scale = float(init_scale)
@@ -217,6 +309,31 @@ class FlowGuide(AutoContinuous):
 
     # -- structure ----------------------------------------------------------------------------
     def _setup_prototype(self, *args, **kwargs) -> None:
+        hidden: list[str] = []
+        with _hidden_discrete(hidden), torch.no_grad(), poutine.block():
+            full = poutine.trace(self._model_fn).get_trace(*args, **kwargs)
+        if hidden:
+            raise ValueError(
+                f"site {hidden[0]!r} is discrete and drawn from its prior inside the model the "
+                "guide is fitted to (it is hidden from the ELBO, e.g. by poutine.block): the fit "
+                "would average the likelihood over its prior instead of marginalising it. Pass "
+                "the full model decorated with pyro.infer.config_enumerate: FlowGuide guides "
+                "the continuous sites and marginalises the enumerated ones (TraceEnum_ELBO)"
+            )
+        self._full_sites = {
+            name: (site["value"].shape, site["fn"].event_dim)
+            for name, site in full.nodes.items()
+            if site["type"] == "sample"
+            and (_enumerated(site) or (site.get("infer") or {}).get("_deterministic"))
+        }
+        self._enumerated_sites = [n for n, site in full.nodes.items() if _enumerated(site)]
+        self._deterministic_sites = [n for n in self._full_sites if n not in self._enumerated_sites]
+        self._nesting = max(
+            (-f.dim for site in full.nodes.values() if site["type"] == "sample"
+             for f in site["cond_indep_stack"] if f.vectorized),
+            default=0,
+        )  # fmt: skip
+        self._expandable = all(_expandable(site["fn"]) for _, site in full.iter_stochastic_nodes())
         super()._setup_prototype(*args, **kwargs)
         # latents of sites inside subsampled plates span the full plate
         self._subsampled: dict[str, list[tuple[int, str]]] = {}
@@ -282,6 +399,11 @@ class FlowGuide(AutoContinuous):
         return trace.log_prob_sum() + log_jac
 
     def _laplace(self, loc: Tensor, scale_tril: Tensor, *args, **kwargs):
+        if self._enumerated_sites:
+            raise NotImplementedError(
+                "affine_init='laplace' is not available for models with enumerated discrete "
+                f"sites ({self._enumerated_sites}); use affine_init=None"
+            )
         if self._subsampled:
             raise NotImplementedError(
                 "affine_init='laplace' needs the whole data in one step: the model subsamples "
@@ -376,13 +498,59 @@ class FlowGuide(AutoContinuous):
 
     # -- posterior summaries ------------------------------------------------------------------
     def _require_setup(self, args, kwargs) -> None:
-        if self.prototype_trace is None:
+        if self.prototype_trace is not None:
+            return
+        try:
             self._setup_prototype(*args, **kwargs)
+        except TypeError as error:
+            if args or kwargs:
+                raise
+            raise ValueError(
+                "this FlowGuide is not fitted or set up yet, and running the model without "
+                f"arguments failed ({error}); call guide.fit(*model_args) first, or pass the "
+                "model's arguments: guide.sample_posterior(num_samples, *model_args)"
+            ) from None
+
+    def _with_model_sites(self, result: dict[str, Tensor], args, kwargs) -> dict[str, Tensor]:
+        """Add the enumerated discrete sites (drawn from their conditional posterior given each
+        continuous draw, Pyro's ``infer_discrete``) and the deterministic sites."""
+        if not self._full_sites:
+            return result
+        if not args and not kwargs and self._model_args is not None:
+            args, kwargs = self._model_args
+        num = len(next(iter(result.values())))
+        nesting = self._nesting
+        data = {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            data[name] = _vectorise(result[name], site["fn"].event_dim, nesting)
+
+        def vectorised(*a, **k):
+            with pyro.plate("_num_samples", num, dim=-(nesting + 1)):
+                return self._model_fn(*a, **k)
+
+        model = poutine.condition(vectorised, data=data)
+        if self._enumerated_sites:
+            model = infer_discrete(model, first_available_dim=-(nesting + 2), temperature=1)
+        with poutine.block():
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
+        result = dict(result)
+        for name, (shape, _) in self._full_sites.items():
+            result[name] = _unvectorise(trace.nodes[name]["value"].detach(), num, shape)
+        return result
 
     @torch.no_grad()
     def sample_posterior(self, num_samples: int = 1000, *args, **kwargs) -> dict[str, Tensor]:
         """``num_samples`` joint posterior draws: ``{site: tensor (num_samples, *shape)}``
-        (full plates), drawn in one vectorised pass."""
+        (full plates), drawn in one vectorised pass. Enumerated discrete sites are drawn from
+        their conditional posterior given each draw (``infer_discrete``) and deterministic
+        sites are computed, as ``pyro.infer.Predictive`` gives them; both run the model, with
+        the arguments given here or else those of the last :meth:`fit`.
+
+        Raises:
+            ValueError: ``num_samples`` not a positive integer, or the guide is not set up
+                and the model needs arguments.
+        """
+        num_samples = _positive_int("num_samples", num_samples)
         self._require_setup(args, kwargs)
         latent = self.flow.sample((int(num_samples),))
         result, pos = {}, 0
@@ -391,7 +559,7 @@ class FlowGuide(AutoContinuous):
             u = latent[:, pos : pos + math.prod(shape)].reshape(len(latent), *shape)
             result[name] = biject_to(site["fn"].support)(u)
             pos += math.prod(shape)
-        return result
+        return self._with_model_sites(result, args, kwargs)
 
     @torch.no_grad()
     def quantiles(
@@ -400,13 +568,17 @@ class FlowGuide(AutoContinuous):
     ) -> dict[str, Tensor]:  # fmt: skip
         """Elementwise posterior quantiles of each site, ``{site: (len(quantiles), *shape)}``:
         Monte Carlo estimates from ``num_samples`` draws with a fixed ``seed`` (reproducible)."""
+        q = torch.as_tensor(quantiles, dtype=torch.float64).reshape(-1)
+        if not len(q) or not bool(((q >= 0) & (q <= 1)).all()):
+            raise ValueError(f"quantiles must lie in [0, 1], got {quantiles!r}")
         self._require_setup(args, kwargs)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            draws = self.sample_posterior(num_samples)
+            draws = self.sample_posterior(num_samples, *args, **kwargs)
         result = {}
         for name, value in draws.items():
-            q = torch.as_tensor(quantiles, dtype=value.dtype, device=value.device)
+            value = value if value.is_floating_point() else value.double()
+            q = torch.as_tensor(quantiles, dtype=value.dtype, device=value.device).reshape(-1)
             result[name] = torch.quantile(value.reshape(len(value), -1), q, dim=0).reshape(
                 len(q), *value.shape[1:]
             )
@@ -473,24 +645,66 @@ class FlowGuide(AutoContinuous):
             raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
         if elbo is not None and not hasattr(elbo, "differentiable_loss"):
             raise ValueError(f"{type(elbo).__name__} has no differentiable_loss; use SVI")
-        bad = _nan_argument(args, model_kwargs)
-        if bad is not None:
+        if elbo is not None and (
+            (num_particles != 1 and num_particles != getattr(elbo, "num_particles", None))
+            or objective != "elbo"
+        ):
             raise ValueError(
-                f"{bad} contains NaN values; FlowGuide.fit needs finite data (drop or mask "
-                "missing values in the model, e.g. with obs_mask)"
+                "num_particles and objective configure the default ELBO; with elbo= set them "
+                "on the ELBO you pass (e.g. Trace_ELBO(num_particles=8))"
+            )
+        for name in ("max_steps", "steps_per_epoch", "max_epochs"):
+            if name in fit_kwargs:
+                raise ValueError(f"{name} is set by steps= in FlowGuide.fit; pass steps only")
+        bad = _bad_argument(args, model_kwargs)
+        if bad is not None and bad[1] == "NaN":
+            raise ValueError(
+                f"{bad[0]} contains NaN values; FlowGuide.fit needs finite data (drop or "
+                "mask missing values in the model, e.g. with obs_mask)"
             )
         model = self._model_fn
+        if bad is not None:  # inf may be a legitimate argument (a bound), not an observation
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), poutine.block():
+                check = poutine.trace(model).get_trace(*args, **model_kwargs)
+            for name, site in check.nodes.items():
+                value = site["value"] if site["type"] == "sample" else None
+                if site.get("is_observed") and isinstance(value, Tensor):
+                    if value.is_floating_point() and bool(torch.isinf(value).any()):
+                        raise ValueError(
+                            f"{bad[0]} contains inf values, observed at site {name!r}; "
+                            "FlowGuide.fit needs finite observations (drop or mask them)"
+                        )
         with _seeded(fit_kwargs.get("seed")):
             self._require_setup(args, model_kwargs)
             with torch.no_grad(), poutine.block():
                 trace = poutine.trace(model).get_trace(*args, **model_kwargs)
-        nesting = max(
-            (-f.dim for s in trace.nodes.values() if s["type"] == "sample"
-             for f in s["cond_indep_stack"] if f.vectorized),
-            default=0,
-        )  # fmt: skip
+        nesting = self._nesting
+        enumerated = self._enumerated_sites
+        if enumerated and elbo is None and objective == "iwae":
+            raise ValueError(
+                f"objective='iwae' does not marginalise the enumerated sites {enumerated}; use "
+                "objective='elbo' (TraceEnum_ELBO)"
+            )
+        vectorise = num_particles > 1 and self._expandable
+        if num_particles > 1 and not self._expandable and elbo is None:
+            warnings.warn(
+                "a site's distribution cannot be expanded (e.g. dist.LKJ, a Pyro limitation; "
+                "dist.LKJCholesky can): the particles are drawn one by one, not vectorised",
+                stacklevel=2,
+            )
+            if objective == "iwae":
+                raise ValueError(
+                    "objective='iwae' needs vectorised particles, which this model's "
+                    "distributions do not allow (dist.LKJ: use dist.LKJCholesky)"
+                )
         if elbo is None and objective == "elbo":
-            elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True)
+            if enumerated:
+                elbo = TraceEnum_ELBO(
+                    num_particles=num_particles, vectorize_particles=vectorise,
+                    max_plate_nesting=nesting,
+                )  # fmt: skip
+            else:
+                elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=vectorise)
         resume = fit_kwargs.get("resume")
         if elbo is not None and resume is not None and Path(resume).exists():
             # A new ELBO guesses the plate nesting at its first step by drawing from the guide:
@@ -500,22 +714,76 @@ class FlowGuide(AutoContinuous):
             # (plus the particles' plate, as Pyro adds it).
             if getattr(elbo, "max_plate_nesting", None) == math.inf:
                 particles = bool(getattr(elbo, "vectorize_particles", False))
+                particles = particles and getattr(elbo, "num_particles", 1) > 1
                 elbo.max_plate_nesting = nesting + particles
 
-        def loss(guide: nn.Module, batch: tuple) -> Tensor:
+        def loss(trained: nn.Module, batch: tuple) -> Tensor:
             if elbo is not None:
-                return elbo.differentiable_loss(model, guide, *args, **model_kwargs)
+                return elbo.differentiable_loss(model, self, *args, **model_kwargs)
             # importance-weighted bound (IWAE) with num_particles vectorised samples
             log_w, _, _ = vectorized_importance_weights(
-                model, guide, *args, num_samples=num_particles, max_plate_nesting=nesting,
+                model, self, *args, num_samples=num_particles, max_plate_nesting=nesting,
                 **model_kwargs,
             )  # fmt: skip
             return -(torch.logsumexp(log_w, 0) - math.log(num_particles))
 
-        per_epoch = min(int(steps), 100)
+        # the model's own parameters (pyro.param, pyro.module) train with the guide, as in SVI
+        trained: nn.Module = self
+        model_params = self._model_parameters(trace)
+        if model_params:
+            trained = _GuideAndModel(self, model_params)
+        fingerprint = {
+            "model_args": data_fingerprint([t for _, t in _tensors(args, model_kwargs)]),
+            "latent_sites": repr(
+                [(name, tuple(self._unconstrained_shapes[name]), str(site["fn"].support))
+                 for name, site in self.prototype_trace.iter_stochastic_nodes()]
+            ),
+            "flow_options": repr((self._flow_spec if isinstance(self._flow_spec, str) else
+                                  "callable", sorted(self._flow_kwargs.items()),
+                                  self.init_scale, self.affine_init, self.stl)),
+            "objective": repr((objective, num_particles, type(elbo).__name__)),
+            "model_params": repr(sorted(model_params)),
+            **(fit_kwargs.pop("fingerprint", None) or {}),
+        }  # fmt: skip
+        self._model_args = (args, model_kwargs)
+        per_epoch = min(steps, 100)
         fit_kwargs.setdefault("patience", None)
         fit_kwargs.setdefault("clip_grad", 10.0)
         return fit(
-            self, loss, None, steps_per_epoch=per_epoch, max_epochs=math.ceil(steps / per_epoch),
-            lr=lr, **fit_kwargs,
+            trained, loss, None, steps_per_epoch=per_epoch,
+            max_epochs=math.ceil(steps / per_epoch), max_steps=steps, lr=lr,
+            fingerprint=fingerprint, **fit_kwargs,
         )  # fmt: skip
+
+    def _model_parameters(self, trace) -> dict[str, nn.Parameter]:
+        """The unconstrained tensors of the model's ``pyro.param`` / ``pyro.module`` sites in
+        the param store, as ``nn.Parameter`` objects the store keeps using (a plain leaf tensor
+        is swapped for a Parameter holding the same values)."""
+        store = pyro.get_param_store()
+        own = {id(p) for p in self.parameters()}
+        result = {}
+        for name, site in trace.nodes.items():
+            if site["type"] != "param" or name not in store._params:
+                continue
+            value = store._params[name]
+            if id(value) in own or not value.requires_grad:
+                continue
+            if not isinstance(value, nn.Parameter):
+                parameter = nn.Parameter(value.detach())
+                store._params[name] = parameter
+                store._param_to_name.pop(value, None)
+                store._param_to_name[parameter] = name
+                value = parameter
+            result[name] = value
+        return result
+
+
+class _GuideAndModel(nn.Module):
+    """What :meth:`FlowGuide.fit` trains when the model has parameters: the guide and the
+    model's parameters (the param store's own tensors), in one module for the loop."""
+
+    def __init__(self, guide: FlowGuide, params: dict[str, nn.Parameter]):
+        super().__init__()
+        self.guide = guide
+        self.names = sorted(params)
+        self.model_params = nn.ParameterList([params[n] for n in self.names])

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from pyroflows.builders import _positive_int
 from pyroflows.diagnostics.importance import ess, pareto_k
 from pyroflows.flows import Flow
+from pyroflows.losses import check_values
 from pyroflows.vi.density_fit import fit_to_density
 
-__all__ = ["ImportanceResult", "importance_sample", "integrate"]
+__all__ = ["DefensiveMixture", "ImportanceResult", "importance_sample", "integrate"]
 
 
 @dataclass
@@ -62,6 +64,14 @@ class ImportanceResult:
         """Self-normalised estimate of ``E_p[g(x)]`` with ``p = f / Z`` (kept draws only)."""
         weights = torch.softmax(self._kept()[1], 0)
         values = g(self.samples)
+        if not isinstance(values, Tensor) or values.dim() < 1 or len(values) != len(weights):
+            got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise ValueError(
+                f"g must return one value (or one array) per draw: ({len(weights)}, ...), got {got}"
+            )
+        nan = torch.isnan(values.reshape(len(values), -1)).any(-1)
+        if bool(nan.any()):
+            raise ValueError(f"g returned NaN at {int(nan.sum())} of {len(values)} draws")
         return (weights.reshape(-1, *([1] * (values.dim() - 1))) * values.double()).sum(0)
 
     def resample(self, num: int, seed: int | None = None) -> Tensor:
@@ -87,7 +97,6 @@ def _draw(q, num: int) -> tuple[Tensor, Tensor]:
 
 def _summarise(log_w: Tensor, n_evals: int, samples: Tensor | None, keep: bool):
     log_w = log_w.double()
-    log_w = torch.where(torch.isnan(log_w), -math.inf, log_w)
     n = len(log_w)
     m = log_w.max()
     if not bool(torch.isfinite(m)):
@@ -132,15 +141,52 @@ def importance_sample(
         >>> round(r.log_z, 4)  # log of (2 pi)
         1.8379
     """
+    if not callable(log_f):
+        raise TypeError("log_f must be a callable mapping (N, dim) points to (N,) values")
+    n, batch_size = _positive_int("n", n), _positive_int("batch_size", batch_size)
     samples, log_ws = [], []
     for start in range(0, int(n), batch_size):
         x, log_q = _draw(q, min(batch_size, int(n) - start))
         with torch.no_grad():
-            log_ws.append(log_f(x).double() - log_q.double())
+            log_ws.append(check_values(log_f(x), x, "log_f").double() - log_q.double())
         if keep:
             samples.append(x)
     log_w = torch.cat(log_ws)
     return _summarise(log_w, int(n), torch.cat(samples) if keep else None, keep)
+
+
+class DefensiveMixture:
+    """``(1 - weight) q + weight * U([0, 1]^dim)``: a proposal whose density is at least
+    ``weight`` everywhere on the cube, so the importance weights ``f / q`` are bounded by
+    ``max f / weight`` (a flow ending in a sigmoid has a density that vanishes at the faces,
+    which gives heavy-tailed weights, k-hat > 0.7, for integrands that are not zero there).
+
+    Example:
+        >>> from pyroflows.vi.density_fit import make_flow
+        >>> q = DefensiveMixture(make_flow(2, "unit", layers=1, hidden=(4,)), 0.1)
+        >>> x = q.sample((5,))
+        >>> bool((q.log_prob(x) >= math.log(0.1)).all())
+        True
+    """
+
+    def __init__(self, q: Flow, weight: float):
+        self.q, self.weight, self.dim = q, float(weight), q.dim
+
+    @torch.no_grad()
+    def sample(self, shape: tuple[int, ...]) -> Tensor:
+        x = self.q.sample(shape)
+        uniform = torch.rand(*shape, device=x.device) < self.weight
+        # uniform on the open cube: an integrand singular on a face stays finite at the draws
+        u = torch.rand_like(x).clamp_(min=torch.finfo(x.dtype).tiny)
+        return torch.where(uniform[..., None], u, x)
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor) -> Tensor:
+        log_q = torch.nan_to_num(self.q.log_prob(x), nan=-math.inf)
+        if self.weight == 0:
+            return log_q
+        return torch.logaddexp(log_q + math.log1p(-self.weight), torch.full_like(log_q, 0.0)
+                               + math.log(self.weight))  # fmt: skip
 
 
 class _Counted:
@@ -153,10 +199,7 @@ class _Counted:
         self.evals += len(x)
         with torch.no_grad():
             values = self.f(x.detach().double())
-        if values.shape != x.shape[:1]:
-            raise ValueError(f"f must map (N, D) points to (N,) values, got {tuple(values.shape)}")
-        if bool((values < 0).any()):
-            raise ValueError("integrate needs a non-negative integrand")
+        values = check_values(values, x, "f", log=False)
         return torch.log(values).to(x.dtype)
 
 
@@ -177,6 +220,7 @@ def integrate(
     beta0: float = 0.05,
     seed: int | None = 0,
     keep: bool = False,
+    defensive: float = 0.1,
     **fit_kwargs,
 ) -> ImportanceResult:
     """``∫_[0,1]^dim f(x) dx`` by neural importance sampling within ``max_evals`` evaluations.
@@ -206,6 +250,12 @@ def integrate(
             apart are all found (0: no annealing).
         seed: seed of training and sampling (None: the global random state).
         keep: keep the final draws and weights.
+        defensive: weight of the uniform distribution in the final proposal
+            (:class:`DefensiveMixture`): the importance weights are then bounded by
+            ``max f / defensive``. Measured on ``3 x^2`` in 2-D, 40 000 evaluations, 20 seeds:
+            ``sd((estimate - 1) / stderr)`` 1.27 without it (0), 1.21 with 0.1, 0.99 with 0.3;
+            the k-hat stays 0.6-1.6 (the flow's density still falls steeply at the faces, so
+            the bounded weights have a long tail below their bound). 0 turns it off.
 
     Example:
         >>> f = lambda x: 3 * x[:, 0] ** 2  # integral 1
@@ -215,12 +265,29 @@ def integrate(
     """
     if not 0 <= train_fraction < 1:
         raise ValueError(f"train_fraction must lie in [0, 1), got {train_fraction}")
+    if not 0 <= defensive < 1:
+        raise ValueError(f"defensive must lie in [0, 1), got {defensive}")
+    if not 0 <= anneal <= 1:
+        raise ValueError(f"anneal must lie in [0, 1], got {anneal}")
+    if not callable(f):
+        raise TypeError("f must be a callable mapping (N, dim) points to (N,) values")
+    dim, max_evals = _positive_int("dim", dim), _positive_int("max_evals", max_evals)
+    batch_size = _positive_int("batch_size", batch_size)
     counted = _Counted(f)
     steps = int(train_fraction * max_evals) // batch_size
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         if isinstance(flow, Flow):
+            if (layers, tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden, bins) != (
+                4,
+                (64, 64),
+                16,
+            ):
+                raise ValueError(
+                    "layers, hidden and bins size a built flow; with a Flow passed they do not "
+                    "apply"
+                )
             q = flow
         else:
             from pyroflows.vi.density_fit import make_flow
@@ -228,13 +295,14 @@ def integrate(
             q = make_flow(dim, "unit", flow, layers, hidden, bins)
         if steps > 0:
             fit_kwargs.setdefault("progress", False)
-            q = fit_to_density(counted, dim, loss=loss, domain="unit", flow=q, steps=steps,
+            q = fit_to_density(counted, dim, loss=loss, flow=q, steps=steps,
                                num_samples=batch_size, lr=lr, anneal_steps=int(anneal * steps),
                                beta0=beta0, **fit_kwargs)  # fmt: skip
         q.eval()
         n = max_evals - counted.evals
         if n < 20:
             raise ValueError(f"training used {counted.evals} of {max_evals} evaluations")
-        result = importance_sample(counted, q, n, keep=keep)
+        proposal = DefensiveMixture(q, defensive) if defensive > 0 else q
+        result = importance_sample(counted, proposal, n, keep=keep)
     result.num_evals = counted.evals
     return result
