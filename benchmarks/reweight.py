@@ -80,6 +80,9 @@ def reweighting_rows(n, dims, seed=0):
         "pf.reweight (mlp, no calibration)": lambda g, r: (
             pf.reweight(g, r, calibration="none", random_state=seed).weights
         ),
+        "pf.reweight (mlp, ensemble 3)": lambda g, r: (
+            pf.reweight(g, r, ensemble=3, random_state=seed).weights
+        ),
         "pf.reweight (hgb)": lambda g, r: pf.reweight(g, r, "hgb", random_state=seed).weights,
         "hep_ml GBReweighter": gb_reweighter,
         "plain MLP DCTR": plain_dctr,
