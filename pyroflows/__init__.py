@@ -24,6 +24,7 @@ from pyroflows.density import DensityEstimator
 from pyroflows.estimator import BaseDensity
 from pyroflows.flows import Flow, FlowDistribution
 from pyroflows.preprocess import Preprocessor, fit_preprocessor
+from pyroflows.reweight import Reweighting, resample, reweight
 from pyroflows.train import History, TrainingDiverged, fit
 from pyroflows.vi import (
     AmortizedFlowGuide,
@@ -75,5 +76,8 @@ __all__ = [
     "ops",
     "piecewise_linear",
     "realnvp",
+    "Reweighting",
+    "resample",
+    "reweight",
     "transforms",
 ]

@@ -17,6 +17,9 @@ Real data sets come back as a :class:`Dataset` with a seeded train/validation/te
 :func:`load_digits`, :func:`load_breast_cancer` (scikit-learn) and :func:`load_airports`
 (``vega_datasets``, bundled file). :func:`load` dispatches on a name, toy names included.
 
+A calorimeter-like shower generator (:func:`calo_showers`: incident energy, layer energies,
+99 voxels with noise and exact zeros) for two-step conditional generation.
+
 A Pyro model with its data for the variational-inference examples: :func:`eight_schools`.
 
 Example:
@@ -30,6 +33,7 @@ Example:
     ((399, 30), (85, 30), (85, 30))
 """
 
+from pyroflows.datasets.calo import CaloShowers, calo_showers
 from pyroflows.datasets.models import eight_schools
 from pyroflows.datasets.tables import (
     Dataset,
@@ -55,12 +59,14 @@ from pyroflows.datasets.toys import (
 )
 
 __all__ = [
+    "CaloShowers",
     "Checkerboard",
     "Dataset",
     "GaussianMixture",
     "Moons",
     "Rings",
     "ToyDistribution",
+    "calo_showers",
     "checkerboard",
     "eight_schools",
     "gaussian_mixture",

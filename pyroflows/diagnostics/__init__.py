@@ -3,8 +3,9 @@
 - :mod:`~pyroflows.diagnostics.likelihood`: :func:`kl_monte_carlo`, :func:`gaussian_kl`,
   :func:`test_log_likelihood`.
 - :mod:`~pyroflows.diagnostics.two_sample`: :func:`c2st` (a classifier tries to tell real from
-  generated rows), :func:`sampling_quality` (train on genuine, synthetic and augmented data,
-  test on held-out genuine data).
+  generated rows; also the classifier metric: calibrated AUC, JSD, interval, p-value, null
+  check), :func:`plot_weight_histogram`, :func:`sampling_quality` (train on genuine,
+  synthetic and augmented data, test on held-out genuine data).
 - :mod:`~pyroflows.diagnostics.calibration`: :func:`sbc`, :func:`expected_coverage`,
   :func:`tarp`, :func:`z_score_contraction`, :func:`posterior_predictive` (amortized posteriors).
 - :mod:`~pyroflows.diagnostics.importance`: :func:`psis` (Pareto k-hat, ESS and log-evidence
@@ -42,6 +43,7 @@ from pyroflows.diagnostics.two_sample import (
     SamplingQuality,
     c2st,
     make_classifier,
+    plot_weight_histogram,
     sampling_quality,
 )
 
@@ -72,6 +74,7 @@ __all__ = [
     "hit_rate",
     "kl_monte_carlo",
     "make_classifier",
+    "plot_weight_histogram",
     "sampling_quality",
     "test_log_likelihood",
 ]
