@@ -186,6 +186,51 @@ def test_checkerboard_samples_cover_black_squares_evenly():
     assert scipy.stats.chisquare(black_counts).pvalue > 1e-3
 
 
+def test_spiral_integrates_to_one():
+    # The twist preserves area, so the twisted bar keeps the bar's unit mass.
+    p = ds.spiral()
+    mass, mean, _ = _quadrature(p, -9.0, 9.0, 0.02)
+    assert mass == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(mean, 0.0, atol=1e-6)  # symmetric under x -> -x
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.7, 2.5])
+def test_spiral_density_value_by_hand(rho):
+    # The point at radius rho on the bar's axis, turned by twist * rho, has the bar's density.
+    p = ds.Spiral(length=2.0, width=0.3, twist=1.3)
+    a = 1.3 * rho
+    x = np.array([[rho * math.cos(a), rho * math.sin(a)], [-rho * math.cos(a), -rho * math.sin(a)]])
+    bar = scipy.stats.multivariate_normal([0.0, 0.0], np.diag([4.0, 0.09]))
+    np.testing.assert_allclose(p.prob(x), bar.pdf([[rho, 0.0], [-rho, 0.0]]), rtol=1e-12)
+
+
+def test_spiral_samples_match_density():
+    # Cell probabilities on a polar grid (radius x angle) by quadrature against sample counts.
+    p = ds.spiral()
+    edges_r = np.array([0.0, 0.5, 1.0, 1.5, 2.5, 4.0, np.inf])
+    x, area = _grid(-9.0, 9.0, 0.01)
+    cells = _polar_cells(x, edges_r)
+    probs = np.bincount(cells, weights=np.exp(p.log_prob(x)) * area, minlength=6 * 8)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-3)
+    s = p.sample(50_000, seed=6)
+    counts = np.bincount(_polar_cells(s, edges_r), minlength=6 * 8)
+    expected = probs / probs.sum() * len(s)
+    keep = expected > 5
+    assert keep.sum() > 30 and expected[~keep].sum() < 20
+    assert (
+        scipy.stats.chisquare(
+            counts[keep], expected[keep] * counts[keep].sum() / expected[keep].sum()
+        ).pvalue
+        > 1e-3
+    )
+
+
+def _polar_cells(x: np.ndarray, edges_r: np.ndarray, n_angles: int = 8) -> np.ndarray:
+    ring = np.searchsorted(edges_r, np.linalg.norm(x, axis=1), side="right") - 1
+    angle = np.floor((np.arctan2(x[:, 1], x[:, 0]) + math.pi) / (2 * math.pi) * n_angles)
+    return ring * n_angles + np.minimum(angle, n_angles - 1).astype(int)
+
+
 def test_moons_samples_but_has_no_density():
     p = ds.moons()
     x = p.sample(2000, seed=0)
@@ -202,6 +247,7 @@ TOYS = {
     "mixture_10d": lambda: ds.gaussian_mixture(10, 3),
     "rings": ds.rings,
     "checkerboard": ds.checkerboard,
+    "spiral": ds.spiral,
     "moons": ds.moons,
 }
 
@@ -243,6 +289,7 @@ def test_mixture_log_prob_is_differentiable():
 
 def test_toy_registry():
     assert ds.toy("rings", n_rings=2).radii.tolist() == [1.0, 2.0]
+    assert ds.toy("spiral", twist=0.5).twist == 0.5
     with pytest.raises(ValueError, match="unknown toy"):
         ds.toy("spirals")
 

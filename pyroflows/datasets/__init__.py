@@ -10,6 +10,8 @@ and a learned flow ``q`` can be estimated without bias from samples of ``p``:
   simplex, every pair of means ``gap`` apart;
 * :func:`rings` -- concentric rings (exact density, polar Jacobian included);
 * :func:`checkerboard` -- uniform on the black squares of a checkerboard (exact density);
+* :func:`spiral` -- a Gaussian bar twisted into two spiral arms (exact density: the twist
+  preserves area);
 * :func:`moons` -- two interleaved half circles with Gaussian noise (samples only).
 
 Real data sets come back as a :class:`Dataset` with a seeded train/validation/test split
@@ -49,12 +51,14 @@ from pyroflows.datasets.toys import (
     GaussianMixture,
     Moons,
     Rings,
+    Spiral,
     ToyDistribution,
     checkerboard,
     gaussian_mixture,
     gaussian_mixture_2d,
     moons,
     rings,
+    spiral,
     toy,
 )
 
@@ -65,6 +69,7 @@ __all__ = [
     "GaussianMixture",
     "Moons",
     "Rings",
+    "Spiral",
     "ToyDistribution",
     "calo_showers",
     "checkerboard",
@@ -78,6 +83,7 @@ __all__ = [
     "load_digits",
     "moons",
     "rings",
+    "spiral",
     "split",
     "toy",
 ]

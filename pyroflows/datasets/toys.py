@@ -411,6 +411,75 @@ def checkerboard(n_squares: int = 4, bound: float = 4.0) -> Checkerboard:
     return Checkerboard(n_squares, bound)
 
 
+class Spiral(ToyDistribution):
+    """A two-armed spiral: a Gaussian bar twisted about the origin, with an exact density.
+
+    Sampling draws ``z ~ N(0, diag(length^2, width^2))`` (a bar along the first axis) and
+    rotates it by the angle ``twist * |z|``: points farther out turn more, so the two ends of
+    the bar wind into two spiral arms. This twist keeps every radius and shifts the polar angle
+    by a function of the radius only, so it preserves area (its Jacobian determinant is 1) and
+    the exact density is the bar's density at the untwisted point:
+
+    ``p(x) = N(R(-twist |x|) x; 0, diag(length^2, width^2))``,
+
+    with ``R(a)`` the rotation by ``a``. The arms are about ``width`` thick and, along a ray,
+    ``pi / twist`` apart.
+
+    Args:
+        length: Standard deviation of the bar along its axis (how far the arms reach).
+        width: Standard deviation across the bar (how thick the arms are).
+        twist: Rotation in radians per unit of radius.
+
+    Example:
+        >>> p = Spiral()
+        >>> p.sample(1000, seed=0).shape
+        (1000, 2)
+        >>> float(p.prob(np.zeros(2)).round(4))  # the bar's peak 1 / (2 pi length width)
+        0.2653
+    """
+
+    def __init__(self, length: float = 2.0, width: float = 0.3, twist: float = 1.0):
+        if length <= 0 or width <= 0:
+            raise ValueError("length and width must be positive")
+        self.length = float(length)
+        self.width = float(width)
+        self.twist = float(twist)
+        self.dim = 2
+        self.name = "spiral"
+
+    def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        z = rng.standard_normal((n, 2)) * np.array([self.length, self.width])
+        angle = self.twist * np.linalg.norm(z, axis=1)
+        c, s = np.cos(angle), np.sin(angle)
+        return np.stack([c * z[:, 0] - s * z[:, 1], s * z[:, 0] + c * z[:, 1]], axis=-1)
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        angle = -self.twist * torch.linalg.vector_norm(x, dim=-1)
+        c, s = angle.cos(), angle.sin()
+        u = c * x[..., 0] - s * x[..., 1]
+        v = s * x[..., 0] + c * x[..., 1]
+        quad = (u / self.length).square() + (v / self.width).square()
+        return -0.5 * quad - _LOG_2PI - math.log(self.length * self.width)
+
+
+def spiral(length: float = 2.0, width: float = 0.3, twist: float = 1.0) -> Spiral:
+    """A two-armed spiral with an exact density; see :class:`Spiral`.
+
+    Args:
+        length: Standard deviation of the bar along its axis (how far the arms reach).
+        width: Standard deviation across the bar (how thick the arms are).
+        twist: Rotation in radians per unit of radius.
+
+    Returns:
+        A :class:`Spiral`.
+
+    Example:
+        >>> spiral(twist=1.5).twist
+        1.5
+    """
+    return Spiral(length, width, twist)
+
+
 class Moons(ToyDistribution):
     """Two interleaved half circles with isotropic Gaussian noise (like scikit-learn's
     ``make_moons``, but with uniformly drawn positions along the arcs).
@@ -465,6 +534,7 @@ _TOYS: dict[str, Callable[..., ToyDistribution]] = {
     "mixture": gaussian_mixture,
     "rings": rings,
     "checkerboard": checkerboard,
+    "spiral": spiral,
     "moons": moons,
 }
 
@@ -474,7 +544,8 @@ def toy(name: str, **kwargs: Any) -> ToyDistribution:
 
     Args:
         name: One of ``"mixture_2d"`` (:func:`gaussian_mixture_2d`), ``"mixture"``
-            (:func:`gaussian_mixture`), ``"rings"``, ``"checkerboard"``, ``"moons"``.
+            (:func:`gaussian_mixture`), ``"rings"``, ``"checkerboard"``, ``"spiral"``,
+            ``"moons"``.
         **kwargs: Passed to the factory, e.g. ``n_components=4, gap=6.0``.
 
     Returns:
