@@ -39,6 +39,7 @@ from pyroflows.preprocess import (
 )
 from pyroflows.streaming import check_rows, is_streamed, open_rows
 from pyroflows.train import History, check_options, fit, resolve_device
+from pyroflows.train.recipe import run_portfolio, validation_rows
 from pyroflows.transforms import Box, FixedAffine
 from pyroflows.validation import check_data
 
@@ -80,7 +81,7 @@ class Member:
     lr: float
     schedule: str | None
     patience: int
-    share: float  # of the time budget
+    share: float  # of the time budget left when the member starts (the last: all that is left)
 
 
 #: What ``flow="auto"`` tries, in this order; the member with the best validation likelihood
@@ -421,13 +422,6 @@ class DensityEstimator(BaseDensity):
         return {"checkpoint": checkpoint, "checkpoint_every": int(checkpoint_every),
                 "resume": resume}  # fmt: skip
 
-    def _member_file(self, path: str | Path | None, member: Member, several: bool) -> Any:
-        """The checkpoint file of one member: the path itself, or one named after the member
-        when ``flow="auto"`` fits several."""
-        if path is None or not several:
-            return path
-        return member_path(path, member.name)
-
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None, runs: dict[str, Any]) -> dict[str, Any]:
         with _threads(self.num_threads):
             return self._fit_portfolio(self._prepare(X, X_val), runs)
@@ -454,8 +448,8 @@ class DensityEstimator(BaseDensity):
         rng = np.random.default_rng(self.random_state)
         train = np.ones(n, dtype=bool)
         held_out = None
-        if X_val is None and self.validation_fraction > 0 and n >= 10:
-            n_val = min(max(1, int(round(self.validation_fraction * n))), n - 1)
+        n_val = validation_rows(n, self.validation_fraction)
+        if X_val is None and n_val > 0 and n >= 10:
             held_out = np.sort(rng.choice(n, n_val, replace=False))
             train[held_out] = False
             X_val = np.asarray(rows[held_out], dtype=np.float64)
@@ -517,10 +511,10 @@ class DensityEstimator(BaseDensity):
         return _Prepared(pre, train, Z_val, sample, (-ladj, shift_val), {"X": data, "X_val": val})
 
     def _fit_portfolio(self, prep: _Prepared, runs: dict[str, Any]) -> dict[str, Any]:
-        """Fit every member; ``runs``: the checkpoint options of this fit
+        """Fit every member on the same split with :func:`~pyroflows.train.recipe.run_portfolio`
+        and keep the best; ``runs``: the checkpoint options of this fit
         (:meth:`_check_run_files`)."""
-        start, candidates = time.perf_counter(), []
-        members = self._members(prep.Z_val is not None)
+        members = {m.name: m for m in self._members(prep.Z_val is not None)}
         if prep.Z_val is None and self.patience is not None:
             warnings.warn(
                 f"patience={self.patience!r} is not used: there are no validation rows (fewer "
@@ -528,49 +522,45 @@ class DensityEstimator(BaseDensity):
                 UserWarning,
                 stacklevel=4,
             )
-        several = len(members) > 1
         # every member's checkpoint is checked before any is trained: a refusal leaves the
         # estimator and every file as they were
-        for member in members:
-            resume = self._member_file(runs["resume"], member, several)
+        for member in members.values():
+            resume = runs["resume"]
+            if resume is not None and len(members) > 1:
+                resume = member_path(resume, member.name)
             self._check_resume(resume, self._fingerprint(member, prep))
-        for i, member in enumerate(members):
+        start = time.perf_counter()
+
+        def fit_member(name: str, run: dict[str, Any]) -> tuple[History, Any]:
             offset = time.perf_counter() - start
-            budget = None
-            if self.time_budget is not None:  # the last member gets whatever is left
-                left = max(self.time_budget - offset, 1e-3)
-                budget = left if i == len(members) - 1 else self.time_budget * member.share
-            files = runs | {
-                key: self._member_file(runs[key], member, several)
-                for key in ("checkpoint", "resume")
-            }
-            flow, history, components = self._fit_member(member, prep, budget, files)
-            _to_data_units(history, offset, *prep.shifts)
-            candidates.append(
-                {
-                    "name": member.name,
-                    "flow": flow,
-                    "history": history,
-                    "components": components,
-                    "member": member,
-                    "seconds": time.perf_counter() - start - offset,
-                }
+            files = runs | {"checkpoint": run["checkpoint"], "resume": run["resume"]}
+            flow, history, components = self._fit_member(
+                members[name], prep, run["time_budget"], files
             )
-        best = min(candidates, key=lambda c: c["history"].best_loss)
+            _to_data_units(history, offset, *prep.shifts)
+            return history, (flow, components)
+
+        best, candidates = run_portfolio(
+            list(members), fit_member, time_budget=self.time_budget,
+            checkpoint=runs["checkpoint"], resume=runs["resume"],
+            shares=[m.share for m in members.values()],
+        )  # fmt: skip
+        flow, components = best.result
+        member = members[best.name]
         return {
-            "flow_": best["flow"],
+            "flow_": flow,
             "preprocessor_": prep.pre,
-            "history_": best["history"],
-            "member_": best["name"],
+            "history_": best.history,
+            "member_": best.name,
             "candidates_": [
-                {k: c[k] for k in ("name", "history", "seconds")}
-                | {"best_loss": c["history"].best_loss}
+                {"name": c.name, "history": c.history, "seconds": c.seconds}
+                | {"best_loss": c.history.best_loss}
                 for c in candidates
             ],
             "_build_": {
-                "flow": best["member"].flow,
-                "base": "mog" if best["member"].base == "gmm" else best["member"].base,
-                "components": best["components"],
+                "flow": member.flow,
+                "base": "mog" if member.base == "gmm" else member.base,
+                "components": components,
             },
         }
 

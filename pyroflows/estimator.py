@@ -24,6 +24,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _get_feature_names, check_is_fitted
 
 from pyroflows.checkpoint import atomic_save, read_saved
+from pyroflows.train.recipe import validation_rows
 from pyroflows.validation import check_data, warn_awkward_data
 
 __all__ = ["BaseDensity", "check_feature_names", "is_pyroflows_file", "split_validation"]
@@ -133,12 +134,10 @@ def split_validation(
         >>> train.shape, val.shape
         ((8, 2), (2, 2))
     """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation_fraction must lie in [0, 1), got {fraction!r}")
-    if fraction == 0.0 or len(X) < min_rows:
+    n_val = validation_rows(len(X), fraction)  # checks the fraction
+    if n_val == 0 or len(X) < min_rows:
         return X, None
     order = check_random_state(random_state).permutation(len(X))
-    n_val = min(max(1, int(round(fraction * len(X)))), len(X) - 1)
     return X[order[n_val:]], X[order[:n_val]]
 
 
