@@ -1,11 +1,17 @@
 """Density estimation with a flow behind the scikit-learn estimator API.
 
-:class:`DensityEstimator` learns the pre-transform of :mod:`pyroflows.preprocess` in float64
-(per-column standardisation or whitening, after a logit / log map for bounded data), trains a
-flow on the standardised rows with :func:`pyroflows.train.fit` and :func:`pyroflows.losses.nll`,
-and reports ``log p(x)`` in the user's units: the pre-transform's Jacobian is added in float64,
-so float32 training on data with a large offset loses nothing. ``flow_`` is the whole model
-(flow layers followed by the fixed pre-transform layers) as a :class:`~pyroflows.flows.Flow`.
+:class:`DensityEstimator` is a thin composition of shared parts: the float64 pre-transform of
+:mod:`pyroflows.preprocess` (per-column standardisation or whitening, after a logit / log map
+for bounded data; :func:`~pyroflows.preprocess.to_latent` casts the standardised rows), a flow
+from :mod:`pyroflows.builders` trained on them by :func:`pyroflows.train.fit` with
+:func:`pyroflows.losses.nll`, and the recipe of :mod:`pyroflows.train.recipe` (the validation
+split, the ``flow="auto"`` portfolio on that split). The fitted model is a
+:class:`~pyroflows.preprocess.Encoded` (flow + pre-transform): ``log p(x)`` in the user's units,
+the pre-transform's Jacobian added in float64, so float32 training on data with a large offset
+loses nothing. ``flow_`` is the whole model (flow layers followed by the fixed pre-transform
+layers) as a :class:`~pyroflows.flows.Flow`. The input checks and ``save`` / ``load`` are
+:class:`~pyroflows.estimator.BaseDensity`'s; a new density estimator subclasses it there (or in
+:mod:`pyroflows.baselines` for a classical one).
 """
 
 from __future__ import annotations
@@ -28,19 +34,21 @@ from pyroflows.bases import GaussianMixture
 from pyroflows.builders import FAMILIES, build
 from pyroflows.checkpoint import load_checkpoint, member_path
 from pyroflows.estimator import BaseDensity, _plain, refuse_to_overwrite, split_validation
-from pyroflows.flows import Flow
 from pyroflows.losses import nll
 from pyroflows.preprocess import (
+    Encoded,
     Preprocessor,
     bounds_array,
+    box_preprocessor,
     check_inside,
     fit_preprocessor,
     fit_preprocessor_chunks,
+    preprocessor_layout,
+    to_latent,
 )
 from pyroflows.streaming import check_rows, is_streamed, open_rows
 from pyroflows.train import History, check_options, fit, resolve_device
 from pyroflows.train.recipe import run_portfolio, validation_rows
-from pyroflows.transforms import Box, FixedAffine
 from pyroflows.validation import check_data
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -55,8 +63,10 @@ _SHAPING = (
     "flow", "layers", "hidden", "bins", "bound", "coupling", "residual", "base", "whiten",
     "bounds", "dtype", "validation_fraction",
 )  # fmt: skip
-_CHUNK = 8192
 _BASES = ("normal", "diag_normal", "mog", "gmm", "uniform")
+#: families that live on the unit cube: the box is mapped affinely onto it (closed bounds, a
+#: uniform base, no whitening, no streaming yet); every special case of them keys on this
+_UNIT_CUBE = ("piecewise_linear",)
 
 
 @dataclass
@@ -231,22 +241,13 @@ class DensityEstimator(BaseDensity):
         if self.random_state is not None and not isinstance(self.random_state, numbers.Integral):
             raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
         resolve_device(self.device)
-        if self.base == "uniform" and self.flow != "piecewise_linear":
+        if self.base == "uniform" and not self._unit_cube:
             raise ValueError(
                 "base='uniform' needs a flow that maps the unit cube onto itself: use "
                 "flow='piecewise_linear' with bounds, or base='normal'"
             )
-        if self.flow == "piecewise_linear" and self.bounds is None:
-            raise ValueError(
-                "flow='piecewise_linear' lives on the unit cube: pass finite bounds=(low, high)"
-            )
-        if self.flow == "piecewise_linear":
-            try:
-                finite = all(np.isfinite(np.asarray(b, dtype=float)).all() for b in self.bounds)
-            except (TypeError, ValueError):
-                finite = True  # a malformed pair: bounds_array names the problem later
-            if not finite:
-                raise ValueError("flow='piecewise_linear' needs finite bounds on every column")
+        if self._unit_cube:
+            self._check_unit_cube()
         family = "nsf" if self.flow == "auto" else self.flow
         for option, default, families in _FAMILY_OPTIONS:
             if getattr(self, option) != default and family not in families:
@@ -260,14 +261,32 @@ class DensityEstimator(BaseDensity):
                 "blocks replace the hidden layers after the first; give at least two equal "
                 "hidden sizes"
             )
-        if self.flow == "piecewise_linear" and self.whiten:
+
+    @property
+    def _unit_cube(self) -> bool:
+        """Whether the flow lives on the unit cube (:data:`_UNIT_CUBE`)."""
+        return self.flow in _UNIT_CUBE
+
+    def _check_unit_cube(self) -> None:
+        """The options a flow on the unit cube needs: finite bounds, no whitening, its base."""
+        if self.bounds is None:
             raise ValueError(
-                "whiten=True has no effect with flow='piecewise_linear' (the box is mapped "
+                f"flow={self.flow!r} lives on the unit cube: pass finite bounds=(low, high)"
+            )
+        try:
+            finite = all(np.isfinite(np.asarray(b, dtype=float)).all() for b in self.bounds)
+        except (TypeError, ValueError):
+            finite = True  # a malformed pair: bounds_array names the problem later
+        if not finite:
+            raise ValueError(f"flow={self.flow!r} needs finite bounds on every column")
+        if self.whiten:
+            raise ValueError(
+                f"whiten=True has no effect with flow={self.flow!r} (the box is mapped "
                 "affinely onto the unit cube); use whiten=False"
             )
-        if self.flow == "piecewise_linear" and self.base not in (None, "uniform"):
+        if self.base not in (None, "uniform"):
             raise ValueError(
-                f"base={self.base!r} has no effect with flow='piecewise_linear' (its base is "
+                f"base={self.base!r} has no effect with flow={self.flow!r} (its base is "
                 "uniform on the unit cube); leave base=None"
             )
 
@@ -288,7 +307,7 @@ class DensityEstimator(BaseDensity):
         }
         if self.schedule is not None:
             overrides["schedule"] = None if self.schedule == "constant" else self.schedule
-        if self.flow == "piecewise_linear":
+        if self._unit_cube:
             overrides["base"] = "uniform"
         return [replace(m, **overrides) for m in members]
 
@@ -296,10 +315,9 @@ class DensityEstimator(BaseDensity):
         kwargs: dict[str, Any] = dict(
             layers=self.layers, hidden=self.hidden, residual=self.residual
         )
-        if family in ("nsf", "piecewise_linear"):
-            kwargs.update(bins=self.bins, coupling=self.coupling)
-        if family == "nsf":
-            kwargs["bound"] = self.bound
+        for option, _, families in _FAMILY_OPTIONS:
+            if family in families:
+                kwargs[option] = getattr(self, option)
         return kwargs
 
     def _check_bounds(self, X: np.ndarray, name: str, offset: int = 0) -> None:
@@ -308,27 +326,29 @@ class DensityEstimator(BaseDensity):
         if self.bounds is None:
             return
         low, high = bounds_array(self.bounds, X.shape[1])
-        closed = self.flow == "piecewise_linear"
+        closed = self._unit_cube
         if closed and not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ValueError("flow='piecewise_linear' needs finite bounds on every column")
+            raise ValueError(f"flow={self.flow!r} needs finite bounds on every column")
         check_inside(X, low, high, name, closed=closed, offset=offset)
 
     def _preprocessor(self, X: np.ndarray) -> Preprocessor:
-        if self.flow != "piecewise_linear":
-            return fit_preprocessor(X, whiten=self.whiten, bounds=self.bounds)
-        self._check_bounds(X, "X")
-        low, high = bounds_array(self.bounds, X.shape[1])
-        return Preprocessor(
-            [FixedAffine(torch.from_numpy(low), torch.diag(torch.from_numpy(high - low)))]
-        )
+        """The pre-transform fitted to the training rows (already checked against the bounds):
+        the box onto the unit cube, or the float64 standardisation."""
+        if self._unit_cube:
+            return box_preprocessor(self.bounds, X.shape[1])
+        return fit_preprocessor(X, whiten=self.whiten, bounds=self.bounds)
 
-    def _build(self, dim: int, pre: Preprocessor, family: str, base: Any) -> Flow:
+    def _layout(self, dim: int) -> Preprocessor:
+        """A pre-transform of the fitted one's layout, to load saved buffers into."""
+        return preprocessor_layout(dim, None if self._unit_cube else self.bounds)
+
+    def _build(self, dim: int, family: str, base: Any) -> Any:
+        """The flow of ``family`` on the standardised space, on the device in the dtype."""
         kwargs = self._architecture(family)
-        if family != "piecewise_linear":  # always its uniform base
+        if base != "uniform":  # the unit cube's own base: its family builds it
             kwargs["base"] = base
         core = build(family, dim, **kwargs)
-        flow = Flow(list(core.transforms) + pre.layers(), core.base)
-        return flow.to(device=self.device, dtype=self._torch_dtype())
+        return core.to(device=self.device, dtype=self._torch_dtype())
 
     # -- BaseDensity hooks ------------------------------------------------------------------
     def fit(
@@ -435,15 +455,15 @@ class DensityEstimator(BaseDensity):
             X, X_val = split_validation(X, self.validation_fraction, self.random_state)
         pre = self._preprocessor(X).to(self.device)
         dtype = self._torch_dtype()
-        Z, ladj = _to_latent(pre, X, dtype, self.device)
+        Z, ladj = to_latent(pre, X, dtype, self.device)
         digest = hashlib.sha256(np.ascontiguousarray(X).tobytes())
         return self._prepared(pre, Z, Z, float(ladj.mean()), X_val, _digest(digest, X.shape))
 
     def _prepare_streamed(self, rows: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
         """Rows of a memory-mapped file: held-out validation rows and a subsample in memory,
         statistics in one streaming pass, training rows streamed in shuffled blocks."""
-        if self.flow == "piecewise_linear":
-            raise ValueError("flow='piecewise_linear' is not available for streamed data yet")
+        if self._unit_cube:
+            raise ValueError(f"flow={self.flow!r} is not available for streamed data yet")
         n, dim = rows.shape
         rng = np.random.default_rng(self.random_state)
         train = np.ones(n, dtype=bool)
@@ -478,13 +498,13 @@ class DensityEstimator(BaseDensity):
         picked = np.sort(
             rng.choice(np.flatnonzero(train), min(100_000, int(train.sum())), replace=False)
         )
-        sample, ladj = _to_latent(
+        sample, ladj = to_latent(
             pre, np.asarray(rows[picked], dtype=np.float64), dtype, self.device
         )
         blocks = streaming.Blocks(
             rows,
             train,
-            lambda block: _to_latent(pre, block, dtype, self.device)[0],
+            lambda block: to_latent(pre, block, dtype, self.device)[0],
             self.batch_size,
         )
         loader = torch.utils.data.DataLoader(blocks, batch_size=None)
@@ -502,7 +522,7 @@ class DensityEstimator(BaseDensity):
     ) -> _Prepared:
         Z_val, shift_val, val = None, None, None
         if X_val is not None:
-            Z_val, ladj_val = _to_latent(pre, X_val, self._torch_dtype(), self.device)
+            Z_val, ladj_val = to_latent(pre, X_val, self._torch_dtype(), self.device)
             if not bool(torch.isfinite(ladj_val).all()):
                 raise ValueError("X_val has values on or outside the bounds")
             shift_val = -float(ladj_val.mean())
@@ -534,22 +554,21 @@ class DensityEstimator(BaseDensity):
         def fit_member(name: str, run: dict[str, Any]) -> tuple[History, Any]:
             offset = time.perf_counter() - start
             files = runs | {"checkpoint": run["checkpoint"], "resume": run["resume"]}
-            flow, history, components = self._fit_member(
+            model, history, components = self._fit_member(
                 members[name], prep, run["time_budget"], files
             )
             _to_data_units(history, offset, *prep.shifts)
-            return history, (flow, components)
+            return history, (model, components)
 
         best, candidates = run_portfolio(
             list(members), fit_member, time_budget=self.time_budget,
             checkpoint=runs["checkpoint"], resume=runs["resume"],
             shares=[m.share for m in members.values()],
         )  # fmt: skip
-        flow, components = best.result
+        model, components = best.result
         member = members[best.name]
         return {
-            "flow_": flow,
-            "preprocessor_": prep.pre,
+            "_encoded_": model,
             "history_": best.history,
             "member_": best.name,
             "candidates_": [
@@ -599,7 +618,7 @@ class DensityEstimator(BaseDensity):
 
     def _fit_member(
         self, member: Member, prep: _Prepared, budget: float | None, files: dict[str, Any]
-    ) -> tuple[Flow, History, int]:
+    ) -> tuple[Encoded, History, int]:
         """Build and train one flow on the standardised rows."""
         seed = None if self.random_state is None else int(self.random_state)
         base: Any = member.base
@@ -613,9 +632,9 @@ class DensityEstimator(BaseDensity):
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            flow = self._build(prep.sample.shape[1], pre, member.flow, base)
+            core = self._build(prep.sample.shape[1], member.flow, base)
         history = fit(
-            _core(flow, pre),
+            core,
             nll,
             prep.train,
             Z_val,
@@ -633,38 +652,29 @@ class DensityEstimator(BaseDensity):
             **files,
             fingerprint=self._fingerprint(member, prep),
         )
-        return flow, history, components
+        return Encoded(core, pre), history, components
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         with _threads(self.num_threads):
             return self._score_rows(X)
 
     def _score_rows(self, X: np.ndarray) -> np.ndarray:
-        core = _core(self.flow_, self.preprocessor_).eval()
-        dtype, out = self._torch_dtype(), []
-        with torch.no_grad():
-            for start in range(0, len(X), _CHUNK):
-                z, ladj = _to_latent(
-                    self.preprocessor_, X[start : start + _CHUNK], dtype, self.device
-                )
-                log_q = core.log_prob(z, check=False).to(torch.float64)
-                # -inf from the pre-transform (outside the box) wins over any core value
-                out.append(torch.where(torch.isfinite(ladj), log_q + ladj, ladj))
-        log_p = torch.cat(out).cpu().numpy()
-        return np.where(np.isnan(log_p), -np.inf, log_p)
+        return self._encoded_.log_prob(X, self._torch_dtype(), self.device)
 
     def _sample(self, n: int, rng: np.random.RandomState) -> np.ndarray:
-        core = _core(self.flow_, self.preprocessor_).eval()
-        seed = int(rng.randint(2**31 - 1))
-        generator_devices = [self.device] if str(self.device).startswith("cuda") else []
-        out = np.empty((n, self.n_features_in_))
-        with torch.random.fork_rng(devices=generator_devices), torch.no_grad():
-            torch.manual_seed(seed)
-            for start in range(0, n, _CHUNK):  # bounded memory, cache-sized activations
-                z = core.sample((min(_CHUNK, n - start),))
-                x = self.preprocessor_.from_latent(z.to(torch.float64))
-                out[start : start + len(x)] = x.cpu().numpy()
-        return out
+        return self._encoded_.sample(n, int(rng.randint(2**31 - 1)), self.device)
+
+    # -- the fitted model -------------------------------------------------------------------
+    @property
+    def flow_(self) -> Any:
+        """The whole fitted model as one :class:`~pyroflows.flows.Flow`: the flow's layers
+        followed by the fixed pre-transform layers, ``log_prob`` in the data's units."""
+        return self._encoded_.flow
+
+    @property
+    def preprocessor_(self) -> Preprocessor:
+        """The fitted float64 pre-transform (:mod:`pyroflows.preprocess`)."""
+        return self._encoded_.pre
 
     # -- extras -----------------------------------------------------------------------------
     def plot_history(self, ax: Any = None) -> Any:
@@ -688,21 +698,15 @@ class DensityEstimator(BaseDensity):
         if version < 2:
             raise ValueError(f"format version {version} is no longer read: re-fit the model")
         dim = self.n_features_in_
-        # a pre-transform of the saved layout; load_state_dict overwrites its buffers
-        layers: list = [FixedAffine(torch.zeros(dim), torch.eye(dim))]
-        if self.bounds is not None and self.flow != "piecewise_linear":
-            low, high = bounds_array(self.bounds, dim)
-            layers.append(Box(torch.from_numpy(low), torch.from_numpy(high)))
-        pre = Preprocessor(layers)
         spec = state["build"]
         base: Any = spec["base"]
         if base == "mog":
             base = GaussianMixture(dim, spec["components"])
-        flow = self._build(dim, pre, spec["flow"], base)
-        flow.load_state_dict(state["flow"])
-        flow.eval()
-        self.flow_ = flow
-        self.preprocessor_ = Preprocessor(list(flow.transforms)[-len(layers) :])
+        # the saved layout; load_state_dict overwrites the buffers of the pre-transform
+        model = Encoded(self._build(dim, spec["flow"], base), self._layout(dim).to(self.device))
+        model.flow.load_state_dict(state["flow"])
+        model.flow.eval()
+        self._encoded_ = model
         self.history_ = History(**state["history"])
         self.member_ = state["member"]
         self._build_ = dict(spec)
@@ -764,23 +768,6 @@ def _mixture_base(Z: torch.Tensor, Z_val: torch.Tensor | None, seed: int | None)
         torch.from_numpy(best.covariances_),
     )  # fmt: skip
     return base.to(device=Z.device, dtype=Z.dtype)
-
-
-def _core(flow: Flow, pre: Preprocessor) -> Flow:
-    """The flow on standardised data: ``flow`` without its pre-transform layers (shared
-    modules, no copy)."""
-    return Flow(list(flow.transforms)[: -len(pre.transforms)], flow.base)
-
-
-def _to_latent(
-    pre: Preprocessor, X: np.ndarray, dtype: torch.dtype, device: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Standardised rows in ``dtype`` (computed in float64, clamped to the dtype's finite
-    range) and the float64 log-Jacobian of the pre-transform."""
-    with torch.no_grad():
-        z, ladj = pre.to_latent(torch.as_tensor(X, dtype=torch.float64, device=device))
-    limit = torch.finfo(dtype).max
-    return z.clamp(-limit, limit).to(dtype), ladj
 
 
 __all__ = ["DensityEstimator"]
