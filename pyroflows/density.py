@@ -16,24 +16,30 @@ layers) as a :class:`~pyroflows.flows.Flow`. The input checks and ``save`` / ``l
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 import time
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pyroflows import streaming
 from pyroflows.bases import GaussianMixture
 from pyroflows.builders import FAMILIES, build
-from pyroflows.checkpoint import load_checkpoint, member_path
-from pyroflows.estimator import BaseDensity, _plain, refuse_to_overwrite, split_validation
+from pyroflows.checkpoint import member_path
+from pyroflows.density_recipe import (
+    PORTFOLIO,
+    Member,
+    check_resume,
+    checkpoint_files,
+    mixture_base,
+    torch_threads,
+)  # fmt: skip
+from pyroflows.density_rows import RowOptions, Rows, rows_in_memory, rows_streamed, to_data_units
+from pyroflows.estimator import BaseDensity, plain, refuse_to_overwrite
 from pyroflows.losses import nll
 from pyroflows.preprocess import (
     Encoded,
@@ -42,13 +48,11 @@ from pyroflows.preprocess import (
     box_preprocessor,
     check_inside,
     fit_preprocessor,
-    fit_preprocessor_chunks,
     preprocessor_layout,
-    to_latent,
 )
 from pyroflows.streaming import check_rows, is_streamed, open_rows
 from pyroflows.train import History, check_options, fit, resolve_device
-from pyroflows.train.recipe import run_portfolio, validation_rows
+from pyroflows.train.recipe import run_portfolio
 from pyroflows.validation import check_data
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -67,42 +71,6 @@ _BASES = ("normal", "diag_normal", "mog", "gmm", "uniform")
 #: families that live on the unit cube: the box is mapped affinely onto it (closed bounds, a
 #: uniform base, no whitening, no streaming yet); every special case of them keys on this
 _UNIT_CUBE = ("piecewise_linear",)
-
-
-@dataclass
-class _Prepared:
-    """What every member of a fit trains on."""
-
-    pre: Preprocessor
-    train: Any  # standardised rows (a tensor) or a loader of streamed blocks
-    Z_val: torch.Tensor | None
-    sample: torch.Tensor  # standardised training rows in memory (all, or a subsample)
-    shifts: tuple[float, float | None]  # standardised -> data units: train, validation
-    data: dict[str, str | None]  # digests of the training and validation rows (data units)
-
-
-@dataclass(frozen=True)
-class Member:
-    """One flow that ``flow="auto"`` fits: family, base and training recipe."""
-
-    name: str
-    flow: str
-    base: str
-    lr: float
-    schedule: str | None
-    patience: int
-    share: float  # of the time budget left when the member starts (the last: all that is left)
-
-
-#: What ``flow="auto"`` tries, in this order; the member with the best validation likelihood
-#: is kept. A spline flow started at a Gaussian mixture fitted to the data (it needs a low
-#: learning rate with a warm-up, or the first steps wreck the start) wins on low-dimensional
-#: multimodal data; the plain spline flow wins on 30-60 dimensional data (measured in
-#: benchmarks/quality.py).
-PORTFOLIO = (
-    Member("nsf-gmm", "nsf", "gmm", 3e-4, "warmup", 20, 0.4),
-    Member("nsf", "nsf", "normal", 1e-3, None, 50, 0.6),
-)
 
 
 class DensityEstimator(BaseDensity):
@@ -411,8 +379,10 @@ class DensityEstimator(BaseDensity):
         check_rows(rows)
         if X_val is not None:
             X_val = check_data(X_val, rows.shape[1], name="X_val")
-        with _threads(self.num_threads):
-            state = self._fit_portfolio(self._prepare_streamed(rows, X_val), runs)
+        if self._unit_cube:
+            raise ValueError(f"flow={self.flow!r} is not available for streamed data yet")
+        with torch_threads(self.num_threads):
+            state = self._fit_portfolio(rows_streamed(rows, X_val, self._rows()), runs)
         return self._set_fitted(state, rows.shape[1], None)
 
     def _check_run_files(
@@ -434,103 +404,25 @@ class DensityEstimator(BaseDensity):
         if checkpoint is None and checkpoint_every != 1:
             raise ValueError(f"checkpoint_every={checkpoint_every!r} needs a checkpoint path")
         if checkpoint is not None:
-            paths = {Path(checkpoint)} | {
-                member_path(checkpoint, m.name) for m in PORTFOLIO if self.flow == "auto"
-            }
-            for path in sorted(paths):
+            for path in checkpoint_files(checkpoint, PORTFOLIO if self.flow == "auto" else ()):
                 refuse_to_overwrite(path, "checkpoint:")
         return {"checkpoint": checkpoint, "checkpoint_every": int(checkpoint_every),
                 "resume": resume}  # fmt: skip
 
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None, runs: dict[str, Any]) -> dict[str, Any]:
-        with _threads(self.num_threads):
-            return self._fit_portfolio(self._prepare(X, X_val), runs)
+        with torch_threads(self.num_threads):
+            return self._fit_portfolio(rows_in_memory(X, X_val, self._rows()), runs)
 
-    def _prepare(self, X: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
-        """In-memory rows: split, pre-transform, standardised tensors."""
-        self._check_bounds(X, "X")  # before the split: the row numbers are the user's
-        if X_val is not None:
-            self._check_bounds(X_val, "X_val")
-        if X_val is None:
-            X, X_val = split_validation(X, self.validation_fraction, self.random_state)
-        pre = self._preprocessor(X).to(self.device)
-        dtype = self._torch_dtype()
-        Z, ladj = to_latent(pre, X, dtype, self.device)
-        digest = hashlib.sha256(np.ascontiguousarray(X).tobytes())
-        return self._prepared(pre, Z, Z, float(ladj.mean()), X_val, _digest(digest, X.shape))
+    def _rows(self) -> RowOptions:
+        """How this estimator turns data into the rows its flows train on."""
+        return RowOptions(
+            check=self._check_bounds, fit_pre=self._preprocessor, whiten=self.whiten,
+            bounds=self.bounds, fraction=self.validation_fraction,
+            random_state=self.random_state, batch_size=self.batch_size,
+            dtype=self._torch_dtype(), device=self.device,
+        )  # fmt: skip
 
-    def _prepare_streamed(self, rows: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
-        """Rows of a memory-mapped file: held-out validation rows and a subsample in memory,
-        statistics in one streaming pass, training rows streamed in shuffled blocks."""
-        if self._unit_cube:
-            raise ValueError(f"flow={self.flow!r} is not available for streamed data yet")
-        n, dim = rows.shape
-        rng = np.random.default_rng(self.random_state)
-        train = np.ones(n, dtype=bool)
-        held_out = None
-        n_val = validation_rows(n, self.validation_fraction)
-        if X_val is None and n_val > 0 and n >= 10:
-            held_out = np.sort(rng.choice(n, n_val, replace=False))
-            train[held_out] = False
-            X_val = np.asarray(rows[held_out], dtype=np.float64)
-        digest = hashlib.sha256()
-
-        def training_chunks():
-            """The training rows in file order, checked against the bounds (naming the row
-            of the file) and hashed on the way."""
-            for start in range(0, n, streaming.CHUNK_ROWS):
-                chunk = np.asarray(rows[start : start + streaming.CHUNK_ROWS], dtype=np.float64)
-                self._check_bounds(chunk, "X", offset=start)
-                chunk = chunk[train[start : start + streaming.CHUNK_ROWS]]
-                digest.update(np.ascontiguousarray(chunk).tobytes())
-                yield chunk
-
-        if X_val is not None and held_out is None:
-            self._check_bounds(X_val, "X_val")
-        pre = fit_preprocessor_chunks(
-            training_chunks(), dim, whiten=self.whiten, bounds=self.bounds
-        )
-        constant = np.flatnonzero(pre.std_ == 0)
-        if constant.size:
-            raise ValueError(f"X column(s) {constant.tolist()} are constant (zero variance)")
-        pre = pre.to(self.device)
-        dtype = self._torch_dtype()
-        picked = np.sort(
-            rng.choice(np.flatnonzero(train), min(100_000, int(train.sum())), replace=False)
-        )
-        sample, ladj = to_latent(
-            pre, np.asarray(rows[picked], dtype=np.float64), dtype, self.device
-        )
-        blocks = streaming.Blocks(
-            rows,
-            train,
-            lambda block: to_latent(pre, block, dtype, self.device)[0],
-            self.batch_size,
-        )
-        loader = torch.utils.data.DataLoader(blocks, batch_size=None)
-        data = _digest(digest, (int(train.sum()), dim))
-        return self._prepared(pre, loader, sample, float(ladj.mean()), X_val, data)
-
-    def _prepared(
-        self,
-        pre: Preprocessor,
-        train: Any,
-        sample: torch.Tensor,
-        ladj: float,
-        X_val: Any,
-        data: str,
-    ) -> _Prepared:
-        Z_val, shift_val, val = None, None, None
-        if X_val is not None:
-            Z_val, ladj_val = to_latent(pre, X_val, self._torch_dtype(), self.device)
-            if not bool(torch.isfinite(ladj_val).all()):
-                raise ValueError("X_val has values on or outside the bounds")
-            shift_val = -float(ladj_val.mean())
-            val = _digest(hashlib.sha256(np.ascontiguousarray(X_val).tobytes()), X_val.shape)
-        # losses are reported in the data's units: -mean log p(x) = -mean log q(z) - mean ladj
-        return _Prepared(pre, train, Z_val, sample, (-ladj, shift_val), {"X": data, "X_val": val})
-
-    def _fit_portfolio(self, prep: _Prepared, runs: dict[str, Any]) -> dict[str, Any]:
+    def _fit_portfolio(self, prep: Rows, runs: dict[str, Any]) -> dict[str, Any]:
         """Fit every member on the same split with :func:`~pyroflows.train.recipe.run_portfolio`
         and keep the best; ``runs``: the checkpoint options of this fit
         (:meth:`_check_run_files`)."""
@@ -548,7 +440,7 @@ class DensityEstimator(BaseDensity):
             resume = runs["resume"]
             if resume is not None and len(members) > 1:
                 resume = member_path(resume, member.name)
-            self._check_resume(resume, self._fingerprint(member, prep))
+            check_resume(resume, self._fingerprint(member, prep))
         start = time.perf_counter()
 
         def fit_member(name: str, run: dict[str, Any]) -> tuple[History, Any]:
@@ -557,7 +449,7 @@ class DensityEstimator(BaseDensity):
             model, history, components = self._fit_member(
                 members[name], prep, run["time_budget"], files
             )
-            _to_data_units(history, offset, *prep.shifts)
+            to_data_units(history, offset, *prep.shifts)
             return history, (model, components)
 
         best, candidates = run_portfolio(
@@ -583,12 +475,12 @@ class DensityEstimator(BaseDensity):
             },
         }
 
-    def _fingerprint(self, member: Member, prep: _Prepared) -> dict[str, Any]:
+    def _fingerprint(self, member: Member, prep: Rows) -> dict[str, Any]:
         """What a checkpoint of ``member`` must have been written for: the rows (a digest of
         the training and validation rows in data units, after the split) and every option
         that shapes the model or the pre-transform."""
         params = self.get_params(deep=False)
-        shaping = {f"estimator.{key}": _plain(params[key]) for key in _SHAPING}
+        shaping = {f"estimator.{key}": plain(params[key]) for key in _SHAPING}
         return {
             "estimator.X": prep.data["X"],
             "estimator.X_val": prep.data["X_val"],
@@ -598,26 +490,8 @@ class DensityEstimator(BaseDensity):
             **shaping,
         }
 
-    @staticmethod
-    def _check_resume(path: Any, expected: dict[str, Any]) -> None:
-        """Refuse a checkpoint written for other data or another model, before any work."""
-        if path is None or not Path(path).exists():
-            return
-        stored = load_checkpoint(path).get("fingerprint") or {}
-        differ = [
-            f"{key.removeprefix('estimator.')} (checkpoint {stored.get(key)!r}, now {value!r})"
-            for key, value in expected.items()
-            if stored.get(key) != value
-        ]
-        if differ:
-            old = "estimator.X" not in stored
-            raise ValueError(
-                f"{path} was written with other settings: {', '.join(differ)}"
-                + ("; it predates data fingerprints: remove it to start afresh" if old else "")
-            )
-
     def _fit_member(
-        self, member: Member, prep: _Prepared, budget: float | None, files: dict[str, Any]
+        self, member: Member, prep: Rows, budget: float | None, files: dict[str, Any]
     ) -> tuple[Encoded, History, int]:
         """Build and train one flow on the standardised rows."""
         seed = None if self.random_state is None else int(self.random_state)
@@ -625,7 +499,7 @@ class DensityEstimator(BaseDensity):
         components = 0
         pre, Z_val = prep.pre, prep.Z_val
         if base == "gmm":
-            base = _mixture_base(prep.sample, Z_val, seed)
+            base = mixture_base(prep.sample, Z_val, seed)
             components = base.components
         elif base == "mog":
             components = 10
@@ -655,7 +529,7 @@ class DensityEstimator(BaseDensity):
         return Encoded(core, pre), history, components
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             return self._score_rows(X)
 
     def _score_rows(self, X: np.ndarray) -> np.ndarray:
@@ -720,54 +594,4 @@ class DensityEstimator(BaseDensity):
         return params
 
 
-def _digest(digest: Any, shape: tuple[int, ...]) -> str:
-    """How a checkpoint names the rows it was trained on: their shape and a SHA-256 prefix."""
-    return f"{shape[0]} rows x {shape[1]}, sha256 {digest.hexdigest()[:16]}"
-
-
-def _to_data_units(history: History, offset: float, train: float, val: float | None) -> None:
-    """Shift a member's history from standardised units and its own clock to the data's units
-    and the clock of the whole fit."""
-    history.time = [t + offset for t in history.time]
-    history.train_loss = [v + train for v in history.train_loss]
-    monitored = val if val is not None else train
-    history.val_loss = [v + monitored for v in history.val_loss]
-    history.best_loss += monitored
-
-
-@contextmanager
-def _threads(n: int | None):
-    """Run with ``n`` torch CPU threads, then restore the previous number."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _mixture_base(Z: torch.Tensor, Z_val: torch.Tensor | None, seed: int | None) -> GaussianMixture:
-    """A mixture base fitted to the standardised rows: diagonal Gaussian mixtures with 1 to 10
-    components, the number chosen by validation log-likelihood (BIC without validation rows)."""
-    from sklearn.mixture import GaussianMixture as SkMixture
-
-    train = Z.detach().double().cpu().numpy()
-    val = None if Z_val is None else Z_val.detach().double().cpu().numpy()
-    best, best_score = None, -np.inf
-    for k in range(1, min(10, len(train) // 2) + 1):
-        mixture = SkMixture(k, covariance_type="diag", reg_covar=1e-4, random_state=seed)
-        mixture.fit(train)
-        score = mixture.score(val) if val is not None else -mixture.bic(train)
-        if score > best_score:
-            best, best_score = mixture, score
-    base = GaussianMixture.from_parameters(
-        torch.from_numpy(best.weights_), torch.from_numpy(best.means_),
-        torch.from_numpy(best.covariances_),
-    )  # fmt: skip
-    return base.to(device=Z.device, dtype=Z.dtype)
-
-
-__all__ = ["DensityEstimator"]
+__all__ = ["PORTFOLIO", "DensityEstimator", "Member"]

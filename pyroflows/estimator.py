@@ -27,7 +27,14 @@ from pyroflows.checkpoint import atomic_save, read_saved
 from pyroflows.train.recipe import validation_rows
 from pyroflows.validation import check_data, warn_awkward_data
 
-__all__ = ["BaseDensity", "check_feature_names", "is_pyroflows_file", "split_validation"]
+__all__ = [
+    "BaseDensity",
+    "check_feature_names",
+    "is_pyroflows_file",
+    "plain",
+    "refuse_to_overwrite",
+    "split_validation",
+]
 
 
 def is_pyroflows_file(path: str | os.PathLike) -> bool:
@@ -141,16 +148,16 @@ def split_validation(
     return X[order[n_val:]], X[order[:n_val]]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Parameters as types that ``torch.load(weights_only=True)`` reads back."""
     if isinstance(value, tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -264,7 +271,7 @@ class BaseDensity(BaseEstimator):
         blob = {
             "format": self._format(),
             "version": self.FORMAT_VERSION,
-            "params": {k: _plain(v) for k, v in self.get_params(deep=False).items()},
+            "params": {k: plain(v) for k, v in self.get_params(deep=False).items()},
             "n_features": int(self.n_features_in_),
             "feature_names": [str(n) for n in getattr(self, "feature_names_in_", [])],
             "state": self._get_state(),
@@ -299,7 +306,7 @@ class BaseDensity(BaseEstimator):
         fixed = [
             key
             for key in cls._FIXED_BY_FIT
-            if key in overrides and _plain(overrides[key]) != saved.get(key)
+            if key in overrides and plain(overrides[key]) != saved.get(key)
         ]
         if fixed:
             raise ValueError(
