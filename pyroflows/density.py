@@ -70,7 +70,7 @@ _SHAPING = (
 _BASES = ("normal", "diag_normal", "mog", "gmm", "uniform")
 #: families that live on the unit cube: the box is mapped affinely onto it (closed bounds, a
 #: uniform base, no whitening, no streaming yet); every special case of them keys on this
-_UNIT_CUBE = ("piecewise_linear",)
+UNIT_CUBE = ("piecewise_linear",)
 
 
 class DensityEstimator(BaseDensity):
@@ -232,8 +232,8 @@ class DensityEstimator(BaseDensity):
 
     @property
     def _unit_cube(self) -> bool:
-        """Whether the flow lives on the unit cube (:data:`_UNIT_CUBE`)."""
-        return self.flow in _UNIT_CUBE
+        """Whether the flow lives on the unit cube (:data:`UNIT_CUBE`)."""
+        return self.flow in UNIT_CUBE
 
     def _check_unit_cube(self) -> None:
         """The options a flow on the unit cube needs: finite bounds, no whitening, its base."""
@@ -594,4 +594,4 @@ class DensityEstimator(BaseDensity):
         return params
 
 
-__all__ = ["PORTFOLIO", "DensityEstimator", "Member"]
+__all__ = ["PORTFOLIO", "UNIT_CUBE", "DensityEstimator", "Member"]
