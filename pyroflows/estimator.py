@@ -5,7 +5,11 @@
 Python values only, loaded with ``torch.load(weights_only=True)``), and does the input checks
 once, before any state changes: a call that raises leaves a fitted estimator as it was.
 Subclasses implement ``_fit``, ``_score_samples``, ``_sample``, and ``_get_state`` /
-``_set_state`` for persistence. :func:`split_validation` is the one train/validation split.
+``_set_state`` for persistence. :func:`split_validation` is the one train/validation split of
+in-memory rows; :func:`save_envelope` / :func:`read_envelope` (with :func:`plain`) are the one
+envelope of a saved model (format, version, plain parameters), for any job's ``save`` / ``load``.
+A new density estimator subclasses :class:`BaseDensity` (a flow in :mod:`pyroflows.density`, a
+classical one in :mod:`pyroflows.baselines`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ __all__ = [
     "check_feature_names",
     "is_pyroflows_file",
     "plain",
+    "read_envelope",
     "refuse_to_overwrite",
+    "save_envelope",
     "split_validation",
 ]
 
@@ -146,6 +152,31 @@ def split_validation(
         return X, None
     order = check_random_state(random_state).permutation(len(X))
     return X[order[n_val:]], X[order[:n_val]]
+
+
+def save_envelope(path: str | Path, fmt: str, version: int, **body: Any) -> None:
+    """Write a saved model: ``{"format": fmt, "version": version, **body}`` (tensors and plain
+    values, see :func:`plain`), atomically (:func:`pyroflows.checkpoint.atomic_save`). The
+    one envelope of pyroflows' saved files; :func:`read_envelope` reads it back."""
+    atomic_save({"format": fmt, "version": version, **body}, path)
+
+
+def read_envelope(path: str | Path, fmt: str, what: str, newest: int) -> tuple[dict, int]:
+    """Read a file written by :func:`save_envelope`: ``(blob, version)``.
+
+    Raises:
+        ValueError: a missing, truncated, corrupt (checksums) or foreign file
+            (:func:`pyroflows.checkpoint.read_saved`; ``what`` names the expected kind), or a
+            version that is not an int or is newer than ``newest``.
+    """
+    blob = read_saved(path, fmt, what)
+    version = blob.get("version")
+    if not isinstance(version, int) or version > newest:
+        raise ValueError(
+            f"{path} has format version {version}; this pyroflows reads up to "
+            f"{newest}: upgrade pyroflows"
+        )
+    return blob, version
 
 
 def plain(value: Any) -> Any:
@@ -268,15 +299,15 @@ class BaseDensity(BaseEstimator):
             raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit first")
         if not force:
             refuse_to_overwrite(path, "save:", "force=True")
-        blob = {
-            "format": self._format(),
-            "version": self.FORMAT_VERSION,
-            "params": {k: plain(v) for k, v in self.get_params(deep=False).items()},
-            "n_features": int(self.n_features_in_),
-            "feature_names": [str(n) for n in getattr(self, "feature_names_in_", [])],
-            "state": self._get_state(),
-        }
-        atomic_save(blob, path)
+        save_envelope(
+            path,
+            self._format(),
+            self.FORMAT_VERSION,
+            params={k: plain(v) for k, v in self.get_params(deep=False).items()},
+            n_features=int(self.n_features_in_),
+            feature_names=[str(n) for n in getattr(self, "feature_names_in_", [])],
+            state=self._get_state(),
+        )
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> BaseDensity:
@@ -291,13 +322,7 @@ class BaseDensity(BaseEstimator):
                 format version.
         """
         what = f"a saved pyroflows {cls.__name__}"
-        blob = read_saved(path, cls._format(), what)
-        version = blob.get("version")
-        if not isinstance(version, int) or version > cls.FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {version}; this pyroflows reads up to "
-                f"{cls.FORMAT_VERSION}: upgrade pyroflows"
-            )
+        blob, version = read_envelope(path, cls._format(), what, cls.FORMAT_VERSION)
         known = cls().get_params(deep=False)
         unknown = sorted(set(overrides) - set(known))
         if unknown:
