@@ -29,8 +29,7 @@ from sklearn.model_selection import GridSearchCV, KFold, PredefinedSplit
 from sklearn.neighbors import KernelDensity
 
 from pyroflows.estimator import BaseDensity, split_validation
-from pyroflows.preprocess import Preprocessor, fit_preprocessor
-from pyroflows.transforms import FixedAffine
+from pyroflows.preprocess import Preprocessor, fit_preprocessor, preprocessor_layout
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -166,8 +165,7 @@ class KDEDensity(BaseDensity):
     def _preprocessor(self, X: np.ndarray) -> Preprocessor:
         if self.standardize:
             return fit_preprocessor(X)
-        dim = X.shape[1]
-        return Preprocessor([FixedAffine(torch.zeros(dim), torch.eye(dim))])
+        return preprocessor_layout(X.shape[1])  # the identity
 
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None) -> dict[str, Any]:
         grid = self._grid()
@@ -221,7 +219,7 @@ class KDEDensity(BaseDensity):
 
     def _set_state(self, state: dict[str, Any], version: int) -> None:
         latent = state["latent"].numpy()
-        pre = self._preprocessor(latent)
+        pre = preprocessor_layout(latent.shape[1])
         pre.load_state_dict(state["preprocessor"])
         self.preprocessor_ = pre
         self.bandwidth_ = float(state["bandwidth"])

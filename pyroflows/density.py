@@ -1,45 +1,58 @@
 """Density estimation with a flow behind the scikit-learn estimator API.
 
-:class:`DensityEstimator` learns the pre-transform of :mod:`pyroflows.preprocess` in float64
-(per-column standardisation or whitening, after a logit / log map for bounded data), trains a
-flow on the standardised rows with :func:`pyroflows.train.fit` and :func:`pyroflows.losses.nll`,
-and reports ``log p(x)`` in the user's units: the pre-transform's Jacobian is added in float64,
-so float32 training on data with a large offset loses nothing. ``flow_`` is the whole model
-(flow layers followed by the fixed pre-transform layers) as a :class:`~pyroflows.flows.Flow`.
+:class:`DensityEstimator` is a thin composition of shared parts: the float64 pre-transform of
+:mod:`pyroflows.preprocess` (per-column standardisation or whitening, after a logit / log map
+for bounded data; :func:`~pyroflows.preprocess.to_latent` casts the standardised rows), a flow
+from :mod:`pyroflows.builders` trained on them by :func:`pyroflows.train.fit` with
+:func:`pyroflows.losses.nll`, and the recipe of :mod:`pyroflows.train.recipe` (the validation
+split, the ``flow="auto"`` portfolio on that split). The fitted model is a
+:class:`~pyroflows.preprocess.Encoded` (flow + pre-transform): ``log p(x)`` in the user's units,
+the pre-transform's Jacobian added in float64, so float32 training on data with a large offset
+loses nothing. ``flow_`` is the whole model (flow layers followed by the fixed pre-transform
+layers) as a :class:`~pyroflows.flows.Flow`. The input checks and ``save`` / ``load`` are
+:class:`~pyroflows.estimator.BaseDensity`'s; a new density estimator subclasses it there (or in
+:mod:`pyroflows.baselines` for a classical one).
 """
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 import time
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pyroflows import streaming
 from pyroflows.bases import GaussianMixture
 from pyroflows.builders import FAMILIES, build
-from pyroflows.checkpoint import load_checkpoint, member_path
-from pyroflows.estimator import BaseDensity, _plain, refuse_to_overwrite, split_validation
-from pyroflows.flows import Flow
+from pyroflows.checkpoint import member_path
+from pyroflows.density_recipe import (
+    PORTFOLIO,
+    Member,
+    check_resume,
+    checkpoint_files,
+    mixture_base,
+    torch_threads,
+)  # fmt: skip
+from pyroflows.density_rows import RowOptions, Rows, rows_in_memory, rows_streamed, to_data_units
+from pyroflows.estimator import BaseDensity, plain, refuse_to_overwrite
 from pyroflows.losses import nll
 from pyroflows.preprocess import (
+    Encoded,
     Preprocessor,
     bounds_array,
+    box_preprocessor,
     check_inside,
     fit_preprocessor,
-    fit_preprocessor_chunks,
+    preprocessor_layout,
 )
 from pyroflows.streaming import check_rows, is_streamed, open_rows
 from pyroflows.train import History, check_options, fit, resolve_device
-from pyroflows.transforms import Box, FixedAffine
+from pyroflows.train.recipe import run_portfolio
 from pyroflows.validation import check_data
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -54,44 +67,10 @@ _SHAPING = (
     "flow", "layers", "hidden", "bins", "bound", "coupling", "residual", "base", "whiten",
     "bounds", "dtype", "validation_fraction",
 )  # fmt: skip
-_CHUNK = 8192
 _BASES = ("normal", "diag_normal", "mog", "gmm", "uniform")
-
-
-@dataclass
-class _Prepared:
-    """What every member of a fit trains on."""
-
-    pre: Preprocessor
-    train: Any  # standardised rows (a tensor) or a loader of streamed blocks
-    Z_val: torch.Tensor | None
-    sample: torch.Tensor  # standardised training rows in memory (all, or a subsample)
-    shifts: tuple[float, float | None]  # standardised -> data units: train, validation
-    data: dict[str, str | None]  # digests of the training and validation rows (data units)
-
-
-@dataclass(frozen=True)
-class Member:
-    """One flow that ``flow="auto"`` fits: family, base and training recipe."""
-
-    name: str
-    flow: str
-    base: str
-    lr: float
-    schedule: str | None
-    patience: int
-    share: float  # of the time budget
-
-
-#: What ``flow="auto"`` tries, in this order; the member with the best validation likelihood
-#: is kept. A spline flow started at a Gaussian mixture fitted to the data (it needs a low
-#: learning rate with a warm-up, or the first steps wreck the start) wins on low-dimensional
-#: multimodal data; the plain spline flow wins on 30-60 dimensional data (measured in
-#: benchmarks/quality.py).
-PORTFOLIO = (
-    Member("nsf-gmm", "nsf", "gmm", 3e-4, "warmup", 20, 0.4),
-    Member("nsf", "nsf", "normal", 1e-3, None, 50, 0.6),
-)
+#: families that live on the unit cube: the box is mapped affinely onto it (closed bounds, a
+#: uniform base, no whitening, no streaming yet); every special case of them keys on this
+UNIT_CUBE = ("piecewise_linear",)
 
 
 class DensityEstimator(BaseDensity):
@@ -230,22 +209,13 @@ class DensityEstimator(BaseDensity):
         if self.random_state is not None and not isinstance(self.random_state, numbers.Integral):
             raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
         resolve_device(self.device)
-        if self.base == "uniform" and self.flow != "piecewise_linear":
+        if self.base == "uniform" and not self._unit_cube:
             raise ValueError(
                 "base='uniform' needs a flow that maps the unit cube onto itself: use "
                 "flow='piecewise_linear' with bounds, or base='normal'"
             )
-        if self.flow == "piecewise_linear" and self.bounds is None:
-            raise ValueError(
-                "flow='piecewise_linear' lives on the unit cube: pass finite bounds=(low, high)"
-            )
-        if self.flow == "piecewise_linear":
-            try:
-                finite = all(np.isfinite(np.asarray(b, dtype=float)).all() for b in self.bounds)
-            except (TypeError, ValueError):
-                finite = True  # a malformed pair: bounds_array names the problem later
-            if not finite:
-                raise ValueError("flow='piecewise_linear' needs finite bounds on every column")
+        if self._unit_cube:
+            self._check_unit_cube()
         family = "nsf" if self.flow == "auto" else self.flow
         for option, default, families in _FAMILY_OPTIONS:
             if getattr(self, option) != default and family not in families:
@@ -259,14 +229,32 @@ class DensityEstimator(BaseDensity):
                 "blocks replace the hidden layers after the first; give at least two equal "
                 "hidden sizes"
             )
-        if self.flow == "piecewise_linear" and self.whiten:
+
+    @property
+    def _unit_cube(self) -> bool:
+        """Whether the flow lives on the unit cube (:data:`UNIT_CUBE`)."""
+        return self.flow in UNIT_CUBE
+
+    def _check_unit_cube(self) -> None:
+        """The options a flow on the unit cube needs: finite bounds, no whitening, its base."""
+        if self.bounds is None:
             raise ValueError(
-                "whiten=True has no effect with flow='piecewise_linear' (the box is mapped "
+                f"flow={self.flow!r} lives on the unit cube: pass finite bounds=(low, high)"
+            )
+        try:
+            finite = all(np.isfinite(np.asarray(b, dtype=float)).all() for b in self.bounds)
+        except (TypeError, ValueError):
+            finite = True  # a malformed pair: bounds_array names the problem later
+        if not finite:
+            raise ValueError(f"flow={self.flow!r} needs finite bounds on every column")
+        if self.whiten:
+            raise ValueError(
+                f"whiten=True has no effect with flow={self.flow!r} (the box is mapped "
                 "affinely onto the unit cube); use whiten=False"
             )
-        if self.flow == "piecewise_linear" and self.base not in (None, "uniform"):
+        if self.base not in (None, "uniform"):
             raise ValueError(
-                f"base={self.base!r} has no effect with flow='piecewise_linear' (its base is "
+                f"base={self.base!r} has no effect with flow={self.flow!r} (its base is "
                 "uniform on the unit cube); leave base=None"
             )
 
@@ -287,7 +275,7 @@ class DensityEstimator(BaseDensity):
         }
         if self.schedule is not None:
             overrides["schedule"] = None if self.schedule == "constant" else self.schedule
-        if self.flow == "piecewise_linear":
+        if self._unit_cube:
             overrides["base"] = "uniform"
         return [replace(m, **overrides) for m in members]
 
@@ -295,10 +283,9 @@ class DensityEstimator(BaseDensity):
         kwargs: dict[str, Any] = dict(
             layers=self.layers, hidden=self.hidden, residual=self.residual
         )
-        if family in ("nsf", "piecewise_linear"):
-            kwargs.update(bins=self.bins, coupling=self.coupling)
-        if family == "nsf":
-            kwargs["bound"] = self.bound
+        for option, _, families in _FAMILY_OPTIONS:
+            if family in families:
+                kwargs[option] = getattr(self, option)
         return kwargs
 
     def _check_bounds(self, X: np.ndarray, name: str, offset: int = 0) -> None:
@@ -307,27 +294,29 @@ class DensityEstimator(BaseDensity):
         if self.bounds is None:
             return
         low, high = bounds_array(self.bounds, X.shape[1])
-        closed = self.flow == "piecewise_linear"
+        closed = self._unit_cube
         if closed and not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ValueError("flow='piecewise_linear' needs finite bounds on every column")
+            raise ValueError(f"flow={self.flow!r} needs finite bounds on every column")
         check_inside(X, low, high, name, closed=closed, offset=offset)
 
     def _preprocessor(self, X: np.ndarray) -> Preprocessor:
-        if self.flow != "piecewise_linear":
-            return fit_preprocessor(X, whiten=self.whiten, bounds=self.bounds)
-        self._check_bounds(X, "X")
-        low, high = bounds_array(self.bounds, X.shape[1])
-        return Preprocessor(
-            [FixedAffine(torch.from_numpy(low), torch.diag(torch.from_numpy(high - low)))]
-        )
+        """The pre-transform fitted to the training rows (already checked against the bounds):
+        the box onto the unit cube, or the float64 standardisation."""
+        if self._unit_cube:
+            return box_preprocessor(self.bounds, X.shape[1])
+        return fit_preprocessor(X, whiten=self.whiten, bounds=self.bounds)
 
-    def _build(self, dim: int, pre: Preprocessor, family: str, base: Any) -> Flow:
+    def _layout(self, dim: int) -> Preprocessor:
+        """A pre-transform of the fitted one's layout, to load saved buffers into."""
+        return preprocessor_layout(dim, None if self._unit_cube else self.bounds)
+
+    def _build(self, dim: int, family: str, base: Any) -> Any:
+        """The flow of ``family`` on the standardised space, on the device in the dtype."""
         kwargs = self._architecture(family)
-        if family != "piecewise_linear":  # always its uniform base
+        if base != "uniform":  # the unit cube's own base: its family builds it
             kwargs["base"] = base
         core = build(family, dim, **kwargs)
-        flow = Flow(list(core.transforms) + pre.layers(), core.base)
-        return flow.to(device=self.device, dtype=self._torch_dtype())
+        return core.to(device=self.device, dtype=self._torch_dtype())
 
     # -- BaseDensity hooks ------------------------------------------------------------------
     def fit(
@@ -390,8 +379,10 @@ class DensityEstimator(BaseDensity):
         check_rows(rows)
         if X_val is not None:
             X_val = check_data(X_val, rows.shape[1], name="X_val")
-        with _threads(self.num_threads):
-            state = self._fit_portfolio(self._prepare_streamed(rows, X_val), runs)
+        if self._unit_cube:
+            raise ValueError(f"flow={self.flow!r} is not available for streamed data yet")
+        with torch_threads(self.num_threads):
+            state = self._fit_portfolio(rows_streamed(rows, X_val, self._rows()), runs)
         return self._set_fitted(state, rows.shape[1], None)
 
     def _check_run_files(
@@ -413,114 +404,29 @@ class DensityEstimator(BaseDensity):
         if checkpoint is None and checkpoint_every != 1:
             raise ValueError(f"checkpoint_every={checkpoint_every!r} needs a checkpoint path")
         if checkpoint is not None:
-            paths = {Path(checkpoint)} | {
-                member_path(checkpoint, m.name) for m in PORTFOLIO if self.flow == "auto"
-            }
-            for path in sorted(paths):
+            for path in checkpoint_files(checkpoint, PORTFOLIO if self.flow == "auto" else ()):
                 refuse_to_overwrite(path, "checkpoint:")
         return {"checkpoint": checkpoint, "checkpoint_every": int(checkpoint_every),
                 "resume": resume}  # fmt: skip
 
-    def _member_file(self, path: str | Path | None, member: Member, several: bool) -> Any:
-        """The checkpoint file of one member: the path itself, or one named after the member
-        when ``flow="auto"`` fits several."""
-        if path is None or not several:
-            return path
-        return member_path(path, member.name)
-
     def _fit(self, X: np.ndarray, X_val: np.ndarray | None, runs: dict[str, Any]) -> dict[str, Any]:
-        with _threads(self.num_threads):
-            return self._fit_portfolio(self._prepare(X, X_val), runs)
+        with torch_threads(self.num_threads):
+            return self._fit_portfolio(rows_in_memory(X, X_val, self._rows()), runs)
 
-    def _prepare(self, X: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
-        """In-memory rows: split, pre-transform, standardised tensors."""
-        self._check_bounds(X, "X")  # before the split: the row numbers are the user's
-        if X_val is not None:
-            self._check_bounds(X_val, "X_val")
-        if X_val is None:
-            X, X_val = split_validation(X, self.validation_fraction, self.random_state)
-        pre = self._preprocessor(X).to(self.device)
-        dtype = self._torch_dtype()
-        Z, ladj = _to_latent(pre, X, dtype, self.device)
-        digest = hashlib.sha256(np.ascontiguousarray(X).tobytes())
-        return self._prepared(pre, Z, Z, float(ladj.mean()), X_val, _digest(digest, X.shape))
+    def _rows(self) -> RowOptions:
+        """How this estimator turns data into the rows its flows train on."""
+        return RowOptions(
+            check=self._check_bounds, fit_pre=self._preprocessor, whiten=self.whiten,
+            bounds=self.bounds, fraction=self.validation_fraction,
+            random_state=self.random_state, batch_size=self.batch_size,
+            dtype=self._torch_dtype(), device=self.device,
+        )  # fmt: skip
 
-    def _prepare_streamed(self, rows: np.ndarray, X_val: np.ndarray | None) -> _Prepared:
-        """Rows of a memory-mapped file: held-out validation rows and a subsample in memory,
-        statistics in one streaming pass, training rows streamed in shuffled blocks."""
-        if self.flow == "piecewise_linear":
-            raise ValueError("flow='piecewise_linear' is not available for streamed data yet")
-        n, dim = rows.shape
-        rng = np.random.default_rng(self.random_state)
-        train = np.ones(n, dtype=bool)
-        held_out = None
-        if X_val is None and self.validation_fraction > 0 and n >= 10:
-            n_val = min(max(1, int(round(self.validation_fraction * n))), n - 1)
-            held_out = np.sort(rng.choice(n, n_val, replace=False))
-            train[held_out] = False
-            X_val = np.asarray(rows[held_out], dtype=np.float64)
-        digest = hashlib.sha256()
-
-        def training_chunks():
-            """The training rows in file order, checked against the bounds (naming the row
-            of the file) and hashed on the way."""
-            for start in range(0, n, streaming.CHUNK_ROWS):
-                chunk = np.asarray(rows[start : start + streaming.CHUNK_ROWS], dtype=np.float64)
-                self._check_bounds(chunk, "X", offset=start)
-                chunk = chunk[train[start : start + streaming.CHUNK_ROWS]]
-                digest.update(np.ascontiguousarray(chunk).tobytes())
-                yield chunk
-
-        if X_val is not None and held_out is None:
-            self._check_bounds(X_val, "X_val")
-        pre = fit_preprocessor_chunks(
-            training_chunks(), dim, whiten=self.whiten, bounds=self.bounds
-        )
-        constant = np.flatnonzero(pre.std_ == 0)
-        if constant.size:
-            raise ValueError(f"X column(s) {constant.tolist()} are constant (zero variance)")
-        pre = pre.to(self.device)
-        dtype = self._torch_dtype()
-        picked = np.sort(
-            rng.choice(np.flatnonzero(train), min(100_000, int(train.sum())), replace=False)
-        )
-        sample, ladj = _to_latent(
-            pre, np.asarray(rows[picked], dtype=np.float64), dtype, self.device
-        )
-        blocks = streaming.Blocks(
-            rows,
-            train,
-            lambda block: _to_latent(pre, block, dtype, self.device)[0],
-            self.batch_size,
-        )
-        loader = torch.utils.data.DataLoader(blocks, batch_size=None)
-        data = _digest(digest, (int(train.sum()), dim))
-        return self._prepared(pre, loader, sample, float(ladj.mean()), X_val, data)
-
-    def _prepared(
-        self,
-        pre: Preprocessor,
-        train: Any,
-        sample: torch.Tensor,
-        ladj: float,
-        X_val: Any,
-        data: str,
-    ) -> _Prepared:
-        Z_val, shift_val, val = None, None, None
-        if X_val is not None:
-            Z_val, ladj_val = _to_latent(pre, X_val, self._torch_dtype(), self.device)
-            if not bool(torch.isfinite(ladj_val).all()):
-                raise ValueError("X_val has values on or outside the bounds")
-            shift_val = -float(ladj_val.mean())
-            val = _digest(hashlib.sha256(np.ascontiguousarray(X_val).tobytes()), X_val.shape)
-        # losses are reported in the data's units: -mean log p(x) = -mean log q(z) - mean ladj
-        return _Prepared(pre, train, Z_val, sample, (-ladj, shift_val), {"X": data, "X_val": val})
-
-    def _fit_portfolio(self, prep: _Prepared, runs: dict[str, Any]) -> dict[str, Any]:
-        """Fit every member; ``runs``: the checkpoint options of this fit
+    def _fit_portfolio(self, prep: Rows, runs: dict[str, Any]) -> dict[str, Any]:
+        """Fit every member on the same split with :func:`~pyroflows.train.recipe.run_portfolio`
+        and keep the best; ``runs``: the checkpoint options of this fit
         (:meth:`_check_run_files`)."""
-        start, candidates = time.perf_counter(), []
-        members = self._members(prep.Z_val is not None)
+        members = {m.name: m for m in self._members(prep.Z_val is not None)}
         if prep.Z_val is None and self.patience is not None:
             warnings.warn(
                 f"patience={self.patience!r} is not used: there are no validation rows (fewer "
@@ -528,58 +434,53 @@ class DensityEstimator(BaseDensity):
                 UserWarning,
                 stacklevel=4,
             )
-        several = len(members) > 1
         # every member's checkpoint is checked before any is trained: a refusal leaves the
         # estimator and every file as they were
-        for member in members:
-            resume = self._member_file(runs["resume"], member, several)
-            self._check_resume(resume, self._fingerprint(member, prep))
-        for i, member in enumerate(members):
+        for member in members.values():
+            resume = runs["resume"]
+            if resume is not None and len(members) > 1:
+                resume = member_path(resume, member.name)
+            check_resume(resume, self._fingerprint(member, prep))
+        start = time.perf_counter()
+
+        def fit_member(name: str, run: dict[str, Any]) -> tuple[History, Any]:
             offset = time.perf_counter() - start
-            budget = None
-            if self.time_budget is not None:  # the last member gets whatever is left
-                left = max(self.time_budget - offset, 1e-3)
-                budget = left if i == len(members) - 1 else self.time_budget * member.share
-            files = runs | {
-                key: self._member_file(runs[key], member, several)
-                for key in ("checkpoint", "resume")
-            }
-            flow, history, components = self._fit_member(member, prep, budget, files)
-            _to_data_units(history, offset, *prep.shifts)
-            candidates.append(
-                {
-                    "name": member.name,
-                    "flow": flow,
-                    "history": history,
-                    "components": components,
-                    "member": member,
-                    "seconds": time.perf_counter() - start - offset,
-                }
+            files = runs | {"checkpoint": run["checkpoint"], "resume": run["resume"]}
+            model, history, components = self._fit_member(
+                members[name], prep, run["time_budget"], files
             )
-        best = min(candidates, key=lambda c: c["history"].best_loss)
+            to_data_units(history, offset, *prep.shifts)
+            return history, (model, components)
+
+        best, candidates = run_portfolio(
+            list(members), fit_member, time_budget=self.time_budget,
+            checkpoint=runs["checkpoint"], resume=runs["resume"],
+            shares=[m.share for m in members.values()],
+        )  # fmt: skip
+        model, components = best.result
+        member = members[best.name]
         return {
-            "flow_": best["flow"],
-            "preprocessor_": prep.pre,
-            "history_": best["history"],
-            "member_": best["name"],
+            "_encoded_": model,
+            "history_": best.history,
+            "member_": best.name,
             "candidates_": [
-                {k: c[k] for k in ("name", "history", "seconds")}
-                | {"best_loss": c["history"].best_loss}
+                {"name": c.name, "history": c.history, "seconds": c.seconds}
+                | {"best_loss": c.history.best_loss}
                 for c in candidates
             ],
             "_build_": {
-                "flow": best["member"].flow,
-                "base": "mog" if best["member"].base == "gmm" else best["member"].base,
-                "components": best["components"],
+                "flow": member.flow,
+                "base": "mog" if member.base == "gmm" else member.base,
+                "components": components,
             },
         }
 
-    def _fingerprint(self, member: Member, prep: _Prepared) -> dict[str, Any]:
+    def _fingerprint(self, member: Member, prep: Rows) -> dict[str, Any]:
         """What a checkpoint of ``member`` must have been written for: the rows (a digest of
         the training and validation rows in data units, after the split) and every option
         that shapes the model or the pre-transform."""
         params = self.get_params(deep=False)
-        shaping = {f"estimator.{key}": _plain(params[key]) for key in _SHAPING}
+        shaping = {f"estimator.{key}": plain(params[key]) for key in _SHAPING}
         return {
             "estimator.X": prep.data["X"],
             "estimator.X_val": prep.data["X_val"],
@@ -589,43 +490,25 @@ class DensityEstimator(BaseDensity):
             **shaping,
         }
 
-    @staticmethod
-    def _check_resume(path: Any, expected: dict[str, Any]) -> None:
-        """Refuse a checkpoint written for other data or another model, before any work."""
-        if path is None or not Path(path).exists():
-            return
-        stored = load_checkpoint(path).get("fingerprint") or {}
-        differ = [
-            f"{key.removeprefix('estimator.')} (checkpoint {stored.get(key)!r}, now {value!r})"
-            for key, value in expected.items()
-            if stored.get(key) != value
-        ]
-        if differ:
-            old = "estimator.X" not in stored
-            raise ValueError(
-                f"{path} was written with other settings: {', '.join(differ)}"
-                + ("; it predates data fingerprints: remove it to start afresh" if old else "")
-            )
-
     def _fit_member(
-        self, member: Member, prep: _Prepared, budget: float | None, files: dict[str, Any]
-    ) -> tuple[Flow, History, int]:
+        self, member: Member, prep: Rows, budget: float | None, files: dict[str, Any]
+    ) -> tuple[Encoded, History, int]:
         """Build and train one flow on the standardised rows."""
         seed = None if self.random_state is None else int(self.random_state)
         base: Any = member.base
         components = 0
         pre, Z_val = prep.pre, prep.Z_val
         if base == "gmm":
-            base = _mixture_base(prep.sample, Z_val, seed)
+            base = mixture_base(prep.sample, Z_val, seed)
             components = base.components
         elif base == "mog":
             components = 10
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            flow = self._build(prep.sample.shape[1], pre, member.flow, base)
+            core = self._build(prep.sample.shape[1], member.flow, base)
         history = fit(
-            _core(flow, pre),
+            core,
             nll,
             prep.train,
             Z_val,
@@ -643,38 +526,29 @@ class DensityEstimator(BaseDensity):
             **files,
             fingerprint=self._fingerprint(member, prep),
         )
-        return flow, history, components
+        return Encoded(core, pre), history, components
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
-        with _threads(self.num_threads):
+        with torch_threads(self.num_threads):
             return self._score_rows(X)
 
     def _score_rows(self, X: np.ndarray) -> np.ndarray:
-        core = _core(self.flow_, self.preprocessor_).eval()
-        dtype, out = self._torch_dtype(), []
-        with torch.no_grad():
-            for start in range(0, len(X), _CHUNK):
-                z, ladj = _to_latent(
-                    self.preprocessor_, X[start : start + _CHUNK], dtype, self.device
-                )
-                log_q = core.log_prob(z, check=False).to(torch.float64)
-                # -inf from the pre-transform (outside the box) wins over any core value
-                out.append(torch.where(torch.isfinite(ladj), log_q + ladj, ladj))
-        log_p = torch.cat(out).cpu().numpy()
-        return np.where(np.isnan(log_p), -np.inf, log_p)
+        return self._encoded_.log_prob(X, self._torch_dtype(), self.device)
 
     def _sample(self, n: int, rng: np.random.RandomState) -> np.ndarray:
-        core = _core(self.flow_, self.preprocessor_).eval()
-        seed = int(rng.randint(2**31 - 1))
-        generator_devices = [self.device] if str(self.device).startswith("cuda") else []
-        out = np.empty((n, self.n_features_in_))
-        with torch.random.fork_rng(devices=generator_devices), torch.no_grad():
-            torch.manual_seed(seed)
-            for start in range(0, n, _CHUNK):  # bounded memory, cache-sized activations
-                z = core.sample((min(_CHUNK, n - start),))
-                x = self.preprocessor_.from_latent(z.to(torch.float64))
-                out[start : start + len(x)] = x.cpu().numpy()
-        return out
+        return self._encoded_.sample(n, int(rng.randint(2**31 - 1)), self.device)
+
+    # -- the fitted model -------------------------------------------------------------------
+    @property
+    def flow_(self) -> Any:
+        """The whole fitted model as one :class:`~pyroflows.flows.Flow`: the flow's layers
+        followed by the fixed pre-transform layers, ``log_prob`` in the data's units."""
+        return self._encoded_.flow
+
+    @property
+    def preprocessor_(self) -> Preprocessor:
+        """The fitted float64 pre-transform (:mod:`pyroflows.preprocess`)."""
+        return self._encoded_.pre
 
     # -- extras -----------------------------------------------------------------------------
     def plot_history(self, ax: Any = None) -> Any:
@@ -698,21 +572,15 @@ class DensityEstimator(BaseDensity):
         if version < 2:
             raise ValueError(f"format version {version} is no longer read: re-fit the model")
         dim = self.n_features_in_
-        # a pre-transform of the saved layout; load_state_dict overwrites its buffers
-        layers: list = [FixedAffine(torch.zeros(dim), torch.eye(dim))]
-        if self.bounds is not None and self.flow != "piecewise_linear":
-            low, high = bounds_array(self.bounds, dim)
-            layers.append(Box(torch.from_numpy(low), torch.from_numpy(high)))
-        pre = Preprocessor(layers)
         spec = state["build"]
         base: Any = spec["base"]
         if base == "mog":
             base = GaussianMixture(dim, spec["components"])
-        flow = self._build(dim, pre, spec["flow"], base)
-        flow.load_state_dict(state["flow"])
-        flow.eval()
-        self.flow_ = flow
-        self.preprocessor_ = Preprocessor(list(flow.transforms)[-len(layers) :])
+        # the saved layout; load_state_dict overwrites the buffers of the pre-transform
+        model = Encoded(self._build(dim, spec["flow"], base), self._layout(dim).to(self.device))
+        model.flow.load_state_dict(state["flow"])
+        model.flow.eval()
+        self._encoded_ = model
         self.history_ = History(**state["history"])
         self.member_ = state["member"]
         self._build_ = dict(spec)
@@ -726,71 +594,4 @@ class DensityEstimator(BaseDensity):
         return params
 
 
-def _digest(digest: Any, shape: tuple[int, ...]) -> str:
-    """How a checkpoint names the rows it was trained on: their shape and a SHA-256 prefix."""
-    return f"{shape[0]} rows x {shape[1]}, sha256 {digest.hexdigest()[:16]}"
-
-
-def _to_data_units(history: History, offset: float, train: float, val: float | None) -> None:
-    """Shift a member's history from standardised units and its own clock to the data's units
-    and the clock of the whole fit."""
-    history.time = [t + offset for t in history.time]
-    history.train_loss = [v + train for v in history.train_loss]
-    monitored = val if val is not None else train
-    history.val_loss = [v + monitored for v in history.val_loss]
-    history.best_loss += monitored
-
-
-@contextmanager
-def _threads(n: int | None):
-    """Run with ``n`` torch CPU threads, then restore the previous number."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _mixture_base(Z: torch.Tensor, Z_val: torch.Tensor | None, seed: int | None) -> GaussianMixture:
-    """A mixture base fitted to the standardised rows: diagonal Gaussian mixtures with 1 to 10
-    components, the number chosen by validation log-likelihood (BIC without validation rows)."""
-    from sklearn.mixture import GaussianMixture as SkMixture
-
-    train = Z.detach().double().cpu().numpy()
-    val = None if Z_val is None else Z_val.detach().double().cpu().numpy()
-    best, best_score = None, -np.inf
-    for k in range(1, min(10, len(train) // 2) + 1):
-        mixture = SkMixture(k, covariance_type="diag", reg_covar=1e-4, random_state=seed)
-        mixture.fit(train)
-        score = mixture.score(val) if val is not None else -mixture.bic(train)
-        if score > best_score:
-            best, best_score = mixture, score
-    base = GaussianMixture.from_parameters(
-        torch.from_numpy(best.weights_), torch.from_numpy(best.means_),
-        torch.from_numpy(best.covariances_),
-    )  # fmt: skip
-    return base.to(device=Z.device, dtype=Z.dtype)
-
-
-def _core(flow: Flow, pre: Preprocessor) -> Flow:
-    """The flow on standardised data: ``flow`` without its pre-transform layers (shared
-    modules, no copy)."""
-    return Flow(list(flow.transforms)[: -len(pre.transforms)], flow.base)
-
-
-def _to_latent(
-    pre: Preprocessor, X: np.ndarray, dtype: torch.dtype, device: Any
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Standardised rows in ``dtype`` (computed in float64, clamped to the dtype's finite
-    range) and the float64 log-Jacobian of the pre-transform."""
-    with torch.no_grad():
-        z, ladj = pre.to_latent(torch.as_tensor(X, dtype=torch.float64, device=device))
-    limit = torch.finfo(dtype).max
-    return z.clamp(-limit, limit).to(dtype), ladj
-
-
-__all__ = ["DensityEstimator"]
+__all__ = ["PORTFOLIO", "UNIT_CUBE", "DensityEstimator", "Member"]

@@ -5,7 +5,11 @@
 Python values only, loaded with ``torch.load(weights_only=True)``), and does the input checks
 once, before any state changes: a call that raises leaves a fitted estimator as it was.
 Subclasses implement ``_fit``, ``_score_samples``, ``_sample``, and ``_get_state`` /
-``_set_state`` for persistence. :func:`split_validation` is the one train/validation split.
+``_set_state`` for persistence. :func:`split_validation` is the one train/validation split of
+in-memory rows; :func:`save_envelope` / :func:`read_envelope` (with :func:`plain`) are the one
+envelope of a saved model (format, version, plain parameters), for any job's ``save`` / ``load``.
+A new density estimator subclasses :class:`BaseDensity` (a flow in :mod:`pyroflows.density`, a
+classical one in :mod:`pyroflows.baselines`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,19 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _get_feature_names, check_is_fitted
 
 from pyroflows.checkpoint import atomic_save, read_saved
+from pyroflows.train.recipe import validation_rows
 from pyroflows.validation import check_data, warn_awkward_data
 
-__all__ = ["BaseDensity", "check_feature_names", "is_pyroflows_file", "split_validation"]
+__all__ = [
+    "BaseDensity",
+    "check_feature_names",
+    "is_pyroflows_file",
+    "plain",
+    "read_envelope",
+    "refuse_to_overwrite",
+    "save_envelope",
+    "split_validation",
+]
 
 
 def is_pyroflows_file(path: str | os.PathLike) -> bool:
@@ -133,25 +147,48 @@ def split_validation(
         >>> train.shape, val.shape
         ((8, 2), (2, 2))
     """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation_fraction must lie in [0, 1), got {fraction!r}")
-    if fraction == 0.0 or len(X) < min_rows:
+    n_val = validation_rows(len(X), fraction)  # checks the fraction
+    if n_val == 0 or len(X) < min_rows:
         return X, None
     order = check_random_state(random_state).permutation(len(X))
-    n_val = min(max(1, int(round(fraction * len(X)))), len(X) - 1)
     return X[order[n_val:]], X[order[:n_val]]
 
 
-def _plain(value: Any) -> Any:
+def save_envelope(path: str | Path, fmt: str, version: int, **body: Any) -> None:
+    """Write a saved model: ``{"format": fmt, "version": version, **body}`` (tensors and plain
+    values, see :func:`plain`), atomically (:func:`pyroflows.checkpoint.atomic_save`). The
+    one envelope of pyroflows' saved files; :func:`read_envelope` reads it back."""
+    atomic_save({"format": fmt, "version": version, **body}, path)
+
+
+def read_envelope(path: str | Path, fmt: str, what: str, newest: int) -> tuple[dict, int]:
+    """Read a file written by :func:`save_envelope`: ``(blob, version)``.
+
+    Raises:
+        ValueError: a missing, truncated, corrupt (checksums) or foreign file
+            (:func:`pyroflows.checkpoint.read_saved`; ``what`` names the expected kind), or a
+            version that is not an int or is newer than ``newest``.
+    """
+    blob = read_saved(path, fmt, what)
+    version = blob.get("version")
+    if not isinstance(version, int) or version > newest:
+        raise ValueError(
+            f"{path} has format version {version}; this pyroflows reads up to "
+            f"{newest}: upgrade pyroflows"
+        )
+    return blob, version
+
+
+def plain(value: Any) -> Any:
     """Parameters as types that ``torch.load(weights_only=True)`` reads back."""
     if isinstance(value, tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -262,15 +299,15 @@ class BaseDensity(BaseEstimator):
             raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit first")
         if not force:
             refuse_to_overwrite(path, "save:", "force=True")
-        blob = {
-            "format": self._format(),
-            "version": self.FORMAT_VERSION,
-            "params": {k: _plain(v) for k, v in self.get_params(deep=False).items()},
-            "n_features": int(self.n_features_in_),
-            "feature_names": [str(n) for n in getattr(self, "feature_names_in_", [])],
-            "state": self._get_state(),
-        }
-        atomic_save(blob, path)
+        save_envelope(
+            path,
+            self._format(),
+            self.FORMAT_VERSION,
+            params={k: plain(v) for k, v in self.get_params(deep=False).items()},
+            n_features=int(self.n_features_in_),
+            feature_names=[str(n) for n in getattr(self, "feature_names_in_", [])],
+            state=self._get_state(),
+        )
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> BaseDensity:
@@ -285,13 +322,7 @@ class BaseDensity(BaseEstimator):
                 format version.
         """
         what = f"a saved pyroflows {cls.__name__}"
-        blob = read_saved(path, cls._format(), what)
-        version = blob.get("version")
-        if not isinstance(version, int) or version > cls.FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {version}; this pyroflows reads up to "
-                f"{cls.FORMAT_VERSION}: upgrade pyroflows"
-            )
+        blob, version = read_envelope(path, cls._format(), what, cls.FORMAT_VERSION)
         known = cls().get_params(deep=False)
         unknown = sorted(set(overrides) - set(known))
         if unknown:
@@ -300,7 +331,7 @@ class BaseDensity(BaseEstimator):
         fixed = [
             key
             for key in cls._FIXED_BY_FIT
-            if key in overrides and _plain(overrides[key]) != saved.get(key)
+            if key in overrides and plain(overrides[key]) != saved.get(key)
         ]
         if fixed:
             raise ValueError(

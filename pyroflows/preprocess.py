@@ -2,18 +2,22 @@
 
 :func:`fit_preprocessor` learns, in float64 and before any cast, an optional box map (logit for
 a bounded coordinate, log for a half-open one) followed by a standardisation: per-column mean
-and standard deviation, or whitening with the Cholesky factor of the covariance. The result is
-a :class:`Preprocessor`: fixed flow layers (:class:`~pyroflows.transforms.Box`,
-:class:`~pyroflows.transforms.FixedAffine`) that compute in float64 whatever the dtype of the
-flow they sit in, so
+and standard deviation, or whitening with the Cholesky factor of the covariance
+(:func:`box_preprocessor`: the affine map of a finite box onto the unit cube, for a flow that
+lives there). The result is a :class:`Preprocessor`: fixed flow layers
+(:class:`~pyroflows.transforms.Box`, :class:`~pyroflows.transforms.FixedAffine`) that compute in
+float64 whatever the dtype of the flow they sit in, so
 
-* training data are standardised in float64 and only then cast (a float32 flow fitted to
-  ``1e8 + N(0, 1)`` sees ``N(0, 1)``);
-* appended to a flow (:meth:`Preprocessor.layers`), they make ``log_prob`` exact in the data's
-  units, ``-inf`` outside the box.
+* training data are standardised in float64 and only then cast, by :func:`to_latent` (the one
+  clamp-cast: a float32 flow fitted to ``1e8 + N(0, 1)`` sees ``N(0, 1)``);
+* an :class:`Encoded` model (a flow trained on the standardised rows, and this pre-transform)
+  gives ``log p`` exactly in the data's units (``-inf`` outside the box) and draws in them;
+  its ``flow`` is the whole model as one :class:`~pyroflows.flows.Flow`.
 
 Density estimation uses it for ``x``; amortized posteriors use it for ``theta`` (in the
-unconstrained space) and for the observations.
+unconstrained space) and for the observations. A new pre-transform is a fixed float64 layer in
+:mod:`pyroflows.transforms` and a ``fit_*`` function here that returns a :class:`Preprocessor`
+(and a layout in :func:`preprocessor_layout`, so that saved models load).
 """
 
 from __future__ import annotations
@@ -25,16 +29,25 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pyroflows.flows import Flow
 from pyroflows.transforms import Box, FixedAffine, FlowTransform
 
 __all__ = [
+    "CHUNK",
+    "Encoded",
     "Moments",
     "Preprocessor",
     "bounds_array",
+    "box_preprocessor",
     "check_inside",
     "fit_preprocessor",
     "fit_preprocessor_chunks",
+    "preprocessor_layout",
+    "to_latent",
 ]
+
+#: rows per chunk when an encoded model scores or samples (bounded memory, cache-sized work)
+CHUNK = 8192
 
 
 def bounds_array(bounds: Any, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -321,3 +334,97 @@ def fit_preprocessor_chunks(
     pre = Preprocessor(layers)
     pre.std_ = std  # per-column standard deviations in the fitted space (0: constant)
     return pre
+
+
+def box_preprocessor(bounds: Any, dim: int) -> Preprocessor:
+    """The affine map of the finite box ``bounds`` onto the unit cube (sampling direction:
+    ``x = low + (high - low) z``), the pre-transform of a flow that lives on the cube.
+
+    Example:
+        >>> pre = box_preprocessor((0.0, 4.0), 1)
+        >>> pre.to_latent(torch.tensor([[1.0]], dtype=torch.float64))[0]
+        tensor([[0.2500]], dtype=torch.float64)
+    """
+    low, high = bounds_array(bounds, dim)
+    return Preprocessor(
+        [FixedAffine(torch.from_numpy(low), torch.diag(torch.from_numpy(high - low)))]
+    )
+
+
+def preprocessor_layout(dim: int, bounds: Any = None) -> Preprocessor:
+    """An identity pre-transform with the layers of a fitted one (a standardisation, then the
+    box map when ``bounds`` is given): the module a saved pre-transform is loaded into with
+    ``load_state_dict`` (its buffers are overwritten). Without ``bounds`` it is also the
+    identity pre-transform of an estimator that does not standardise."""
+    layers: list[FlowTransform] = [FixedAffine(torch.zeros(dim), torch.eye(dim))]
+    if bounds is not None:
+        low, high = bounds_array(bounds, dim)
+        layers.append(Box(torch.from_numpy(low), torch.from_numpy(high)))
+    return Preprocessor(layers)
+
+
+def to_latent(
+    pre: Preprocessor, X: Any, dtype: torch.dtype, device: Any = "cpu"
+) -> tuple[Tensor, Tensor]:
+    """Rows of ``X`` in the standardised space, as ``dtype`` on ``device``: computed in float64,
+    clamped to the dtype's finite range and only then cast (the one clamp-cast); with the
+    float64 ``log|dz/dx|`` of the pre-transform (``-inf`` outside the box).
+
+    Example:
+        >>> pre = fit_preprocessor(1e8 + np.arange(4.0)[:, None])
+        >>> z, ladj = to_latent(pre, 1e8 + np.arange(4.0)[:, None], torch.float32)
+        >>> z.dtype, [round(v, 3) for v in z[:, 0].tolist()]
+        (torch.float32, [-1.342, -0.447, 0.447, 1.342])
+    """
+    with torch.no_grad():
+        z, ladj = pre.to_latent(torch.as_tensor(X, dtype=torch.float64, device=device))
+    limit = torch.finfo(dtype).max
+    return z.clamp(-limit, limit).to(dtype), ladj
+
+
+class Encoded:
+    """A flow trained in the standardised space (``core``) together with its pre-transform
+    (``pre``): ``log_prob`` and ``sample`` in the data's units, without taking the model apart.
+
+    ``flow`` is the whole model as one :class:`~pyroflows.flows.Flow`: the core's layers
+    followed by the pre-transform's (the same modules, no copy), the layout that
+    ``DensityEstimator.flow_`` shows and saves.
+
+    Args:
+        core: the flow on standardised rows.
+        pre: the fixed pre-transform (float64 buffers).
+    """
+
+    def __init__(self, core: Flow, pre: Preprocessor):
+        self.core = core
+        self.pre = pre
+        self.flow = Flow(list(core.transforms) + pre.layers(), core.base)
+
+    def log_prob(self, X: np.ndarray, dtype: torch.dtype, device: Any = "cpu") -> np.ndarray:
+        """``log p(x)`` of the rows of ``X`` in float64, in chunks of :data:`CHUNK`: the core's
+        ``log q(z)`` plus the pre-transform's float64 log-Jacobian; ``-inf`` outside the box
+        (also where the core gives NaN)."""
+        core, out = self.core.eval(), []
+        with torch.no_grad():
+            for start in range(0, len(X), CHUNK):
+                z, ladj = to_latent(self.pre, X[start : start + CHUNK], dtype, device)
+                log_q = core.log_prob(z, check=False).to(torch.float64)
+                # -inf from the pre-transform (outside the box) wins over any core value
+                out.append(torch.where(torch.isfinite(ladj), log_q + ladj, ladj))
+        log_p = torch.cat(out).cpu().numpy()
+        return np.where(np.isnan(log_p), -np.inf, log_p)
+
+    def sample(self, n: int, seed: int, device: Any = "cpu") -> np.ndarray:
+        """``n`` float64 draws in the data's units from torch's generator seeded with ``seed``
+        (in a forked random state: the global one is left as it was), in chunks of
+        :data:`CHUNK`."""
+        core = self.core.eval()
+        generator_devices = [device] if str(device).startswith("cuda") else []
+        out = np.empty((n, self.pre.dim))
+        with torch.random.fork_rng(devices=generator_devices), torch.no_grad():
+            torch.manual_seed(seed)
+            for start in range(0, n, CHUNK):
+                z = core.sample((min(CHUNK, n - start),))
+                x = self.pre.from_latent(z.to(torch.float64))
+                out[start : start + len(x)] = x.cpu().numpy()
+        return out
