@@ -30,6 +30,7 @@ Example:
     ((399, 30), (85, 30), (85, 30))
 """
 
+from pyroflows.datasets.bumphunt import BumpHunt, BumpHuntGenerator, Events, bump_hunt
 from pyroflows.datasets.models import eight_schools
 from pyroflows.datasets.tables import (
     Dataset,
@@ -55,6 +56,10 @@ from pyroflows.datasets.toys import (
 )
 
 __all__ = [
+    "BumpHunt",
+    "BumpHuntGenerator",
+    "Events",
+    "bump_hunt",
     "Checkerboard",
     "Dataset",
     "GaussianMixture",
