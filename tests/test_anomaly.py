@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from pyroflows.datasets import BumpHuntGenerator, bump_hunt
+from pyroflows import anomaly as A
+from pyroflows.classify import Classifier
+from pyroflows.datasets import BumpHuntGenerator, Events, bump_hunt
 
 SMALL = dict(n_test_background=2000, n_test_signal=200, n_extra_background=2000, n_extra_signal=200)
 
@@ -32,7 +34,7 @@ def test_generator_densities_normalise(correlation):
 
 
 def test_generator_fractions_and_correlation_knob():
-    for correlation, slope in [("none", 0.0), ("realistic", 0.5), ("strong", 3.0)]:
+    for correlation, slope in [("none", 0.0), ("realistic", 1.0), ("strong", 3.0)]:
         hunt = bump_hunt(40_000, s_over_b=0.02, correlation=correlation, seed=1, **SMALL)
         d = hunt.data
         in_sr = (d.m > 3.3) & (d.m < 3.7)
@@ -41,7 +43,7 @@ def test_generator_fractions_and_correlation_knob():
         assert abs((in_sr & bg).sum() - expected) < 4 * np.sqrt(expected)
         assert d.label[in_sr].sum() / (in_sr & bg).sum() == pytest.approx(0.02, rel=0.1)
         fitted = np.polyfit(d.m[bg], d.x[bg, 0], 1)[0]
-        assert fitted == pytest.approx(0.7 * slope, abs=0.03)
+        assert fitted == pytest.approx(-0.7 * slope, abs=0.03)
     assert (hunt.test.m > 3.3).all() and (hunt.test.m < 3.7).all()
     assert hunt.test.label.sum() == 200 and len(hunt.extra_background) == 2000
     assert ((hunt.data.x[:, 2:] > 0) & (hunt.data.x[:, 2:] < 1)).all()
@@ -49,3 +51,121 @@ def test_generator_fractions_and_correlation_knob():
     np.testing.assert_array_equal(again.data.x, hunt.data.x)
     with pytest.raises(ValueError, match="correlation"):
         BumpHuntGenerator(correlation="weird")
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def test_sic_of_perfect_and_random_classifiers():
+    y = np.repeat([0, 1], [20_000, 2_000])
+    for k in (20, 200, 2000):  # perfect: TPR 1 at the smallest FPR allowed, k / n_background
+        assert A.max_sic(y, y.astype(float), min_background=k)["max_sic"] == pytest.approx(
+            1 / np.sqrt(k / 20_000)
+        )
+    rng = np.random.default_rng(0)
+    random = rng.uniform(size=y.size)  # TPR = FPR: SIC = sqrt(FPR) <= 1, AUC 0.5
+    curve = A.sic_curve(y, random)
+    assert curve.auc == pytest.approx(0.5, abs=0.02)
+    assert A.max_sic(y, random, min_background=500)["max_sic"] == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="exceeds"):
+        A.max_sic(y, random, min_background=30_000)
+
+
+def test_nonfinite_scores_are_counted_never_dropped():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.1, np.nan, 0.3, np.inf, 0.8, -np.inf])
+    with pytest.raises(ValueError, match="3 non-finite"):
+        A.sic_curve(y, s)
+    curve = A.sic_curve(y, s, nonfinite="lowest")
+    assert curve.nonfinite == {"nan": 1, "posinf": 1, "neginf": 1}
+    assert curve.n_signal + curve.n_background == 6  # all kept
+    assert curve.tpr[-1] == 1 and curve.fpr[-1] == 1
+
+
+def test_significance_and_sculpting():
+    assert A.significance(5, 10_000) == pytest.approx(5 / 100, rel=1e-3)
+    y = np.repeat([0, 1], [10_000, 1_000])
+    out = A.significance_after_cut(y, y.astype(float), 100, 10_000, fpr=0.01)
+    assert out["tpr"] == pytest.approx(1.0) and out["improvement"] > 5
+    rng = np.random.default_rng(1)
+    m = rng.uniform(2.5, 4.5, 20_000)
+    flat, shaped = A.sculpting(m, rng.normal(size=m.size)), A.sculpting(m, m)
+    assert all(r["chi2_ndf"] < 2.5 and r["ks_pvalue"] > 1e-3 for r in flat)
+    assert all(r["chi2_ndf"] > 10 and r["ks_pvalue"] < 1e-6 for r in shaped)
+    assert A.band([3.0])["median"] == 3.0
+
+
+# -- the flows and the methods ------------------------------------------------------------------
+BOUNDS = ([-np.inf, -np.inf, 0, 0], [np.inf, np.inf, 1, 1])
+TINY_FLOW = dict(layers=2, hidden=(32,), max_epochs=15, batch_size=512, lr=3e-3, patience=3)
+
+
+def test_conditional_sampling_is_vectorised_and_follows_m():
+    hunt = bump_hunt(20_000, 0.0, "strong", seed=2, **SMALL)
+    density = A.ConditionalDensity(ensemble=2, bounds=BOUNDS, **dict(TINY_FLOW, max_epochs=8))
+    density.fit(hunt.data.x, hunt.data.m)
+    calls = []
+    for flow in density.members_:
+        original = flow.sample
+        flow.sample = lambda *a, _f=original, **k: calls.append(k["context"].shape) or _f(*a, **k)
+    m = np.repeat([3.0, 4.5], 5_000)
+    x = density.sample(m, seed=0)
+    assert x.shape == (10_000, 4) and np.isfinite(x).all()
+    assert calls == [(5_000, 1), (5_000, 1)]  # one pass per member, every event its own m
+    assert ((x[:, 2:] > 0) & (x[:, 2:] < 1)).all()  # the logit keeps samples inside the bounds
+    shift = x[5_000:, 0].mean() - x[:5_000, 0].mean()  # truth: 3.0 * -0.7 * 1.5 = -3.15
+    assert shift == pytest.approx(-3.15, abs=0.5)
+    np.testing.assert_array_equal(x, density.sample(m, seed=0))
+    log_p = density.log_prob(x[:100], m[:100])
+    assert log_p.shape == (100,) and np.isfinite(log_p).all()
+    outside = x[:3].copy()
+    outside[:, 2] = 1.5
+    assert np.isneginf(density.log_prob(outside, m[:3])).all()
+
+
+def test_cathode_on_null_data_cannot_tell_samples_from_data():
+    hunt = bump_hunt(40_000, 0.0, "realistic", seed=3, **SMALL)
+    density = A.ConditionalDensity(bounds=BOUNDS, **TINY_FLOW)
+    cathode = A.CATHODE(A.SignalRegion(*hunt.sr), density, Classifier("hgb"), oversampling=3)
+    cathode.fit(hunt.data.x, hunt.data.m)
+    assert cathode.nonfinite_samples_ == 0
+    assert len(cathode.samples_[0]) == 3 * A.SignalRegion(*hunt.sr).inside(hunt.data.m).sum()
+    assert 0.45 < cathode.training_auc(folds=2) < 0.56
+
+
+def test_strong_signal_is_found_by_every_method():
+    hunt = bump_hunt(40_000, 0.15, "realistic", seed=4, **SMALL)
+    region, d = A.SignalRegion(*hunt.sr), hunt.data
+    background = A.ConditionalDensity(bounds=BOUNDS, **TINY_FLOW).fit(
+        d.x[region.sidebands(d.m)], d.m[region.sidebands(d.m)]
+    )
+    detectors = {
+        "cathode": A.CATHODE(region, background, Classifier("hgb"), refit_background=False),
+        "anode": A.ANODE(
+            region, background, A.ConditionalDensity(bounds=BOUNDS, **TINY_FLOW), False
+        ),
+        "cwola": A.CWoLa(region, Classifier("hgb")),
+    }
+    for name, detector in detectors.items():
+        scores = detector.fit(d.x, d.m).score(hunt.test.x, hunt.test.m)
+        assert np.isfinite(scores).all() and sum(detector.nonfinite_.values()) == 0, name
+        assert A.max_sic(hunt.test.label, scores, min_background=20)["max_sic"] > 3, name
+    ideal = A.IdealizedAD(region, Classifier("hgb")).fit(d.x, d.m, hunt.extra_background.x)
+    both = Events.concat(hunt.extra_signal, hunt.extra_background)
+    supervised = A.Supervised(Classifier("hgb")).fit(both.x, both.label)
+    for detector in (ideal, supervised):
+        result = A.max_sic(hunt.test.label, detector.score(hunt.test.x), min_background=20)
+        assert result["max_sic"] > 3
+
+
+def test_anode_counts_nonfinite_scores():
+    hunt = bump_hunt(20_000, 0.05, "none", seed=5, **SMALL)
+    small = dict(TINY_FLOW, max_epochs=2)
+    anode = A.ANODE(
+        A.SignalRegion(*hunt.sr),
+        A.ConditionalDensity(bounds=BOUNDS, **small),
+        A.ConditionalDensity(bounds=BOUNDS, **small),
+    ).fit(hunt.data.x, hunt.data.m)
+    x = hunt.test.x[:10].copy()
+    x[:4, 3] = 2.0  # outside (0, 1): both densities are 0, the ratio is NaN
+    with pytest.warns(RuntimeWarning, match="4 non-finite"):
+        scores = anode.score(x, hunt.test.m[:10])
+    assert len(scores) == 10 and np.isnan(scores[:4]).all() and anode.nonfinite_["nan"] == 4

@@ -9,7 +9,9 @@ auxiliary features ``x``:
   ``x = (g0, g1, sigmoid(g2), sigmoid(g3))``: two unbounded features and two in ``(0, 1)``
   (like n-subjettiness ratios, where a logit preprocessing matters). The strength ``k`` of the
   ``m`` dependence is the knob that breaks CWoLa: ``correlation="none"`` (0), ``"realistic"``
-  (0.5), ``"strong"`` (3.0) or a number, in units of standard deviations per unit of ``m``;
+  (1.0), ``"strong"`` (3.0) or a number, in units of standard deviations per unit of ``m``,
+  along a direction ``b`` that points away from the signal (the falling spectrum then makes
+  the sidebands look more signal-like than the SR's background);
 * signal: a narrow resonance ``m ~ N(m_signal, width)`` with ``g`` independent of ``m`` and
   concentrated away from the background's bulk.
 
@@ -40,7 +42,7 @@ import numpy as np
 
 __all__ = ["BumpHunt", "BumpHuntGenerator", "Events", "bump_hunt"]
 
-CORRELATIONS = {"none": 0.0, "realistic": 0.5, "strong": 3.0}
+CORRELATIONS = {"none": 0.0, "realistic": 1.0, "strong": 3.0}
 
 
 @dataclass
@@ -92,10 +94,10 @@ class BumpHuntGenerator:
     m_ref: float = 3.5
     m_signal: float = 3.5
     width: float = 0.05
-    signal_mean: tuple[float, ...] = (1.8, -1.8, -1.8, 1.5)
-    signal_std: float = 0.35
+    signal_mean: tuple[float, ...] = (1.5, -1.5, -1.2, 1.2)
+    signal_std: float = 0.6
     sr: tuple[float, float] = (3.3, 3.7)
-    direction: tuple[float, ...] = (0.7, 0.5, -0.4, 0.3)
+    direction: tuple[float, ...] = (-0.7, 0.5, 0.4, -0.3)
     covariance: np.ndarray = field(
         default_factory=lambda: np.array(
             [[1.0, 0.5, 0.0, 0.2], [0.5, 1.0, 0.3, 0.0], [0.0, 0.3, 1.0, 0.4], [0.2, 0.0, 0.4, 1.0]]
