@@ -169,3 +169,14 @@ def test_anode_counts_nonfinite_scores():
     with pytest.warns(RuntimeWarning, match="4 non-finite"):
         scores = anode.score(x, hunt.test.m[:10])
     assert len(scores) == 10 and np.isnan(scores[:4]).all() and anode.nonfinite_["nan"] == 4
+
+
+def test_ranode_runs_end_to_end_without_nonfinite_scores():
+    hunt = bump_hunt(40_000, 0.15, "realistic", seed=6, **SMALL)
+    region, d = A.SignalRegion(*hunt.sr), hunt.data
+    ranode = A.RANODE(region, A.ConditionalDensity(bounds=BOUNDS, **TINY_FLOW), max_epochs=15,
+                      lr=3e-3, patience=3, init_fraction=0.05)  # fmt: skip
+    scores = ranode.fit(d.x, d.m).score(hunt.test.x, hunt.test.m)
+    assert np.isfinite(scores).all() and ranode.nonfinite_training_ == 0
+    assert 0.02 < ranode.fraction_ < 0.4  # truth: 0.15 / 1.15 = 0.13
+    assert A.max_sic(hunt.test.label, scores, min_background=20)["max_sic"] > 3

@@ -5,9 +5,10 @@ Events have a resonant feature ``m`` and features ``x``; a rare signal sits in a
 SR definition, one classifier set-up (:class:`pyroflows.classify.Classifier`) and one
 conditional density (:class:`ConditionalDensity`, conditional flows trained with the shared
 loop), and follow scikit-learn conventions (``fit`` then ``score``, higher = more anomalous):
-:class:`CATHODE`, :class:`ANODE`, :class:`CWoLa` and the bounds :class:`IdealizedAD` and
-:class:`Supervised`. :mod:`~pyroflows.anomaly.metrics` evaluates the scores (SIC curves, max
-SIC with a statistical cut, significance, sculpting, median and 68 % bands).
+:class:`CATHODE`, :class:`ANODE`, :class:`RANODE`, :class:`CWoLa` and the bounds
+:class:`IdealizedAD` and :class:`Supervised`. :mod:`~pyroflows.anomaly.metrics` evaluates the
+scores (SIC curves, max SIC with a statistical cut, significance, sculpting, median and 68 %
+bands).
 
 Example:
     >>> from pyroflows.datasets import bump_hunt
@@ -25,6 +26,7 @@ from pyroflows.anomaly.density import ConditionalDensity, kde_sample
 from pyroflows.anomaly.methods import (
     ANODE,
     CATHODE,
+    RANODE,
     CWoLa,
     IdealizedAD,
     Supervised,
@@ -48,6 +50,7 @@ __all__ = [
     "ConditionalDensity",
     "CWoLa",
     "IdealizedAD",
+    "RANODE",
     "SICCurve",
     "SignalRegion",
     "Supervised",
