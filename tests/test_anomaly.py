@@ -180,3 +180,19 @@ def test_ranode_runs_end_to_end_without_nonfinite_scores():
     assert np.isfinite(scores).all() and ranode.nonfinite_training_ == 0
     assert 0.02 < ranode.fraction_ < 0.4  # truth: 0.15 / 1.15 = 0.13
     assert A.max_sic(hunt.test.label, scores, min_background=20)["max_sic"] > 3
+
+
+def test_best_epochs_ensemble_and_checkpoints(tmp_path):
+    rng = np.random.default_rng(7)
+    m = rng.uniform(2.5, 4.5, 3_000)
+    x = np.stack([m + rng.normal(size=m.size), 1 / (1 + np.exp(-rng.normal(size=m.size)))], 1)
+    density = A.ConditionalDensity(
+        layers=1, hidden=(8,), max_epochs=4, patience=None, best_epochs=3, ensemble=2,
+        bounds=([-np.inf, 0], [np.inf, 1]), checkpoint_dir=tmp_path,
+    )  # fmt: skip
+    density.fit(x, m)
+    assert len(density.members_) == 6  # 2 flows x their 3 best epochs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["member0.pt", "member1.pt"]
+    assert np.isfinite(density.log_prob(x[:50], m[:50])).all()
+    with pytest.raises(ValueError, match="finite"):
+        density.fit(np.full((10, 2), np.nan), np.ones(10))

@@ -66,7 +66,7 @@ def _balanced(n1: int, n0: int) -> np.ndarray:
 class _ClassifierDetector:
     """Score = the probability of the "data" class from a classifier of two samples."""
 
-    def __init__(self, region: SignalRegion, classifier: Classifier | None = None):
+    def __init__(self, region: SignalRegion | None, classifier: Classifier | None = None):
         self.region = region
         self.classifier = classifier if classifier is not None else default_classifier()
         self.nonfinite_ = {"nan": 0, "posinf": 0, "neginf": 0}
@@ -191,7 +191,7 @@ class Supervised(_ClassifierDetector):
     """The fully supervised bound: a classifier of signal (``y = 1``) vs. background."""
 
     def __init__(self, classifier: Classifier | None = None):
-        super().__init__(SignalRegion(0.0, 1.0), classifier)
+        super().__init__(None, classifier)
 
     def fit(self, x: Any, y: Any) -> Supervised:
         x = np.asarray(x, np.float64)
