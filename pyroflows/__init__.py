@@ -8,6 +8,7 @@ Example:
 """
 
 from pyroflows import amortized, bases, diagnostics, losses, nn, ops, preprocess, transforms, vi
+from pyroflows import anomaly as anomaly  # weakly supervised anomaly detection
 from pyroflows.amortized import AmortizedPosterior
 from pyroflows.bases import DiagNormal, GaussianMixture, StandardNormal, UniformBox
 from pyroflows.builders import (

@@ -35,6 +35,7 @@ Example:
     ((399, 30), (85, 30), (85, 30))
 """
 
+from pyroflows.datasets.bumphunt import BumpHunt, BumpHuntGenerator, Events, bump_hunt
 from pyroflows.datasets.calo import CaloShowers, calo_showers
 from pyroflows.datasets.models import eight_schools
 from pyroflows.datasets.tables import (
@@ -63,7 +64,11 @@ from pyroflows.datasets.toys import (
 )
 
 __all__ = [
+    "BumpHunt",
+    "BumpHuntGenerator",
     "CaloShowers",
+    "Events",
+    "bump_hunt",
     "Checkerboard",
     "Dataset",
     "GaussianMixture",

@@ -1,0 +1,66 @@
+"""Weakly supervised resonant anomaly detection ("bump hunts") with conditional flows.
+
+Events have a resonant feature ``m`` and features ``x``; a rare signal sits in a window of ``m``
+(the signal region, :class:`SignalRegion`) at an unknown place in ``x``. The detectors share one
+SR definition, one classifier set-up (:class:`pyroflows.classify.Classifier`) and one
+conditional density (:class:`ConditionalDensity`, conditional flows trained with the shared
+loop), and follow scikit-learn conventions (``fit`` then ``score``, higher = more anomalous):
+:class:`CATHODE`, :class:`ANODE`, :class:`RANODE`, :class:`CWoLa` and the bounds
+:class:`IdealizedAD` and :class:`Supervised`. :mod:`~pyroflows.anomaly.metrics` evaluates the
+scores (SIC curves, max SIC with a statistical cut, significance, sculpting, median and 68 %
+bands).
+
+Example:
+    >>> from pyroflows.datasets import bump_hunt
+    >>> from pyroflows import anomaly
+    >>> hunt = bump_hunt(20_000, 0.05, n_test_background=2000, n_test_signal=200,
+    ...                  n_extra_background=10, n_extra_signal=10, seed=0)
+    >>> region = anomaly.SignalRegion(*hunt.sr)
+    >>> cwola = anomaly.CWoLa(region).fit(hunt.data.x, hunt.data.m)
+    >>> result = anomaly.max_sic(hunt.test.label, cwola.score(hunt.test.x), min_background=20)
+    >>> sorted(result)[:3]
+    ['fpr', 'max_sic', 'nonfinite']
+"""
+
+from pyroflows.anomaly.density import ConditionalDensity, kde_sample
+from pyroflows.anomaly.methods import (
+    ANODE,
+    CATHODE,
+    RANODE,
+    CWoLa,
+    IdealizedAD,
+    Supervised,
+    default_classifier,
+)
+from pyroflows.anomaly.metrics import (
+    SICCurve,
+    band,
+    count_nonfinite,
+    max_sic,
+    sculpting,
+    sic_curve,
+    significance,
+    significance_after_cut,
+)
+from pyroflows.anomaly.region import SignalRegion
+
+__all__ = [
+    "ANODE",
+    "CATHODE",
+    "ConditionalDensity",
+    "CWoLa",
+    "IdealizedAD",
+    "RANODE",
+    "SICCurve",
+    "SignalRegion",
+    "Supervised",
+    "band",
+    "count_nonfinite",
+    "default_classifier",
+    "kde_sample",
+    "max_sic",
+    "sculpting",
+    "sic_curve",
+    "significance",
+    "significance_after_cut",
+]

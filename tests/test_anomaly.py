@@ -1,0 +1,198 @@
+"""Weakly supervised anomaly detection: the bump-hunt generator, the metrics and the methods."""
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+from pyroflows import anomaly as A
+from pyroflows.classify import Classifier
+from pyroflows.datasets import BumpHuntGenerator, Events, bump_hunt
+
+SMALL = dict(n_test_background=2000, n_test_signal=200, n_extra_background=2000, n_extra_signal=200)
+
+
+# -- the generator --------------------------------------------------------------------------
+@pytest.mark.parametrize("correlation", ["none", "realistic", "strong", 1.5])
+def test_generator_densities_normalise(correlation):
+    gen = BumpHuntGenerator(correlation=correlation)
+    total, _ = integrate.quad(lambda m: np.exp(gen.log_prob_m(np.array([m])))[0], 2.5, 6.5)
+    assert total == pytest.approx(1.0, rel=1e-8)
+    sr_mass, _ = integrate.quad(lambda m: np.exp(gen.log_prob_m(np.array([m])))[0], 3.3, 3.7)
+    assert gen.background_fraction(3.3, 3.7) == pytest.approx(sr_mass, rel=1e-8)
+    # both x densities are normalised: E_q[p / q] = 1 under a broad proposal q, a Gaussian in
+    # the logit space of the two bounded features (its log-Jacobian computed here).
+    rng = np.random.default_rng(0)
+    m = np.full(100_000, 3.6)
+    signal = lambda x: gen.log_prob_signal_x(x)  # noqa: E731
+    for log_p, center, scale in [(lambda x: gen.log_prob_background_x(x, m), 0.0, 2.0),
+                                 (signal, np.array(gen.signal_mean), 0.7)]:  # fmt: skip
+        g = center + scale * rng.standard_normal((100_000, 4))
+        x = np.concatenate([g[:, :2], 1 / (1 + np.exp(-g[:, 2:]))], axis=1)
+        log_q = (-0.5 * ((g - center) / scale) ** 2 - np.log(scale * np.sqrt(2 * np.pi))).sum(1)
+        log_q -= np.log(x[:, 2:] * (1 - x[:, 2:])).sum(1)
+        assert np.exp(log_p(x) - log_q).mean() == pytest.approx(1.0, abs=0.03)
+
+
+def test_generator_fractions_and_correlation_knob():
+    for correlation, slope in [("none", 0.0), ("realistic", 1.0), ("strong", 3.0)]:
+        hunt = bump_hunt(40_000, s_over_b=0.02, correlation=correlation, seed=1, **SMALL)
+        d = hunt.data
+        in_sr = (d.m > 3.3) & (d.m < 3.7)
+        bg = d.label == 0
+        expected = 40_000 * hunt.generator.background_fraction(3.3, 3.7)
+        assert abs((in_sr & bg).sum() - expected) < 4 * np.sqrt(expected)
+        assert d.label[in_sr].sum() / (in_sr & bg).sum() == pytest.approx(0.02, rel=0.1)
+        fitted = np.polyfit(d.m[bg], d.x[bg, 0], 1)[0]
+        assert fitted == pytest.approx(-0.7 * slope, abs=0.03)
+    assert (hunt.test.m > 3.3).all() and (hunt.test.m < 3.7).all()
+    assert hunt.test.label.sum() == 200 and len(hunt.extra_background) == 2000
+    assert ((hunt.data.x[:, 2:] > 0) & (hunt.data.x[:, 2:] < 1)).all()
+    again = bump_hunt(40_000, s_over_b=0.02, correlation="strong", seed=1, **SMALL)
+    np.testing.assert_array_equal(again.data.x, hunt.data.x)
+    with pytest.raises(ValueError, match="correlation"):
+        BumpHuntGenerator(correlation="weird")
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def test_sic_of_perfect_and_random_classifiers():
+    y = np.repeat([0, 1], [20_000, 2_000])
+    for k in (20, 200, 2000):  # perfect: TPR 1 at the smallest FPR allowed, k / n_background
+        assert A.max_sic(y, y.astype(float), min_background=k)["max_sic"] == pytest.approx(
+            1 / np.sqrt(k / 20_000)
+        )
+    rng = np.random.default_rng(0)
+    random = rng.uniform(size=y.size)  # TPR = FPR: SIC = sqrt(FPR) <= 1, AUC 0.5
+    curve = A.sic_curve(y, random)
+    assert curve.auc == pytest.approx(0.5, abs=0.02)
+    assert A.max_sic(y, random, min_background=500)["max_sic"] == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="exceeds"):
+        A.max_sic(y, random, min_background=30_000)
+
+
+def test_nonfinite_scores_are_counted_never_dropped():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.1, np.nan, 0.3, np.inf, 0.8, -np.inf])
+    with pytest.raises(ValueError, match="3 non-finite"):
+        A.sic_curve(y, s)
+    curve = A.sic_curve(y, s, nonfinite="lowest")
+    assert curve.nonfinite == {"nan": 1, "posinf": 1, "neginf": 1}
+    assert curve.n_signal + curve.n_background == 6  # all kept
+    assert curve.tpr[-1] == 1 and curve.fpr[-1] == 1
+
+
+def test_significance_and_sculpting():
+    assert A.significance(5, 10_000) == pytest.approx(5 / 100, rel=1e-3)
+    y = np.repeat([0, 1], [10_000, 1_000])
+    out = A.significance_after_cut(y, y.astype(float), 100, 10_000, fpr=0.01)
+    assert out["tpr"] == pytest.approx(1.0) and out["improvement"] > 5
+    rng = np.random.default_rng(1)
+    m = rng.uniform(2.5, 4.5, 20_000)
+    flat, shaped = A.sculpting(m, rng.normal(size=m.size)), A.sculpting(m, m)
+    assert all(r["chi2_ndf"] < 2.5 and r["ks_pvalue"] > 1e-3 for r in flat)
+    assert all(r["chi2_ndf"] > 10 and r["ks_pvalue"] < 1e-6 for r in shaped)
+    assert A.band([3.0])["median"] == 3.0
+
+
+# -- the flows and the methods ------------------------------------------------------------------
+BOUNDS = ([-np.inf, -np.inf, 0, 0], [np.inf, np.inf, 1, 1])
+TINY_FLOW = dict(layers=2, hidden=(32,), max_epochs=15, batch_size=512, lr=3e-3, patience=3)
+
+
+def test_conditional_sampling_is_vectorised_and_follows_m():
+    hunt = bump_hunt(20_000, 0.0, "strong", seed=2, **SMALL)
+    density = A.ConditionalDensity(ensemble=2, bounds=BOUNDS, **dict(TINY_FLOW, max_epochs=8))
+    density.fit(hunt.data.x, hunt.data.m)
+    calls = []
+    for flow in density.members_:
+        original = flow.sample
+        flow.sample = lambda *a, _f=original, **k: calls.append(k["context"].shape) or _f(*a, **k)
+    m = np.repeat([3.0, 4.5], 5_000)
+    x = density.sample(m, seed=0)
+    assert x.shape == (10_000, 4) and np.isfinite(x).all()
+    assert calls == [(5_000, 1), (5_000, 1)]  # one pass per member, every event its own m
+    assert ((x[:, 2:] > 0) & (x[:, 2:] < 1)).all()  # the logit keeps samples inside the bounds
+    shift = x[5_000:, 0].mean() - x[:5_000, 0].mean()  # truth: 3.0 * -0.7 * 1.5 = -3.15
+    assert shift == pytest.approx(-3.15, abs=0.5)
+    np.testing.assert_array_equal(x, density.sample(m, seed=0))
+    log_p = density.log_prob(x[:100], m[:100])
+    assert log_p.shape == (100,) and np.isfinite(log_p).all()
+    outside = x[:3].copy()
+    outside[:, 2] = 1.5
+    assert np.isneginf(density.log_prob(outside, m[:3])).all()
+
+
+def test_cathode_on_null_data_cannot_tell_samples_from_data():
+    hunt = bump_hunt(40_000, 0.0, "realistic", seed=3, **SMALL)
+    density = A.ConditionalDensity(bounds=BOUNDS, **TINY_FLOW)
+    cathode = A.CATHODE(A.SignalRegion(*hunt.sr), density, Classifier("hgb"), oversampling=3)
+    cathode.fit(hunt.data.x, hunt.data.m)
+    assert cathode.nonfinite_samples_ == 0
+    assert len(cathode.samples_[0]) == 3 * A.SignalRegion(*hunt.sr).inside(hunt.data.m).sum()
+    assert 0.45 < cathode.training_auc(folds=2) < 0.56
+
+
+def test_strong_signal_is_found_by_every_method():
+    hunt = bump_hunt(40_000, 0.15, "realistic", seed=4, **SMALL)
+    region, d = A.SignalRegion(*hunt.sr), hunt.data
+    background = A.ConditionalDensity(bounds=BOUNDS, **TINY_FLOW).fit(
+        d.x[region.sidebands(d.m)], d.m[region.sidebands(d.m)]
+    )
+    detectors = {
+        "cathode": A.CATHODE(region, background, Classifier("hgb"), refit_background=False),
+        "anode": A.ANODE(
+            region, background, A.ConditionalDensity(bounds=BOUNDS, **TINY_FLOW), False
+        ),
+        "cwola": A.CWoLa(region, Classifier("hgb")),
+    }
+    for name, detector in detectors.items():
+        scores = detector.fit(d.x, d.m).score(hunt.test.x, hunt.test.m)
+        assert np.isfinite(scores).all() and sum(detector.nonfinite_.values()) == 0, name
+        assert A.max_sic(hunt.test.label, scores, min_background=20)["max_sic"] > 3, name
+    ideal = A.IdealizedAD(region, Classifier("hgb")).fit(d.x, d.m, hunt.extra_background.x)
+    both = Events.concat(hunt.extra_signal, hunt.extra_background)
+    supervised = A.Supervised(Classifier("hgb")).fit(both.x, both.label)
+    for detector in (ideal, supervised):
+        result = A.max_sic(hunt.test.label, detector.score(hunt.test.x), min_background=20)
+        assert result["max_sic"] > 3
+
+
+def test_anode_counts_nonfinite_scores():
+    hunt = bump_hunt(20_000, 0.05, "none", seed=5, **SMALL)
+    small = dict(TINY_FLOW, max_epochs=2)
+    anode = A.ANODE(
+        A.SignalRegion(*hunt.sr),
+        A.ConditionalDensity(bounds=BOUNDS, **small),
+        A.ConditionalDensity(bounds=BOUNDS, **small),
+    ).fit(hunt.data.x, hunt.data.m)
+    x = hunt.test.x[:10].copy()
+    x[:4, 3] = 2.0  # outside (0, 1): both densities are 0, the ratio is NaN
+    with pytest.warns(RuntimeWarning, match="4 non-finite"):
+        scores = anode.score(x, hunt.test.m[:10])
+    assert len(scores) == 10 and np.isnan(scores[:4]).all() and anode.nonfinite_["nan"] == 4
+
+
+def test_ranode_runs_end_to_end_without_nonfinite_scores():
+    hunt = bump_hunt(40_000, 0.15, "realistic", seed=6, **SMALL)
+    region, d = A.SignalRegion(*hunt.sr), hunt.data
+    ranode = A.RANODE(region, A.ConditionalDensity(bounds=BOUNDS, **TINY_FLOW), max_epochs=15,
+                      lr=3e-3, patience=3, init_fraction=0.05)  # fmt: skip
+    scores = ranode.fit(d.x, d.m).score(hunt.test.x, hunt.test.m)
+    assert np.isfinite(scores).all() and ranode.nonfinite_training_ == 0
+    assert 0.02 < ranode.fraction_ < 0.4  # truth: 0.15 / 1.15 = 0.13
+    assert A.max_sic(hunt.test.label, scores, min_background=20)["max_sic"] > 3
+
+
+def test_best_epochs_ensemble_and_checkpoints(tmp_path):
+    rng = np.random.default_rng(7)
+    m = rng.uniform(2.5, 4.5, 3_000)
+    x = np.stack([m + rng.normal(size=m.size), 1 / (1 + np.exp(-rng.normal(size=m.size)))], 1)
+    density = A.ConditionalDensity(
+        layers=1, hidden=(8,), max_epochs=4, patience=None, best_epochs=3, ensemble=2,
+        bounds=([-np.inf, 0], [np.inf, 1]), checkpoint_dir=tmp_path,
+    )  # fmt: skip
+    density.fit(x, m)
+    assert len(density.members_) == 6  # 2 flows x their 3 best epochs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["member0.pt", "member1.pt"]
+    assert np.isfinite(density.log_prob(x[:50], m[:50])).all()
+    with pytest.raises(ValueError, match="finite"):
+        density.fit(np.full((10, 2), np.nan), np.ones(10))
