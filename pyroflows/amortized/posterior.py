@@ -26,6 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ import pyro
 import torch
 from torch import Tensor, nn
 
+from pyroflows.amortized.observations import (
+    ObservationSpace,
+    check_sized,
+    drop_invalid,
+    warn_if_swamped,
+)
 from pyroflows.amortized.parameters import (
     ParameterSpace,
     decode_constraint,
@@ -44,13 +51,9 @@ from pyroflows.amortized.simulate import (
     ModelSimulator,
     PriorSimulator,
     VariableSizeSimulator,
-    _check_sizes,
-    drop_invalid,
-    missing_rows,
-    set_to_model_layout,
-    valid_rows,
+    check_sizes,
 )
-from pyroflows.builders import FAMILIES, _positive_int, build
+from pyroflows.builders import FAMILIES, build
 from pyroflows.checkpoint import (
     atomic_save,
     load_all_or_nothing,
@@ -65,6 +68,7 @@ from pyroflows.nn.summary import IdentitySummary, summary_from_config
 from pyroflows.preprocess import Preprocessor, fit_preprocessor
 from pyroflows.train import History, check_options, fit
 from pyroflows.transforms import FixedAffine
+from pyroflows.validation import as_real_tensor, positive_int
 
 __all__ = ["AmortizedPosterior", "PosteriorEstimator"]
 
@@ -139,9 +143,6 @@ _ONLINE_SEED_OFFSET = 0x5EED
 #: compares it on resume, and whether it stops after an exact number of steps
 _TRAIN_TAKES_FINGERPRINT = "fingerprint" in inspect.signature(fit).parameters
 _TRAIN_TAKES_MAX_STEPS = "max_steps" in inspect.signature(fit).parameters
-#: a column whose standard deviation exceeds this many median absolute deviations is
-#: standardised by a few extreme values: the rest vary below float32 resolution after it
-_SWAMPED = 1e6
 
 
 @contextmanager
@@ -159,20 +160,6 @@ def _seeded(seed: int | None, offset: int = 0) -> Iterator[None]:
         yield
     finally:
         set_rng_state(saved, None)
-
-
-def _as_data(value: Any, name: str) -> Tensor:
-    """``value`` as a real tensor (integers and booleans are accepted, as numbers), or a
-    ValueError naming ``name`` (complex or non-numeric values)."""
-    try:
-        tensor = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(
-            f"{name} must be numeric (a tensor or array of numbers), got {type(value).__name__}"
-        ) from None
-    if tensor.is_complex():
-        raise ValueError(f"{name} must be real-valued, got dtype {tensor.dtype}")
-    return tensor
 
 
 def _two_phases(
@@ -236,29 +223,6 @@ def _check_summary_output(context: Any, n: int, summary: nn.Module) -> None:
         raise ValueError(
             f"the summary network {name} returned NaN or infinite values for finite "
             "standardised data"
-        )
-
-
-def _warn_if_swamped(rows: Tensor, name: str) -> None:
-    """Warn when a column's standardisation is set by a few extreme values (e.g. one 1e30
-    among values of order 1): the other values then differ by less than float32 can resolve,
-    so the networks cannot see them vary (the posterior ignores that column). Robust to heavy
-    tails: a Cauchy sample of a million draws has a std of a few hundred MADs."""
-    if len(rows) < 3:
-        return
-    median = rows.median(0).values
-    mad = (rows - median).abs().median(0).values
-    swamped = (mad > 0) & (rows.std(0) > _SWAMPED * mad)
-    if bool(swamped.any()):
-        j = int(swamped.nonzero()[0])
-        extreme = float(rows[(rows[:, j] - median[j]).abs().argmax(), j])
-        warnings.warn(
-            f"{name} column {j}: a few extreme values (e.g. {extreme:.3g}) dominate its "
-            "standardisation; after it the other values differ by less than float32 can "
-            "resolve, so the posterior cannot use their variation. Drop or clip those "
-            "simulations",
-            RuntimeWarning,
-            stacklevel=4,
         )
 
 
@@ -409,18 +373,19 @@ class AmortizedPosterior:
                 "a Pyro model's parameters keep their site names"
             )
         self.observed = str(observed)
-        self.sizes: tuple[int, ...] | None = None
-        self.size_arg: str | None = None
-        self._size_axis, self._row_shape = 0, torch.Size()
         if sizes is not None or size_arg is not None:
-            self._check_sized(model, summary, sizes, size_arg)
+            check_sized(model, summary, sizes, size_arg)
         self.sim: ModelSimulator | VariableSizeSimulator | PriorSimulator | None = None
+        #: the data's shape contract, checks and encoder (shape and standardisation: first fit)
+        self.observations = ObservationSpace.of(summary)
         if model is not None and sizes is not None:
             self.sim = VariableSizeSimulator(
                 model, observed, sizes, size_arg, model_args, model_kwargs
             )
-            self.sizes, self.size_arg = self.sim.sizes, self.sim.size_arg
-            self._size_axis, self._row_shape = self.sim.axis, self.sim.row_shape
+            self.observations = ObservationSpace.of(
+                summary, sizes=self.sim.sizes, size_arg=self.sim.size_arg, axis=self.sim.axis,
+                row_shape=self.sim.row_shape,
+            )  # fmt: skip
         elif model is not None:
             self.sim = ModelSimulator(model, observed, model_args, model_kwargs)
         elif prior is not None:
@@ -436,33 +401,29 @@ class AmortizedPosterior:
         #: ``flow="auto"``: each family's best validation loss and training seconds
         self.candidates: list[dict[str, Any]] = []
         self.theta_pre: Preprocessor | None = None
-        self.x_pre: Preprocessor | None = None
-        self.x_shape: torch.Size | None = None
         self.history: History | None = None
         self.dropped = 0
 
-    @staticmethod
-    def _check_sized(model: Any, summary: Any, sizes: Any, size_arg: Any) -> None:
-        """``sizes`` / ``size_arg`` go together, with a Pyro model and a NaN-padding summary
-        (the values themselves are checked by :class:`VariableSizeSimulator`)."""
-        if sizes is None or size_arg is None:
-            given, missing = ("sizes", "size_arg") if size_arg is None else ("size_arg", "sizes")
-            raise ValueError(
-                f"{given}= needs {missing}= too: sizes are the possible numbers of "
-                "observations and size_arg the model's argument that sets it"
-            )
-        if model is None:
-            raise ValueError(
-                "sizes= and size_arg= vary the number of observations of a Pyro model; with a "
-                "prior + simulator the simulator pads its own sets with all-NaN rows"
-            )
-        if not bool(getattr(summary, "nan_padding", False)):
-            name = "None" if summary is None else type(summary).__name__
-            raise ValueError(
-                f"sizes= gives data sets of different sizes, padded with all-NaN rows: the "
-                f"summary network must read such padding (nan_padding=True, e.g. "
-                f"pyroflows.nn.DeepSet or SetAttention), got summary={name}"
-            )
+    # -- the data (see :class:`ObservationSpace`) -------------------------------------------
+    @property
+    def x_shape(self) -> torch.Size | None:
+        """One simulation's data shape (None until the first fit)."""
+        return self.observations.shape
+
+    @property
+    def x_pre(self) -> Preprocessor | None:
+        """The data's standardisation, fitted in float64 on the first fit's simulations."""
+        return self.observations.pre
+
+    @property
+    def sizes(self) -> tuple[int, ...] | None:
+        """The possible numbers of observations of a posterior built with ``sizes=``."""
+        return self.observations.sizes
+
+    @property
+    def size_arg(self) -> str | None:
+        """The model's argument that sets the number of observations (with ``sizes``)."""
+        return self.observations.size_arg
 
     # -- simulation -----------------------------------------------------------------------
     def simulate(self, num_simulations: int) -> tuple[Tensor, Tensor]:
@@ -476,12 +437,7 @@ class AmortizedPosterior:
     def size_of(self, x: Any) -> int | None:
         """The number of observations (real, non-padding rows) in one observation ``x`` of a
         posterior with ``sizes``; None without ``sizes``."""
-        if self.sizes is None:
-            return None
-        batch, single = self._check_x(x)
-        if not single:
-            raise ValueError("size_of takes one observation, not a batch")
-        return int((~torch.isnan(batch[0]).all(-1)).sum())
+        return self.observations.size_of(x)
 
     def simulate_data(self, theta: Tensor, size: Any = None) -> Tensor:
         """Data for given parameters ``(N, dim)`` (e.g. posterior predictive draws).
@@ -504,26 +460,6 @@ class AmortizedPosterior:
         parts = [self.simulate(min(chunk, n - i)) for i in range(0, n, chunk)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    # -- properties of the summary ----------------------------------------------------------
-    @property
-    def _layout(self) -> tuple[int, torch.Size]:
-        """Where a data set of the model holds its observations, and one row's shape."""
-        return self._size_axis, self._row_shape
-
-    @property
-    def _nan_padding(self) -> bool:
-        return bool(getattr(self.summary, "nan_padding", False))
-
-    @property
-    def _variable_size(self) -> bool:
-        return bool(getattr(self.summary, "variable_size", False))
-
-    def _x_features(self, shape: Sequence[int] | None = None) -> int:
-        """Entries per standardised row of one simulation of ``shape`` (default ``x_shape``)."""
-        event_dims = getattr(self.summary, "event_dims", 1)
-        shape = self.x_shape if shape is None else shape
-        return shape[-1] if len(shape) >= max(event_dims, 1) else 1
-
     # -- preprocessing ----------------------------------------------------------------------
     def _setup(self, theta: Tensor, x: Tensor) -> None:
         """First fit: parameter space, preprocessors, networks. All or nothing: the
@@ -532,19 +468,16 @@ class AmortizedPosterior:
         space = self.space
         if space is None:
             space = ParameterSpace([self.param_name], [theta.shape[1:]], [None])
-        x_shape = x.shape[1:]
         u, _ = space.to_unconstrained(theta.to(torch.float64))
-        _warn_if_swamped(u, "theta (unconstrained)")
+        warn_if_swamped(u, "theta (unconstrained)")
         theta_pre = fit_preprocessor(u, name="theta (unconstrained)")
-        rows = x.to(torch.float64).reshape(-1, self._x_features(x_shape))
-        rows = rows[torch.isfinite(rows).all(-1)]
-        _warn_if_swamped(rows, "x")
-        x_pre = fit_preprocessor(rows, name="x")
+        observations = self.observations.fitted(x)
+        x_shape = observations.shape
         summary = self.summary
         if summary is None:
             summary = IdentitySummary(max(1, math.prod(x_shape)))
         with torch.no_grad():
-            encoded = self._encode_x(x[:2], x_pre, torch.float32, x_shape)
+            encoded = observations.encode(x[:2], torch.float32)
             context = summary(encoded)
         _check_summary_output(context, len(encoded), summary)
         context_dim = int(context.shape[-1])
@@ -558,8 +491,7 @@ class AmortizedPosterior:
             net = summary if i == 0 else copy.deepcopy(summary)
             members[family] = (PosteriorEstimator(net, build(family, dim, context_dim, **kwargs)),
                                kwargs)  # fmt: skip
-        self.x_shape = x_shape
-        self.space, self.theta_pre, self.x_pre = space, theta_pre, x_pre
+        self.space, self.theta_pre, self.observations = space, theta_pre, observations
         self.context_dim = context_dim
         self._members = members
         if len(families) == 1:
@@ -598,37 +530,9 @@ class AmortizedPosterior:
     def _decode_theta(self, z: Tensor) -> Tensor:
         return self.space.to_constrained(self.theta_pre.from_latent(z.to(torch.float64)))
 
-    def _encode_x(
-        self,
-        x: Tensor,
-        pre: Any = None,
-        dtype: torch.dtype | None = None,
-        shape: Sequence[int] | None = None,
-    ) -> Tensor:
-        """Standardised data (per entry of the last dimension) in the networks' dtype; by
-        default with ``x_pre``, the networks' dtype and ``x_shape`` (what set-up passes
-        before those exist).
-
-        Standardised values are clamped to the finite range of the networks' dtype before the
-        cast: a huge but finite observation (say 1e300) stays a huge finite input, which the
-        conditioner networks bound, instead of overflowing to ``inf`` (NaN padding stays NaN).
-        """
-        pre = self.x_pre if pre is None else pre
-        dtype = self._dtype if dtype is None else dtype
-        flat = x.to(torch.float64).reshape(-1, self._x_features(shape))
-        z, _ = pre.to_latent(flat)
-        limit = torch.finfo(dtype).max
-        z = z.reshape(x.shape).clamp(-limit, limit).to(dtype)
-        if self._feature_axis(shape):  # a set of scalars (n,) -> (n, 1) for a set summary
-            z = z[..., None]
-        return z
-
-    def _feature_axis(self, shape: Sequence[int] | None = None) -> bool:
-        """Whether one simulation of ``shape`` (default ``x_shape``) is a 1-D set of scalar
-        observations read by a summary of sets / sequences (``event_dims == 2``): the
-        networks then get it with a feature axis of size 1, as ``sizes=`` does."""
-        shape = self.x_shape if shape is None else shape
-        return getattr(self.summary, "event_dims", 1) == 2 and len(shape) == 1
+    def _context(self, batch: Tensor) -> Tensor:
+        """The summary of a batch of observations: the flow's context, on its device."""
+        return self.estimator.summary(self.observations.encode(batch, self._dtype).to(self._device))
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -642,70 +546,6 @@ class AmortizedPosterior:
     def _check_fitted(self) -> None:
         if self.estimator is None:
             raise ValueError("this AmortizedPosterior is not fitted yet; call fit first")
-
-    def _check_x(self, x: Any, name: str = "x", values: bool = True) -> tuple[Tensor, bool]:
-        """``(x as a batch (B, *event), single)``; ValueError naming the problem."""
-        x = _as_data(x, name)
-        if not x.is_floating_point():
-            x = x.to(torch.float64)
-        shape, k = self.x_shape, len(self.x_shape)
-        if self.sizes is not None and x.dim() == 1 and not self._row_shape:
-            x = x[:, None]  # one data set of scalar observations in the model's layout
-        if x.dim() == k:
-            single, batch = True, x[None]
-        elif x.dim() == k + 1:
-            single, batch = False, x
-        else:
-            raise ValueError(
-                f"{name} must have shape {tuple(shape)} (one observation) or (B, "
-                f"{', '.join(map(str, shape))}) (a batch), got {tuple(x.shape)}"
-            )
-        event = batch.shape[1:]
-        if self._variable_size:
-            ok = k == 0 or event[-1] == shape[-1] or (k == 1 and self._x_features() == 1)
-        else:
-            ok = event == shape
-        if not ok:
-            hint = ""
-            if self.sizes is not None:
-                hint = (
-                    f" (one data set is (n, {shape[-1]}) with n rows, any padding rows all NaN"
-                    f"{', or (n,)' if not self._row_shape else ''}; a batch is "
-                    f"(B, n, {shape[-1]}))"
-                )
-            raise ValueError(
-                f"{name} must have event shape {tuple(shape)}"
-                f"{' (leading sizes may vary)' if self._variable_size else ''}, got "
-                f"{tuple(x.shape)}{hint}"
-            )
-        if values and self._nan_padding and batch.dim() >= 3:
-            missing = missing_rows(batch)
-            if bool(missing.any()):
-                b, r = (int(i) for i in missing.nonzero()[0])
-                where = "" if single else f" of observation {b}"
-                raise ValueError(
-                    f"{name}: row {r}{where} is all NaN but real rows follow it: only trailing "
-                    "all-NaN rows are padding, a NaN row elsewhere is a missing observation "
-                    "(drop the row, or impute it)"
-                )
-        bad = ~valid_rows(batch, self._nan_padding)
-        if values and bool(bad.any()):
-            where = "" if single else f" (observation {int(bad.nonzero()[0])})"
-            extra = " outside all-NaN padding rows" if self._nan_padding else ""
-            raise ValueError(f"{name} contains NaN or infinite values{extra}{where}")
-        if values and self.sizes is not None:
-            rows = (~torch.isnan(batch).all(-1)).sum(-1)
-            low, high = self.sizes[0], self.sizes[-1]
-            outside = (rows < low) | (rows > high)
-            if bool(outside.any()):
-                warnings.warn(
-                    f"{name} has {int(rows[outside][0])} observations"
-                    f"{'' if single else f' (observation {int(outside.nonzero()[0])})'}, "
-                    f"outside the {low} to {high} trained on: the posterior extrapolates",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        return batch, single
 
     # -- training ---------------------------------------------------------------------------
     def fit(
@@ -834,7 +674,7 @@ class AmortizedPosterior:
             with _seeded(seed, _ONLINE_SEED_OFFSET), self._all_or_nothing():
                 return self._fit_online(steps, num_validation, steps_per_epoch, online)
         if num_simulations is not None:
-            _positive_int("num_simulations", num_simulations)
+            positive_int("num_simulations", num_simulations)
         elif theta is None or x is None:
             raise ValueError("fit(theta, x) needs both theta and x")
         if two_phases and "max_epochs" in train_options:
@@ -1017,7 +857,7 @@ class AmortizedPosterior:
     def _check_training(self, theta: Any, x: Any) -> tuple[Tensor, Tensor, int]:
         """``(theta (N, dim), x, number of simulations dropped)``: shapes and values checked,
         non-finite simulations removed (with one warning); changes no state."""
-        theta, x = _as_data(theta, "theta"), _as_data(x, "x")
+        theta, x = as_real_tensor(theta, "theta"), as_real_tensor(x, "x")
         if theta.dim() == 0 or x.dim() == 0:
             raise ValueError(
                 "theta and x need a leading dimension of simulations (one row each), got "
@@ -1036,8 +876,8 @@ class AmortizedPosterior:
                 f"{tuple(theta.shape)}"
             )
         if self.x_shape is not None:
-            self._check_x(x, "x", values=False)  # values are filtered below
-        theta, x, dropped = drop_invalid(theta, x, self._nan_padding)
+            self.observations.check(x, "x", values=False)  # values are filtered below
+        theta, x, dropped = drop_invalid(theta, x, self.observations.nan_padding)
         if self.space is not None:
             inside = torch.isfinite(self.space.to_unconstrained(theta.double())[1])
             if not bool(inside.all()):
@@ -1049,15 +889,15 @@ class AmortizedPosterior:
     def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             z, _ = self._encode_theta(theta)
-            return z.to(self._dtype), self._encode_x(x)
+            return z.to(self._dtype), self.observations.encode(x, self._dtype)
 
     def _fit_online(
         self, steps: int | None, num_validation: int, steps_per_epoch: int, options: dict
     ) -> AmortizedPosterior:
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"simulate_online=True needs steps=<positive int>, got {steps!r}")
-        _positive_int("num_validation", num_validation)
-        _positive_int("steps_per_epoch", steps_per_epoch)
+        positive_int("num_validation", num_validation)
+        positive_int("steps_per_epoch", steps_per_epoch)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             theta_val, x_val, val_dropped = self._check_training(
@@ -1077,10 +917,10 @@ class AmortizedPosterior:
             if batch:  # the fixed validation set
                 return nll(model, batch)
             theta, x = self.simulate(batch_size)
-            self._check_x(x, "the simulator's x", values=False)  # never reinterpreted
+            self.observations.check(x, "the simulator's x", values=False)  # never reinterpreted
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                theta, x, n_bad = drop_invalid(theta, x, self._nan_padding)
+                theta, x, n_bad = drop_invalid(theta, x, self.observations.nan_padding)
             dropped[0] += n_bad
             device = next(model.parameters()).device  # simulated on the CPU; trained there
             return nll(model, tuple(t.to(device) for t in self._training_tensors(theta, x)))
@@ -1120,14 +960,14 @@ class AmortizedPosterior:
         self._check_fitted()
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        batch, single = self._check_x(x)
+        batch, single = self.observations.check(x)
         # inference mode: a few percent faster than no_grad over the thousands of small
         # operations of a chunked draw; the result leaves it through torch.cat below as an
         # ordinary tensor
         with torch.random.fork_rng(devices=[], enabled=seed is not None), torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
-            context = self.estimator.summary(self._encode_x(batch).to(self._device))
+            context = self._context(batch)
             per_chunk = max(1, _CHUNK // len(batch))
             parts = [
                 self._decode_theta(  # decoded on the CPU in float64, whatever the device
@@ -1147,13 +987,13 @@ class AmortizedPosterior:
         must broadcast with ``(B,)`` (e.g. ``(S, B, dim)``).
         """
         self._check_fitted()
-        theta = _as_data(theta, "theta")
+        theta = as_real_tensor(theta, "theta")
         if theta.dim() == 0 or theta.shape[-1] != self.space.dim:
             raise ValueError(
                 f"theta must have {self.space.dim} values in its last dimension, got shape "
                 f"{tuple(theta.shape)}"
             )
-        batch, single = self._check_x(x)
+        batch, single = self.observations.check(x)
         observations = () if single else (len(batch),)
         try:
             shape = torch.broadcast_shapes(theta.shape[:-1], observations)
@@ -1164,7 +1004,7 @@ class AmortizedPosterior:
                 f"(S, {len(batch)}, {self.space.dim}))"
             ) from None
         with torch.inference_mode():
-            context = self.estimator.summary(self._encode_x(batch).to(self._device))
+            context = self._context(batch)
             if single:
                 context = context[0]
             if not shape:  # one theta, one observation
@@ -1224,7 +1064,7 @@ class AmortizedPosterior:
         """
         from pyroflows.inference_data import to_inference_data
 
-        batch, single = self._check_x(x)
+        batch, single = self.observations.check(x)
         if not single:
             raise ValueError("to_inference_data takes one observation, not a batch")
         if posterior_predictive and self.sim is None:
@@ -1234,8 +1074,7 @@ class AmortizedPosterior:
             )
         draws = self.sample(batch[0], num_samples, seed=seed)
         observed = batch[0]
-        if self.sizes is not None:  # the real rows, in the model's layout
-            observed = observed[~torch.isnan(observed).all(-1)]
+        observed = self.observations.real_rows(observed)  # with sizes: padding dropped
         predictive = None
         if posterior_predictive:
             with torch.random.fork_rng(devices=[]):
@@ -1243,12 +1082,11 @@ class AmortizedPosterior:
                 if self.sizes is not None:
                     n = len(observed)
                     replicated = self.simulate_data(draws, size=n)[:, :n]
-                    replicated = set_to_model_layout(replicated, *self._layout)
+                    replicated = self.observations.to_model_layout(replicated)
                 else:
                     replicated = self.simulate_data(draws)
             predictive = {self.observed: replicated.detach().cpu().numpy()}
-        if self.sizes is not None:
-            observed = set_to_model_layout(observed, *self._layout)
+        observed = self.observations.to_model_layout(observed)
         return to_inference_data(
             {k: v.numpy() for k, v in self.space.unflatten(draws).items()},
             chains=chains,
@@ -1283,10 +1121,7 @@ class AmortizedPosterior:
                 "x_shape": list(self.x_shape),
                 "space": self.space.state(),
                 # optional (absent from older files): a varying number of observations
-                "sizes": None if self.sizes is None else list(self.sizes),
-                "size_arg": self.size_arg,
-                "size_axis": self._size_axis,
-                "row_shape": list(self._row_shape),
+                **self.observations.sets_state(),
             },
             "state": {
                 "estimator": {k: v.cpu() for k, v in self.estimator.state_dict().items()},
@@ -1353,15 +1188,17 @@ class AmortizedPosterior:
         )  # fmt: skip
         space = _saved_space(path, c["space"], post.space)  # refuses other sites, first
         try:
+            sets = {}
             if sized:
-                post.sizes = _check_sizes(c["sizes"])
-                post.size_arg = str(c["size_arg"])
-                post._size_axis = int(c.get("size_axis", 0))
-                post._row_shape = torch.Size(int(s) for s in c.get("row_shape", ()))
+                sets = dict(
+                    sizes=check_sizes(c["sizes"]), size_arg=str(c["size_arg"]),
+                    axis=int(c.get("size_axis", 0)),
+                    row_shape=torch.Size(int(s) for s in c.get("row_shape", ())),
+                )  # fmt: skip
+            observations = replace(post.observations, shape=torch.Size(c["x_shape"]), **sets)
             post.space = space
             if post.sim is not None:  # the model's sites, flattened in the saved order
                 post.sim.set_space(post.space)
-            post.x_shape = torch.Size(c["x_shape"])
             post.context_dim = int(c["context_dim"])
             post.flow_kwargs = dict(c["flow_kwargs"])  # what was saved, not today's defaults
             flow = build(
@@ -1372,8 +1209,9 @@ class AmortizedPosterior:
             post.estimator.eval()
             post.theta_pre = _identity_pre(post.space.unconstrained_dim)
             post.theta_pre.load_state_dict(blob["state"]["theta_pre"])
-            post.x_pre = _identity_pre(post._x_features())
-            post.x_pre.load_state_dict(blob["state"]["x_pre"])
+            x_pre = _identity_pre(observations.features())
+            x_pre.load_state_dict(blob["state"]["x_pre"])
+            post.observations = replace(observations, pre=x_pre)
             if blob.get("history"):
                 post.history = History(**blob["history"])
             post.dropped = int(blob.get("dropped", 0))
