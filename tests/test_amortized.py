@@ -102,7 +102,7 @@ def test_sampling_is_vectorised_over_observations(linear_post):
 def test_log_prob_in_chunks_matches_one_observation_at_a_time(linear_post):
     # (S, B) rows beyond one chunk are scored block by block: the blocks must join in order,
     # broadcast theta and the observations as before, and leave an ordinary tensor
-    from pyroflows.amortized.posterior import _CHUNK
+    from pyroflows.amortized.estimator import CHUNK as _CHUNK
 
     x = torch.randn(3, 2)
     theta = torch.randn(_CHUNK // 3 + 7, 3, 2)  # a leading axis that splits unevenly

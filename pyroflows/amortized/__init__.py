@@ -1,16 +1,22 @@
 """Amortized posterior estimation: simulations -> summary network + conditional flow -> p(θ | x).
 
-- :mod:`~pyroflows.amortized.parameters`: :class:`ParameterSpace` (site names, shapes, supports
-  and the bijection to the unconstrained space).
+- :mod:`~pyroflows.amortized.parameters`: :class:`ParameterSpace` (site names, shapes, supports,
+  the bijection to the unconstrained space and the parameters' encoder).
+- :mod:`~pyroflows.amortized.observations`: :class:`ObservationSpace` (the data's shape
+  contract, sets of varying size with NaN padding, checks, the data's encoder).
 - :mod:`~pyroflows.amortized.simulate`: :class:`ModelSimulator` (a Pyro model, vectorised),
   :class:`VariableSizeSimulator` (a Pyro model with a varying number of observations, padded
   sets), :class:`PriorSimulator` (a prior and a batched simulator), :func:`drop_invalid`.
+- :mod:`~pyroflows.amortized.estimator`: :class:`PosteriorEstimator` (summary network +
+  conditional flow on encoded data) and chunked sampling / scoring.
 - :mod:`~pyroflows.amortized.posterior`: :class:`AmortizedPosterior` (fit offline or online,
-  sample, log_prob, ArviZ, save / load) and its estimator module.
+  sample, log_prob, ArviZ, save / load), the user's object over the parts above.
 """
 
+from pyroflows.amortized.estimator import PosteriorEstimator
+from pyroflows.amortized.observations import ObservationSpace
 from pyroflows.amortized.parameters import ParameterSpace
-from pyroflows.amortized.posterior import AmortizedPosterior, PosteriorEstimator
+from pyroflows.amortized.posterior import AmortizedPosterior
 from pyroflows.amortized.simulate import (
     ModelSimulator,
     PriorSimulator,
@@ -21,6 +27,7 @@ from pyroflows.amortized.simulate import (
 __all__ = [
     "AmortizedPosterior",
     "ModelSimulator",
+    "ObservationSpace",
     "ParameterSpace",
     "PosteriorEstimator",
     "PriorSimulator",

@@ -18,7 +18,6 @@ rejection), and ``log_prob`` adds both log-Jacobians so it is a density in the u
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import inspect
 import math
@@ -34,18 +33,25 @@ import pyro
 import torch
 from torch import Tensor, nn
 
+from pyroflows.amortized.estimator import (
+    PosteriorEstimator,
+    build_members,
+    check_summary_output,
+    identity_pre,
+    log_prob_chunks,
+    plain,
+    sample_chunks,
+)
 from pyroflows.amortized.observations import (
     ObservationSpace,
     check_sized,
     drop_invalid,
-    warn_if_swamped,
 )
 from pyroflows.amortized.parameters import (
     ParameterSpace,
-    decode_constraint,
     describe_constraint,
     encode_constraint,
-    same_support,
+    saved_space,
 )
 from pyroflows.amortized.simulate import (
     ModelSimulator,
@@ -56,18 +62,15 @@ from pyroflows.amortized.simulate import (
 from pyroflows.builders import FAMILIES, build
 from pyroflows.checkpoint import (
     atomic_save,
-    load_all_or_nothing,
     member_path,
     read_saved,
     rng_state,
     set_rng_state,
 )
-from pyroflows.flows import Flow
 from pyroflows.losses import nll
 from pyroflows.nn.summary import IdentitySummary, summary_from_config
-from pyroflows.preprocess import Preprocessor, fit_preprocessor
+from pyroflows.preprocess import Preprocessor
 from pyroflows.train import History, check_options, fit
-from pyroflows.transforms import FixedAffine
 from pyroflows.validation import as_real_tensor, positive_int
 
 __all__ = ["AmortizedPosterior", "PosteriorEstimator"]
@@ -122,19 +125,10 @@ PHASE_NAMES = ("phase1", "phase2")
 FLOW_DEFAULTS: dict[str, Any] = dict(
     layers=5, hidden=(64, 64), context_every_layer=True, lu="auto"
 )  # fmt: skip
-#: flow families whose layers act on the whole real line (``lu="auto"`` may add linear maps)
-_LINEAR_MAPS_FIT = ("nsf", "maf", "realnvp", "iaf")
 #: ``flow="auto"`` (the default): an offline fit with a validation split trains these
 #: families on the same simulations, split and batches, and keeps the one with the lower
 #: validation loss (online, or without a validation split: the first).
 AUTO_FLOWS: tuple[str, ...] = ("nsf", "realnvp")
-#: builder options of the spline / autoregressive family only: ``flow="auto"`` gives them to
-#: its ``nsf`` member and not to ``realnvp``, which refuses them
-_SPLINE_OPTIONS = frozenset({"bins", "bound", "coupling", "order", "inverse"})
-#: rows per chunk when sampling or scoring many observations at once: activations of a few MB
-#: stay in cache and in reused heap memory (131 072 rows was 1.2-1.6x slower on 1 000
-#: observations x 1 000 draws of a 10-D posterior)
-_CHUNK = 1 << 14
 #: added to the ``seed`` of an online fit for the draws before its loop (the validation
 #: simulations, the networks' initialisation): the loop simulates from torch's stream seeded
 #: with ``seed`` itself, and would otherwise train on the validation set's first simulations
@@ -205,66 +199,6 @@ def _check_train_options(options: Mapping[str, Any]) -> None:
             f"unknown training option(s) {reserved}: AmortizedPosterior.fit sets these itself"
         )
     check_options(**{**TRAIN_DEFAULTS, **options})
-
-
-def _check_summary_output(context: Any, n: int, summary: nn.Module) -> None:
-    """The summary network's output for ``n`` simulations must be a finite floating tensor
-    ``(n, features)``: anything else would reach the flow as a wrong context."""
-    name = type(summary).__name__
-    if not isinstance(context, Tensor) or not context.is_floating_point():
-        what = type(context).__name__ if not isinstance(context, Tensor) else context.dtype
-        raise ValueError(f"the summary network {name} returned {what}, not a float tensor")
-    if context.dim() != 2 or len(context) != n or context.shape[-1] < 1:
-        raise ValueError(
-            f"the summary network {name} returned shape {tuple(context.shape)} for {n} "
-            f"simulations: it must return ({n}, features), one row per simulation"
-        )
-    if not bool(torch.isfinite(context).all()):
-        raise ValueError(
-            f"the summary network {name} returned NaN or infinite values for finite "
-            "standardised data"
-        )
-
-
-class PosteriorEstimator(nn.Module):
-    """Summary network + conditional flow: ``q(z | summary(x))`` on standardised data.
-
-    Example:
-        >>> import pyroflows as pf
-        >>> from pyroflows.nn.summary import MLPSummary
-        >>> est = PosteriorEstimator(MLPSummary(3, 4, hidden=(8,)), pf.maf(2, context_dim=4))
-        >>> est.log_prob(torch.zeros(5, 2), torch.zeros(5, 3)).shape
-        torch.Size([5])
-        >>> est.sample((7,), torch.zeros(5, 3)).shape
-        torch.Size([7, 5, 2])
-    """
-
-    def __init__(self, summary: nn.Module, flow: Flow):
-        super().__init__()
-        self.summary, self.flow = summary, flow
-
-    def log_prob(self, theta: Tensor, x: Tensor, check: bool = False) -> Tensor:
-        return self.flow.log_prob(theta, self.summary(x), check=check)
-
-    @torch.no_grad()
-    def sample(self, shape: Sequence[int], x: Tensor) -> Tensor:
-        return self.flow.sample(shape, self.summary(x))
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``, all or nothing: when the state does not fit (e.g. a
-        checkpoint of another architecture given to ``resume``), the estimator keeps its
-        parameters (PyTorch would have copied the matching entries before raising)."""
-        return load_all_or_nothing(
-            super().load_state_dict, self, state_dict, strict=strict, assign=assign
-        )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
 
 
 class AmortizedPosterior:
@@ -468,9 +402,7 @@ class AmortizedPosterior:
         space = self.space
         if space is None:
             space = ParameterSpace([self.param_name], [theta.shape[1:]], [None])
-        u, _ = space.to_unconstrained(theta.to(torch.float64))
-        warn_if_swamped(u, "theta (unconstrained)")
-        theta_pre = fit_preprocessor(u, name="theta (unconstrained)")
+        theta_pre = space.standardisation(theta)
         observations = self.observations.fitted(x)
         x_shape = observations.shape
         summary = self.summary
@@ -479,18 +411,14 @@ class AmortizedPosterior:
         with torch.no_grad():
             encoded = observations.encode(x[:2], torch.float32)
             context = summary(encoded)
-        _check_summary_output(context, len(encoded), summary)
+        check_summary_output(context, len(encoded), summary)
         context_dim = int(context.shape[-1])
         dim = space.unconstrained_dim
         families = (self.flow_name,)
         if self.flow_name == "auto":  # coupling needs two parameters or more
             families = tuple(f for f in AUTO_FLOWS if dim >= 2 or f != "realnvp")
-        members = {}
-        for i, family in enumerate(families):  # each family its own copy of the summary
-            kwargs = self._family_kwargs(family, dim)
-            net = summary if i == 0 else copy.deepcopy(summary)
-            members[family] = (PosteriorEstimator(net, build(family, dim, context_dim, **kwargs)),
-                               kwargs)  # fmt: skip
+        auto = self.flow_name == "auto"
+        members = build_members(families, summary, dim, context_dim, self.flow_kwargs, auto)
         self.space, self.theta_pre, self.observations = space, theta_pre, observations
         self.context_dim = context_dim
         self._members = members
@@ -498,17 +426,6 @@ class AmortizedPosterior:
             self._choose(families[0])
         else:  # the first offline fit chooses
             self._use(families[0])
-
-    def _family_kwargs(self, family: str, dim: int) -> dict[str, Any]:
-        """The builder options of one family: ``flow_kwargs`` without the spline options for
-        a family that refuses them (``flow="auto"``), and ``lu="auto"`` resolved (so that a
-        save stores the choice): linear maps with three or more parameters."""
-        kwargs = dict(self.flow_kwargs)
-        if self.flow_name == "auto" and family != "nsf":
-            kwargs = {k: v for k, v in kwargs.items() if k not in _SPLINE_OPTIONS}
-        if kwargs.get("lu") == "auto":
-            kwargs["lu"] = dim >= 3 and family in _LINEAR_MAPS_FIT
-        return kwargs
 
     def _use(self, family: str) -> None:
         """Make the networks of one family of :attr:`_members` the posterior's."""
@@ -523,12 +440,10 @@ class AmortizedPosterior:
 
     def _encode_theta(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """User units -> ``(z, log|dz/dtheta|)`` in float64 (``-inf`` outside the support)."""
-        u, ladj_bij = self.space.to_unconstrained(theta.to(torch.float64))
-        z, ladj_pre = self.theta_pre.to_latent(u)
-        return z, ladj_pre - ladj_bij
+        return self.space.encode(theta, self.theta_pre)
 
     def _decode_theta(self, z: Tensor) -> Tensor:
-        return self.space.to_constrained(self.theta_pre.from_latent(z.to(torch.float64)))
+        return self.space.decode(z, self.theta_pre)
 
     def _context(self, batch: Tensor) -> Tensor:
         """The summary of a batch of observations: the flow's context, on its device."""
@@ -770,8 +685,8 @@ class AmortizedPosterior:
             "posterior_sites": ", ".join(sites),
             "posterior_preprocessing": digest.hexdigest()[:20],
             "posterior_x_shape": str(tuple(self.x_shape)),
-            "posterior_flow": f"{self.flow_name} {sorted(_plain(self.flow_kwargs).items())}",
-            "posterior_summary": f"{type(summary).__name__} {_plain(config)}",
+            "posterior_flow": f"{self.flow_name} {sorted(plain(self.flow_kwargs).items())}",
+            "posterior_summary": f"{type(summary).__name__} {plain(config)}",
             "posterior_run": run,
         }
 
@@ -968,13 +883,7 @@ class AmortizedPosterior:
             if seed is not None:
                 torch.manual_seed(seed)
             context = self._context(batch)
-            per_chunk = max(1, _CHUNK // len(batch))
-            parts = [
-                self._decode_theta(  # decoded on the CPU in float64, whatever the device
-                    self.estimator.flow.sample((min(per_chunk, num_samples - i),), context).cpu()
-                ).to(torch.float32)
-                for i in range(0, num_samples, per_chunk)
-            ]
+            parts = sample_chunks(self.estimator, context, num_samples, self._decode_theta)
         theta = torch.cat(parts)
         if single:
             theta = theta[:, 0]
@@ -1007,30 +916,12 @@ class AmortizedPosterior:
             context = self._context(batch)
             if single:
                 context = context[0]
-            if not shape:  # one theta, one observation
-                parts = [self._log_prob_rows(theta, context)]
-            else:  # chunks along the leading axis: bounded memory and cache-sized
-                # activations, as when sampling (10^6 10-D rows at once: 4.5x slower)
-                theta = theta.expand(shape + theta.shape[-1:])
-                step = max(1, _CHUNK // math.prod(shape[1:]))
-                split = len(shape) == len(observations)  # a theta per observation: (B, dim)
-                parts = [
-                    self._log_prob_rows(
-                        theta[i : i + step], context[i : i + step] if split else context
-                    )
-                    for i in range(0, shape[0], step)
-                ]
+            split = len(shape) == len(observations)  # a theta per observation: (B, dim)
+            parts = log_prob_chunks(
+                self.estimator, theta, context, shape, split, self._encode_theta
+            )
         out = torch.cat([part.reshape(-1) for part in parts])  # ordinary outside inference mode
         return out.reshape(shape)
-
-    def _log_prob_rows(self, theta: Tensor, context: Tensor) -> Tensor:
-        """``log p(theta | ·)`` for a block of rows, given the conditioner's context."""
-        z, ladj = self._encode_theta(theta)
-        z = torch.where(torch.isfinite(z), z, torch.zeros_like(z))
-        z = z.to(self._device, self._dtype)
-        log_q = self.estimator.flow.log_prob(z, context, check=False)
-        out = log_q.to(torch.float64).cpu() + ladj
-        return torch.where(torch.isfinite(ladj), out, torch.full_like(out, -math.inf))
 
     def to_inference_data(
         self,
@@ -1112,9 +1003,9 @@ class AmortizedPosterior:
             "version": self.FORMAT_VERSION,
             "config": {
                 "flow": self.flow_name,
-                "flow_kwargs": _plain(self.flow_kwargs),
+                "flow_kwargs": plain(self.flow_kwargs),
                 "summary": type(summary).__name__,
-                "summary_config": _plain(getattr(summary, "config", None)),
+                "summary_config": plain(getattr(summary, "config", None)),
                 "context_dim": self.context_dim,
                 "observed": self.observed,
                 "param_name": self.param_name,
@@ -1128,7 +1019,7 @@ class AmortizedPosterior:
                 "theta_pre": self.theta_pre.state_dict(),
                 "x_pre": self.x_pre.state_dict(),
             },
-            "history": None if self.history is None else _plain(self.history.as_dict()),
+            "history": None if self.history is None else plain(self.history.as_dict()),
             "dropped": self.dropped,
         }
         atomic_save(blob, path)
@@ -1186,7 +1077,7 @@ class AmortizedPosterior:
             sizes=c["sizes"] if sized and model is not None else None,
             size_arg=c.get("size_arg") if sized and model is not None else None,
         )  # fmt: skip
-        space = _saved_space(path, c["space"], post.space)  # refuses other sites, first
+        space = saved_space(path, c["space"], post.space)  # refuses other sites, first
         try:
             sets = {}
             if sized:
@@ -1207,9 +1098,9 @@ class AmortizedPosterior:
             post.estimator = PosteriorEstimator(summary, flow)
             post.estimator.load_state_dict(blob["state"]["estimator"])
             post.estimator.eval()
-            post.theta_pre = _identity_pre(post.space.unconstrained_dim)
+            post.theta_pre = identity_pre(post.space.unconstrained_dim)
             post.theta_pre.load_state_dict(blob["state"]["theta_pre"])
-            x_pre = _identity_pre(observations.features())
+            x_pre = identity_pre(observations.features())
             x_pre.load_state_dict(blob["state"]["x_pre"])
             post.observations = replace(observations, pre=x_pre)
             if blob.get("history"):
@@ -1241,74 +1132,3 @@ _SAVED_KEYS = {
     ),
     "state": ("estimator", "theta_pre", "x_pre"),
 }  # fmt: skip
-
-
-def _saved_space(
-    path: Any, saved: Mapping[str, Any], current: ParameterSpace | None
-) -> ParameterSpace:
-    """The saved parameter space (its order: the flow's), with the supports of the model or
-    prior passed to ``load`` matched by site name. ValueError naming the difference when that
-    model's sites, shapes or supports are not the saved ones; a warning when a support could
-    not be saved (then the model's is used, checked by its type's name only)."""
-    names = [str(n) for n in saved["names"]]
-    shapes = [torch.Size(int(d) for d in s) for s in saved["shapes"]]
-    specs = saved.get("supports")
-    if current is None:
-        if specs is None:
-            raise ValueError(
-                f"{path} was saved without the supports of its sites: pass the model or prior"
-            )
-        return ParameterSpace(names, shapes, [decode_constraint(spec) for spec in specs])
-    if sorted(names) != sorted(current.names):
-        new = [n for n in current.names if n not in names]
-        missing = [n for n in names if n not in current.names]
-        parts = [f"{n!r} is new" for n in new] + [f"{n!r} is missing" for n in missing]
-        raise ValueError(
-            f"{path}: the saved posterior has sites {names}; the model passed to load has "
-            f"{current.names}: {', '.join(parts)}"
-        )
-    shape_of = dict(zip(current.names, current.shapes, strict=True))
-    support_of = dict(zip(current.names, current.supports, strict=True))
-    supports, unchecked = [], []
-    for i, (name, shape) in enumerate(zip(names, shapes, strict=True)):
-        if shape_of[name] != shape:
-            raise ValueError(
-                f"{path}: site {name!r} has shape {tuple(shape)} in the saved posterior, "
-                f"{tuple(shape_of[name])} in the model passed to load"
-            )
-        model_spec = encode_constraint(support_of[name])
-        spec = None if specs is None else specs[i]
-        same = None if spec is None else same_support(spec, model_spec)
-        if same is False:
-            raise ValueError(
-                f"{path}: site {name!r}: saved support {describe_constraint(spec)}, the "
-                f"model's {describe_constraint(model_spec)}"
-            )
-        if same is None:
-            if (
-                spec is not None
-                and spec.get("kind") == "unknown"
-                and (spec.get("name") != model_spec.get("name"))
-            ):
-                raise ValueError(
-                    f"{path}: site {name!r}: saved support {describe_constraint(spec)}, the "
-                    f"model's {describe_constraint(model_spec)}"
-                )
-            unchecked.append(name)
-            known = spec is not None and spec.get("kind") != "unknown"
-            supports.append(decode_constraint(spec) if known else support_of[name])
-        else:  # the support trained on (the same set, perhaps spelt otherwise by the model)
-            supports.append(decode_constraint(spec))
-    if unchecked:
-        warnings.warn(
-            f"{path}: the supports of {unchecked} could not be compared with the saved ones "
-            "(not stored in the file, or of a kind that cannot be); the model's are used",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return ParameterSpace(names, shapes, supports)
-
-
-def _identity_pre(dim: int) -> Preprocessor:
-    """A per-column standardisation of the saved layout (its buffers are then loaded)."""
-    return Preprocessor([FixedAffine(torch.zeros(dim), torch.eye(dim))])
