@@ -14,8 +14,9 @@ A new data layout (a new kind of observation a summary network reads) goes here.
 
 from __future__ import annotations
 
+import operator
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +28,7 @@ from pyroflows.validation import as_real_tensor
 
 __all__ = [
     "ObservationSpace",
+    "check_sizes",
     "drop_invalid",
     "missing_rows",
     "set_to_model_layout",
@@ -164,6 +166,27 @@ def check_sized(model: Any, summary: Any, sizes: Any, size_arg: Any) -> None:
             f"summary network must read such padding (nan_padding=True, e.g. "
             f"pyroflows.nn.DeepSet or SetAttention), got summary={name}"
         )
+
+
+def check_sizes(sizes: Any) -> tuple[int, ...]:
+    """``sizes`` as sorted distinct positive ints, or a ValueError."""
+    message = f"sizes must be a non-empty collection of positive integers, got {sizes!r}"
+    if isinstance(sizes, str | bytes | Mapping) or not isinstance(sizes, Iterable):
+        raise ValueError(message)
+    out = set()
+    for value in sizes:
+        if isinstance(value, bool) or (isinstance(value, Tensor) and value.is_floating_point()):
+            raise ValueError(message)
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise ValueError(message) from None
+        if value < 1:
+            raise ValueError(message)
+        out.add(value)
+    if not out:
+        raise ValueError(message)
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)

@@ -18,18 +18,13 @@ rejection), and ``log_prob`` adds both log-Jacobians so it is a density in the u
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import math
-import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pyro
 import torch
 from torch import Tensor, nn
 
@@ -45,13 +40,17 @@ from pyroflows.amortized.estimator import (
 from pyroflows.amortized.observations import (
     ObservationSpace,
     check_sized,
-    drop_invalid,
 )
 from pyroflows.amortized.parameters import (
     ParameterSpace,
-    describe_constraint,
-    encode_constraint,
     saved_space,
+)
+from pyroflows.amortized.recipe import (
+    FAST_PHASE,
+    RECIPES,
+    SECOND_PHASE_EPOCHS,
+    TRAIN_DEFAULTS,
+    fit_posterior,
 )
 from pyroflows.amortized.simulate import (
     ModelSimulator,
@@ -62,54 +61,25 @@ from pyroflows.amortized.simulate import (
 from pyroflows.builders import FAMILIES, build
 from pyroflows.checkpoint import (
     atomic_save,
-    member_path,
     read_saved,
-    rng_state,
-    set_rng_state,
 )
-from pyroflows.losses import nll
 from pyroflows.nn.summary import IdentitySummary, summary_from_config
 from pyroflows.preprocess import Preprocessor
-from pyroflows.train import History, check_options, fit
-from pyroflows.validation import as_real_tensor, positive_int
+from pyroflows.train import History
+from pyroflows.validation import as_real_tensor
 
-__all__ = ["AmortizedPosterior", "PosteriorEstimator"]
+#: the recipe's settings (:mod:`~pyroflows.amortized.recipe`) are named here too
+__all__ = [
+    "AUTO_FLOWS",
+    "FAST_PHASE",
+    "FLOW_DEFAULTS",
+    "RECIPES",
+    "SECOND_PHASE_EPOCHS",
+    "TRAIN_DEFAULTS",
+    "AmortizedPosterior",
+    "PosteriorEstimator",
+]
 
-#: training defaults: sbi's NPE batch, learning rate, clipping and 10 % validation, with the rate
-#: decayed by a cosine over 300 epochs and early stopping after 50 epochs without a better
-#: validation loss (sbi: a constant rate, 20 epochs); the best validation state is kept. Two
-#: moons at 10 000 simulations with the first-layer-only conditioners of earlier defaults, five
-#: training seeds: C2ST 0.581 +- 0.017 in about 65 s, where a constant rate with patience 20
-#: gave 0.610-0.627 (three seeds); sbi 0.567 +- 0.012 (benchmarks/amortized.py --seeds).
-#: ``overfit_window=20`` also stops a fit whose validation loss has risen away from its best
-#: for 20 epochs: on the 30 benchmark fits (three tasks, two budgets, five seeds) it never
-#: stopped before the best epoch of the fit without it, so it keeps the same state, and it
-#: ends the linear Gaussian's fits after 25-34 epochs instead of 54-56 (best at epoch 3-5).
-TRAIN_DEFAULTS: dict[str, Any] = dict(
-    batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=50, clip_grad=5.0,
-    overfit_window=20, seed=0,
-)  # fmt: skip
-#: A default offline fit runs in two phases: first :data:`FAST_PHASE` (a rate four times
-#: larger, held constant until the validation loss has not improved for 10 epochs), then, from
-#: its best state, :data:`TRAIN_DEFAULTS` with the cosine over :data:`SECOND_PHASE_EPOCHS`
-#: epochs. Five training seeds on the benchmark's simulations (C2ST; one phase / two phases /
-#: sbi NPE): two moons 1 000 0.757 / 0.728 / 0.744, 10 000 0.562 / 0.564 / 0.567; SLCP 1 000
-#: 0.954 / 0.949 / 0.963, 10 000 0.838 / 0.812 / 0.842 (in 27 instead of 53 s); linear
-#: Gaussian 1 000 0.587 / 0.608 / 0.639, 10 000 0.531 / 0.532 / 0.529. The fast rate alone
-#: fails the Gaussian (0.634 at 1 000, 0.560 at 10 000); the second phase recovers it.
-FAST_PHASE: dict[str, Any] = dict(lr=2e-3, schedule="constant", patience=10)
-SECOND_PHASE_EPOCHS = 100
-#: ``fit(recipe=...)``: ``"two_phase"`` (the default offline, with a validation split) or
-#: ``"one_phase"`` (one run of :func:`pyroflows.train.fit` with the options given)
-RECIPES = ("two_phase", "one_phase")
-#: the options the two-phase recipe sets itself: given to ``fit`` they need
-#: ``recipe="one_phase"`` (they used to switch to one phase silently). ``max_epochs`` given to
-#: a two-phase fit caps both phases together.
-_RECIPE_OPTIONS = ("lr", "schedule", "patience", "max_steps")
-#: a two-phase fit's ``checkpoint`` / ``resume`` path gets one file per phase, named after it
-#: (``run.ckpt`` -> ``run.phase1.ckpt``, ``run.phase2.ckpt``; with ``flow="auto"``
-#: ``run.nsf.phase1.ckpt``, ...)
-PHASE_NAMES = ("phase1", "phase2")
 #: the posterior flow's builder options unless ``flow_kwargs`` says otherwise. The data enter
 #: every hidden layer of each conditioner, not only the first: two moons at 10 000
 #: simulations, C2ST over five training seeds 0.562 +- 0.012 instead of 0.581 +- 0.017 (sbi's
@@ -129,76 +99,6 @@ FLOW_DEFAULTS: dict[str, Any] = dict(
 #: families on the same simulations, split and batches, and keeps the one with the lower
 #: validation loss (online, or without a validation split: the first).
 AUTO_FLOWS: tuple[str, ...] = ("nsf", "realnvp")
-#: added to the ``seed`` of an online fit for the draws before its loop (the validation
-#: simulations, the networks' initialisation): the loop simulates from torch's stream seeded
-#: with ``seed`` itself, and would otherwise train on the validation set's first simulations
-_ONLINE_SEED_OFFSET = 0x5EED
-#: whether :func:`pyroflows.train.fit` stores a caller's fingerprint in its checkpoints and
-#: compares it on resume, and whether it stops after an exact number of steps
-_TRAIN_TAKES_FINGERPRINT = "fingerprint" in inspect.signature(fit).parameters
-_TRAIN_TAKES_MAX_STEPS = "max_steps" in inspect.signature(fit).parameters
-
-
-@contextmanager
-def _seeded(seed: int | None, offset: int = 0) -> Iterator[None]:
-    """Seed torch, NumPy and Python's ``random`` (all a simulator may draw from) with
-    ``seed + offset`` for the block, and restore the global random states after it; nothing
-    when ``seed`` is None. Offline (offset 0), ``pyro.set_rng_seed(s); post.fit(..., seed=s)``
-    thus draws what it drew before the simulations were seeded (for a prior + simulator)."""
-    if seed is None:
-        yield
-        return
-    saved = rng_state(None)
-    try:
-        pyro.set_rng_seed((int(seed) + offset) % 2**32)
-        yield
-    finally:
-        set_rng_state(saved, None)
-
-
-def _two_phases(
-    recipe: Any, online: bool, validation_fraction: float, options: Mapping[str, Any]
-) -> bool:
-    """Whether ``fit`` runs the two-phase recipe; ValueError for a recipe that cannot run, or
-    an option the two-phase recipe sets itself given without ``recipe="one_phase"``."""
-    if recipe is not None and recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {list(RECIPES)} or None, got {recipe!r}")
-    if online or recipe == "one_phase":
-        if recipe == "two_phase":
-            raise ValueError(
-                "recipe='two_phase' is for offline fits: an online fit runs one phase over its "
-                "steps (leave recipe out)"
-            )
-        return False
-    if validation_fraction == 0:
-        if recipe == "two_phase":
-            raise ValueError(
-                "recipe='two_phase' needs a validation split (validation_fraction > 0): each "
-                "phase keeps its best validation state"
-            )
-        return False
-    fixed = [key for key in _RECIPE_OPTIONS if key in options]
-    if fixed:
-        given = ", ".join(f"{key}={options[key]!r}" for key in fixed)
-        raise ValueError(
-            f"{given}: the default two-phase recipe sets {'/'.join(fixed)} itself (lr 2e-3 "
-            "constant until 10 epochs without progress, then lr 5e-4 with a cosine over "
-            f"{SECOND_PHASE_EPOCHS} epochs and patience 50); pass recipe='one_phase' to train "
-            f"in one phase with {given}"
-        )
-    return True
-
-
-def _check_train_options(options: Mapping[str, Any]) -> None:
-    """A TypeError for a misspelt (or reserved) training option and the loop's own error for
-    a bad value (``lr=-1``), before anything is simulated (the loop would only find them after
-    the simulations and the set-up)."""
-    reserved = sorted(set(options) & {"desc", "steps_per_epoch"})
-    if reserved:
-        raise TypeError(
-            f"unknown training option(s) {reserved}: AmortizedPosterior.fit sets these itself"
-        )
-    check_options(**{**TRAIN_DEFAULTS, **options})
 
 
 class AmortizedPosterior:
@@ -245,6 +145,7 @@ class AmortizedPosterior:
             ``(n,)``. A batch of observations is ``(B, rows, features)``.
 
     Example with a varying number of observations:
+        >>> import pyro
         >>> import pyro.distributions as dist
         >>> from pyroflows.nn import DeepSet
         >>> def model(n=10, x=None):
@@ -547,56 +448,11 @@ class AmortizedPosterior:
             ValueError: naming the problem (shapes, values, counts, options, an option the
                 recipe sets itself), before any simulation or change of state.
         """
-        options = {**TRAIN_DEFAULTS, **train_options}
-        given = [theta is not None or x is not None, num_simulations is not None, simulate_online]
-        if sum(given) != 1:
-            raise ValueError(
-                "fit takes exactly one of: theta and x (tensors), num_simulations, or "
-                "simulate_online=True"
-            )
-        _check_train_options(train_options)
-        # an option of the other mode would be ignored: refused instead
-        other = ("validation_fraction",) if simulate_online else (
-            "steps", "num_validation", "steps_per_epoch")  # fmt: skip
-        values = dict(steps=steps, validation_fraction=validation_fraction,
-                      num_validation=num_validation, steps_per_epoch=steps_per_epoch)  # fmt: skip
-        ignored = [name for name in other if values[name] is not None]
-        if ignored:
-            mode = "an online fit" if simulate_online else "an offline fit"
-            raise ValueError(
-                f"{', '.join(f'{n}={values[n]!r}' for n in ignored)} would be ignored by {mode}: "
-                + ("validation_fraction splits offline simulations (online, num_validation "
-                   "sets the held-out set)" if simulate_online else
-                   "steps, num_validation and steps_per_epoch are for simulate_online=True "
-                   "(offline, the number of epochs is max_epochs with recipe='one_phase')")
-            )  # fmt: skip
-        online_only = sorted({"max_epochs", "max_steps"} & set(train_options))
-        if simulate_online and online_only:
-            raise ValueError(
-                f"{online_only} would be ignored by an online fit: steps= sets its length"
-            )
-        validation_fraction = 0.1 if validation_fraction is None else validation_fraction
-        num_validation = 1000 if num_validation is None else num_validation
-        steps_per_epoch = 200 if steps_per_epoch is None else steps_per_epoch
-        if not simulate_online and not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
-        two_phases = _two_phases(recipe, simulate_online, validation_fraction, train_options)
-        seed = train_options.get("seed")  # only an explicit seed fixes the simulations
-        if simulate_online:
-            online = {**TRAIN_DEFAULTS, "patience": None, **train_options}
-            # the loop simulates too: a simulator drawing from NumPy or Python's random (which
-            # the loop does not seed) is seeded here, and those states are restored after it
-            with _seeded(seed, _ONLINE_SEED_OFFSET), self._all_or_nothing():
-                return self._fit_online(steps, num_validation, steps_per_epoch, online)
-        if num_simulations is not None:
-            positive_int("num_simulations", num_simulations)
-        elif theta is None or x is None:
-            raise ValueError("fit(theta, x) needs both theta and x")
-        if two_phases and "max_epochs" in train_options:
-            options["_epoch_cap"] = train_options["max_epochs"]
-        with self._all_or_nothing():
-            return self._fit_offline(theta, x, num_simulations, seed, validation_fraction,
-                                     options, two_phases)  # fmt: skip
+        given = dict(steps=steps, validation_fraction=validation_fraction,
+                     num_validation=num_validation, steps_per_epoch=steps_per_epoch)  # fmt: skip
+        return fit_posterior(
+            self, theta, x, num_simulations, simulate_online, recipe, given, train_options
+        )
 
     @contextmanager
     def _all_or_nothing(self) -> Iterator[None]:
@@ -616,246 +472,10 @@ class AmortizedPosterior:
                 self.estimator.load_state_dict(state)
             raise
 
-    def _fit_offline(self, theta: Any, x: Any, num_simulations: int | None, seed: Any,
-                     validation_fraction: float, options: dict, two_phases: bool
-                     ) -> AmortizedPosterior:  # fmt: skip
-        with _seeded(seed):
-            if num_simulations is not None:
-                theta, x = self._simulate_many(num_simulations)
-            theta, x, dropped = self._check_training(theta, x)
-            if len(theta) < 2:
-                raise ValueError(
-                    f"fit needs at least 2 valid simulations, got {len(theta)} (one for "
-                    "training and one for validation)"
-                )
-            n_val = min(max(1, int(round(validation_fraction * len(theta)))), len(theta) - 1)
-            order = torch.randperm(len(theta), generator=torch.Generator().manual_seed(
-                int(options.get("seed") or 0)))  # fmt: skip
-            if validation_fraction == 0:
-                n_val = 0
-                options["patience"] = None
-            val, train = order[:n_val], order[n_val:]
-            if self.estimator is None:
-                self._setup(theta[train], x[train])
-        self.dropped += dropped
-        data = self._training_tensors(theta[train], x[train])
-        val_data = self._training_tensors(theta[val], x[val]) if n_val else None
-        if self._members and n_val:
-            self.history = self._fit_members(data, val_data, options, two_phases)
-        else:
-            if self._members:  # flow="auto" without a validation split: the first family
-                self._choose(AUTO_FLOWS[0])
-            self.history = self._fit_once(data, val_data, options, two_phases)
-        return self
-
-    def _fit_once(self, data: tuple, val_data: tuple | None, options: dict, two_phases: bool,
-                  desc: str = "NPE") -> History:  # fmt: skip
-        if two_phases:
-            return self._fit_two_phases(data, val_data, options, desc)
-        return self._train(nll, data, val_data, options, desc, "one_phase")
-
-    def _train(self, loss: Callable, data: Any, val_data: Any, options: dict, desc: str,
-               run: str) -> History:  # fmt: skip
-        """One :func:`pyroflows.train.fit` of the current networks, with the posterior's
-        :meth:`_fingerprint` stored in its checkpoint and compared on resume."""
-        extra = {"fingerprint": self._fingerprint(run)} if _TRAIN_TAKES_FINGERPRINT else {}
-        options = {k: v for k, v in options.items() if k != "_epoch_cap"}
-        return fit(self.estimator, loss, data, val_data, desc=desc, **options, **extra)
-
-    def _fingerprint(self, run: str) -> dict[str, Any]:
-        """What a checkpoint of this posterior's training must share with a run resuming
-        from it, beyond the training tensors and the loop's settings (which the loop checks
-        itself): the sites (names, shapes, supports), the preprocessing of theta and x (fitted
-        on the simulations), the data's shape, the flow family and its options, the summary
-        network, and which run of the recipe wrote it."""
-        digest = hashlib.sha256()
-        for pre in (self.theta_pre, self.x_pre):
-            for key, value in pre.state_dict().items():
-                digest.update(key.encode())
-                digest.update(value.detach().to(torch.float64).cpu().numpy().tobytes())
-        summary = self.estimator.summary
-        config = getattr(summary, "config", None)
-        sites = [
-            f"{n}{tuple(shape)}:{describe_constraint(encode_constraint(support))}"
-            for n, shape, support in zip(
-                self.space.names, self.space.shapes, self.space.supports, strict=True
-            )
-        ]
-        return {
-            "posterior_sites": ", ".join(sites),
-            "posterior_preprocessing": digest.hexdigest()[:20],
-            "posterior_x_shape": str(tuple(self.x_shape)),
-            "posterior_flow": f"{self.flow_name} {sorted(plain(self.flow_kwargs).items())}",
-            "posterior_summary": f"{type(summary).__name__} {plain(config)}",
-            "posterior_run": run,
-        }
-
-    def _fit_members(
-        self, data: tuple, val_data: tuple, options: dict, two_phases: bool
-    ) -> History:
-        """``flow="auto"``: train every family of :attr:`_members` with the same options
-        (split, batches, seed), keep the one with the lower validation loss. A
-        ``time_budget`` is shared out (each family an equal part of what is left); a
-        ``checkpoint`` / ``resume`` path gets one file per family, named after it
-        (``run.ckpt`` -> ``run.nsf.ckpt``, ``run.realnvp.ckpt``)."""
-        start, results = time.perf_counter(), []
-        families = list(self._members)
-        for i, family in enumerate(families):
-            self._use(family)
-            member_options = dict(options)
-            for key in ("checkpoint", "resume"):
-                if member_options.get(key) is not None:
-                    member_options[key] = member_path(member_options[key], family)
-            budget = options.get("time_budget")
-            if budget is not None:
-                left = max(budget - (time.perf_counter() - start), 1e-3)
-                member_options["time_budget"] = left / (len(families) - i)
-            began = time.perf_counter()
-            history = self._fit_once(data, val_data, member_options, two_phases,
-                                     desc=f"NPE {family}")  # fmt: skip
-            results.append((family, history, time.perf_counter() - began))
-        family, history, _ = min(results, key=lambda r: r[1].best_loss)
-        self.candidates = [
-            dict(flow=name, best_loss=h.best_loss, epochs=len(h.train_loss), seconds=seconds)
-            for name, h, seconds in results
-        ]
-        self._choose(family)
-        return history
-
-    def _fit_two_phases(
-        self, data: tuple, val_data: tuple, options: dict, desc: str = "NPE"
-    ) -> History:
-        """:data:`FAST_PHASE`, then the given options with a cosine over
-        :data:`SECOND_PHASE_EPOCHS` epochs from the first phase's best state; the state with
-        the lower validation loss of the two is kept. One history for both."""
-        phases = [{**options, **FAST_PHASE}, {**options, "max_epochs": SECOND_PHASE_EPOCHS}]
-        for phase, name in zip(phases, PHASE_NAMES, strict=True):
-            for key in ("checkpoint", "resume"):
-                if phase.get(key) is not None:
-                    phase[key] = member_path(phase[key], name)
-        first = self._train(nll, data, val_data, phases[0], f"{desc} (fast phase)",
-                            f"two_phase:{PHASE_NAMES[0]}")  # fmt: skip
-        cap = options.get("_epoch_cap")  # max_epochs given: both phases together
-        if cap is not None:
-            left = cap - len(first.train_loss)
-            if left <= 0:
-                return first
-            phases[1]["max_epochs"] = min(SECOND_PHASE_EPOCHS, left)
-        budget = options.get("time_budget")
-        if budget is not None:  # the second phase gets what the first left
-            left = budget - (first.time[-1] if first.time else 0.0)
-            if left <= 0:
-                return first
-            phases[1]["time_budget"] = left
-        best_first = {k: v.detach().clone() for k, v in self.estimator.state_dict().items()}
-        second = self._train(nll, data, val_data, phases[1], desc,
-                             f"two_phase:{PHASE_NAMES[1]}")  # fmt: skip
-        offset = len(first.train_loss)
-        if not second.best_loss < first.best_loss:  # the second phase never did better
-            self.estimator.load_state_dict(best_first)
-            best_epoch, best_loss = first.best_epoch, first.best_loss
-        else:
-            best_epoch, best_loss = offset + second.best_epoch, second.best_loss
-        elapsed = first.time[-1] if first.time else 0.0
-        return History(
-            train_loss=first.train_loss + second.train_loss,
-            val_loss=first.val_loss + second.val_loss,
-            lr=first.lr + second.lr,
-            time=first.time + [elapsed + t for t in second.time],
-            best_epoch=best_epoch,
-            best_loss=best_loss,
-            stop_reason=second.stop_reason,
-            restarts=first.restarts + second.restarts,
-            steps=first.steps + second.steps,
-        )
-
-    def _check_training(self, theta: Any, x: Any) -> tuple[Tensor, Tensor, int]:
-        """``(theta (N, dim), x, number of simulations dropped)``: shapes and values checked,
-        non-finite simulations removed (with one warning); changes no state."""
-        theta, x = as_real_tensor(theta, "theta"), as_real_tensor(x, "x")
-        if theta.dim() == 0 or x.dim() == 0:
-            raise ValueError(
-                "theta and x need a leading dimension of simulations (one row each), got "
-                f"shapes {tuple(theta.shape)} and {tuple(x.shape)}"
-            )
-        if len(theta) != len(x):
-            raise ValueError(
-                f"theta has {len(theta)} rows and x has {len(x)}: one simulation per row"
-            )
-        if len(theta) == 0:
-            raise ValueError("theta and x are empty (0 simulations)")
-        theta = theta.reshape(len(theta), -1) if theta.dim() != 2 else theta
-        if self.space is not None and theta.shape[1] != self.space.dim:
-            raise ValueError(
-                f"theta must have {self.space.dim} values per row ({self.space}), got "
-                f"{tuple(theta.shape)}"
-            )
-        if self.x_shape is not None:
-            self.observations.check(x, "x", values=False)  # values are filtered below
-        theta, x, dropped = drop_invalid(theta, x, self.observations.nan_padding)
-        if self.space is not None:
-            inside = torch.isfinite(self.space.to_unconstrained(theta.double())[1])
-            if not bool(inside.all()):
-                raise ValueError(
-                    f"{int((~inside).sum())} parameter draws lie outside the prior's support"
-                )
-        return theta, x, dropped
-
     def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             z, _ = self._encode_theta(theta)
             return z.to(self._dtype), self.observations.encode(x, self._dtype)
-
-    def _fit_online(
-        self, steps: int | None, num_validation: int, steps_per_epoch: int, options: dict
-    ) -> AmortizedPosterior:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"simulate_online=True needs steps=<positive int>, got {steps!r}")
-        positive_int("num_validation", num_validation)
-        positive_int("steps_per_epoch", steps_per_epoch)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            theta_val, x_val, val_dropped = self._check_training(
-                *self._simulate_many(num_validation)
-            )
-            if self.estimator is None:
-                self._setup(theta_val, x_val)
-        if self._members:  # flow="auto" online: the first family (see AUTO_FLOWS)
-            self._choose(AUTO_FLOWS[0])
-        for w in caught:  # anything but the count of skipped rows (reported once, below)
-            if "were skipped" not in str(w.message):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        val_data = self._training_tensors(theta_val, x_val)
-        batch_size, dropped = options["batch_size"], [0]
-
-        def loss(model: nn.Module, batch: tuple) -> Tensor:
-            if batch:  # the fixed validation set
-                return nll(model, batch)
-            theta, x = self.simulate(batch_size)
-            self.observations.check(x, "the simulator's x", values=False)  # never reinterpreted
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                theta, x, n_bad = drop_invalid(theta, x, self.observations.nan_padding)
-            dropped[0] += n_bad
-            device = next(model.parameters()).device  # simulated on the CPU; trained there
-            return nll(model, tuple(t.to(device) for t in self._training_tensors(theta, x)))
-
-        per_epoch = min(steps_per_epoch, steps)
-        options["max_epochs"] = math.ceil(steps / per_epoch)
-        if _TRAIN_TAKES_MAX_STEPS:  # exactly ``steps`` steps (the last epoch shorter)
-            options["max_steps"] = steps
-        options["steps_per_epoch"] = per_epoch
-        self.history = self._train(loss, None, val_data, options, "NPE online", "online")
-        dropped[0] += val_dropped
-        if dropped[0]:
-            warnings.warn(
-                f"{dropped[0]} simulations contained NaN or infinite values and were skipped "
-                "during online training",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        self.dropped += dropped[0]
-        return self
 
     # -- inference ------------------------------------------------------------------------
     def sample(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import operator
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -35,18 +34,21 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from pyroflows.amortized.observations import (
+    ObservationSpace,
+    check_sizes,
     drop_invalid,
     missing_rows,
     set_to_model_layout,
     valid_rows,
 )
 from pyroflows.amortized.parameters import ParameterSpace
-from pyroflows.validation import positive_int
+from pyroflows.validation import as_real_tensor, positive_int
 
 __all__ = [
     "ModelSimulator",
     "PriorSimulator",
     "VariableSizeSimulator",
+    "check_training",
     "drop_invalid",
     "missing_rows",
     "set_to_model_layout",
@@ -291,27 +293,6 @@ class ModelSimulator:
             )
         condition = self.space.unflatten(theta)
         return self._trace(len(theta), condition)[self.observed]
-
-
-def check_sizes(sizes: Any) -> tuple[int, ...]:
-    """``sizes`` as sorted distinct positive ints, or a ValueError."""
-    message = f"sizes must be a non-empty collection of positive integers, got {sizes!r}"
-    if isinstance(sizes, str | bytes | Mapping) or not isinstance(sizes, Iterable):
-        raise ValueError(message)
-    out = set()
-    for value in sizes:
-        if isinstance(value, bool) or (isinstance(value, Tensor) and value.is_floating_point()):
-            raise ValueError(message)
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise ValueError(message) from None
-        if value < 1:
-            raise ValueError(message)
-        out.add(value)
-    if not out:
-        raise ValueError(message)
-    return tuple(sorted(out))
 
 
 def _check_size_arg(model: Callable, size_arg: Any, args: tuple, kwargs: dict) -> str:
@@ -580,3 +561,36 @@ class VariableSizeSimulator:
     def to_model_layout(self, x: Tensor) -> Tensor:
         """Sets ``(..., n, features)`` in the model's data layout (:func:`set_to_model_layout`)."""
         return set_to_model_layout(x, self.axis, self.row_shape)
+
+
+def check_training(
+    theta: Any, x: Any, space: ParameterSpace | None, observations: ObservationSpace
+) -> tuple[Tensor, Tensor, int]:
+    """Simulations for a fit: ``(theta (N, dim), x, number of simulations dropped)``, shapes
+    and values checked against the posterior's ``space`` and ``observations`` (those known
+    yet), non-finite simulations removed (with one warning); changes no state."""
+    theta, x = as_real_tensor(theta, "theta"), as_real_tensor(x, "x")
+    if theta.dim() == 0 or x.dim() == 0:
+        raise ValueError(
+            "theta and x need a leading dimension of simulations (one row each), got "
+            f"shapes {tuple(theta.shape)} and {tuple(x.shape)}"
+        )
+    if len(theta) != len(x):
+        raise ValueError(f"theta has {len(theta)} rows and x has {len(x)}: one simulation per row")
+    if len(theta) == 0:
+        raise ValueError("theta and x are empty (0 simulations)")
+    theta = theta.reshape(len(theta), -1) if theta.dim() != 2 else theta
+    if space is not None and theta.shape[1] != space.dim:
+        raise ValueError(
+            f"theta must have {space.dim} values per row ({space}), got {tuple(theta.shape)}"
+        )
+    if observations.shape is not None:
+        observations.check(x, "x", values=False)  # values are filtered below
+    theta, x, dropped = drop_invalid(theta, x, observations.nan_padding)
+    if space is not None:
+        inside = torch.isfinite(space.to_unconstrained(theta.double())[1])
+        if not bool(inside.all()):
+            raise ValueError(
+                f"{int((~inside).sum())} parameter draws lie outside the prior's support"
+            )
+    return theta, x, dropped
