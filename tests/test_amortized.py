@@ -291,12 +291,12 @@ def test_auto_fits_both_families_and_keeps_the_lower_validation_loss(tmp_path):
 def test_auto_gives_the_spline_options_to_the_spline_family_only(monkeypatch, winner):
     """``bins`` with ``flow="auto"`` shapes the spline member; the affine coupling member,
     which refuses it, is built without it, and whichever wins keeps its own options."""
-    from pyroflows.amortized import posterior as module
+    from pyroflows.amortized import recipe
 
     prior = gaussian_prior()
     theta = prior.sample((300,))
     # both outcomes: a family left out of AUTO_FLOWS cannot win
-    monkeypatch.setattr(module, "AUTO_FLOWS", (winner,))
+    monkeypatch.setattr(recipe, "AUTO_FLOWS", (winner,))
     post = AmortizedPosterior(prior=prior, flow_kwargs=dict(layers=1, hidden=(8,), bins=3))
     post.fit(
         theta, linear_simulator(theta), max_epochs=1, progress=False, seed=0, recipe="one_phase"

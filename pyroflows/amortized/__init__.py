@@ -9,8 +9,14 @@
   sets), :class:`PriorSimulator` (a prior and a batched simulator), :func:`drop_invalid`.
 - :mod:`~pyroflows.amortized.estimator`: :class:`PosteriorEstimator` (summary network +
   conditional flow on encoded data) and chunked sampling / scoring.
+- :mod:`~pyroflows.amortized.recipe`: how a posterior is trained (modes, split, the
+  ``flow="auto"`` portfolio, two phases, online simulations as a data source of the loop).
+- :mod:`~pyroflows.amortized.saved`: the saved file (write, read and check, restore).
 - :mod:`~pyroflows.amortized.posterior`: :class:`AmortizedPosterior` (fit offline or online,
   sample, log_prob, ArviZ, save / load), the user's object over the parts above.
+
+A new simulator goes to ``simulate``, a new data layout to ``observations``, a new network to
+``estimator``, a new way of training to ``recipe`` (on :mod:`pyroflows.train`).
 """
 
 from pyroflows.amortized.estimator import PosteriorEstimator

@@ -1,71 +1,50 @@
 """Amortized posteriors: one training run on simulations, then ``p(theta | x)`` for any ``x``.
 
-Three layers, as in sbi:
+:class:`AmortizedPosterior` is the user's object, a short facade over the parts of this
+package, as in sbi (estimator / trainer / posterior):
 
-* :class:`PosteriorEstimator` — the network: a summary network and a conditional flow in one
-  ``nn.Module`` with ``log_prob(theta, x, check=False)`` and ``sample``, on standardised
-  unconstrained parameters and standardised data (what :func:`pyroflows.losses.nll` trains);
-* training — :func:`pyroflows.train.fit` (offline: a fixed budget, a cosine-decayed learning
-  rate, a validation split for early stopping and the state kept; online: fresh simulations
-  every step, a fixed simulated validation set);
-* :class:`AmortizedPosterior` — the user's object: simulation (a Pyro model or a prior and a
-  simulator), preprocessing, ``sample`` / ``log_prob`` in the user's units, ArviZ, save / load.
+* simulation: :mod:`~pyroflows.amortized.simulate` (a Pyro model or a prior + simulator);
+* encoders: :mod:`~pyroflows.amortized.parameters` (sites, supports, the parameters' float64
+  standardisation in the unconstrained space) and :mod:`~pyroflows.amortized.observations`
+  (the data's shape, sets with padding, checks, standardisation clamped before the cast);
+* the network: :mod:`~pyroflows.amortized.estimator` (:class:`PosteriorEstimator`, chunked
+  sampling and scoring);
+* training: :mod:`~pyroflows.amortized.recipe` (modes, split, ``flow="auto"`` portfolio, two
+  phases, online simulations) on the one loop :func:`pyroflows.train.fit`;
+* the saved file: :mod:`~pyroflows.amortized.saved`; ArviZ: :mod:`pyroflows.inference_data`.
 
 Parameters are mapped to the unconstrained space with ``biject_to(support)`` and standardised
-there (:mod:`pyroflows.preprocess`); draws are mapped back, so they never leave the support (no
-rejection), and ``log_prob`` adds both log-Jacobians so it is a density in the user's units.
+there; draws are mapped back, so they never leave the support (no rejection), and ``log_prob``
+adds both log-Jacobians so it is a density in the user's units.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pyroflows.amortized.estimator import (
-    PosteriorEstimator,
-    build_members,
-    check_summary_output,
-    identity_pre,
-    log_prob_chunks,
-    plain,
-    sample_chunks,
-)
-from pyroflows.amortized.observations import (
-    ObservationSpace,
-    check_sized,
-)
-from pyroflows.amortized.parameters import (
-    ParameterSpace,
-    saved_space,
-)
+from pyroflows.amortized.estimator import PosteriorEstimator, log_prob_chunks, sample_chunks
+from pyroflows.amortized.observations import ObservationSpace, check_sized
+from pyroflows.amortized.parameters import ParameterSpace
 from pyroflows.amortized.recipe import (
+    AUTO_FLOWS,
     FAST_PHASE,
     RECIPES,
     SECOND_PHASE_EPOCHS,
     TRAIN_DEFAULTS,
     fit_posterior,
 )
-from pyroflows.amortized.simulate import (
-    ModelSimulator,
-    PriorSimulator,
-    VariableSizeSimulator,
-    check_sizes,
-)
-from pyroflows.builders import FAMILIES, build
-from pyroflows.checkpoint import (
-    atomic_save,
-    read_saved,
-)
-from pyroflows.nn.summary import IdentitySummary, summary_from_config
+from pyroflows.amortized.saved import blob_of, read_blob, restore
+from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, VariableSizeSimulator
+from pyroflows.builders import FAMILIES
+from pyroflows.nn.summary import summary_from_config
 from pyroflows.preprocess import Preprocessor
 from pyroflows.train import History
+from pyroflows.train.checkpoint import atomic_save
 from pyroflows.validation import as_real_tensor
 
 #: the recipe's settings (:mod:`~pyroflows.amortized.recipe`) are named here too
@@ -95,10 +74,6 @@ __all__ = [
 FLOW_DEFAULTS: dict[str, Any] = dict(
     layers=5, hidden=(64, 64), context_every_layer=True, lu="auto"
 )  # fmt: skip
-#: ``flow="auto"`` (the default): an offline fit with a validation split trains these
-#: families on the same simulations, split and batches, and keeps the one with the lower
-#: validation loss (online, or without a validation split: the first).
-AUTO_FLOWS: tuple[str, ...] = ("nsf", "realnvp")
 
 
 class AmortizedPosterior:
@@ -296,38 +271,6 @@ class AmortizedPosterior:
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     # -- preprocessing ----------------------------------------------------------------------
-    def _setup(self, theta: Tensor, x: Tensor) -> None:
-        """First fit: parameter space, preprocessors, networks. All or nothing: the
-        attributes are set only once everything is built, so a failure leaves none behind.
-        Warns when a few extreme values (say 1e30) dominate a column's standardisation."""
-        space = self.space
-        if space is None:
-            space = ParameterSpace([self.param_name], [theta.shape[1:]], [None])
-        theta_pre = space.standardisation(theta)
-        observations = self.observations.fitted(x)
-        x_shape = observations.shape
-        summary = self.summary
-        if summary is None:
-            summary = IdentitySummary(max(1, math.prod(x_shape)))
-        with torch.no_grad():
-            encoded = observations.encode(x[:2], torch.float32)
-            context = summary(encoded)
-        check_summary_output(context, len(encoded), summary)
-        context_dim = int(context.shape[-1])
-        dim = space.unconstrained_dim
-        families = (self.flow_name,)
-        if self.flow_name == "auto":  # coupling needs two parameters or more
-            families = tuple(f for f in AUTO_FLOWS if dim >= 2 or f != "realnvp")
-        auto = self.flow_name == "auto"
-        members = build_members(families, summary, dim, context_dim, self.flow_kwargs, auto)
-        self.space, self.theta_pre, self.observations = space, theta_pre, observations
-        self.context_dim = context_dim
-        self._members = members
-        if len(families) == 1:
-            self._choose(families[0])
-        else:  # the first offline fit chooses
-            self._use(families[0])
-
     def _use(self, family: str) -> None:
         """Make the networks of one family of :attr:`_members` the posterior's."""
         estimator, kwargs = self._members[family]
@@ -454,24 +397,6 @@ class AmortizedPosterior:
             self, theta, x, num_simulations, simulate_online, recipe, given, train_options
         )
 
-    @contextmanager
-    def _all_or_nothing(self) -> Iterator[None]:
-        """A fit that raises (a simulator's or summary network's bad output, a checkpoint of
-        other simulations given to ``resume``, an interrupt) leaves the posterior as it was:
-        its attributes and its networks' parameters (the last checkpoint keeps the work)."""
-        saved = dict(vars(self))
-        state = None
-        if self.estimator is not None:
-            state = {k: v.detach().clone() for k, v in self.estimator.state_dict().items()}
-        try:
-            yield
-        except BaseException:
-            vars(self).clear()
-            vars(self).update(saved)
-            if state is not None:
-                self.estimator.load_state_dict(state)
-            raise
-
     def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             z, _ = self._encode_theta(theta)
@@ -573,37 +498,9 @@ class AmortizedPosterior:
             >>> idata.posterior_predictive["x"].shape
             (4, 25, 2)
         """
-        from pyroflows.inference_data import to_inference_data
+        from pyroflows.inference_data import from_posterior
 
-        batch, single = self.observations.check(x)
-        if not single:
-            raise ValueError("to_inference_data takes one observation, not a batch")
-        if posterior_predictive and self.sim is None:
-            raise ValueError(
-                "posterior_predictive=True needs a simulator: construct with a Pyro model or "
-                "prior + simulator"
-            )
-        draws = self.sample(batch[0], num_samples, seed=seed)
-        observed = batch[0]
-        observed = self.observations.real_rows(observed)  # with sizes: padding dropped
-        predictive = None
-        if posterior_predictive:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                if self.sizes is not None:
-                    n = len(observed)
-                    replicated = self.simulate_data(draws, size=n)[:, :n]
-                    replicated = self.observations.to_model_layout(replicated)
-                else:
-                    replicated = self.simulate_data(draws)
-            predictive = {self.observed: replicated.detach().cpu().numpy()}
-        observed = self.observations.to_model_layout(observed)
-        return to_inference_data(
-            {k: v.numpy() for k, v in self.space.unflatten(draws).items()},
-            chains=chains,
-            observed_data={self.observed: observed.numpy()},
-            posterior_predictive=predictive,
-        )
+        return from_posterior(self, x, num_samples, chains, seed, posterior_predictive)
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -617,32 +514,7 @@ class AmortizedPosterior:
             ValueError: not fitted, or the folder does not exist or is not writable.
         """
         self._check_fitted()
-        summary = self.estimator.summary
-        blob = {
-            "format": "pyroflows.AmortizedPosterior",
-            "version": self.FORMAT_VERSION,
-            "config": {
-                "flow": self.flow_name,
-                "flow_kwargs": plain(self.flow_kwargs),
-                "summary": type(summary).__name__,
-                "summary_config": plain(getattr(summary, "config", None)),
-                "context_dim": self.context_dim,
-                "observed": self.observed,
-                "param_name": self.param_name,
-                "x_shape": list(self.x_shape),
-                "space": self.space.state(),
-                # optional (absent from older files): a varying number of observations
-                **self.observations.sets_state(),
-            },
-            "state": {
-                "estimator": {k: v.cpu() for k, v in self.estimator.state_dict().items()},
-                "theta_pre": self.theta_pre.state_dict(),
-                "x_pre": self.x_pre.state_dict(),
-            },
-            "history": None if self.history is None else plain(self.history.as_dict()),
-            "dropped": self.dropped,
-        }
-        atomic_save(blob, path)
+        atomic_save(blob_of(self, self.FORMAT_VERSION), path)
 
     @classmethod
     def load(
@@ -669,71 +541,19 @@ class AmortizedPosterior:
                 missing entries, or saved networks that do not match the saved configuration
                 (or the ``summary`` passed); a crafted file never runs code.
         """
-        what = "a saved pyroflows AmortizedPosterior"
-        blob = read_saved(path, "pyroflows.AmortizedPosterior", what)
-        version = blob.get("version")
-        if type(version) is not int or version != cls.FORMAT_VERSION:
-            newer = type(version) is int and version > cls.FORMAT_VERSION
-            raise ValueError(
-                f"{path} has format version {version!r}; this pyroflows reads version "
-                f"{cls.FORMAT_VERSION}{' (upgrade pyroflows)' if newer else ''}"
-            )
-        for section, keys in _SAVED_KEYS.items():
-            part = blob.get(section)
-            if not isinstance(part, dict):
-                raise ValueError(f"{path} is not {what}: its {section!r} entry is missing")
-            missing = [key for key in keys if key not in part]
-            if missing:
-                raise ValueError(f"{path} is not {what}: {section} lacks {missing}")
+        blob = read_blob(path, cls.FORMAT_VERSION)
         c = blob["config"]
-        summary_given = summary is not None
+        given = summary is not None
         if summary is None:
             summary = summary_from_config(c["summary"], c["summary_config"])
-        sized = c.get("sizes") is not None
+        sized = c.get("sizes") is not None and model is not None  # simulates with them again
         post = cls(
             model, c["observed"], prior=prior, simulator=simulator, summary=summary,
             flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
             model_kwargs=model_kwargs, param_name="theta" if model is not None else c["param_name"],
-            sizes=c["sizes"] if sized and model is not None else None,
-            size_arg=c.get("size_arg") if sized and model is not None else None,
+            sizes=c["sizes"] if sized else None, size_arg=c.get("size_arg") if sized else None,
         )  # fmt: skip
-        space = saved_space(path, c["space"], post.space)  # refuses other sites, first
-        try:
-            sets = {}
-            if sized:
-                sets = dict(
-                    sizes=check_sizes(c["sizes"]), size_arg=str(c["size_arg"]),
-                    axis=int(c.get("size_axis", 0)),
-                    row_shape=torch.Size(int(s) for s in c.get("row_shape", ())),
-                )  # fmt: skip
-            observations = replace(post.observations, shape=torch.Size(c["x_shape"]), **sets)
-            post.space = space
-            if post.sim is not None:  # the model's sites, flattened in the saved order
-                post.sim.set_space(post.space)
-            post.context_dim = int(c["context_dim"])
-            post.flow_kwargs = dict(c["flow_kwargs"])  # what was saved, not today's defaults
-            flow = build(
-                c["flow"], post.space.unconstrained_dim, post.context_dim, **post.flow_kwargs
-            )
-            post.estimator = PosteriorEstimator(summary, flow)
-            post.estimator.load_state_dict(blob["state"]["estimator"])
-            post.estimator.eval()
-            post.theta_pre = identity_pre(post.space.unconstrained_dim)
-            post.theta_pre.load_state_dict(blob["state"]["theta_pre"])
-            x_pre = identity_pre(observations.features())
-            x_pre.load_state_dict(blob["state"]["x_pre"])
-            post.observations = replace(observations, pre=x_pre)
-            if blob.get("history"):
-                post.history = History(**blob["history"])
-            post.dropped = int(blob.get("dropped", 0))
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
-            text = str(error).strip()
-            reason = text.splitlines()[0] if text else type(error).__name__
-            raise ValueError(
-                f"{path}: the saved networks do not match the saved configuration"
-                f"{' or the summary passed' if summary_given else ''} ({reason})"
-            ) from None
-        return post
+        return restore(post, blob, path, summary, given)
 
     def __repr__(self) -> str:
         state = "fitted" if self.estimator is not None else "not fitted"
@@ -742,13 +562,3 @@ class AmortizedPosterior:
             f"summary={type(self.summary).__name__ if self.summary is not None else None}, "
             f"{state})"
         )
-
-
-#: the entries :meth:`AmortizedPosterior.load` needs, per section of the saved dictionary
-_SAVED_KEYS = {
-    "config": (
-        "flow", "flow_kwargs", "summary", "summary_config", "context_dim", "observed",
-        "param_name", "x_shape", "space",
-    ),
-    "state": ("estimator", "theta_pre", "x_pre"),
-}  # fmt: skip

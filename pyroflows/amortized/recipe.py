@@ -27,11 +27,12 @@ import pyro
 import torch
 from torch import Tensor
 
-from pyroflows.amortized.estimator import plain
+from pyroflows.amortized.estimator import build_members, check_summary_output, plain
 from pyroflows.amortized.observations import drop_invalid
-from pyroflows.amortized.parameters import describe_constraint, encode_constraint
+from pyroflows.amortized.parameters import ParameterSpace, describe_constraint, encode_constraint
 from pyroflows.amortized.simulate import check_training
 from pyroflows.losses import nll
+from pyroflows.nn.summary import IdentitySummary
 from pyroflows.train import History, check_options, fit
 from pyroflows.train.checkpoint import member_path, rng_state, set_rng_state
 from pyroflows.train.recipe import merge_histories, run_portfolio, validation_rows
@@ -41,7 +42,14 @@ from pyroflows.validation import positive_int
 if TYPE_CHECKING:
     from pyroflows.amortized.posterior import AmortizedPosterior
 
-__all__ = ["FAST_PHASE", "RECIPES", "SECOND_PHASE_EPOCHS", "TRAIN_DEFAULTS", "fit_posterior"]
+__all__ = [
+    "AUTO_FLOWS",
+    "FAST_PHASE",
+    "RECIPES",
+    "SECOND_PHASE_EPOCHS",
+    "TRAIN_DEFAULTS",
+    "fit_posterior",
+]
 
 #: training defaults: sbi's NPE batch, learning rate, clipping and 10 % validation, with the rate
 #: decayed by a cosine over 300 epochs and early stopping after 50 epochs without a better
@@ -99,6 +107,12 @@ def seeded(seed: int | None, offset: int = 0) -> Iterator[None]:
         yield
     finally:
         set_rng_state(saved, None)
+
+
+#: ``flow="auto"`` (the default): an offline fit with a validation split trains these
+#: families on the same simulations, split and batches, and keeps the one with the lower
+#: validation loss (online, or without a validation split: the first).
+AUTO_FLOWS: tuple[str, ...] = ("nsf", "realnvp")
 
 
 # -- the call: modes and options, checked before anything is simulated ----------------------
@@ -199,7 +213,7 @@ def fit_posterior(
         per_epoch = 200 if given["steps_per_epoch"] is None else given["steps_per_epoch"]
         # the loop simulates too: a simulator drawing from NumPy or Python's random (which
         # the loop does not seed) is seeded here, and those states are restored after it
-        with seeded(seed, _ONLINE_SEED_OFFSET), post._all_or_nothing():
+        with seeded(seed, _ONLINE_SEED_OFFSET), all_or_nothing(post):
             return fit_online(post, given["steps"], num_validation, per_epoch, online)
     if num_simulations is not None:
         positive_int("num_simulations", num_simulations)
@@ -207,8 +221,61 @@ def fit_posterior(
         raise ValueError("fit(theta, x) needs both theta and x")
     if two_phases and "max_epochs" in train_options:
         options["_epoch_cap"] = train_options["max_epochs"]
-    with post._all_or_nothing():
+    with all_or_nothing(post):
         return fit_offline(post, theta, x, num_simulations, seed, fraction, options, two_phases)
+
+
+# -- the posterior's state: set up by the first fit, restored by a failed one -----------
+def setup(post: AmortizedPosterior, theta: Tensor, x: Tensor) -> None:
+    """A posterior's first fit: parameter space, preprocessors, networks. All or nothing: the
+    attributes are set only once everything is built, so a failure leaves none behind.
+    Warns when a few extreme values (say 1e30) dominate a column's standardisation."""
+    space = post.space
+    if space is None:
+        space = ParameterSpace([post.param_name], [theta.shape[1:]], [None])
+    theta_pre = space.standardisation(theta)
+    observations = post.observations.fitted(x)
+    x_shape = observations.shape
+    summary = post.summary
+    if summary is None:
+        summary = IdentitySummary(max(1, math.prod(x_shape)))
+    with torch.no_grad():
+        encoded = observations.encode(x[:2], torch.float32)
+        context = summary(encoded)
+    check_summary_output(context, len(encoded), summary)
+    context_dim = int(context.shape[-1])
+    dim = space.unconstrained_dim
+    families = (post.flow_name,)
+    if post.flow_name == "auto":  # coupling needs two parameters or more
+        families = tuple(f for f in AUTO_FLOWS if dim >= 2 or f != "realnvp")
+    auto = post.flow_name == "auto"
+    members = build_members(families, summary, dim, context_dim, post.flow_kwargs, auto)
+    post.space, post.theta_pre, post.observations = space, theta_pre, observations
+    post.context_dim = context_dim
+    post._members = members
+    if len(families) == 1:
+        post._choose(families[0])
+    else:  # the first offline fit chooses
+        post._use(families[0])
+
+
+@contextmanager
+def all_or_nothing(post: AmortizedPosterior) -> Iterator[None]:
+    """A fit that raises (a simulator's or summary network's bad output, a checkpoint of
+    other simulations given to ``resume``, an interrupt) leaves the posterior as it was:
+    its attributes and its networks' parameters (the last checkpoint keeps the work)."""
+    saved = dict(vars(post))
+    state = None
+    if post.estimator is not None:
+        state = {k: v.detach().clone() for k, v in post.estimator.state_dict().items()}
+    try:
+        yield
+    except BaseException:
+        vars(post).clear()
+        vars(post).update(saved)
+        if state is not None:
+            post.estimator.load_state_dict(state)
+        raise
 
 
 # -- offline ---------------------------------------------------------------------------------
@@ -240,7 +307,7 @@ def fit_offline(
             options["patience"] = None
         val, train = order[:n_val], order[n_val:]
         if post.estimator is None:
-            post._setup(theta[train], x[train])
+            setup(post, theta[train], x[train])
     post.dropped += dropped
     data = post._training_tensors(theta[train], x[train])
     val_data = post._training_tensors(theta[val], x[val]) if n_val else None
@@ -387,7 +454,7 @@ def fit_online(
             *post._simulate_many(num_validation), post.space, post.observations
         )
         if post.estimator is None:
-            post._setup(theta_val, x_val)
+            setup(post, theta_val, x_val)
     if post._members:  # flow="auto" online: the first family (see AUTO_FLOWS)
         post._choose(next(iter(post._members)))
     for w in caught:  # anything but the count of skipped rows (reported once, below)
