@@ -45,7 +45,7 @@ from pyroflows.nn.summary import summary_from_config
 from pyroflows.preprocess import Preprocessor
 from pyroflows.train import History
 from pyroflows.train.checkpoint import atomic_save
-from pyroflows.validation import as_real_tensor
+from pyroflows.validation import as_real_tensor, positive_int
 
 #: the recipe's settings (:mod:`~pyroflows.amortized.recipe`) are named here too
 __all__ = [
@@ -167,21 +167,8 @@ class AmortizedPosterior:
         sizes: Iterable[int] | None = None,
         size_arg: str | None = None,
     ):
-        if model is not None and (prior is not None or simulator is not None):
-            raise ValueError("pass either a Pyro model or a prior (+ simulator), not both")
-        if simulator is not None and prior is None:
-            raise ValueError("a simulator needs a prior (prior=...) to draw parameters from")
-        if summary is not None and not isinstance(summary, nn.Module):
-            raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
-        if flow != "auto" and flow not in FAMILIES:
-            raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {flow!r}")
-        if model is None and (tuple(model_args) or model_kwargs):
-            raise ValueError("model_args / model_kwargs are arguments of a Pyro model: pass model=")
-        if model is not None and param_name != "theta":
-            raise ValueError(
-                f"param_name={param_name!r} names the parameter of a prior or of plain tensors; "
-                "a Pyro model's parameters keep their site names"
-            )
+        _check_arguments(model, prior, simulator, summary, flow, model_args, model_kwargs,
+                         param_name)  # fmt: skip
         self.observed = str(observed)
         if sizes is not None or size_arg is not None:
             check_sized(model, summary, sizes, size_arg)
@@ -418,8 +405,7 @@ class AmortizedPosterior:
             ``(num_samples, dim)`` for one observation, ``(num_samples, B, dim)`` for a batch.
         """
         self._check_fitted()
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        num_samples = positive_int("num_samples", num_samples)
         batch, single = self.observations.check(x)
         # inference mode: a few percent faster than no_grad over the thousands of small
         # operations of a chunked draw; the result leaves it through torch.cat below as an
@@ -561,4 +547,26 @@ class AmortizedPosterior:
             f"AmortizedPosterior({self.space}, flow={self.flow_name!r}, "
             f"summary={type(self.summary).__name__ if self.summary is not None else None}, "
             f"{state})"
+        )
+
+
+def _check_arguments(
+    model: Any, prior: Any, simulator: Any, summary: Any, flow: Any, model_args: Any,
+    model_kwargs: Any, param_name: Any,
+) -> None:  # fmt: skip
+    """The constructor's arguments that go together or exclude each other."""
+    if model is not None and (prior is not None or simulator is not None):
+        raise ValueError("pass either a Pyro model or a prior (+ simulator), not both")
+    if simulator is not None and prior is None:
+        raise ValueError("a simulator needs a prior (prior=...) to draw parameters from")
+    if summary is not None and not isinstance(summary, nn.Module):
+        raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
+    if flow != "auto" and flow not in FAMILIES:
+        raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {flow!r}")
+    if model is None and (tuple(model_args) or model_kwargs):
+        raise ValueError("model_args / model_kwargs are arguments of a Pyro model: pass model=")
+    if model is not None and param_name != "theta":
+        raise ValueError(
+            f"param_name={param_name!r} names the parameter of a prior or of plain tensors; "
+            "a Pyro model's parameters keep their site names"
         )
