@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_inference_data"]
+__all__ = ["from_posterior", "to_inference_data"]
 
 
 def _array(value: Any, name: str) -> np.ndarray:
@@ -83,4 +83,50 @@ def to_inference_data(
         observed_data=group(observed_data, False),
         dims=dict(dims) if dims else None,
         coords=dict(coords) if coords else None,
+    )
+
+
+def from_posterior(
+    post: Any,
+    x: Any,
+    num_samples: int,
+    chains: int,
+    seed: int,
+    posterior_predictive: bool,
+):
+    """The body of ``AmortizedPosterior.to_inference_data`` (see there): draws for one
+    observation ``x`` under the model's site names, the observation (its real rows in the
+    model's layout), and with ``posterior_predictive`` data simulated at every draw. Reads
+    the posterior through its public methods and its ``observations`` (no import of
+    :mod:`pyroflows.amortized`: this module stays below it)."""
+    import torch
+
+    observations = post.observations
+    batch, single = observations.check(x)
+    if not single:
+        raise ValueError("to_inference_data takes one observation, not a batch")
+    if posterior_predictive and post.sim is None:
+        raise ValueError(
+            "posterior_predictive=True needs a simulator: construct with a Pyro model or "
+            "prior + simulator"
+        )
+    draws = post.sample(batch[0], num_samples, seed=seed)
+    observed = observations.real_rows(batch[0])  # with sizes: padding dropped
+    predictive = None
+    if posterior_predictive:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if observations.sizes is not None:  # the observation's size, the model's layout
+                n = len(observed)
+                replicated = post.simulate_data(draws, size=n)[:, :n]
+                replicated = observations.to_model_layout(replicated)
+            else:
+                replicated = post.simulate_data(draws)
+        predictive = {post.observed: replicated.detach().cpu().numpy()}
+    observed = observations.to_model_layout(observed)
+    return to_inference_data(
+        {k: v.numpy() for k, v in post.space.unflatten(draws).items()},
+        chains=chains,
+        observed_data={post.observed: observed.numpy()},
+        posterior_predictive=predictive,
     )

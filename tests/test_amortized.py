@@ -102,7 +102,7 @@ def test_sampling_is_vectorised_over_observations(linear_post):
 def test_log_prob_in_chunks_matches_one_observation_at_a_time(linear_post):
     # (S, B) rows beyond one chunk are scored block by block: the blocks must join in order,
     # broadcast theta and the observations as before, and leave an ordinary tensor
-    from pyroflows.amortized.posterior import _CHUNK
+    from pyroflows.amortized.estimator import CHUNK as _CHUNK
 
     x = torch.randn(3, 2)
     theta = torch.randn(_CHUNK // 3 + 7, 3, 2)  # a leading axis that splits unevenly
@@ -291,12 +291,12 @@ def test_auto_fits_both_families_and_keeps_the_lower_validation_loss(tmp_path):
 def test_auto_gives_the_spline_options_to_the_spline_family_only(monkeypatch, winner):
     """``bins`` with ``flow="auto"`` shapes the spline member; the affine coupling member,
     which refuses it, is built without it, and whichever wins keeps its own options."""
-    from pyroflows.amortized import posterior as module
+    from pyroflows.amortized import recipe
 
     prior = gaussian_prior()
     theta = prior.sample((300,))
     # both outcomes: a family left out of AUTO_FLOWS cannot win
-    monkeypatch.setattr(module, "AUTO_FLOWS", (winner,))
+    monkeypatch.setattr(recipe, "AUTO_FLOWS", (winner,))
     post = AmortizedPosterior(prior=prior, flow_kwargs=dict(layers=1, hidden=(8,), bins=3))
     post.fit(
         theta, linear_simulator(theta), max_epochs=1, progress=False, seed=0, recipe="one_phase"

@@ -1,16 +1,28 @@
 """Amortized posterior estimation: simulations -> summary network + conditional flow -> p(θ | x).
 
-- :mod:`~pyroflows.amortized.parameters`: :class:`ParameterSpace` (site names, shapes, supports
-  and the bijection to the unconstrained space).
+- :mod:`~pyroflows.amortized.parameters`: :class:`ParameterSpace` (site names, shapes, supports,
+  the bijection to the unconstrained space and the parameters' encoder).
+- :mod:`~pyroflows.amortized.observations`: :class:`ObservationSpace` (the data's shape
+  contract, sets of varying size with NaN padding, checks, the data's encoder).
 - :mod:`~pyroflows.amortized.simulate`: :class:`ModelSimulator` (a Pyro model, vectorised),
   :class:`VariableSizeSimulator` (a Pyro model with a varying number of observations, padded
   sets), :class:`PriorSimulator` (a prior and a batched simulator), :func:`drop_invalid`.
+- :mod:`~pyroflows.amortized.estimator`: :class:`PosteriorEstimator` (summary network +
+  conditional flow on encoded data) and chunked sampling / scoring.
+- :mod:`~pyroflows.amortized.recipe`: how a posterior is trained (modes, split, the
+  ``flow="auto"`` portfolio, two phases, online simulations as a data source of the loop).
+- :mod:`~pyroflows.amortized.saved`: the saved file (write, read and check, restore).
 - :mod:`~pyroflows.amortized.posterior`: :class:`AmortizedPosterior` (fit offline or online,
-  sample, log_prob, ArviZ, save / load) and its estimator module.
+  sample, log_prob, ArviZ, save / load), the user's object over the parts above.
+
+A new simulator goes to ``simulate``, a new data layout to ``observations``, a new network to
+``estimator``, a new way of training to ``recipe`` (on :mod:`pyroflows.train`).
 """
 
+from pyroflows.amortized.estimator import PosteriorEstimator
+from pyroflows.amortized.observations import ObservationSpace
 from pyroflows.amortized.parameters import ParameterSpace
-from pyroflows.amortized.posterior import AmortizedPosterior, PosteriorEstimator
+from pyroflows.amortized.posterior import AmortizedPosterior
 from pyroflows.amortized.simulate import (
     ModelSimulator,
     PriorSimulator,
@@ -21,6 +33,7 @@ from pyroflows.amortized.simulate import (
 __all__ = [
     "AmortizedPosterior",
     "ModelSimulator",
+    "ObservationSpace",
     "ParameterSpace",
     "PosteriorEstimator",
     "PriorSimulator",

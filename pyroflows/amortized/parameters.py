@@ -9,19 +9,29 @@ A :class:`ParameterSpace` maps between three views of the parameters:
   log-Jacobian of the map, so densities stay in the user's units and draws never leave the
   support.
 
+It also owns the conversions to the flow's space: :meth:`ParameterSpace.standardisation` (fitted
+in float64 on the training draws), :meth:`~ParameterSpace.encode` (user units -> standardised
+unconstrained values and the log-Jacobian) and :meth:`~ParameterSpace.decode`.
+
 Supports of the usual kinds (real, positive, greater/less than, interval, simplex, lower
-Cholesky, ...) are saved as plain data so a saved posterior reloads without the prior.
+Cholesky, ...) are saved as plain data so a saved posterior reloads without the prior;
+:func:`saved_space` matches a saved space with the model or prior given to ``load``. A new
+kind of support goes here.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.distributions import biject_to, constraints
+
+from pyroflows.amortized.observations import warn_if_swamped
+from pyroflows.preprocess import Preprocessor, fit_preprocessor
 
 __all__ = [
     "ParameterSpace",
@@ -287,6 +297,26 @@ class ParameterSpace:
         ]
         return torch.cat(parts, -1)
 
+    # -- the encoder: user units <-> the flow's standardised unconstrained space -------------
+    def standardisation(self, theta: Tensor) -> Preprocessor:
+        """The float64 standardisation of the unconstrained parameters, fitted on training
+        draws ``theta (N, dim)`` in the user's units (warns when a few extreme values
+        dominate a column)."""
+        u, _ = self.to_unconstrained(theta.to(torch.float64))
+        warn_if_swamped(u, "theta (unconstrained)")
+        return fit_preprocessor(u, name="theta (unconstrained)")
+
+    def encode(self, theta: Tensor, pre: Preprocessor) -> tuple[Tensor, Tensor]:
+        """User units -> ``(z, log|dz/dtheta|)`` in float64: the bijection to the
+        unconstrained space, then the standardisation ``pre`` (``-inf`` outside the support)."""
+        u, ladj_bij = self.to_unconstrained(theta.to(torch.float64))
+        z, ladj_pre = pre.to_latent(u)
+        return z, ladj_pre - ladj_bij
+
+    def decode(self, z: Tensor, pre: Preprocessor) -> Tensor:
+        """The flow's space -> user units, in float64 (inside the support by construction)."""
+        return self.to_constrained(pre.from_latent(z.to(torch.float64)))
+
     # -- persistence -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Plain data: names, shapes and encoded supports."""
@@ -309,3 +339,69 @@ class ParameterSpace:
     def __repr__(self) -> str:
         sites = ", ".join(f"{n}{tuple(s)}" for n, s in zip(self.names, self.shapes, strict=True))
         return f"ParameterSpace({sites})"
+
+
+def saved_space(
+    path: Any, saved: Mapping[str, Any], current: ParameterSpace | None
+) -> ParameterSpace:
+    """The saved parameter space (its order: the flow's), with the supports of the model or
+    prior passed to ``load`` matched by site name. ValueError naming the difference when that
+    model's sites, shapes or supports are not the saved ones; a warning when a support could
+    not be saved (then the model's is used, checked by its type's name only)."""
+    names = [str(n) for n in saved["names"]]
+    shapes = [torch.Size(int(d) for d in s) for s in saved["shapes"]]
+    specs = saved.get("supports")
+    if current is None:
+        if specs is None:
+            raise ValueError(
+                f"{path} was saved without the supports of its sites: pass the model or prior"
+            )
+        return ParameterSpace(names, shapes, [decode_constraint(spec) for spec in specs])
+    if sorted(names) != sorted(current.names):
+        new = [n for n in current.names if n not in names]
+        missing = [n for n in names if n not in current.names]
+        parts = [f"{n!r} is new" for n in new] + [f"{n!r} is missing" for n in missing]
+        raise ValueError(
+            f"{path}: the saved posterior has sites {names}; the model passed to load has "
+            f"{current.names}: {', '.join(parts)}"
+        )
+    shape_of = dict(zip(current.names, current.shapes, strict=True))
+    support_of = dict(zip(current.names, current.supports, strict=True))
+    supports, unchecked = [], []
+    for i, (name, shape) in enumerate(zip(names, shapes, strict=True)):
+        if shape_of[name] != shape:
+            raise ValueError(
+                f"{path}: site {name!r} has shape {tuple(shape)} in the saved posterior, "
+                f"{tuple(shape_of[name])} in the model passed to load"
+            )
+        model_spec = encode_constraint(support_of[name])
+        spec = None if specs is None else specs[i]
+        same = None if spec is None else same_support(spec, model_spec)
+        if same is False:
+            raise ValueError(
+                f"{path}: site {name!r}: saved support {describe_constraint(spec)}, the "
+                f"model's {describe_constraint(model_spec)}"
+            )
+        if same is None:
+            if (
+                spec is not None
+                and spec.get("kind") == "unknown"
+                and (spec.get("name") != model_spec.get("name"))
+            ):
+                raise ValueError(
+                    f"{path}: site {name!r}: saved support {describe_constraint(spec)}, the "
+                    f"model's {describe_constraint(model_spec)}"
+                )
+            unchecked.append(name)
+            known = spec is not None and spec.get("kind") != "unknown"
+            supports.append(decode_constraint(spec) if known else support_of[name])
+        else:  # the support trained on (the same set, perhaps spelt otherwise by the model)
+            supports.append(decode_constraint(spec))
+    if unchecked:
+        warnings.warn(
+            f"{path}: the supports of {unchecked} could not be compared with the saved ones "
+            "(not stored in the file, or of a kind that cannot be); the model's are used",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return ParameterSpace(names, shapes, supports)

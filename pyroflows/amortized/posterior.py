@@ -1,108 +1,64 @@
 """Amortized posteriors: one training run on simulations, then ``p(theta | x)`` for any ``x``.
 
-Three layers, as in sbi:
+:class:`AmortizedPosterior` is the user's object, a short facade over the parts of this
+package, as in sbi (estimator / trainer / posterior):
 
-* :class:`PosteriorEstimator` — the network: a summary network and a conditional flow in one
-  ``nn.Module`` with ``log_prob(theta, x, check=False)`` and ``sample``, on standardised
-  unconstrained parameters and standardised data (what :func:`pyroflows.losses.nll` trains);
-* training — :func:`pyroflows.train.fit` (offline: a fixed budget, a cosine-decayed learning
-  rate, a validation split for early stopping and the state kept; online: fresh simulations
-  every step, a fixed simulated validation set);
-* :class:`AmortizedPosterior` — the user's object: simulation (a Pyro model or a prior and a
-  simulator), preprocessing, ``sample`` / ``log_prob`` in the user's units, ArviZ, save / load.
+* simulation: :mod:`~pyroflows.amortized.simulate` (a Pyro model or a prior + simulator);
+* encoders: :mod:`~pyroflows.amortized.parameters` (sites, supports, the parameters' float64
+  standardisation in the unconstrained space) and :mod:`~pyroflows.amortized.observations`
+  (the data's shape, sets with padding, checks, standardisation clamped before the cast);
+* the network: :mod:`~pyroflows.amortized.estimator` (:class:`PosteriorEstimator`, chunked
+  sampling and scoring);
+* training: :mod:`~pyroflows.amortized.recipe` (modes, split, ``flow="auto"`` portfolio, two
+  phases, online simulations) on the one loop :func:`pyroflows.train.fit`;
+* the saved file: :mod:`~pyroflows.amortized.saved`; ArviZ: :mod:`pyroflows.inference_data`.
 
 Parameters are mapped to the unconstrained space with ``biject_to(support)`` and standardised
-there (:mod:`pyroflows.preprocess`); draws are mapped back, so they never leave the support (no
-rejection), and ``log_prob`` adds both log-Jacobians so it is a density in the user's units.
+there; draws are mapped back, so they never leave the support (no rejection), and ``log_prob``
+adds both log-Jacobians so it is a density in the user's units.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import inspect
-import math
-import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyro
 import torch
 from torch import Tensor, nn
 
-from pyroflows.amortized.parameters import (
-    ParameterSpace,
-    decode_constraint,
-    describe_constraint,
-    encode_constraint,
-    same_support,
+from pyroflows.amortized.estimator import PosteriorEstimator, log_prob_chunks, sample_chunks
+from pyroflows.amortized.observations import ObservationSpace, check_sized
+from pyroflows.amortized.parameters import ParameterSpace
+from pyroflows.amortized.recipe import (
+    AUTO_FLOWS,
+    FAST_PHASE,
+    RECIPES,
+    SECOND_PHASE_EPOCHS,
+    TRAIN_DEFAULTS,
+    fit_posterior,
 )
-from pyroflows.amortized.simulate import (
-    ModelSimulator,
-    PriorSimulator,
-    VariableSizeSimulator,
-    _check_sizes,
-    drop_invalid,
-    missing_rows,
-    set_to_model_layout,
-    valid_rows,
-)
-from pyroflows.builders import FAMILIES, _positive_int, build
-from pyroflows.checkpoint import (
-    atomic_save,
-    load_all_or_nothing,
-    member_path,
-    read_saved,
-    rng_state,
-    set_rng_state,
-)
-from pyroflows.flows import Flow
-from pyroflows.losses import nll
-from pyroflows.nn.summary import IdentitySummary, summary_from_config
-from pyroflows.preprocess import Preprocessor, fit_preprocessor
-from pyroflows.train import History, check_options, fit
-from pyroflows.transforms import FixedAffine
+from pyroflows.amortized.saved import blob_of, read_blob, restore
+from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, VariableSizeSimulator
+from pyroflows.builders import FAMILIES
+from pyroflows.nn.summary import summary_from_config
+from pyroflows.preprocess import Preprocessor
+from pyroflows.train import History
+from pyroflows.train.checkpoint import atomic_save
+from pyroflows.validation import as_real_tensor, positive_int
 
-__all__ = ["AmortizedPosterior", "PosteriorEstimator"]
+#: the recipe's settings (:mod:`~pyroflows.amortized.recipe`) are named here too
+__all__ = [
+    "AUTO_FLOWS",
+    "FAST_PHASE",
+    "FLOW_DEFAULTS",
+    "RECIPES",
+    "SECOND_PHASE_EPOCHS",
+    "TRAIN_DEFAULTS",
+    "AmortizedPosterior",
+    "PosteriorEstimator",
+]
 
-#: training defaults: sbi's NPE batch, learning rate, clipping and 10 % validation, with the rate
-#: decayed by a cosine over 300 epochs and early stopping after 50 epochs without a better
-#: validation loss (sbi: a constant rate, 20 epochs); the best validation state is kept. Two
-#: moons at 10 000 simulations with the first-layer-only conditioners of earlier defaults, five
-#: training seeds: C2ST 0.581 +- 0.017 in about 65 s, where a constant rate with patience 20
-#: gave 0.610-0.627 (three seeds); sbi 0.567 +- 0.012 (benchmarks/amortized.py --seeds).
-#: ``overfit_window=20`` also stops a fit whose validation loss has risen away from its best
-#: for 20 epochs: on the 30 benchmark fits (three tasks, two budgets, five seeds) it never
-#: stopped before the best epoch of the fit without it, so it keeps the same state, and it
-#: ends the linear Gaussian's fits after 25-34 epochs instead of 54-56 (best at epoch 3-5).
-TRAIN_DEFAULTS: dict[str, Any] = dict(
-    batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=50, clip_grad=5.0,
-    overfit_window=20, seed=0,
-)  # fmt: skip
-#: A default offline fit runs in two phases: first :data:`FAST_PHASE` (a rate four times
-#: larger, held constant until the validation loss has not improved for 10 epochs), then, from
-#: its best state, :data:`TRAIN_DEFAULTS` with the cosine over :data:`SECOND_PHASE_EPOCHS`
-#: epochs. Five training seeds on the benchmark's simulations (C2ST; one phase / two phases /
-#: sbi NPE): two moons 1 000 0.757 / 0.728 / 0.744, 10 000 0.562 / 0.564 / 0.567; SLCP 1 000
-#: 0.954 / 0.949 / 0.963, 10 000 0.838 / 0.812 / 0.842 (in 27 instead of 53 s); linear
-#: Gaussian 1 000 0.587 / 0.608 / 0.639, 10 000 0.531 / 0.532 / 0.529. The fast rate alone
-#: fails the Gaussian (0.634 at 1 000, 0.560 at 10 000); the second phase recovers it.
-FAST_PHASE: dict[str, Any] = dict(lr=2e-3, schedule="constant", patience=10)
-SECOND_PHASE_EPOCHS = 100
-#: ``fit(recipe=...)``: ``"two_phase"`` (the default offline, with a validation split) or
-#: ``"one_phase"`` (one run of :func:`pyroflows.train.fit` with the options given)
-RECIPES = ("two_phase", "one_phase")
-#: the options the two-phase recipe sets itself: given to ``fit`` they need
-#: ``recipe="one_phase"`` (they used to switch to one phase silently). ``max_epochs`` given to
-#: a two-phase fit caps both phases together.
-_RECIPE_OPTIONS = ("lr", "schedule", "patience", "max_steps")
-#: a two-phase fit's ``checkpoint`` / ``resume`` path gets one file per phase, named after it
-#: (``run.ckpt`` -> ``run.phase1.ckpt``, ``run.phase2.ckpt``; with ``flow="auto"``
-#: ``run.nsf.phase1.ckpt``, ...)
-PHASE_NAMES = ("phase1", "phase2")
 #: the posterior flow's builder options unless ``flow_kwargs`` says otherwise. The data enter
 #: every hidden layer of each conditioner, not only the first: two moons at 10 000
 #: simulations, C2ST over five training seeds 0.562 +- 0.012 instead of 0.581 +- 0.017 (sbi's
@@ -118,189 +74,6 @@ PHASE_NAMES = ("phase1", "phase2")
 FLOW_DEFAULTS: dict[str, Any] = dict(
     layers=5, hidden=(64, 64), context_every_layer=True, lu="auto"
 )  # fmt: skip
-#: flow families whose layers act on the whole real line (``lu="auto"`` may add linear maps)
-_LINEAR_MAPS_FIT = ("nsf", "maf", "realnvp", "iaf")
-#: ``flow="auto"`` (the default): an offline fit with a validation split trains these
-#: families on the same simulations, split and batches, and keeps the one with the lower
-#: validation loss (online, or without a validation split: the first).
-AUTO_FLOWS: tuple[str, ...] = ("nsf", "realnvp")
-#: builder options of the spline / autoregressive family only: ``flow="auto"`` gives them to
-#: its ``nsf`` member and not to ``realnvp``, which refuses them
-_SPLINE_OPTIONS = frozenset({"bins", "bound", "coupling", "order", "inverse"})
-#: rows per chunk when sampling or scoring many observations at once: activations of a few MB
-#: stay in cache and in reused heap memory (131 072 rows was 1.2-1.6x slower on 1 000
-#: observations x 1 000 draws of a 10-D posterior)
-_CHUNK = 1 << 14
-#: added to the ``seed`` of an online fit for the draws before its loop (the validation
-#: simulations, the networks' initialisation): the loop simulates from torch's stream seeded
-#: with ``seed`` itself, and would otherwise train on the validation set's first simulations
-_ONLINE_SEED_OFFSET = 0x5EED
-#: whether :func:`pyroflows.train.fit` stores a caller's fingerprint in its checkpoints and
-#: compares it on resume, and whether it stops after an exact number of steps
-_TRAIN_TAKES_FINGERPRINT = "fingerprint" in inspect.signature(fit).parameters
-_TRAIN_TAKES_MAX_STEPS = "max_steps" in inspect.signature(fit).parameters
-#: a column whose standard deviation exceeds this many median absolute deviations is
-#: standardised by a few extreme values: the rest vary below float32 resolution after it
-_SWAMPED = 1e6
-
-
-@contextmanager
-def _seeded(seed: int | None, offset: int = 0) -> Iterator[None]:
-    """Seed torch, NumPy and Python's ``random`` (all a simulator may draw from) with
-    ``seed + offset`` for the block, and restore the global random states after it; nothing
-    when ``seed`` is None. Offline (offset 0), ``pyro.set_rng_seed(s); post.fit(..., seed=s)``
-    thus draws what it drew before the simulations were seeded (for a prior + simulator)."""
-    if seed is None:
-        yield
-        return
-    saved = rng_state(None)
-    try:
-        pyro.set_rng_seed((int(seed) + offset) % 2**32)
-        yield
-    finally:
-        set_rng_state(saved, None)
-
-
-def _as_data(value: Any, name: str) -> Tensor:
-    """``value`` as a real tensor (integers and booleans are accepted, as numbers), or a
-    ValueError naming ``name`` (complex or non-numeric values)."""
-    try:
-        tensor = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(
-            f"{name} must be numeric (a tensor or array of numbers), got {type(value).__name__}"
-        ) from None
-    if tensor.is_complex():
-        raise ValueError(f"{name} must be real-valued, got dtype {tensor.dtype}")
-    return tensor
-
-
-def _two_phases(
-    recipe: Any, online: bool, validation_fraction: float, options: Mapping[str, Any]
-) -> bool:
-    """Whether ``fit`` runs the two-phase recipe; ValueError for a recipe that cannot run, or
-    an option the two-phase recipe sets itself given without ``recipe="one_phase"``."""
-    if recipe is not None and recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {list(RECIPES)} or None, got {recipe!r}")
-    if online or recipe == "one_phase":
-        if recipe == "two_phase":
-            raise ValueError(
-                "recipe='two_phase' is for offline fits: an online fit runs one phase over its "
-                "steps (leave recipe out)"
-            )
-        return False
-    if validation_fraction == 0:
-        if recipe == "two_phase":
-            raise ValueError(
-                "recipe='two_phase' needs a validation split (validation_fraction > 0): each "
-                "phase keeps its best validation state"
-            )
-        return False
-    fixed = [key for key in _RECIPE_OPTIONS if key in options]
-    if fixed:
-        given = ", ".join(f"{key}={options[key]!r}" for key in fixed)
-        raise ValueError(
-            f"{given}: the default two-phase recipe sets {'/'.join(fixed)} itself (lr 2e-3 "
-            "constant until 10 epochs without progress, then lr 5e-4 with a cosine over "
-            f"{SECOND_PHASE_EPOCHS} epochs and patience 50); pass recipe='one_phase' to train "
-            f"in one phase with {given}"
-        )
-    return True
-
-
-def _check_train_options(options: Mapping[str, Any]) -> None:
-    """A TypeError for a misspelt (or reserved) training option and the loop's own error for
-    a bad value (``lr=-1``), before anything is simulated (the loop would only find them after
-    the simulations and the set-up)."""
-    reserved = sorted(set(options) & {"desc", "steps_per_epoch"})
-    if reserved:
-        raise TypeError(
-            f"unknown training option(s) {reserved}: AmortizedPosterior.fit sets these itself"
-        )
-    check_options(**{**TRAIN_DEFAULTS, **options})
-
-
-def _check_summary_output(context: Any, n: int, summary: nn.Module) -> None:
-    """The summary network's output for ``n`` simulations must be a finite floating tensor
-    ``(n, features)``: anything else would reach the flow as a wrong context."""
-    name = type(summary).__name__
-    if not isinstance(context, Tensor) or not context.is_floating_point():
-        what = type(context).__name__ if not isinstance(context, Tensor) else context.dtype
-        raise ValueError(f"the summary network {name} returned {what}, not a float tensor")
-    if context.dim() != 2 or len(context) != n or context.shape[-1] < 1:
-        raise ValueError(
-            f"the summary network {name} returned shape {tuple(context.shape)} for {n} "
-            f"simulations: it must return ({n}, features), one row per simulation"
-        )
-    if not bool(torch.isfinite(context).all()):
-        raise ValueError(
-            f"the summary network {name} returned NaN or infinite values for finite "
-            "standardised data"
-        )
-
-
-def _warn_if_swamped(rows: Tensor, name: str) -> None:
-    """Warn when a column's standardisation is set by a few extreme values (e.g. one 1e30
-    among values of order 1): the other values then differ by less than float32 can resolve,
-    so the networks cannot see them vary (the posterior ignores that column). Robust to heavy
-    tails: a Cauchy sample of a million draws has a std of a few hundred MADs."""
-    if len(rows) < 3:
-        return
-    median = rows.median(0).values
-    mad = (rows - median).abs().median(0).values
-    swamped = (mad > 0) & (rows.std(0) > _SWAMPED * mad)
-    if bool(swamped.any()):
-        j = int(swamped.nonzero()[0])
-        extreme = float(rows[(rows[:, j] - median[j]).abs().argmax(), j])
-        warnings.warn(
-            f"{name} column {j}: a few extreme values (e.g. {extreme:.3g}) dominate its "
-            "standardisation; after it the other values differ by less than float32 can "
-            "resolve, so the posterior cannot use their variation. Drop or clip those "
-            "simulations",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-
-
-class PosteriorEstimator(nn.Module):
-    """Summary network + conditional flow: ``q(z | summary(x))`` on standardised data.
-
-    Example:
-        >>> import pyroflows as pf
-        >>> from pyroflows.nn.summary import MLPSummary
-        >>> est = PosteriorEstimator(MLPSummary(3, 4, hidden=(8,)), pf.maf(2, context_dim=4))
-        >>> est.log_prob(torch.zeros(5, 2), torch.zeros(5, 3)).shape
-        torch.Size([5])
-        >>> est.sample((7,), torch.zeros(5, 3)).shape
-        torch.Size([7, 5, 2])
-    """
-
-    def __init__(self, summary: nn.Module, flow: Flow):
-        super().__init__()
-        self.summary, self.flow = summary, flow
-
-    def log_prob(self, theta: Tensor, x: Tensor, check: bool = False) -> Tensor:
-        return self.flow.log_prob(theta, self.summary(x), check=check)
-
-    @torch.no_grad()
-    def sample(self, shape: Sequence[int], x: Tensor) -> Tensor:
-        return self.flow.sample(shape, self.summary(x))
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``, all or nothing: when the state does not fit (e.g. a
-        checkpoint of another architecture given to ``resume``), the estimator keeps its
-        parameters (PyTorch would have copied the matching entries before raising)."""
-        return load_all_or_nothing(
-            super().load_state_dict, self, state_dict, strict=strict, assign=assign
-        )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
 
 
 class AmortizedPosterior:
@@ -347,6 +120,7 @@ class AmortizedPosterior:
             ``(n,)``. A batch of observations is ``(B, rows, features)``.
 
     Example with a varying number of observations:
+        >>> import pyro
         >>> import pyro.distributions as dist
         >>> from pyroflows.nn import DeepSet
         >>> def model(n=10, x=None):
@@ -393,34 +167,22 @@ class AmortizedPosterior:
         sizes: Iterable[int] | None = None,
         size_arg: str | None = None,
     ):
-        if model is not None and (prior is not None or simulator is not None):
-            raise ValueError("pass either a Pyro model or a prior (+ simulator), not both")
-        if simulator is not None and prior is None:
-            raise ValueError("a simulator needs a prior (prior=...) to draw parameters from")
-        if summary is not None and not isinstance(summary, nn.Module):
-            raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
-        if flow != "auto" and flow not in FAMILIES:
-            raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {flow!r}")
-        if model is None and (tuple(model_args) or model_kwargs):
-            raise ValueError("model_args / model_kwargs are arguments of a Pyro model: pass model=")
-        if model is not None and param_name != "theta":
-            raise ValueError(
-                f"param_name={param_name!r} names the parameter of a prior or of plain tensors; "
-                "a Pyro model's parameters keep their site names"
-            )
+        _check_arguments(model, prior, simulator, summary, flow, model_args, model_kwargs,
+                         param_name)  # fmt: skip
         self.observed = str(observed)
-        self.sizes: tuple[int, ...] | None = None
-        self.size_arg: str | None = None
-        self._size_axis, self._row_shape = 0, torch.Size()
         if sizes is not None or size_arg is not None:
-            self._check_sized(model, summary, sizes, size_arg)
+            check_sized(model, summary, sizes, size_arg)
         self.sim: ModelSimulator | VariableSizeSimulator | PriorSimulator | None = None
+        #: the data's shape contract, checks and encoder (shape and standardisation: first fit)
+        self.observations = ObservationSpace.of(summary)
         if model is not None and sizes is not None:
             self.sim = VariableSizeSimulator(
                 model, observed, sizes, size_arg, model_args, model_kwargs
             )
-            self.sizes, self.size_arg = self.sim.sizes, self.sim.size_arg
-            self._size_axis, self._row_shape = self.sim.axis, self.sim.row_shape
+            self.observations = ObservationSpace.of(
+                summary, sizes=self.sim.sizes, size_arg=self.sim.size_arg, axis=self.sim.axis,
+                row_shape=self.sim.row_shape,
+            )  # fmt: skip
         elif model is not None:
             self.sim = ModelSimulator(model, observed, model_args, model_kwargs)
         elif prior is not None:
@@ -436,33 +198,29 @@ class AmortizedPosterior:
         #: ``flow="auto"``: each family's best validation loss and training seconds
         self.candidates: list[dict[str, Any]] = []
         self.theta_pre: Preprocessor | None = None
-        self.x_pre: Preprocessor | None = None
-        self.x_shape: torch.Size | None = None
         self.history: History | None = None
         self.dropped = 0
 
-    @staticmethod
-    def _check_sized(model: Any, summary: Any, sizes: Any, size_arg: Any) -> None:
-        """``sizes`` / ``size_arg`` go together, with a Pyro model and a NaN-padding summary
-        (the values themselves are checked by :class:`VariableSizeSimulator`)."""
-        if sizes is None or size_arg is None:
-            given, missing = ("sizes", "size_arg") if size_arg is None else ("size_arg", "sizes")
-            raise ValueError(
-                f"{given}= needs {missing}= too: sizes are the possible numbers of "
-                "observations and size_arg the model's argument that sets it"
-            )
-        if model is None:
-            raise ValueError(
-                "sizes= and size_arg= vary the number of observations of a Pyro model; with a "
-                "prior + simulator the simulator pads its own sets with all-NaN rows"
-            )
-        if not bool(getattr(summary, "nan_padding", False)):
-            name = "None" if summary is None else type(summary).__name__
-            raise ValueError(
-                f"sizes= gives data sets of different sizes, padded with all-NaN rows: the "
-                f"summary network must read such padding (nan_padding=True, e.g. "
-                f"pyroflows.nn.DeepSet or SetAttention), got summary={name}"
-            )
+    # -- the data (see :class:`ObservationSpace`) -------------------------------------------
+    @property
+    def x_shape(self) -> torch.Size | None:
+        """One simulation's data shape (None until the first fit)."""
+        return self.observations.shape
+
+    @property
+    def x_pre(self) -> Preprocessor | None:
+        """The data's standardisation, fitted in float64 on the first fit's simulations."""
+        return self.observations.pre
+
+    @property
+    def sizes(self) -> tuple[int, ...] | None:
+        """The possible numbers of observations of a posterior built with ``sizes=``."""
+        return self.observations.sizes
+
+    @property
+    def size_arg(self) -> str | None:
+        """The model's argument that sets the number of observations (with ``sizes``)."""
+        return self.observations.size_arg
 
     # -- simulation -----------------------------------------------------------------------
     def simulate(self, num_simulations: int) -> tuple[Tensor, Tensor]:
@@ -476,12 +234,7 @@ class AmortizedPosterior:
     def size_of(self, x: Any) -> int | None:
         """The number of observations (real, non-padding rows) in one observation ``x`` of a
         posterior with ``sizes``; None without ``sizes``."""
-        if self.sizes is None:
-            return None
-        batch, single = self._check_x(x)
-        if not single:
-            raise ValueError("size_of takes one observation, not a batch")
-        return int((~torch.isnan(batch[0]).all(-1)).sum())
+        return self.observations.size_of(x)
 
     def simulate_data(self, theta: Tensor, size: Any = None) -> Tensor:
         """Data for given parameters ``(N, dim)`` (e.g. posterior predictive draws).
@@ -504,80 +257,7 @@ class AmortizedPosterior:
         parts = [self.simulate(min(chunk, n - i)) for i in range(0, n, chunk)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    # -- properties of the summary ----------------------------------------------------------
-    @property
-    def _layout(self) -> tuple[int, torch.Size]:
-        """Where a data set of the model holds its observations, and one row's shape."""
-        return self._size_axis, self._row_shape
-
-    @property
-    def _nan_padding(self) -> bool:
-        return bool(getattr(self.summary, "nan_padding", False))
-
-    @property
-    def _variable_size(self) -> bool:
-        return bool(getattr(self.summary, "variable_size", False))
-
-    def _x_features(self, shape: Sequence[int] | None = None) -> int:
-        """Entries per standardised row of one simulation of ``shape`` (default ``x_shape``)."""
-        event_dims = getattr(self.summary, "event_dims", 1)
-        shape = self.x_shape if shape is None else shape
-        return shape[-1] if len(shape) >= max(event_dims, 1) else 1
-
     # -- preprocessing ----------------------------------------------------------------------
-    def _setup(self, theta: Tensor, x: Tensor) -> None:
-        """First fit: parameter space, preprocessors, networks. All or nothing: the
-        attributes are set only once everything is built, so a failure leaves none behind.
-        Warns when a few extreme values (say 1e30) dominate a column's standardisation."""
-        space = self.space
-        if space is None:
-            space = ParameterSpace([self.param_name], [theta.shape[1:]], [None])
-        x_shape = x.shape[1:]
-        u, _ = space.to_unconstrained(theta.to(torch.float64))
-        _warn_if_swamped(u, "theta (unconstrained)")
-        theta_pre = fit_preprocessor(u, name="theta (unconstrained)")
-        rows = x.to(torch.float64).reshape(-1, self._x_features(x_shape))
-        rows = rows[torch.isfinite(rows).all(-1)]
-        _warn_if_swamped(rows, "x")
-        x_pre = fit_preprocessor(rows, name="x")
-        summary = self.summary
-        if summary is None:
-            summary = IdentitySummary(max(1, math.prod(x_shape)))
-        with torch.no_grad():
-            encoded = self._encode_x(x[:2], x_pre, torch.float32, x_shape)
-            context = summary(encoded)
-        _check_summary_output(context, len(encoded), summary)
-        context_dim = int(context.shape[-1])
-        dim = space.unconstrained_dim
-        families = (self.flow_name,)
-        if self.flow_name == "auto":  # coupling needs two parameters or more
-            families = tuple(f for f in AUTO_FLOWS if dim >= 2 or f != "realnvp")
-        members = {}
-        for i, family in enumerate(families):  # each family its own copy of the summary
-            kwargs = self._family_kwargs(family, dim)
-            net = summary if i == 0 else copy.deepcopy(summary)
-            members[family] = (PosteriorEstimator(net, build(family, dim, context_dim, **kwargs)),
-                               kwargs)  # fmt: skip
-        self.x_shape = x_shape
-        self.space, self.theta_pre, self.x_pre = space, theta_pre, x_pre
-        self.context_dim = context_dim
-        self._members = members
-        if len(families) == 1:
-            self._choose(families[0])
-        else:  # the first offline fit chooses
-            self._use(families[0])
-
-    def _family_kwargs(self, family: str, dim: int) -> dict[str, Any]:
-        """The builder options of one family: ``flow_kwargs`` without the spline options for
-        a family that refuses them (``flow="auto"``), and ``lu="auto"`` resolved (so that a
-        save stores the choice): linear maps with three or more parameters."""
-        kwargs = dict(self.flow_kwargs)
-        if self.flow_name == "auto" and family != "nsf":
-            kwargs = {k: v for k, v in kwargs.items() if k not in _SPLINE_OPTIONS}
-        if kwargs.get("lu") == "auto":
-            kwargs["lu"] = dim >= 3 and family in _LINEAR_MAPS_FIT
-        return kwargs
-
     def _use(self, family: str) -> None:
         """Make the networks of one family of :attr:`_members` the posterior's."""
         estimator, kwargs = self._members[family]
@@ -591,44 +271,14 @@ class AmortizedPosterior:
 
     def _encode_theta(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """User units -> ``(z, log|dz/dtheta|)`` in float64 (``-inf`` outside the support)."""
-        u, ladj_bij = self.space.to_unconstrained(theta.to(torch.float64))
-        z, ladj_pre = self.theta_pre.to_latent(u)
-        return z, ladj_pre - ladj_bij
+        return self.space.encode(theta, self.theta_pre)
 
     def _decode_theta(self, z: Tensor) -> Tensor:
-        return self.space.to_constrained(self.theta_pre.from_latent(z.to(torch.float64)))
+        return self.space.decode(z, self.theta_pre)
 
-    def _encode_x(
-        self,
-        x: Tensor,
-        pre: Any = None,
-        dtype: torch.dtype | None = None,
-        shape: Sequence[int] | None = None,
-    ) -> Tensor:
-        """Standardised data (per entry of the last dimension) in the networks' dtype; by
-        default with ``x_pre``, the networks' dtype and ``x_shape`` (what set-up passes
-        before those exist).
-
-        Standardised values are clamped to the finite range of the networks' dtype before the
-        cast: a huge but finite observation (say 1e300) stays a huge finite input, which the
-        conditioner networks bound, instead of overflowing to ``inf`` (NaN padding stays NaN).
-        """
-        pre = self.x_pre if pre is None else pre
-        dtype = self._dtype if dtype is None else dtype
-        flat = x.to(torch.float64).reshape(-1, self._x_features(shape))
-        z, _ = pre.to_latent(flat)
-        limit = torch.finfo(dtype).max
-        z = z.reshape(x.shape).clamp(-limit, limit).to(dtype)
-        if self._feature_axis(shape):  # a set of scalars (n,) -> (n, 1) for a set summary
-            z = z[..., None]
-        return z
-
-    def _feature_axis(self, shape: Sequence[int] | None = None) -> bool:
-        """Whether one simulation of ``shape`` (default ``x_shape``) is a 1-D set of scalar
-        observations read by a summary of sets / sequences (``event_dims == 2``): the
-        networks then get it with a feature axis of size 1, as ``sizes=`` does."""
-        shape = self.x_shape if shape is None else shape
-        return getattr(self.summary, "event_dims", 1) == 2 and len(shape) == 1
+    def _context(self, batch: Tensor) -> Tensor:
+        """The summary of a batch of observations: the flow's context, on its device."""
+        return self.estimator.summary(self.observations.encode(batch, self._dtype).to(self._device))
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -642,70 +292,6 @@ class AmortizedPosterior:
     def _check_fitted(self) -> None:
         if self.estimator is None:
             raise ValueError("this AmortizedPosterior is not fitted yet; call fit first")
-
-    def _check_x(self, x: Any, name: str = "x", values: bool = True) -> tuple[Tensor, bool]:
-        """``(x as a batch (B, *event), single)``; ValueError naming the problem."""
-        x = _as_data(x, name)
-        if not x.is_floating_point():
-            x = x.to(torch.float64)
-        shape, k = self.x_shape, len(self.x_shape)
-        if self.sizes is not None and x.dim() == 1 and not self._row_shape:
-            x = x[:, None]  # one data set of scalar observations in the model's layout
-        if x.dim() == k:
-            single, batch = True, x[None]
-        elif x.dim() == k + 1:
-            single, batch = False, x
-        else:
-            raise ValueError(
-                f"{name} must have shape {tuple(shape)} (one observation) or (B, "
-                f"{', '.join(map(str, shape))}) (a batch), got {tuple(x.shape)}"
-            )
-        event = batch.shape[1:]
-        if self._variable_size:
-            ok = k == 0 or event[-1] == shape[-1] or (k == 1 and self._x_features() == 1)
-        else:
-            ok = event == shape
-        if not ok:
-            hint = ""
-            if self.sizes is not None:
-                hint = (
-                    f" (one data set is (n, {shape[-1]}) with n rows, any padding rows all NaN"
-                    f"{', or (n,)' if not self._row_shape else ''}; a batch is "
-                    f"(B, n, {shape[-1]}))"
-                )
-            raise ValueError(
-                f"{name} must have event shape {tuple(shape)}"
-                f"{' (leading sizes may vary)' if self._variable_size else ''}, got "
-                f"{tuple(x.shape)}{hint}"
-            )
-        if values and self._nan_padding and batch.dim() >= 3:
-            missing = missing_rows(batch)
-            if bool(missing.any()):
-                b, r = (int(i) for i in missing.nonzero()[0])
-                where = "" if single else f" of observation {b}"
-                raise ValueError(
-                    f"{name}: row {r}{where} is all NaN but real rows follow it: only trailing "
-                    "all-NaN rows are padding, a NaN row elsewhere is a missing observation "
-                    "(drop the row, or impute it)"
-                )
-        bad = ~valid_rows(batch, self._nan_padding)
-        if values and bool(bad.any()):
-            where = "" if single else f" (observation {int(bad.nonzero()[0])})"
-            extra = " outside all-NaN padding rows" if self._nan_padding else ""
-            raise ValueError(f"{name} contains NaN or infinite values{extra}{where}")
-        if values and self.sizes is not None:
-            rows = (~torch.isnan(batch).all(-1)).sum(-1)
-            low, high = self.sizes[0], self.sizes[-1]
-            outside = (rows < low) | (rows > high)
-            if bool(outside.any()):
-                warnings.warn(
-                    f"{name} has {int(rows[outside][0])} observations"
-                    f"{'' if single else f' (observation {int(outside.nonzero()[0])})'}, "
-                    f"outside the {low} to {high} trained on: the posterior extrapolates",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        return batch, single
 
     # -- training ---------------------------------------------------------------------------
     def fit(
@@ -792,315 +378,16 @@ class AmortizedPosterior:
             ValueError: naming the problem (shapes, values, counts, options, an option the
                 recipe sets itself), before any simulation or change of state.
         """
-        options = {**TRAIN_DEFAULTS, **train_options}
-        given = [theta is not None or x is not None, num_simulations is not None, simulate_online]
-        if sum(given) != 1:
-            raise ValueError(
-                "fit takes exactly one of: theta and x (tensors), num_simulations, or "
-                "simulate_online=True"
-            )
-        _check_train_options(train_options)
-        # an option of the other mode would be ignored: refused instead
-        other = ("validation_fraction",) if simulate_online else (
-            "steps", "num_validation", "steps_per_epoch")  # fmt: skip
-        values = dict(steps=steps, validation_fraction=validation_fraction,
-                      num_validation=num_validation, steps_per_epoch=steps_per_epoch)  # fmt: skip
-        ignored = [name for name in other if values[name] is not None]
-        if ignored:
-            mode = "an online fit" if simulate_online else "an offline fit"
-            raise ValueError(
-                f"{', '.join(f'{n}={values[n]!r}' for n in ignored)} would be ignored by {mode}: "
-                + ("validation_fraction splits offline simulations (online, num_validation "
-                   "sets the held-out set)" if simulate_online else
-                   "steps, num_validation and steps_per_epoch are for simulate_online=True "
-                   "(offline, the number of epochs is max_epochs with recipe='one_phase')")
-            )  # fmt: skip
-        online_only = sorted({"max_epochs", "max_steps"} & set(train_options))
-        if simulate_online and online_only:
-            raise ValueError(
-                f"{online_only} would be ignored by an online fit: steps= sets its length"
-            )
-        validation_fraction = 0.1 if validation_fraction is None else validation_fraction
-        num_validation = 1000 if num_validation is None else num_validation
-        steps_per_epoch = 200 if steps_per_epoch is None else steps_per_epoch
-        if not simulate_online and not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
-        two_phases = _two_phases(recipe, simulate_online, validation_fraction, train_options)
-        seed = train_options.get("seed")  # only an explicit seed fixes the simulations
-        if simulate_online:
-            online = {**TRAIN_DEFAULTS, "patience": None, **train_options}
-            # the loop simulates too: a simulator drawing from NumPy or Python's random (which
-            # the loop does not seed) is seeded here, and those states are restored after it
-            with _seeded(seed, _ONLINE_SEED_OFFSET), self._all_or_nothing():
-                return self._fit_online(steps, num_validation, steps_per_epoch, online)
-        if num_simulations is not None:
-            _positive_int("num_simulations", num_simulations)
-        elif theta is None or x is None:
-            raise ValueError("fit(theta, x) needs both theta and x")
-        if two_phases and "max_epochs" in train_options:
-            options["_epoch_cap"] = train_options["max_epochs"]
-        with self._all_or_nothing():
-            return self._fit_offline(theta, x, num_simulations, seed, validation_fraction,
-                                     options, two_phases)  # fmt: skip
-
-    @contextmanager
-    def _all_or_nothing(self) -> Iterator[None]:
-        """A fit that raises (a simulator's or summary network's bad output, a checkpoint of
-        other simulations given to ``resume``, an interrupt) leaves the posterior as it was:
-        its attributes and its networks' parameters (the last checkpoint keeps the work)."""
-        saved = dict(vars(self))
-        state = None
-        if self.estimator is not None:
-            state = {k: v.detach().clone() for k, v in self.estimator.state_dict().items()}
-        try:
-            yield
-        except BaseException:
-            vars(self).clear()
-            vars(self).update(saved)
-            if state is not None:
-                self.estimator.load_state_dict(state)
-            raise
-
-    def _fit_offline(self, theta: Any, x: Any, num_simulations: int | None, seed: Any,
-                     validation_fraction: float, options: dict, two_phases: bool
-                     ) -> AmortizedPosterior:  # fmt: skip
-        with _seeded(seed):
-            if num_simulations is not None:
-                theta, x = self._simulate_many(num_simulations)
-            theta, x, dropped = self._check_training(theta, x)
-            if len(theta) < 2:
-                raise ValueError(
-                    f"fit needs at least 2 valid simulations, got {len(theta)} (one for "
-                    "training and one for validation)"
-                )
-            n_val = min(max(1, int(round(validation_fraction * len(theta)))), len(theta) - 1)
-            order = torch.randperm(len(theta), generator=torch.Generator().manual_seed(
-                int(options.get("seed") or 0)))  # fmt: skip
-            if validation_fraction == 0:
-                n_val = 0
-                options["patience"] = None
-            val, train = order[:n_val], order[n_val:]
-            if self.estimator is None:
-                self._setup(theta[train], x[train])
-        self.dropped += dropped
-        data = self._training_tensors(theta[train], x[train])
-        val_data = self._training_tensors(theta[val], x[val]) if n_val else None
-        if self._members and n_val:
-            self.history = self._fit_members(data, val_data, options, two_phases)
-        else:
-            if self._members:  # flow="auto" without a validation split: the first family
-                self._choose(AUTO_FLOWS[0])
-            self.history = self._fit_once(data, val_data, options, two_phases)
-        return self
-
-    def _fit_once(self, data: tuple, val_data: tuple | None, options: dict, two_phases: bool,
-                  desc: str = "NPE") -> History:  # fmt: skip
-        if two_phases:
-            return self._fit_two_phases(data, val_data, options, desc)
-        return self._train(nll, data, val_data, options, desc, "one_phase")
-
-    def _train(self, loss: Callable, data: Any, val_data: Any, options: dict, desc: str,
-               run: str) -> History:  # fmt: skip
-        """One :func:`pyroflows.train.fit` of the current networks, with the posterior's
-        :meth:`_fingerprint` stored in its checkpoint and compared on resume."""
-        extra = {"fingerprint": self._fingerprint(run)} if _TRAIN_TAKES_FINGERPRINT else {}
-        options = {k: v for k, v in options.items() if k != "_epoch_cap"}
-        return fit(self.estimator, loss, data, val_data, desc=desc, **options, **extra)
-
-    def _fingerprint(self, run: str) -> dict[str, Any]:
-        """What a checkpoint of this posterior's training must share with a run resuming
-        from it, beyond the training tensors and the loop's settings (which the loop checks
-        itself): the sites (names, shapes, supports), the preprocessing of theta and x (fitted
-        on the simulations), the data's shape, the flow family and its options, the summary
-        network, and which run of the recipe wrote it."""
-        digest = hashlib.sha256()
-        for pre in (self.theta_pre, self.x_pre):
-            for key, value in pre.state_dict().items():
-                digest.update(key.encode())
-                digest.update(value.detach().to(torch.float64).cpu().numpy().tobytes())
-        summary = self.estimator.summary
-        config = getattr(summary, "config", None)
-        sites = [
-            f"{n}{tuple(shape)}:{describe_constraint(encode_constraint(support))}"
-            for n, shape, support in zip(
-                self.space.names, self.space.shapes, self.space.supports, strict=True
-            )
-        ]
-        return {
-            "posterior_sites": ", ".join(sites),
-            "posterior_preprocessing": digest.hexdigest()[:20],
-            "posterior_x_shape": str(tuple(self.x_shape)),
-            "posterior_flow": f"{self.flow_name} {sorted(_plain(self.flow_kwargs).items())}",
-            "posterior_summary": f"{type(summary).__name__} {_plain(config)}",
-            "posterior_run": run,
-        }
-
-    def _fit_members(
-        self, data: tuple, val_data: tuple, options: dict, two_phases: bool
-    ) -> History:
-        """``flow="auto"``: train every family of :attr:`_members` with the same options
-        (split, batches, seed), keep the one with the lower validation loss. A
-        ``time_budget`` is shared out (each family an equal part of what is left); a
-        ``checkpoint`` / ``resume`` path gets one file per family, named after it
-        (``run.ckpt`` -> ``run.nsf.ckpt``, ``run.realnvp.ckpt``)."""
-        start, results = time.perf_counter(), []
-        families = list(self._members)
-        for i, family in enumerate(families):
-            self._use(family)
-            member_options = dict(options)
-            for key in ("checkpoint", "resume"):
-                if member_options.get(key) is not None:
-                    member_options[key] = member_path(member_options[key], family)
-            budget = options.get("time_budget")
-            if budget is not None:
-                left = max(budget - (time.perf_counter() - start), 1e-3)
-                member_options["time_budget"] = left / (len(families) - i)
-            began = time.perf_counter()
-            history = self._fit_once(data, val_data, member_options, two_phases,
-                                     desc=f"NPE {family}")  # fmt: skip
-            results.append((family, history, time.perf_counter() - began))
-        family, history, _ = min(results, key=lambda r: r[1].best_loss)
-        self.candidates = [
-            dict(flow=name, best_loss=h.best_loss, epochs=len(h.train_loss), seconds=seconds)
-            for name, h, seconds in results
-        ]
-        self._choose(family)
-        return history
-
-    def _fit_two_phases(
-        self, data: tuple, val_data: tuple, options: dict, desc: str = "NPE"
-    ) -> History:
-        """:data:`FAST_PHASE`, then the given options with a cosine over
-        :data:`SECOND_PHASE_EPOCHS` epochs from the first phase's best state; the state with
-        the lower validation loss of the two is kept. One history for both."""
-        phases = [{**options, **FAST_PHASE}, {**options, "max_epochs": SECOND_PHASE_EPOCHS}]
-        for phase, name in zip(phases, PHASE_NAMES, strict=True):
-            for key in ("checkpoint", "resume"):
-                if phase.get(key) is not None:
-                    phase[key] = member_path(phase[key], name)
-        first = self._train(nll, data, val_data, phases[0], f"{desc} (fast phase)",
-                            f"two_phase:{PHASE_NAMES[0]}")  # fmt: skip
-        cap = options.get("_epoch_cap")  # max_epochs given: both phases together
-        if cap is not None:
-            left = cap - len(first.train_loss)
-            if left <= 0:
-                return first
-            phases[1]["max_epochs"] = min(SECOND_PHASE_EPOCHS, left)
-        budget = options.get("time_budget")
-        if budget is not None:  # the second phase gets what the first left
-            left = budget - (first.time[-1] if first.time else 0.0)
-            if left <= 0:
-                return first
-            phases[1]["time_budget"] = left
-        best_first = {k: v.detach().clone() for k, v in self.estimator.state_dict().items()}
-        second = self._train(nll, data, val_data, phases[1], desc,
-                             f"two_phase:{PHASE_NAMES[1]}")  # fmt: skip
-        offset = len(first.train_loss)
-        if not second.best_loss < first.best_loss:  # the second phase never did better
-            self.estimator.load_state_dict(best_first)
-            best_epoch, best_loss = first.best_epoch, first.best_loss
-        else:
-            best_epoch, best_loss = offset + second.best_epoch, second.best_loss
-        elapsed = first.time[-1] if first.time else 0.0
-        return History(
-            train_loss=first.train_loss + second.train_loss,
-            val_loss=first.val_loss + second.val_loss,
-            lr=first.lr + second.lr,
-            time=first.time + [elapsed + t for t in second.time],
-            best_epoch=best_epoch,
-            best_loss=best_loss,
-            stop_reason=second.stop_reason,
-            restarts=first.restarts + second.restarts,
-            steps=first.steps + second.steps,
+        given = dict(steps=steps, validation_fraction=validation_fraction,
+                     num_validation=num_validation, steps_per_epoch=steps_per_epoch)  # fmt: skip
+        return fit_posterior(
+            self, theta, x, num_simulations, simulate_online, recipe, given, train_options
         )
-
-    def _check_training(self, theta: Any, x: Any) -> tuple[Tensor, Tensor, int]:
-        """``(theta (N, dim), x, number of simulations dropped)``: shapes and values checked,
-        non-finite simulations removed (with one warning); changes no state."""
-        theta, x = _as_data(theta, "theta"), _as_data(x, "x")
-        if theta.dim() == 0 or x.dim() == 0:
-            raise ValueError(
-                "theta and x need a leading dimension of simulations (one row each), got "
-                f"shapes {tuple(theta.shape)} and {tuple(x.shape)}"
-            )
-        if len(theta) != len(x):
-            raise ValueError(
-                f"theta has {len(theta)} rows and x has {len(x)}: one simulation per row"
-            )
-        if len(theta) == 0:
-            raise ValueError("theta and x are empty (0 simulations)")
-        theta = theta.reshape(len(theta), -1) if theta.dim() != 2 else theta
-        if self.space is not None and theta.shape[1] != self.space.dim:
-            raise ValueError(
-                f"theta must have {self.space.dim} values per row ({self.space}), got "
-                f"{tuple(theta.shape)}"
-            )
-        if self.x_shape is not None:
-            self._check_x(x, "x", values=False)  # values are filtered below
-        theta, x, dropped = drop_invalid(theta, x, self._nan_padding)
-        if self.space is not None:
-            inside = torch.isfinite(self.space.to_unconstrained(theta.double())[1])
-            if not bool(inside.all()):
-                raise ValueError(
-                    f"{int((~inside).sum())} parameter draws lie outside the prior's support"
-                )
-        return theta, x, dropped
 
     def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             z, _ = self._encode_theta(theta)
-            return z.to(self._dtype), self._encode_x(x)
-
-    def _fit_online(
-        self, steps: int | None, num_validation: int, steps_per_epoch: int, options: dict
-    ) -> AmortizedPosterior:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"simulate_online=True needs steps=<positive int>, got {steps!r}")
-        _positive_int("num_validation", num_validation)
-        _positive_int("steps_per_epoch", steps_per_epoch)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            theta_val, x_val, val_dropped = self._check_training(
-                *self._simulate_many(num_validation)
-            )
-            if self.estimator is None:
-                self._setup(theta_val, x_val)
-        if self._members:  # flow="auto" online: the first family (see AUTO_FLOWS)
-            self._choose(AUTO_FLOWS[0])
-        for w in caught:  # anything but the count of skipped rows (reported once, below)
-            if "were skipped" not in str(w.message):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        val_data = self._training_tensors(theta_val, x_val)
-        batch_size, dropped = options["batch_size"], [0]
-
-        def loss(model: nn.Module, batch: tuple) -> Tensor:
-            if batch:  # the fixed validation set
-                return nll(model, batch)
-            theta, x = self.simulate(batch_size)
-            self._check_x(x, "the simulator's x", values=False)  # never reinterpreted
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                theta, x, n_bad = drop_invalid(theta, x, self._nan_padding)
-            dropped[0] += n_bad
-            device = next(model.parameters()).device  # simulated on the CPU; trained there
-            return nll(model, tuple(t.to(device) for t in self._training_tensors(theta, x)))
-
-        per_epoch = min(steps_per_epoch, steps)
-        options["max_epochs"] = math.ceil(steps / per_epoch)
-        if _TRAIN_TAKES_MAX_STEPS:  # exactly ``steps`` steps (the last epoch shorter)
-            options["max_steps"] = steps
-        options["steps_per_epoch"] = per_epoch
-        self.history = self._train(loss, None, val_data, options, "NPE online", "online")
-        dropped[0] += val_dropped
-        if dropped[0]:
-            warnings.warn(
-                f"{dropped[0]} simulations contained NaN or infinite values and were skipped "
-                "during online training",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        self.dropped += dropped[0]
-        return self
+            return z.to(self._dtype), self.observations.encode(x, self._dtype)
 
     # -- inference ------------------------------------------------------------------------
     def sample(
@@ -1118,23 +405,16 @@ class AmortizedPosterior:
             ``(num_samples, dim)`` for one observation, ``(num_samples, B, dim)`` for a batch.
         """
         self._check_fitted()
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        batch, single = self._check_x(x)
+        num_samples = positive_int("num_samples", num_samples)
+        batch, single = self.observations.check(x)
         # inference mode: a few percent faster than no_grad over the thousands of small
         # operations of a chunked draw; the result leaves it through torch.cat below as an
         # ordinary tensor
         with torch.random.fork_rng(devices=[], enabled=seed is not None), torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
-            context = self.estimator.summary(self._encode_x(batch).to(self._device))
-            per_chunk = max(1, _CHUNK // len(batch))
-            parts = [
-                self._decode_theta(  # decoded on the CPU in float64, whatever the device
-                    self.estimator.flow.sample((min(per_chunk, num_samples - i),), context).cpu()
-                ).to(torch.float32)
-                for i in range(0, num_samples, per_chunk)
-            ]
+            context = self._context(batch)
+            parts = sample_chunks(self.estimator, context, num_samples, self._decode_theta)
         theta = torch.cat(parts)
         if single:
             theta = theta[:, 0]
@@ -1147,13 +427,13 @@ class AmortizedPosterior:
         must broadcast with ``(B,)`` (e.g. ``(S, B, dim)``).
         """
         self._check_fitted()
-        theta = _as_data(theta, "theta")
+        theta = as_real_tensor(theta, "theta")
         if theta.dim() == 0 or theta.shape[-1] != self.space.dim:
             raise ValueError(
                 f"theta must have {self.space.dim} values in its last dimension, got shape "
                 f"{tuple(theta.shape)}"
             )
-        batch, single = self._check_x(x)
+        batch, single = self.observations.check(x)
         observations = () if single else (len(batch),)
         try:
             shape = torch.broadcast_shapes(theta.shape[:-1], observations)
@@ -1164,33 +444,15 @@ class AmortizedPosterior:
                 f"(S, {len(batch)}, {self.space.dim}))"
             ) from None
         with torch.inference_mode():
-            context = self.estimator.summary(self._encode_x(batch).to(self._device))
+            context = self._context(batch)
             if single:
                 context = context[0]
-            if not shape:  # one theta, one observation
-                parts = [self._log_prob_rows(theta, context)]
-            else:  # chunks along the leading axis: bounded memory and cache-sized
-                # activations, as when sampling (10^6 10-D rows at once: 4.5x slower)
-                theta = theta.expand(shape + theta.shape[-1:])
-                step = max(1, _CHUNK // math.prod(shape[1:]))
-                split = len(shape) == len(observations)  # a theta per observation: (B, dim)
-                parts = [
-                    self._log_prob_rows(
-                        theta[i : i + step], context[i : i + step] if split else context
-                    )
-                    for i in range(0, shape[0], step)
-                ]
+            split = len(shape) == len(observations)  # a theta per observation: (B, dim)
+            parts = log_prob_chunks(
+                self.estimator, theta, context, shape, split, self._encode_theta
+            )
         out = torch.cat([part.reshape(-1) for part in parts])  # ordinary outside inference mode
         return out.reshape(shape)
-
-    def _log_prob_rows(self, theta: Tensor, context: Tensor) -> Tensor:
-        """``log p(theta | ·)`` for a block of rows, given the conditioner's context."""
-        z, ladj = self._encode_theta(theta)
-        z = torch.where(torch.isfinite(z), z, torch.zeros_like(z))
-        z = z.to(self._device, self._dtype)
-        log_q = self.estimator.flow.log_prob(z, context, check=False)
-        out = log_q.to(torch.float64).cpu() + ladj
-        return torch.where(torch.isfinite(ladj), out, torch.full_like(out, -math.inf))
 
     def to_inference_data(
         self,
@@ -1222,39 +484,9 @@ class AmortizedPosterior:
             >>> idata.posterior_predictive["x"].shape
             (4, 25, 2)
         """
-        from pyroflows.inference_data import to_inference_data
+        from pyroflows.inference_data import from_posterior
 
-        batch, single = self._check_x(x)
-        if not single:
-            raise ValueError("to_inference_data takes one observation, not a batch")
-        if posterior_predictive and self.sim is None:
-            raise ValueError(
-                "posterior_predictive=True needs a simulator: construct with a Pyro model or "
-                "prior + simulator"
-            )
-        draws = self.sample(batch[0], num_samples, seed=seed)
-        observed = batch[0]
-        if self.sizes is not None:  # the real rows, in the model's layout
-            observed = observed[~torch.isnan(observed).all(-1)]
-        predictive = None
-        if posterior_predictive:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                if self.sizes is not None:
-                    n = len(observed)
-                    replicated = self.simulate_data(draws, size=n)[:, :n]
-                    replicated = set_to_model_layout(replicated, *self._layout)
-                else:
-                    replicated = self.simulate_data(draws)
-            predictive = {self.observed: replicated.detach().cpu().numpy()}
-        if self.sizes is not None:
-            observed = set_to_model_layout(observed, *self._layout)
-        return to_inference_data(
-            {k: v.numpy() for k, v in self.space.unflatten(draws).items()},
-            chains=chains,
-            observed_data={self.observed: observed.numpy()},
-            posterior_predictive=predictive,
-        )
+        return from_posterior(self, x, num_samples, chains, seed, posterior_predictive)
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -1268,35 +500,7 @@ class AmortizedPosterior:
             ValueError: not fitted, or the folder does not exist or is not writable.
         """
         self._check_fitted()
-        summary = self.estimator.summary
-        blob = {
-            "format": "pyroflows.AmortizedPosterior",
-            "version": self.FORMAT_VERSION,
-            "config": {
-                "flow": self.flow_name,
-                "flow_kwargs": _plain(self.flow_kwargs),
-                "summary": type(summary).__name__,
-                "summary_config": _plain(getattr(summary, "config", None)),
-                "context_dim": self.context_dim,
-                "observed": self.observed,
-                "param_name": self.param_name,
-                "x_shape": list(self.x_shape),
-                "space": self.space.state(),
-                # optional (absent from older files): a varying number of observations
-                "sizes": None if self.sizes is None else list(self.sizes),
-                "size_arg": self.size_arg,
-                "size_axis": self._size_axis,
-                "row_shape": list(self._row_shape),
-            },
-            "state": {
-                "estimator": {k: v.cpu() for k, v in self.estimator.state_dict().items()},
-                "theta_pre": self.theta_pre.state_dict(),
-                "x_pre": self.x_pre.state_dict(),
-            },
-            "history": None if self.history is None else _plain(self.history.as_dict()),
-            "dropped": self.dropped,
-        }
-        atomic_save(blob, path)
+        atomic_save(blob_of(self, self.FORMAT_VERSION), path)
 
     @classmethod
     def load(
@@ -1323,68 +527,19 @@ class AmortizedPosterior:
                 missing entries, or saved networks that do not match the saved configuration
                 (or the ``summary`` passed); a crafted file never runs code.
         """
-        what = "a saved pyroflows AmortizedPosterior"
-        blob = read_saved(path, "pyroflows.AmortizedPosterior", what)
-        version = blob.get("version")
-        if type(version) is not int or version != cls.FORMAT_VERSION:
-            newer = type(version) is int and version > cls.FORMAT_VERSION
-            raise ValueError(
-                f"{path} has format version {version!r}; this pyroflows reads version "
-                f"{cls.FORMAT_VERSION}{' (upgrade pyroflows)' if newer else ''}"
-            )
-        for section, keys in _SAVED_KEYS.items():
-            part = blob.get(section)
-            if not isinstance(part, dict):
-                raise ValueError(f"{path} is not {what}: its {section!r} entry is missing")
-            missing = [key for key in keys if key not in part]
-            if missing:
-                raise ValueError(f"{path} is not {what}: {section} lacks {missing}")
+        blob = read_blob(path, cls.FORMAT_VERSION)
         c = blob["config"]
-        summary_given = summary is not None
+        given = summary is not None
         if summary is None:
             summary = summary_from_config(c["summary"], c["summary_config"])
-        sized = c.get("sizes") is not None
+        sized = c.get("sizes") is not None and model is not None  # simulates with them again
         post = cls(
             model, c["observed"], prior=prior, simulator=simulator, summary=summary,
             flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
             model_kwargs=model_kwargs, param_name="theta" if model is not None else c["param_name"],
-            sizes=c["sizes"] if sized and model is not None else None,
-            size_arg=c.get("size_arg") if sized and model is not None else None,
+            sizes=c["sizes"] if sized else None, size_arg=c.get("size_arg") if sized else None,
         )  # fmt: skip
-        space = _saved_space(path, c["space"], post.space)  # refuses other sites, first
-        try:
-            if sized:
-                post.sizes = _check_sizes(c["sizes"])
-                post.size_arg = str(c["size_arg"])
-                post._size_axis = int(c.get("size_axis", 0))
-                post._row_shape = torch.Size(int(s) for s in c.get("row_shape", ()))
-            post.space = space
-            if post.sim is not None:  # the model's sites, flattened in the saved order
-                post.sim.set_space(post.space)
-            post.x_shape = torch.Size(c["x_shape"])
-            post.context_dim = int(c["context_dim"])
-            post.flow_kwargs = dict(c["flow_kwargs"])  # what was saved, not today's defaults
-            flow = build(
-                c["flow"], post.space.unconstrained_dim, post.context_dim, **post.flow_kwargs
-            )
-            post.estimator = PosteriorEstimator(summary, flow)
-            post.estimator.load_state_dict(blob["state"]["estimator"])
-            post.estimator.eval()
-            post.theta_pre = _identity_pre(post.space.unconstrained_dim)
-            post.theta_pre.load_state_dict(blob["state"]["theta_pre"])
-            post.x_pre = _identity_pre(post._x_features())
-            post.x_pre.load_state_dict(blob["state"]["x_pre"])
-            if blob.get("history"):
-                post.history = History(**blob["history"])
-            post.dropped = int(blob.get("dropped", 0))
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
-            text = str(error).strip()
-            reason = text.splitlines()[0] if text else type(error).__name__
-            raise ValueError(
-                f"{path}: the saved networks do not match the saved configuration"
-                f"{' or the summary passed' if summary_given else ''} ({reason})"
-            ) from None
-        return post
+        return restore(post, blob, path, summary, given)
 
     def __repr__(self) -> str:
         state = "fitted" if self.estimator is not None else "not fitted"
@@ -1395,82 +550,23 @@ class AmortizedPosterior:
         )
 
 
-#: the entries :meth:`AmortizedPosterior.load` needs, per section of the saved dictionary
-_SAVED_KEYS = {
-    "config": (
-        "flow", "flow_kwargs", "summary", "summary_config", "context_dim", "observed",
-        "param_name", "x_shape", "space",
-    ),
-    "state": ("estimator", "theta_pre", "x_pre"),
-}  # fmt: skip
-
-
-def _saved_space(
-    path: Any, saved: Mapping[str, Any], current: ParameterSpace | None
-) -> ParameterSpace:
-    """The saved parameter space (its order: the flow's), with the supports of the model or
-    prior passed to ``load`` matched by site name. ValueError naming the difference when that
-    model's sites, shapes or supports are not the saved ones; a warning when a support could
-    not be saved (then the model's is used, checked by its type's name only)."""
-    names = [str(n) for n in saved["names"]]
-    shapes = [torch.Size(int(d) for d in s) for s in saved["shapes"]]
-    specs = saved.get("supports")
-    if current is None:
-        if specs is None:
-            raise ValueError(
-                f"{path} was saved without the supports of its sites: pass the model or prior"
-            )
-        return ParameterSpace(names, shapes, [decode_constraint(spec) for spec in specs])
-    if sorted(names) != sorted(current.names):
-        new = [n for n in current.names if n not in names]
-        missing = [n for n in names if n not in current.names]
-        parts = [f"{n!r} is new" for n in new] + [f"{n!r} is missing" for n in missing]
+def _check_arguments(
+    model: Any, prior: Any, simulator: Any, summary: Any, flow: Any, model_args: Any,
+    model_kwargs: Any, param_name: Any,
+) -> None:  # fmt: skip
+    """The constructor's arguments that go together or exclude each other."""
+    if model is not None and (prior is not None or simulator is not None):
+        raise ValueError("pass either a Pyro model or a prior (+ simulator), not both")
+    if simulator is not None and prior is None:
+        raise ValueError("a simulator needs a prior (prior=...) to draw parameters from")
+    if summary is not None and not isinstance(summary, nn.Module):
+        raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
+    if flow != "auto" and flow not in FAMILIES:
+        raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {flow!r}")
+    if model is None and (tuple(model_args) or model_kwargs):
+        raise ValueError("model_args / model_kwargs are arguments of a Pyro model: pass model=")
+    if model is not None and param_name != "theta":
         raise ValueError(
-            f"{path}: the saved posterior has sites {names}; the model passed to load has "
-            f"{current.names}: {', '.join(parts)}"
+            f"param_name={param_name!r} names the parameter of a prior or of plain tensors; "
+            "a Pyro model's parameters keep their site names"
         )
-    shape_of = dict(zip(current.names, current.shapes, strict=True))
-    support_of = dict(zip(current.names, current.supports, strict=True))
-    supports, unchecked = [], []
-    for i, (name, shape) in enumerate(zip(names, shapes, strict=True)):
-        if shape_of[name] != shape:
-            raise ValueError(
-                f"{path}: site {name!r} has shape {tuple(shape)} in the saved posterior, "
-                f"{tuple(shape_of[name])} in the model passed to load"
-            )
-        model_spec = encode_constraint(support_of[name])
-        spec = None if specs is None else specs[i]
-        same = None if spec is None else same_support(spec, model_spec)
-        if same is False:
-            raise ValueError(
-                f"{path}: site {name!r}: saved support {describe_constraint(spec)}, the "
-                f"model's {describe_constraint(model_spec)}"
-            )
-        if same is None:
-            if (
-                spec is not None
-                and spec.get("kind") == "unknown"
-                and (spec.get("name") != model_spec.get("name"))
-            ):
-                raise ValueError(
-                    f"{path}: site {name!r}: saved support {describe_constraint(spec)}, the "
-                    f"model's {describe_constraint(model_spec)}"
-                )
-            unchecked.append(name)
-            known = spec is not None and spec.get("kind") != "unknown"
-            supports.append(decode_constraint(spec) if known else support_of[name])
-        else:  # the support trained on (the same set, perhaps spelt otherwise by the model)
-            supports.append(decode_constraint(spec))
-    if unchecked:
-        warnings.warn(
-            f"{path}: the supports of {unchecked} could not be compared with the saved ones "
-            "(not stored in the file, or of a kind that cannot be); the model's are used",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return ParameterSpace(names, shapes, supports)
-
-
-def _identity_pre(dim: int) -> Preprocessor:
-    """A per-column standardisation of the saved layout (its buffers are then loaded)."""
-    return Preprocessor([FixedAffine(torch.zeros(dim), torch.eye(dim))])

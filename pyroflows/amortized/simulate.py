@@ -13,16 +13,16 @@
 * :class:`PriorSimulator` draws ``theta`` from a torch / Pyro distribution and calls a
   ``simulator(theta) -> x`` on the whole batch.
 
-Both return flat parameters ``(N, dim)`` and data ``(N, *x_shape)``. :func:`drop_invalid`
-removes simulations with non-finite values (NaN padding rows of set data excepted), counts them
-and warns once with the count.
+Both return flat parameters ``(N, dim)`` and data ``(N, *x_shape)``. :func:`check_training`
+checks simulations before a fit (shapes, support) and drops those with non-finite values
+(:func:`~pyroflows.amortized.observations.drop_invalid`, re-exported here). A new kind of
+simulator goes here.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import operator
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -33,12 +33,22 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from pyroflows.amortized.observations import (
+    ObservationSpace,
+    check_sizes,
+    drop_invalid,
+    missing_rows,
+    set_to_model_layout,
+    valid_rows,
+)
 from pyroflows.amortized.parameters import ParameterSpace
+from pyroflows.validation import as_real_tensor, positive_int
 
 __all__ = [
     "ModelSimulator",
     "PriorSimulator",
     "VariableSizeSimulator",
+    "check_training",
     "drop_invalid",
     "missing_rows",
     "set_to_model_layout",
@@ -46,75 +56,8 @@ __all__ = [
 ]
 
 
-def valid_rows(x: Tensor, nan_padding: bool = False) -> Tensor:
-    """Boolean ``(N,)``: which simulations ``x[i]`` are usable.
-
-    Without ``nan_padding`` every entry must be finite. With ``nan_padding`` (set data of shape
-    ``(N, n, d)`` padded with all-NaN rows) the all-NaN rows after the last real row are
-    padding; every other row must be finite (an all-NaN row followed by real rows is a missing
-    observation, not padding) and at least one row must be real.
-
-    Example:
-        >>> nan = float("nan")
-        >>> x = torch.tensor([[[1.0], [nan]], [[float("inf")], [0.0]], [[nan], [0.0]]])
-        >>> valid_rows(x, nan_padding=True)
-        tensor([ True, False, False])
-    """
-    flat = x.reshape(len(x), -1)
-    if not nan_padding:
-        return torch.isfinite(flat).all(-1)
-    return (torch.isfinite(_rows(x)).all(-1) | _padding(x)).all(-1) & (~_padding(x)).any(-1)
-
-
-def _rows(x: Tensor) -> Tensor:
-    return x.reshape(len(x), -1, x.shape[-1])
-
-
-def _padding(x: Tensor) -> Tensor:
-    """Boolean ``(N, rows)``: the all-NaN rows after the last row that is not all NaN."""
-    nan = torch.isnan(_rows(x)).all(-1)
-    # a row is trailing padding when it and every row after it are all NaN
-    return nan.flip(-1).cumprod(-1).flip(-1).bool()
-
-
-def missing_rows(x: Tensor) -> Tensor:
-    """Boolean ``(N, rows)``: all-NaN rows followed by a real row (missing observations)."""
-    return torch.isnan(_rows(x)).all(-1) & ~_padding(x)
-
-
-def drop_invalid(
-    theta: Tensor, x: Tensor, nan_padding: bool = False, what: str = "simulations"
-) -> tuple[Tensor, Tensor, int]:
-    """Remove simulations whose ``theta`` or ``x`` is not finite; warn once with the count.
-
-    Returns:
-        ``(theta, x, dropped)``.
-
-    Raises:
-        ValueError: when nothing valid is left.
-    """
-    keep = torch.isfinite(theta.reshape(len(theta), -1)).all(-1) & valid_rows(x, nan_padding)
-    dropped = int((~keep).sum())
-    if dropped:
-        if dropped == len(keep):
-            raise ValueError(f"all {dropped} {what} contain NaN or infinite values")
-        warnings.warn(
-            f"{dropped} of {len(keep)} {what} ({dropped / len(keep):.1%}) contain NaN or "
-            "infinite values and were skipped (not trained on). Where these failures depend "
-            "on the parameters, the posterior is trained on the prior truncated to the "
-            f"parameters that simulate ({dropped / len(keep):.1%} of its draws dropped): fix "
-            "the simulator if that is not intended",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        theta, x = theta[keep], x[keep]
-    return theta, x, dropped
-
-
 def _check_count(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of simulations must be a positive integer, got {n!r}")
-    return n
+    return positive_int("the number of simulations", n)
 
 
 class PriorSimulator:
@@ -352,27 +295,6 @@ class ModelSimulator:
         return self._trace(len(theta), condition)[self.observed]
 
 
-def _check_sizes(sizes: Any) -> tuple[int, ...]:
-    """``sizes`` as sorted distinct positive ints, or a ValueError."""
-    message = f"sizes must be a non-empty collection of positive integers, got {sizes!r}"
-    if isinstance(sizes, str | bytes | Mapping) or not isinstance(sizes, Iterable):
-        raise ValueError(message)
-    out = set()
-    for value in sizes:
-        if isinstance(value, bool) or (isinstance(value, Tensor) and value.is_floating_point()):
-            raise ValueError(message)
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise ValueError(message) from None
-        if value < 1:
-            raise ValueError(message)
-        out.add(value)
-    if not out:
-        raise ValueError(message)
-    return tuple(sorted(out))
-
-
 def _check_size_arg(model: Callable, size_arg: Any, args: tuple, kwargs: dict) -> str:
     """``size_arg`` if the model takes it as a keyword argument (with ``args`` / ``kwargs``)."""
     if not isinstance(size_arg, str) or not size_arg.isidentifier():
@@ -433,22 +355,6 @@ def _as_sizes(size: Any, n: int) -> Tensor:
     if bool((values < 1).any()):
         raise ValueError(f"sizes must be positive, got {values.min().item()}")
     return values.to(torch.long)
-
-
-def set_to_model_layout(x: Tensor, axis: int = 0, row_shape: Sequence[int] = ()) -> Tensor:
-    """Sets ``(..., n, features)`` (the summary's layout) back to the model's data layout:
-    the ``n`` rows move to dimension ``axis`` of one data set and the features take
-    ``row_shape`` again. Padding rows are kept (drop them first for one data set).
-
-    Example:
-        >>> set_to_model_layout(torch.zeros(3, 7, 1)).shape  # a plate of scalar observations
-        torch.Size([3, 7])
-        >>> set_to_model_layout(torch.zeros(7, 6), axis=1, row_shape=(2, 3)).shape
-        torch.Size([2, 7, 3])
-    """
-    lead = x.shape[:-2]
-    x = x.reshape(*lead, x.shape[-2], *row_shape)
-    return x.movedim(len(lead), len(lead) + axis)
 
 
 class VariableSizeSimulator:
@@ -515,7 +421,7 @@ class VariableSizeSimulator:
     ):
         if not callable(model):
             raise TypeError("model must be a callable Pyro model")
-        self.sizes = _check_sizes(sizes)
+        self.sizes = check_sizes(sizes)
         self.model, self.observed = model, str(observed)
         self.args, self.kwargs = tuple(args), dict(kwargs or {})
         self.size_arg = _check_size_arg(model, size_arg, self.args, self.kwargs)
@@ -655,3 +561,36 @@ class VariableSizeSimulator:
     def to_model_layout(self, x: Tensor) -> Tensor:
         """Sets ``(..., n, features)`` in the model's data layout (:func:`set_to_model_layout`)."""
         return set_to_model_layout(x, self.axis, self.row_shape)
+
+
+def check_training(
+    theta: Any, x: Any, space: ParameterSpace | None, observations: ObservationSpace
+) -> tuple[Tensor, Tensor, int]:
+    """Simulations for a fit: ``(theta (N, dim), x, number of simulations dropped)``, shapes
+    and values checked against the posterior's ``space`` and ``observations`` (those known
+    yet), non-finite simulations removed (with one warning); changes no state."""
+    theta, x = as_real_tensor(theta, "theta"), as_real_tensor(x, "x")
+    if theta.dim() == 0 or x.dim() == 0:
+        raise ValueError(
+            "theta and x need a leading dimension of simulations (one row each), got "
+            f"shapes {tuple(theta.shape)} and {tuple(x.shape)}"
+        )
+    if len(theta) != len(x):
+        raise ValueError(f"theta has {len(theta)} rows and x has {len(x)}: one simulation per row")
+    if len(theta) == 0:
+        raise ValueError("theta and x are empty (0 simulations)")
+    theta = theta.reshape(len(theta), -1) if theta.dim() != 2 else theta
+    if space is not None and theta.shape[1] != space.dim:
+        raise ValueError(
+            f"theta must have {space.dim} values per row ({space}), got {tuple(theta.shape)}"
+        )
+    if observations.shape is not None:
+        observations.check(x, "x", values=False)  # values are filtered below
+    theta, x, dropped = drop_invalid(theta, x, observations.nan_padding)
+    if space is not None:
+        inside = torch.isfinite(space.to_unconstrained(theta.double())[1])
+        if not bool(inside.all()):
+            raise ValueError(
+                f"{int((~inside).sum())} parameter draws lie outside the prior's support"
+            )
+    return theta, x, dropped

@@ -1,0 +1,503 @@
+"""How an amortized posterior is trained: the fit's options, its modes and its recipe, run by
+the one loop (:func:`pyroflows.train.fit`).
+
+* offline (``fit(theta, x)`` / ``fit(num_simulations=N)``): simulations drawn under the fit's
+  seed, checked (:func:`~pyroflows.amortized.simulate.check_training`), split
+  (:func:`pyroflows.train.recipe.validation_rows`), encoded once; ``flow="auto"`` trains each
+  family on the same split and batches (:func:`pyroflows.train.recipe.run_portfolio`), each
+  in two phases by default (:func:`pyroflows.train.recipe.merge_histories`);
+* online (``fit(simulate_online=True, steps=S)``): fresh simulations as a data source of the
+  loop (:class:`pyroflows.train.sources.Simulations`), a fixed simulated validation set.
+
+The posterior (:mod:`~pyroflows.amortized.posterior`) holds the state this module changes:
+its networks (``_setup``, ``_use``, ``_choose``) and its encoders (``_training_tensors``). A
+new way to train a posterior (another recipe, another source of simulations) goes here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pyro
+import torch
+from torch import Tensor
+
+from pyroflows.amortized.estimator import build_members, check_summary_output, plain
+from pyroflows.amortized.observations import drop_invalid
+from pyroflows.amortized.parameters import ParameterSpace, describe_constraint, encode_constraint
+from pyroflows.amortized.simulate import check_training
+from pyroflows.losses import nll
+from pyroflows.nn.summary import IdentitySummary
+from pyroflows.train import History, check_options, fit
+from pyroflows.train.checkpoint import member_path, rng_state, set_rng_state
+from pyroflows.train.recipe import merge_histories, run_portfolio, validation_rows
+from pyroflows.train.sources import Simulations
+from pyroflows.validation import positive_int
+
+if TYPE_CHECKING:
+    from pyroflows.amortized.posterior import AmortizedPosterior
+
+__all__ = [
+    "AUTO_FLOWS",
+    "FAST_PHASE",
+    "RECIPES",
+    "SECOND_PHASE_EPOCHS",
+    "TRAIN_DEFAULTS",
+    "fit_posterior",
+]
+
+#: training defaults: sbi's NPE batch, learning rate, clipping and 10 % validation, with the rate
+#: decayed by a cosine over 300 epochs and early stopping after 50 epochs without a better
+#: validation loss (sbi: a constant rate, 20 epochs); the best validation state is kept. Two
+#: moons at 10 000 simulations with the first-layer-only conditioners of earlier defaults, five
+#: training seeds: C2ST 0.581 +- 0.017 in about 65 s, where a constant rate with patience 20
+#: gave 0.610-0.627 (three seeds); sbi 0.567 +- 0.012 (benchmarks/amortized.py --seeds).
+#: ``overfit_window=20`` also stops a fit whose validation loss has risen away from its best
+#: for 20 epochs: on the 30 benchmark fits (three tasks, two budgets, five seeds) it never
+#: stopped before the best epoch of the fit without it, so it keeps the same state, and it
+#: ends the linear Gaussian's fits after 25-34 epochs instead of 54-56 (best at epoch 3-5).
+TRAIN_DEFAULTS: dict[str, Any] = dict(
+    batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=50, clip_grad=5.0,
+    overfit_window=20, seed=0,
+)  # fmt: skip
+#: A default offline fit runs in two phases: first :data:`FAST_PHASE` (a rate four times
+#: larger, held constant until the validation loss has not improved for 10 epochs), then, from
+#: its best state, :data:`TRAIN_DEFAULTS` with the cosine over :data:`SECOND_PHASE_EPOCHS`
+#: epochs. Five training seeds on the benchmark's simulations (C2ST; one phase / two phases /
+#: sbi NPE): two moons 1 000 0.757 / 0.728 / 0.744, 10 000 0.562 / 0.564 / 0.567; SLCP 1 000
+#: 0.954 / 0.949 / 0.963, 10 000 0.838 / 0.812 / 0.842 (in 27 instead of 53 s); linear
+#: Gaussian 1 000 0.587 / 0.608 / 0.639, 10 000 0.531 / 0.532 / 0.529. The fast rate alone
+#: fails the Gaussian (0.634 at 1 000, 0.560 at 10 000); the second phase recovers it.
+FAST_PHASE: dict[str, Any] = dict(lr=2e-3, schedule="constant", patience=10)
+SECOND_PHASE_EPOCHS = 100
+#: ``fit(recipe=...)``: ``"two_phase"`` (the default offline, with a validation split) or
+#: ``"one_phase"`` (one run of :func:`pyroflows.train.fit` with the options given)
+RECIPES = ("two_phase", "one_phase")
+#: the options the two-phase recipe sets itself: given to ``fit`` they need
+#: ``recipe="one_phase"`` (they used to switch to one phase silently). ``max_epochs`` given to
+#: a two-phase fit caps both phases together.
+_RECIPE_OPTIONS = ("lr", "schedule", "patience", "max_steps")
+#: a two-phase fit's ``checkpoint`` / ``resume`` path gets one file per phase, named after it
+#: (``run.ckpt`` -> ``run.phase1.ckpt``, ``run.phase2.ckpt``; with ``flow="auto"``
+#: ``run.nsf.phase1.ckpt``, ...)
+PHASE_NAMES = ("phase1", "phase2")
+#: added to the ``seed`` of an online fit for the draws before its loop (the validation
+#: simulations, the networks' initialisation): the loop simulates from torch's stream seeded
+#: with ``seed`` itself, and would otherwise train on the validation set's first simulations
+_ONLINE_SEED_OFFSET = 0x5EED
+
+
+@contextmanager
+def seeded(seed: int | None, offset: int = 0) -> Iterator[None]:
+    """Seed torch, NumPy and Python's ``random`` (all a simulator may draw from) with
+    ``seed + offset`` for the block, and restore the global random states after it; nothing
+    when ``seed`` is None. Offline (offset 0), ``pyro.set_rng_seed(s); post.fit(..., seed=s)``
+    thus draws what it drew before the simulations were seeded (for a prior + simulator)."""
+    if seed is None:
+        yield
+        return
+    saved = rng_state(None)
+    try:
+        pyro.set_rng_seed((int(seed) + offset) % 2**32)
+        yield
+    finally:
+        set_rng_state(saved, None)
+
+
+#: ``flow="auto"`` (the default): an offline fit with a validation split trains these
+#: families on the same simulations, split and batches, and keeps the one with the lower
+#: validation loss (online, or without a validation split: the first).
+AUTO_FLOWS: tuple[str, ...] = ("nsf", "realnvp")
+
+
+# -- the call: modes and options, checked before anything is simulated ----------------------
+def uses_two_phases(
+    recipe: Any, online: bool, validation_fraction: float, options: Mapping[str, Any]
+) -> bool:
+    """Whether ``fit`` runs the two-phase recipe; ValueError for a recipe that cannot run, or
+    an option the two-phase recipe sets itself given without ``recipe="one_phase"``."""
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {list(RECIPES)} or None, got {recipe!r}")
+    if online or recipe == "one_phase":
+        if recipe == "two_phase":
+            raise ValueError(
+                "recipe='two_phase' is for offline fits: an online fit runs one phase over its "
+                "steps (leave recipe out)"
+            )
+        return False
+    if validation_fraction == 0:
+        if recipe == "two_phase":
+            raise ValueError(
+                "recipe='two_phase' needs a validation split (validation_fraction > 0): each "
+                "phase keeps its best validation state"
+            )
+        return False
+    fixed = [key for key in _RECIPE_OPTIONS if key in options]
+    if fixed:
+        given = ", ".join(f"{key}={options[key]!r}" for key in fixed)
+        raise ValueError(
+            f"{given}: the default two-phase recipe sets {'/'.join(fixed)} itself (lr 2e-3 "
+            "constant until 10 epochs without progress, then lr 5e-4 with a cosine over "
+            f"{SECOND_PHASE_EPOCHS} epochs and patience 50); pass recipe='one_phase' to train "
+            f"in one phase with {given}"
+        )
+    return True
+
+
+def _check_train_options(options: Mapping[str, Any]) -> None:
+    """A TypeError for a misspelt (or reserved) training option and the loop's own error for
+    a bad value (``lr=-1``), before anything is simulated (the loop would only find them after
+    the simulations and the set-up)."""
+    reserved = sorted(set(options) & {"desc", "steps_per_epoch"})
+    if reserved:
+        raise TypeError(
+            f"unknown training option(s) {reserved}: AmortizedPosterior.fit sets these itself"
+        )
+    check_options(**{**TRAIN_DEFAULTS, **options})
+
+
+def _check_mode(online: bool, given: Mapping[str, Any], train_options: Mapping) -> None:
+    """An option of the other mode would be ignored: refused instead."""
+    other = ("validation_fraction",) if online else (
+        "steps", "num_validation", "steps_per_epoch")  # fmt: skip
+    ignored = [name for name in other if given[name] is not None]
+    if ignored:
+        mode = "an online fit" if online else "an offline fit"
+        raise ValueError(
+            f"{', '.join(f'{n}={given[n]!r}' for n in ignored)} would be ignored by {mode}: "
+            + ("validation_fraction splits offline simulations (online, num_validation "
+               "sets the held-out set)" if online else
+               "steps, num_validation and steps_per_epoch are for simulate_online=True "
+               "(offline, the number of epochs is max_epochs with recipe='one_phase')")
+        )  # fmt: skip
+    online_only = sorted({"max_epochs", "max_steps"} & set(train_options))
+    if online and online_only:
+        raise ValueError(f"{online_only} would be ignored by an online fit: steps= sets its length")
+
+
+def fit_posterior(
+    post: AmortizedPosterior,
+    theta: Any,
+    x: Any,
+    num_simulations: int | None,
+    simulate_online: bool,
+    recipe: str | None,
+    given: Mapping[str, Any],
+    train_options: dict[str, Any],
+) -> AmortizedPosterior:
+    """:meth:`AmortizedPosterior.fit`: check the call, then run one mode, all or nothing
+    (``given``: ``steps``, ``validation_fraction``, ``num_validation``, ``steps_per_epoch``
+    as passed, None where left out)."""
+    options = {**TRAIN_DEFAULTS, **train_options}
+    modes = [theta is not None or x is not None, num_simulations is not None, simulate_online]
+    if sum(modes) != 1:
+        raise ValueError(
+            "fit takes exactly one of: theta and x (tensors), num_simulations, or "
+            "simulate_online=True"
+        )
+    _check_train_options(train_options)
+    _check_mode(simulate_online, given, train_options)
+    fraction = 0.1 if given["validation_fraction"] is None else given["validation_fraction"]
+    if not simulate_online and not 0 <= fraction < 1:
+        raise ValueError(f"validation_fraction must lie in [0, 1), got {fraction}")
+    two_phases = uses_two_phases(recipe, simulate_online, fraction, train_options)
+    seed = train_options.get("seed")  # only an explicit seed fixes the simulations
+    if simulate_online:
+        online = {**TRAIN_DEFAULTS, "patience": None, **train_options}
+        num_validation = 1000 if given["num_validation"] is None else given["num_validation"]
+        per_epoch = 200 if given["steps_per_epoch"] is None else given["steps_per_epoch"]
+        # the loop simulates too: a simulator drawing from NumPy or Python's random (which
+        # the loop does not seed) is seeded here, and those states are restored after it
+        with seeded(seed, _ONLINE_SEED_OFFSET), all_or_nothing(post):
+            return fit_online(post, given["steps"], num_validation, per_epoch, online)
+    if num_simulations is not None:
+        positive_int("num_simulations", num_simulations)
+    elif theta is None or x is None:
+        raise ValueError("fit(theta, x) needs both theta and x")
+    if two_phases and "max_epochs" in train_options:
+        options["_epoch_cap"] = train_options["max_epochs"]
+    with all_or_nothing(post):
+        return fit_offline(post, theta, x, num_simulations, seed, fraction, options, two_phases)
+
+
+# -- the posterior's state: set up by the first fit, restored by a failed one -----------
+def setup(post: AmortizedPosterior, theta: Tensor, x: Tensor) -> None:
+    """A posterior's first fit: parameter space, preprocessors, networks. All or nothing: the
+    attributes are set only once everything is built, so a failure leaves none behind.
+    Warns when a few extreme values (say 1e30) dominate a column's standardisation."""
+    space = post.space
+    if space is None:
+        space = ParameterSpace([post.param_name], [theta.shape[1:]], [None])
+    theta_pre = space.standardisation(theta)
+    observations = post.observations.fitted(x)
+    x_shape = observations.shape
+    summary = post.summary
+    if summary is None:
+        summary = IdentitySummary(max(1, math.prod(x_shape)))
+    with torch.no_grad():
+        encoded = observations.encode(x[:2], torch.float32)
+        context = summary(encoded)
+    check_summary_output(context, len(encoded), summary)
+    context_dim = int(context.shape[-1])
+    dim = space.unconstrained_dim
+    families = (post.flow_name,)
+    if post.flow_name == "auto":  # coupling needs two parameters or more
+        families = tuple(f for f in AUTO_FLOWS if dim >= 2 or f != "realnvp")
+    auto = post.flow_name == "auto"
+    members = build_members(families, summary, dim, context_dim, post.flow_kwargs, auto)
+    post.space, post.theta_pre, post.observations = space, theta_pre, observations
+    post.context_dim = context_dim
+    post._members = members
+    if len(families) == 1:
+        post._choose(families[0])
+    else:  # the first offline fit chooses
+        post._use(families[0])
+
+
+@contextmanager
+def all_or_nothing(post: AmortizedPosterior) -> Iterator[None]:
+    """A fit that raises (a simulator's or summary network's bad output, a checkpoint of
+    other simulations given to ``resume``, an interrupt) leaves the posterior as it was:
+    its attributes and its networks' parameters (the last checkpoint keeps the work)."""
+    saved = dict(vars(post))
+    state = None
+    if post.estimator is not None:
+        state = {k: v.detach().clone() for k, v in post.estimator.state_dict().items()}
+    try:
+        yield
+    except BaseException:
+        vars(post).clear()
+        vars(post).update(saved)
+        if state is not None:
+            post.estimator.load_state_dict(state)
+        raise
+
+
+# -- offline ---------------------------------------------------------------------------------
+def fit_offline(
+    post: AmortizedPosterior,
+    theta: Any,
+    x: Any,
+    num_simulations: int | None,
+    seed: Any,
+    validation_fraction: float,
+    options: dict,
+    two_phases: bool,
+) -> AmortizedPosterior:
+    """Simulate (under ``seed``), check, split, set up on the first fit, then train: every
+    family of ``flow="auto"`` on the same split, or the one family."""
+    with seeded(seed):
+        if num_simulations is not None:
+            theta, x = post._simulate_many(num_simulations)
+        theta, x, dropped = check_training(theta, x, post.space, post.observations)
+        if len(theta) < 2:
+            raise ValueError(
+                f"fit needs at least 2 valid simulations, got {len(theta)} (one for "
+                "training and one for validation)"
+            )
+        n_val = validation_rows(len(theta), validation_fraction)
+        order = torch.randperm(len(theta), generator=torch.Generator().manual_seed(
+            int(options.get("seed") or 0)))  # fmt: skip
+        if n_val == 0:
+            options["patience"] = None
+        val, train = order[:n_val], order[n_val:]
+        if post.estimator is None:
+            setup(post, theta[train], x[train])
+    post.dropped += dropped
+    data = post._training_tensors(theta[train], x[train])
+    val_data = post._training_tensors(theta[val], x[val]) if n_val else None
+    if post._members and n_val:
+        post.history = _fit_members(post, data, val_data, options, two_phases)
+    else:
+        if post._members:  # flow="auto" without a validation split: the first family
+            post._choose(next(iter(post._members)))
+        post.history = _fit_once(post, data, val_data, options, two_phases)
+    return post
+
+
+def _fit_members(
+    post: AmortizedPosterior, data: tuple, val_data: tuple, options: dict, two_phases: bool
+) -> History:
+    """``flow="auto"``: train every family of the posterior's members with the same options
+    (split, batches, seed) and keep the one with the lower validation loss
+    (:func:`~pyroflows.train.recipe.run_portfolio`: a ``time_budget`` shared out, one
+    ``checkpoint`` file per family, ``run.ckpt`` -> ``run.nsf.ckpt``, ...)."""
+
+    def fit_member(family: str, run: dict[str, Any]) -> tuple[History, None]:
+        post._use(family)
+        member = {**options, **{key: value for key, value in run.items() if value is not None}}
+        return _fit_once(post, data, val_data, member, two_phases, f"NPE {family}"), None
+
+    best, candidates = run_portfolio(
+        list(post._members),
+        fit_member,
+        time_budget=options.get("time_budget"),
+        checkpoint=options.get("checkpoint"),
+        resume=options.get("resume"),
+    )
+    post.candidates = [
+        dict(flow=c.name, best_loss=c.history.best_loss, epochs=len(c.history.train_loss),
+             seconds=c.seconds)
+        for c in candidates
+    ]  # fmt: skip
+    post._choose(best.name)
+    return best.history
+
+
+def _fit_once(
+    post: AmortizedPosterior,
+    data: tuple,
+    val_data: tuple | None,
+    options: dict,
+    two_phases: bool,
+    desc: str = "NPE",
+) -> History:
+    if two_phases:
+        return _fit_two_phases(post, data, val_data, options, desc)
+    return _train(post, data, val_data, options, desc, "one_phase")
+
+
+def _fit_two_phases(
+    post: AmortizedPosterior, data: tuple, val_data: tuple, options: dict, desc: str
+) -> History:
+    """:data:`FAST_PHASE`, then the given options with a cosine over
+    :data:`SECOND_PHASE_EPOCHS` epochs from the first phase's best state; the state with
+    the lower validation loss of the two is kept. One history for both."""
+    phases = [{**options, **FAST_PHASE}, {**options, "max_epochs": SECOND_PHASE_EPOCHS}]
+    for phase, name in zip(phases, PHASE_NAMES, strict=True):
+        for key in ("checkpoint", "resume"):
+            if phase.get(key) is not None:
+                phase[key] = member_path(phase[key], name)
+    first = _train(post, data, val_data, phases[0], f"{desc} (fast phase)",
+                   f"two_phase:{PHASE_NAMES[0]}")  # fmt: skip
+    cap = options.get("_epoch_cap")  # max_epochs given: both phases together
+    if cap is not None:
+        left = cap - len(first.train_loss)
+        if left <= 0:
+            return first
+        phases[1]["max_epochs"] = min(SECOND_PHASE_EPOCHS, left)
+    budget = options.get("time_budget")
+    if budget is not None:  # the second phase gets what the first left
+        left = budget - (first.time[-1] if first.time else 0.0)
+        if left <= 0:
+            return first
+        phases[1]["time_budget"] = left
+    best_first = {k: v.detach().clone() for k, v in post.estimator.state_dict().items()}
+    second = _train(post, data, val_data, phases[1], desc, f"two_phase:{PHASE_NAMES[1]}")
+    second_best = second.best_loss < first.best_loss
+    if not second_best:  # the second phase never did better
+        post.estimator.load_state_dict(best_first)
+    return merge_histories(first, second, second_best)
+
+
+def _train(
+    post: AmortizedPosterior, data: Any, val_data: Any, options: dict, desc: str, run: str
+) -> History:
+    """One :func:`pyroflows.train.fit` of the current networks, with the posterior's
+    :func:`fingerprint` stored in its checkpoint and compared on resume."""
+    options = {k: v for k, v in options.items() if k != "_epoch_cap"}
+    return fit(post.estimator, nll, data, val_data, desc=desc, **options,
+               fingerprint=fingerprint(post, run))  # fmt: skip
+
+
+def fingerprint(post: AmortizedPosterior, run: str) -> dict[str, Any]:
+    """What a checkpoint of this posterior's training must share with a run resuming
+    from it, beyond the training tensors and the loop's settings (which the loop checks
+    itself): the sites (names, shapes, supports), the preprocessing of theta and x (fitted
+    on the simulations), the data's shape, the flow family and its options, the summary
+    network, and which run of the recipe wrote it."""
+    digest = hashlib.sha256()
+    for pre in (post.theta_pre, post.x_pre):
+        for key, value in pre.state_dict().items():
+            digest.update(key.encode())
+            digest.update(value.detach().to(torch.float64).cpu().numpy().tobytes())
+    summary = post.estimator.summary
+    config = getattr(summary, "config", None)
+    space = post.space
+    sites = [
+        f"{n}{tuple(shape)}:{describe_constraint(encode_constraint(support))}"
+        for n, shape, support in zip(space.names, space.shapes, space.supports, strict=True)
+    ]
+    return {
+        "posterior_sites": ", ".join(sites),
+        "posterior_preprocessing": digest.hexdigest()[:20],
+        "posterior_x_shape": str(tuple(post.x_shape)),
+        "posterior_flow": f"{post.flow_name} {sorted(plain(post.flow_kwargs).items())}",
+        "posterior_summary": f"{type(summary).__name__} {plain(config)}",
+        "posterior_run": run,
+    }
+
+
+# -- online ----------------------------------------------------------------------------------
+def fit_online(
+    post: AmortizedPosterior,
+    steps: int | None,
+    num_validation: int,
+    steps_per_epoch: int,
+    options: dict,
+) -> AmortizedPosterior:
+    """Fresh simulations at every step (a :class:`~pyroflows.train.sources.Simulations`
+    source of ``steps_per_epoch`` batches an epoch, exactly ``steps`` steps), validated on
+    ``num_validation`` simulations drawn once (which also set up a first fit)."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"simulate_online=True needs steps=<positive int>, got {steps!r}")
+    positive_int("num_validation", num_validation)
+    positive_int("steps_per_epoch", steps_per_epoch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        theta_val, x_val, val_dropped = check_training(
+            *post._simulate_many(num_validation), post.space, post.observations
+        )
+        if post.estimator is None:
+            setup(post, theta_val, x_val)
+    if post._members:  # flow="auto" online: the first family (see AUTO_FLOWS)
+        post._choose(next(iter(post._members)))
+    for w in caught:  # anything but the count of skipped rows (reported once, below)
+        if "were skipped" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    val_data = post._training_tensors(theta_val, x_val)
+    per_epoch = min(steps_per_epoch, steps)
+    source, dropped = _simulations(post, options["batch_size"], per_epoch)
+    options["max_epochs"] = math.ceil(steps / per_epoch)
+    options["max_steps"] = steps  # exactly ``steps`` steps (the last epoch shorter)
+    post.history = _train(post, source, val_data, options, "NPE online", "online")
+    dropped[0] += val_dropped
+    if dropped[0]:
+        warnings.warn(
+            f"{dropped[0]} simulations contained NaN or infinite values and were skipped "
+            "during online training",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    post.dropped += dropped[0]
+    return post
+
+
+def _simulations(
+    post: AmortizedPosterior, batch_size: int, steps: int
+) -> tuple[torch.utils.data.DataLoader, list[int]]:
+    """A loader of ``steps`` fresh encoded batches of ``batch_size`` simulations (those with
+    non-finite values dropped and counted in the list returned). The simulations draw from
+    the loop's seeded random streams, in the order the old loss closure drew them: the
+    loader gets a private generator, since it would otherwise draw its workers' base seed
+    from torch's global stream at every epoch."""
+    dropped = [0]
+
+    def draw() -> tuple[Tensor, Tensor]:
+        theta, x = post.simulate(batch_size)
+        post.observations.check(x, "the simulator's x", values=False)  # never reinterpreted
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            theta, x, n_bad = drop_invalid(theta, x, post.observations.nan_padding)
+        dropped[0] += n_bad
+        device = post._device  # simulated on the CPU; trained there
+        return tuple(t.to(device) for t in post._training_tensors(theta, x))
+
+    source = Simulations(draw, steps)
+    loader = torch.utils.data.DataLoader(source, batch_size=None, generator=torch.Generator())
+    return loader, dropped

@@ -1,0 +1,133 @@
+"""The saved file of an amortized posterior: one dictionary of plain tensors and Python values
+(``torch.load(weights_only=True)`` reads it, a crafted file never runs code), written
+atomically. :func:`blob_of` builds it from a fitted posterior; :func:`read_blob` reads and
+checks one (format, version, entries); :func:`restore` puts its networks, encoders and
+history into a posterior built from its configuration. A new saved entry goes here (optional,
+with a default, so older files still load).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from pyroflows.amortized.estimator import PosteriorEstimator, identity_pre, plain
+from pyroflows.amortized.observations import check_sizes
+from pyroflows.amortized.parameters import saved_space
+from pyroflows.builders import build
+from pyroflows.train import History
+from pyroflows.train.checkpoint import read_saved
+
+if TYPE_CHECKING:
+    from pyroflows.amortized.posterior import AmortizedPosterior
+
+__all__ = ["FORMAT", "blob_of", "read_blob", "restore"]
+
+FORMAT = "pyroflows.AmortizedPosterior"
+#: the entries a saved posterior needs, per section of the saved dictionary
+_SAVED_KEYS = {
+    "config": (
+        "flow", "flow_kwargs", "summary", "summary_config", "context_dim", "observed",
+        "param_name", "x_shape", "space",
+    ),
+    "state": ("estimator", "theta_pre", "x_pre"),
+}  # fmt: skip
+_WHAT = "a saved pyroflows AmortizedPosterior"
+
+
+def blob_of(post: AmortizedPosterior, version: int) -> dict[str, Any]:
+    """The saved dictionary of a fitted posterior."""
+    summary = post.estimator.summary
+    return {
+        "format": FORMAT,
+        "version": version,
+        "config": {
+            "flow": post.flow_name,
+            "flow_kwargs": plain(post.flow_kwargs),
+            "summary": type(summary).__name__,
+            "summary_config": plain(getattr(summary, "config", None)),
+            "context_dim": post.context_dim,
+            "observed": post.observed,
+            "param_name": post.param_name,
+            "x_shape": list(post.x_shape),
+            "space": post.space.state(),
+            # optional (absent from older files): a varying number of observations
+            **post.observations.sets_state(),
+        },
+        "state": {
+            "estimator": {k: v.cpu() for k, v in post.estimator.state_dict().items()},
+            "theta_pre": post.theta_pre.state_dict(),
+            "x_pre": post.x_pre.state_dict(),
+        },
+        "history": None if post.history is None else plain(post.history.as_dict()),
+        "dropped": post.dropped,
+    }
+
+
+def read_blob(path: str | Path, version: int) -> dict[str, Any]:
+    """The saved dictionary at ``path``; ValueError for a missing, corrupt or foreign file,
+    another format version or missing entries."""
+    blob = read_saved(path, FORMAT, _WHAT)
+    found = blob.get("version")
+    if type(found) is not int or found != version:
+        newer = type(found) is int and found > version
+        raise ValueError(
+            f"{path} has format version {found!r}; this pyroflows reads version "
+            f"{version}{' (upgrade pyroflows)' if newer else ''}"
+        )
+    for section, keys in _SAVED_KEYS.items():
+        part = blob.get(section)
+        if not isinstance(part, dict):
+            raise ValueError(f"{path} is not {_WHAT}: its {section!r} entry is missing")
+        missing = [key for key in keys if key not in part]
+        if missing:
+            raise ValueError(f"{path} is not {_WHAT}: {section} lacks {missing}")
+    return blob
+
+
+def restore(
+    post: AmortizedPosterior, blob: dict[str, Any], path: Any, summary: nn.Module, given: bool
+) -> AmortizedPosterior:
+    """Put the saved space, networks, encoders and history into ``post`` (built from the
+    saved configuration, with ``summary``); ValueError when they do not match (naming the
+    summary passed when ``given``)."""
+    c = blob["config"]
+    space = saved_space(path, c["space"], post.space)  # refuses other sites, first
+    try:
+        sets = {}
+        if c.get("sizes") is not None:
+            sets = dict(
+                sizes=check_sizes(c["sizes"]), size_arg=str(c["size_arg"]),
+                axis=int(c.get("size_axis", 0)),
+                row_shape=torch.Size(int(s) for s in c.get("row_shape", ())),
+            )  # fmt: skip
+        observations = replace(post.observations, shape=torch.Size(c["x_shape"]), **sets)
+        post.space = space
+        if post.sim is not None:  # the model's sites, flattened in the saved order
+            post.sim.set_space(post.space)
+        post.context_dim = int(c["context_dim"])
+        post.flow_kwargs = dict(c["flow_kwargs"])  # what was saved, not today's defaults
+        flow = build(c["flow"], post.space.unconstrained_dim, post.context_dim, **post.flow_kwargs)
+        post.estimator = PosteriorEstimator(summary, flow)
+        post.estimator.load_state_dict(blob["state"]["estimator"])
+        post.estimator.eval()
+        post.theta_pre = identity_pre(post.space.unconstrained_dim)
+        post.theta_pre.load_state_dict(blob["state"]["theta_pre"])
+        x_pre = identity_pre(observations.features())
+        x_pre.load_state_dict(blob["state"]["x_pre"])
+        post.observations = replace(observations, pre=x_pre)
+        if blob.get("history"):
+            post.history = History(**blob["history"])
+        post.dropped = int(blob.get("dropped", 0))
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        raise ValueError(
+            f"{path}: the saved networks do not match the saved configuration"
+            f"{' or the summary passed' if given else ''} ({reason})"
+        ) from None
+    return post
