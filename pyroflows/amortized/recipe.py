@@ -21,7 +21,7 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyro
 import torch
@@ -39,8 +39,9 @@ from pyroflows.train.recipe import merge_histories, run_portfolio, validation_ro
 from pyroflows.train.sources import Simulations
 from pyroflows.validation import positive_int
 
-if TYPE_CHECKING:
-    from pyroflows.amortized.posterior import AmortizedPosterior
+#: the facade (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`) that calls these
+#: functions with itself; not imported, so the facade stays the one module above this one
+Posterior = Any
 
 __all__ = [
     "AUTO_FLOWS",
@@ -155,9 +156,7 @@ def _check_train_options(options: Mapping[str, Any]) -> None:
     the simulations and the set-up)."""
     reserved = sorted(set(options) & {"desc", "steps_per_epoch"})
     if reserved:
-        raise TypeError(
-            f"unknown training option(s) {reserved}: AmortizedPosterior.fit sets these itself"
-        )
+        raise TypeError(f"unknown training option(s) {reserved}: Posterior.fit sets these itself")
     check_options(**{**TRAIN_DEFAULTS, **options})
 
 
@@ -181,7 +180,7 @@ def _check_mode(online: bool, given: Mapping[str, Any], train_options: Mapping) 
 
 
 def fit_posterior(
-    post: AmortizedPosterior,
+    post: Posterior,
     theta: Any,
     x: Any,
     num_simulations: int | None,
@@ -189,7 +188,7 @@ def fit_posterior(
     recipe: str | None,
     given: Mapping[str, Any],
     train_options: dict[str, Any],
-) -> AmortizedPosterior:
+) -> Posterior:
     """:meth:`AmortizedPosterior.fit`: check the call, then run one mode, all or nothing
     (``given``: ``steps``, ``validation_fraction``, ``num_validation``, ``steps_per_epoch``
     as passed, None where left out)."""
@@ -226,7 +225,7 @@ def fit_posterior(
 
 
 # -- the posterior's state: set up by the first fit, restored by a failed one -----------
-def setup(post: AmortizedPosterior, theta: Tensor, x: Tensor) -> None:
+def setup(post: Posterior, theta: Tensor, x: Tensor) -> None:
     """A posterior's first fit: parameter space, preprocessors, networks. All or nothing: the
     attributes are set only once everything is built, so a failure leaves none behind.
     Warns when a few extreme values (say 1e30) dominate a column's standardisation."""
@@ -260,7 +259,7 @@ def setup(post: AmortizedPosterior, theta: Tensor, x: Tensor) -> None:
 
 
 @contextmanager
-def all_or_nothing(post: AmortizedPosterior) -> Iterator[None]:
+def all_or_nothing(post: Posterior) -> Iterator[None]:
     """A fit that raises (a simulator's or summary network's bad output, a checkpoint of
     other simulations given to ``resume``, an interrupt) leaves the posterior as it was:
     its attributes and its networks' parameters (the last checkpoint keeps the work)."""
@@ -280,7 +279,7 @@ def all_or_nothing(post: AmortizedPosterior) -> Iterator[None]:
 
 # -- offline ---------------------------------------------------------------------------------
 def fit_offline(
-    post: AmortizedPosterior,
+    post: Posterior,
     theta: Any,
     x: Any,
     num_simulations: int | None,
@@ -288,7 +287,7 @@ def fit_offline(
     validation_fraction: float,
     options: dict,
     two_phases: bool,
-) -> AmortizedPosterior:
+) -> Posterior:
     """Simulate (under ``seed``), check, split, set up on the first fit, then train: every
     family of ``flow="auto"`` on the same split, or the one family."""
     with seeded(seed):
@@ -321,7 +320,7 @@ def fit_offline(
 
 
 def _fit_members(
-    post: AmortizedPosterior, data: tuple, val_data: tuple, options: dict, two_phases: bool
+    post: Posterior, data: tuple, val_data: tuple, options: dict, two_phases: bool
 ) -> History:
     """``flow="auto"``: train every family of the posterior's members with the same options
     (split, batches, seed) and keep the one with the lower validation loss
@@ -350,7 +349,7 @@ def _fit_members(
 
 
 def _fit_once(
-    post: AmortizedPosterior,
+    post: Posterior,
     data: tuple,
     val_data: tuple | None,
     options: dict,
@@ -363,7 +362,7 @@ def _fit_once(
 
 
 def _fit_two_phases(
-    post: AmortizedPosterior, data: tuple, val_data: tuple, options: dict, desc: str
+    post: Posterior, data: tuple, val_data: tuple, options: dict, desc: str
 ) -> History:
     """:data:`FAST_PHASE`, then the given options with a cosine over
     :data:`SECOND_PHASE_EPOCHS` epochs from the first phase's best state; the state with
@@ -396,7 +395,7 @@ def _fit_two_phases(
 
 
 def _train(
-    post: AmortizedPosterior, data: Any, val_data: Any, options: dict, desc: str, run: str
+    post: Posterior, data: Any, val_data: Any, options: dict, desc: str, run: str
 ) -> History:
     """One :func:`pyroflows.train.fit` of the current networks, with the posterior's
     :func:`fingerprint` stored in its checkpoint and compared on resume."""
@@ -405,7 +404,7 @@ def _train(
                fingerprint=fingerprint(post, run))  # fmt: skip
 
 
-def fingerprint(post: AmortizedPosterior, run: str) -> dict[str, Any]:
+def fingerprint(post: Posterior, run: str) -> dict[str, Any]:
     """What a checkpoint of this posterior's training must share with a run resuming
     from it, beyond the training tensors and the loop's settings (which the loop checks
     itself): the sites (names, shapes, supports), the preprocessing of theta and x (fitted
@@ -435,12 +434,12 @@ def fingerprint(post: AmortizedPosterior, run: str) -> dict[str, Any]:
 
 # -- online ----------------------------------------------------------------------------------
 def fit_online(
-    post: AmortizedPosterior,
+    post: Posterior,
     steps: int | None,
     num_validation: int,
     steps_per_epoch: int,
     options: dict,
-) -> AmortizedPosterior:
+) -> Posterior:
     """Fresh simulations at every step (a :class:`~pyroflows.train.sources.Simulations`
     source of ``steps_per_epoch`` batches an epoch, exactly ``steps`` steps), validated on
     ``num_validation`` simulations drawn once (which also set up a first fit)."""
@@ -479,7 +478,7 @@ def fit_online(
 
 
 def _simulations(
-    post: AmortizedPosterior, batch_size: int, steps: int
+    post: Posterior, batch_size: int, steps: int
 ) -> tuple[torch.utils.data.DataLoader, list[int]]:
     """A loader of ``steps`` fresh encoded batches of ``batch_size`` simulations (those with
     non-finite values dropped and counted in the list returned). The simulations draw from

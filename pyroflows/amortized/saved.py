@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,8 +22,9 @@ from pyroflows.builders import build
 from pyroflows.train import History
 from pyroflows.train.checkpoint import read_saved
 
-if TYPE_CHECKING:
-    from pyroflows.amortized.posterior import AmortizedPosterior
+#: the facade (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`) that calls these
+#: functions with itself; not imported, so the facade stays the one module above this one
+Posterior = Any
 
 __all__ = ["FORMAT", "blob_of", "read_blob", "restore"]
 
@@ -39,7 +40,7 @@ _SAVED_KEYS = {
 _WHAT = "a saved pyroflows AmortizedPosterior"
 
 
-def blob_of(post: AmortizedPosterior, version: int) -> dict[str, Any]:
+def blob_of(post: Posterior, version: int) -> dict[str, Any]:
     """The saved dictionary of a fitted posterior."""
     summary = post.estimator.summary
     return {
@@ -90,8 +91,8 @@ def read_blob(path: str | Path, version: int) -> dict[str, Any]:
 
 
 def restore(
-    post: AmortizedPosterior, blob: dict[str, Any], path: Any, summary: nn.Module, given: bool
-) -> AmortizedPosterior:
+    post: Posterior, blob: dict[str, Any], path: Any, summary: nn.Module, given: bool
+) -> Posterior:
     """Put the saved space, networks, encoders and history into ``post`` (built from the
     saved configuration, with ``summary``); ValueError when they do not match (naming the
     summary passed when ``given``)."""
