@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pyroflows.builders import _positive_int
 from pyroflows.diagnostics.importance import ess, pareto_k
 from pyroflows.flows import Flow
-from pyroflows.losses import check_values
+from pyroflows.train.losses import check_values
+from pyroflows.validation import positive_int
 from pyroflows.vi.density_fit import fit_to_density
 
 __all__ = ["DefensiveMixture", "ImportanceResult", "importance_sample", "integrate"]
@@ -143,7 +143,7 @@ def importance_sample(
     """
     if not callable(log_f):
         raise TypeError("log_f must be a callable mapping (N, dim) points to (N,) values")
-    n, batch_size = _positive_int("n", n), _positive_int("batch_size", batch_size)
+    n, batch_size = positive_int("n", n), positive_int("batch_size", batch_size)
     samples, log_ws = [], []
     for start in range(0, int(n), batch_size):
         x, log_q = _draw(q, min(batch_size, int(n) - start))
@@ -271,8 +271,8 @@ def integrate(
         raise ValueError(f"anneal must lie in [0, 1], got {anneal}")
     if not callable(f):
         raise TypeError("f must be a callable mapping (N, dim) points to (N,) values")
-    dim, max_evals = _positive_int("dim", dim), _positive_int("max_evals", max_evals)
-    batch_size = _positive_int("batch_size", batch_size)
+    dim, max_evals = positive_int("dim", dim), positive_int("max_evals", max_evals)
+    batch_size = positive_int("batch_size", batch_size)
     counted = _Counted(f)
     steps = int(train_fraction * max_evals) // batch_size
     with torch.random.fork_rng(devices=[]):
