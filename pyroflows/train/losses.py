@@ -13,18 +13,27 @@ inference, which draw their own samples from the model.
   ``q``, robust to zeros of ``f``, annealed like ``ReverseKL``; :class:`ForwardKL` is it with
   ``power=1`` (the gradient of ``KL(p || q)``: mass-covering, needs no samples of ``p``) and
   :class:`Chi2` with ``power=2`` (the variance loss of neural importance sampling).
+* :class:`ELBOLoss` — the negative ELBO of a Pyro model and guide (``Trace_ELBO``,
+  ``TraceEnum_ELBO`` for enumerated discrete sites, the importance-weighted bound, or any Pyro
+  ELBO's ``differentiable_loss``), what :meth:`pyroflows.vi.FlowGuide.fit` trains.
 * :func:`check_values` — the one check of what a user's log-density or integrand returned.
 
 The model only has to offer ``log_prob(x, context, check=False)`` (likelihood losses) or
-``rsample_and_log_prob(shape)`` (sampling losses), as :class:`pyroflows.Flow` does.
+``rsample_and_log_prob(shape)`` (sampling losses), as :class:`pyroflows.Flow` does. The
+data-free losses run for a number of steps, not epochs: :func:`by_steps` gives the loop's
+settings for that.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import pyro
 import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from pyro.infer.importance import vectorized_importance_weights
 from torch import Tensor, nn
 
 from pyroflows.validation import positive_int
@@ -32,10 +41,12 @@ from pyroflows.validation import positive_int
 LogDensity = Callable[[Tensor], Tensor]
 
 __all__ = [
+    "ELBOLoss",
     "Chi2",
     "ForwardKL",
     "ReverseKL",
     "WeightedKL",
+    "by_steps",
     "check_values",
     "log_mean_exp",
     "nll",
@@ -292,3 +303,143 @@ def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
         0.693147
     """
     return torch.logsumexp(x, dim) - math.log(x.shape[dim])
+
+
+def by_steps(steps: int) -> dict[str, int]:
+    """The settings of :func:`pyroflows.train.fit` that run a data-free loss for exactly
+    ``steps`` optimiser steps: epochs of at most 100 steps (what the history records and a
+    checkpoint is written after), the last one cut short.
+
+    Example:
+        >>> by_steps(250)
+        {'steps_per_epoch': 100, 'max_epochs': 3, 'max_steps': 250}
+    """
+    per_epoch = min(steps, 100)
+    return {"steps_per_epoch": per_epoch, "max_epochs": math.ceil(steps / per_epoch),
+            "max_steps": steps}  # fmt: skip
+
+
+class ELBOLoss:
+    """The negative ELBO of a Pyro ``model`` and ``guide``, as a loss for the training loop.
+
+    ``loss(trained, batch)`` ignores both arguments (the guide draws its own samples; the
+    trained module holds the guide's and the model's parameters) and returns
+    ``elbo.differentiable_loss(model, guide, *args, **kwargs)``, or with
+    ``objective="iwae"`` the importance-weighted bound ``-log mean_k p(x, z_k) / q(z_k)`` over
+    ``num_particles`` vectorised draws (what ``RenyiELBO(alpha=0)`` computes).
+
+    Args:
+        model, guide: the Pyro model and guide (an ``nn.Module``).
+        args, kwargs: the model's arguments.
+        objective: ``"elbo"`` or ``"iwae"``.
+        elbo: any Pyro ELBO with a ``differentiable_loss`` instead of the default one.
+        num_particles: particles per step.
+        vectorize_particles: draw the particles in one vectorised pass.
+        enumerate: the model has enumerated discrete sites (``TraceEnum_ELBO``).
+        max_plate_nesting: the model's plate nesting (for ``TraceEnum_ELBO`` and IWAE).
+
+    Example:
+        >>> import pyro.distributions as dist
+        >>> from pyro.infer.autoguide import AutoNormal
+        >>> def model():
+        ...     pyro.sample("z", dist.Normal(0.0, 1.0))
+        >>> guide = AutoNormal(model)
+        >>> ELBOLoss(model, guide, objective="iwae", num_particles=4)(guide, ()).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        objective: str = "elbo",
+        elbo: pyro.infer.ELBO | None = None,
+        num_particles: int = 1,
+        vectorize_particles: bool = False,
+        enumerate: bool = False,
+        max_plate_nesting: int = 0,
+    ):
+        if objective not in ("elbo", "iwae"):
+            raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
+        if elbo is None and objective == "elbo":
+            if enumerate:
+                elbo = TraceEnum_ELBO(
+                    num_particles=num_particles, vectorize_particles=vectorize_particles,
+                    max_plate_nesting=max_plate_nesting,
+                )  # fmt: skip
+            else:
+                elbo = Trace_ELBO(
+                    num_particles=num_particles, vectorize_particles=vectorize_particles
+                )
+        self.model, self.guide = model, guide
+        self.args, self.kwargs = tuple(args), dict(kwargs or {})
+        self.objective, self.elbo, self.num_particles = objective, elbo, num_particles
+        self.max_plate_nesting = max_plate_nesting
+
+    def __repr__(self) -> str:
+        # what a checkpoint records of the objective
+        return repr((self.objective, self.num_particles, type(self.elbo).__name__))
+
+    def resuming(self) -> None:
+        """Fix the plate nesting a new ELBO would guess at its first step. It guesses by
+        drawing from the guide: the run that wrote a checkpoint did so at its step 0, so a
+        resumed run must not do it again (an extra draw would shift the restored random stream
+        and the resumed run would not be bit-identical). The nesting is the model's, what
+        Pyro guesses (plus the particles' plate, as Pyro adds it)."""
+        if getattr(self.elbo, "max_plate_nesting", None) == math.inf:
+            particles = bool(getattr(self.elbo, "vectorize_particles", False))
+            particles = particles and getattr(self.elbo, "num_particles", 1) > 1
+            self.elbo.max_plate_nesting = self.max_plate_nesting + particles
+
+    def __call__(self, trained: nn.Module, batch: tuple[Tensor, ...] = ()) -> Tensor:
+        if self.elbo is not None:
+            return self.elbo.differentiable_loss(self.model, self.guide, *self.args, **self.kwargs)
+        log_w, _, _ = vectorized_importance_weights(
+            self.model, self.guide, *self.args, num_samples=self.num_particles,
+            max_plate_nesting=self.max_plate_nesting, **self.kwargs,
+        )  # fmt: skip
+        return -log_mean_exp(log_w)
+
+    def trained_module(self, trace: Any) -> nn.Module:
+        """What the loop trains: the guide, with the model's own parameters (its
+        ``pyro.param`` / ``pyro.module`` sites in ``trace``) beside it as in SVI."""
+        params = model_parameters(trace, exclude=self.guide.parameters())
+        return _GuideAndModel(self.guide, params) if params else self.guide
+
+
+def model_parameters(trace: Any, exclude: Any = ()) -> dict[str, nn.Parameter]:
+    """The unconstrained tensors of a model's ``pyro.param`` / ``pyro.module`` sites in the
+    param store (those in ``trace`` that require gradients, less the ``exclude`` tensors), as
+    ``nn.Parameter`` objects the store keeps using (a plain leaf tensor is swapped for a
+    Parameter holding the same values)."""
+    store = pyro.get_param_store()
+    own = {id(p) for p in exclude}
+    result = {}
+    for name, site in trace.nodes.items():
+        if site["type"] != "param" or name not in store._params:
+            continue
+        value = store._params[name]
+        if id(value) in own or not value.requires_grad:
+            continue
+        if not isinstance(value, nn.Parameter):
+            parameter = nn.Parameter(value.detach())
+            store._params[name] = parameter
+            store._param_to_name.pop(value, None)
+            store._param_to_name[parameter] = name
+            value = parameter
+        result[name] = value
+    return result
+
+
+class _GuideAndModel(nn.Module):
+    """What :class:`ELBOLoss` trains when the model has parameters: the guide and the model's
+    parameters (the param store's own tensors), in one module for the loop."""
+
+    def __init__(self, guide: nn.Module, params: dict[str, nn.Parameter]):
+        super().__init__()
+        self.guide = guide
+        self.names = sorted(params)
+        self.model_params = nn.ParameterList([params[n] for n in self.names])

@@ -17,7 +17,6 @@ piecewise-linear couplings as in Müller et al.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,7 +25,7 @@ from torch import Tensor
 from pyroflows.builders import nsf, piecewise_linear, realnvp
 from pyroflows.flows import Flow
 from pyroflows.train import fit
-from pyroflows.train.losses import ReverseKL, WeightedKL
+from pyroflows.train.losses import ReverseKL, WeightedKL, by_steps
 from pyroflows.transforms import Box
 from pyroflows.validation import positive_int
 from pyroflows.vi.affine import AffineTril
@@ -153,14 +152,11 @@ def fit_to_density(
     else:
         power = 1.0 if loss == "forward_kl" else 2.0
         objective = WeightedKL(log_f, num_samples, power, anneal_steps, beta0)
-    per_epoch = min(steps, 100)
     fit_kwargs.setdefault("patience", None)
     fingerprint = {
         "dim": dim, "loss": loss, "num_samples": num_samples, "anneal_steps": anneal_steps,
         "beta0": beta0, **(fit_kwargs.pop("fingerprint", None) or {}),
     }  # fmt: skip
-    q.history = fit(
-        q, objective, None, steps_per_epoch=per_epoch, max_epochs=math.ceil(steps / per_epoch),
-        max_steps=steps, lr=lr, schedule=schedule, fingerprint=fingerprint, **fit_kwargs,
-    )  # fmt: skip
+    q.history = fit(q, objective, None, **by_steps(steps), lr=lr, schedule=schedule,
+                    fingerprint=fingerprint, **fit_kwargs)  # fmt: skip
     return q
