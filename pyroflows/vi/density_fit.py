@@ -30,7 +30,7 @@ from pyroflows.transforms import Box
 from pyroflows.validation import positive_int
 from pyroflows.vi.affine import AffineTril
 
-__all__ = ["WeightedKL", "fit_to_density", "make_flow"]
+__all__ = ["WeightedKL", "built_or_given", "fit_to_density", "make_flow"]
 
 LOSSES = ("reverse_kl", "forward_kl", "chi2")
 
@@ -78,6 +78,20 @@ def make_flow(
         box = Box(torch.zeros(dim), torch.ones(dim))
         return Flow([*q.transforms, _scale(dim, 1.7), box], q.base)
     return Flow([*q.transforms, AffineTril(torch.zeros(dim), torch.eye(dim))], q.base)
+
+
+def built_or_given(flow: str | Flow, dim: int, domain: str, layers: int, hidden: Sequence[int],
+             bins: int, default_bins: int) -> Flow:  # fmt: skip
+    """The :class:`Flow` passed as ``flow``, or the one :func:`make_flow` builds from a name;
+    sizes other than the defaults beside a passed Flow are refused (they would not apply)."""
+    if not isinstance(flow, Flow):
+        return make_flow(dim, domain, flow, layers, hidden, bins)
+    sizes = (layers, tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden, bins)
+    if sizes != (4, (64, 64), default_bins):
+        raise ValueError(
+            "layers, hidden and bins size a built flow; with a Flow passed they do not apply"
+        )
+    return flow
 
 
 def _scale(dim: int, s: float):
@@ -136,15 +150,7 @@ def fit_to_density(
         raise TypeError("log_f must be a callable mapping (N, dim) points to (N,) values")
     steps = positive_int("steps", steps)
     num_samples = positive_int("num_samples", num_samples)
-    if isinstance(flow, Flow) and (
-        layers,
-        tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden,
-        bins,
-    ) != (4, (64, 64), 8):
-        raise ValueError(
-            "layers, hidden and bins size a built flow; with a Flow passed they do not apply"
-        )
-    q = flow if isinstance(flow, Flow) else make_flow(dim, domain, flow, layers, hidden, bins)
+    q = built_or_given(flow, dim, domain, layers, hidden, bins, default_bins=8)
     if q.dim != dim or q.context_dim:
         raise ValueError(f"the flow must be unconditional on {dim} dimensions")
     if loss == "reverse_kl":

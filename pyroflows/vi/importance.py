@@ -22,7 +22,7 @@ from pyroflows.diagnostics.importance import ess, pareto_k
 from pyroflows.flows import Flow
 from pyroflows.train.losses import check_values
 from pyroflows.validation import positive_int
-from pyroflows.vi.density_fit import fit_to_density
+from pyroflows.vi.density_fit import built_or_given, fit_to_density
 
 __all__ = ["DefensiveMixture", "ImportanceResult", "importance_sample", "integrate"]
 
@@ -278,21 +278,7 @@ def integrate(
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        if isinstance(flow, Flow):
-            if (layers, tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden, bins) != (
-                4,
-                (64, 64),
-                16,
-            ):
-                raise ValueError(
-                    "layers, hidden and bins size a built flow; with a Flow passed they do not "
-                    "apply"
-                )
-            q = flow
-        else:
-            from pyroflows.vi.density_fit import make_flow
-
-            q = make_flow(dim, "unit", flow, layers, hidden, bins)
+        q = built_or_given(flow, dim, "unit", layers, hidden, bins, default_bins=16)
         if steps > 0:
             fit_kwargs.setdefault("progress", False)
             q = fit_to_density(counted, dim, loss=loss, flow=q, steps=steps,
