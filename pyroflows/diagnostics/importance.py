@@ -20,6 +20,9 @@ from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine.subsample_messenger import SubsampleMessenger, _Subsample
 from torch import Tensor
 
+from pyroflows.train.losses import log_mean_exp
+from pyroflows.validation import positive_int
+
 __all__ = ["PSISResult", "ess", "pareto_k", "psis"]
 
 
@@ -128,11 +131,9 @@ def psis(
         ValueError: ``num_particles`` or ``max_simultaneous`` not a positive integer, or fewer
             than 20 finite weights.
     """
-    for name, value in (("num_particles", num_particles), ("max_simultaneous", max_simultaneous)):
-        if value is None and name == "max_simultaneous":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    num_particles = positive_int("num_particles", num_particles)
+    if max_simultaneous is not None:
+        max_simultaneous = positive_int("max_simultaneous", max_simultaneous)
     with _full_plates(), torch.no_grad(), poutine.block():
         trace = poutine.trace(model).get_trace(*args, **kwargs)
     partial = [
@@ -159,5 +160,5 @@ def psis(
             )  # fmt: skip
             parts.append(lw.detach().reshape(-1))
     log_weights = torch.cat(parts)
-    log_evidence = float(torch.logsumexp(log_weights.double(), 0) - math.log(len(log_weights)))
+    log_evidence = float(log_mean_exp(log_weights.double()))
     return PSISResult(pareto_k(log_weights), ess(log_weights), log_evidence, log_weights)

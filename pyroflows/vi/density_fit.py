@@ -17,81 +17,22 @@ piecewise-linear couplings as in Müller et al.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from pyroflows.builders import _positive_int, nsf, piecewise_linear, realnvp
+from pyroflows.builders import nsf, piecewise_linear, realnvp
 from pyroflows.flows import Flow
-from pyroflows.losses import ReverseKL, check_values
 from pyroflows.train import fit
+from pyroflows.train.losses import ReverseKL, WeightedKL, by_steps
 from pyroflows.transforms import Box
+from pyroflows.validation import positive_int
 from pyroflows.vi.affine import AffineTril
 
-__all__ = ["WeightedKL", "fit_to_density", "make_flow"]
+__all__ = ["WeightedKL", "built_or_given", "fit_to_density", "make_flow"]
 
 LOSSES = ("reverse_kl", "forward_kl", "chi2")
-
-
-class WeightedKL:
-    """Forward KL (``power=1``) or chi-square (``power=2``) loss with self-normalised weights
-    ``∝ (f / q)^power``, robust to draws where ``log f`` or ``log q`` is not finite (points on
-    the edge of a box, zeros of ``f``): those rows get zero weight.
-
-    ``anneal_steps > 0`` tempers the target as ``f^beta``, ``beta`` rising linearly from
-    ``beta0`` to 1 over that many training calls: the early, broad target is seen by many
-    draws, so narrow modes far apart are all found before they sharpen (without it, a proposal
-    started far from every mode locks onto the first one its draws hit).
-
-    Example:
-        >>> import pyroflows as pf
-        >>> loss = WeightedKL(lambda z: -0.5 * (z**2).sum(-1), 64, power=2)
-        >>> loss(pf.realnvp(2, layers=1, hidden=(8,)), ()).shape
-        torch.Size([])
-    """
-
-    def __init__(self, log_target: Callable[[Tensor], Tensor], num_samples: int = 256,
-                 power: float = 1.0, anneal_steps: int = 0, beta0: float = 0.05):  # fmt: skip
-        if not callable(log_target):
-            raise TypeError("log_target must be a callable mapping (N, D) points to (N,) values")
-        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        if anneal_steps < 0 or not 0 < beta0 <= 1:
-            raise ValueError(f"anneal_steps must be >= 0 and beta0 in (0, 1], got "
-                             f"{anneal_steps!r}, {beta0!r}")  # fmt: skip
-        self.log_target, self.num_samples, self.power = log_target, int(num_samples), power
-        self.anneal_steps, self.beta0, self.calls = int(anneal_steps), float(beta0), 0
-
-    @property
-    def beta(self) -> float:
-        """The current inverse temperature of the target."""
-        if self.calls >= self.anneal_steps:
-            return 1.0
-        return self.beta0 + (1.0 - self.beta0) * self.calls / self.anneal_steps
-
-    def state_dict(self) -> dict[str, int]:
-        """The annealing position (saved in training checkpoints)."""
-        return {"calls": self.calls}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.calls = int(state["calls"])
-
-    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...] = ()) -> Tensor:
-        beta = self.beta
-        if model.training:
-            self.calls += 1
-        with torch.no_grad():
-            z, log_q_draw = model.rsample_and_log_prob((self.num_samples,))
-            log_w = beta * check_values(self.log_target(z), z, "log_target") - log_q_draw
-        log_q = model.log_prob(z, check=False)
-        ok = torch.isfinite(log_w) & torch.isfinite(log_q)
-        log_w = torch.where(ok, log_w, torch.full_like(log_w, -torch.inf))
-        if not bool(ok.any()):
-            return (log_q * 0).nan_to_num().sum()
-        weights = torch.softmax(self.power * log_w, dim=0)
-        return -(weights * torch.where(ok, log_q, torch.zeros_like(log_q))).sum()
 
 
 def make_flow(
@@ -137,6 +78,20 @@ def make_flow(
         box = Box(torch.zeros(dim), torch.ones(dim))
         return Flow([*q.transforms, _scale(dim, 1.7), box], q.base)
     return Flow([*q.transforms, AffineTril(torch.zeros(dim), torch.eye(dim))], q.base)
+
+
+def built_or_given(flow: str | Flow, dim: int, domain: str, layers: int, hidden: Sequence[int],
+             bins: int, default_bins: int) -> Flow:  # fmt: skip
+    """The :class:`Flow` passed as ``flow``, or the one :func:`make_flow` builds from a name;
+    sizes other than the defaults beside a passed Flow are refused (they would not apply)."""
+    if not isinstance(flow, Flow):
+        return make_flow(dim, domain, flow, layers, hidden, bins)
+    sizes = (layers, tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden, bins)
+    if sizes != (4, (64, 64), default_bins):
+        raise ValueError(
+            "layers, hidden and bins size a built flow; with a Flow passed they do not apply"
+        )
+    return flow
 
 
 def _scale(dim: int, s: float):
@@ -193,17 +148,9 @@ def fit_to_density(
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if not callable(log_f):
         raise TypeError("log_f must be a callable mapping (N, dim) points to (N,) values")
-    steps = _positive_int("steps", steps)
-    num_samples = _positive_int("num_samples", num_samples)
-    if isinstance(flow, Flow) and (
-        layers,
-        tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden,
-        bins,
-    ) != (4, (64, 64), 8):
-        raise ValueError(
-            "layers, hidden and bins size a built flow; with a Flow passed they do not apply"
-        )
-    q = flow if isinstance(flow, Flow) else make_flow(dim, domain, flow, layers, hidden, bins)
+    steps = positive_int("steps", steps)
+    num_samples = positive_int("num_samples", num_samples)
+    q = built_or_given(flow, dim, domain, layers, hidden, bins, default_bins=8)
     if q.dim != dim or q.context_dim:
         raise ValueError(f"the flow must be unconditional on {dim} dimensions")
     if loss == "reverse_kl":
@@ -211,14 +158,11 @@ def fit_to_density(
     else:
         power = 1.0 if loss == "forward_kl" else 2.0
         objective = WeightedKL(log_f, num_samples, power, anneal_steps, beta0)
-    per_epoch = min(steps, 100)
     fit_kwargs.setdefault("patience", None)
     fingerprint = {
         "dim": dim, "loss": loss, "num_samples": num_samples, "anneal_steps": anneal_steps,
         "beta0": beta0, **(fit_kwargs.pop("fingerprint", None) or {}),
     }  # fmt: skip
-    q.history = fit(
-        q, objective, None, steps_per_epoch=per_epoch, max_epochs=math.ceil(steps / per_epoch),
-        max_steps=steps, lr=lr, schedule=schedule, fingerprint=fingerprint, **fit_kwargs,
-    )  # fmt: skip
+    q.history = fit(q, objective, None, **by_steps(steps), lr=lr, schedule=schedule,
+                    fingerprint=fingerprint, **fit_kwargs)  # fmt: skip
     return q

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from pyroflows.builders import _hidden
 from pyroflows.flows import Flow
 from pyroflows.train import fit
 from pyroflows.transforms import MaskedAutoregressive
+from pyroflows.validation import hidden_sizes
 
 __all__ = ["DistillationLoss", "distill", "student_of"]
 
@@ -88,7 +88,7 @@ def student_of(teacher: Flow, hidden: Sequence[int] | None = None) -> Flow:
         (92, 172)
     """
     if hidden is not None:
-        hidden = _hidden(hidden)
+        hidden = hidden_sizes(hidden)
     _check_teacher(teacher)
     layers = []
     for layer in teacher.transforms:

@@ -8,6 +8,11 @@ guide sample cost one network pass per layer. The last layer is a learnable full
 (:class:`~pyroflows.vi.affine.AffineTril`) started at ``init_loc_fn`` with scale ``init_scale``,
 or at the MAP with the Laplace covariance (``affine_init="laplace"``): the networks then work
 in whitened coordinates, and the guide starts as a full-rank Gaussian.
+
+:meth:`FlowGuide.fit` checks its arguments, sets the guide up and runs the one training loop
+(:func:`pyroflows.train.fit`) on an :class:`~pyroflows.train.losses.ELBOLoss`. What the guide
+reads from the model lives in :mod:`~pyroflows.vi.sites`, the Laplace start in
+:mod:`~pyroflows.vi.laplace`, the posterior summaries in :mod:`~pyroflows.vi.summaries`.
 """
 
 from __future__ import annotations
@@ -25,27 +30,35 @@ import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.distributions.util import sum_rightmost
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, infer_discrete
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
-from pyro.infer.importance import vectorized_importance_weights
 from pyro.ops.tensor_utils import periodic_repeat
-from pyro.poutine.block_messenger import BlockMessenger
-from pyro.poutine.runtime import _PYRO_STACK
-from pyro.poutine.trace_messenger import TraceMessenger
 from torch import Tensor, nn
 
-from pyroflows.builders import _positive_int, build
-from pyroflows.checkpoint import data_fingerprint, load_all_or_nothing
+from pyroflows.builders import build
 from pyroflows.flows import Flow, FlowDistribution
 from pyroflows.train import History, fit
+from pyroflows.train.checkpoint import data_fingerprint, load_all_or_nothing
+from pyroflows.train.losses import ELBOLoss, by_steps
+from pyroflows.validation import positive_int
 from pyroflows.vi.affine import AffineTril
+from pyroflows.vi.laplace import laplace_start
+from pyroflows.vi.laplace import log_joint as _log_joint
+from pyroflows.vi.sites import (
+    EnumBlock,
+    check_model_arguments,
+    enumerated,
+    expandable,
+    hidden_discrete,
+    model_tensors,
+)
+from pyroflows.vi.summaries import PosteriorSummaries
 
 __all__ = ["FlowGuide", "guide_flow"]
 
 
 @contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
+def _torch_seeded(seed: int | None) -> Iterator[None]:
     """Run the block in a forked torch random state seeded with ``seed`` (nothing when None):
     the block is reproducible and the global random state is left as it was. The seed is
     used as it is, so the common ``pyro.set_rng_seed(s); guide.fit(..., seed=s)`` draws the
@@ -57,106 +70,6 @@ def _seeded(seed: int | None) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def _tensors(args: Sequence[Any], kwargs: dict[str, Any]) -> Iterator[tuple[str, Tensor]]:
-    """``(label, tensor)`` for every tensor among the model arguments (also inside a list,
-    tuple or dict, three levels deep)."""
-
-    def walk(label: str, value: Any, depth: int = 0) -> Iterator[tuple[str, Tensor]]:
-        if isinstance(value, Tensor):
-            yield label, value
-        elif depth < 3 and isinstance(value, (list, tuple)):
-            for v in value:
-                yield from walk(label, v, depth + 1)
-        elif depth < 3 and isinstance(value, dict):
-            for v in value.values():
-                yield from walk(label, v, depth + 1)
-
-    for i, value in enumerate(args):
-        yield from walk(f"model argument {i}", value)
-    for key, value in kwargs.items():
-        yield from walk(f"model keyword argument {key!r}", value)
-
-
-def _bad_argument(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str] | None:
-    """``(label, "NaN" or "inf")`` of the first model argument that contains NaN or an
-    infinite value, or None."""
-    for label, value in _tensors(args, kwargs):
-        if value.is_floating_point() or value.is_complex():
-            if bool(torch.isnan(value).any()):
-                return label, "NaN"
-            if bool(torch.isinf(value).any()):
-                return label, "inf"
-    return None
-
-
-def _enumerated(msg: dict) -> bool:
-    """A latent sample site configured for parallel enumeration (``config_enumerate``)."""
-    return (
-        msg["type"] == "sample"
-        and not msg.get("is_observed", False)
-        and (msg.get("infer") or {}).get("enumerate") == "parallel"
-    )
-
-
-class _EnumBlock(BlockMessenger):
-    """Hides the enumerated sites from the guide's prototype (they are marginalised by
-    ``TraceEnum_ELBO`` in the full model, not guided)."""
-
-    def __init__(self):
-        super().__init__(hide_fn=_enumerated)
-
-
-@contextmanager
-def _hidden_discrete(found: list[str]) -> Iterator[None]:
-    """Record in ``found`` the discrete latent sites that a user's ``poutine.block`` hides
-    from every trace (drawn from the prior inside the model, invisible to the ELBO)."""
-    original = BlockMessenger._process_message
-
-    def process(self, msg):
-        original(self, msg)
-        if not msg["stop"] or isinstance(self, _EnumBlock) or msg["type"] != "sample":
-            return
-        support = getattr(msg["fn"], "support", None)
-        if msg.get("is_observed") or not getattr(support, "is_discrete", False):
-            return
-        # a trace inside this block saw the site already: it is not hidden from that trace
-        above = _PYRO_STACK[_PYRO_STACK.index(self) + 1 :] if self in _PYRO_STACK else []
-        if not any(isinstance(m, TraceMessenger) for m in above):
-            found.append(msg["name"])
-
-    BlockMessenger._process_message = process
-    try:
-        yield
-    finally:
-        BlockMessenger._process_message = original
-
-
-def _expandable(fn: Any) -> bool:
-    """Whether a site's distribution can be expanded (vectorised particles need it;
-    ``pyro.distributions.LKJ`` cannot, an upstream Pyro limitation)."""
-    if not isinstance(fn, torch.distributions.Distribution):
-        return True  # e.g. a plate's subsample site
-    try:
-        fn.expand(torch.Size([2]) + fn.batch_shape)
-    except NotImplementedError:
-        return False
-    return True
-
-
-def _vectorise(value: Tensor, event_dim: int, nesting: int) -> Tensor:
-    """Draws ``(S, *shape)`` of a site as a value under a particle plate at ``-(nesting+1)``."""
-    batch_dims = value.dim() - 1 - event_dim
-    return value.reshape(len(value), *([1] * (nesting - batch_dims)), *value.shape[1:])
-
-
-def _unvectorise(value: Tensor, num: int, shape: torch.Size) -> Tensor:
-    """A site's value under a particle plate back to ``(num, *shape)``."""
-    if value.numel() == num * math.prod(shape):
-        return value.reshape(num, *shape)
-    # not a function of the draw (e.g. a deterministic site of constants): the same each time
-    return value.reshape(-1, *shape)[:1].expand(num, *shape).clone()
 
 
 def guide_flow(family: str, dim: int, **kwargs) -> Flow:
@@ -223,7 +136,7 @@ class STLFlowDistribution(FlowDistribution):
         return STLFlowDistribution(self.flow, None, torch.Size(batch_shape))
 
 
-class FlowGuide(AutoContinuous):
+class FlowGuide(PosteriorSummaries, AutoContinuous):
     """A normalizing-flow autoguide over all latent sites of a Pyro model.
 
     Args:
@@ -296,7 +209,7 @@ class FlowGuide(AutoContinuous):
         if isinstance(flow, str):
             _check_flow_options(flow, options)
         # enumerated discrete sites are marginalised in the full model, not guided
-        super().__init__(_EnumBlock()(model), init_loc_fn=init_loc_fn)
+        super().__init__(EnumBlock()(model), init_loc_fn=init_loc_fn)
         self.create_plates = create_plates
         self._model_fn = model
         self._model_args: tuple[tuple, dict] | None = None
@@ -310,7 +223,7 @@ class FlowGuide(AutoContinuous):
     # -- structure ----------------------------------------------------------------------------
     def _setup_prototype(self, *args, **kwargs) -> None:
         hidden: list[str] = []
-        with _hidden_discrete(hidden), torch.no_grad(), poutine.block():
+        with hidden_discrete(hidden), torch.no_grad(), poutine.block():
             full = poutine.trace(self._model_fn).get_trace(*args, **kwargs)
         if hidden:
             raise ValueError(
@@ -324,16 +237,16 @@ class FlowGuide(AutoContinuous):
             name: (site["value"].shape, site["fn"].event_dim)
             for name, site in full.nodes.items()
             if site["type"] == "sample"
-            and (_enumerated(site) or (site.get("infer") or {}).get("_deterministic"))
+            and (enumerated(site) or (site.get("infer") or {}).get("_deterministic"))
         }
-        self._enumerated_sites = [n for n, site in full.nodes.items() if _enumerated(site)]
+        self._enumerated_sites = [n for n, site in full.nodes.items() if enumerated(site)]
         self._deterministic_sites = [n for n in self._full_sites if n not in self._enumerated_sites]
         self._nesting = max(
             (-f.dim for site in full.nodes.values() if site["type"] == "sample"
              for f in site["cond_indep_stack"] if f.vectorized),
             default=0,
         )  # fmt: skip
-        self._expandable = all(_expandable(site["fn"]) for _, site in full.iter_stochastic_nodes())
+        self._expandable = all(expandable(site["fn"]) for _, site in full.iter_stochastic_nodes())
         super()._setup_prototype(*args, **kwargs)
         # latents of sites inside subsampled plates span the full plate
         self._subsampled: dict[str, list[tuple[int, str]]] = {}
@@ -377,69 +290,16 @@ class FlowGuide(AutoContinuous):
         loc = self._init_loc()
         scale_tril = torch.eye(dim, dtype=loc.dtype, device=loc.device) * self.init_scale
         if self.affine_init == "laplace":
-            loc, scale_tril = self._laplace(loc, scale_tril, *args, **kwargs)
+            loc, scale_tril = laplace_start(self, loc, scale_tril, *args, **kwargs)
         affine = AffineTril(loc, scale_tril)
         flow = Flow(list(inner.transforms) + [affine], inner.base)
         return flow.to(device=loc.device, dtype=loc.dtype)
 
-    # -- Laplace start ------------------------------------------------------------------------
+    # -- Laplace start (pyroflows.vi.laplace) -------------------------------------------------
     def log_joint(self, latent: Tensor, *args, **kwargs) -> Tensor:
         """``log p(x, z) + log|dz/du|`` at one unconstrained latent vector ``u`` (full plates
         only; no subsampled local latents)."""
-        values, log_jac = {}, 0.0
-        for site, u in self._unpack_latent(latent):
-            transform = biject_to(site["fn"].support)
-            value = transform(u)
-            log_jac = log_jac + transform.log_abs_det_jacobian(u, value).sum()
-            values[site["name"]] = value
-        model = poutine.condition(self._model_fn, data=values)
-        trace = poutine.trace(poutine.block(model, hide_fn=lambda m: False)).get_trace(
-            *args, **kwargs
-        )
-        return trace.log_prob_sum() + log_jac
-
-    def _laplace(self, loc: Tensor, scale_tril: Tensor, *args, **kwargs):
-        if self._enumerated_sites:
-            raise NotImplementedError(
-                "affine_init='laplace' is not available for models with enumerated discrete "
-                f"sites ({self._enumerated_sites}); use affine_init=None"
-            )
-        if self._subsampled:
-            raise NotImplementedError(
-                "affine_init='laplace' needs the whole data in one step: the model subsamples "
-                f"plate(s) {sorted({p for v in self._subsampled.values() for _, p in v})}; use "
-                "affine_init=None (Pyro refuses a full subsample where subsample_size is set)"
-            )
-        u = loc.detach().clone().requires_grad_()
-        optimizer = torch.optim.LBFGS(
-            [u], lr=1.0, max_iter=self.map_steps, line_search_fn="strong_wolfe"
-        )
-
-        def closure():
-            optimizer.zero_grad()
-            loss = -self.log_joint(u, *args, **kwargs)
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        u = u.detach()
-        if not bool(torch.isfinite(u).all()):
-            return loc, scale_tril
-        hessian = torch.autograd.functional.hessian(
-            lambda v: -self.log_joint(v, *args, **kwargs), u
-        )
-        hessian = (hessian + hessian.T) / 2
-        precision_chol, info = torch.linalg.cholesky_ex(hessian)
-        if int(info) == 0:
-            eye = torch.eye(len(u), dtype=u.dtype, device=u.device)
-            # Cov = H^-1 = (C C^T)^-1; its Cholesky factor via a solve and a re-factorisation
-            cov = torch.cholesky_inverse(precision_chol)
-            chol, info = torch.linalg.cholesky_ex((cov + cov.T) / 2 + 1e-10 * eye)
-            if int(info) == 0:
-                return u, chol
-        diag = hessian.diagonal()
-        scale = torch.where(diag > 0, diag.clamp_min(1e-12).rsqrt(), self.init_scale)
-        return u, torch.diag(scale)
+        return _log_joint(self, latent, *args, **kwargs)
 
     # -- persistence --------------------------------------------------------------------------
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):
@@ -496,111 +356,6 @@ class FlowGuide(AutoContinuous):
                 result[name] = pyro.sample(name, delta)
         return result
 
-    # -- posterior summaries ------------------------------------------------------------------
-    def _require_setup(self, args, kwargs) -> None:
-        if self.prototype_trace is not None:
-            return
-        try:
-            self._setup_prototype(*args, **kwargs)
-        except TypeError as error:
-            if args or kwargs:
-                raise
-            raise ValueError(
-                "this FlowGuide is not fitted or set up yet, and running the model without "
-                f"arguments failed ({error}); call guide.fit(*model_args) first, or pass the "
-                "model's arguments: guide.sample_posterior(num_samples, *model_args)"
-            ) from None
-
-    def _with_model_sites(self, result: dict[str, Tensor], args, kwargs) -> dict[str, Tensor]:
-        """Add the enumerated discrete sites (drawn from their conditional posterior given each
-        continuous draw, Pyro's ``infer_discrete``) and the deterministic sites."""
-        if not self._full_sites:
-            return result
-        if not args and not kwargs and self._model_args is not None:
-            args, kwargs = self._model_args
-        num = len(next(iter(result.values())))
-        nesting = self._nesting
-        data = {}
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
-            data[name] = _vectorise(result[name], site["fn"].event_dim, nesting)
-
-        def vectorised(*a, **k):
-            with pyro.plate("_num_samples", num, dim=-(nesting + 1)):
-                return self._model_fn(*a, **k)
-
-        model = poutine.condition(vectorised, data=data)
-        if self._enumerated_sites:
-            model = infer_discrete(model, first_available_dim=-(nesting + 2), temperature=1)
-        with poutine.block():
-            trace = poutine.trace(model).get_trace(*args, **kwargs)
-        result = dict(result)
-        for name, (shape, _) in self._full_sites.items():
-            result[name] = _unvectorise(trace.nodes[name]["value"].detach(), num, shape)
-        return result
-
-    @torch.no_grad()
-    def sample_posterior(self, num_samples: int = 1000, *args, **kwargs) -> dict[str, Tensor]:
-        """``num_samples`` joint posterior draws: ``{site: tensor (num_samples, *shape)}``
-        (full plates), drawn in one vectorised pass. Enumerated discrete sites are drawn from
-        their conditional posterior given each draw (``infer_discrete``) and deterministic
-        sites are computed, as ``pyro.infer.Predictive`` gives them; both run the model, with
-        the arguments given here or else those of the last :meth:`fit`.
-
-        Raises:
-            ValueError: ``num_samples`` not a positive integer, or the guide is not set up
-                and the model needs arguments.
-        """
-        num_samples = _positive_int("num_samples", num_samples)
-        self._require_setup(args, kwargs)
-        latent = self.flow.sample((int(num_samples),))
-        result, pos = {}, 0
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
-            shape = self._unconstrained_shapes[name]
-            u = latent[:, pos : pos + math.prod(shape)].reshape(len(latent), *shape)
-            result[name] = biject_to(site["fn"].support)(u)
-            pos += math.prod(shape)
-        return self._with_model_sites(result, args, kwargs)
-
-    @torch.no_grad()
-    def quantiles(
-        self, quantiles: Sequence[float] | Tensor, *args, num_samples: int = 4096, seed: int = 0,
-        **kwargs,
-    ) -> dict[str, Tensor]:  # fmt: skip
-        """Elementwise posterior quantiles of each site, ``{site: (len(quantiles), *shape)}``:
-        Monte Carlo estimates from ``num_samples`` draws with a fixed ``seed`` (reproducible)."""
-        q = torch.as_tensor(quantiles, dtype=torch.float64).reshape(-1)
-        if not len(q) or not bool(((q >= 0) & (q <= 1)).all()):
-            raise ValueError(f"quantiles must lie in [0, 1], got {quantiles!r}")
-        self._require_setup(args, kwargs)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            draws = self.sample_posterior(num_samples, *args, **kwargs)
-        result = {}
-        for name, value in draws.items():
-            value = value if value.is_floating_point() else value.double()
-            q = torch.as_tensor(quantiles, dtype=value.dtype, device=value.device).reshape(-1)
-            result[name] = torch.quantile(value.reshape(len(value), -1), q, dim=0).reshape(
-                len(q), *value.shape[1:]
-            )
-        return result
-
-    @torch.no_grad()
-    def median(self, *args, num_samples: int = 4096, seed: int = 0, **kwargs) -> dict[str, Tensor]:
-        """Elementwise posterior medians ``{site: tensor}`` (Monte Carlo, fixed ``seed``)."""
-        return {
-            name: q[0]
-            for name, q in self.quantiles(
-                [0.5], *args, num_samples=num_samples, seed=seed, **kwargs
-            ).items()
-        }
-
-    def to_inference_data(self, num_samples: int = 1000, chains: int = 4, *args, **kwargs):
-        """Posterior draws as an ``arviz.InferenceData`` (``chains`` x ``num_samples /
-        chains`` independent draws, site names as variables)."""
-        from pyroflows.inference_data import to_inference_data
-
-        return to_inference_data(self.sample_posterior(num_samples, *args, **kwargs), chains=chains)
-
     # -- training -----------------------------------------------------------------------------
     def fit(
         self,
@@ -639,101 +394,59 @@ class FlowGuide(AutoContinuous):
                 guide is touched; mask missing values in the model instead).
         """
         model_kwargs = fit_kwargs.pop("model_kwargs", {})
-        steps = _positive_int("steps", steps)
-        num_particles = _positive_int("num_particles", num_particles)
-        if objective not in ("elbo", "iwae"):
-            raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
-        if elbo is not None and not hasattr(elbo, "differentiable_loss"):
-            raise ValueError(f"{type(elbo).__name__} has no differentiable_loss; use SVI")
-        if elbo is not None and (
-            (num_particles != 1 and num_particles != getattr(elbo, "num_particles", None))
-            or objective != "elbo"
-        ):
-            raise ValueError(
-                "num_particles and objective configure the default ELBO; with elbo= set them "
-                "on the ELBO you pass (e.g. Trace_ELBO(num_particles=8))"
-            )
-        for name in ("max_steps", "steps_per_epoch", "max_epochs"):
-            if name in fit_kwargs:
-                raise ValueError(f"{name} is set by steps= in FlowGuide.fit; pass steps only")
-        bad = _bad_argument(args, model_kwargs)
-        if bad is not None and bad[1] == "NaN":
-            raise ValueError(
-                f"{bad[0]} contains NaN values; FlowGuide.fit needs finite data (drop or "
-                "mask missing values in the model, e.g. with obs_mask)"
-            )
-        model = self._model_fn
-        if bad is not None:  # inf may be a legitimate argument (a bound), not an observation
-            with torch.random.fork_rng(devices=[]), torch.no_grad(), poutine.block():
-                check = poutine.trace(model).get_trace(*args, **model_kwargs)
-            for name, site in check.nodes.items():
-                value = site["value"] if site["type"] == "sample" else None
-                if site.get("is_observed") and isinstance(value, Tensor):
-                    if value.is_floating_point() and bool(torch.isinf(value).any()):
-                        raise ValueError(
-                            f"{bad[0]} contains inf values, observed at site {name!r}; "
-                            "FlowGuide.fit needs finite observations (drop or mask them)"
-                        )
-        with _seeded(fit_kwargs.get("seed")):
+        steps = positive_int("steps", steps)
+        num_particles = positive_int("num_particles", num_particles)
+        _check_objective(objective, elbo, num_particles, fit_kwargs)
+        check_model_arguments(self._model_fn, args, model_kwargs)
+        with _torch_seeded(fit_kwargs.get("seed")):
             self._require_setup(args, model_kwargs)
             with torch.no_grad(), poutine.block():
-                trace = poutine.trace(model).get_trace(*args, **model_kwargs)
-        nesting = self._nesting
-        enumerated = self._enumerated_sites
-        if enumerated and elbo is None and objective == "iwae":
+                trace = poutine.trace(self._model_fn).get_trace(*args, **model_kwargs)
+        loss = self._elbo_loss(args, model_kwargs, objective, elbo, num_particles)
+        resume = fit_kwargs.get("resume")
+        if resume is not None and Path(resume).exists():
+            loss.resuming()
+        trained = loss.trained_module(trace)
+        fingerprint = {
+            **self._fingerprint(args, model_kwargs, loss, trained),
+            **(fit_kwargs.pop("fingerprint", None) or {}),
+        }
+        self._model_args = (args, model_kwargs)
+        fit_kwargs.setdefault("patience", None)
+        fit_kwargs.setdefault("clip_grad", 10.0)
+        return fit(trained, loss, None, **by_steps(steps), lr=lr, fingerprint=fingerprint,
+                   **fit_kwargs)  # fmt: skip
+
+    def _elbo_loss(self, args, kwargs, objective, elbo, num_particles) -> ELBOLoss:
+        """The ELBO of the full model: ``TraceEnum_ELBO`` over the enumerated sites, particles
+        vectorised where the model's distributions can be expanded."""
+        enumerated_sites = self._enumerated_sites
+        if enumerated_sites and elbo is None and objective == "iwae":
             raise ValueError(
-                f"objective='iwae' does not marginalise the enumerated sites {enumerated}; use "
-                "objective='elbo' (TraceEnum_ELBO)"
+                f"objective='iwae' does not marginalise the enumerated sites {enumerated_sites}; "
+                "use objective='elbo' (TraceEnum_ELBO)"
             )
-        vectorise = num_particles > 1 and self._expandable
         if num_particles > 1 and not self._expandable and elbo is None:
             warnings.warn(
                 "a site's distribution cannot be expanded (e.g. dist.LKJ, a Pyro limitation; "
                 "dist.LKJCholesky can): the particles are drawn one by one, not vectorised",
-                stacklevel=2,
+                stacklevel=3,
             )
             if objective == "iwae":
                 raise ValueError(
                     "objective='iwae' needs vectorised particles, which this model's "
                     "distributions do not allow (dist.LKJ: use dist.LKJCholesky)"
                 )
-        if elbo is None and objective == "elbo":
-            if enumerated:
-                elbo = TraceEnum_ELBO(
-                    num_particles=num_particles, vectorize_particles=vectorise,
-                    max_plate_nesting=nesting,
-                )  # fmt: skip
-            else:
-                elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=vectorise)
-        resume = fit_kwargs.get("resume")
-        if elbo is not None and resume is not None and Path(resume).exists():
-            # A new ELBO guesses the plate nesting at its first step by drawing from the guide:
-            # the run that wrote the checkpoint did so at its step 0, so a resumed run must not
-            # do it again (an extra draw would shift the restored random stream and the resumed
-            # run would not be bit-identical). The nesting is the model's, what Pyro guesses
-            # (plus the particles' plate, as Pyro adds it).
-            if getattr(elbo, "max_plate_nesting", None) == math.inf:
-                particles = bool(getattr(elbo, "vectorize_particles", False))
-                particles = particles and getattr(elbo, "num_particles", 1) > 1
-                elbo.max_plate_nesting = nesting + particles
+        return ELBOLoss(
+            self._model_fn, self, args, kwargs, objective=objective, elbo=elbo,
+            num_particles=num_particles, vectorize_particles=num_particles > 1 and self._expandable,
+            enumerate=bool(enumerated_sites), max_plate_nesting=self._nesting,
+        )  # fmt: skip
 
-        def loss(trained: nn.Module, batch: tuple) -> Tensor:
-            if elbo is not None:
-                return elbo.differentiable_loss(model, self, *args, **model_kwargs)
-            # importance-weighted bound (IWAE) with num_particles vectorised samples
-            log_w, _, _ = vectorized_importance_weights(
-                model, self, *args, num_samples=num_particles, max_plate_nesting=nesting,
-                **model_kwargs,
-            )  # fmt: skip
-            return -(torch.logsumexp(log_w, 0) - math.log(num_particles))
-
-        # the model's own parameters (pyro.param, pyro.module) train with the guide, as in SVI
-        trained: nn.Module = self
-        model_params = self._model_parameters(trace)
-        if model_params:
-            trained = _GuideAndModel(self, model_params)
-        fingerprint = {
-            "model_args": data_fingerprint([t for _, t in _tensors(args, model_kwargs)]),
+    def _fingerprint(self, args, kwargs, loss: ELBOLoss, trained: nn.Module) -> dict[str, str]:
+        """What a checkpoint of this fit must match to be resumed."""
+        return {
+            "model_args": data_fingerprint([t for _, t in model_tensors(args, kwargs)]),
             "latent_sites": repr(
                 [(name, tuple(self._unconstrained_shapes[name]), str(site["fn"].support))
                  for name, site in self.prototype_trace.iter_stochastic_nodes()]
@@ -741,49 +454,26 @@ class FlowGuide(AutoContinuous):
             "flow_options": repr((self._flow_spec if isinstance(self._flow_spec, str) else
                                   "callable", sorted(self._flow_kwargs.items()),
                                   self.init_scale, self.affine_init, self.stl)),
-            "objective": repr((objective, num_particles, type(elbo).__name__)),
-            "model_params": repr(sorted(model_params)),
-            **(fit_kwargs.pop("fingerprint", None) or {}),
+            "objective": repr(loss),
+            "model_params": repr(getattr(trained, "names", [])),
         }  # fmt: skip
-        self._model_args = (args, model_kwargs)
-        per_epoch = min(steps, 100)
-        fit_kwargs.setdefault("patience", None)
-        fit_kwargs.setdefault("clip_grad", 10.0)
-        return fit(
-            trained, loss, None, steps_per_epoch=per_epoch,
-            max_epochs=math.ceil(steps / per_epoch), max_steps=steps, lr=lr,
-            fingerprint=fingerprint, **fit_kwargs,
-        )  # fmt: skip
-
-    def _model_parameters(self, trace) -> dict[str, nn.Parameter]:
-        """The unconstrained tensors of the model's ``pyro.param`` / ``pyro.module`` sites in
-        the param store, as ``nn.Parameter`` objects the store keeps using (a plain leaf tensor
-        is swapped for a Parameter holding the same values)."""
-        store = pyro.get_param_store()
-        own = {id(p) for p in self.parameters()}
-        result = {}
-        for name, site in trace.nodes.items():
-            if site["type"] != "param" or name not in store._params:
-                continue
-            value = store._params[name]
-            if id(value) in own or not value.requires_grad:
-                continue
-            if not isinstance(value, nn.Parameter):
-                parameter = nn.Parameter(value.detach())
-                store._params[name] = parameter
-                store._param_to_name.pop(value, None)
-                store._param_to_name[parameter] = name
-                value = parameter
-            result[name] = value
-        return result
 
 
-class _GuideAndModel(nn.Module):
-    """What :meth:`FlowGuide.fit` trains when the model has parameters: the guide and the
-    model's parameters (the param store's own tensors), in one module for the loop."""
-
-    def __init__(self, guide: FlowGuide, params: dict[str, nn.Parameter]):
-        super().__init__()
-        self.guide = guide
-        self.names = sorted(params)
-        self.model_params = nn.ParameterList([params[n] for n in self.names])
+def _check_objective(objective, elbo, num_particles: int, fit_kwargs: dict[str, Any]) -> None:
+    """Refuse an unknown objective, an ELBO without ``differentiable_loss``, options that
+    configure the default ELBO beside a given one, and the loop's step options."""
+    if objective not in ("elbo", "iwae"):
+        raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
+    if elbo is not None and not hasattr(elbo, "differentiable_loss"):
+        raise ValueError(f"{type(elbo).__name__} has no differentiable_loss; use SVI")
+    if elbo is not None and (
+        (num_particles != 1 and num_particles != getattr(elbo, "num_particles", None))
+        or objective != "elbo"
+    ):
+        raise ValueError(
+            "num_particles and objective configure the default ELBO; with elbo= set them "
+            "on the ELBO you pass (e.g. Trace_ELBO(num_particles=8))"
+        )
+    for name in ("max_steps", "steps_per_epoch", "max_epochs"):
+        if name in fit_kwargs:
+            raise ValueError(f"{name} is set by steps= in FlowGuide.fit; pass steps only")

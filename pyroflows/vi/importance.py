@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pyroflows.builders import _positive_int
 from pyroflows.diagnostics.importance import ess, pareto_k
 from pyroflows.flows import Flow
-from pyroflows.losses import check_values
-from pyroflows.vi.density_fit import fit_to_density
+from pyroflows.train.losses import check_values
+from pyroflows.validation import positive_int
+from pyroflows.vi.density_fit import built_or_given, fit_to_density
 
 __all__ = ["DefensiveMixture", "ImportanceResult", "importance_sample", "integrate"]
 
@@ -143,7 +143,7 @@ def importance_sample(
     """
     if not callable(log_f):
         raise TypeError("log_f must be a callable mapping (N, dim) points to (N,) values")
-    n, batch_size = _positive_int("n", n), _positive_int("batch_size", batch_size)
+    n, batch_size = positive_int("n", n), positive_int("batch_size", batch_size)
     samples, log_ws = [], []
     for start in range(0, int(n), batch_size):
         x, log_q = _draw(q, min(batch_size, int(n) - start))
@@ -271,28 +271,14 @@ def integrate(
         raise ValueError(f"anneal must lie in [0, 1], got {anneal}")
     if not callable(f):
         raise TypeError("f must be a callable mapping (N, dim) points to (N,) values")
-    dim, max_evals = _positive_int("dim", dim), _positive_int("max_evals", max_evals)
-    batch_size = _positive_int("batch_size", batch_size)
+    dim, max_evals = positive_int("dim", dim), positive_int("max_evals", max_evals)
+    batch_size = positive_int("batch_size", batch_size)
     counted = _Counted(f)
     steps = int(train_fraction * max_evals) // batch_size
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        if isinstance(flow, Flow):
-            if (layers, tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden, bins) != (
-                4,
-                (64, 64),
-                16,
-            ):
-                raise ValueError(
-                    "layers, hidden and bins size a built flow; with a Flow passed they do not "
-                    "apply"
-                )
-            q = flow
-        else:
-            from pyroflows.vi.density_fit import make_flow
-
-            q = make_flow(dim, "unit", flow, layers, hidden, bins)
+        q = built_or_given(flow, dim, "unit", layers, hidden, bins, default_bins=16)
         if steps > 0:
             fit_kwargs.setdefault("progress", False)
             q = fit_to_density(counted, dim, loss=loss, flow=q, steps=steps,
