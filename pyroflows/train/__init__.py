@@ -9,10 +9,14 @@
 * ``control`` — :class:`History`, the divergence guard, early stopping, the progress bar;
 * ``checkpoint`` — atomic writes, safe reads, random streams, data fingerprints;
 * ``distributed`` — data-parallel training under ``torchrun``;
-* ``streaming`` — memory-mapped ``.npy`` files and CSV files larger than memory.
+* ``streaming`` — memory-mapped ``.npy`` files and CSV files larger than memory;
+* ``losses`` — the objectives (``nll``, reverse / forward KL, chi-square, the ELBO) and the
+  one check of user log densities;
+* ``recipe`` — the validation split and the portfolio of families.
 
-A new objective is a callable ``loss(model, batch) -> scalar`` in :mod:`pyroflows.losses`;
-a new job calls :func:`fit` with it rather than writing a loop.
+A new objective is a callable ``loss(model, batch) -> scalar`` in ``losses``; a new kind of
+data in ``sources``; a new way of combining fits in ``recipe``; a new job calls :func:`fit`
+rather than writing a loop.
 """
 
 from pyroflows.train.checkpoint import atomic_save, data_fingerprint
