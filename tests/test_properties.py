@@ -115,7 +115,10 @@ def test_piecewise_linear_is_monotone_and_invertible(bins, x, data, dtype_name):
     back, ladj_inv = piecewise_linear(y, logits, inverse=True)
     assert torch.isfinite(y).all() and torch.isfinite(ladj).all() and torch.isfinite(back).all()
     tol = 1e-4 if dtype == torch.float32 else 1e-9
-    torch.testing.assert_close(back, xt, atol=tol, rtol=0)
+    # the inverse divides the rounding error of y by a bin's mass times the bin count, so a
+    # bin at the mass floor amplifies it by 1 / (1e-4 K): the round trip can do no better
+    conditioning = 2 * torch.finfo(dtype).eps / (1e-4 * bins)
+    torch.testing.assert_close(back, xt, atol=max(tol, conditioning), rtol=0)
     torch.testing.assert_close(ladj, -ladj_inv, atol=100 * tol, rtol=0)
     grid = torch.linspace(0, 1, 50, dtype=dtype)
     gy, _ = piecewise_linear(grid, logits[:1].expand(50, -1))
@@ -203,3 +206,13 @@ def test_preprocessing_is_exact_for_any_offset_and_scale(offset, log_scale, seed
         assert float(ladj[0]) == pytest.approx(-np.log(std).sum(), abs=1e-6)
     back = pre.from_latent(torch.from_numpy(z)).numpy()
     np.testing.assert_allclose(back, X, rtol=1e-12, atol=1e-12 * (abs(offset) + scale))
+
+
+def test_piecewise_linear_round_trip_at_a_bin_on_the_mass_floor():
+    # the case a property run found: float32, x at the upper edge, the last bin at the floor
+    logits = torch.tensor([[0.0, -50.0]] + [[-50.0, -50.0]] * 7)
+    x = torch.ones(8)
+    y, _ = piecewise_linear(x, logits)
+    back, _ = piecewise_linear(y, logits, inverse=True)
+    bound = 2 * torch.finfo(torch.float32).eps / (1e-4 * 2)
+    assert float((back - x).abs().max()) <= bound
