@@ -42,8 +42,6 @@ from pyroflows.transforms import (
 from pyroflows.transforms.univariate import Univariate
 from pyroflows.validation import flag, hidden_sizes, positive_int
 
-_positive_int, _hidden = positive_int, hidden_sizes  # older private names, still imported
-
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "elu": nn.ELU,
