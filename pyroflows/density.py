@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from pyroflows.bases import GaussianMixture
 from pyroflows.builders import FAMILIES, build
 from pyroflows.checkpoint import member_path
+from pyroflows.density_ensemble import ensemble_log_prob, ensemble_sample, fit_members
 from pyroflows.density_recipe import (
     PORTFOLIO,
     Member,
@@ -61,7 +62,7 @@ from pyroflows.tabular import (
 )
 from pyroflows.train import History, check_options, fit, resolve_device
 from pyroflows.train.recipe import run_portfolio
-from pyroflows.validation import check_data, positive_int
+from pyroflows.validation import check_data, flag, positive_int
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: options that apply only to some families: (option, default, families that use it)
@@ -138,6 +139,12 @@ class DensityEstimator(BaseDensity):
             ``columns_`` reports the kind of every column.
         score_draws: importance-sampling draws per row that ``score_samples`` spends on the
             mass of the cells of the discrete columns (unused without them).
+        ensemble: the number of members (:mod:`pyroflows.density_ensemble`): with ``k > 1``,
+            ``k`` fits with these settings on seeds ``random_state + m`` (their own splits),
+            ``log p`` the log of the mean of their densities, ``sample`` drawing from the
+            mixture, and ``score_samples(X, return_std=True)`` the spread of the members'
+            ``log p`` as an error bar; ``ensemble_`` holds the members, and ``flow_``,
+            ``history_``, ``member_`` describe the first.
 
     Example:
         >>> import numpy as np
@@ -181,6 +188,7 @@ class DensityEstimator(BaseDensity):
         num_threads: int | None = 1,
         discrete: Any = "auto",
         score_draws: int = 32,
+        ensemble: int = 1,
     ):
         self.flow = flow
         self.layers = layers
@@ -208,6 +216,7 @@ class DensityEstimator(BaseDensity):
         self.num_threads = num_threads
         self.discrete = discrete
         self.score_draws = score_draws
+        self.ensemble = ensemble
 
     # -- checks -----------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -237,6 +246,7 @@ class DensityEstimator(BaseDensity):
         resolve_device(self.device)
         check_discrete(self.discrete)
         positive_int("score_draws", self.score_draws)
+        positive_int("ensemble", self.ensemble)
         if self.base == "uniform" and not self._unit_cube:
             raise ValueError(
                 "base='uniform' needs a flow that maps the unit cube onto itself: use "
@@ -409,6 +419,8 @@ class DensityEstimator(BaseDensity):
             True
         """
         runs = self._check_run_files(checkpoint, checkpoint_every, resume)
+        if self.ensemble != 1:
+            return self._fit_ensemble(X, X_val, runs)
         if not is_streamed(X):
             self._check_params()
             columns = fit_columns(X, self.discrete)
@@ -427,7 +439,20 @@ class DensityEstimator(BaseDensity):
         with torch_threads(self.num_threads):
             state = self._fit_portfolio(rows_streamed(rows, X_val, self._rows()), runs)
         state["columns_"] = continuous_columns(rows.shape[1])
+        state["ensemble_"] = None
         return self._set_fitted(state, rows.shape[1], None)
+
+    def _fit_ensemble(self, X: Any, X_val: Any, runs: dict[str, Any]) -> DensityEstimator:
+        """Fit the members (:func:`~pyroflows.density_ensemble.fit_members`), then take the
+        first one's fitted attributes and keep all of them as ``ensemble_``."""
+        self._check_params()
+        members = fit_members(self, X, X_val, runs)
+        first = members[0]
+        state = {k: v for k, v in vars(first).items() if k.endswith("_") and k != "ensemble_"}
+        names = state.pop("feature_names_in_", None)
+        dim = state.pop("n_features_in_")
+        self._columns_in_fit = first._columns_in_fit
+        return self._set_fitted(state | {"ensemble_": members}, dim, names)
 
     def _dequantised(self, columns: Columns, X: Any, X_val: Any) -> tuple[Any, Any]:
         """The training (and validation) rows as codes, with uniform noise in the cells of
@@ -488,7 +513,7 @@ class DensityEstimator(BaseDensity):
         columns = runs.pop("columns")
         with torch_threads(self.num_threads):
             state = self._fit_portfolio(rows_in_memory(X, X_val, self._rows()), runs)
-        return state | {"columns_": columns}
+        return state | {"columns_": columns, "ensemble_": None}
 
     def _rows(self) -> RowOptions:
         """How this estimator turns data into the rows its flows train on."""
@@ -605,8 +630,11 @@ class DensityEstimator(BaseDensity):
         )
         return Encoded(core, pre), history, components
 
-    def score_samples(self, X: Any) -> np.ndarray:
-        """``log p(x)`` of each row of ``X``, shape ``(n_samples,)``: with discrete columns
+    def score_samples(self, X: Any, return_std: bool = False) -> Any:
+        """``log p(x)`` of each row of ``X``, shape ``(n_samples,)``; with ``return_std=True``
+        (an ensemble only) also its error bar, ``(log_p, sd)``: the standard deviation of the
+        members' ``log p`` (:func:`~pyroflows.density_ensemble.ensemble_log_prob`). With
+        discrete columns
         (``columns_``), the log of the probability mass of the row's cells in those columns
         plus the log-density of the continuous ones, in their units
         (:func:`~pyroflows.tabular.mixed_log_prob`; a stochastic lower bound in expectation,
@@ -614,6 +642,13 @@ class DensityEstimator(BaseDensity):
         category not seen at fit time, or a value off its column's grid, raises a
         ``ValueError`` naming the column."""
         check_is_fitted(self, "n_features_in_")
+        members = getattr(self, "ensemble_", None)
+        if members:
+            self._check_names(X)
+            log_p, sd = ensemble_log_prob(members, X)
+            return (log_p, sd) if flag("return_std", return_std) else log_p
+        if flag("return_std", return_std):
+            raise ValueError("return_std=True needs an ensemble: fit with ensemble=k, k >= 2")
         self._check_names(X)
         X = check_data(self._fitted_columns().encode(X), self.n_features_in_, name="X")
         return self._score_samples(X)
@@ -622,6 +657,10 @@ class DensityEstimator(BaseDensity):
         """Draw ``n`` rows: a float64 array ``(n, n_features)``; values of discrete
         columns on their grid or among their categories (a DataFrame with the fitted columns
         and dtypes when fitted on a DataFrame with a discrete column)."""
+        members = getattr(self, "ensemble_", None)
+        if members:
+            positive_int("n", n)
+            return ensemble_sample(members, int(n), random_state)
         return self._fitted_columns().decode(super().sample(n, random_state))
 
     def _fitted_columns(self) -> Columns:
@@ -670,7 +709,36 @@ class DensityEstimator(BaseDensity):
             "build": dict(self._build_),
             "member": self.member_,
             "columns": self._fitted_columns().as_plain(),
-        }
+        } | self._members_state()
+
+    def _members_state(self) -> dict[str, Any]:
+        """The members after the first of an ensemble: their seeds and states."""
+        members = getattr(self, "ensemble_", None)
+        if not members:
+            return {}
+        names = [str(n) for n in getattr(self, "feature_names_in_", [])]
+        rest = [{"random_state": m.random_state, "state": m._get_state()} for m in members[1:]]
+        return {"ensemble": {"members": rest, "feature_names": names}}
+
+    def _load_members(self, state: dict[str, Any], version: int) -> None:
+        """Rebuild the members of a saved ensemble (the first from the top-level state)."""
+        self.ensemble_ = None
+        saved = state.get("ensemble")
+        if not saved:
+            return
+        params = self.get_params(deep=False) | {"ensemble": 1}
+        first = {k: v for k, v in state.items() if k != "ensemble"}
+        members = []
+        for seed, sub in [(self.random_state, first)] + [
+            (m["random_state"], m["state"]) for m in saved["members"]
+        ]:
+            member = type(self)(**params | {"random_state": seed})
+            member.n_features_in_ = self.n_features_in_
+            if saved["feature_names"]:
+                member.feature_names_in_ = np.asarray(saved["feature_names"], dtype=object)
+            member._set_state(sub, version)
+            members.append(member)
+        self.ensemble_ = members
 
     def _set_state(self, state: dict[str, Any], version: int) -> None:
         if version < 2:
@@ -691,6 +759,7 @@ class DensityEstimator(BaseDensity):
         self.history_ = History(**state["history"])
         self.member_ = state["member"]
         self._build_ = dict(spec)
+        self._load_members(state, version)
 
     @classmethod
     def _params_from_plain(cls, params: dict[str, Any]) -> dict[str, Any]:
