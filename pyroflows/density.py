@@ -157,7 +157,7 @@ class DensityEstimator(BaseDensity):
     FORMAT_VERSION = 2
     _FIXED_BY_FIT = (
         "flow", "layers", "hidden", "bins", "bound", "coupling", "residual", "base", "whiten",
-        "bounds", "discrete",
+        "bounds", "discrete", "ensemble",
     )  # fmt: skip
 
     def __init__(
