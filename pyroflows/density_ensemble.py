@@ -18,6 +18,7 @@ from the mixture: each row from a member chosen uniformly at random.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -55,8 +56,11 @@ def fit_members(est: Any, X: Any, X_val: Any, runs: dict[str, Any]) -> list[Any]
 def ensemble_log_prob(members: list[Any], X: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(log p, sd)`` of the rows of ``X``: the log of the mean of the members' densities, and
     :data:`SD_FACTOR` times the standard deviation of the members' ``log p_m(x)`` (``inf``
-    where a member gives ``-inf``)."""
-    scores = np.stack([m.score_samples(X) for m in members])
+    where a member gives ``-inf``). The caller checks the feature names of ``X`` (the
+    members' own warnings about them are silenced)."""
+    with warnings.catch_warnings():  # the ensemble has checked the names: one warning, not k
+        warnings.filterwarnings("ignore", message=".*feature names", category=UserWarning)
+        scores = np.stack([m.score_samples(X) for m in members])
     log_p = log_mean_exp(scores, axis=0)
     finite = np.isfinite(scores).all(axis=0)
     safe = np.where(np.isfinite(scores), scores, 0.0)

@@ -82,6 +82,9 @@ def test_an_ensemble_on_a_table_with_categories_saves_and_loads(tmp_path):
     pd.testing.assert_frame_equal(back.sample(40, random_state=1), est.sample(40, random_state=1))
     with pytest.raises(ValueError, match="categories not seen at fit time"):
         est.score_samples(pd.DataFrame({"c": ["z"], "x": [0.0]}))
+    with pytest.warns(UserWarning, match="does not have valid feature names") as caught:
+        est.score_samples(np.array([["a", 0.0]], dtype=object))
+    assert len([w for w in caught if "feature names" in str(w.message)]) == 1
     # a refit without the ensemble drops the members
     est.set_params(ensemble=1).fit(frame)
     assert est.ensemble_ is None
