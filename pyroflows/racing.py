@@ -2,15 +2,17 @@
 
 :func:`race_portfolio` has the signature of :func:`pyroflows.train.recipe.run_portfolio` and
 trains the members by turns instead of one after the other: every member trains until it has
-taken ``PILOT_STEPS`` optimiser steps (the first rung), then the better half by best validation
+taken ``PILOT_STEPS`` optimiser steps or, with a time budget, trained for ``PILOT_SHARE`` of
+it (the first rung), then the better half by best validation
 loss so far goes on to a rung twice as long, and so on until one member is left, which trains
 to its own end (early stopping, ``max_epochs`` or the time budget). A member that is dropped
 stops at once with its best state restored, so the time the portfolio spends on members it
 does not keep is a pilot's, not a whole fit's.
 
 Each member's fit runs in its own thread but only one trains at a time (the turn passes in the
-training loop's ``callback`` after an epoch), so the race is deterministic: which member wins
-depends on the steps taken, not on the machine's speed. The time budget is one wall-clock
+training loop's ``callback`` after an epoch), so without a time budget the race is
+deterministic: which member wins depends on the steps taken, not on the machine's speed (a
+time budget makes the rungs end by time too). The time budget is one wall-clock
 budget for the whole race: every member's fit gets all of it, on one clock. A fit with
 checkpoints (``checkpoint`` / ``resume``) runs the members one after the other
 (:func:`~pyroflows.train.recipe.run_portfolio`), so that a resumed fit ends bit-identical.
@@ -29,13 +31,16 @@ import torch
 from pyroflows.train.control import History
 from pyroflows.train.recipe import Candidate, run_portfolio
 
-__all__ = ["PILOT_STEPS", "RACING", "race_portfolio"]
+__all__ = ["PILOT_SHARE", "PILOT_STEPS", "RACING", "race_portfolio"]
 
 #: False: every member trains to its own end, one after the other (to measure what racing
 #: costs in quality; benchmarks/density_tables.py --full)
 RACING = True
 #: optimiser steps of every member before the first halving (the rungs double after it)
 PILOT_STEPS = 300
+#: with a time budget, a rung also ends for a member once it has trained this share of the
+#: budget in it (the first rung; the share doubles with the rung)
+PILOT_SHARE = 0.1
 #: validation epochs every member has seen before it can be dropped
 _MIN_EPOCHS = 3
 
@@ -43,8 +48,11 @@ _MIN_EPOCHS = 3
 class _Race:
     """The turn and the rungs of one race (shared by the members' threads)."""
 
-    def __init__(self, names: Sequence[str], pilot_steps: int):
+    def __init__(self, names: Sequence[str], pilot_steps: int, pilot_seconds: float | None):
         self.names = list(names)
+        self.seconds = pilot_seconds  # a member's time in the current rung at most
+        self.spent = dict.fromkeys(self.names, 0.0)  # a member's time in the current rung
+        self.since = dict.fromkeys(self.names, 0.0)  # when it last got the turn
         self.alive = list(names)
         self.target = pilot_steps
         self.turn = self.names[0]
@@ -57,6 +65,7 @@ class _Race:
     def wait_turn(self, name: str) -> None:
         with self.lock:
             self.lock.wait_for(lambda: self.turn == name or name not in self.alive)
+            self.since[name] = time.perf_counter()
 
     def _pass_turn(self) -> None:
         """The next alive, running member that has not reached the rung trains; when all have,
@@ -68,6 +77,8 @@ class _Race:
             self.alive = [n for n in self.names if n in self.alive]
             self.waiting.clear()
             self.target *= 2
+            self.spent = dict.fromkeys(self.names, 0.0)
+            self.seconds = None if self.seconds is None else 2 * self.seconds
             pending = [n for n in self.alive if n in self.running]
         self.turn = pending[0] if pending else None
         self.lock.notify_all()
@@ -80,11 +91,16 @@ class _Race:
                 return True
             if len(self.alive) == 1:
                 return False
-            if history.steps < self.target or epoch + 1 < _MIN_EPOCHS:
+            now = time.perf_counter()
+            self.spent[name] += now - self.since[name]
+            self.since[name] = now
+            out_of_time = self.seconds is not None and self.spent[name] >= self.seconds
+            if (history.steps < self.target and not out_of_time) or epoch + 1 < _MIN_EPOCHS:
                 return False
             self.waiting.add(name)
             self._pass_turn()
             self.lock.wait_for(lambda: self.turn == name or name not in self.alive or self.failed)
+            self.since[name] = time.perf_counter()
             return name not in self.alive or self.failed
 
     def finished(self, name: str, history: History | None) -> None:
@@ -139,7 +155,11 @@ def race_portfolio(
             names, fit_member, time_budget=time_budget, checkpoint=checkpoint, resume=resume,
             shares=shares,
         )  # fmt: skip
-    race = _Race(names, PILOT_STEPS if pilot_steps is None else pilot_steps)
+    race = _Race(
+        names,
+        PILOT_STEPS if pilot_steps is None else pilot_steps,
+        None if time_budget is None else PILOT_SHARE * time_budget,
+    )
     deadline = None if time_budget is None else time.perf_counter() + time_budget
     out: dict[str, Any] = {}
 

@@ -86,3 +86,21 @@ def test_the_default_estimator_races_deterministically_and_leaves_the_global_rng
     again = pf.DensityEstimator(**kw).fit(X)
     np.testing.assert_array_equal(est.score_samples(X[:20]), again.score_samples(X[:20]))
     assert again.member_ == est.member_
+
+
+def test_with_a_time_budget_a_pilot_also_ends_by_time():
+    import time
+
+    def slow(name, run):
+        h = History()
+        for epoch in range(30):
+            time.sleep(0.02)
+            h.val_loss.append({"a": 2.0, "b": 1.0}[name])
+            h.steps, h.best_loss = epoch + 1, min(h.val_loss)
+            if run["callback"](epoch, h):
+                break
+        return h, len(h.val_loss)
+
+    # a pilot of 10**6 steps, but a tenth of a 1-second budget: a few 0.02-second epochs
+    best, every = race_portfolio(["a", "b"], slow, time_budget=1.0, pilot_steps=10**6)
+    assert best.name == "b" and 3 <= every[0].result <= 8 and every[1].result == 30
