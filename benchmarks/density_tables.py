@@ -297,7 +297,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full", action="store_true", help="also fit without racing")
     parser.add_argument("--out", default=None, help="results stem (default: print only)")
+    parser.add_argument(
+        "--combine", action="store_true", help="only join the dev and confirm results files"
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        combine()
+        return
     names = {"dev": DEVELOPMENT, "confirm": CONFIRMATION}.get(args.tables)
     names = names or tuple(args.tables.split(","))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -309,6 +315,19 @@ def main(argv: list[str] | None = None) -> None:
         stem = RESULTS / args.out
         stem.with_suffix(".md").write_text(text)
         stem.with_suffix(".json").write_text(json.dumps(quality.jsonable(rows), indent=1))
+
+
+def combine() -> None:
+    """``density_tables.{md,json}`` from ``density_tables_dev`` and ``density_tables_confirm``."""
+    parts, data = [], {}
+    for part, title in (("dev", "Development tables"), ("confirm", "Confirmation tables")):
+        stem = RESULTS / f"density_tables_{part}"
+        if stem.with_suffix(".md").exists():
+            parts.append(f"## {title}\n\n" + stem.with_suffix(".md").read_text())
+            data[part] = json.loads(stem.with_suffix(".json").read_text())
+    head = "# Real tables: the default against zuko NSF / MAF, KDE, GMM\n\n"
+    (RESULTS / "density_tables.md").write_text(head + "\n".join(parts))
+    (RESULTS / "density_tables.json").write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":

@@ -161,6 +161,18 @@ def race_portfolio(
         None if time_budget is None else PILOT_SHARE * time_budget,
     )
     deadline = None if time_budget is None else time.perf_counter() + time_budget
+    candidates = _run(race, names, fit_member, deadline)
+    return min(candidates, key=lambda c: c.history.best_loss), candidates
+
+
+def _run(
+    race: _Race,
+    names: Sequence[str],
+    fit_member: Callable[[str, dict[str, Any]], tuple[History, Any]],
+    deadline: float | None,
+) -> list[Candidate]:
+    """Every member's fit in its own thread, by the race's turns; the candidates in the
+    order of ``names`` (an error of a member is raised here, after every thread ended)."""
     out: dict[str, Any] = {}
 
     def member(name: str) -> None:
@@ -188,5 +200,4 @@ def race_portfolio(
     for name in names:
         if isinstance(out[name], BaseException):
             raise out[name]
-    candidates = [out[name] for name in names]
-    return min(candidates, key=lambda c: c.history.best_loss), candidates
+    return [out[name] for name in names]
