@@ -37,7 +37,7 @@ __all__ = ["PILOT_SHARE", "PILOT_STEPS", "RACING", "race_portfolio"]
 #: costs in quality; benchmarks/density_tables.py --full)
 RACING = True
 #: optimiser steps of every member before the first halving (the rungs double after it)
-PILOT_STEPS = 300
+PILOT_STEPS = 1000
 #: with a time budget, a rung also ends for a member once it has trained this share of the
 #: budget in it (the first rung; the share doubles with the rung)
 PILOT_SHARE = 0.1
