@@ -408,8 +408,9 @@ FIT_OPTIONS: tuple[tuple[str, str | None, str, dict[str, Any]], ...] = (
      dict(default=_ESTIMATOR, nargs="+")),
     ("--bins", "bins", "spline bins (nsf, piecewise_linear)", dict(default=_ESTIMATOR)),
     ("--bounds", "bounds", _BOUNDS_HELP, dict(type=_bound, nargs=2, metavar=("LOW", "HIGH"))),
-    ("--whiten", "whiten", "standardise with the data covariance instead of per-column scaling",
-     dict(action="store_true")),
+    ("--whiten", "whiten", "whiten with the data covariance (--no-whiten: per-column scaling; "
+     "auto: the one a mixture fits better on validation rows)",
+     dict(default=_ESTIMATOR, action=argparse.BooleanOptionalAction, type=None)),
     ("--stream", None, _STREAM_HELP, dict(action="store_true")),
     ("--discrete", None, _DISCRETE_HELP, dict(default="auto", metavar="auto|none|COL=KIND,...")),
     ("--lr", "lr", "learning rate", dict(default=_ESTIMATOR, type=_positive_float)),

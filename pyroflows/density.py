@@ -49,9 +49,10 @@ from pyroflows.preprocess import (
     bounds_array,
     box_preprocessor,
     check_inside,
-    fit_preprocessor,
     preprocessor_layout,
 )
+from pyroflows.pretransform import choose_preprocessor
+from pyroflows.racing import race_portfolio
 from pyroflows.streaming import check_rows, is_streamed, open_rows
 from pyroflows.tabular import (
     Columns,
@@ -61,7 +62,6 @@ from pyroflows.tabular import (
     mixed_log_prob,
 )
 from pyroflows.train import History, check_options, fit, resolve_device
-from pyroflows.train.recipe import run_portfolio
 from pyroflows.validation import check_data, flag, positive_int
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -89,7 +89,9 @@ class DensityEstimator(BaseDensity):
     Args:
         flow: ``"auto"`` (default): fit the members of :data:`PORTFOLIO` on the same split
             (a neural spline flow started at a Gaussian mixture fitted to the data, then a
-            plain one) and keep the one with the best validation likelihood
+            plain one), raced by successive halving on the validation loss
+            (:func:`pyroflows.racing.race_portfolio`: short pilots of every member, only the
+            better one trained on), and keep the one with the best validation likelihood
             (``candidates_`` reports each); without validation rows only the plain one. Or one
             family: ``"nsf"``, ``"maf"``, ``"realnvp"``, ``"iaf"`` or ``"piecewise_linear"``
             (needs finite ``bounds``: the box is mapped affinely onto the unit cube).
@@ -103,9 +105,13 @@ class DensityEstimator(BaseDensity):
             or ``"gmm"`` (a mixture of diagonal Gaussians fitted to the standardised data, the
             number of components chosen on validation rows, so training starts at that fit).
             None: the member's choice (``"normal"`` for a single family).
-        whiten: standardise with the mean and the Cholesky factor of the covariance (True),
-            or with per-column means and standard deviations (False, default). Either way
-            ``log p`` is in the data's units.
+        whiten: ``"auto"`` (default): per-column standardisation or whitening, whichever
+            gives the higher validation likelihood to a diagonal Gaussian mixture fitted in
+            its space (:func:`pyroflows.pretransform.choose_preprocessor`; the choice and the
+            scores are ``preprocessor_.choice_``; streamed files and fits without validation
+            rows are standardised). True: whiten with the mean and the Cholesky factor of the
+            covariance; False: per-column means and standard deviations. Either way ``log p``
+            is in the data's units.
         bounds: ``(low, high)``, scalars or one per column, when the data lie in a box;
             infinite entries leave a side open (``(0, inf)``: positive data, a log map).
             ``None``: unbounded data. Points outside get ``log p = -inf``.
@@ -170,7 +176,7 @@ class DensityEstimator(BaseDensity):
         coupling: bool = False,
         residual: bool = False,
         base: str | None = None,
-        whiten: bool = False,
+        whiten: bool | str = "auto",
         bounds: Any = None,
         lr: float | None = None,
         batch_size: int = 256,
@@ -224,6 +230,8 @@ class DensityEstimator(BaseDensity):
             raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {self.flow!r}")
         if self.base is not None and self.base not in _BASES:
             raise ValueError(f"base must be None or one of {list(_BASES)}, got {self.base!r}")
+        if self.whiten not in (True, False, "auto"):
+            raise ValueError(f"whiten must be True, False or 'auto', got {self.whiten!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         if not (
@@ -285,7 +293,7 @@ class DensityEstimator(BaseDensity):
             finite = True  # a malformed pair: bounds_array names the problem later
         if not finite:
             raise ValueError(f"flow={self.flow!r} needs finite bounds on every column")
-        if self.whiten:
+        if self.whiten is True:
             raise ValueError(
                 f"whiten=True has no effect with flow={self.flow!r} (the box is mapped "
                 "affinely onto the unit cube); use whiten=False"
@@ -338,12 +346,14 @@ class DensityEstimator(BaseDensity):
             raise ValueError(f"flow={self.flow!r} needs finite bounds on every column")
         check_inside(X, low, high, name, closed=closed, offset=offset)
 
-    def _preprocessor(self, X: np.ndarray) -> Preprocessor:
+    def _preprocessor(self, X: np.ndarray, X_val: np.ndarray | None = None) -> Preprocessor:
         """The pre-transform fitted to the training rows (already checked against the bounds):
-        the box onto the unit cube, or the float64 standardisation."""
+        the box onto the unit cube, or the float64 standardisation (chosen on ``X_val``)."""
         if self._unit_cube:
             return box_preprocessor(self._box(), X.shape[1])
-        return fit_preprocessor(X, whiten=self.whiten, bounds=self._box())
+        return choose_preprocessor(
+            X, X_val, whiten=self.whiten, bounds=self._box(), seed=self.random_state
+        )
 
     def _layout(self, dim: int) -> Preprocessor:
         """A pre-transform of the fitted one's layout, to load saved buffers into."""
@@ -525,7 +535,7 @@ class DensityEstimator(BaseDensity):
         )  # fmt: skip
 
     def _fit_portfolio(self, prep: Rows, runs: dict[str, Any]) -> dict[str, Any]:
-        """Fit every member on the same split with :func:`~pyroflows.train.recipe.run_portfolio`
+        """Fit every member on the same split, raced by :func:`~pyroflows.racing.race_portfolio`,
         and keep the best; ``runs``: the checkpoint options of this fit
         (:meth:`_check_run_files`)."""
         members = {m.name: m for m in self._members(prep.Z_val is not None)}
@@ -548,13 +558,14 @@ class DensityEstimator(BaseDensity):
         def fit_member(name: str, run: dict[str, Any]) -> tuple[History, Any]:
             offset = time.perf_counter() - start
             files = runs | {"checkpoint": run["checkpoint"], "resume": run["resume"]}
+            files["callback"] = run.get("callback")  # a race's turn (pyroflows.racing)
             model, history, components = self._fit_member(
                 members[name], prep, run["time_budget"], files
             )
             to_data_units(history, offset, *prep.shifts)
             return history, (model, components)
 
-        best, candidates = run_portfolio(
+        best, candidates = race_portfolio(
             list(members), fit_member, time_budget=self.time_budget,
             checkpoint=runs["checkpoint"], resume=runs["resume"],
             shares=[m.share for m in members.values()],

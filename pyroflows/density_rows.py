@@ -32,13 +32,15 @@ __all__ = ["RowOptions", "Rows", "rows_in_memory", "rows_streamed", "to_data_uni
 @dataclass(frozen=True)
 class RowOptions:
     """How an estimator turns data into rows: ``check(X, name, offset)`` refuses rows outside
-    the bounds, ``fit_pre(X)`` fits the pre-transform of in-memory rows (``whiten`` and
-    ``bounds`` that of a streamed file); the split's ``fraction`` and ``random_state``; the
-    ``batch_size`` of streamed blocks; the flow's ``dtype`` and ``device``."""
+    the bounds, ``fit_pre(X, X_val)`` fits the pre-transform of in-memory rows (it may choose
+    it on the validation rows ``X_val``); ``whiten`` and ``bounds`` give that of a streamed
+    file (``whiten="auto"`` standardises a file: the choice is measured on in-memory rows
+    only); the split's ``fraction`` and ``random_state``; the ``batch_size`` of streamed
+    blocks; the flow's ``dtype`` and ``device``."""
 
     check: Callable[..., None]
-    fit_pre: Callable[[np.ndarray], Preprocessor]
-    whiten: bool
+    fit_pre: Callable[[np.ndarray, np.ndarray | None], Preprocessor]
+    whiten: bool | str
     bounds: Any
     fraction: float
     random_state: Any
@@ -66,7 +68,7 @@ def rows_in_memory(X: np.ndarray, X_val: np.ndarray | None, opt: RowOptions) -> 
         opt.check(X_val, "X_val")
     if X_val is None:
         X, X_val = split_validation(X, opt.fraction, opt.random_state)
-    pre = opt.fit_pre(X).to(opt.device)
+    pre = opt.fit_pre(X, X_val).to(opt.device)
     Z, ladj = to_latent(pre, X, opt.dtype, opt.device)
     digest = hashlib.sha256(np.ascontiguousarray(X).tobytes())
     return _rows(pre, Z, Z, float(ladj.mean()), X_val, _digest(digest, X.shape), opt)
@@ -98,7 +100,9 @@ def rows_streamed(rows: np.ndarray, X_val: np.ndarray | None, opt: RowOptions) -
 
     if X_val is not None and held_out is None:
         opt.check(X_val, "X_val")
-    pre = fit_preprocessor_chunks(training_chunks(), dim, whiten=opt.whiten, bounds=opt.bounds)
+    whiten = opt.whiten is True
+    pre = fit_preprocessor_chunks(training_chunks(), dim, whiten=whiten, bounds=opt.bounds)
+    pre.choice_ = {"chosen": "whiten" if whiten else "standardise", "scores": {}, "seconds": 0.0}
     constant = np.flatnonzero(pre.std_ == 0)
     if constant.size:
         raise ValueError(f"X column(s) {constant.tolist()} are constant (zero variance)")

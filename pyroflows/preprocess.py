@@ -262,6 +262,7 @@ def fit_preprocessor(
     whiten: bool = False,
     bounds: Any = None,
     name: str = "X",
+    eigen_floor: float | None = None,
 ) -> Preprocessor:
     """Learn the pre-transform of the rows of ``X`` in float64.
 
@@ -272,13 +273,19 @@ def fit_preprocessor(
         bounds: ``(low, high)``, scalars or per-column, infinite entries for open sides;
             the data must lie strictly inside.
         name: how the data are called in error messages.
+        eigen_floor: with ``whiten``, raise the eigenvalues of the correlation matrix below
+            ``eigen_floor`` times the largest to that value before the factorisation, so
+            nearly or exactly collinear columns give a finite, well-conditioned map (the
+            whitened data then have unit variance except along those directions). None:
+            refuse linearly dependent columns.
 
     Returns:
         A :class:`Preprocessor` whose density direction maps ``X`` to mean 0 and unit
         (co)variance. Constant columns keep scale 1 (they are the caller's to reject).
 
     Raises:
-        ValueError: data outside the bounds, or linearly dependent columns with ``whiten``.
+        ValueError: data outside the bounds, or linearly dependent columns with ``whiten``
+            and no ``eigen_floor``.
 
     Example:
         >>> X = 1e8 + np.random.default_rng(0).normal(size=(1000, 2))
@@ -287,7 +294,9 @@ def fit_preprocessor(
         (1.0, torch.float64)
     """
     X = _as_float64(X, name)
-    return fit_preprocessor_chunks([X], X.shape[1], whiten=whiten, bounds=bounds, name=name)
+    return fit_preprocessor_chunks(
+        [X], X.shape[1], whiten=whiten, bounds=bounds, name=name, eigen_floor=eigen_floor
+    )
 
 
 def fit_preprocessor_chunks(
@@ -297,6 +306,7 @@ def fit_preprocessor_chunks(
     whiten: bool = False,
     bounds: Any = None,
     name: str = "X",
+    eigen_floor: float | None = None,
 ) -> Preprocessor:
     """:func:`fit_preprocessor` from an iterable of float64 row chunks, in one streaming pass
     (data larger than memory); the same result as on the concatenated rows."""
@@ -316,24 +326,34 @@ def fit_preprocessor_chunks(
     else:
         safe = np.where(std > 0, std, 1.0)
         corr = np.atleast_2d(moments.covariance) / np.outer(safe, safe)
-        try:
-            chol = np.linalg.cholesky(corr)
-        except np.linalg.LinAlgError:
-            chol = None
-        # A squared pivot of the correlation's Cholesky factor is the share of a column's
-        # variance not explained by the columns before it: near 0 means a singular covariance.
-        if chol is None or np.diag(chol).min() ** 2 < 1e-10:
-            raise ValueError(
-                f"the columns of {name} are linearly dependent (singular covariance); "
-                "drop redundant columns or use whiten=False"
-            )
-        scale_tril = safe[:, None] * chol
+        scale_tril = safe[:, None] * _correlation_factor(corr, name, eigen_floor)
     layers: list[FlowTransform] = [FixedAffine(torch.from_numpy(loc), torch.from_numpy(scale_tril))]
     if box is not None:
         layers.append(Box(torch.from_numpy(box[0]), torch.from_numpy(box[1])))
     pre = Preprocessor(layers)
     pre.std_ = std  # per-column standard deviations in the fitted space (0: constant)
     return pre
+
+
+def _correlation_factor(corr: np.ndarray, name: str, eigen_floor: float | None) -> np.ndarray:
+    """The lower Cholesky factor of a correlation matrix, its eigenvalues floored at
+    ``eigen_floor`` times the largest first when given; a singular one is refused without."""
+    if eigen_floor is not None:
+        values, vectors = np.linalg.eigh((corr + corr.T) / 2)
+        values = np.maximum(values, eigen_floor * values.max())
+        corr = (vectors * values) @ vectors.T
+    try:
+        chol = np.linalg.cholesky(corr)
+    except np.linalg.LinAlgError:
+        chol = None
+    # A squared pivot of the correlation's Cholesky factor is the share of a column's variance
+    # not explained by the columns before it: near 0 means a singular covariance.
+    if chol is None or (eigen_floor is None and np.diag(chol).min() ** 2 < 1e-10):
+        raise ValueError(
+            f"the columns of {name} are linearly dependent (singular covariance); "
+            "drop redundant columns or use whiten=False"
+        )
+    return chol
 
 
 def box_preprocessor(bounds: Any, dim: int) -> Preprocessor:
@@ -356,7 +376,11 @@ def preprocessor_layout(dim: int, bounds: Any = None) -> Preprocessor:
     box map when ``bounds`` is given): the module a saved pre-transform is loaded into with
     ``load_state_dict`` (its buffers are overwritten). Without ``bounds`` it is also the
     identity pre-transform of an estimator that does not standardise."""
-    layers: list[FlowTransform] = [FixedAffine(torch.zeros(dim), torch.eye(dim))]
+    standardise = FixedAffine(torch.zeros(dim), torch.eye(dim))
+    # the loaded scale may be a full triangular factor (whitening): the general products are
+    # exact for a diagonal one too
+    standardise.diagonal = False
+    layers: list[FlowTransform] = [standardise]
     if bounds is not None:
         low, high = bounds_array(bounds, dim)
         layers.append(Box(torch.from_numpy(low), torch.from_numpy(high)))

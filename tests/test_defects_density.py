@@ -158,7 +158,7 @@ def test_h7_resuming_a_checkpoint_of_other_data_is_refused_before_any_change(tmp
     "change, named",
     [
         ({"bound": 3.0, "flow": "nsf"}, "bound (checkpoint 5.0, now 3.0)"),
-        ({"whiten": True}, "whiten (checkpoint False, now True)"),
+        ({"whiten": True}, "whiten (checkpoint 'auto', now True)"),
         ({"validation_fraction": 0.2}, "validation_fraction (checkpoint 0.1, now 0.2)"),
     ],
 )

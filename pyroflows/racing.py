@@ -1,0 +1,203 @@
+"""Racing the members of a portfolio: successive halving on the validation loss.
+
+:func:`race_portfolio` has the signature of :func:`pyroflows.train.recipe.run_portfolio` and
+trains the members by turns instead of one after the other: every member trains until it has
+taken ``PILOT_STEPS`` optimiser steps or, with a time budget, trained for ``PILOT_SHARE`` of
+it (the first rung), then the better half by best validation
+loss so far goes on to a rung twice as long, and so on until one member is left, which trains
+to its own end (early stopping, ``max_epochs`` or the time budget). A member that is dropped
+stops at once with its best state restored, so the time the portfolio spends on members it
+does not keep is a pilot's, not a whole fit's.
+
+Each member's fit runs in its own thread but only one trains at a time (the turn passes in the
+training loop's ``callback`` after an epoch), so without a time budget the race is
+deterministic: which member wins depends on the steps taken, not on the machine's speed (a
+time budget makes the rungs end by time too). The time budget is one wall-clock
+budget for the whole race: every member's fit gets all of it, on one clock. A fit with
+checkpoints (``checkpoint`` / ``resume``) runs the members one after the other
+(:func:`~pyroflows.train.recipe.run_portfolio`), so that a resumed fit ends bit-identical.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyroflows.train.control import History
+from pyroflows.train.recipe import Candidate, run_portfolio
+
+__all__ = ["PILOT_SHARE", "PILOT_STEPS", "RACING", "race_portfolio"]
+
+#: False: every member trains to its own end, one after the other (to measure what racing
+#: costs in quality; benchmarks/density_tables.py --full)
+RACING = True
+#: optimiser steps of every member before the first halving (the rungs double after it)
+PILOT_STEPS = 1000
+#: with a time budget, a rung also ends for a member once it has trained this share of the
+#: budget in it (the first rung; the share doubles with the rung)
+PILOT_SHARE = 0.1
+#: validation epochs every member has seen before it can be dropped
+_MIN_EPOCHS = 3
+
+
+class _Race:
+    """The turn and the rungs of one race (shared by the members' threads)."""
+
+    def __init__(self, names: Sequence[str], pilot_steps: int, pilot_seconds: float | None):
+        self.names = list(names)
+        self.seconds = pilot_seconds  # a member's time in the current rung at most
+        self.spent = dict.fromkeys(self.names, 0.0)  # a member's time in the current rung
+        self.since = dict.fromkeys(self.names, 0.0)  # when it last got the turn
+        self.alive = list(names)
+        self.target = pilot_steps
+        self.turn = self.names[0]
+        self.best = {name: float("inf") for name in names}
+        self.waiting: set[str] = set()  # reached the current rung, waiting for the others
+        self.running = set(names)  # whose fit has not returned
+        self.failed = False  # a member raised: the others stop at their next epoch
+        self.lock = threading.Condition()
+
+    def wait_turn(self, name: str) -> None:
+        with self.lock:
+            self.lock.wait_for(lambda: self.turn == name or name not in self.alive)
+            self.since[name] = time.perf_counter()
+
+    def _pass_turn(self) -> None:
+        """The next alive, running member that has not reached the rung trains; when all have,
+        the worse half is dropped and the rung doubles."""
+        pending = [n for n in self.alive if n in self.running and n not in self.waiting]
+        if not pending and len(self.alive) > 1:
+            ranked = sorted(self.alive, key=lambda n: (self.best[n], self.names.index(n)))
+            self.alive = ranked[: (len(ranked) + 1) // 2]
+            self.alive = [n for n in self.names if n in self.alive]
+            self.waiting.clear()
+            self.target *= 2
+            self.spent = dict.fromkeys(self.names, 0.0)
+            self.seconds = None if self.seconds is None else 2 * self.seconds
+            pending = [n for n in self.alive if n in self.running]
+        self.turn = pending[0] if pending else None
+        self.lock.notify_all()
+
+    def after_epoch(self, name: str, epoch: int, history: History) -> bool:
+        """The loop's callback: True stops this member (dropped from the race)."""
+        with self.lock:
+            self.best[name] = min(self.best[name], float(history.val_loss[-1]))
+            if self.failed:
+                return True
+            if len(self.alive) == 1:
+                return False
+            now = time.perf_counter()
+            self.spent[name] += now - self.since[name]
+            self.since[name] = now
+            out_of_time = self.seconds is not None and self.spent[name] >= self.seconds
+            if (history.steps < self.target and not out_of_time) or epoch + 1 < _MIN_EPOCHS:
+                return False
+            self.waiting.add(name)
+            self._pass_turn()
+            self.lock.wait_for(lambda: self.turn == name or name not in self.alive or self.failed)
+            self.since[name] = time.perf_counter()
+            return name not in self.alive or self.failed
+
+    def finished(self, name: str, history: History | None) -> None:
+        with self.lock:
+            self.failed = self.failed or history is None
+            self.running.discard(name)
+            if history is not None and history.val_loss:
+                self.best[name] = min(self.best[name], float(history.best_loss))
+            self.waiting.discard(name)
+            if self.turn == name or self.turn is None:
+                self._pass_turn()
+            self.lock.notify_all()
+
+
+def race_portfolio(
+    names: Sequence[str],
+    fit_member: Callable[[str, dict[str, Any]], tuple[History, Any]],
+    *,
+    time_budget: float | None = None,
+    checkpoint: str | Path | None = None,
+    resume: str | Path | None = None,
+    shares: Sequence[float] | None = None,
+    pilot_steps: int | None = None,
+) -> tuple[Candidate, list[Candidate]]:
+    """Race the members: successive halving on the validation loss, one member training at a
+    time; ``run`` holds ``time_budget`` (the whole budget, one clock for the race),
+    ``checkpoint`` / ``resume`` (None) and ``callback`` (the race's, for the training loop).
+
+    With one member, with ``checkpoint`` / ``resume``, or with :data:`RACING` False, this is
+    :func:`~pyroflows.train.recipe.run_portfolio` (then ``shares`` apply; a race ignores
+    them: the rungs share the time).
+
+    Returns:
+        ``(best, candidates)`` as :func:`~pyroflows.train.recipe.run_portfolio`, the
+        candidates in the order given; the best has the lowest ``history.best_loss``.
+
+    Example:
+        >>> def fit_member(name, run):  # a loop that calls the race after each epoch
+        ...     h = History()
+        ...     for epoch in range(100):
+        ...         h.val_loss.append({"a": 2.0, "b": 1.0}[name] + 1 / (epoch + 1))
+        ...         h.steps, h.best_loss = 10 * (epoch + 1), min(h.val_loss)
+        ...         if run["callback"](epoch, h):
+        ...             break
+        ...     return h, len(h.val_loss)
+        >>> best, every = race_portfolio(["a", "b"], fit_member, pilot_steps=50)
+        >>> best.name, [c.result for c in every]  # "a" dropped after its pilot of 5 epochs
+        ('b', [5, 100])
+    """
+    if not RACING or len(names) < 2 or checkpoint is not None or resume is not None:
+        return run_portfolio(
+            names, fit_member, time_budget=time_budget, checkpoint=checkpoint, resume=resume,
+            shares=shares,
+        )  # fmt: skip
+    race = _Race(
+        names,
+        PILOT_STEPS if pilot_steps is None else pilot_steps,
+        None if time_budget is None else PILOT_SHARE * time_budget,
+    )
+    deadline = None if time_budget is None else time.perf_counter() + time_budget
+    candidates = _run(race, names, fit_member, deadline)
+    return min(candidates, key=lambda c: c.history.best_loss), candidates
+
+
+def _run(
+    race: _Race,
+    names: Sequence[str],
+    fit_member: Callable[[str, dict[str, Any]], tuple[History, Any]],
+    deadline: float | None,
+) -> list[Candidate]:
+    """Every member's fit in its own thread, by the race's turns; the candidates in the
+    order of ``names`` (an error of a member is raised here, after every thread ended)."""
+    out: dict[str, Any] = {}
+
+    def member(name: str) -> None:
+        history = None
+        try:
+            race.wait_turn(name)
+            left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+            run = {"time_budget": left, "checkpoint": None, "resume": None,
+                   "callback": lambda epoch, h: race.after_epoch(name, epoch, h)}  # fmt: skip
+            began = time.perf_counter()
+            history, result = fit_member(name, run)
+            out[name] = Candidate(name, history, time.perf_counter() - began, result)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            out[name] = error
+        finally:
+            race.finished(name, history)
+
+    threads = [threading.Thread(target=member, args=(n,), daemon=True) for n in names]
+    # the members' loops fork and seed the global generator in turns: restore it once here
+    with torch.random.fork_rng(devices=[]):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for name in names:
+        if isinstance(out[name], BaseException):
+            raise out[name]
+    return [out[name] for name in names]

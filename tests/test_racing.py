@@ -1,0 +1,106 @@
+"""Racing the members of a portfolio (pyroflows.racing): successive halving by turns."""
+
+import numpy as np
+import pytest
+import torch
+
+import pyroflows as pf
+from pyroflows import racing
+from pyroflows.racing import race_portfolio
+from pyroflows.train import History
+
+
+def loop(curves, log, steps_per_epoch=10, epochs=60):
+    """A stand-in for the training loop: validation loss ``curves[name](epoch)``, the race's
+    callback after each epoch; ``log`` records (name, epoch) in the order they ran."""
+
+    def fit_member(name, run):
+        h = History()
+        for epoch in range(epochs):
+            log.append((name, epoch))
+            h.val_loss.append(curves[name](epoch))
+            h.steps, h.best_loss = steps_per_epoch * (epoch + 1), min(h.val_loss)
+            if run.get("callback") and run["callback"](epoch, h):
+                break
+        return h, len(h.val_loss)
+
+    return fit_member
+
+
+def test_the_worse_member_stops_after_its_pilot_and_one_trains_at_a_time():
+    log = []
+    curves = {"a": lambda e: 2.0 + 1 / (e + 1), "b": lambda e: 1.0 + 1 / (e + 1)}
+    best, every = race_portfolio(["a", "b"], loop(curves, log), pilot_steps=50)
+    assert best.name == "b"
+    assert [c.result for c in every] == [5, 60]  # a: 50 steps; b: to its end
+    # strictly by turns: a's pilot, b's pilot, then b alone
+    assert log == [("a", e) for e in range(5)] + [("b", e) for e in range(60)]
+
+
+def test_successive_halving_keeps_the_better_half_and_doubles_the_rung():
+    log = []
+    curves = {"a": lambda e: 3.0 - 0.01 * e, "b": lambda e: 1.0, "c": lambda e: 2.0 - 0.03 * e}
+    best, every = race_portfolio(["a", "b", "c"], loop(curves, log), pilot_steps=30)
+    # rung 1 (3 epochs each): a is dropped; rung 2 (6 epochs): b 1.0 vs c 1.85, c is dropped
+    assert [c.result for c in every] == [3, 60, 6]
+    assert best.name == "b"
+
+
+def test_a_member_ahead_late_is_kept_when_the_pilot_shows_it():
+    curves = {"a": lambda e: 1.5, "b": lambda e: 2.0 - 0.2 * e}  # b passes a at epoch 3
+    best, every = race_portfolio(["a", "b"], loop(curves, []), pilot_steps=50)
+    assert best.name == "b" and every[0].result == 5
+
+
+def test_a_failing_member_stops_the_race_and_raises():
+    def fit_member(name, run):
+        if name == "b":
+            raise RuntimeError("boom")
+        return loop({"a": lambda e: 1.0}, [])(name, run)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        race_portfolio(["a", "b"], fit_member, pilot_steps=20)
+
+
+def test_checkpoints_and_the_switch_run_the_members_one_after_the_other(monkeypatch):
+    curves = {"a": lambda e: 2.0, "b": lambda e: 1.0}
+    _, every = race_portfolio(["a", "b"], loop(curves, []), checkpoint="run.ckpt")
+    assert [c.result for c in every] == [60, 60]
+    monkeypatch.setattr(racing, "RACING", False)
+    _, every = race_portfolio(["a", "b"], loop(curves, []), pilot_steps=20)
+    assert [c.result for c in every] == [60, 60]
+
+
+def test_the_default_estimator_races_deterministically_and_leaves_the_global_rng(monkeypatch):
+    monkeypatch.setattr(racing, "PILOT_STEPS", 20)
+    X = np.random.default_rng(0).normal(size=(300, 2)) * [1.0, 3.0]
+    kw = dict(layers=1, hidden=(8,), max_epochs=40, progress=False, random_state=0)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    est = pf.DensityEstimator(**kw).fit(X)
+    assert torch.equal(torch.get_rng_state(), before)
+    epochs = {c["name"]: len(c["history"].val_loss) for c in est.candidates_}
+    dropped = [name for name in epochs if name != est.member_]
+    # 270 training rows, batch 256: 2 steps per epoch, a pilot of 20 steps is 10 epochs
+    assert epochs[dropped[0]] == 10 and epochs[est.member_] == 40
+    again = pf.DensityEstimator(**kw).fit(X)
+    np.testing.assert_array_equal(est.score_samples(X[:20]), again.score_samples(X[:20]))
+    assert again.member_ == est.member_
+
+
+def test_with_a_time_budget_a_pilot_also_ends_by_time():
+    import time
+
+    def slow(name, run):
+        h = History()
+        for epoch in range(30):
+            time.sleep(0.02)
+            h.val_loss.append({"a": 2.0, "b": 1.0}[name])
+            h.steps, h.best_loss = epoch + 1, min(h.val_loss)
+            if run["callback"](epoch, h):
+                break
+        return h, len(h.val_loss)
+
+    # a pilot of 10**6 steps, but a tenth of a 1-second budget: a few 0.02-second epochs
+    best, every = race_portfolio(["a", "b"], slow, time_budget=1.0, pilot_steps=10**6)
+    assert best.name == "b" and 3 <= every[0].result <= 8 and every[1].result == 30
