@@ -12,4 +12,5 @@ def _doctest_namespace(doctest_namespace):
 
 # modules that only alias a moved module for one release: collecting them for doctests would
 # import the moved module twice under two names
-collect_ignore = [f"pyroflows/{name}.py" for name in ("checkpoint", "distributed", "losses", "streaming")]
+_ALIASES = ("checkpoint", "distributed", "losses", "streaming")
+collect_ignore = [f"pyroflows/{name}.py" for name in _ALIASES]
