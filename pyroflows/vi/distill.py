@@ -183,6 +183,11 @@ def _teacher_pass(teacher: Flow, x: Tensor, context: Tensor | None):
     return values[::-1], params[::-1], x, teacher.base.log_prob(x) + total
 
 
+def _comparable(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
+    """Layer parameters of the same shapes (the same univariate maps)."""
+    return all(u.shape == v.shape for u, v in zip(a, b, strict=True))
+
+
 def _mse(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     if not a:
         return torch.zeros(())
@@ -209,29 +214,32 @@ class DistillationLoss:
         if set(self.weights) - set(self.TERMS):
             raise ValueError(f"weights may only name {self.TERMS}")
         self.kl_weight = float(kl_weight)
+        if not self.kl_weight and not any(self.weights.values()):
+            raise ValueError("every term has weight 0: give a weight or kl_weight")
         self.last: dict[str, float] = {}
 
     def __call__(self, student: Flow, batch: tuple[Tensor, ...]) -> Tensor:
         x = batch[0]
         context = batch[1] if len(batch) > 1 else None
         w = self.weights
-        terms = dict.fromkeys(self.TERMS, torch.zeros(()))
+        terms: dict[str, Tensor] = {}  # the terms computed (``last`` reports only those)
         if w["x"] or w["hidden"] or w["params"]:  # x-pass: data -> teacher -> z -> student
             with torch.no_grad():
                 t_values, t_params, z, _ = _teacher_pass(self.teacher, x, context)
             s_values, s_params, _ = _student_pass(student, z, context)
             terms["x"] = ((s_values[-1] - x) ** 2).mean()
             terms["hidden"] = _mse(s_values[:-1], t_values[:-1])
-            terms["params"] = _mse(s_params, t_params) if w["params"] else terms["params"]
+            if _comparable(s_params, t_params):
+                terms["params"] = _mse(s_params, t_params)
         # z-pass: base draw -> student -> sample -> teacher -> base point
         z0 = student.base.rsample(x.shape[:-1])
         s_values, s_params, log_q = _student_pass(student, z0, context)
         t_values, t_params, z_back, log_p = _teacher_pass(self.teacher, s_values[-1], context)
         terms["z"] = ((z_back - z0) ** 2).mean()
-        terms["hidden"] = terms["hidden"] + _mse(t_values[:-1], s_values[:-1])
-        if w["params"]:
-            terms["params"] = terms["params"] + _mse(s_params, t_params)
-        loss = sum(w[k] * terms[k] for k in self.TERMS if w[k])
+        terms["hidden"] = terms.get("hidden", 0.0) + _mse(t_values[:-1], s_values[:-1])
+        if _comparable(s_params, t_params):
+            terms["params"] = terms.get("params", 0.0) + _mse(s_params, t_params)
+        loss = sum(w[k] * terms[k] for k in self.TERMS if w[k] and k in terms)
         if self.kl_weight:
             terms["kl"] = (log_q - log_p).mean()
             loss = loss + self.kl_weight * terms["kl"]
