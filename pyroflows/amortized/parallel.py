@@ -7,7 +7,9 @@ workers); chunk ``k`` runs under a seed derived from ``(seed, k)`` by NumPy's
 runs the chunk), and the chunks are concatenated in order. The result thus depends on
 ``seed``, ``chunk_size`` and the number of simulations only: one worker, two workers and an
 executor give the same tensors bit for bit (for a simulator whose arithmetic does not depend
-on the thread count).
+on the thread count). Chunks share a process's global random states, so a thread pool runs
+them one at a time (processes, e.g. ``num_workers`` or a process-based Dask cluster, in
+parallel).
 
 Worker processes receive the simulator by ``pickle``: a simulator or Pyro model defined at a
 module's top level pickles; a lambda or a function defined inside another is refused before
@@ -18,6 +20,7 @@ by value, such as Dask's).
 from __future__ import annotations
 
 import pickle
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
@@ -41,11 +44,17 @@ def chunk_seeds(seed: int, num_chunks: int) -> list[int]:
             for k in range(num_chunks)]  # fmt: skip
 
 
+#: one chunk at a time per process: threads share the global random states a chunk seeds
+_SEEDED = threading.Lock()
+
+
 def _run_chunk(sim: Callable[[int], tuple[Tensor, Tensor]], n: int, seed: int):
-    """``sim(n)`` under ``seed`` (torch, NumPy, ``random``), the global states restored."""
+    """``sim(n)`` under ``seed`` (torch, NumPy, ``random``), the global states restored. The
+    global states are per process, so threads of one process (a thread pool executor) run
+    their chunks one at a time; worker processes run in parallel."""
     from pyroflows.amortized.recipe import seeded
 
-    with seeded(seed):
+    with _SEEDED, seeded(seed):
         theta, x = sim(n)
     return theta, x
 
