@@ -17,6 +17,11 @@ hidden (64, 64), the defaults; ``slcp``, 5 parameters and 8 data):
   sampled before the pruned solve and how zuko and nflows sample: the ratio is the speed-up
   of the two changes.
 * ``nsf coupling`` / ``realnvp`` — coupling flows: one pass per layer in both directions.
+* ``nsf student`` — the ``nsf`` posterior after :meth:`~pyroflows.AmortizedPosterior.distil`
+  (a conditional affine IAF student with the teacher's orders, hidden sizes and linear maps,
+  one pass per layer); ``post.sample`` draws from it. Its speed does not depend on its
+  training either: one epoch on 500 simulations here (the quality of a trained student is
+  measured in ``benchmarks/fast_sampler.py``).
 * peers in the same run where installed: ``zuko NSF`` (``zuko.flows.NSF``, 5 transforms,
   hidden (64, 64), 8 bins; conditional, ``flow(context).sample((1000,))``) and
   ``sbi NPE-NSF`` (the posterior ``benchmarks/amortized.py`` trains, ``sample_batched``;
@@ -59,6 +64,7 @@ FLOWS = {
     "nsf (pruned passes)": ("nsf", {}),
     "nsf (full passes)": ("nsf", {}),
     "nsf coupling": ("nsf", {"coupling": True}),
+    "nsf student": ("nsf", {}),
     "realnvp": ("realnvp", {}),
 }
 
@@ -106,7 +112,7 @@ def run(args, log):
         task = TASKS[name]()
         torch.manual_seed(0)
         x = task.simulate(task.prior.sample((args.observations,)))
-        methods = dict(FLOWS)
+        methods = {k: v for k, v in FLOWS.items() if args.methods is None or k in args.methods}
         if args.peers:
             methods.update({"zuko NSF": None, "sbi NPE-NSF": None})
         for method, spec in methods.items():
@@ -122,6 +128,8 @@ def run(args, log):
                     )
                 else:
                     post = setup_pyroflows(task, *spec)
+                    if method == "nsf student":
+                        post.distil(num_simulations=500, max_epochs=1)
                     sample = lambda x, n, post=post: post.sample(x, n)  # noqa: E731
             except ImportError as error:
                 log(f"{method}: skipped ({error})")
@@ -164,7 +172,8 @@ def markdown(result):
         "",
         f"Command: `{result['command']}`  ",
         f"Commit: `{result['commit']}`, {result['date']}, load average at start "
-        f"{result['load_average']}, {result['cpus']} CPUs.",
+        f"{result['load_average']} (end {result.get('load_average_end', '?')}), "
+        f"{result['cpus']} CPUs.",
         "",
         "Slow samplers (over 2 s for a tenth of the observations) are timed on that tenth; the",
         "last columns are per million draws, so rows compare directly.",
@@ -192,28 +201,33 @@ def main(argv=None):
     parser.add_argument("--observations", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="pyroflows rows to run (default: all)")  # fmt: skip
     parser.add_argument("--no-peers", dest="peers", action="store_false",
                         help="skip zuko and sbi")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results")
+    parser.add_argument("--name", default="sampling", help="results file name (NAME.md/json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.observations, args.threads = 100, [1]
     load = os.getloadavg()[0]
     print(f"load average {load:.1f}, {os.cpu_count()} CPUs", flush=True)
     rows = run(args, lambda line: print(line, flush=True))
+    load_end = os.getloadavg()[0]
+    print(f"load average at the end {load_end:.1f}", flush=True)
     commit = git_commit()
     result = dict(
         command="benchmarks/sampling.py " + " ".join(sys.argv[1:] if argv is None else argv),
         commit=commit, date=time.strftime("%Y-%m-%d"), load_average=round(load, 1),
-        cpus=os.cpu_count(), python=platform.python_version(), torch=torch.__version__,
-        rows=rows,
+        load_average_end=round(load_end, 1), cpus=os.cpu_count(),
+        python=platform.python_version(), torch=torch.__version__, rows=rows,
     )  # fmt: skip
     print(markdown(result))
     if not args.quick or args.out is not None:
         out = args.out or RESULTS
         out.mkdir(parents=True, exist_ok=True)
-        (out / "sampling.md").write_text(markdown(result))
-        (out / "sampling.json").write_text(json.dumps(result, indent=1))
+        (out / f"{args.name}.md").write_text(markdown(result))
+        (out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -129,19 +129,18 @@ def identity_pre(dim: int) -> Preprocessor:
 
 
 def sample_chunks(
-    estimator: PosteriorEstimator,
+    flow: Flow,
     context: Tensor,
     num_samples: int,
     decode: Callable[[Tensor], Tensor],
 ) -> list[Tensor]:
-    """``num_samples`` draws for each row of ``context``, in chunks of about :data:`CHUNK`
-    rows, each decoded to the user's units on the CPU in float64 (whatever the device) and
-    returned as float32; ``torch.cat`` them (outside inference mode: ordinary tensors)."""
+    """``num_samples`` draws of ``flow`` for each row of ``context``, in chunks of about
+    :data:`CHUNK` rows, each decoded to the user's units on the CPU in float64 (whatever the
+    device) and returned as float32; ``torch.cat`` them (outside inference mode: ordinary
+    tensors)."""
     per_chunk = max(1, CHUNK // len(context))
     return [
-        decode(estimator.flow.sample((min(per_chunk, num_samples - i),), context).cpu()).to(
-            torch.float32
-        )
+        decode(flow.sample((min(per_chunk, num_samples - i),), context).cpu()).to(torch.float32)
         for i in range(0, num_samples, per_chunk)
     ]
 

@@ -21,6 +21,7 @@ adds both log-Jacobians so it is a density in the user's units.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from pyroflows.amortized.estimator import PosteriorEstimator, log_prob_chunks, sample_chunks
+from pyroflows.amortized.fast_sampler import distil_posterior, sampling_flow
+from pyroflows.amortized.misspecification import CheckResult, SummaryReference, warn_if_outside
 from pyroflows.amortized.observations import ObservationSpace, check_sized
+from pyroflows.amortized.parallel import CHUNK_SIZE, check_parallel, simulate_parallel
 from pyroflows.amortized.parameters import ParameterSpace
 from pyroflows.amortized.recipe import (
     AUTO_FLOWS,
@@ -41,6 +45,7 @@ from pyroflows.amortized.recipe import (
 from pyroflows.amortized.saved import blob_of, read_blob, restore
 from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, VariableSizeSimulator
 from pyroflows.builders import FAMILIES
+from pyroflows.flows import Flow
 from pyroflows.nn.summary import summary_from_config
 from pyroflows.preprocess import Preprocessor
 from pyroflows.train import History
@@ -71,6 +76,10 @@ __all__ = [
 #: (sbi 0.842 +- 0.016); the linear Gaussian at 1 000 unchanged (0.587 vs 0.585). On two
 #: moons random swaps cost at both budgets (1 000: 0.782 vs 0.757) and maps starting as the
 #: identity helped at 1 000 (0.740) but cost at 10 000 (0.569 vs 0.562): two get none.
+#: added to the seed of :meth:`AmortizedPosterior.calibrate_check`'s simulations, so that they
+#: are not a fit's simulations drawn with the same seed
+_CHECK_SEED_OFFSET = 0xC4EC
+
 FLOW_DEFAULTS: dict[str, Any] = dict(
     layers=5, hidden=(64, 64), context_every_layer=True, lu="auto"
 )  # fmt: skip
@@ -200,6 +209,13 @@ class AmortizedPosterior:
         self.theta_pre: Preprocessor | None = None
         self.history: History | None = None
         self.dropped = 0
+        #: the fast sampler (:meth:`distil`): a conditional IAF student of the flow, or None
+        self.student: Flow | None = None
+        #: the misspecification check's held-out summaries (:meth:`calibrate_check`)
+        self.reference: SummaryReference | None = None
+        #: warn in :meth:`sample` / :meth:`log_prob` for observations whose check p-value is
+        #: below :data:`~pyroflows.amortized.misspecification.WARN_ALPHA` (with a reference)
+        self.warn_misspecified = True
 
     # -- the data (see :class:`ObservationSpace`) -------------------------------------------
     @property
@@ -223,13 +239,36 @@ class AmortizedPosterior:
         return self.observations.size_arg
 
     # -- simulation -----------------------------------------------------------------------
-    def simulate(self, num_simulations: int) -> tuple[Tensor, Tensor]:
-        """``(theta (N, dim), x (N, ...))`` from the prior predictive (not filtered)."""
+    def simulate(
+        self,
+        num_simulations: int,
+        *,
+        seed: int | None = None,
+        num_workers: int | None = None,
+        executor: Executor | None = None,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> tuple[Tensor, Tensor]:
+        """``(theta (N, dim), x (N, ...))`` from the prior predictive (not filtered).
+
+        With ``num_workers`` (processes on this machine) or ``executor`` (any
+        ``concurrent.futures.Executor``, e.g. Dask's or Ray's) the simulations run in chunks
+        of ``chunk_size``, each under a seed derived from ``(seed, chunk index)``
+        (:mod:`~pyroflows.amortized.parallel`): the result is the same bit for bit whatever
+        the number of workers or the executor. Without ``seed`` the base seed is drawn from
+        torch's global stream. Worker processes need a simulator (or model) that pickles.
+        """
         if self.sim is None or (
             isinstance(self.sim, PriorSimulator) and self.sim.simulator is None
         ):
             raise ValueError("no simulator: construct with a Pyro model or prior + simulator")
-        return self.sim(num_simulations)
+        if num_workers is None and executor is None:
+            if seed is not None:
+                raise ValueError("seed= is for num_workers= / executor= (chunked simulation)")
+            return self.sim(num_simulations)
+        check_parallel(num_workers, executor, chunk_size)
+        if seed is None:
+            seed = int(torch.randint(2**31 - 1, ()).item())
+        return simulate_parallel(self.sim, num_simulations, seed, num_workers, executor, chunk_size)
 
     def size_of(self, x: Any) -> int | None:
         """The number of observations (real, non-padding rows) in one observation ``x`` of a
@@ -253,7 +292,11 @@ class AmortizedPosterior:
             raise ValueError("size= is for a posterior built with sizes= and size_arg=")
         return self.sim.simulate(theta)
 
-    def _simulate_many(self, n: int, chunk: int = 10_000) -> tuple[Tensor, Tensor]:
+    def _simulate_many(
+        self, n: int, chunk: int = 10_000, parallel: Mapping[str, Any] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        if parallel and any(v is not None for v in parallel.values()):
+            return self.simulate(n, **parallel)
         parts = [self.simulate(min(chunk, n - i)) for i in range(0, n, chunk)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -306,6 +349,8 @@ class AmortizedPosterior:
         num_validation: int | None = None,
         steps_per_epoch: int | None = None,
         recipe: str | None = None,
+        num_workers: int | None = None,
+        executor: Executor | None = None,
         **train_options: Any,
     ) -> AmortizedPosterior:
         """Train on simulations; returns the posterior itself.
@@ -343,6 +388,9 @@ class AmortizedPosterior:
             simulate_online: draw fresh simulations at every step.
             steps: number of optimisation steps online (the default cosine schedule runs
                 over all of them; no early stopping online).
+            num_workers, executor: simulate ``num_simulations`` in parallel (:meth:`simulate`:
+                chunks seeded from ``seed``, the same simulations whatever the number of
+                workers); ``num_simulations`` only.
             validation_fraction: share of offline simulations held out (default 0.1;
                 offline only).
             num_validation: size of the held-out set online (default 1000; online only).
@@ -379,10 +427,108 @@ class AmortizedPosterior:
                 recipe sets itself), before any simulation or change of state.
         """
         given = dict(steps=steps, validation_fraction=validation_fraction,
-                     num_validation=num_validation, steps_per_epoch=steps_per_epoch)  # fmt: skip
-        return fit_posterior(
-            self, theta, x, num_simulations, simulate_online, recipe, given, train_options
-        )
+                     num_validation=num_validation, steps_per_epoch=steps_per_epoch,
+                     num_workers=num_workers, executor=executor)  # fmt: skip
+        # a student and a reference of other networks
+        student, reference, self.student, self.reference = self.student, self.reference, None, None
+        try:
+            return fit_posterior(
+                self, theta, x, num_simulations, simulate_online, recipe, given, train_options
+            )
+        except BaseException:
+            self.student, self.reference = student, reference
+            raise
+
+    def calibrate_check(
+        self,
+        num_simulations: int = 1000,
+        *,
+        x: Tensor | None = None,
+        seed: int = 0,
+    ) -> AmortizedPosterior:
+        """Set the misspecification check's reference
+        (:mod:`~pyroflows.amortized.misspecification`): the summaries of held-out simulations
+        (``x`` given, or ``num_simulations`` simulated here from a stream of ``seed`` that a
+        ``fit(..., seed=seed)`` does not draw; the global random state is left as it was). Then
+        :meth:`sample` and :meth:`log_prob` warn for observations outside them."""
+        from pyroflows.amortized.recipe import seeded
+
+        self._check_fitted()
+        if x is None:
+            with seeded(seed, _CHECK_SEED_OFFSET):
+                _, x = self._simulate_many(positive_int("num_simulations", num_simulations))
+        batch, _ = self.observations.check(x)
+        batch = batch[torch.isfinite(batch.reshape(len(batch), -1)).all(-1)]
+        with torch.inference_mode():
+            embeddings = self._context(batch).cpu()
+        self.reference = SummaryReference(embeddings)
+        return self
+
+    def check_observation(self, x: Any, alpha: float = 0.05) -> CheckResult:
+        """Is ``x`` (one observation or a batch) like the simulations? A test of its summary
+        against held-out simulations' (:meth:`calibrate_check`, run here with its defaults
+        when there is no reference yet): squared Mahalanobis distances, p-values and
+        ``misspecified = p < alpha``; for data the model produces, ``p < alpha`` happens
+        at rate ``alpha``.
+
+        Example:
+            >>> import pyro.distributions as dist
+            >>> prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+            >>> post = AmortizedPosterior(prior=prior, simulator=lambda t: t + torch.randn_like(t),
+            ...                           flow_kwargs=dict(layers=1, hidden=(8,)))
+            >>> post = post.fit(num_simulations=200, max_epochs=1, progress=False, seed=0,
+            ...                 recipe="one_phase")
+            >>> post.check_observation(torch.tensor([[0.5, -1.0], [40.0, 0.0]])).misspecified
+            tensor([False,  True])
+        """
+        self._check_fitted()
+        if self.reference is None:
+            self.calibrate_check()
+        batch, _ = self.observations.check(x)
+        with torch.inference_mode():
+            embeddings = self._context(batch).cpu()
+        return self.reference.check(embeddings, alpha)
+
+    def distil(
+        self,
+        theta: Tensor | None = None,
+        x: Tensor | None = None,
+        *,
+        num_simulations: int | None = None,
+        objective: str = "both",
+        seed: int = 0,
+        **fit_options: Any,
+    ) -> AmortizedPosterior:
+        """Train a fast sampler: a conditional IAF student of the posterior's autoregressive
+        flow (:mod:`~pyroflows.amortized.fast_sampler`). Afterwards :meth:`sample` draws from
+        the student (``sampler="teacher"`` from the flow itself), :meth:`log_prob` stays the
+        flow's exact density, :meth:`save` keeps the student, and a new :meth:`fit` drops it.
+
+        Args:
+            theta, x: simulations (user units), or ``num_simulations`` simulated here under
+                ``seed`` (the global random state is left as it was).
+            objective: ``"both"`` (the default: reverse KL on the student's own draws plus
+                CaloFlow's mean squared errors), ``"kl"`` or ``"latent"``.
+            seed: seed of the simulations and of the distillation.
+            **fit_options: options of :func:`pyroflows.train.fit` over
+                :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS`, and
+                ``validation_fraction`` (0.1).
+
+        Raises:
+            ValueError: not fitted, a flow that already draws in one pass per layer
+                (coupling), or bad simulations / options; the posterior is then unchanged.
+        """
+        from pyroflows.amortized.fast_sampler import check_teacher
+        from pyroflows.amortized.recipe import seeded
+
+        check_teacher(self)
+        if (num_simulations is None) == (theta is None or x is None):
+            raise ValueError("distil takes theta and x, or num_simulations")
+        with seeded(seed):
+            if num_simulations is not None:
+                theta, x = self._simulate_many(positive_int("num_simulations", num_simulations))
+            self.student = distil_posterior(self, theta, x, objective, seed=seed, **fit_options)
+        return self
 
     def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
@@ -391,7 +537,13 @@ class AmortizedPosterior:
 
     # -- inference ------------------------------------------------------------------------
     def sample(
-        self, x: Any, num_samples: int = 1000, *, seed: int | None = None, as_dict: bool = False
+        self,
+        x: Any,
+        num_samples: int = 1000,
+        *,
+        seed: int | None = None,
+        as_dict: bool = False,
+        sampler: str = "auto",
     ) -> Tensor | dict[str, Tensor]:
         """Posterior draws in the user's units, vectorised over observations.
 
@@ -400,12 +552,16 @@ class AmortizedPosterior:
             num_samples: draws per observation.
             seed: seed of these draws (the global random state is left as it was).
             as_dict: return ``{site: (num_samples, [B,] *shape)}`` instead of a flat tensor.
+            sampler: ``"auto"`` (the student of :meth:`distil` when there is one, else the
+                flow), ``"student"`` or ``"teacher"`` (the flow whose density
+                :meth:`log_prob` gives).
 
         Returns:
             ``(num_samples, dim)`` for one observation, ``(num_samples, B, dim)`` for a batch.
         """
         self._check_fitted()
         num_samples = positive_int("num_samples", num_samples)
+        flow = sampling_flow(self, sampler)
         batch, single = self.observations.check(x)
         # inference mode: a few percent faster than no_grad over the thousands of small
         # operations of a chunked draw; the result leaves it through torch.cat below as an
@@ -414,7 +570,9 @@ class AmortizedPosterior:
             if seed is not None:
                 torch.manual_seed(seed)
             context = self._context(batch)
-            parts = sample_chunks(self.estimator, context, num_samples, self._decode_theta)
+            if self.warn_misspecified:
+                warn_if_outside(self.reference, context.cpu())
+            parts = sample_chunks(flow, context, num_samples, self._decode_theta)
         theta = torch.cat(parts)
         if single:
             theta = theta[:, 0]
@@ -445,6 +603,8 @@ class AmortizedPosterior:
             ) from None
         with torch.inference_mode():
             context = self._context(batch)
+            if self.warn_misspecified:
+                warn_if_outside(self.reference, context.cpu())
             if single:
                 context = context[0]
             split = len(shape) == len(observations)  # a theta per observation: (B, dim)

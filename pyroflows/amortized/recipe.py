@@ -29,6 +29,7 @@ from torch import Tensor
 
 from pyroflows.amortized.estimator import build_members, check_summary_output, plain
 from pyroflows.amortized.observations import drop_invalid
+from pyroflows.amortized.parallel import CHUNK_SIZE, check_parallel
 from pyroflows.amortized.parameters import ParameterSpace, describe_constraint, encode_constraint
 from pyroflows.amortized.simulate import check_training
 from pyroflows.losses import nll
@@ -201,6 +202,11 @@ def fit_posterior(
         )
     _check_train_options(train_options)
     _check_mode(simulate_online, given, train_options)
+    parallel = {k: given.get(k) for k in ("num_workers", "executor")}
+    if any(v is not None for v in parallel.values()):
+        if num_simulations is None:
+            raise ValueError("num_workers / executor simulate: they need fit(num_simulations=)")
+        check_parallel(parallel["num_workers"], parallel["executor"], CHUNK_SIZE)
     fraction = 0.1 if given["validation_fraction"] is None else given["validation_fraction"]
     if not simulate_online and not 0 <= fraction < 1:
         raise ValueError(f"validation_fraction must lie in [0, 1), got {fraction}")
@@ -221,7 +227,8 @@ def fit_posterior(
     if two_phases and "max_epochs" in train_options:
         options["_epoch_cap"] = train_options["max_epochs"]
     with all_or_nothing(post):
-        return fit_offline(post, theta, x, num_simulations, seed, fraction, options, two_phases)
+        return fit_offline(post, theta, x, (num_simulations, parallel), seed, fraction, options,
+                           two_phases)  # fmt: skip
 
 
 # -- the posterior's state: set up by the first fit, restored by a failed one -----------
@@ -282,17 +289,19 @@ def fit_offline(
     post: Posterior,
     theta: Any,
     x: Any,
-    num_simulations: int | None,
+    simulations: tuple[int | None, dict[str, Any]],
     seed: Any,
     validation_fraction: float,
     options: dict,
     two_phases: bool,
 ) -> Posterior:
-    """Simulate (under ``seed``), check, split, set up on the first fit, then train: every
-    family of ``flow="auto"`` on the same split, or the one family."""
+    """Simulate (under ``seed``; ``simulations``: the number and the parallel options), check,
+    split, set up on the first fit, then train: every family of ``flow="auto"`` on the same
+    split, or the one family."""
+    num_simulations, parallel = simulations
     with seeded(seed):
         if num_simulations is not None:
-            theta, x = post._simulate_many(num_simulations)
+            theta, x = post._simulate_many(num_simulations, parallel=parallel)
         theta, x, dropped = check_training(theta, x, post.space, post.observations)
         if len(theta) < 2:
             raise ValueError(

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pyroflows.amortized.estimator import PosteriorEstimator, identity_pre, plain
+from pyroflows.amortized.fast_sampler import restore_student, student_config
 from pyroflows.amortized.observations import check_sizes
 from pyroflows.amortized.parameters import saved_space
 from pyroflows.builders import build
@@ -66,6 +67,8 @@ def blob_of(post: Posterior, version: int) -> dict[str, Any]:
         },
         "history": None if post.history is None else plain(post.history.as_dict()),
         "dropped": post.dropped,
+        # optional: the fast sampler of ``distil`` (its state and hidden sizes)
+        "student": student_config(post),
     }
 
 
@@ -124,6 +127,7 @@ def restore(
         if blob.get("history"):
             post.history = History(**blob["history"])
         post.dropped = int(blob.get("dropped", 0))
+        restore_student(post, blob.get("student"))
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
         text = str(error).strip()
         reason = text.splitlines()[0] if text else type(error).__name__

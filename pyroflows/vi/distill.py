@@ -12,7 +12,14 @@ that the seeds use:
   layers);
 * **z-pass** (fresh base draws): the student samples, the teacher maps the sample back. Terms:
   the base point ``z``, the intermediate values and the layer parameters;
-* optionally ``kl_weight * KL(student || teacher)``, computed from the same z-pass.
+* optionally ``kl_weight * KL(student || teacher)``, computed from the same z-pass: the
+  student's log-density of its own draws costs nothing extra and the teacher scores them in one
+  pass per layer (``weights`` all zero and ``kl_weight=1``: reverse KL alone).
+
+Conditional teachers (``context_dim > 0``) are distilled on ``(x, context)`` pairs: the student
+reads the same context. ``univariate=Affine()`` gives a spline teacher an affine student (an
+IAF): a spline evaluated in one pass per layer costs about as much as the teacher's pruned
+autoregressive solve, an affine map a tenth of it.
 """
 
 from __future__ import annotations
@@ -25,14 +32,35 @@ from torch import Tensor, nn
 
 from pyroflows.flows import Flow
 from pyroflows.train import fit
-from pyroflows.transforms import MaskedAutoregressive
+from pyroflows.transforms import (
+    ActNorm,
+    ContextAffine,
+    ElementwiseAffine,
+    LULinear,
+    MaskedAutoregressive,
+)
+from pyroflows.transforms.univariate import Univariate
 from pyroflows.validation import hidden_sizes
 
 __all__ = ["DistillationLoss", "distill", "student_of"]
 
 
+#: trainable layers that are cheap in both directions: the student starts from a copy and
+#: trains it along with its autoregressive layers
+_FAST_BOTH_WAYS = (LULinear, ContextAffine, ElementwiseAffine, ActNorm)
+
+
 def _is_ar(layer: nn.Module) -> bool:
     return isinstance(layer, MaskedAutoregressive)
+
+
+def _hidden_of(layer: MaskedAutoregressive) -> tuple[int, ...]:
+    """The hidden sizes of a (non-residual) MADE: its weight matrices' output sizes."""
+    net = layer.net
+    if net.residual:
+        raise ValueError("a residual teacher's student needs its hidden sizes: pass hidden=")
+    shapes = [s for s, c in zip(net._shapes, net._is_context, strict=True) if len(s) == 2 and not c]
+    return tuple(s[0] for s in shapes[:-1])
 
 
 def _check_teacher(teacher: Flow) -> None:
@@ -68,15 +96,21 @@ def _check_data(teacher: Flow, data, name: str) -> None:
         )
 
 
-def student_of(teacher: Flow, hidden: Sequence[int] | None = None) -> Flow:
+def student_of(
+    teacher: Flow, hidden: Sequence[int] | None = None, univariate: Univariate | None = None
+) -> Flow:
     """An IAF-direction copy of a MAF-direction teacher: same masks, orders and weights.
 
     With ``hidden`` the autoregressive layers get new networks of that size instead (same
     orders, univariate transforms, context, activation; starting as the identity): a
     narrower student samples faster and learns the teacher's per-layer maps from the
-    distillation loss rather than starting from the teacher's weights.
+    distillation loss rather than starting from the teacher's weights. With ``univariate``
+    (e.g. :class:`~pyroflows.transforms.Affine` for a spline teacher) the new networks drive
+    that map instead (hidden sizes: ``hidden`` or the teacher's).
 
-    Layers without trainable parameters (fixed affine maps, permutations, boxes) are copied.
+    Layers without trainable parameters (fixed affine maps, permutations, boxes) are copied,
+    and so are the trainable layers that are cheap both ways (learnt linear maps, context
+    affine heads, elementwise affine and activation normalisation), which the student trains.
 
     Example:
         >>> import pyroflows as pf
@@ -89,20 +123,27 @@ def student_of(teacher: Flow, hidden: Sequence[int] | None = None) -> Flow:
     """
     if hidden is not None:
         hidden = hidden_sizes(hidden)
+    if univariate is not None and not isinstance(univariate, Univariate):
+        raise TypeError(f"univariate must be a Univariate map, got {type(univariate).__name__}")
     _check_teacher(teacher)
     layers = []
     for layer in teacher.transforms:
-        if _is_ar(layer) and not layer.iaf and hidden is not None:
+        if _is_ar(layer) and not layer.iaf and (hidden is not None or univariate is not None):
             net = layer.net
             # new networks on the teacher's device, in its dtype
             student = MaskedAutoregressive(
-                layer.dim, layer.univariate, layer.context_dim, hidden, net.degrees.clone(),
-                net.residual, type(net.activation), inverse=True,
+                layer.dim, univariate or layer.univariate, layer.context_dim,
+                hidden or _hidden_of(layer), net.degrees.clone(), net.residual,
+                type(net.activation), inverse=True,
+                context_every_layer=net.context_every_layer,
             ).to(net.flat_params)  # fmt: skip
         elif _is_ar(layer) and not layer.iaf:
             student = copy.deepcopy(layer)
             student.iaf, student.inverse_is_fast = True, False
-        elif _is_ar(layer) or any(p.requires_grad for p in layer.parameters()):
+        elif _is_ar(layer) or (
+            any(p.requires_grad for p in layer.parameters())
+            and not isinstance(layer, _FAST_BOTH_WAYS)
+        ):
             raise ValueError(
                 f"distillation needs MAF-direction autoregressive layers (or fixed layers), got "
                 f"{type(layer).__name__}" + (" in the IAF direction" if _is_ar(layer) else "")
@@ -142,6 +183,11 @@ def _teacher_pass(teacher: Flow, x: Tensor, context: Tensor | None):
     return values[::-1], params[::-1], x, teacher.base.log_prob(x) + total
 
 
+def _comparable(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
+    """Layer parameters of the same shapes (the same univariate maps)."""
+    return all(u.shape == v.shape for u, v in zip(a, b, strict=True))
+
+
 def _mse(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     if not a:
         return torch.zeros(())
@@ -168,29 +214,32 @@ class DistillationLoss:
         if set(self.weights) - set(self.TERMS):
             raise ValueError(f"weights may only name {self.TERMS}")
         self.kl_weight = float(kl_weight)
+        if not self.kl_weight and not any(self.weights.values()):
+            raise ValueError("every term has weight 0: give a weight or kl_weight")
         self.last: dict[str, float] = {}
 
     def __call__(self, student: Flow, batch: tuple[Tensor, ...]) -> Tensor:
         x = batch[0]
         context = batch[1] if len(batch) > 1 else None
         w = self.weights
-        # x-pass: data -> teacher -> base point -> student -> x
-        with torch.no_grad():
-            t_values, t_params, z, _ = _teacher_pass(self.teacher, x, context)
-        s_values, s_params, _ = _student_pass(student, z, context)
-        terms = {
-            "x": ((s_values[-1] - x) ** 2).mean(),
-            "hidden": _mse(s_values[:-1], t_values[:-1]),
-            "params": _mse(s_params, t_params),
-        }
+        terms: dict[str, Tensor] = {}  # the terms computed (``last`` reports only those)
+        if w["x"] or w["hidden"] or w["params"]:  # x-pass: data -> teacher -> z -> student
+            with torch.no_grad():
+                t_values, t_params, z, _ = _teacher_pass(self.teacher, x, context)
+            s_values, s_params, _ = _student_pass(student, z, context)
+            terms["x"] = ((s_values[-1] - x) ** 2).mean()
+            terms["hidden"] = _mse(s_values[:-1], t_values[:-1])
+            if _comparable(s_params, t_params):
+                terms["params"] = _mse(s_params, t_params)
         # z-pass: base draw -> student -> sample -> teacher -> base point
         z0 = student.base.rsample(x.shape[:-1])
         s_values, s_params, log_q = _student_pass(student, z0, context)
         t_values, t_params, z_back, log_p = _teacher_pass(self.teacher, s_values[-1], context)
         terms["z"] = ((z_back - z0) ** 2).mean()
-        terms["hidden"] = terms["hidden"] + _mse(t_values[:-1], s_values[:-1])
-        terms["params"] = terms["params"] + _mse(s_params, t_params)
-        loss = sum(w[k] * terms[k] for k in self.TERMS)
+        terms["hidden"] = terms.get("hidden", 0.0) + _mse(t_values[:-1], s_values[:-1])
+        if _comparable(s_params, t_params):
+            terms["params"] = terms.get("params", 0.0) + _mse(s_params, t_params)
+        loss = sum(w[k] * terms[k] for k in self.TERMS if w[k] and k in terms)
         if self.kl_weight:
             terms["kl"] = (log_q - log_p).mean()
             loss = loss + self.kl_weight * terms["kl"]
@@ -206,6 +255,7 @@ def distill(
     weights: dict[str, float] | None = None,
     kl_weight: float = 0.0,
     hidden: Sequence[int] | None = None,
+    univariate: Univariate | None = None,
     max_epochs: int = 50,
     batch_size: int = 256,
     lr: float = 1e-3,
@@ -221,6 +271,9 @@ def distill(
         weights: weights of the MSE terms (``"z"``, ``"x"``, ``"hidden"``, ``"params"``).
         kl_weight: weight of ``KL(student || teacher)``.
         hidden: hidden sizes of a narrower student (default: the teacher's networks, copied).
+        univariate: the student's map (e.g. :class:`~pyroflows.transforms.Affine` for a spline
+            teacher; :func:`student_of`); the ``"params"`` term is then left out (the maps'
+            parameters differ), and a nonzero ``"params"`` weight is refused.
         max_epochs, batch_size, lr, **fit_kwargs: passed to :func:`pyroflows.train.fit`.
 
     Returns:
@@ -236,8 +289,15 @@ def distill(
     _check_teacher(teacher)
     _check_data(teacher, data, "data")
     _check_data(teacher, val_data, "val_data")
+    if univariate is not None:
+        if (weights or {}).get("params"):
+            raise ValueError(
+                "weights['params'] must be 0 with univariate=: the student's maps have other "
+                "parameters than the teacher's"
+            )
+        weights = {**(weights or {}), "params": 0.0}
     frozen = copy.deepcopy(teacher).eval().requires_grad_(False)
-    student = student_of(frozen, hidden).requires_grad_(True)
+    student = student_of(frozen, hidden, univariate).requires_grad_(True)
     loss = DistillationLoss(frozen, weights, kl_weight)
     student.history = fit(student, loss, data, val_data, max_epochs=max_epochs,
                           batch_size=batch_size, lr=lr, **fit_kwargs)  # fmt: skip

@@ -1,0 +1,144 @@
+"""A fast sampler for an amortized posterior: a conditional IAF student of its flow.
+
+An amortized posterior whose flow is autoregressive in the density direction (the spline flow
+``nsf``, ``maf``) scores in one network pass per layer but draws by solving each layer one
+coordinate at a time. :func:`distil_posterior` trains a conditional student in the sampling
+direction (:func:`pyroflows.vi.distill`: an affine IAF with the teacher's orders, hidden
+sizes and learnt linear maps) on the contexts the posterior's summary network gives for
+simulated data; the student draws in one pass per layer. The posterior then draws from the
+student (``sample(..., sampler="auto")``) and keeps the teacher's exact ``log_prob``;
+``sampler="teacher"`` asks for the teacher's draws.
+
+Objectives (:data:`OBJECTIVES`), each a :class:`~pyroflows.vi.distill.DistillationLoss`:
+
+* ``"kl"``: the reverse KL of the student against the teacher on the student's own draws
+  (the student's log-density of its draws comes with them; the teacher scores them in one
+  pass per layer);
+* ``"latent"``: the CaloFlow mean squared errors between the two flows' base points,
+  intermediate values and outputs on simulated parameters and on the student's draws;
+* ``"both"``: their sum.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pyroflows.flows import Flow
+from pyroflows.transforms import Affine, Coupling, MaskedAutoregressive
+from pyroflows.validation import positive_int
+
+#: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
+Posterior = Any
+
+__all__ = ["OBJECTIVES", "SAMPLERS", "STUDENT_DEFAULTS", "distil_posterior", "sampling_flow"]
+
+_ZERO = {"z": 0.0, "x": 0.0, "hidden": 0.0, "params": 0.0}
+#: ``objective -> (weights of the MSE terms, weight of the reverse KL)``
+OBJECTIVES: dict[str, tuple[dict[str, float], float]] = {
+    "kl": (_ZERO, 1.0),
+    "latent": ({}, 0.0),
+    "both": ({}, 1.0),
+}
+#: what ``sample(..., sampler=)`` accepts
+SAMPLERS = ("auto", "student", "teacher")
+#: the distillation's training options unless given
+STUDENT_DEFAULTS: dict[str, Any] = dict(max_epochs=40, batch_size=256, lr=1e-3, patience=8)
+
+
+def check_teacher(post: Posterior) -> None:
+    """A fitted posterior whose flow draws slowly: autoregressive in the density direction."""
+    post._check_fitted()
+    layers = post.estimator.flow.transforms
+    if any(isinstance(layer, Coupling) for layer in layers) or not any(
+        isinstance(layer, MaskedAutoregressive) and not layer.iaf for layer in layers
+    ):
+        raise ValueError(
+            f"the posterior's flow ({post.flow_name!r}) already draws in one pass per layer: "
+            "there is nothing to distil (a student is for autoregressive flows such as 'nsf')"
+        )
+
+
+def _contexts(post: Posterior, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(encoded theta, summary of x)`` in the networks' dtype and device, without graph."""
+    z, x_enc = post._training_tensors(theta, x)
+    param = next(post.estimator.parameters())
+    with torch.no_grad():
+        context = post.estimator.summary(x_enc.to(param.device))
+    return z.to(param.device), context
+
+
+def distil_posterior(
+    post: Posterior,
+    theta: Tensor,
+    x: Tensor,
+    objective: str = "both",
+    validation_fraction: float = 0.1,
+    **fit_kwargs: Any,
+) -> Flow:
+    """Train a student of ``post``'s flow on simulations ``(theta, x)`` (user units); returns
+    it in eval mode with ``.history`` (:func:`pyroflows.train.fit`'s), without changing
+    ``post``. ``fit_kwargs`` go over :data:`STUDENT_DEFAULTS` to
+    :func:`pyroflows.vi.distill`."""
+    from pyroflows.amortized.simulate import check_training
+    from pyroflows.vi.distill import distill
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must lie in [0, 1), got {validation_fraction}")
+    theta, x, _ = check_training(theta, x, post.space, post.observations)
+    n_val = int(round(len(theta) * validation_fraction))
+    if len(theta) - n_val < 1:
+        raise ValueError(f"distillation needs at least 2 valid simulations, got {len(theta)}")
+    z, context = _contexts(post, theta, x)
+    weights, kl_weight = OBJECTIVES[objective]
+    options = {**STUDENT_DEFAULTS, **fit_kwargs}
+    options.setdefault("progress", False)
+    if not n_val:
+        options["patience"] = None
+    val = (z[:n_val], context[:n_val]) if n_val else None
+    teacher = post.estimator.flow
+    student = distill(teacher, (z[n_val:], context[n_val:]), val, weights=weights,
+                      kl_weight=kl_weight, univariate=Affine(), **options)  # fmt: skip
+    return student.eval().requires_grad_(False)
+
+
+def sampling_flow(post: Posterior, sampler: str) -> Flow:
+    """The flow that draws for ``sampler``: ``"auto"`` the student when there is one, else
+    the teacher; ``"student"`` the student (an error without one); ``"teacher"`` the
+    posterior's own flow."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    student = getattr(post, "student", None)
+    if sampler == "student" and student is None:
+        raise ValueError("this posterior has no student: call distil() first")
+    if sampler == "teacher" or student is None:
+        return post.estimator.flow
+    return student
+
+
+def student_config(post: Posterior) -> dict[str, Any] | None:
+    """What a saved file needs to rebuild the student (None without one)."""
+    if getattr(post, "student", None) is None:
+        return None
+    from pyroflows.vi.distill import _hidden_of
+
+    first = next(t for t in post.student.transforms if isinstance(t, MaskedAutoregressive))
+    return {"state": {k: v.cpu() for k, v in post.student.state_dict().items()},
+            "hidden": list(_hidden_of(first))}  # fmt: skip
+
+
+def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
+    """Rebuild a saved student around the restored teacher (None: no student)."""
+    from pyroflows.vi.distill import student_of
+
+    post.student = None
+    if saved is None:
+        return
+    hidden = tuple(positive_int("hidden", h) for h in saved["hidden"])
+    student = student_of(post.estimator.flow, hidden, Affine())
+    student.load_state_dict(saved["state"])
+    post.student = student.eval().requires_grad_(False)

@@ -1,0 +1,109 @@
+"""Is an observation one the simulator produces? A test in the summary network's space.
+
+The summary network maps data to the flow's context. :class:`SummaryReference` holds the
+embeddings of held-out simulations (not used in training): their mean, their covariance (with
+a small ridge) and their own squared Mahalanobis distances. An observation's distance is
+compared with those: the p-value is ``(1 + #{reference distances >= its distance}) /
+(n + 1)``, so for an observation the simulator produced the p-value is uniform (up to the
+reference's finite size) and ``p < alpha`` fires at rate ``alpha``. An observation far outside
+the simulations, or with another noise level, lands far from the embeddings' cloud and gets
+a p-value near ``1 / (n + 1)``.
+
+A small p-value says the posterior is an extrapolation of the networks: its draws are then not
+to be trusted, however narrow they look.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["WARN_ALPHA", "CheckResult", "SummaryReference"]
+
+#: :meth:`~pyroflows.AmortizedPosterior.sample` and ``log_prob`` warn for an observation with
+#: a p-value below this (once a reference exists): about one false alarm in a thousand
+#: observations from the model
+WARN_ALPHA = 1e-3
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The check of a batch of observations.
+
+    Attributes:
+        distance: squared Mahalanobis distance of each observation's summary, ``(B,)``.
+        p_value: share of held-out simulations at least as far (with the ``+1`` of a
+            rank test), ``(B,)``.
+        alpha: the level used for ``misspecified``.
+        misspecified: ``p_value < alpha``, ``(B,)``.
+    """
+
+    distance: Tensor
+    p_value: Tensor
+    alpha: float
+    misspecified: Tensor
+
+
+class SummaryReference:
+    """Mean, covariance and squared Mahalanobis distances of reference embeddings ``(n, k)``.
+
+    Example:
+        >>> ref = SummaryReference(torch.randn(999, 3, generator=torch.Generator().manual_seed(0)))
+        >>> ref.p_values(torch.tensor([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]]))
+        tensor([1.0000, 0.0010], dtype=torch.float64)
+    """
+
+    def __init__(self, embeddings: Tensor, ridge: float = 1e-6):
+        e = embeddings.detach().to(torch.float64)
+        if e.dim() != 2 or len(e) < 10:
+            raise ValueError(
+                f"the reference needs at least 10 embeddings (n, k), got {tuple(e.shape)}"
+            )
+        self.mean = e.mean(0)
+        centred = e - self.mean
+        cov = centred.T @ centred / (len(e) - 1)
+        scale = cov.diagonal().mean().clamp_min(1e-12)
+        self._chol = torch.linalg.cholesky(cov + ridge * scale * torch.eye(len(cov)))
+        self.distances = self.distance(e).sort().values
+
+    def distance(self, embeddings: Tensor) -> Tensor:
+        """Squared Mahalanobis distances ``(B,)`` of embeddings ``(B, k)``."""
+        centred = (embeddings.detach().to(torch.float64) - self.mean).T
+        white = torch.linalg.solve_triangular(self._chol, centred, upper=False)
+        return (white**2).sum(0)
+
+    def p_values(self, embeddings: Tensor) -> Tensor:
+        """``(1 + #{reference distances >= d}) / (n + 1)`` for each embedding's distance."""
+        d = self.distance(embeddings)
+        n = len(self.distances)
+        at_least = n - torch.searchsorted(self.distances, d, right=False)
+        return (1 + at_least).to(torch.float64) / (n + 1)
+
+    def check(self, embeddings: Tensor, alpha: float) -> CheckResult:
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+        d, p = self.distance(embeddings), self.p_values(embeddings)
+        return CheckResult(d, p, float(alpha), p < alpha)
+
+
+def warn_if_outside(reference: SummaryReference | None, embeddings: Tensor) -> None:
+    """A ``RuntimeWarning`` naming the observations whose p-value is below
+    :data:`WARN_ALPHA` (nothing without a reference)."""
+    if reference is None:
+        return
+    p = reference.p_values(embeddings)
+    bad = torch.nonzero(p < WARN_ALPHA).flatten().tolist()
+    if bad:
+        import warnings
+
+        shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        warnings.warn(
+            f"{len(bad)} observation(s) (index {shown}) lie outside what the simulator "
+            f"produces (summary-space p-value < {WARN_ALPHA}; check_observation gives the "
+            "p-values): their posterior is an extrapolation. Turn this off with "
+            "posterior.warn_misspecified = False",
+            RuntimeWarning,
+            stacklevel=3,
+        )

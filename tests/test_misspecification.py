@@ -1,0 +1,81 @@
+"""The misspecification check: summary-space p-values, calibrated on held-out simulations."""
+
+from __future__ import annotations
+
+import warnings
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+import pyroflows as pf
+from pyroflows.amortized.misspecification import SummaryReference
+
+torch.set_num_threads(1)
+
+
+def _noisy(theta, sd=0.5):
+    """20 replicates of a scalar parameter: x_i = theta + N(0, sd^2)."""
+    return theta + sd * torch.randn(len(theta), 20)
+
+
+@pytest.fixture(scope="module")
+def post():
+    prior = dist.Normal(torch.zeros(1), 1.0).to_event(1)
+    post = pf.AmortizedPosterior(prior=prior, simulator=_noisy, flow="maf",
+                                 flow_kwargs=dict(layers=1, hidden=(8,)))  # fmt: skip
+    post.fit(num_simulations=500, max_epochs=1, recipe="one_phase", seed=0, progress=False)
+    return post.calibrate_check(2000, seed=1)
+
+
+def test_reference_p_values_against_a_gaussian_cloud():
+    g = torch.Generator().manual_seed(0)
+    ref = SummaryReference(torch.randn(999, 3, generator=g))
+    p = ref.p_values(torch.tensor([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]]))
+    assert p[0] == 1.0 and p[1] == pytest.approx(1 / 1000)
+    fresh = ref.p_values(torch.randn(4000, 3, generator=g))
+    assert abs(float((fresh < 0.1).double().mean()) - 0.1) < 0.02  # uniform p-values
+
+
+def test_far_and_wrongly_noisy_observations_fire(post):
+    theta = torch.tensor([[0.3]])
+    far = _noisy(theta) + 10.0 * (1 + 0.5**2) ** 0.5  # 10 prior-predictive sds outside
+    noisy = _noisy(theta, sd=1.5)  # the right location, three times the noise
+    result = post.check_observation(torch.cat([far, noisy]), alpha=0.01)
+    assert result.misspecified.tolist() == [True, True], result.p_value
+    assert (result.p_value < 2e-3).all()
+    with pytest.warns(RuntimeWarning, match="outside what the simulator produces"):
+        post.sample(far[0], 10)
+    with pytest.warns(RuntimeWarning, match="index 1"):
+        post.log_prob(torch.zeros(2, 1), torch.cat([_noisy(theta), far]))
+    post.warn_misspecified = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            post.sample(far[0], 10)
+    finally:
+        post.warn_misspecified = True
+
+
+def test_false_alarm_rate_is_near_the_level(post):
+    g = torch.Generator().manual_seed(7)
+    theta = torch.randn(200, 1, generator=g)
+    x = theta + 0.5 * torch.randn(200, 20, generator=g)
+    result = post.check_observation(x, alpha=0.05)
+    rate = float(result.misspecified.double().mean())
+    assert 0.015 <= rate <= 0.095, rate  # binomial(200, 0.05): 2.5 sd either side
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none of them below WARN_ALPHA = 0.001
+        post.sample(x[:20], 5)
+
+
+def test_a_new_fit_drops_the_reference(post):
+    post2 = pf.AmortizedPosterior(prior=post.sim.prior, simulator=_noisy, flow="maf",
+                                  flow_kwargs=dict(layers=1, hidden=(8,)))  # fmt: skip
+    post2.fit(num_simulations=100, max_epochs=1, recipe="one_phase", seed=0, progress=False)
+    post2.calibrate_check(100)
+    assert post2.reference is not None
+    post2.fit(num_simulations=100, max_epochs=1, recipe="one_phase", seed=1, progress=False)
+    assert post2.reference is None
+    with pytest.raises(ValueError, match="alpha"):
+        post.check_observation(torch.zeros(20), alpha=1.5)
