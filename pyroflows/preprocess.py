@@ -376,10 +376,8 @@ def preprocessor_layout(dim: int, bounds: Any = None) -> Preprocessor:
     box map when ``bounds`` is given): the module a saved pre-transform is loaded into with
     ``load_state_dict`` (its buffers are overwritten). Without ``bounds`` it is also the
     identity pre-transform of an estimator that does not standardise."""
+    # the loaded factor may be full (whitening) or diagonal: loading sets the layer's products
     standardise = FixedAffine(torch.zeros(dim), torch.eye(dim))
-    # the loaded scale may be a full triangular factor (whitening): the general products are
-    # exact for a diagonal one too
-    standardise.diagonal = False
     layers: list[FlowTransform] = [standardise]
     if bounds is not None:
         low, high = bounds_array(bounds, dim)

@@ -74,9 +74,19 @@ class FixedAffine(_Float64Fixed):
         if not bool((scale_tril.diagonal() > 0).all()):
             raise ValueError("scale_tril must have a positive diagonal")
         scale_tril = torch.tril(scale_tril)
-        self.diagonal = bool((scale_tril == torch.diag(scale_tril.diagonal())).all())
         self.register_buffer("loc", loc.clone())
         self.register_buffer("scale_tril", scale_tril)
+        self._set_diagonal()
+
+    def _set_diagonal(self) -> None:
+        # a diagonal factor takes the elementwise products: the same arithmetic whether the
+        # layer was built from its factor or loaded from a saved state
+        tril = self.scale_tril
+        self.diagonal = bool((tril == torch.diag(tril.diagonal())).all())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._set_diagonal()
 
     def _ladj(self) -> Tensor:
         return torch.log(self.scale_tril.diagonal()).sum()
