@@ -158,7 +158,7 @@ FIT_OPTIONS = [
     (["--dtype", "float64"], "dtype", "float64"),
 ]
 # fit() arguments, not estimator parameters: tested below and in tests/test_checkpoint.py
-FIT_ARGUMENTS = {"checkpoint", "checkpoint_every", "resume"}
+FIT_ARGUMENTS = {"checkpoint", "checkpoint_every", "resume", "weights"}  # weights: test_weights
 NOT_ESTIMATOR_PARAMS = {
     "command", "run", "data", "out", "val", "header", "stream", "force", *FIT_ARGUMENTS
 }  # fmt: skip
