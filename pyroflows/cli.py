@@ -167,9 +167,12 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
 
         X = pd.DataFrame(X, columns=names)
         X_val = None if X_val is None else pd.DataFrame(X_val, columns=names)
+    weighting = {}  # only a weighted fit passes weights
+    if args.weights is not None:
+        weighting = {"sample_weight": weights[0], "val_weight": weights[1]}
     est.fit(
-        X, X_val, *weights, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
+        X, X_val, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+        resume=args.resume, **weighting,
     )  # fmt: skip
     if names is not None:
         est.feature_names_in_ = np.asarray(names, dtype=object)
