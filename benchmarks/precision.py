@@ -167,6 +167,23 @@ def summary(rows: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
+def ratios(means: dict[str, dict[str, float]]) -> str:
+    """DiscFlow against each plain flow, and reweighting against none: AUC differences, chi2
+    ratios and held-out NLL differences of the means."""
+    pairs = [("discflow", "plain-epochs"), ("discflow", "plain"), ("plain+rw", "plain"),
+             ("discflow+rw", "plain+rw")]  # fmt: skip
+    lines = []
+    for a, b in pairs:
+        if a in means and b in means:
+            x, y = means[a], means[b]
+            lines.append(
+                f"- {a} vs {b}: AUC {x['auc'] - y['auc']:+.4f}, chi2/bin ratio "
+                f"{x['chi2_per_bin'] / y['chi2_per_bin']:.2f}, test NLL "
+                f"{x['test_nll'] - y['test_nll']:+.4f} nats"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -185,6 +202,7 @@ def main() -> None:
     print(table(rows))
     means = summary(rows)
     print(json.dumps(means, indent=1))
+    print(ratios(means))
     if args.out:
         write(args, rows, means)
 
@@ -206,6 +224,7 @@ def write(args, rows, means) -> None:
             handle.write(table([{"method": m, "seed": "mean", "exact_nll": math.nan,
                                  "ess_fraction": math.nan, **v}
                                 for m, v in body["means"].items()]) + "\n\n")  # fmt: skip
+            handle.write(ratios(body["means"]) + "\n\n")
 
 
 if __name__ == "__main__":

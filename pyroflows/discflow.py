@@ -25,6 +25,12 @@ The result (:class:`DiscFlow`) holds the fitted estimator, a final discriminator
 against fresh draws of the final flow (:meth:`DiscFlow.weights` gives its ratio for new
 draws), a report of every round, and :meth:`DiscFlow.reweight`, the calibrated, out-of-fold
 classifier reweighting of draws (:func:`pyroflows.reweight`).
+
+Measured (``benchmarks/precision.py``: a sharp ring with a narrow central peak in 2-D, a small
+MAF, two confirmation seeds): at the same number of epochs DiscFlow lowers the histogram chi2
+per bin from 174 to 110 at the same held-out likelihood, but a fresh classifier's AUC rises
+from 0.788 to 0.812; at the same time, the plain flow is better on every measure; classifier
+reweighting of the draws brings the AUC to 0.50 either way.
 """
 
 from __future__ import annotations
