@@ -58,7 +58,7 @@ def test_integer_weights_are_duplicated_rows_in_the_loss():
     weighted = pf.losses.nll(flow, (x,), w / w.mean())
     duplicated = pf.losses.nll(flow, (x.repeat_interleave(k, 0),))
     assert abs(float(weighted.detach() - duplicated.detach())) < 1e-6
-    assert float(weighted) != pytest.approx(float(pf.losses.nll(flow, (x,))), abs=1e-3)
+    assert float(weighted.detach()) != pytest.approx(float(pf.losses.nll(flow, (x,))), abs=1e-3)
 
 
 def test_integer_weights_are_duplicated_rows_in_a_full_batch_fit():
@@ -155,6 +155,8 @@ def test_loop_refuses_bad_weights_and_losses_without_weights():
     loader = torch.utils.data.DataLoader(x, batch_size=8)
     with pytest.raises(ValueError, match="in-memory tensors"):
         pf.fit(flow, pf.losses.nll, loader, sample_weight=torch.ones(40))
+    with pytest.raises(ValueError, match="in-memory tensors"):
+        pf.fit(flow, pf.losses.nll, loader, x, val_weight=torch.ones(40))
     assert torch.equal(before, _params(flow))
 
 

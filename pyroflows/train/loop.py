@@ -323,7 +323,9 @@ def _sources(
         )
     if weighted:
         _check_weighted_loss(loss_fn)
-        if sample_weight is None and data is not None and not isinstance(data, _LOADERS):
+        if sample_weight is None:  # the training rows get weight 1: the batches carry one
+            if data is None or isinstance(data, _LOADERS):
+                raise ValueError("val_weight needs data as in-memory tensors too")
             sample_weight = torch.ones(len(_as_batch(data, "data")[0]))
     train = _Source(data, "data", batch_size, steps_per_epoch, device, sample_weight)
     val = None
