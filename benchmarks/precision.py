@@ -146,13 +146,17 @@ def run_seed(seed: int, args) -> list[dict]:
     return rows
 
 
+def _exact(value: float) -> str:
+    return f" ({value:.4f})" if math.isfinite(value) else ""
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| method | seed | AUC | chi2/bin | test NLL (exact) | ESS/n | seconds |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['seed']} | {r['auc']:.4f} | {r['chi2_per_bin']:.2f} | "
-            f"{r['test_nll']:.4f} ({r['exact_nll']:.4f}) | {r['ess_fraction']:.3f} | "
+            f"{r['test_nll']:.4f}{_exact(r['exact_nll'])} | {r['ess_fraction']:.3f} | "
             f"{r['seconds']:.0f} |"
         )
     return "\n".join(lines)
