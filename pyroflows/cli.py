@@ -10,7 +10,14 @@ Examples::
     pyroflows score model.pt data.csv --per-row  # log p(x) of every row
 
 CSV files are comma-separated UTF-8 (a byte-order mark is ignored), one row per sample and one
-numeric column per feature; blank lines are skipped. With ``--header auto`` (the default) the
+column per feature; blank lines are skipped. A column with a cell that is not a number is a
+text column, modelled as categorical (``--discrete none`` refuses it instead); integer columns
+and columns of values on a grid are found as ``DensityEstimator(discrete="auto")`` finds them,
+or declared with ``--discrete count=integer,colour=categorical,height=0.5`` (a column by its
+header name, or by its number from 1 in a file without a header; a number as the kind is the
+step of a quantised column). ``fit`` prints the kind of every discrete column, ``sample``
+writes their values on the grid or as categories, and ``score`` gives log-probabilities of
+their cells (see :mod:`pyroflows.tabular`). With ``--header auto`` (the default) the
 first row is a header if none of its cells is a number, or if its cells are all numbers that
 differ in kind from the rows below: distinct integers written without a decimal point above
 columns written with decimals (``1990,2000`` above ``0.52,-1.3``), or a row that lies more
@@ -158,15 +165,13 @@ def _fit(args: argparse.Namespace) -> None:
 def _fit_from(args: argparse.Namespace, folder: str) -> None:
     _check_outputs(args)
     X, X_val, names, notes, weights = _read_inputs(args, folder)
-    est = DensityEstimator(**_estimator_params(args))
+    params = _estimator_params(args) | {"discrete": _discrete_option(args.discrete, names)}
+    est = DensityEstimator(**params)
     est._check_params()  # a bad combination of options is one line, before the notes
     for note in notes:
         print(note, file=sys.stderr)
     if names is not None and not isinstance(X, str):
-        import pandas as pd
-
-        X = pd.DataFrame(X, columns=names)
-        X_val = None if X_val is None else pd.DataFrame(X_val, columns=names)
+        X, X_val = _frame(X, names), None if X_val is None else _frame(X_val, names)
     weighting = {}  # only a weighted fit passes weights
     if args.weights is not None:
         weighting = {"sample_weight": weights[0], "val_weight": weights[1]}
@@ -182,6 +187,9 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
         raise OSError(str(error)) from None
     except RuntimeError as error:  # torch.save reports some failed writes as a RuntimeError
         raise OSError(f"cannot write {args.out}: {error}") from None
+    found = {k: v for k, v in est.columns_.kinds.items() if v != "continuous"}
+    if found:
+        print(f"discrete column(s): {found}", file=sys.stderr)
     hist = est.history_
     which = "validation" if any(not math.isnan(v) for v in hist.val_loss) else "training"
     shape = np.load(X, mmap_mode="r").shape if isinstance(X, str) else X.shape
@@ -201,7 +209,7 @@ def _read_inputs(args: argparse.Namespace, folder: str) -> tuple[Any, Any, Any, 
     file's line, before any work."""
     if args.weights is not None and (args.data.endswith(".npy") or args.stream):
         raise ValueError("--weights needs a CSV data file read into memory (not --stream or .npy)")
-    notes, table, val = [], None, None
+    notes, table, val, texts = [], None, None, []
     if args.data.endswith(".npy"):  # memory-mapped and streamed by the estimator
         if args.header != "auto":
             raise ValueError("--header does not apply to a .npy data file (it has no header)")
@@ -210,12 +218,13 @@ def _read_inputs(args: argparse.Namespace, folder: str) -> tuple[Any, Any, Any, 
         X, names, note = csv_to_streamed(args.data, args.header, folder)
         notes.append(note)
     else:
-        table = read_table(args.data, args.header)
+        texts = _declared_text(args.discrete)
+        table = read_table(args.data, args.header, args.discrete != "none", texts)
         X, names = table.data, table.names
         notes.append(table.note)
     X_val = None
     if args.val:
-        val = read_table(args.val, args.header)
+        val = read_table(args.val, args.header, args.discrete != "none", texts)
         X_val = val.data
         check_columns(args.val, val.names, names)
         notes.append(val.note)
@@ -226,7 +235,8 @@ def _read_inputs(args: argparse.Namespace, folder: str) -> tuple[Any, Any, Any, 
             X_val, names, args.weights, args.val
         )  # fmt: skip
         names, weights = kept, (w, w_val)
-    if args.bounds and table is not None:
+    numeric = table is not None and not hasattr(table.data, "columns")
+    if args.bounds and numeric:  # text columns: the estimator checks the bounds
         low, high = bounds_array(tuple(args.bounds), X.shape[1])
         inputs = ((args.data, table, X),) + (((args.val, val, X_val),) if args.val else ())
         for source, rows, data in inputs:
@@ -256,7 +266,64 @@ def _weight_column(
     if X.shape[1] < 2:
         raise ValueError(f"--weights {column!r} is the only column of {path}: no feature left")
     kept = None if names is None else names[:j] + names[j + 1 :]
+    if hasattr(X, "columns"):  # a table with text columns
+        try:
+            weights = X.iloc[:, j].to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"--weights {column!r}: {path} has text in that column") from None
+        return X.drop(columns=X.columns[j]), weights, kept
     return np.delete(X, j, axis=1), X[:, j].copy(), kept
+
+
+def _frame(X: Any, names: list[str]) -> Any:
+    """The rows as a DataFrame with the header's names (a DataFrame of text columns renamed)."""
+    import pandas as pd
+
+    if hasattr(X, "columns"):
+        return X.set_axis(names, axis=1)
+    return pd.DataFrame(X, columns=names)
+
+
+def _declared_text(text: str) -> list[Any]:
+    """The columns ``--discrete`` declares categorical or ordinal (names, or positions from 0
+    for numbers): read as text even where their cells are numbers."""
+    if text in ("auto", "none"):
+        return []
+    columns: list[Any] = []
+    for item in text.split(","):
+        column, _, kind = (part.strip() for part in item.partition("="))
+        if kind in ("categorical", "ordinal"):
+            columns.append(column)
+            if column.isdigit() and int(column) >= 1:
+                columns.append(int(column) - 1)
+    return columns
+
+
+def _discrete_option(text: str, names: list[str] | None) -> Any:
+    """``--discrete``: ``auto``, ``none``, or ``COLUMN=KIND,...`` as the estimator's
+    ``discrete`` (a column by header name, or by its number from 1; a number as the kind is a
+    step)."""
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    spec: dict[Any, Any] = {}
+    for item in text.split(","):
+        column, sep, kind = (part.strip() for part in item.partition("="))
+        if not sep or not column or not kind:
+            raise ValueError(
+                f"--discrete {text!r}: give auto, none or COLUMN=KIND[,COLUMN=KIND...] "
+                "(KIND: integer, quantised, ordinal, categorical, continuous or a step)"
+            )
+        if names is not None and column in names:
+            key: Any = column
+        elif column.isdigit() and int(column) >= 1:
+            key = names[int(column) - 1] if names and int(column) <= len(names) else int(column) - 1
+        else:
+            raise ValueError(f"--discrete: no column {column!r} (columns: {names})")
+        try:
+            spec[key] = float(kind)
+        except ValueError:
+            spec[key] = kind
+    return spec
 
 
 def _estimator_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -282,16 +349,14 @@ def _score(args: argparse.Namespace) -> None:
     from pyroflows.diagnostics import test_log_likelihood
 
     est = DensityEstimator.load(args.model, device=args.device)
-    table = read_table(args.data, args.header)
+    table = read_table(args.data, args.header, text=True)
     X, names = table.data, table.names
     expected = getattr(est, "feature_names_in_", None)
     check_columns(args.data, names, expected)
     if expected is not None:  # a file without a header: its columns in the model's order
-        import pandas as pd
-
         if len(expected) != X.shape[1]:
             raise ValueError(f"{args.data} has {X.shape[1]} columns, expected {len(expected)}")
-        X = pd.DataFrame(X, columns=list(expected))
+        X = _frame(X, list(expected))
         if names is None:
             print(
                 f"{table.note}; its columns are taken as the model's {list(expected)}",
@@ -369,6 +434,12 @@ _WEIGHTS_HELP = (
     "weighted fit: the column (its header name, or its number from 1 without a header) that "
     "holds each row's weight (>= 0); it is not a feature, and the --val file has it too"
 )
+_DISCRETE_HELP = (
+    "discrete columns: auto (text columns categorical, integer columns and values on a grid "
+    "found from the data), none (every column continuous), or COL=KIND,... with COL a header "
+    "name or a column number from 1 and KIND integer, quantised, ordinal, categorical, "
+    "continuous or a step (default: auto)"
+)
 _FORCE_HELP = (
     "let --out and --checkpoint replace an existing file that pyroflows did not write (never "
     "the data or --val file)"
@@ -395,6 +466,7 @@ FIT_OPTIONS: tuple[tuple[str, str | None, str, dict[str, Any]], ...] = (
      dict(action="store_true")),
     ("--stream", None, _STREAM_HELP, dict(action="store_true")),
     ("--weights", None, _WEIGHTS_HELP, dict(metavar="COLUMN")),
+    ("--discrete", None, _DISCRETE_HELP, dict(default="auto", metavar="auto|none|COL=KIND,...")),
     ("--lr", "lr", "learning rate", dict(default=_ESTIMATOR, type=_positive_float)),
     ("--batch-size", "batch_size", "rows per minibatch", dict(default=_ESTIMATOR)),
     ("--epochs", "max_epochs", "maximum number of epochs", dict(default=_ESTIMATOR)),

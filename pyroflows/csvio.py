@@ -1,5 +1,7 @@
-"""Numeric CSV files for the command line: :func:`read_table` / :func:`read_csv` (header
-detection, an index column dropped, the line and column of the first bad cell),
+"""CSV files for the command line: :func:`read_table` / :func:`read_csv` (header
+detection, an index column dropped, the line and column of the first bad cell; with
+``text=True`` a column none of whose cells is a number, or one named in ``text_columns``, is
+read as text, for a categorical column),
 :func:`write_csv`, :func:`check_columns` (a header against the model's), and
 :func:`csv_to_streamed` (a large file converted to a ``.npy`` file in chunks, for streaming).
 The rules are described in :mod:`pyroflows.cli`; a new input format goes in a module beside
@@ -13,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -51,7 +53,7 @@ class Table:
     """A CSV file as read: the data, the header's names (None without a header), the file
     line of each data row, and how the file was read (one line for stderr)."""
 
-    data: np.ndarray
+    data: Any  # a float array, or a DataFrame when text columns were read
     names: list[str] | None
     lines: list[int]
     note: str
@@ -122,9 +124,14 @@ def _index_column(path: Path, names: list[str]) -> bool:
     return bool(empty) and len(names) > 1
 
 
-def read_table(path: str | Path, header: str = "auto") -> Table:
-    """Read a numeric CSV file (see :func:`read_csv`), with the file line of each data row
-    and a note of how it was read."""
+def read_table(
+    path: str | Path, header: str = "auto", text: bool = False, text_columns: Any = ()
+) -> Table:
+    """Read a CSV file (see :func:`read_csv`), with the file line of each data row and a note
+    of how it was read. ``text``: a column none of whose cells is a number, and the columns
+    of ``text_columns`` (header names, or positions from 0), are kept as text (stripped; an
+    empty cell is still refused), and ``data`` is then a pandas DataFrame (its other columns
+    float64); a column mixing numbers and text is refused at its first text cell."""
     if header not in HEADER_MODES:
         raise ValueError(f"header must be one of {HEADER_MODES}, got {header!r}")
     path = Path(path)
@@ -152,10 +159,15 @@ def read_table(path: str | Path, header: str = "auto") -> Table:
             rows = [(line, row[1:]) for line, row in rows]
             dropped = "; dropped its first column (an empty header cell: an index column)"
     width = len(names) if names is not None else len(rows[0][1])
-    data = _numbers(path, rows, names, width, bool(dropped), header == "auto")
+    texts = _text_columns(rows, width, names, text_columns) if text else []
+    data = _numbers(path, _blank(rows, texts), names, width, bool(dropped), header == "auto")
     how = f"header row {names}" if names is not None else "no header row"
     note = f"read {path}: {how}{f' ({why})' if why else ''}{dropped}, "
     note += f"{len(rows)} rows x {width} columns"
+    if texts:
+        data = _with_text(path, data, rows, names, texts)
+        shown = [names[j] if names else j + 1 for j in texts]
+        note += f"; text (categorical) column(s) {shown}"
     return Table(data, names, [line for line, _ in rows], note)
 
 
@@ -195,6 +207,44 @@ def _numbers(
     return data
 
 
+def _text_columns(
+    rows: list[tuple[int, list[str]]], width: int, names: list[str] | None, named: Any
+) -> list[int]:
+    """The columns none of whose cells is a number, and those ``named``."""
+    chosen = {names.index(c) if names and c in names else c for c in named}
+    full = [r for _, r in rows if len(r) == width]
+    return [
+        j
+        for j in range(width)
+        if j in chosen or not any(_is_number(r[j]) for r in full if r[j].strip())
+    ]
+
+
+def _blank(rows: list[tuple[int, list[str]]], texts: list[int]) -> list[tuple[int, list[str]]]:
+    """The rows with a placeholder number in the text columns (read by :func:`_with_text`)."""
+    if not texts:
+        return rows
+    return [(line, [("0" if j in texts else c) for j, c in enumerate(r)]) for line, r in rows]
+
+
+def _with_text(
+    path: Path, data: np.ndarray, rows: list[tuple[int, list[str]]], names: list[str] | None,
+    texts: list[int],
+) -> Any:  # fmt: skip
+    """A DataFrame of the numeric columns and the text ones (object dtype)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(data, columns=names if names is not None else range(data.shape[1]))
+    for j in texts:
+        cells = [r[j].strip() for _, r in rows]
+        if "" in cells:
+            i = cells.index("")
+            column = repr(names[j]) if names else str(j + 1)
+            raise ValueError(f"{path}: line {rows[i][0]}, column {column}: empty cell")
+        frame[frame.columns[j]] = pd.Series(cells, dtype=object)
+    return frame
+
+
 def read_csv(path: str | Path, header: str = "auto") -> tuple[np.ndarray, list[str] | None]:
     """Read a numeric CSV file.
 
@@ -216,12 +266,22 @@ def read_csv(path: str | Path, header: str = "auto") -> tuple[np.ndarray, list[s
     return table.data, table.names
 
 
-def write_csv(X: np.ndarray, header: Sequence[str] | None, stream: TextIO) -> None:
-    """Write the rows of ``X`` (9 significant digits) after an optional header row."""
+def write_csv(X: Any, header: Sequence[str] | None, stream: TextIO) -> None:
+    """Write the rows of ``X`` (numbers with 9 significant digits; the cells of a DataFrame's
+    non-numeric columns as text) after an optional header row."""
     writer = csv.writer(stream, lineterminator="\n")
     if header is not None:
         writer.writerow(header)
+    if hasattr(X, "itertuples"):
+        writer.writerows([_cell(v) for v in row] for row in X.itertuples(index=False))
+        return
     writer.writerows([f"{v:.9g}" for v in row] for row in X)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        return str(value)
+    return f"{value:.9g}"
 
 
 def check_columns(path: str, found: list[str] | None, expected: Sequence[str] | None) -> None:

@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from pyroflows.bases import GaussianMixture
 from pyroflows.builders import FAMILIES, build
 from pyroflows.checkpoint import member_path
+from pyroflows.density_ensemble import ensemble_log_prob, ensemble_sample, fit_members
 from pyroflows.density_recipe import (
     PORTFOLIO,
     Member,
@@ -51,10 +53,17 @@ from pyroflows.preprocess import (
     preprocessor_layout,
 )
 from pyroflows.streaming import check_rows, is_streamed, open_rows
+from pyroflows.tabular import (
+    Columns,
+    check_discrete,
+    continuous_columns,
+    fit_columns,
+    mixed_log_prob,
+)
 from pyroflows.train import History, check_options, fit, resolve_device
 from pyroflows.train.recipe import run_portfolio
 from pyroflows.train.weights import check_sample_weight, effective_sample_size
-from pyroflows.validation import check_data
+from pyroflows.validation import check_data, flag, positive_int
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: options that apply only to some families: (option, default, families that use it)
@@ -117,6 +126,26 @@ class DensityEstimator(BaseDensity):
             leaves torch's setting. The default 1 is measured: networks of this size spend
             more on thread hand-offs than they gain, and a second thread on a busy 2-core
             machine made epochs 10x slower (``benchmarks/quality.py``).
+        discrete: which columns are discrete (:mod:`pyroflows.tabular`). ``"auto"``
+            (default): categorical for pandas ``category`` (ordered: ordinal), ``object``,
+            string and ``bool`` columns; integer for integer dtypes; integer or quantised for
+            a numeric column whose values sit on a grid ``offset + k * step`` and repeat
+            (at most half the rows distinct); every other column continuous. None: every
+            column continuous (a non-numeric column is refused). A dict ``{column: kind}``
+            (a name of a DataFrame column or a position) fixes the kind of the columns it
+            names (``"continuous"``, ``"integer"``, ``"quantised"``, ``"ordinal"``,
+            ``"categorical"``, or a positive number: quantised with that step); the others
+            are detected as with ``"auto"``. Discrete columns are fitted dequantised
+            (uniform noise within each value's cell) and scored by the mass of the cells;
+            ``columns_`` reports the kind of every column.
+        score_draws: importance-sampling draws per row that ``score_samples`` spends on the
+            mass of the cells of the discrete columns (unused without them).
+        ensemble: the number of members (:mod:`pyroflows.density_ensemble`): with ``k > 1``,
+            ``k`` fits with these settings on seeds ``random_state + m`` (their own splits),
+            ``log p`` the log of the mean of their densities, ``sample`` drawing from the
+            mixture, and ``score_samples(X, return_std=True)`` the spread of the members'
+            ``log p`` as an error bar; ``ensemble_`` holds the members, and ``flow_``,
+            ``history_``, ``member_`` describe the first.
 
     Example:
         >>> import numpy as np
@@ -129,7 +158,7 @@ class DensityEstimator(BaseDensity):
     FORMAT_VERSION = 2
     _FIXED_BY_FIT = (
         "flow", "layers", "hidden", "bins", "bound", "coupling", "residual", "base", "whiten",
-        "bounds",
+        "bounds", "discrete", "ensemble",
     )  # fmt: skip
 
     def __init__(
@@ -158,6 +187,9 @@ class DensityEstimator(BaseDensity):
         dtype: str = "float32",
         progress: bool | str = "auto",
         num_threads: int | None = 1,
+        discrete: Any = "auto",
+        score_draws: int = 32,
+        ensemble: int = 1,
     ):
         self.flow = flow
         self.layers = layers
@@ -183,6 +215,9 @@ class DensityEstimator(BaseDensity):
         self.dtype = dtype
         self.progress = progress
         self.num_threads = num_threads
+        self.discrete = discrete
+        self.score_draws = score_draws
+        self.ensemble = ensemble
 
     # -- checks -----------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -210,6 +245,9 @@ class DensityEstimator(BaseDensity):
         if self.random_state is not None and not isinstance(self.random_state, numbers.Integral):
             raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
         resolve_device(self.device)
+        check_discrete(self.discrete)
+        positive_int("score_draws", self.score_draws)
+        positive_int("ensemble", self.ensemble)
         if self.base == "uniform" and not self._unit_cube:
             raise ValueError(
                 "base='uniform' needs a flow that maps the unit cube onto itself: use "
@@ -292,9 +330,10 @@ class DensityEstimator(BaseDensity):
     def _check_bounds(self, X: np.ndarray, name: str, offset: int = 0) -> None:
         """Refuse rows outside the bounds, naming the row in the user's data (before any
         split): the open box, or the closed one for ``piecewise_linear``."""
-        if self.bounds is None:
+        box = self._box()
+        if box is None:
             return
-        low, high = bounds_array(self.bounds, X.shape[1])
+        low, high = bounds_array(box, X.shape[1])
         closed = self._unit_cube
         if closed and not (np.isfinite(low).all() and np.isfinite(high).all()):
             raise ValueError(f"flow={self.flow!r} needs finite bounds on every column")
@@ -304,12 +343,20 @@ class DensityEstimator(BaseDensity):
         """The pre-transform fitted to the training rows (already checked against the bounds):
         the box onto the unit cube, or the float64 standardisation."""
         if self._unit_cube:
-            return box_preprocessor(self.bounds, X.shape[1])
-        return fit_preprocessor(X, whiten=self.whiten, bounds=self.bounds)
+            return box_preprocessor(self._box(), X.shape[1])
+        return fit_preprocessor(X, whiten=self.whiten, bounds=self._box())
 
     def _layout(self, dim: int) -> Preprocessor:
         """A pre-transform of the fitted one's layout, to load saved buffers into."""
-        return preprocessor_layout(dim, None if self._unit_cube else self.bounds)
+        return preprocessor_layout(dim, None if self._unit_cube else self._box())
+
+    def _box(self) -> Any:
+        """The bounds of the rows the flow is fitted to: the user's ``bounds``, carried to
+        the codes of discrete columns (:meth:`~pyroflows.tabular.Columns.bounds`)."""
+        columns = getattr(self, "_columns_in_fit", None)
+        if columns is None or not columns.any_discrete:
+            return self.bounds
+        return columns.bounds(self.bounds, len(columns.columns))
 
     def _build(self, dim: int, family: str, base: Any) -> Any:
         """The flow of ``family`` on the standardised space, on the device in the dtype."""
@@ -388,10 +435,22 @@ class DensityEstimator(BaseDensity):
             True
         """
         runs = self._check_run_files(checkpoint, checkpoint_every, resume)
-        weights = (sample_weight, val_weight)
+        weighted = sample_weight is not None or val_weight is not None
+        if self.ensemble != 1:
+            if weighted:
+                raise ValueError(
+                    "sample_weight / val_weight are not available with ensemble > 1 yet; fit "
+                    "with ensemble=1"
+                )
+            return self._fit_ensemble(X, X_val, runs)
         if not is_streamed(X):
-            return self._fit_checked(X, X_val, runs=runs, weights=weights)
-        if sample_weight is not None or val_weight is not None:
+            self._check_params()
+            columns = fit_columns(X, self.discrete)
+            X, X_val = self._dequantised(columns, X, X_val)
+            self._columns_in_fit = columns
+            runs = runs | {"columns": columns}
+            return self._fit_checked(X, X_val, runs=runs, weights=(sample_weight, val_weight))
+        if weighted:
             raise ValueError(
                 "sample_weight / val_weight are not available for streamed data (a .npy path "
                 "or a memory map); load the rows into memory"
@@ -399,13 +458,59 @@ class DensityEstimator(BaseDensity):
         self._check_params()
         rows = open_rows(X)
         check_rows(rows)
+        self._refuse_discrete_stream(rows)
+        self._columns_in_fit = None
         if X_val is not None:
             X_val = check_data(X_val, rows.shape[1], name="X_val")
         if self._unit_cube:
             raise ValueError(f"flow={self.flow!r} is not available for streamed data yet")
         with torch_threads(self.num_threads):
             state = self._fit_portfolio(rows_streamed(rows, X_val, self._rows()), runs)
+        state["columns_"] = continuous_columns(rows.shape[1])
+        state["ensemble_"] = None
         return self._set_fitted(state, rows.shape[1], None)
+
+    def _fit_ensemble(self, X: Any, X_val: Any, runs: dict[str, Any]) -> DensityEstimator:
+        """Fit the members (:func:`~pyroflows.density_ensemble.fit_members`), then take the
+        first one's fitted attributes and keep all of them as ``ensemble_``."""
+        self._check_params()
+        members = fit_members(self, X, X_val, runs)
+        first = members[0]
+        state = {k: v for k, v in vars(first).items() if k.endswith("_") and k != "ensemble_"}
+        names = state.pop("feature_names_in_", None)
+        dim = state.pop("n_features_in_")
+        self._columns_in_fit = first._columns_in_fit
+        return self._set_fitted(state | {"ensemble_": members}, dim, names)
+
+    def _dequantised(self, columns: Columns, X: Any, X_val: Any) -> tuple[Any, Any]:
+        """The training (and validation) rows as codes, with uniform noise in the cells of
+        the discrete columns (:mod:`pyroflows.tabular`); unchanged without such columns."""
+        if not columns.any_discrete:
+            return X, X_val
+        seed = None if self.random_state is None else [int(self.random_state), 1]
+        rng = np.random.default_rng(seed)
+        X = columns.dequantise(columns.encode(X), rng)
+        if X_val is not None:
+            X_val = columns.dequantise(columns.encode(X_val, "X_val"), rng)
+        return X, X_val
+
+    def _refuse_discrete_stream(self, rows: np.ndarray) -> None:
+        """Streamed rows are modelled as continuous: refuse ``discrete`` when it names a
+        column, or when ``"auto"`` finds a discrete one in up to 20 000 rows."""
+        if self.discrete is None:
+            return
+        if self.discrete != "auto":
+            raise ValueError("discrete columns are not available for streamed data yet: "
+                             "pass discrete=None, or fit in-memory rows")  # fmt: skip
+        picked = np.linspace(0, len(rows) - 1, min(len(rows), 20_000)).astype(np.int64)
+        found = fit_columns(np.asarray(rows[picked], dtype=np.float64)).kinds
+        named = {k: v for k, v in found.items() if v != "continuous"}
+        if named:
+            raise ValueError(
+                f"discrete='auto' found discrete column(s) {named} in the streamed data, which "
+                "are modelled as continuous only: pass discrete=None to do so, or fit "
+                "in-memory rows"
+            )
 
     def _check_run_files(
         self, checkpoint: Any, checkpoint_every: Any, resume: Any
@@ -438,15 +543,18 @@ class DensityEstimator(BaseDensity):
         runs: dict[str, Any],
         weights: tuple = (None, None),
     ) -> dict[str, Any]:
+        runs = dict(runs)
+        columns = runs.pop("columns")
         X, X_val, w, w_val = _weighted_rows(X, X_val, *weights)
         with torch_threads(self.num_threads):
-            return self._fit_portfolio(rows_in_memory(X, X_val, self._rows(), w, w_val), runs)
+            state = self._fit_portfolio(rows_in_memory(X, X_val, self._rows(), w, w_val), runs)
+        return state | {"columns_": columns, "ensemble_": None}
 
     def _rows(self) -> RowOptions:
         """How this estimator turns data into the rows its flows train on."""
         return RowOptions(
             check=self._check_bounds, fit_pre=self._preprocessor, whiten=self.whiten,
-            bounds=self.bounds, fraction=self.validation_fraction,
+            bounds=self._box(), fraction=self.validation_fraction,
             random_state=self.random_state, batch_size=self.batch_size,
             dtype=self._torch_dtype(), device=self.device,
         )  # fmt: skip
@@ -564,9 +672,49 @@ class DensityEstimator(BaseDensity):
         )
         return Encoded(core, pre), history, components
 
+    def score_samples(self, X: Any, return_std: bool = False) -> Any:
+        """``log p(x)`` of each row of ``X``, shape ``(n_samples,)``; with ``return_std=True``
+        (an ensemble only) also its error bar, ``(log_p, sd)``: the standard deviation of the
+        members' ``log p`` (:func:`~pyroflows.density_ensemble.ensemble_log_prob`). With
+        discrete columns
+        (``columns_``), the log of the probability mass of the row's cells in those columns
+        plus the log-density of the continuous ones, in their units
+        (:func:`~pyroflows.tabular.mixed_log_prob`; a stochastic lower bound in expectation,
+        over ``score_draws`` draws per row, reproducible for a given ``random_state``). A
+        category not seen at fit time, or a value off its column's grid, raises a
+        ``ValueError`` naming the column."""
+        check_is_fitted(self, "n_features_in_")
+        members = getattr(self, "ensemble_", None)
+        if members:
+            self._check_names(X)
+            log_p, sd = ensemble_log_prob(members, X)
+            return (log_p, sd) if flag("return_std", return_std) else log_p
+        if flag("return_std", return_std):
+            raise ValueError("return_std=True needs an ensemble: fit with ensemble=k, k >= 2")
+        self._check_names(X)
+        X = check_data(self._fitted_columns().encode(X), self.n_features_in_, name="X")
+        return self._score_samples(X)
+
+    def sample(self, n: int, random_state: Any = None) -> Any:
+        """Draw ``n`` rows: a float64 array ``(n, n_features)``; values of discrete
+        columns on their grid or among their categories (a DataFrame with the fitted columns
+        and dtypes when fitted on a DataFrame with a discrete column)."""
+        members = getattr(self, "ensemble_", None)
+        if members:
+            positive_int("n", n)
+            return ensemble_sample(members, int(n), random_state)
+        return self._fitted_columns().decode(super().sample(n, random_state))
+
+    def _fitted_columns(self) -> Columns:
+        columns = getattr(self, "columns_", None)
+        return columns if columns is not None else continuous_columns(self.n_features_in_)
+
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
+        seed = 0 if self.random_state is None else int(self.random_state)
+        rng = np.random.default_rng([seed, 2])
+        mask = self._fitted_columns().discrete
         with torch_threads(self.num_threads):
-            return self._score_rows(X)
+            return mixed_log_prob(self._score_rows, X, mask, self.score_draws, rng)
 
     def _score_rows(self, X: np.ndarray) -> np.ndarray:
         return self._encoded_.log_prob(X, self._torch_dtype(), self.device)
@@ -603,13 +751,46 @@ class DensityEstimator(BaseDensity):
             "build": dict(self._build_),
             "member": self.member_,
             "ess": self.ess_,
-        }
+            "columns": self._fitted_columns().as_plain(),
+        } | self._members_state()
+
+    def _members_state(self) -> dict[str, Any]:
+        """The members after the first of an ensemble: their seeds and states."""
+        members = getattr(self, "ensemble_", None)
+        if not members:
+            return {}
+        names = [str(n) for n in getattr(self, "feature_names_in_", [])]
+        rest = [{"random_state": m.random_state, "state": m._get_state()} for m in members[1:]]
+        return {"ensemble": {"members": rest, "feature_names": names}}
+
+    def _load_members(self, state: dict[str, Any], version: int) -> None:
+        """Rebuild the members of a saved ensemble (the first from the top-level state)."""
+        self.ensemble_ = None
+        saved = state.get("ensemble")
+        if not saved:
+            return
+        params = self.get_params(deep=False) | {"ensemble": 1}
+        first = {k: v for k, v in state.items() if k != "ensemble"}
+        members = []
+        for seed, sub in [(self.random_state, first)] + [
+            (m["random_state"], m["state"]) for m in saved["members"]
+        ]:
+            member = type(self)(**params | {"random_state": seed})
+            member.n_features_in_ = self.n_features_in_
+            if saved["feature_names"]:
+                member.feature_names_in_ = np.asarray(saved["feature_names"], dtype=object)
+            member._set_state(sub, version)
+            members.append(member)
+        self.ensemble_ = members
 
     def _set_state(self, state: dict[str, Any], version: int) -> None:
         if version < 2:
             raise ValueError(f"format version {version} is no longer read: re-fit the model")
         dim = self.n_features_in_
         spec = state["build"]
+        columns = state.get("columns")
+        self.columns_ = None if columns is None else Columns.from_plain(columns)
+        self._columns_in_fit = self.columns_
         base: Any = spec["base"]
         if base == "mog":
             base = GaussianMixture(dim, spec["components"])
@@ -622,6 +803,7 @@ class DensityEstimator(BaseDensity):
         self.member_ = state["member"]
         self.ess_ = state.get("ess")
         self._build_ = dict(spec)
+        self._load_members(state, version)
 
     @classmethod
     def _params_from_plain(cls, params: dict[str, Any]) -> dict[str, Any]:

@@ -156,6 +156,7 @@ FIT_OPTIONS = [
     (["--validation-fraction", "0.25"], "validation_fraction", 0.25),
     (["--device", "cpu:0"], "device", "cpu:0"),
     (["--dtype", "float64"], "dtype", "float64"),
+    (["--discrete", "none"], "discrete", None),
 ]
 # fit() arguments, not estimator parameters: tested below and in tests/test_checkpoint.py
 FIT_ARGUMENTS = {"checkpoint", "checkpoint_every", "resume", "weights"}  # weights: test_weights
