@@ -278,3 +278,9 @@ def test_cli_weights_column_is_a_weight_not_a_feature(tmp_path, capsys):
     np.savetxt(data, np.c_[X, -w], delimiter=",")
     assert main([*argv, "--force", "--weights", "3"]) == 2
     assert "negative" in capsys.readouterr().err
+
+
+def test_estimator_refuses_weights_with_an_ensemble():
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    with pytest.raises(ValueError, match="ensemble"):
+        _estimator(ensemble=2).fit(X, sample_weight=np.ones(100))
