@@ -22,6 +22,7 @@ from pyroflows.builders import (
     realnvp,
 )
 from pyroflows.density import DensityEstimator
+from pyroflows.discflow import DiscFlow, discflow
 from pyroflows.estimator import BaseDensity
 from pyroflows.flows import Flow, FlowDistribution
 from pyroflows.preprocess import Preprocessor, fit_preprocessor
@@ -57,6 +58,8 @@ __all__ = [
     "losses",
     "preprocess",
     "DensityEstimator",
+    "DiscFlow",
+    "discflow",
     "DiagNormal",
     "Flow",
     "FlowDistribution",

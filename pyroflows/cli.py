@@ -4,6 +4,7 @@ Examples::
 
     pyroflows fit data.csv --flow nsf --out model.pt
     pyroflows fit box.csv --flow piecewise_linear --bounds 0 1 --out model.pt
+    pyroflows fit events.csv --weights weight --out model.pt  # a weighted fit
     pyroflows sample model.pt -n 1000 > samples.csv
     pyroflows score model.pt data.csv            # mean log-likelihood and its standard error
     pyroflows score model.pt data.csv --per-row  # log p(x) of every row
@@ -32,9 +33,16 @@ first bad cell (columns are named by their header, or numbered from 1).
 the data or ``--val`` file, nor each other (``--checkpoint`` and ``--resume`` may be the same
 file), and an existing file that pyroflows did not write is not replaced unless ``--force``.
 
-The header of the training file is saved with the model: ``sample`` writes it as the header
-of its output, and ``score`` (like ``fit --val``) rejects a file whose header differs in names
-or order. A file without a header is accepted if it has the right number of columns.
+``fit --weights COLUMN`` trains on weighted rows: ``COLUMN`` (a header name, or a column number
+counted from 1 in a file without a header) holds one non-negative weight per row and is not a
+feature; the ``--val`` file, if any, has the same column for its rows' weights. NaN, infinite,
+negative or all-zero weights are refused (see
+:meth:`pyroflows.density.DensityEstimator.fit`).
+
+The header of the training file (less a ``--weights`` column) is saved with the model:
+``sample`` writes it as the header of its output, and ``score`` (like ``fit --val``) rejects a
+file whose header differs in names or order. A file without a header is accepted if it has the
+right number of columns.
 
 ``sample`` and ``score`` run on the CPU unless ``--device`` says otherwise, so a model fitted
 on a GPU can be used anywhere.
@@ -156,7 +164,7 @@ def _fit(args: argparse.Namespace) -> None:
 
 def _fit_from(args: argparse.Namespace, folder: str) -> None:
     _check_outputs(args)
-    X, X_val, names, notes = _read_inputs(args, folder)
+    X, X_val, names, notes, weights = _read_inputs(args, folder)
     params = _estimator_params(args) | {"discrete": _discrete_option(args.discrete, names)}
     est = DensityEstimator(**params)
     est._check_params()  # a bad combination of options is one line, before the notes
@@ -164,9 +172,12 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
         print(note, file=sys.stderr)
     if names is not None and not isinstance(X, str):
         X, X_val = _frame(X, names), None if X_val is None else _frame(X_val, names)
+    weighting = {}  # only a weighted fit passes weights
+    if args.weights is not None:
+        weighting = {"sample_weight": weights[0], "val_weight": weights[1]}
     est.fit(
         X, X_val, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
+        resume=args.resume, **weighting,
     )  # fmt: skip
     if names is not None:
         est.feature_names_in_ = np.asarray(names, dtype=object)
@@ -185,15 +196,19 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
     print(
         f"fitted {est.member_} on {shape[0]} rows x {shape[1]} feature(s): "
         f"{len(hist.train_loss)} epochs ({hist.stop_reason}), "
-        f"best {which} loss {hist.best_loss:.4f}; saved to {args.out}",
+        f"best {which} loss {hist.best_loss:.4f}; saved to {args.out}"
+        + ("" if est.ess_ is None else f"; weights' effective sample size {est.ess_:.1f}"),
         file=sys.stderr,
     )
 
 
-def _read_inputs(args: argparse.Namespace, folder: str) -> tuple[Any, Any, Any, list[str]]:
+def _read_inputs(args: argparse.Namespace, folder: str) -> tuple[Any, Any, Any, list[str], tuple]:
     """The training data of ``fit`` (an array, or the path of a ``.npy`` file to stream), the
-    ``--val`` rows, the header's names and how each file was read; rows outside ``--bounds``
-    are refused naming the file's line, before any work."""
+    ``--val`` rows, the header's names, how each file was read and the ``--weights`` of the
+    two files (``(None, None)`` without); rows outside ``--bounds`` are refused naming the
+    file's line, before any work."""
+    if args.weights is not None and (args.data.endswith(".npy") or args.stream):
+        raise ValueError("--weights needs a CSV data file read into memory (not --stream or .npy)")
     notes, table, val, texts = [], None, None, []
     if args.data.endswith(".npy"):  # memory-mapped and streamed by the estimator
         if args.header != "auto":
@@ -213,16 +228,51 @@ def _read_inputs(args: argparse.Namespace, folder: str) -> tuple[Any, Any, Any, 
         X_val = val.data
         check_columns(args.val, val.names, names)
         notes.append(val.note)
+    weights: tuple = (None, None)
+    if args.weights is not None:
+        X, w, kept = _weight_column(X, names, args.weights, args.data)
+        X_val, w_val, _ = (None, None, None) if X_val is None else _weight_column(
+            X_val, names, args.weights, args.val
+        )  # fmt: skip
+        names, weights = kept, (w, w_val)
     numeric = table is not None and not hasattr(table.data, "columns")
     if args.bounds and numeric:  # text columns: the estimator checks the bounds
         low, high = bounds_array(tuple(args.bounds), X.shape[1])
-        for source, rows in ((args.data, table),) + (((args.val, val),) if args.val else ()):
+        inputs = ((args.data, table, X),) + (((args.val, val, X_val),) if args.val else ())
+        for source, rows, data in inputs:
             check_inside(
-                rows.data, low, high, source, closed=args.flow in UNIT_CUBE,
+                data, low, high, source, closed=args.flow in UNIT_CUBE,
                 row=lambda i, rows=rows: f"line {rows.lines[i]}",
                 column=lambda j: f"column {names[j]!r}" if names else f"column {j + 1}",
             )  # fmt: skip
-    return X, X_val, names, notes
+    return X, X_val, names, notes, weights
+
+
+def _weight_column(
+    X: np.ndarray, names: list[str] | None, column: str, path: str
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """``(features, weights, feature names)``: the ``--weights`` column taken out of ``X``."""
+    if names is not None:
+        if column not in names:
+            raise ValueError(f"--weights {column!r}: {path} has no such column (has {names})")
+        j = names.index(column)
+    else:
+        if not column.isdigit() or not 1 <= int(column) <= X.shape[1]:
+            raise ValueError(
+                f"--weights {column!r}: {path} has no header, so name the column by its number "
+                f"from 1 to {X.shape[1]}"
+            )
+        j = int(column) - 1
+    if X.shape[1] < 2:
+        raise ValueError(f"--weights {column!r} is the only column of {path}: no feature left")
+    kept = None if names is None else names[:j] + names[j + 1 :]
+    if hasattr(X, "columns"):  # a table with text columns
+        try:
+            weights = X.iloc[:, j].to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"--weights {column!r}: {path} has text in that column") from None
+        return X.drop(columns=X.columns[j]), weights, kept
+    return np.delete(X, j, axis=1), X[:, j].copy(), kept
 
 
 def _frame(X: Any, names: list[str]) -> Any:
@@ -380,6 +430,10 @@ _STREAM_HELP = (
     "data larger than memory: convert the CSV to a temporary .npy file in chunks and train on "
     "streamed blocks (a .npy data file is always streamed)"
 )
+_WEIGHTS_HELP = (
+    "weighted fit: the column (its header name, or its number from 1 without a header) that "
+    "holds each row's weight (>= 0); it is not a feature, and the --val file has it too"
+)
 _DISCRETE_HELP = (
     "discrete columns: auto (text columns categorical, integer columns and values on a grid "
     "found from the data), none (every column continuous), or COL=KIND,... with COL a header "
@@ -412,6 +466,7 @@ FIT_OPTIONS: tuple[tuple[str, str | None, str, dict[str, Any]], ...] = (
      "auto: the one a mixture fits better on validation rows)",
      dict(default=_ESTIMATOR, action=argparse.BooleanOptionalAction, type=None)),
     ("--stream", None, _STREAM_HELP, dict(action="store_true")),
+    ("--weights", None, _WEIGHTS_HELP, dict(metavar="COLUMN")),
     ("--discrete", None, _DISCRETE_HELP, dict(default="auto", metavar="auto|none|COL=KIND,...")),
     ("--lr", "lr", "learning rate", dict(default=_ESTIMATOR, type=_positive_float)),
     ("--batch-size", "batch_size", "rows per minibatch", dict(default=_ESTIMATOR)),

@@ -62,6 +62,7 @@ from pyroflows.tabular import (
     mixed_log_prob,
 )
 from pyroflows.train import History, check_options, fit, resolve_device
+from pyroflows.train.weights import check_sample_weight, effective_sample_size
 from pyroflows.validation import check_data, flag, positive_int
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -380,6 +381,8 @@ class DensityEstimator(BaseDensity):
         self,
         X: Any,
         X_val: Any = None,
+        sample_weight: Any = None,
+        val_weight: Any = None,
         *,
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 1,
@@ -400,6 +403,19 @@ class DensityEstimator(BaseDensity):
                 (:class:`~pyroflows.validation.DataWarning`).
             X_val: validation data with the same columns, or None (a random
                 ``validation_fraction`` of ``X`` is held out).
+            sample_weight: one non-negative weight per row of ``X`` (1-D, finite, not all
+                zero; NaN, infinite or negative weights are refused, naming the first row),
+                or None. The flow then minimises the weighted negative log-likelihood
+                ``sum w_i nll_i / sum w_i`` (:func:`pyroflows.train.fit`): integer weights
+                are the objective of duplicated rows. Rows of weight 0 are removed first, so
+                a fit with them is the fit without them. Held-out validation rows keep their
+                weights: the validation loss, early stopping and the choice between the
+                members of ``flow="auto"`` are weighted too. The pre-transform is fitted to
+                the rows unweighted (it is a fixed bijection whose Jacobian is part of
+                ``log p``); a ``base="gmm"`` start is fitted to a weighted resample of them.
+                ``ess_`` reports the weights' effective sample size. In-memory data only.
+            val_weight: the weights of the ``X_val`` rows; required with ``sample_weight``
+                and ``X_val`` (pass ones for an unweighted validation loss).
             checkpoint: write the state of the training loop to this file every
                 ``checkpoint_every`` epochs (atomically, :func:`pyroflows.train.fit`). With
                 several members (``flow="auto"``) each member has its own file, named after
@@ -429,14 +445,26 @@ class DensityEstimator(BaseDensity):
             True
         """
         runs = self._check_run_files(checkpoint, checkpoint_every, resume)
+        weighted = sample_weight is not None or val_weight is not None
         if self.ensemble != 1:
+            if weighted:
+                raise ValueError(
+                    "sample_weight / val_weight are not available with ensemble > 1 yet; fit "
+                    "with ensemble=1"
+                )
             return self._fit_ensemble(X, X_val, runs)
         if not is_streamed(X):
             self._check_params()
             columns = fit_columns(X, self.discrete)
             X, X_val = self._dequantised(columns, X, X_val)
             self._columns_in_fit = columns
-            return self._fit_checked(X, X_val, runs=runs | {"columns": columns})
+            runs = runs | {"columns": columns}
+            return self._fit_checked(X, X_val, runs=runs, weights=(sample_weight, val_weight))
+        if weighted:
+            raise ValueError(
+                "sample_weight / val_weight are not available for streamed data (a .npy path "
+                "or a memory map); load the rows into memory"
+            )
         self._check_params()
         rows = open_rows(X)
         check_rows(rows)
@@ -518,11 +546,18 @@ class DensityEstimator(BaseDensity):
         return {"checkpoint": checkpoint, "checkpoint_every": int(checkpoint_every),
                 "resume": resume}  # fmt: skip
 
-    def _fit(self, X: np.ndarray, X_val: np.ndarray | None, runs: dict[str, Any]) -> dict[str, Any]:
+    def _fit(
+        self,
+        X: np.ndarray,
+        X_val: np.ndarray | None,
+        runs: dict[str, Any],
+        weights: tuple = (None, None),
+    ) -> dict[str, Any]:
         runs = dict(runs)
         columns = runs.pop("columns")
+        X, X_val, w, w_val = _weighted_rows(X, X_val, *weights)
         with torch_threads(self.num_threads):
-            state = self._fit_portfolio(rows_in_memory(X, X_val, self._rows()), runs)
+            state = self._fit_portfolio(rows_in_memory(X, X_val, self._rows(), w, w_val), runs)
         return state | {"columns_": columns, "ensemble_": None}
 
     def _rows(self) -> RowOptions:
@@ -574,6 +609,7 @@ class DensityEstimator(BaseDensity):
         member = members[best.name]
         return {
             "_encoded_": model,
+            "ess_": None if prep.weight is None else effective_sample_size(prep.weight),
             "history_": best.history,
             "member_": best.name,
             "candidates_": [
@@ -600,6 +636,7 @@ class DensityEstimator(BaseDensity):
             "estimator.member": member.name,
             "estimator.family": member.flow,
             "estimator.member_base": member.base,
+            "estimator.sample_weight": prep.data.get("weight"),
             **shaping,
         }
 
@@ -611,8 +648,11 @@ class DensityEstimator(BaseDensity):
         base: Any = member.base
         components = 0
         pre, Z_val = prep.pre, prep.Z_val
-        if base == "gmm":
-            base = mixture_base(prep.sample, Z_val, seed)
+        if base == "gmm":  # fitted to a weighted resample of the rows when there are weights
+            base = mixture_base(
+                _resampled(prep.sample, prep.weight, seed),
+                None if Z_val is None else _resampled(Z_val, prep.val_weight, seed), seed,
+            )  # fmt: skip
             components = base.components
         elif base == "mog":
             components = 10
@@ -625,6 +665,8 @@ class DensityEstimator(BaseDensity):
             nll,
             prep.train,
             Z_val,
+            prep.weight,
+            None if Z_val is None else prep.val_weight,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             lr=member.lr,
@@ -719,6 +761,7 @@ class DensityEstimator(BaseDensity):
             "history": self.history_.as_dict(),
             "build": dict(self._build_),
             "member": self.member_,
+            "ess": self.ess_,
             "columns": self._fitted_columns().as_plain(),
         } | self._members_state()
 
@@ -769,6 +812,7 @@ class DensityEstimator(BaseDensity):
         self._encoded_ = model
         self.history_ = History(**state["history"])
         self.member_ = state["member"]
+        self.ess_ = state.get("ess")
         self._build_ = dict(spec)
         self._load_members(state, version)
 
@@ -779,6 +823,39 @@ class DensityEstimator(BaseDensity):
         if params.get("bounds") is not None:
             params["bounds"] = tuple(params["bounds"])
         return params
+
+
+def _weighted_rows(X: np.ndarray, X_val: np.ndarray | None, sample_weight: Any, val_weight: Any):
+    """``(X, X_val, w, w_val)``: the weights checked (one per row, finite, >= 0, not all 0)
+    and the rows of weight 0 removed; ``(X, X_val, None, None)`` without weights."""
+    if sample_weight is None and val_weight is None:
+        return X, X_val, None, None
+    if val_weight is not None and X_val is None:
+        raise ValueError("val_weight needs X_val")
+    if sample_weight is not None and X_val is not None and val_weight is None:
+        raise ValueError(
+            "sample_weight with X_val needs val_weight (the weights of the X_val rows; pass "
+            "ones for an unweighted validation loss)"
+        )
+    w = np.ones(len(X)) if sample_weight is None else check_sample_weight(sample_weight, len(X))
+    w_val = None
+    if X_val is not None:
+        w_val = check_sample_weight(val_weight, len(X_val), "val_weight")
+        X_val, w_val = X_val[w_val > 0], w_val[w_val > 0]
+    if int((w > 0).sum()) < 2:
+        raise ValueError(
+            f"sample_weight leaves {int((w > 0).sum())} row(s) of positive weight; at least 2 "
+            "are needed"
+        )
+    return X[w > 0], X_val, w[w > 0], w_val
+
+
+def _resampled(Z: torch.Tensor, weight: np.ndarray | None, seed: int | None) -> torch.Tensor:
+    """``Z`` itself, or as many rows drawn from it with probabilities ``weight``."""
+    if weight is None:
+        return Z
+    index = np.random.default_rng(seed).choice(len(Z), size=len(Z), p=weight / weight.sum())
+    return Z[torch.as_tensor(index, device=Z.device)]
 
 
 __all__ = ["PORTFOLIO", "UNIT_CUBE", "DensityEstimator", "Member"]

@@ -59,19 +59,53 @@ class Rows:
     sample: torch.Tensor  # standardised training rows in memory (all, or a subsample)
     shifts: tuple[float, float | None]  # standardised -> data units: train, validation
     data: dict[str, str | None]  # digests of the training and validation rows (data units)
+    weight: np.ndarray | None = None  # the training rows' weights (None: unweighted)
+    val_weight: np.ndarray | None = None  # the validation rows' weights
 
 
-def rows_in_memory(X: np.ndarray, X_val: np.ndarray | None, opt: RowOptions) -> Rows:
-    """In-memory rows: split, pre-transform, standardised tensors."""
+def rows_in_memory(
+    X: np.ndarray,
+    X_val: np.ndarray | None,
+    opt: RowOptions,
+    weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
+) -> Rows:
+    """In-memory rows: split, pre-transform, standardised tensors. With ``weight`` (one per
+    row of ``X``, checked) the held-out rows take their weights with them, the losses are
+    shifted to the data's units by the weighted mean log-Jacobian, and the weights' digest
+    joins the rows' in ``data["weight"]``; ``val_weight`` are those of ``X_val``."""
     opt.check(X, "X")  # before the split: the row numbers are the user's
     if X_val is not None:
         opt.check(X_val, "X_val")
     if X_val is None:
-        X, X_val = split_validation(X, opt.fraction, opt.random_state)
+        train, held = split_validation(np.arange(len(X)), opt.fraction, opt.random_state)
+        X, X_val = X[train], None if held is None else X[held]
+        if weight is not None:
+            weight, val_weight = weight[train], None if held is None else weight[held]
     pre = opt.fit_pre(X, X_val).to(opt.device)
     Z, ladj = to_latent(pre, X, opt.dtype, opt.device)
     digest = hashlib.sha256(np.ascontiguousarray(X).tobytes())
-    return _rows(pre, Z, Z, float(ladj.mean()), X_val, _digest(digest, X.shape), opt)
+    mean_ladj = _mean(ladj, weight)
+    rows = _rows(pre, Z, Z, mean_ladj, X_val, _digest(digest, X.shape), opt, val_weight)
+    if weight is not None:
+        rows.weight, rows.val_weight = weight, val_weight
+        rows.data["weight"] = _weights_digest(weight, val_weight)
+    return rows
+
+
+def _mean(values: torch.Tensor, weight: np.ndarray | None) -> float:
+    """The mean of ``values``, weighted when there are weights."""
+    if weight is None:
+        return float(values.mean())
+    return float(np.average(values.double().cpu().numpy(), weights=weight))
+
+
+def _weights_digest(weight: np.ndarray, val_weight: np.ndarray | None) -> str:
+    """How a checkpoint names the weights of the training and validation rows."""
+    digest = hashlib.sha256(np.ascontiguousarray(weight, dtype=np.float64).tobytes())
+    if val_weight is not None:
+        digest.update(b"|" + np.ascontiguousarray(val_weight, dtype=np.float64).tobytes())
+    return f"{len(weight)} weights, sha256 {digest.hexdigest()[:16]}"
 
 
 def rows_streamed(rows: np.ndarray, X_val: np.ndarray | None, opt: RowOptions) -> Rows:
@@ -121,14 +155,14 @@ def rows_streamed(rows: np.ndarray, X_val: np.ndarray | None, opt: RowOptions) -
 
 def _rows(
     pre: Preprocessor, train: Any, sample: torch.Tensor, ladj: float, X_val: Any, data: str,
-    opt: RowOptions,
+    opt: RowOptions, val_weight: np.ndarray | None = None,
 ) -> Rows:  # fmt: skip
     Z_val, shift_val, val = None, None, None
     if X_val is not None:
         Z_val, ladj_val = to_latent(pre, X_val, opt.dtype, opt.device)
         if not bool(torch.isfinite(ladj_val).all()):
             raise ValueError("X_val has values on or outside the bounds")
-        shift_val = -float(ladj_val.mean())
+        shift_val = -_mean(ladj_val, val_weight)
         val = _digest(hashlib.sha256(np.ascontiguousarray(X_val).tobytes()), X_val.shape)
     # losses are reported in the data's units: -mean log p(x) = -mean log q(z) - mean ladj
     return Rows(pre, train, Z_val, sample, (-ladj, shift_val), {"X": data, "X_val": val})

@@ -159,7 +159,7 @@ FIT_OPTIONS = [
     (["--discrete", "none"], "discrete", None),
 ]
 # fit() arguments, not estimator parameters: tested below and in tests/test_checkpoint.py
-FIT_ARGUMENTS = {"checkpoint", "checkpoint_every", "resume"}
+FIT_ARGUMENTS = {"checkpoint", "checkpoint_every", "resume", "weights"}  # weights: test_weights
 NOT_ESTIMATOR_PARAMS = {
     "command", "run", "data", "out", "val", "header", "stream", "force", *FIT_ARGUMENTS
 }  # fmt: skip

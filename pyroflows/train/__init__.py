@@ -12,7 +12,8 @@
 * ``streaming`` — memory-mapped ``.npy`` files and CSV files larger than memory;
 * ``losses`` — the objectives (``nll``, reverse / forward KL, chi-square, the ELBO) and the
   one check of user log densities;
-* ``recipe`` — the validation split and the portfolio of families.
+* ``recipe`` — the validation split and the portfolio of families;
+* ``weights`` — the check of per-row ``sample_weight`` and the effective sample size.
 
 A new objective is a callable ``loss(model, batch) -> scalar`` in ``losses``; a new kind of
 data in ``sources``; a new way of combining fits in ``recipe``; a new job calls :func:`fit`

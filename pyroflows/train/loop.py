@@ -47,7 +47,7 @@ from pyroflows.train.control import (
 from pyroflows.train.distributed import Parallel
 from pyroflows.train.distributed import setup as setup_parallel
 from pyroflows.train.options import SCHEDULES, _Options, resolve_device
-from pyroflows.train.sources import Batch, _Source
+from pyroflows.train.sources import Batch, _as_batch, _Source
 
 LossFn = Callable[[nn.Module, Batch], Tensor]
 
@@ -149,6 +149,8 @@ def fit(
     loss_fn: LossFn,
     data: Tensor | Sequence[Tensor] | None = None,
     val_data: Tensor | Sequence[Tensor] | None = None,
+    sample_weight: Any = None,
+    val_weight: Any = None,
     *,
     val_fn: Callable[[nn.Module], float] | None = None,
     max_epochs: int = 100,
@@ -188,6 +190,19 @@ def fit(
             batches.
         val_data: validation tensors or loader; the validation loss is the row-weighted mean
             of ``loss_fn`` over them, without gradients and in eval mode.
+        sample_weight: one non-negative weight per row of the in-memory ``data`` (an array
+            or tensor), or None. The weights are divided by their mean over all rows and
+            passed with their rows (through shuffling and batching) to the loss as
+            ``loss_fn(model, batch, weight=w)``, which must accept ``weight`` (as
+            :func:`pyroflows.losses.nll` does): the loss of a batch, ``mean(w * loss_i)``, is
+            an unbiased estimate of the weighted mean ``sum w_i loss_i / sum w_i``, and
+            exactly it over the full data, so integer weights are the objective of duplicated
+            rows. NaN, infinite, negative or all-zero weights are refused
+            (:func:`pyroflows.train.weights.check_sample_weight`). The weights' hash is part
+            of every checkpoint: a checkpoint is never resumed with other weights.
+        val_weight: the weights of the ``val_data`` rows, likewise; the validation loss is
+            then their weighted mean. With ``sample_weight`` and ``val_data`` it is required
+            (pass ones for an unweighted validation loss).
         val_fn: a validation loss computed by the caller instead (``model -> float``).
         max_epochs: number of passes over ``data``.
         max_steps: stop after exactly this many optimiser steps in all (the last epoch is
@@ -267,8 +282,9 @@ def fit(
     parallel = setup_parallel(device)
     if parallel is not None and device is not None and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    train = _Source(data, "data", batch_size, steps_per_epoch, device)
-    val = None if val_data is None else _Source(val_data, "val_data", batch_size, None, device)
+    train, val, loss_fn = _sources(
+        data, val_data, sample_weight, val_weight, loss_fn, batch_size, steps_per_epoch, device
+    )
     if train.steps is None:
         raise ValueError(
             "steps_per_epoch is required when data is None or an iterable of unknown length"
@@ -288,6 +304,67 @@ def fit(
         torch.manual_seed(seed + (parallel.rank if parallel is not None else 0))
         generator = torch.Generator().manual_seed(seed)
         return _loop(model, loss_fn, train, val, params, options, generator, seed, parallel)
+
+
+def _sources(
+    data: Any, val_data: Any, sample_weight: Any, val_weight: Any, loss_fn: LossFn,
+    batch_size: int, steps_per_epoch: int | None, device: torch.device | None,
+) -> tuple[_Source, _Source | None, LossFn]:  # fmt: skip
+    """The training and validation sources, and the loss that reads their weights: with
+    weights on either side both sides carry them (ones where none were given), and the loss
+    receives the last tensor of a batch as its ``weight``."""
+    weighted = sample_weight is not None or val_weight is not None
+    if val_weight is not None and val_data is None:
+        raise ValueError("val_weight needs val_data")
+    if sample_weight is not None and val_data is not None and val_weight is None:
+        raise ValueError(
+            "sample_weight with val_data needs val_weight (the weights of the validation rows; "
+            "pass ones for an unweighted validation loss)"
+        )
+    if weighted:
+        _check_weighted_loss(loss_fn)
+        if sample_weight is None:  # the training rows get weight 1: the batches carry one
+            if data is None or isinstance(data, _LOADERS):
+                raise ValueError("val_weight needs data as in-memory tensors too")
+            sample_weight = torch.ones(len(_as_batch(data, "data")[0]))
+    train = _Source(data, "data", batch_size, steps_per_epoch, device, sample_weight)
+    val = None
+    if val_data is not None:
+        val = _Source(val_data, "val_data", batch_size, None, device, val_weight, "val_weight")
+    return train, val, (_WeightedLoss(loss_fn) if weighted else loss_fn)
+
+
+_LOADERS = (torch.utils.data.DataLoader, torch.utils.data.IterableDataset)
+
+
+def _check_weighted_loss(loss_fn: LossFn) -> None:
+    """Refuse weights for a loss that would not use them."""
+    try:
+        parameters = inspect.signature(loss_fn).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    if "weight" not in parameters:
+        name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+        raise TypeError(
+            f"sample_weight / val_weight need a loss that takes the rows' weights, "
+            f"loss_fn(model, batch, weight=None) (as pyroflows.losses.nll does); {name} does not"
+        )
+
+
+class _WeightedLoss:
+    """``loss_fn(model, batch[:-1], weight=batch[-1])``: the weights ride as the last tensor
+    of every batch; the loss's own state (annealing, plate nesting) is reached through it."""
+
+    def __init__(self, loss_fn: LossFn):
+        self.loss_fn = loss_fn
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+        return self.loss_fn(model, batch[:-1], weight=batch[-1])
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loss_fn":
+            raise AttributeError(name)
+        return getattr(self.loss_fn, name)
 
 
 #: the options of :func:`fit` (its keyword-only arguments) and their defaults
@@ -356,7 +433,11 @@ class _Run:
         if o.checkpoint is not None or o.resume is not None:  # hashed only where it is used
             for key, source in (("data", train), ("val_data", val)):
                 tensors = None if source is None else source.tensors
+                weight = None
+                if tensors is not None and source.weighted:
+                    tensors, weight = tensors[:-1], data_fingerprint(tensors[-1:])
                 self.fingerprint[key] = None if tensors is None else data_fingerprint(tensors)
+                self.fingerprint[f"{key}_weight"] = weight
 
     def _adam(self, params: list[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self.o.lr, weight_decay=self.o.weight_decay)
@@ -394,7 +475,7 @@ class _Run:
         blob = load_checkpoint(path)
         differ = [
             f"{key} (written for other {key.replace('_', ' ')})"
-            if key in ("data", "val_data")
+            if key in ("data", "val_data", "data_weight", "val_data_weight")
             else f"{key} (checkpoint {blob['fingerprint'].get(key)!r}, now {value!r})"
             for key, value in self.fingerprint.items()
             if blob["fingerprint"].get(key) != value

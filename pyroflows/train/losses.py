@@ -5,7 +5,8 @@ expects. ``batch`` is a tuple of tensors: ``(x,)`` for density estimation, ``(th
 for conditional / amortized posteriors, and ``()`` for the data-free objectives of variational
 inference, which draw their own samples from the model.
 
-* :func:`nll` — negative log-likelihood of data, ``-mean log q(x | context)``.
+* :func:`nll` — negative log-likelihood of data, ``-mean log q(x | context)``, optionally
+  weighted per row (``weight=``, the rows' ``sample_weight`` passed by the loop).
 * :class:`ReverseKL` — ``E_q[log q(z) - log f(z)]`` for an unnormalised log-density ``log f``
   (the negative ELBO; minimising it gives ``KL(q || p) + const``), with optional annealing of
   ``log f`` (a remedy for mode collapse on multimodal targets).
@@ -113,21 +114,40 @@ def check_values(
     return values
 
 
-def nll(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
-    """Mean negative log-likelihood of a batch ``(x,)`` or ``(x, context)``.
+def nll(model: nn.Module, batch: tuple[Tensor, ...], weight: Tensor | None = None) -> Tensor:
+    """Mean negative log-likelihood of a batch ``(x,)`` or ``(x, context)``, or with ``weight``
+    (one non-negative number per row) the weighted mean ``mean(weight * -log q(x))``.
+
+    The weighted loss divides by the number of rows, not by the batch's weight sum: the
+    training loop passes weights already divided by their mean over all training rows
+    (:func:`pyroflows.train.fit` with ``sample_weight``), so the batch loss is an unbiased
+    estimate of the weighted mean ``sum w_i nll_i / sum w_i`` over the data and equal to it
+    on the full data; integer weights give exactly the loss of duplicated rows. A row of
+    weight 0 contributes nothing, even where its log-density is ``-inf``.
 
     Uses the model's check-free ``log_prob`` (inputs were checked once, before training).
 
     Example:
         >>> import pyroflows as pf
         >>> flow = pf.maf(2, layers=1, hidden=(8,))
-        >>> float(nll(flow, (torch.zeros(4, 2),))) > 0
+        >>> x = torch.randn(3, 2)
+        >>> float(nll(flow, (x,))) > 0
+        True
+        >>> w = torch.tensor([2.0, 1.0, 0.0])  # row 0 twice, row 2 left out
+        >>> duplicated = nll(flow, (x[[0, 0, 1]],))
+        >>> bool(torch.isclose(nll(flow, (x,), w / w.mean()), duplicated))
         True
     """
     if not 1 <= len(batch) <= 2:
         raise ValueError(f"nll expects a batch (x,) or (x, context), got {len(batch)} tensors")
     context = batch[1] if len(batch) == 2 else None
-    return -model.log_prob(batch[0], context, check=False).mean()
+    log_q = model.log_prob(batch[0], context, check=False)
+    if weight is None:
+        return -log_q.mean()
+    if weight.shape != log_q.shape:
+        raise ValueError(f"nll: weight of shape {tuple(weight.shape)} for {len(log_q)} rows")
+    kept = weight > 0
+    return -torch.where(kept, weight * torch.where(kept, log_q, 0.0), 0.0).mean()
 
 
 class _SamplingLoss:

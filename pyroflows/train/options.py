@@ -157,7 +157,8 @@ class _Options:
 #: the loop's own fingerprint entries (a caller's ``fingerprint`` may not reuse these names)
 _LOOP_KEYS = frozenset(
     {"rows", "batch_size", "lr", "weight_decay", "schedule", "max_epochs", "max_steps",
-     "clip_grad", "seed", "processes", "data", "val_data"}
+     "clip_grad", "seed", "processes", "data", "val_data", "data_weight",
+     "val_data_weight"}
 )  # fmt: skip
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyroflows.train.weights import check_sample_weight, normalised
+
 Batch = tuple[Tensor, ...]
 
 
@@ -56,7 +58,11 @@ def _tuple(batch: Any) -> Batch:
 class _Source:
     """What one epoch iterates: minibatches of in-memory tensors, the batches of a torch
     ``DataLoader`` / ``IterableDataset`` (data larger than memory), or ``steps`` empty
-    batches for losses that draw their own samples."""
+    batches for losses that draw their own samples.
+
+    With a ``weight`` (in-memory tensors only) the weights, divided by their mean
+    (:func:`pyroflows.train.weights.normalised`), are the last tensor of every batch, so they
+    travel with their rows through shuffling, batching and sharding; ``weighted`` says so."""
 
     def __init__(
         self,
@@ -65,10 +71,13 @@ class _Source:
         batch_size: int,
         steps: int | None,
         device: torch.device | None,
+        weight: Any = None,
+        weight_name: str = "sample_weight",
     ):
         self.batch_size, self.device = batch_size, device
         self.tensors: Batch | None = None
         self.loader: Any = None
+        self.weighted = weight is not None
         if isinstance(data, torch.utils.data.IterableDataset):
             data = torch.utils.data.DataLoader(data, batch_size=None)
         if isinstance(data, torch.utils.data.DataLoader):
@@ -77,6 +86,16 @@ class _Source:
             self.tensors = _as_batch(data, name)
             if device is not None:
                 self.tensors = tuple(t.to(device) for t in self.tensors)
+        if self.weighted:
+            if self.tensors is None:
+                raise ValueError(
+                    f"{weight_name} needs {name} as in-memory tensors (not a DataLoader, an "
+                    "IterableDataset or None)"
+                )
+            w = check_sample_weight(weight, len(self.tensors[0]), weight_name)
+            first = self.tensors[0]
+            like = first if first.is_floating_point() else torch.zeros((), device=first.device)
+            self.tensors = (*self.tensors, normalised(w, like))
         if self.tensors is not None:
             self.steps = math.ceil(len(self.tensors[0]) / batch_size)
         elif self.loader is not None:

@@ -1,0 +1,211 @@
+"""DiscFlow: a flow trained by likelihood with each training row weighted by a discriminator's
+verdict (Butter et al., "Generative networks for precision enthusiasts", arXiv:2110.13632).
+
+:func:`discflow` first fits a :class:`~pyroflows.density.DensityEstimator` by plain likelihood,
+then alternates for ``rounds`` rounds:
+
+1. draw rows from the flow and train a classifier (:class:`pyroflows.classify.Classifier`) to
+   tell the data (label 1) from the draws (label 0); every data row is scored out of fold
+   (:func:`pyroflows.classify.out_of_fold_proba`), so no row is weighted by a classifier that
+   saw it;
+2. turn the probabilities into the density ratio ``w = D / (1 - D) * n_draws / n_data``, an
+   estimate of ``p_data(x) / p_flow(x)`` (Neyman-Pearson), bounded to
+   ``[1 / max_weight, max_weight]``;
+3. continue training the flow on the data with the weighted likelihood loss
+   (:func:`pyroflows.train.fit` with ``sample_weight = w ** alpha``), the exponent ``alpha``
+   rising linearly from ``power / rounds`` to ``power`` over the rounds.
+
+The direction matters: rows where the flow puts too little mass have ``w > 1`` and weigh
+more, so the flow moves mass towards them. For a fixed ``w`` the weighted loss is minimised by
+``q ∝ p * w^alpha``; with ``q`` the flow of the previous round, ``w = p / q`` and ``alpha = 1``
+that is ``p^2 / q`` (an over-correction that the limited epochs of a round damp), with
+``alpha < 1`` a step from ``q`` towards ``p``.
+
+The result (:class:`DiscFlow`) holds the fitted estimator, a final discriminator trained
+against fresh draws of the final flow (:meth:`DiscFlow.weights` gives its ratio for new
+draws), a report of every round, and :meth:`DiscFlow.reweight`, the calibrated, out-of-fold
+classifier reweighting of draws (:func:`pyroflows.reweight`).
+
+Measured (``benchmarks/precision.py``: a sharp ring with a narrow central peak in 2-D, a small
+MAF, two confirmation seeds): at the same number of epochs DiscFlow lowers the histogram chi2
+per bin from 174 to 110 at the same held-out likelihood, but a fresh classifier's AUC rises
+from 0.788 to 0.812; at the same time, the plain flow is better on every measure; classifier
+reweighting of the draws brings the AUC to 0.50 either way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+
+from pyroflows.classify import Classifier, out_of_fold_proba
+from pyroflows.density import DensityEstimator
+from pyroflows.losses import nll
+from pyroflows.preprocess import to_latent
+from pyroflows.reweight import Reweighting, reweight
+from pyroflows.train import fit
+from pyroflows.train.weights import effective_sample_size
+from pyroflows.validation import check_data, positive_int
+
+__all__ = ["DiscFlow", "DiscFlowRound", "discflow"]
+
+_P_FLOOR = 1e-6  # probabilities kept in [_P_FLOOR, 1 - _P_FLOOR] before the log-odds
+
+
+@dataclass(frozen=True)
+class DiscFlowRound:
+    """One round of :func:`discflow`.
+
+    Attributes:
+        alpha: the exponent of the weights in this round.
+        auc: the out-of-fold ROC AUC of the round's discriminator, data vs draws, before the
+            round's training (0.5: it cannot tell them apart).
+        ess_fraction: Kish effective sample size / n of the training weights ``w ** alpha``.
+        fraction_capped: share of data rows whose ratio hit a bound of ``max_weight``.
+        train_loss: the last epoch's weighted training loss (standardised units).
+        seconds: time of the round (drawing, discriminating, training).
+    """
+
+    alpha: float
+    auc: float
+    ess_fraction: float
+    fraction_capped: float
+    train_loss: float
+    seconds: float
+
+
+@dataclass
+class DiscFlow:
+    """Outcome of :func:`discflow`: ``estimator`` (the fitted generator), ``classifier`` (a
+    discriminator between the data and draws of the final flow), ``rounds`` (one
+    :class:`DiscFlowRound` each), ``seconds`` (the whole recipe) and ``reference`` (the
+    training rows, the reference of :meth:`reweight`)."""
+
+    estimator: DensityEstimator
+    classifier: Classifier
+    rounds: list[DiscFlowRound]
+    seconds: float
+    prior: float  # log(n_draws / n_data) of the final discriminator
+    reference: np.ndarray = field(repr=False)
+
+    def weights(self, draws: Any, max_weight: float = 100.0) -> np.ndarray:
+        """The final discriminator's ratio ``p_data / p_flow`` at ``draws`` (rows it has not
+        seen, e.g. fresh samples of the estimator), capped at ``max_weight``."""
+        draws = check_data(draws, self.reference.shape[1], name="draws")
+        p = np.clip(self.classifier.predict_proba(draws), _P_FLOOR, 1 - _P_FLOOR)
+        return np.minimum(np.exp(np.log(p) - np.log1p(-p) + self.prior), max_weight)
+
+    def reweight(
+        self, n: int, random_state: int = 0, **options: Any
+    ) -> tuple[np.ndarray, Reweighting]:
+        """``n`` draws of the estimator and their classifier weights against the training
+        rows (:func:`pyroflows.reweight`, out of fold and calibrated; ``options`` are its)."""
+        draws = self.estimator.sample(positive_int("n", n), random_state=random_state)
+        return draws, reweight(draws, self.reference, random_state=random_state, **options)
+
+
+def _log_ratio(
+    est: DensityEstimator, X: np.ndarray, classifier: Classifier, n_draws: int, folds: int,
+    seed: int,
+) -> tuple[np.ndarray, float]:  # fmt: skip
+    """Out-of-fold ``log p_data / p_flow`` at the rows of ``X``, and the discriminator's AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    draws = est.sample(n_draws, random_state=seed)
+    both = np.concatenate([X, draws])
+    y = np.r_[np.ones(len(X)), np.zeros(n_draws)]
+    proba = out_of_fold_proba(classifier, both, y, folds=folds, random_state=seed)
+    p = np.clip(proba[: len(X)], _P_FLOOR, 1 - _P_FLOOR)
+    log_w = np.log(p) - np.log1p(-p) + math.log(n_draws / len(X))
+    return log_w, float(roc_auc_score(y, proba))
+
+
+def _check(rounds: int, power: float, max_weight: float, folds: int) -> None:
+    positive_int("rounds", rounds)
+    if not (isinstance(power, (int, float)) and 0 < power <= 4):
+        raise ValueError(f"power must lie in (0, 4], got {power!r}")
+    if not (isinstance(max_weight, (int, float)) and max_weight > 1):
+        raise ValueError(f"max_weight must be a number > 1, got {max_weight!r}")
+    if positive_int("folds", folds) < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+
+
+def discflow(
+    X: Any,
+    estimator: DensityEstimator | None = None,
+    *,
+    rounds: int = 6,
+    epochs_per_round: int = 4,
+    power: float = 1.0,
+    classifier: Classifier | None = None,
+    n_draws: int | None = None,
+    folds: int = 2,
+    max_weight: float = 20.0,
+    lr: float = 3e-4,
+    time_budget: float | None = None,
+    random_state: int = 0,
+) -> DiscFlow:
+    """Fit a flow by likelihood, then refine it with discriminator-weighted likelihood.
+
+    Args:
+        X: the training rows ``(n, D)``.
+        estimator: an unfitted :class:`~pyroflows.density.DensityEstimator` with the flow and
+            the plain-likelihood training to start from (cloned; default settings if None).
+        rounds: number of discriminate-then-train rounds after the plain fit.
+        epochs_per_round: epochs of weighted training per round.
+        power: the final exponent of the weights (reached in the last round).
+        classifier: the discriminator (default: gradient boosting, 200 rounds).
+        n_draws: flow draws per round (default: ``len(X)``).
+        folds: out-of-fold splits for scoring the data rows.
+        max_weight: the ratio is bounded to ``[1 / max_weight, max_weight]``.
+        lr: Adam learning rate of the weighted rounds.
+        time_budget: seconds for the rounds (checked between and within rounds; the plain fit
+            has the estimator's own ``time_budget``).
+        random_state: seed of the draws, the folds and the training.
+
+    Returns:
+        A :class:`DiscFlow`.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(400, 2))
+        >>> est = DensityEstimator(flow="maf", layers=2, hidden=(8,), max_epochs=3, progress=False)
+        >>> result = discflow(X, est, rounds=2, epochs_per_round=1)
+        >>> len(result.rounds), result.estimator.sample(5).shape
+        (2, (5, 2))
+    """
+    _check(rounds, power, max_weight, folds)
+    X = check_data(X, name="X", min_samples=10, check_variance=True)
+    start = time.perf_counter()
+    est = clone(estimator) if estimator is not None else DensityEstimator(progress=False)
+    est.fit(X)
+    classifier = classifier if classifier is not None else Classifier("hgb")
+    n_draws = len(X) if n_draws is None else positive_int("n_draws", n_draws)
+    core = est._encoded_.core
+    Z, _ = to_latent(est._encoded_.pre, X, next(core.parameters()).dtype, est.device)
+    cap = math.log(max_weight)
+    history, began = [], time.perf_counter()
+    for r in range(1, rounds + 1):
+        left = None if time_budget is None else time_budget - (time.perf_counter() - began)
+        if left is not None and left <= 0:
+            break
+        t0, alpha = time.perf_counter(), power * r / rounds
+        log_w, auc = _log_ratio(est, X, classifier, n_draws, folds, random_state + r)
+        w = np.exp(alpha * np.clip(log_w, -cap, cap))
+        hist = fit(core, nll, Z, sample_weight=w, max_epochs=epochs_per_round, lr=lr,
+                   batch_size=est.batch_size, patience=None, time_budget=left,
+                   seed=random_state + r, progress=False)  # fmt: skip
+        history.append(DiscFlowRound(
+            alpha, auc, effective_sample_size(w) / len(w), float((np.abs(log_w) >= cap).mean()),
+            hist.train_loss[-1] if hist.train_loss else math.nan, time.perf_counter() - t0,
+        ))  # fmt: skip
+    final = est.sample(n_draws, random_state=random_state)
+    y = np.r_[np.ones(len(X)), np.zeros(n_draws)]
+    last = classifier.clone().fit(np.concatenate([X, final]), y)
+    return DiscFlow(est, last, history, time.perf_counter() - start,
+                    math.log(n_draws / len(X)), X)  # fmt: skip

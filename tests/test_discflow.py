@@ -1,0 +1,95 @@
+"""DiscFlow: the direction of the discriminator weights (rows the flow under-produces weigh
+more), the exact optimum of the weighted likelihood for a Gaussian, the recipe's schedule and
+outputs, and its refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_weights import FULL_BATCH, Gaussian
+
+import pyroflows as pf
+from pyroflows.classify import Classifier
+from pyroflows.discflow import _log_ratio
+
+
+def test_weighting_by_p_over_q_moves_a_too_wide_gaussian_towards_the_data():
+    # data N(0, 1), flow q = N(0, 1.5^2); with w = (p / q)^alpha the weighted likelihood of a
+    # Gaussian is maximised by q' ∝ p w^alpha, of precision (1 + alpha) - alpha / 2.25: the
+    # weighted maximum-likelihood Gaussian (weighted mean and variance, which the weighted fit
+    # reaches, see test_weights) is that one
+    x = torch.tensor(np.random.default_rng(0).normal(size=4000))[:, None]
+    log_p = -0.5 * x[:, 0] ** 2
+    log_q = -0.5 * (x[:, 0] / 1.5) ** 2 - math.log(1.5)
+    sd_data = float(x[:, 0].std())
+    for alpha in (0.5, 1.0):
+        w = torch.exp(alpha * (log_p - log_q)).numpy()
+        sd = math.sqrt(np.average(x[:, 0].numpy() ** 2, weights=w))
+        expected = 1 / math.sqrt((1 + alpha) / sd_data**2 - alpha / 2.25)
+        assert sd == pytest.approx(expected, rel=0.03)
+        assert sd < 1.0 < 1.5  # towards the data (and past it at alpha = 1), not away
+    model = Gaussian()  # the weighted fit itself, at alpha = 1
+    w = torch.exp(log_p - log_q)
+    pf.fit(model, pf.losses.nll, x, sample_weight=w, **(FULL_BATCH | dict(max_epochs=100, lr=0.05)))
+    assert float(model.log_sigma.detach().exp()) == pytest.approx(sd, rel=0.01)
+    # the inverse weights (1 / w) keep the flow where it was: q ∝ p / w = q
+    sd_inverse = math.sqrt(np.average(x[:, 0].numpy() ** 2, weights=torch.exp(log_q - log_p)))
+    assert sd_inverse == pytest.approx(1.5, rel=0.1)
+
+
+def test_discriminator_ratio_points_where_the_flow_under_produces():
+    rng = np.random.default_rng(1)
+    X = np.r_[rng.normal(-2, 0.3, (1500, 1)), rng.normal(2, 0.3, (1500, 1))]
+    est = pf.DensityEstimator(flow="maf", layers=1, hidden=(4,), max_epochs=2, progress=False).fit(
+        X
+    )  # fmt: skip  (a near-Gaussian: wrong)
+    log_w, auc = _log_ratio(est, X, Classifier("hgb", max_iter=50), 3000, 2, seed=0)
+    exact = np.log(
+        0.5
+        * (np.exp(-0.5 * ((X[:, 0] + 2) / 0.3) ** 2) + np.exp(-0.5 * ((X[:, 0] - 2) / 0.3) ** 2))
+        / (0.3 * math.sqrt(2 * math.pi))
+    )
+    exact_log_w = exact - est.score_samples(X)
+    assert auc > 0.7
+    assert np.corrcoef(log_w, exact_log_w)[0, 1] > 0.7
+    assert np.mean(np.sign(log_w) == np.sign(exact_log_w)) > 0.75
+
+
+def _small(**kwargs):
+    options = dict(flow="maf", layers=2, hidden=(8,), max_epochs=3, progress=False)
+    return pf.DensityEstimator(**(options | kwargs))
+
+
+def test_discflow_schedule_outputs_and_weights():
+    X = np.random.default_rng(2).normal(size=(400, 2)) * [1.0, 0.2]
+    plain = _small().fit(X)
+    fast = Classifier("hgb", max_iter=20)
+    result = pf.discflow(X, _small(), rounds=3, epochs_per_round=1, power=0.9, max_weight=10.0,
+                         classifier=fast)  # fmt: skip
+    assert [r.alpha for r in result.rounds] == pytest.approx([0.3, 0.6, 0.9])
+    assert all(0.0 < r.ess_fraction <= 1.0 and 0.0 <= r.auc <= 1.0 for r in result.rounds)
+    probe = X[:20]
+    assert not np.allclose(result.estimator.score_samples(probe), plain.score_samples(probe))
+    draws = result.estimator.sample(200, random_state=1)
+    w = result.weights(draws, max_weight=5.0)
+    assert w.shape == (200,) and np.isfinite(w).all() and (w > 0).all() and w.max() <= 5.0
+    draws, report = result.reweight(300, classifier=fast, folds=2)
+    assert draws.shape == (300, 2) and report.weights.shape == (300,)
+
+
+def test_discflow_time_budget_and_refusals():
+    X = np.random.default_rng(3).normal(size=(200, 2))
+    assert pf.discflow(X, _small(max_epochs=1), rounds=5, time_budget=0.0).rounds == []
+    for kwargs, message in [
+        (dict(power=0.0), "power"),
+        (dict(max_weight=1.0), "max_weight"),
+        (dict(folds=1), "folds"),
+        (dict(rounds=0), "rounds"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pf.discflow(X, _small(), **kwargs)
+    with pytest.raises(ValueError, match="NaN|finite"):
+        pf.discflow(np.r_[X, [[np.nan, 0.0]]], _small())
