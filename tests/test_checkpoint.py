@@ -193,12 +193,13 @@ CLI_CHILD = textwrap.dedent(
 
     folder = sys.argv[1]
     real_fit = density.fit
-    def logged_fit(*args, **kwargs):  # log the epochs this process trains, per member
+    def logged_fit(*args, callback=None, **kwargs):  # log the epochs trained, per member
         def log(epoch, history):
             with open(f"{folder}/epochs.txt", "a") as handle:
                 handle.write(f"{kwargs['desc']} {epoch}\\n")
             if os.environ.get("SLOW"):
                 time.sleep(0.2)
+            return callback(epoch, history) if callback is not None else None
         return real_fit(*args, callback=log, **kwargs)
     density.fit = logged_fit
     sys.exit(main(["fit", f"{folder}/data.csv", "--out", f"{folder}/{sys.argv[2]}.pt",
