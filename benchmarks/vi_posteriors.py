@@ -155,6 +155,7 @@ def merge(paths: list[Path], out: Path) -> None:
     if len({(p["split"], json.dumps(p["config"], sort_keys=True)) for p in parts}) != 1:
         raise SystemExit("the results to merge differ in split or configuration")
     res = {**parts[0], "rows": [r for p in parts for r in p["rows"]]}
+    res["split_size"] = len(posteriors.names(res["split"]))
     res["load"] = max((p["load"] for p in parts), key=lambda x: x[0])
     stem = "vi_posteriors" + ("_confirmation" if res["split"] == "confirmation" else "")
     (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg["fit_steps"] = 20 if args.quick else None  # protocol (b): FlowGuide.fit()'s default
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "split": split, "config": cfg,
            "torch": torch.__version__, "pyro": pyro.__version__,
-           "load": list(__import__("os").getloadavg()), "rows": []}  # fmt: skip
+           "load": list(__import__("os").getloadavg()), "rows": [],
+           "split_size": len(posteriors.names(split))}  # fmt: skip
     for name in names:
         if "a" in args.protocol:
             res["rows"] += run_a(name, args.guides, cfg)

@@ -61,7 +61,7 @@ def summary(rows: list[dict]) -> list[str]:
         for g in guides:
             if acc.get((p, g)) == best:
                 wins[g] += 1
-    out = ["| guide | mean C2ST | best on | mean s |", "|---|---:|---:|---:|"]
+    out = ["| guide | mean C2ST | best (ties count) | mean s |", "|---|---:|---:|---:|"]
     for g in sorted(guides, key=lambda g: np.mean([acc[(p, g)] for p in posts if (p, g) in acc])):
         vals = [acc[(p, g)] for p in posts if (p, g) in acc]
         secs = np.mean([r["seconds"] for r in rows if r["guide"] == g])
@@ -89,6 +89,10 @@ def markdown(res: dict) -> str:
         if not rows:
             continue
         _mark_best(rows)
+        posts = list(dict.fromkeys(r["posterior"] for r in rows))
+        guides = list(dict.fromkeys(r["guide"] for r in rows))
+        out.append(f"Ran {len(posts)} of the {res.get('split_size', '?')} posteriors of the "
+                   f"split, {len(guides)} guides: {', '.join(guides)}.\n")  # fmt: skip
         out += [f"## Protocol {PROTOCOLS[proto].format(**cfg)}\n", METRICS.format(**cfg) + "\n"]
         out += ["### Summary (failures count as C2ST 1)\n", *summary(rows), ""]
         out += ["### Per posterior (best C2ST in bold)\n", *_table(rows), ""]
