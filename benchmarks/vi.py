@@ -20,10 +20,15 @@
    narrow one with hidden (64, 64)): sampling time for 10 000 draws and test log-likelihood.
    Target: speed-up ≥ 20, log-likelihood within 2 %.
 
+5. **Real posteriors** (``--posteriors ...``): every guide on the posteriors of
+   ``pyroflows.datasets.posteriors``, two protocols; see ``benchmarks/vi_posteriors.py``, which
+   also runs alone and writes ``results/vi_posteriors.{md,json}``.
+
 Run (one thread; ``--quick`` is a < 1 min smoke check that prints only)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vi.py            # writes results/vi.{md,json}
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vi.py --quick
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vi.py --posteriors --steps 1000  # part 5
 """
 
 from __future__ import annotations
@@ -410,7 +415,16 @@ def main() -> None:
         "--only", nargs="+", choices=PARTS, default=list(PARTS),
         help="run these parts; the others keep their rows from the existing vi.json",
     )  # fmt: skip
+    parser.add_argument(
+        "--posteriors", nargs=argparse.REMAINDER, default=None,
+        help="run benchmarks/vi_posteriors.py with the arguments that follow, and nothing else",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.posteriors is not None:
+        import vi_posteriors
+
+        vi_posteriors.main(args.posteriors)
+        return
     torch.set_num_threads(args.threads)
     q = args.quick
     res = {

@@ -96,3 +96,10 @@ def test_weights_diagnostics():
     heavy = torch.log(torch.rand(5000, generator=g)) * -1.5  # w = U^-1.5: Pareto tail, k = 1.5
     assert pareto_k(light) < 0.3
     assert pareto_k(heavy) > 1.0
+
+
+def test_pareto_k_of_one_dominant_weight_is_infinite():
+    lw = torch.zeros(1000)
+    lw[:3] = 100.0  # three weights e^100 times all the others
+    assert pareto_k(lw) == float("inf")
+    assert pareto_k(torch.zeros(1000)) == float("-inf")  # all tied

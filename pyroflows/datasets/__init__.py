@@ -22,7 +22,9 @@ Real data sets come back as a :class:`Dataset` with a seeded train/validation/te
 A calorimeter-like shower generator (:func:`calo_showers`: incident energy, layer energies,
 99 voxels with noise and exact zeros) for two-step conditional generation.
 
-A Pyro model with its data for the variational-inference examples: :func:`eight_schools`.
+A Pyro model with its data for the variational-inference examples: :func:`eight_schools`;
+twenty-five posteriors with reference draws to measure guides on
+(:mod:`pyroflows.datasets.posteriors`: posteriordb ports and synthetic targets).
 
 Example:
     >>> from pyroflows import datasets
@@ -35,6 +37,7 @@ Example:
     ((399, 30), (85, 30), (85, 30))
 """
 
+from pyroflows.datasets import posteriors
 from pyroflows.datasets.bumphunt import BumpHunt, BumpHuntGenerator, Events, bump_hunt
 from pyroflows.datasets.calo import CaloShowers, calo_showers
 from pyroflows.datasets.models import eight_schools
@@ -87,6 +90,7 @@ __all__ = [
     "load_breast_cancer",
     "load_digits",
     "moons",
+    "posteriors",
     "rings",
     "spiral",
     "split",

@@ -42,7 +42,9 @@ def ess(log_weights: Tensor) -> float:
 
 def pareto_k(log_weights: Tensor) -> float:
     """Pareto k-hat: shape of a generalised Pareto fitted to the largest weights (the tail of
-    ``min(n / 5, 3 sqrt(n))`` weights, as in PSIS and Pyro's ``psis_diagnostic``).
+    ``min(n / 5, 3 sqrt(n))`` weights, as in PSIS and Pyro's ``psis_diagnostic``). ``inf``
+    when a few weights are over ``1e15`` times all the others (no tail left to fit), ``-inf``
+    when the largest weights are tied.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -59,7 +61,9 @@ def pareto_k(log_weights: Tensor) -> float:
     cutoff = max(math.log(1e-15), float(lw[-tail - 1]))
     lw_tail = lw[lw > cutoff]
     if len(lw_tail) < 5:
-        return -math.inf
+        # fewer than 5 weights within 1e-15 of the largest: one weight dominates (k = inf);
+        # otherwise the largest weights are tied (k = -inf, perfectly balanced)
+        return math.inf if float(lw[-tail - 1]) < math.log(1e-15) else -math.inf
     k, _ = fit_generalized_pareto(lw_tail.exp() - math.exp(cutoff))
     return float(k)
 

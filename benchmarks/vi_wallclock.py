@@ -1,0 +1,72 @@
+"""Protocol (b) of ``benchmarks/vi_posteriors.py``: each library's recommended way at equal
+wall-clock time, NUTS included."""
+
+from __future__ import annotations
+
+import time
+
+import pyro
+from pyro.infer import MCMC, NUTS, SVI, Trace_ELBO
+from pyro.optim import Adam
+from vi_guides import GUIDES, init_loc
+from vi_posteriors import draw_metrics, evaluate
+from vi_report import print_row
+
+import pyroflows as pf
+from pyroflows.datasets import posteriors
+
+
+def _flowguide_fit(post, seed: int, steps: int | None):
+    guide = pf.FlowGuide(post.model, init_loc_fn=init_loc)
+    start = time.perf_counter()
+    options = {} if steps is None else {"steps": steps}  # None: the default (smoke runs: few)
+    guide.fit(model_kwargs=post.kwargs, seed=seed, progress=False, **options)
+    return guide, time.perf_counter() - start
+
+
+def _svi_until(post, guide, budget: float) -> float:
+    svi = SVI(post.model, guide, Adam({"lr": 0.01}), Trace_ELBO())
+    start = time.perf_counter()
+    while time.perf_counter() - start < budget:
+        svi.step(**post.kwargs)
+    return time.perf_counter() - start
+
+
+def _nuts_for(post, budget: float, n: int) -> tuple[dict, float]:
+    """NUTS for about ``budget`` seconds: a 10-iteration pilot times an iteration, then
+    warm-up = samples = what the rest of the budget allows (at least 20 each)."""
+    start = time.perf_counter()
+    pilot = MCMC(NUTS(post.model, init_strategy=init_loc), num_samples=5, warmup_steps=5,
+                 disable_progbar=True)  # fmt: skip
+    pilot.run(**post.kwargs)
+    per_iter = (time.perf_counter() - start) / 10
+    half = max(20, int((budget - (time.perf_counter() - start)) / per_iter / 2))
+    mcmc = MCMC(NUTS(post.model, init_strategy=init_loc), num_samples=half, warmup_steps=half,
+                disable_progbar=True)  # fmt: skip
+    mcmc.run(**post.kwargs)
+    samples = {k: v.numpy() for k, v in mcmc.get_samples().items() if k in post.reference}
+    return samples, time.perf_counter() - start
+
+
+def run_b(name: str, cfg: dict) -> list[dict]:
+    post = posteriors.load(name)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(cfg["seed"])
+    guide, budget = _flowguide_fit(post, cfg["seed"], cfg.get("fit_steps"))
+    rows = [{**evaluate(post, guide, cfg["draws"]), "guide": "FlowGuide.fit()", "seconds": budget}]
+    for g in ("AutoNormal", "AutoMultivariateNormal", "AutoIAFNormal"):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(cfg["seed"])
+        auto = GUIDES[g](post.model, init_loc)
+        seconds = _svi_until(post, auto, budget)
+        rows.append({**evaluate(post, auto, cfg["draws"]), "guide": g, "seconds": seconds})
+    pyro.set_rng_seed(cfg["seed"])
+    samples, seconds = _nuts_for(post, budget, cfg["draws"])
+    n = min(cfg["draws"], len(next(iter(samples.values()))))
+    nan = float("nan")
+    rows.append({**draw_metrics(post, samples, n), "elbo": nan, "k_hat": nan, "guide": "NUTS",
+                 "seconds": seconds})  # fmt: skip
+    for r in rows:
+        r.update(posterior=name, protocol="b", budget=budget)
+        print_row(r)
+    return rows
