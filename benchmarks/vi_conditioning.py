@@ -86,6 +86,8 @@ def unconstrained_draws(model, guide, args, n):
     from pyro.distributions.transforms import biject_to
 
     with torch.no_grad():
+        if isinstance(guide, AutoZukoNSF):  # ZukoToPyro draws one shape only
+            return guide.nsf().sample((n,)).numpy()
         if isinstance(guide, AutoContinuous):  # the packed latent vector itself
             return guide.get_posterior(*args).sample((n,)).reshape(n, -1).numpy()
         trace = pyro.poutine.trace(model).get_trace(*args)
@@ -121,7 +123,7 @@ def run_one(name, make, model, args, ref, steps, n=1000, seed=0):
     try:
         sample = unconstrained_draws(model, guide, args, n)
         acc, err = score(sample, ref[:n])
-    except (ValueError, np.linalg.LinAlgError) as error:  # non-finite draws
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as error:  # non-finite draws
         acc, err = 1.0, float("inf")
         print("   ", name, error)
     chosen = getattr(guide, "start_", {}).get("start")
