@@ -506,7 +506,7 @@ def test_options_that_do_not_apply_are_refused():
     with pytest.raises(ValueError, match="with a callable flow they do not apply"):
         pf.FlowGuide(_model, flow=lambda d: pf.iaf(d, layers=1), hidden=(4,))
     with pytest.raises(ValueError, match="map_steps is the length of the Laplace start"):
-        pf.FlowGuide(_model, map_steps=50)
+        pf.FlowGuide(_model, affine_init=None, map_steps=50)
     with pytest.raises(ValueError, match="with a Flow passed they do not apply"):
         pf.fit_to_density(lambda z: -(z**2).sum(-1), 2, flow=_flow(), layers=2)
     with pytest.raises(ValueError, match="num_samples must be a positive integer"):

@@ -3,7 +3,9 @@
 - :class:`FlowGuide` (:mod:`~pyroflows.vi.guide`): a Pyro autoguide, one flow over all latents;
   its ``fit`` is the one training loop with :class:`~pyroflows.train.losses.ELBOLoss`. Beside
   it: :mod:`~pyroflows.vi.sites` (what it reads from the model: argument checks, enumerated
-  and hidden discrete sites, particles), :mod:`~pyroflows.vi.laplace` (the Laplace start),
+  and hidden discrete sites, particles), :mod:`~pyroflows.vi.laplace` (the MAP and Laplace covariance),
+  :mod:`~pyroflows.vi.start` (the whitened Laplace start or the plain one, chosen by ELBO),
+  :mod:`~pyroflows.vi.convergence` (the end-of-fit checks and :class:`ConvergenceWarning`),
   :mod:`~pyroflows.vi.summaries` (posterior draws, quantiles, ArviZ).
 - :class:`AmortizedFlowGuide` (:mod:`~pyroflows.vi.amortized_guide`): a conditional flow per
   data point for local latents (e.g. a VAE with a flow posterior).
@@ -18,8 +20,9 @@ A new variational objective is a loss in :mod:`pyroflows.train.losses`; a new VI
 its flow and calls :func:`pyroflows.train.fit` with it.
 """
 
-from pyroflows.vi.affine import AffineTril
+from pyroflows.vi.affine import AffineTril, PreconditionedAffine
 from pyroflows.vi.amortized_guide import AmortizedFlowGuide
+from pyroflows.vi.convergence import ConvergenceWarning, FitDiagnostics
 from pyroflows.vi.density_fit import WeightedKL, fit_to_density, make_flow
 from pyroflows.vi.distill import DistillationLoss, distill, student_of
 from pyroflows.vi.guide import FlowGuide, STLFlowDistribution, guide_flow
@@ -28,9 +31,12 @@ from pyroflows.vi.importance import ImportanceResult, importance_sample, integra
 __all__ = [
     "AffineTril",
     "AmortizedFlowGuide",
+    "ConvergenceWarning",
     "DistillationLoss",
     "FlowGuide",
+    "FitDiagnostics",
     "ImportanceResult",
+    "PreconditionedAffine",
     "STLFlowDistribution",
     "WeightedKL",
     "distill",

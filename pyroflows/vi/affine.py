@@ -68,3 +68,65 @@ class AffineTril(FlowTransform):
         z = torch.linalg.solve_triangular(scale_tril.T, flat, upper=True, left=False)
         ladj = -torch.log(scale_tril.diagonal()).sum()
         return z.reshape(x.shape), ladj.expand(zero_ladj(x, context).shape)
+
+
+class PreconditionedAffine(AffineTril):
+    """``x = shift + P (loc + L z)``: an :class:`AffineTril` in coordinates whitened by a fixed
+    lower-triangular preconditioner ``P`` (a buffer, not learnt).
+
+    The learnt ``loc`` and ``L`` live in whitened units, so an optimiser's step (Adam moves
+    each parameter by about its learning rate) has the same effect along every direction of
+    the posterior whatever its scales and correlations. With ``shift = 0`` and ``P = I`` it is
+    the plain :class:`AffineTril`.
+
+    Example:
+        >>> layer = PreconditionedAffine(torch.zeros(2), torch.eye(2))
+        >>> layer.precondition(torch.ones(2), torch.eye(2) * 3)
+        >>> x, ladj = layer.call_and_ladj(torch.zeros(1, 2))
+        >>> x.tolist(), round(float(ladj[0]), 4)
+        ([[1.0, 1.0]], 2.1972)
+    """
+
+    def __init__(self, loc: Tensor, scale_tril: Tensor):
+        loc = torch.as_tensor(loc)
+        dim = loc.shape[-1]
+        super().__init__(loc, scale_tril)
+        self.register_buffer("shift", torch.zeros(dim, dtype=loc.dtype))
+        self.register_buffer("factor", torch.eye(dim, dtype=loc.dtype))
+
+    @torch.no_grad()
+    def precondition(self, shift: Tensor, factor: Tensor) -> None:
+        """Whiten by ``(shift, factor)``; the learnt part restarts at ``loc = 0``, ``L = I``."""
+        factor = torch.as_tensor(factor, dtype=self.loc.dtype, device=self.loc.device)
+        if factor.shape != (self.dim, self.dim) or not bool((factor.diagonal() > 0).all()):
+            raise ValueError(f"factor must be ({self.dim}, {self.dim}) with a positive diagonal")
+        self.shift.copy_(shift)
+        self.factor.copy_(torch.tril(factor))
+        eye = torch.eye(self.dim, dtype=self.loc.dtype, device=self.loc.device)
+        AffineTril.set(self, torch.zeros_like(self.loc), eye)
+
+    @torch.no_grad()
+    def set(self, loc: Tensor, scale_tril: Tensor) -> None:
+        """Make the layer map ``z`` to ``loc + scale_tril z`` (original coordinates)."""
+        if "factor" not in self._buffers:  # called by AffineTril.__init__
+            return super().set(loc, scale_tril)
+        scale_tril = torch.as_tensor(scale_tril, dtype=self.loc.dtype, device=self.loc.device)
+        solve = lambda b: torch.linalg.solve_triangular(self.factor, b, upper=False)  # noqa: E731
+        loc = solve((torch.as_tensor(loc, dtype=self.loc.dtype) - self.shift)[:, None])[:, 0]
+        return super().set(loc, solve(scale_tril))
+
+    @property
+    def mean_and_scale_tril(self) -> tuple[Tensor, Tensor]:
+        """The Gaussian this layer maps ``N(0, I)`` to, in the original coordinates."""
+        return self.shift + self.factor @ self.loc, self.factor @ self.scale_tril
+
+    def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, ladj = super().call_and_ladj(z, context)
+        x = self.shift + y @ self.factor.T
+        return x, ladj + torch.log(self.factor.diagonal()).sum()
+
+    def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        flat = (x - self.shift).reshape(-1, self.dim)
+        y = torch.linalg.solve_triangular(self.factor.T, flat, upper=True, left=False)
+        z, ladj = super().inv_and_ladj(y.reshape(x.shape), context)
+        return z, ladj - torch.log(self.factor.diagonal()).sum()

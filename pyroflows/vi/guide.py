@@ -5,9 +5,11 @@ one unconstrained vector (each site through ``biject_to(site.support)``, log-Jac
 included); the flow acts on that vector. Its layers run in the sampling-cheap direction (IAF
 direction for autoregressive families, coupling layers as they are), so drawing and scoring a
 guide sample cost one network pass per layer. The last layer is a learnable full-rank affine map
-(:class:`~pyroflows.vi.affine.AffineTril`) started at ``init_loc_fn`` with scale ``init_scale``,
-or at the MAP with the Laplace covariance (``affine_init="laplace"``): the networks then work
-in whitened coordinates, and the guide starts as a full-rank Gaussian.
+in whitened coordinates (:class:`~pyroflows.vi.affine.PreconditionedAffine`): by default it
+starts at the Laplace approximation (MAP and inverse-Hessian Cholesky factor, which also whiten
+every learnt parameter) where its ELBO beats the plain start ``N(init_loc, init_scale^2 I)``,
+and at the plain start otherwise (a funnel, where no MAP exists); see :mod:`~pyroflows.vi.start`.
+:meth:`FlowGuide.fit` ends with convergence checks (:mod:`~pyroflows.vi.convergence`).
 
 :meth:`FlowGuide.fit` checks its arguments, sets the guide up and runs the one training loop
 (:func:`pyroflows.train.fit`) on an :class:`~pyroflows.train.losses.ELBOLoss`. What the guide
@@ -41,8 +43,8 @@ from pyroflows.train import History, fit
 from pyroflows.train.checkpoint import data_fingerprint, load_all_or_nothing
 from pyroflows.train.losses import ELBOLoss, by_steps
 from pyroflows.validation import positive_int
-from pyroflows.vi.affine import AffineTril
-from pyroflows.vi.laplace import laplace_start
+from pyroflows.vi.affine import PreconditionedAffine
+from pyroflows.vi.convergence import LossRecorder, diagnose, warn_unconverged
 from pyroflows.vi.laplace import log_joint as _log_joint
 from pyroflows.vi.sites import (
     EnumBlock,
@@ -52,6 +54,7 @@ from pyroflows.vi.sites import (
     hidden_discrete,
     model_tensors,
 )
+from pyroflows.vi.start import choose_start
 from pyroflows.vi.summaries import PosteriorSummaries
 
 __all__ = ["FlowGuide", "guide_flow"]
@@ -151,10 +154,14 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         hidden: hidden sizes of the conditioners (default two layers of ``max(32, 2 dim)``).
         init_loc_fn: per-site initialisation (Pyro's ``init_to_*`` strategies).
         init_scale: initial scale of the affine layer (Gaussian start ``N(init_loc, s^2 I)``).
-        affine_init: ``"laplace"`` starts the affine layer at the MAP (L-BFGS from
-            ``init_loc_fn``) with the Cholesky factor of the inverse Hessian, for well-identified
-            posteriors (regressions, GLMs); ``None`` keeps ``init_loc_fn`` and ``init_scale``
-            (use it for funnels, whose mode lies far from the mass).
+        affine_init: ``"auto"`` (default) estimates the ELBO (256 draws) of the Laplace start
+            (MAP by L-BFGS from ``init_loc_fn``, Cholesky factor of the inverse Hessian, both
+            used to whiten the affine layer's coordinates) and of the plain start, and keeps
+            the higher; the plain start where the MAP search fails or the model has enumerated
+            sites or subsampled plates. ``"laplace"`` always takes the Laplace start; ``None``
+            always the plain one ``N(init_loc, init_scale^2 I)``. Measured on
+            ill-conditioned regressions (``benchmarks/vi_conditioning.py``): the Laplace
+            start keeps every mean within a fraction of a posterior sd from the first step.
         stl: sticking-the-landing gradient (the guide's own samples are scored with detached
             parameters; for ``Trace_ELBO``). Affine families only for now (``"iaf"``,
             ``"realnvp"``): with spline layers it is refused, since it drifted to a wrong
@@ -182,14 +189,14 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         hidden: Sequence[int] | None = None,
         init_loc_fn: Callable = init_to_median,
         init_scale: float = 0.1,
-        affine_init: str | None = None,
+        affine_init: str | None = "auto",
         stl: bool = False,
         map_steps: int = 200,
         create_plates: Callable | None = None,
         **flow_kwargs,
     ):
-        if affine_init not in (None, "laplace"):
-            raise ValueError(f"affine_init must be None or 'laplace', got {affine_init!r}")
+        if affine_init not in (None, "laplace", "auto"):
+            raise ValueError(f"affine_init must be 'auto', 'laplace' or None, got {affine_init!r}")
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
         if not (callable(flow) or isinstance(flow, str)):
@@ -201,7 +208,7 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             )
         if affine_init is None and map_steps != 200:
             raise ValueError(
-                "map_steps is the length of the Laplace start: pass affine_init='laplace'"
+                "map_steps is the length of the Laplace start: pass affine_init='auto' or 'laplace'"
             )
         options = dict(flow_kwargs, layers=layers)
         if hidden is not None:
@@ -262,6 +269,7 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             self._unconstrained_shapes[name] = torch.Size(shape)
         self.latent_dim = sum(math.prod(s) for s in self._unconstrained_shapes.values())
         self.flow = self._make_flow(*args, **kwargs)
+        self.start_ = choose_start(self, self.affine_init, args, kwargs)
         if self.stl and _has_splines(self.flow):
             raise ValueError(
                 "stl=True is not supported with spline layers yet (measured: it converged to a "
@@ -289,9 +297,7 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             inner = guide_flow(self._flow_spec, dim, **options)
         loc = self._init_loc()
         scale_tril = torch.eye(dim, dtype=loc.dtype, device=loc.device) * self.init_scale
-        if self.affine_init == "laplace":
-            loc, scale_tril = laplace_start(self, loc, scale_tril, *args, **kwargs)
-        affine = AffineTril(loc, scale_tril)
+        affine = PreconditionedAffine(loc, scale_tril)
         flow = Flow(list(inner.transforms) + [affine], inner.base)
         return flow.to(device=loc.device, dtype=loc.dtype)
 
@@ -365,6 +371,7 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         lr: float = 1e-2,
         objective: str = "elbo",
         elbo: pyro.infer.ELBO | None = None,
+        check_convergence: bool = True,
         **fit_kwargs,
     ) -> History:
         """Maximise the ELBO with the shared training loop (:func:`pyroflows.train.fit`).
@@ -377,6 +384,10 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             objective: ``"elbo"`` (``Trace_ELBO``) or ``"iwae"`` (importance-weighted bound
                 with ``num_particles`` samples, what ``RenyiELBO(alpha=0)`` computes).
             elbo: any Pyro ELBO instead (its ``differentiable_loss`` is used).
+            check_convergence: at the end, check the fit (:mod:`~pyroflows.vi.convergence`:
+                the ELBO's trend over the last 30 % of the steps, PSIS k-hat, finite values),
+                keep the numbers in ``guide.diagnostics_`` and give a
+                :class:`~pyroflows.vi.convergence.ConvergenceWarning` if a check fails.
             **fit_kwargs: passed to :func:`pyroflows.train.fit` (``schedule``, ``clip_grad``,
                 ``time_budget``, ``seed``, ``progress``, ``callback``, ``checkpoint``,
                 ``resume`` ...).
@@ -414,8 +425,13 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         self._model_args = (args, model_kwargs)
         fit_kwargs.setdefault("patience", None)
         fit_kwargs.setdefault("clip_grad", 10.0)
-        return fit(trained, loss, None, **by_steps(steps), lr=lr, fingerprint=fingerprint,
-                   **fit_kwargs)  # fmt: skip
+        recorder = LossRecorder(loss)
+        history = fit(trained, recorder, None, **by_steps(steps), lr=lr, fingerprint=fingerprint,
+                      **fit_kwargs)  # fmt: skip
+        if check_convergence:
+            self.diagnostics_ = diagnose(self, recorder.values, args, model_kwargs)
+            warn_unconverged(self.diagnostics_)
+        return history
 
     def _elbo_loss(self, args, kwargs, objective, elbo, num_particles) -> ELBOLoss:
         """The ELBO of the full model: ``TraceEnum_ELBO`` over the enumerated sites, particles

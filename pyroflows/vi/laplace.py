@@ -71,7 +71,8 @@ def _refuse(guide) -> None:
 
 def _map_point(guide, loc: Tensor, args, kwargs) -> Tensor:
     """The MAP of the unconstrained latent vector by L-BFGS from ``loc`` (``map_steps``
-    iterations, strong Wolfe line search)."""
+    iterations, strong Wolfe line search); NaN where the search fails (the model raises at a
+    point it reached, e.g. a scale that underflowed)."""
     u = loc.detach().clone().requires_grad_()
     optimizer = torch.optim.LBFGS(
         [u], lr=1.0, max_iter=guide.map_steps, line_search_fn="strong_wolfe"
@@ -83,5 +84,8 @@ def _map_point(guide, loc: Tensor, args, kwargs) -> Tensor:
         loss.backward()
         return loss
 
-    optimizer.step(closure)
+    try:
+        optimizer.step(closure)
+    except (ValueError, RuntimeError):  # the search left the model's domain (a funnel's neck)
+        return torch.full_like(loc, torch.nan)
     return u.detach()
