@@ -428,8 +428,9 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         recorder = LossRecorder(loss)
         history = fit(trained, recorder, None, **by_steps(steps), lr=lr, fingerprint=fingerprint,
                       **fit_kwargs)  # fmt: skip
-        if check_convergence:
-            self.diagnostics_ = diagnose(self, recorder.values, args, model_kwargs)
+        if check_convergence:  # its draws, like the set-up's, leave a seeded caller's state
+            with _torch_seeded(fit_kwargs.get("seed")):
+                self.diagnostics_ = diagnose(self, recorder.values, args, model_kwargs)
             warn_unconverged(self.diagnostics_)
         return history
 
