@@ -3,7 +3,8 @@
 - :class:`FlowGuide` (:mod:`~pyroflows.vi.guide`): a Pyro autoguide, one flow over all latents;
   its ``fit`` is the one training loop with :class:`~pyroflows.train.losses.ELBOLoss`. Beside
   it: :mod:`~pyroflows.vi.sites` (what it reads from the model: argument checks, enumerated
-  and hidden discrete sites, particles), :mod:`~pyroflows.vi.laplace` (the MAP and Laplace covariance),
+  and hidden discrete sites, particles), :mod:`~pyroflows.vi.laplace` (the MAP and Laplace
+  covariance),
   :mod:`~pyroflows.vi.start` (the whitened Laplace start or the plain one, chosen by ELBO),
   :mod:`~pyroflows.vi.convergence` (the end-of-fit checks and :class:`ConvergenceWarning`),
   :mod:`~pyroflows.vi.summaries` (posterior draws, quantiles, ArviZ).
