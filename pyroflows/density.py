@@ -62,7 +62,11 @@ from pyroflows.tabular import (
     mixed_log_prob,
 )
 from pyroflows.train import History, check_options, fit, resolve_device
-from pyroflows.train.weights import check_sample_weight, effective_sample_size
+from pyroflows.train.weights import (
+    check_sample_weight,
+    check_weight_pairing,
+    effective_sample_size,
+)
 from pyroflows.validation import check_data, flag, positive_int
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -830,13 +834,7 @@ def _weighted_rows(X: np.ndarray, X_val: np.ndarray | None, sample_weight: Any, 
     and the rows of weight 0 removed; ``(X, X_val, None, None)`` without weights."""
     if sample_weight is None and val_weight is None:
         return X, X_val, None, None
-    if val_weight is not None and X_val is None:
-        raise ValueError("val_weight needs X_val")
-    if sample_weight is not None and X_val is not None and val_weight is None:
-        raise ValueError(
-            "sample_weight with X_val needs val_weight (the weights of the X_val rows; pass "
-            "ones for an unweighted validation loss)"
-        )
+    check_weight_pairing(sample_weight, val_weight, X_val is not None, "X_val")
     w = np.ones(len(X)) if sample_weight is None else check_sample_weight(sample_weight, len(X))
     w_val = None
     if X_val is not None:
