@@ -351,14 +351,22 @@ class DensityEstimator(BaseDensity):
             raise ValueError(f"flow={self.flow!r} needs finite bounds on every column")
         check_inside(X, low, high, name, closed=closed, offset=offset)
 
-    def _preprocessor(self, X: np.ndarray, X_val: np.ndarray | None = None) -> Preprocessor:
+    def _preprocessor(
+        self,
+        X: np.ndarray,
+        X_val: np.ndarray | None = None,
+        weight: np.ndarray | None = None,
+        val_weight: np.ndarray | None = None,
+    ) -> Preprocessor:
         """The pre-transform fitted to the training rows (already checked against the bounds):
-        the box onto the unit cube, or the float64 standardisation (chosen on ``X_val``)."""
+        the box onto the unit cube, or the float64 standardisation (chosen on ``X_val``,
+        weighted by the rows' weights when there are any)."""
         if self._unit_cube:
             return box_preprocessor(self._box(), X.shape[1])
         return choose_preprocessor(
-            X, X_val, whiten=self.whiten, bounds=self._box(), seed=self.random_state
-        )
+            X, X_val, whiten=self.whiten, bounds=self._box(), seed=self.random_state,
+            weight=weight, val_weight=val_weight,
+        )  # fmt: skip
 
     def _layout(self, dim: int) -> Preprocessor:
         """A pre-transform of the fitted one's layout, to load saved buffers into."""
@@ -416,7 +424,9 @@ class DensityEstimator(BaseDensity):
                 weights: the validation loss, early stopping and the choice between the
                 members of ``flow="auto"`` are weighted too. The pre-transform is fitted to
                 the rows unweighted (it is a fixed bijection whose Jacobian is part of
-                ``log p``); a ``base="gmm"`` start is fitted to a weighted resample of them.
+                ``log p``) and chosen (``whiten="auto"``) with the weights
+                (:func:`pyroflows.pretransform.choose_preprocessor`); a ``base="gmm"``
+                start is fitted to a weighted resample of them.
                 ``ess_`` reports the weights' effective sample size. In-memory data only.
             val_weight: the weights of the ``X_val`` rows; required with ``sample_weight``
                 and ``X_val`` (pass ones for an unweighted validation loss).
