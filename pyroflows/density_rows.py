@@ -32,14 +32,15 @@ __all__ = ["RowOptions", "Rows", "rows_in_memory", "rows_streamed", "to_data_uni
 @dataclass(frozen=True)
 class RowOptions:
     """How an estimator turns data into rows: ``check(X, name, offset)`` refuses rows outside
-    the bounds, ``fit_pre(X, X_val)`` fits the pre-transform of in-memory rows (it may choose
-    it on the validation rows ``X_val``); ``whiten`` and ``bounds`` give that of a streamed
+    the bounds, ``fit_pre(X, X_val, weight, val_weight)`` fits the pre-transform of in-memory
+    rows (it may choose it on the validation rows ``X_val``, weighted by the rows' weights when
+    there are any); ``whiten`` and ``bounds`` give that of a streamed
     file (``whiten="auto"`` standardises a file: the choice is measured on in-memory rows
     only); the split's ``fraction`` and ``random_state``; the ``batch_size`` of streamed
     blocks; the flow's ``dtype`` and ``device``."""
 
     check: Callable[..., None]
-    fit_pre: Callable[[np.ndarray, np.ndarray | None], Preprocessor]
+    fit_pre: Callable[..., Preprocessor]
     whiten: bool | str
     bounds: Any
     fraction: float
@@ -82,7 +83,7 @@ def rows_in_memory(
         X, X_val = X[train], None if held is None else X[held]
         if weight is not None:
             weight, val_weight = weight[train], None if held is None else weight[held]
-    pre = opt.fit_pre(X, X_val).to(opt.device)
+    pre = opt.fit_pre(X, X_val, weight, val_weight).to(opt.device)
     Z, ladj = to_latent(pre, X, opt.dtype, opt.device)
     digest = hashlib.sha256(np.ascontiguousarray(X).tobytes())
     mean_ladj = _mean(ladj, weight)

@@ -6,7 +6,10 @@ regularised correlation matrix, :func:`pyroflows.preprocess.fit_preprocessor` wi
 ``eigen_floor``) and scores each by the validation log-likelihood, in the data's units (the
 pre-transform's log-Jacobian included), of the best diagonal Gaussian mixture fitted in its
 space (1, 2, 4 or 8 components, the number also chosen on the validation rows); whitening is
-kept only where its gain over standardisation exceeds two paired standard errors. A flow whose
+kept only where its gain over standardisation exceeds two paired standard errors. With row
+weights (a weighted fit) the choice is weighted the same way as the fit: each mixture is fitted
+to a weighted resample of the training rows, and the gain is the weighted mean over the
+validation rows with the standard error of a weighted mean. A flow whose
 layers act coordinate by coordinate starts from, and profits most from, a space in which an
 axis-aligned mixture already fits well, so the better space for the mixture is the one the
 flow is trained in. The choice, the scores and the seconds it took are recorded on the
@@ -28,7 +31,13 @@ import torch
 
 from pyroflows.preprocess import Preprocessor, fit_preprocessor
 
-__all__ = ["CANDIDATES", "EIGEN_FLOOR", "choose_preprocessor", "mixture_score"]
+__all__ = [
+    "CANDIDATES",
+    "EIGEN_FLOOR",
+    "choose_preprocessor",
+    "mixture_score",
+    "weighted_resample",
+]
 
 #: the pre-transforms ``whiten="auto"`` chooses between, by name
 CANDIDATES = ("standardise", "whiten")
@@ -71,11 +80,41 @@ def _score(pre: Preprocessor, X: np.ndarray, X_val: np.ndarray, seed: int | None
     return mixture_score(Z, z_val.numpy(), seed) + ladj.numpy()
 
 
-def _pays(gain: np.ndarray) -> bool:
-    """Whether per-row gains are positive by more than two paired standard errors."""
+def weighted_resample(X: np.ndarray, weight: np.ndarray | None, seed: int | None) -> np.ndarray:
+    """``X`` itself without weights or with equal ones, else as many rows drawn from it with
+    replacement, row ``i`` with probability ``weight[i] / sum(weight)`` (an unweighted sample
+    of the weighted rows, for fitters that take no weights).
+
+    Example:
+        >>> weighted_resample(np.arange(4.0)[:, None], np.array([0, 0, 1, 0]), 0).ravel()
+        array([2., 2., 2., 2.])
+    """
+    if weight is None:
+        return X
+    w = np.asarray(weight, dtype=np.float64)
+    if np.all(w == w[0]):
+        return X
+    index = np.random.default_rng(seed).choice(len(X), size=len(X), p=w / w.sum())
+    return X[index]
+
+
+def _mean_and_se(values: np.ndarray, weight: np.ndarray | None) -> tuple[float, float]:
+    """The (weighted) mean of per-row values and its standard error: ``sd / sqrt(n)``
+    without weights or with equal ones, ``sqrt(sum w^2 (v - m)^2) / sum w`` with others."""
+    w = None if weight is None else np.asarray(weight, dtype=np.float64)
+    if w is None or np.all(w == w[0]):
+        return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+    mean = float(np.average(values, weights=w))
+    return mean, float(np.sqrt(np.sum(w**2 * (values - mean) ** 2)) / w.sum())
+
+
+def _pays(gain: np.ndarray, weight: np.ndarray | None = None) -> bool:
+    """Whether per-row gains are positive by more than two paired standard errors (their
+    weighted mean and its standard error with ``weight``)."""
     if len(gain) < 2 or not np.isfinite(gain).all():
         return False
-    return bool(gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain)))
+    mean, se = _mean_and_se(gain, weight)
+    return bool(mean > 2 * se)
 
 
 def choose_preprocessor(
@@ -85,6 +124,8 @@ def choose_preprocessor(
     whiten: bool | str = "auto",
     bounds: Any = None,
     seed: int | None = 0,
+    weight: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
 ) -> Preprocessor:
     """The pre-transform of the training rows ``X``: standardisation (``whiten=False``),
     regularised whitening (``True``), or (``"auto"``) whitening where it gives a diagonal
@@ -97,7 +138,12 @@ def choose_preprocessor(
         X_val: validation rows, or None (``"auto"`` then standardises: nothing to measure on).
         whiten: ``False``, ``True`` or ``"auto"``.
         bounds: the box of the data (:func:`pyroflows.preprocess.fit_preprocessor`).
-        seed: seed of the mixtures.
+        seed: seed of the mixtures (and of the weighted resample).
+        weight: non-negative weights of the rows of ``X`` (checked by the caller), or None:
+            the mixtures are then fitted to a weighted resample of ``X``. The maps
+            themselves are fitted to ``X`` unweighted.
+        val_weight: weights of the rows of ``X_val``, or None: the scores and the gain are
+            then weighted means over the validation rows.
 
     Returns:
         A :class:`~pyroflows.preprocess.Preprocessor` with ``choice_ = {"chosen": name,
@@ -118,11 +164,17 @@ def choose_preprocessor(
         pre = _fit(X, chosen, bounds, floor=whiten == "auto")
         pre.choice_ = {"chosen": chosen, "scores": {}, "seconds": time.perf_counter() - start}
         return pre
+    if val_weight is not None and len(val_weight) != len(X_val):
+        raise ValueError(f"val_weight has {len(val_weight)} weights for {len(X_val)} rows")
+    if weight is not None and len(weight) != len(X):
+        raise ValueError(f"weight has {len(weight)} weights for {len(X)} rows")
     fitted = {name: _fit(X, name, bounds, floor=True) for name in CANDIDATES}
-    rows = {name: _score(pre, X, X_val, seed) for name, pre in fitted.items()}
-    chosen = "whiten" if _pays(rows["whiten"] - rows["standardise"]) else "standardise"
+    sample = weighted_resample(X, weight, seed)
+    rows = {name: _score(pre, sample, X_val, seed) for name, pre in fitted.items()}
+    gain = rows["whiten"] - rows["standardise"]
+    chosen = "whiten" if _pays(gain, val_weight) else "standardise"
     pre = fitted[chosen]
-    scores = {name: float(values.mean()) for name, values in rows.items()}
+    scores = {name: _mean_and_se(values, val_weight)[0] for name, values in rows.items()}
     pre.choice_ = {"chosen": chosen, "scores": scores, "seconds": time.perf_counter() - start}
     return pre
 

@@ -31,7 +31,15 @@ import torch
 from pyroflows.train.control import History
 from pyroflows.train.recipe import Candidate, run_portfolio
 
-__all__ = ["PILOT_SHARE", "PILOT_STEPS", "RACING", "race_portfolio"]
+__all__ = [
+    "PILOT_RULE",
+    "PILOT_RULES",
+    "PILOT_SHARE",
+    "PILOT_STEPS",
+    "RACING",
+    "projected_loss",
+    "race_portfolio",
+]
 
 #: False: every member trains to its own end, one after the other (to measure what racing
 #: costs in quality; benchmarks/density_tables.py --full)
@@ -43,6 +51,28 @@ PILOT_STEPS = 1000
 PILOT_SHARE = 0.1
 #: validation epochs every member has seen before it can be dropped
 _MIN_EPOCHS = 3
+#: how a halving ranks the members: ``"best"``, by the best validation loss so far;
+#: ``"slope"``, by that loss extrapolated over the next rung (:func:`projected_loss`)
+PILOT_RULE = "best"
+PILOT_RULES = ("best", "slope")
+
+
+def projected_loss(val_loss: Sequence[float]) -> float:
+    """The best of ``val_loss`` (one value per epoch, epochs of equal steps) extrapolated to
+    twice as many epochs, as if the loss fell linearly in the log of the steps: the best so
+    far minus its fall over the second half of the epochs (the next rung of a race doubles
+    the steps, so a member still falling keeps the fall it had over the last doubling).
+
+    Example:
+        >>> projected_loss([4.0, 3.0, 2.0, 1.5])  # best 1.5; 3.0 after 2 of 4 epochs
+        0.0
+        >>> projected_loss([1.0, 1.0])
+        1.0
+    """
+    values = [float(v) for v in val_loss]
+    best = min(values)
+    half = values[: max(1, len(values) // 2)]
+    return best - (min(half) - best)
 
 
 class _Race:
@@ -57,6 +87,10 @@ class _Race:
         self.target = pilot_steps
         self.turn = self.names[0]
         self.best = {name: float("inf") for name in names}
+        self.curves: dict[str, list[float]] = {name: [] for name in names}
+        if PILOT_RULE not in PILOT_RULES:
+            raise ValueError(f"PILOT_RULE must be one of {PILOT_RULES}, got {PILOT_RULE!r}")
+        self.rule = PILOT_RULE
         self.waiting: set[str] = set()  # reached the current rung, waiting for the others
         self.running = set(names)  # whose fit has not returned
         self.failed = False  # a member raised: the others stop at their next epoch
@@ -72,7 +106,7 @@ class _Race:
         the worse half is dropped and the rung doubles."""
         pending = [n for n in self.alive if n in self.running and n not in self.waiting]
         if not pending and len(self.alive) > 1:
-            ranked = sorted(self.alive, key=lambda n: (self.best[n], self.names.index(n)))
+            ranked = sorted(self.alive, key=lambda n: (self._rank(n), self.names.index(n)))
             self.alive = ranked[: (len(ranked) + 1) // 2]
             self.alive = [n for n in self.names if n in self.alive]
             self.waiting.clear()
@@ -83,10 +117,17 @@ class _Race:
         self.turn = pending[0] if pending else None
         self.lock.notify_all()
 
+    def _rank(self, name: str) -> float:
+        """What a halving sorts the members by (lower is kept)."""
+        if self.rule == "slope" and self.curves[name]:
+            return projected_loss(self.curves[name])
+        return self.best[name]
+
     def after_epoch(self, name: str, epoch: int, history: History) -> bool:
         """The loop's callback: True stops this member (dropped from the race)."""
         with self.lock:
             self.best[name] = min(self.best[name], float(history.val_loss[-1]))
+            self.curves[name] = [float(v) for v in history.val_loss]
             if self.failed:
                 return True
             if len(self.alive) == 1:

@@ -44,6 +44,56 @@ def test_standardising_is_kept_for_independent_columns():
     assert np.array_equal(L, np.diag(np.diag(L)))
 
 
+def ridge_and_cross(n, seed):
+    """Three quarters of the rows on a thin diagonal ridge (whitening aligns it with the axes),
+    a quarter on a cross of two thin axis-aligned arms (whitening shears it off the axes); the
+    second value marks the cross rows."""
+    rng = np.random.default_rng(seed)
+    ridge, arms = int(0.75 * n), n - int(0.75 * n)
+    t = rng.normal(size=ridge)
+    long, thin = rng.normal(size=arms), 0.02 * rng.normal(size=arms)
+    first = rng.integers(0, 2, arms)[:, None] == 0
+    cross = np.where(first, np.column_stack([long, thin]), np.column_stack([thin, long]))
+    X = np.vstack([np.column_stack([t, t + 0.05 * rng.normal(size=ridge)]), cross])
+    return X, np.r_[np.zeros(ridge, dtype=bool), np.ones(arms, dtype=bool)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_choice_follows_the_weights(seed):
+    """Unweighted, the ridge dominates and whitening wins; with the ridge rows down-weighted
+    1000-fold the weighted fit is of the cross, for which whitening loses: a choice that
+    ignored the weights would whiten both times."""
+    X, cross = ridge_and_cross(1200, seed)
+    X_val, cross_val = ridge_and_cross(600, seed + 100)
+    plain = choose_preprocessor(X, X_val)
+    assert plain.choice_["chosen"] == "whiten"
+    w, w_val = np.where(cross, 1.0, 1e-3), np.where(cross_val, 1.0, 1e-3)
+    weighted = choose_preprocessor(X, X_val, weight=w, val_weight=w_val)
+    assert weighted.choice_["chosen"] == "standardise"
+    scores = weighted.choice_["scores"]
+    assert scores["standardise"] > scores["whiten"] + 0.1
+
+
+def test_equal_weights_are_the_unweighted_choice():
+    X, _ = ridge_and_cross(600, 0)
+    X_val, _ = ridge_and_cross(300, 1)
+    plain = choose_preprocessor(X, X_val).choice_
+    equal = choose_preprocessor(X, X_val, weight=np.full(600, 2.0), val_weight=np.ones(300))
+    assert equal.choice_["chosen"] == plain["chosen"]
+    assert equal.choice_["scores"] == plain["scores"]
+
+
+def test_the_estimator_chooses_its_pre_transform_with_the_weights():
+    X, cross = ridge_and_cross(1200, 0)
+    X_val, cross_val = ridge_and_cross(600, 100)
+    options = {**SMALL, "max_epochs": 1, "flow": "maf", "random_state": 0}
+    est = pf.DensityEstimator(**options).fit(X, X_val)
+    assert est.preprocessor_.choice_["chosen"] == "whiten"
+    w, w_val = np.where(cross, 1.0, 1e-3), np.where(cross_val, 1.0, 1e-3)
+    est.fit(X, X_val, sample_weight=w, val_weight=w_val)
+    assert est.preprocessor_.choice_["chosen"] == "standardise"
+
+
 def test_the_pre_transform_keeps_log_p_in_the_data_units():
     """log N(z; 0, I) + log|dz/dx| of the chosen (whitening) map is the Gaussian density with
     the map's mean and covariance, in the data's units: the Jacobian is included."""

@@ -52,6 +52,36 @@ def test_a_member_ahead_late_is_kept_when_the_pilot_shows_it():
     assert best.name == "b" and every[0].result == 5
 
 
+def late_winner():
+    """``a`` flat at 1.5; ``b`` at 1.64 after the pilot's 5 epochs but falling by 0.8 every
+    doubling of the epochs (linear in log epochs): it passes ``a`` at epoch 5."""
+    return {"a": lambda e: 1.5, "b": lambda e: 3.5 - 0.8 * np.log2(e + 1)}
+
+
+@pytest.mark.parametrize(("rule", "winner"), [("best", "a"), ("slope", "b")])
+def test_the_slope_rule_keeps_a_late_winner_that_the_best_loss_drops(monkeypatch, rule, winner):
+    monkeypatch.setattr(racing, "PILOT_RULE", rule)
+    best, every = race_portfolio(["a", "b"], loop(late_winner(), []), pilot_steps=50)
+    assert best.name == winner
+    loser = every[0 if winner == "b" else 1]
+    assert loser.result == 5  # stopped after its pilot
+    if winner == "b":  # kept: it ends far below a
+        assert every[1].history.best_loss < 1.5 - 2
+
+
+def test_projected_loss_is_the_last_doubling_fall_again():
+    curve = [3.5 - 0.5 * np.log2(e + 1) for e in range(8)]  # linear in log2 epochs
+    # best 2.0 after 8 epochs, 2.5 after 4: projected 1.5, the value at 16 epochs
+    assert racing.projected_loss(curve) == pytest.approx(3.5 - 0.5 * np.log2(16))
+    assert racing.projected_loss([2.0, 2.0, 2.0]) == 2.0
+
+
+def test_an_unknown_pilot_rule_is_refused(monkeypatch):
+    monkeypatch.setattr(racing, "PILOT_RULE", "guess")
+    with pytest.raises(ValueError, match="PILOT_RULE"):
+        race_portfolio(["a", "b"], loop({"a": lambda e: 1.0, "b": lambda e: 1.0}, []))
+
+
 def test_a_failing_member_stops_the_race_and_raises():
     def fit_member(name, run):
         if name == "b":

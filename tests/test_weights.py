@@ -13,7 +13,11 @@ from torch import nn
 
 import pyroflows as pf
 from pyroflows.cli import main
-from pyroflows.train.weights import check_sample_weight, effective_sample_size
+from pyroflows.train.weights import (
+    check_sample_weight,
+    check_weight_pairing,
+    effective_sample_size,
+)
 
 from conftest import randomize
 
@@ -177,6 +181,36 @@ def test_check_sample_weight_names_the_first_bad_row():
         check_sample_weight([1.0, 0.0, -1.0, -2.0], 4)
     with pytest.raises(ValueError, match="numeric"):
         check_sample_weight(["a", "b"], 2)
+
+
+@pytest.mark.parametrize(
+    ("sample_weight", "val_weight", "has_validation", "message"),
+    [
+        (None, [1.0], False, "val_weight needs X_val"),
+        ([1.0], [1.0], False, "val_weight needs X_val"),
+        ([1.0], None, True, "sample_weight with X_val needs val_weight"),
+    ],
+    ids=["val weights, no rows", "both, no rows", "train weights only"],
+)
+def test_weight_pairing_refuses_one_sided_weights(sample_weight, val_weight, has_validation,
+                                                  message):  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        check_weight_pairing(sample_weight, val_weight, has_validation, "X_val")
+
+
+@pytest.mark.parametrize(
+    ("sample_weight", "val_weight", "has_validation"),
+    [(None, None, True), (None, None, False), ([1.0], None, False), ([1.0], [1.0], True),
+     (None, [1.0], True)],
+)  # fmt: skip
+def test_weight_pairing_accepts_matched_weights(sample_weight, val_weight, has_validation):
+    assert check_weight_pairing(sample_weight, val_weight, has_validation) is None
+
+
+def test_loop_refuses_validation_weights_without_validation_rows():
+    flow = pf.maf(2, layers=1, hidden=(4,))
+    with pytest.raises(ValueError, match="val_weight needs val_data"):
+        pf.fit(flow, pf.losses.nll, torch.randn(10, 2), val_weight=torch.ones(10), max_epochs=1)
 
 
 # -- the density estimator ----------------------------------------------------------------------

@@ -48,6 +48,7 @@ from pyroflows.train.distributed import Parallel
 from pyroflows.train.distributed import setup as setup_parallel
 from pyroflows.train.options import SCHEDULES, _Options, resolve_device
 from pyroflows.train.sources import Batch, _as_batch, _Source
+from pyroflows.train.weights import check_weight_pairing
 
 LossFn = Callable[[nn.Module, Batch], Tensor]
 
@@ -314,13 +315,7 @@ def _sources(
     weights on either side both sides carry them (ones where none were given), and the loss
     receives the last tensor of a batch as its ``weight``."""
     weighted = sample_weight is not None or val_weight is not None
-    if val_weight is not None and val_data is None:
-        raise ValueError("val_weight needs val_data")
-    if sample_weight is not None and val_data is not None and val_weight is None:
-        raise ValueError(
-            "sample_weight with val_data needs val_weight (the weights of the validation rows; "
-            "pass ones for an unweighted validation loss)"
-        )
+    check_weight_pairing(sample_weight, val_weight, val_data is not None)
     if weighted:
         _check_weighted_loss(loss_fn)
         if sample_weight is None:  # the training rows get weight 1: the batches carry one

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["check_sample_weight", "effective_sample_size", "normalised"]
+__all__ = ["check_sample_weight", "check_weight_pairing", "effective_sample_size", "normalised"]
 
 
 def check_sample_weight(weight: Any, n: int, name: str = "sample_weight") -> np.ndarray:
@@ -70,6 +70,42 @@ def check_sample_weight(weight: Any, n: int, name: str = "sample_weight") -> np.
     if not w.sum() > 0:
         raise ValueError(f"{name} is all zero: no row would count")
     return w
+
+
+def check_weight_pairing(
+    sample_weight: Any, val_weight: Any, has_validation: bool, validation: str = "val_data"
+) -> None:
+    """Refuse weights on one side of a fit where the other side needs them too.
+
+    Validation weights without validation rows have nothing to weigh; training weights with
+    validation rows but without validation weights would compare a weighted training loss with
+    an unweighted validation loss, so both are refused rather than guessed.
+
+    Args:
+        sample_weight: the training rows' weights, or None.
+        val_weight: the validation rows' weights, or None.
+        has_validation: whether the caller was given validation rows.
+        validation: how the validation rows are called in messages (``"X_val"``,
+            ``"val_data"``).
+
+    Raises:
+        ValueError: ``val_weight`` without validation rows, or ``sample_weight`` with
+            validation rows and no ``val_weight``.
+
+    Example:
+        >>> check_weight_pairing([1.0, 2.0], [1.0], has_validation=True)
+        >>> check_weight_pairing(None, [1.0], has_validation=False, validation="X_val")
+        Traceback (most recent call last):
+        ...
+        ValueError: val_weight needs X_val
+    """
+    if val_weight is not None and not has_validation:
+        raise ValueError(f"val_weight needs {validation}")
+    if sample_weight is not None and has_validation and val_weight is None:
+        raise ValueError(
+            f"sample_weight with {validation} needs val_weight (the weights of the {validation} "
+            "rows; pass ones for an unweighted validation loss)"
+        )
 
 
 def normalised(weight: np.ndarray, like: torch.Tensor) -> torch.Tensor:
