@@ -119,7 +119,7 @@ def markdown(rows, args) -> str:
         "(`--every-member`).",
         "",
         "| task | C2ST ensemble | C2ST single | C2ST mean member | coverage - level at "
-        f"{LEVELS}: ensemble | single | mean member | fit s |",
+        f"{LEVELS}: ensemble | single | mean member | fit s (all members) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -129,7 +129,7 @@ def markdown(rows, args) -> str:
         every = len(members) > 1  # else only member 0 was scored
         lines.append(
             f"| {r['task']} | {np.mean(r['ensemble_c2st']):.3f} | {members[0].mean():.3f} | "
-            f"{members.mean() if every else float('nan'):.3f} | "
+            f"{f'{members.mean():.3f}' if every else 'not run'} | "
             f"{fmt(r['ensemble_coverage_minus_level'])} | {fmt(cov[0])} | "
             f"{fmt(cov.mean(0)) if every else 'not run'} | {r['fit_s']:.0f} |"
         )
