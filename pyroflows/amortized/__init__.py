@@ -12,6 +12,11 @@
 - :mod:`~pyroflows.amortized.recipe`: how a posterior is trained (modes, split, the
   ``flow="auto"`` portfolio, two phases, online simulations as a data source of the loop).
 - :mod:`~pyroflows.amortized.saved`: the saved file (write, read and check, restore).
+- :mod:`~pyroflows.amortized.weights`: weighted simulations (``fit(..., sample_weight=)``:
+  the check and the weighted standardisations).
+- :mod:`~pyroflows.amortized.ensemble`: ``ensemble=k`` (members, mixture draws and density).
+- :mod:`~pyroflows.amortized.fast_sampler`, :mod:`~pyroflows.amortized.misspecification`:
+  the distilled sampler and the summary-space check behind ``distil`` / ``check_observation``.
 - :mod:`~pyroflows.amortized.posterior`: :class:`AmortizedPosterior` (fit offline or online,
   sample, log_prob, ArviZ, save / load), the user's object over the parts above.
 

@@ -33,7 +33,14 @@ from pyroflows.validation import positive_int
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
 Posterior = Any
 
-__all__ = ["OBJECTIVES", "SAMPLERS", "STUDENT_DEFAULTS", "distil_posterior", "sampling_flow"]
+__all__ = [
+    "OBJECTIVES",
+    "SAMPLERS",
+    "STUDENT_DEFAULTS",
+    "distil",
+    "distil_posterior",
+    "sampling_flow",
+]
 
 _ZERO = {"z": 0.0, "x": 0.0, "hidden": 0.0, "params": 0.0}
 #: ``objective -> (weights of the MSE terms, weight of the reverse KL)``
@@ -104,6 +111,30 @@ def distil_posterior(
     student = distill(teacher, (z[n_val:], context[n_val:]), val, weights=weights,
                       kl_weight=kl_weight, univariate=Affine(), **options)  # fmt: skip
     return student.eval().requires_grad_(False)
+
+
+def distil(
+    post: Posterior,
+    theta: Tensor | None,
+    x: Tensor | None,
+    num_simulations: int | None,
+    objective: str = "both",
+    seed: int = 0,
+    **fit_options: Any,
+) -> Flow:
+    """:meth:`AmortizedPosterior.distil`: check the teacher and the call, simulate
+    ``num_simulations`` (or take ``theta`` and ``x``) and train the student, all under
+    ``seed`` (the global random state is left as it was); returns the student without
+    changing ``post``."""
+    from pyroflows.amortized.recipe import seeded
+
+    check_teacher(post)
+    if (num_simulations is None) == (theta is None or x is None):
+        raise ValueError("distil takes theta and x, or num_simulations")
+    with seeded(seed):
+        if num_simulations is not None:
+            theta, x = post._simulate_many(positive_int("num_simulations", num_simulations))
+        return distil_posterior(post, theta, x, objective, seed=seed, **fit_options)
 
 
 def sampling_flow(post: Posterior, sampler: str) -> Flow:

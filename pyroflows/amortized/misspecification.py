@@ -16,16 +16,32 @@ to be trusted, however narrow they look.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["WARN_ALPHA", "CheckResult", "SummaryReference"]
+from pyroflows.validation import positive_int
+
+#: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
+Posterior = Any
+
+__all__ = [
+    "WARN_ALPHA",
+    "CheckResult",
+    "SummaryReference",
+    "calibrate",
+    "check_observation",
+    "warn_if_outside",
+]
 
 #: :meth:`~pyroflows.AmortizedPosterior.sample` and ``log_prob`` warn for an observation with
 #: a p-value below this (once a reference exists): about one false alarm in a thousand
 #: observations from the model
 WARN_ALPHA = 1e-3
+#: added to the seed of :func:`calibrate`'s simulations, so that they are not a fit's
+#: simulations drawn with the same seed
+CHECK_SEED_OFFSET = 0xC4EC
 
 
 @dataclass(frozen=True)
@@ -107,3 +123,37 @@ def warn_if_outside(reference: SummaryReference | None, embeddings: Tensor) -> N
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+def _embeddings(post: Posterior, batch: Tensor) -> Tensor:
+    """The summaries of a checked batch of observations, on the CPU, without graph."""
+    with torch.inference_mode():
+        return post._context(batch).cpu()
+
+
+def calibrate(
+    post: Posterior, num_simulations: int = 1000, x: Tensor | None = None, seed: int = 0
+) -> SummaryReference:
+    """The reference of a fitted posterior: the summaries of held-out simulations (``x``
+    given, or ``num_simulations`` simulated from a stream of ``seed + CHECK_SEED_OFFSET``,
+    the global random state left as it was); simulations with non-finite values are left
+    out. Changes nothing in ``post``."""
+    from pyroflows.amortized.recipe import seeded
+
+    post._check_fitted()
+    if x is None:
+        with seeded(seed, CHECK_SEED_OFFSET):
+            _, x = post._simulate_many(positive_int("num_simulations", num_simulations))
+    batch, _ = post.observations.check(x)
+    batch = batch[torch.isfinite(batch.reshape(len(batch), -1)).all(-1)]
+    return SummaryReference(_embeddings(post, batch))
+
+
+def check_observation(post: Posterior, x: Any, alpha: float = 0.05) -> CheckResult:
+    """The test of observations ``x`` against ``post.reference`` (set by :func:`calibrate`
+    with its defaults first when there is none)."""
+    post._check_fitted()
+    if post.reference is None:
+        post.reference = calibrate(post)
+    batch, _ = post.observations.check(x)
+    return post.reference.check(_embeddings(post, batch), alpha)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyroflows.preprocess import Preprocessor, fit_preprocessor
+from pyroflows.preprocess import Preprocessor
 from pyroflows.validation import as_real_tensor
 
 __all__ = [
@@ -226,14 +226,21 @@ class ObservationSpace:
             **sets,
         )
 
-    def fitted(self, x: Tensor) -> ObservationSpace:
+    def fitted(self, x: Tensor, weight: Tensor | None = None) -> ObservationSpace:
         """A copy with ``shape`` and ``pre`` fitted on the training data ``x (N, ...)`` (in
-        float64, over the finite rows). Warns when a few extreme values dominate a column."""
+        float64, over the finite rows; weighted by the simulations' ``weight (N,)`` when
+        given, see :func:`pyroflows.amortized.weights.standardisation`). Warns when a few
+        extreme values dominate a column."""
+        from pyroflows.amortized.weights import standardisation
+
         shape = x.shape[1:]
         rows = x.to(torch.float64).reshape(-1, self.features(shape))
-        rows = rows[torch.isfinite(rows).all(-1)]
+        finite = torch.isfinite(rows).all(-1)
+        if weight is not None:  # each simulation's weight on each of its rows
+            weight = weight.repeat_interleave(len(rows) // len(x))[finite]
+        rows = rows[finite]
         warn_if_swamped(rows, "x")
-        return replace(self, shape=shape, pre=fit_preprocessor(rows, name="x"))
+        return replace(self, shape=shape, pre=standardisation(rows, weight, "x"))
 
     def features(self, shape: Sequence[int] | None = None) -> int:
         """Entries per standardised row of one simulation of ``shape`` (default ``shape``)."""

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.distributions import biject_to, constraints
 
 from pyroflows.amortized.observations import warn_if_swamped
-from pyroflows.preprocess import Preprocessor, fit_preprocessor
+from pyroflows.preprocess import Preprocessor
 
 __all__ = [
     "ParameterSpace",
@@ -298,13 +298,16 @@ class ParameterSpace:
         return torch.cat(parts, -1)
 
     # -- the encoder: user units <-> the flow's standardised unconstrained space -------------
-    def standardisation(self, theta: Tensor) -> Preprocessor:
+    def standardisation(self, theta: Tensor, weight: Tensor | None = None) -> Preprocessor:
         """The float64 standardisation of the unconstrained parameters, fitted on training
-        draws ``theta (N, dim)`` in the user's units (warns when a few extreme values
-        dominate a column)."""
+        draws ``theta (N, dim)`` in the user's units, weighted by ``weight (N,)`` when given
+        (:func:`pyroflows.amortized.weights.standardisation`); warns when a few extreme
+        values dominate a column."""
+        from pyroflows.amortized.weights import standardisation
+
         u, _ = self.to_unconstrained(theta.to(torch.float64))
         warn_if_swamped(u, "theta (unconstrained)")
-        return fit_preprocessor(u, name="theta (unconstrained)")
+        return standardisation(u, weight, "theta (unconstrained)")
 
     def encode(self, theta: Tensor, pre: Preprocessor) -> tuple[Tensor, Tensor]:
         """User units -> ``(z, log|dz/dtheta|)`` in float64: the bijection to the

@@ -28,9 +28,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pyroflows.amortized.ensemble import (
+    adopt,
+    check_ensemble,
+    fit_ensemble,
+    log_prob_mixture,
+    member_copies,
+    not_for_ensembles,
+    sample_mixture,
+)
 from pyroflows.amortized.estimator import PosteriorEstimator, log_prob_chunks, sample_chunks
-from pyroflows.amortized.fast_sampler import distil_posterior, sampling_flow
-from pyroflows.amortized.misspecification import CheckResult, SummaryReference, warn_if_outside
+from pyroflows.amortized.fast_sampler import distil, sampling_flow
+from pyroflows.amortized.misspecification import (
+    CheckResult,
+    SummaryReference,
+    calibrate,
+    check_observation,
+    warn_if_outside,
+)
 from pyroflows.amortized.observations import ObservationSpace, check_sized
 from pyroflows.amortized.parallel import CHUNK_SIZE, check_parallel, simulate_parallel
 from pyroflows.amortized.parameters import ParameterSpace
@@ -42,7 +57,7 @@ from pyroflows.amortized.recipe import (
     TRAIN_DEFAULTS,
     fit_posterior,
 )
-from pyroflows.amortized.saved import blob_of, read_blob, restore
+from pyroflows.amortized.saved import blob_of, members_of, read_blob, restore
 from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, VariableSizeSimulator
 from pyroflows.builders import FAMILIES
 from pyroflows.flows import Flow
@@ -76,10 +91,6 @@ __all__ = [
 #: (sbi 0.842 +- 0.016); the linear Gaussian at 1 000 unchanged (0.587 vs 0.585). On two
 #: moons random swaps cost at both budgets (1 000: 0.782 vs 0.757) and maps starting as the
 #: identity helped at 1 000 (0.740) but cost at 10 000 (0.569 vs 0.562): two get none.
-#: added to the seed of :meth:`AmortizedPosterior.calibrate_check`'s simulations, so that they
-#: are not a fit's simulations drawn with the same seed
-_CHECK_SEED_OFFSET = 0xC4EC
-
 FLOW_DEFAULTS: dict[str, Any] = dict(
     layers=5, hidden=(64, 64), context_every_layer=True, lu="auto"
 )  # fmt: skip
@@ -127,6 +138,11 @@ class AmortizedPosterior:
             padded with all-NaN rows; an observation is such a set of any number of rows
             (padding rows optional), or, for scalar observations, the model's 1-D data
             ``(n,)``. A batch of observations is ``(B, rows, features)``.
+        ensemble: the number of member posteriors (default 1: none). ``k > 1``: ``members``
+            holds ``k`` posteriors built with these arguments (each with a copy of
+            ``summary``), trained by :meth:`fit` on the same simulations with seeds
+            ``seed + i``; :meth:`sample` and :meth:`log_prob` are those of their
+            equal-weight mixture (:mod:`~pyroflows.amortized.ensemble`).
 
     Example with a varying number of observations:
         >>> import pyro
@@ -175,7 +191,9 @@ class AmortizedPosterior:
         param_name: str = "theta",
         sizes: Iterable[int] | None = None,
         size_arg: str | None = None,
+        ensemble: int = 1,
     ):
+        k = check_ensemble(ensemble)
         _check_arguments(model, prior, simulator, summary, flow, model_args, model_kwargs,
                          param_name)  # fmt: skip
         self.observed = str(observed)
@@ -209,6 +227,9 @@ class AmortizedPosterior:
         self.theta_pre: Preprocessor | None = None
         self.history: History | None = None
         self.dropped = 0
+        #: the Kish effective sample size of the last fit's training weights
+        #: (``fit(..., sample_weight=)``), None after an unweighted fit
+        self.ess_: float | None = None
         #: the fast sampler (:meth:`distil`): a conditional IAF student of the flow, or None
         self.student: Flow | None = None
         #: the misspecification check's held-out summaries (:meth:`calibrate_check`)
@@ -216,6 +237,19 @@ class AmortizedPosterior:
         #: warn in :meth:`sample` / :meth:`log_prob` for observations whose check p-value is
         #: below :data:`~pyroflows.amortized.misspecification.WARN_ALPHA` (with a reference)
         self.warn_misspecified = True
+        #: ``ensemble=k > 1``: the member posteriors (:mod:`~pyroflows.amortized.ensemble`)
+        self.members: list[AmortizedPosterior] = []
+        if k > 1:
+            self.members = [
+                AmortizedPosterior(
+                    model, observed, prior=prior, simulator=simulator, summary=copy,
+                    flow=flow, flow_kwargs=flow_kwargs, model_args=model_args,
+                    model_kwargs=model_kwargs, param_name=param_name,
+                    sizes=None if sizes is None else self.sizes,
+                    size_arg=size_arg,
+                )
+                for copy in member_copies(summary, k)
+            ]  # fmt: skip
 
     # -- the data (see :class:`ObservationSpace`) -------------------------------------------
     @property
@@ -333,6 +367,8 @@ class AmortizedPosterior:
 
     # -- input checks -----------------------------------------------------------------------
     def _check_fitted(self) -> None:
+        if self.members and all(m.estimator is not None for m in self.members):
+            return
         if self.estimator is None:
             raise ValueError("this AmortizedPosterior is not fitted yet; call fit first")
 
@@ -351,6 +387,7 @@ class AmortizedPosterior:
         recipe: str | None = None,
         num_workers: int | None = None,
         executor: Executor | None = None,
+        sample_weight: Any = None,
         **train_options: Any,
     ) -> AmortizedPosterior:
         """Train on simulations; returns the posterior itself.
@@ -388,6 +425,16 @@ class AmortizedPosterior:
             simulate_online: draw fresh simulations at every step.
             steps: number of optimisation steps online (the default cosine schedule runs
                 over all of them; no early stopping online).
+            sample_weight: one finite, non-negative weight per simulation of ``fit(theta,
+                x)`` (not all zero), e.g. importance weights of simulations drawn from
+                another proposal; the loss is the weighted mean of the simulations' negative
+                log densities (validation too), the standardisations of ``theta`` and ``x``
+                are the weighted ones (:mod:`~pyroflows.amortized.weights`), and an integer
+                weight ``k`` is the same fit as the simulation repeated ``k`` times.
+                Simulations of weight zero are left out. ``ess_`` then holds the training
+                weights' Kish effective sample size (None after an unweighted fit). Refused
+                with ``num_simulations`` or ``simulate_online`` (simulations drawn by the fit
+                have no weights).
             num_workers, executor: simulate ``num_simulations`` in parallel (:meth:`simulate`:
                 chunks seeded from ``seed``, the same simulations whatever the number of
                 workers); ``num_simulations`` only.
@@ -428,7 +475,11 @@ class AmortizedPosterior:
         """
         given = dict(steps=steps, validation_fraction=validation_fraction,
                      num_validation=num_validation, steps_per_epoch=steps_per_epoch,
-                     num_workers=num_workers, executor=executor)  # fmt: skip
+                     num_workers=num_workers, executor=executor,
+                     sample_weight=sample_weight)  # fmt: skip
+        if self.members:
+            return fit_ensemble(self, theta, x, num_simulations, simulate_online, recipe, given,
+                                train_options)  # fmt: skip
         # a student and a reference of other networks
         student, reference, self.student, self.reference = self.student, self.reference, None, None
         try:
@@ -451,17 +502,8 @@ class AmortizedPosterior:
         (``x`` given, or ``num_simulations`` simulated here from a stream of ``seed`` that a
         ``fit(..., seed=seed)`` does not draw; the global random state is left as it was). Then
         :meth:`sample` and :meth:`log_prob` warn for observations outside them."""
-        from pyroflows.amortized.recipe import seeded
-
-        self._check_fitted()
-        if x is None:
-            with seeded(seed, _CHECK_SEED_OFFSET):
-                _, x = self._simulate_many(positive_int("num_simulations", num_simulations))
-        batch, _ = self.observations.check(x)
-        batch = batch[torch.isfinite(batch.reshape(len(batch), -1)).all(-1)]
-        with torch.inference_mode():
-            embeddings = self._context(batch).cpu()
-        self.reference = SummaryReference(embeddings)
+        not_for_ensembles(self, "calibrate_check")
+        self.reference = calibrate(self, num_simulations, x, seed)
         return self
 
     def check_observation(self, x: Any, alpha: float = 0.05) -> CheckResult:
@@ -481,13 +523,8 @@ class AmortizedPosterior:
             >>> post.check_observation(torch.tensor([[0.5, -1.0], [40.0, 0.0]])).misspecified
             tensor([False,  True])
         """
-        self._check_fitted()
-        if self.reference is None:
-            self.calibrate_check()
-        batch, _ = self.observations.check(x)
-        with torch.inference_mode():
-            embeddings = self._context(batch).cpu()
-        return self.reference.check(embeddings, alpha)
+        not_for_ensembles(self, "check_observation")
+        return check_observation(self, x, alpha)
 
     def distil(
         self,
@@ -518,16 +555,8 @@ class AmortizedPosterior:
             ValueError: not fitted, a flow that already draws in one pass per layer
                 (coupling), or bad simulations / options; the posterior is then unchanged.
         """
-        from pyroflows.amortized.fast_sampler import check_teacher
-        from pyroflows.amortized.recipe import seeded
-
-        check_teacher(self)
-        if (num_simulations is None) == (theta is None or x is None):
-            raise ValueError("distil takes theta and x, or num_simulations")
-        with seeded(seed):
-            if num_simulations is not None:
-                theta, x = self._simulate_many(positive_int("num_simulations", num_simulations))
-            self.student = distil_posterior(self, theta, x, objective, seed=seed, **fit_options)
+        not_for_ensembles(self, "distil")
+        self.student = distil(self, theta, x, num_simulations, objective, seed, **fit_options)
         return self
 
     def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -561,6 +590,9 @@ class AmortizedPosterior:
         """
         self._check_fitted()
         num_samples = positive_int("num_samples", num_samples)
+        if self.members:
+            theta = sample_mixture(self, x, num_samples, seed, sampler)
+            return self.space.unflatten(theta) if as_dict else theta
         flow = sampling_flow(self, sampler)
         batch, single = self.observations.check(x)
         # inference mode: a few percent faster than no_grad over the thousands of small
@@ -585,6 +617,8 @@ class AmortizedPosterior:
         must broadcast with ``(B,)`` (e.g. ``(S, B, dim)``).
         """
         self._check_fitted()
+        if self.members:
+            return log_prob_mixture(self, theta, x)
         theta = as_real_tensor(theta, "theta")
         if theta.dim() == 0 or theta.shape[-1] != self.space.dim:
             raise ValueError(
@@ -660,7 +694,12 @@ class AmortizedPosterior:
             ValueError: not fitted, or the folder does not exist or is not writable.
         """
         self._check_fitted()
-        atomic_save(blob_of(self, self.FORMAT_VERSION), path)
+        if self.members:
+            blob = blob_of(self.members[0], self.FORMAT_VERSION)
+            blob["members"] = [blob_of(m, self.FORMAT_VERSION) for m in self.members[1:]]
+        else:
+            blob = blob_of(self, self.FORMAT_VERSION)
+        atomic_save(blob, path)
 
     @classmethod
     def load(
@@ -688,6 +727,7 @@ class AmortizedPosterior:
                 (or the ``summary`` passed); a crafted file never runs code.
         """
         blob = read_blob(path, cls.FORMAT_VERSION)
+        others = members_of(blob, path)
         c = blob["config"]
         given = summary is not None
         if summary is None:
@@ -698,13 +738,21 @@ class AmortizedPosterior:
             flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
             model_kwargs=model_kwargs, param_name="theta" if model is not None else c["param_name"],
             sizes=c["sizes"] if sized else None, size_arg=c.get("size_arg") if sized else None,
+            ensemble=1 + len(others),
         )  # fmt: skip
-        return restore(post, blob, path, summary, given)
+        if not others:
+            return restore(post, blob, path, summary, given)
+        for member, saved in zip(post.members, [blob, *others], strict=True):
+            restore(member, saved, path, member.summary, given)
+        adopt(post)
+        return post
 
     def __repr__(self) -> str:
-        state = "fitted" if self.estimator is not None else "not fitted"
+        fitted = self.estimator is not None or (self.members and self.members[0].estimator)
+        state = "fitted" if fitted else "not fitted"
+        ensemble = f", ensemble={len(self.members)}" if self.members else ""
         return (
-            f"AmortizedPosterior({self.space}, flow={self.flow_name!r}, "
+            f"AmortizedPosterior({self.space}{ensemble}, flow={self.flow_name!r}, "
             f"summary={type(self.summary).__name__ if self.summary is not None else None}, "
             f"{state})"
         )

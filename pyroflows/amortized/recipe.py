@@ -28,17 +28,19 @@ import torch
 from torch import Tensor
 
 from pyroflows.amortized.estimator import build_members, check_summary_output, plain
-from pyroflows.amortized.observations import drop_invalid
+from pyroflows.amortized.observations import drop_invalid, valid_rows
 from pyroflows.amortized.parallel import CHUNK_SIZE, check_parallel
 from pyroflows.amortized.parameters import ParameterSpace, describe_constraint, encode_constraint
 from pyroflows.amortized.simulate import check_training
+from pyroflows.amortized.weights import checked_weight
 from pyroflows.losses import nll
 from pyroflows.nn.summary import IdentitySummary
 from pyroflows.train import History, check_options, fit
 from pyroflows.train.checkpoint import member_path, rng_state, set_rng_state
 from pyroflows.train.recipe import merge_histories, run_portfolio, validation_rows
 from pyroflows.train.sources import Simulations
-from pyroflows.validation import positive_int
+from pyroflows.train.weights import effective_sample_size
+from pyroflows.validation import as_real_tensor, positive_int
 
 #: the facade (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`) that calls these
 #: functions with itself; not imported, so the facade stays the one module above this one
@@ -50,6 +52,7 @@ __all__ = [
     "RECIPES",
     "SECOND_PHASE_EPOCHS",
     "TRAIN_DEFAULTS",
+    "check_call",
     "fit_posterior",
 ]
 
@@ -155,9 +158,12 @@ def _check_train_options(options: Mapping[str, Any]) -> None:
     """A TypeError for a misspelt (or reserved) training option and the loop's own error for
     a bad value (``lr=-1``), before anything is simulated (the loop would only find them after
     the simulations and the set-up)."""
-    reserved = sorted(set(options) & {"desc", "steps_per_epoch"})
+    reserved = sorted(set(options) & {"desc", "steps_per_epoch", "val_weight"})
     if reserved:
-        raise TypeError(f"unknown training option(s) {reserved}: Posterior.fit sets these itself")
+        raise TypeError(
+            f"unknown training option(s) {reserved}: Posterior.fit sets these itself (the "
+            "validation simulations' weights come from sample_weight)"
+        )
     check_options(**{**TRAIN_DEFAULTS, **options})
 
 
@@ -180,20 +186,18 @@ def _check_mode(online: bool, given: Mapping[str, Any], train_options: Mapping) 
         raise ValueError(f"{online_only} would be ignored by an online fit: steps= sets its length")
 
 
-def fit_posterior(
-    post: Posterior,
+def check_call(
     theta: Any,
     x: Any,
     num_simulations: int | None,
     simulate_online: bool,
     recipe: str | None,
     given: Mapping[str, Any],
-    train_options: dict[str, Any],
-) -> Posterior:
-    """:meth:`AmortizedPosterior.fit`: check the call, then run one mode, all or nothing
-    (``given``: ``steps``, ``validation_fraction``, ``num_validation``, ``steps_per_epoch``
-    as passed, None where left out)."""
-    options = {**TRAIN_DEFAULTS, **train_options}
+    train_options: Mapping[str, Any],
+) -> tuple[Tensor | None, dict[str, Any], float, bool]:
+    """The checks of a ``fit`` call before anything is simulated or changed: one mode, the
+    options of that mode and of the loop, the parallel options, the weights. Returns
+    ``(checked weights or None, the parallel options, validation fraction, two phases)``."""
     modes = [theta is not None or x is not None, num_simulations is not None, simulate_online]
     if sum(modes) != 1:
         raise ValueError(
@@ -207,10 +211,44 @@ def fit_posterior(
         if num_simulations is None:
             raise ValueError("num_workers / executor simulate: they need fit(num_simulations=)")
         check_parallel(parallel["num_workers"], parallel["executor"], CHUNK_SIZE)
+    weight = given.get("sample_weight")
+    if weight is not None:
+        if theta is None or x is None:
+            raise ValueError(
+                "sample_weight= weighs a fixed set of simulations, fit(theta, x, "
+                "sample_weight=w); simulations drawn by the fit (num_simulations, "
+                "simulate_online) have no weights to give: simulate them first with "
+                "simulate() and pass theta, x and their weights"
+            )
+        weight = checked_weight(weight, theta)
     fraction = 0.1 if given["validation_fraction"] is None else given["validation_fraction"]
     if not simulate_online and not 0 <= fraction < 1:
         raise ValueError(f"validation_fraction must lie in [0, 1), got {fraction}")
     two_phases = uses_two_phases(recipe, simulate_online, fraction, train_options)
+    if num_simulations is not None:
+        positive_int("num_simulations", num_simulations)
+    elif not simulate_online and (theta is None or x is None):
+        raise ValueError("fit(theta, x) needs both theta and x")
+    return weight, parallel, fraction, two_phases
+
+
+def fit_posterior(
+    post: Posterior,
+    theta: Any,
+    x: Any,
+    num_simulations: int | None,
+    simulate_online: bool,
+    recipe: str | None,
+    given: Mapping[str, Any],
+    train_options: dict[str, Any],
+) -> Posterior:
+    """:meth:`AmortizedPosterior.fit`: check the call, then run one mode, all or nothing
+    (``given``: ``steps``, ``validation_fraction``, ``num_validation``, ``steps_per_epoch``
+    as passed, None where left out)."""
+    weight, parallel, fraction, two_phases = check_call(
+        theta, x, num_simulations, simulate_online, recipe, given, train_options
+    )
+    options = {**TRAIN_DEFAULTS, **train_options}
     seed = train_options.get("seed")  # only an explicit seed fixes the simulations
     if simulate_online:
         online = {**TRAIN_DEFAULTS, "patience": None, **train_options}
@@ -220,27 +258,24 @@ def fit_posterior(
         # the loop does not seed) is seeded here, and those states are restored after it
         with seeded(seed, _ONLINE_SEED_OFFSET), all_or_nothing(post):
             return fit_online(post, given["steps"], num_validation, per_epoch, online)
-    if num_simulations is not None:
-        positive_int("num_simulations", num_simulations)
-    elif theta is None or x is None:
-        raise ValueError("fit(theta, x) needs both theta and x")
     if two_phases and "max_epochs" in train_options:
         options["_epoch_cap"] = train_options["max_epochs"]
     with all_or_nothing(post):
         return fit_offline(post, theta, x, (num_simulations, parallel), seed, fraction, options,
-                           two_phases)  # fmt: skip
+                           two_phases, weight)  # fmt: skip
 
 
 # -- the posterior's state: set up by the first fit, restored by a failed one -----------
-def setup(post: Posterior, theta: Tensor, x: Tensor) -> None:
-    """A posterior's first fit: parameter space, preprocessors, networks. All or nothing: the
-    attributes are set only once everything is built, so a failure leaves none behind.
-    Warns when a few extreme values (say 1e30) dominate a column's standardisation."""
+def setup(post: Posterior, theta: Tensor, x: Tensor, weight: Tensor | None = None) -> None:
+    """A posterior's first fit: parameter space, preprocessors (weighted by the simulations'
+    ``weight`` when given), networks. All or nothing: the attributes are set only once
+    everything is built, so a failure leaves none behind. Warns when a few extreme values
+    (say 1e30) dominate a column's standardisation."""
     space = post.space
     if space is None:
         space = ParameterSpace([post.param_name], [theta.shape[1:]], [None])
-    theta_pre = space.standardisation(theta)
-    observations = post.observations.fitted(x)
+    theta_pre = space.standardisation(theta, weight)
+    observations = post.observations.fitted(x, weight)
     x_shape = observations.shape
     summary = post.summary
     if summary is None:
@@ -294,14 +329,18 @@ def fit_offline(
     validation_fraction: float,
     options: dict,
     two_phases: bool,
+    weight: Tensor | None = None,
 ) -> Posterior:
     """Simulate (under ``seed``; ``simulations``: the number and the parallel options), check,
     split, set up on the first fit, then train: every family of ``flow="auto"`` on the same
-    split, or the one family."""
+    split, or the one family. ``weight``: the checked weights of ``theta`` and ``x``'s rows
+    (:mod:`~pyroflows.amortized.weights`), which ride with their simulations."""
     num_simulations, parallel = simulations
     with seeded(seed):
         if num_simulations is not None:
             theta, x = post._simulate_many(num_simulations, parallel=parallel)
+        if weight is not None:
+            theta, x, weight = _weighted(theta, x, weight, post)
         theta, x, dropped = check_training(theta, x, post.space, post.observations)
         if len(theta) < 2:
             raise ValueError(
@@ -315,8 +354,13 @@ def fit_offline(
             options["patience"] = None
         val, train = order[:n_val], order[n_val:]
         if post.estimator is None:
-            setup(post, theta[train], x[train])
+            setup(post, theta[train], x[train], None if weight is None else weight[train])
     post.dropped += dropped
+    post.ess_ = None
+    if weight is not None:  # the loop normalises them and hashes them into its checkpoints
+        options["sample_weight"] = weight[train]
+        options["val_weight"] = weight[val] if n_val else None
+        post.ess_ = effective_sample_size(weight[train].numpy())
     data = post._training_tensors(theta[train], x[train])
     val_data = post._training_tensors(theta[val], x[val]) if n_val else None
     if post._members and n_val:
@@ -326,6 +370,21 @@ def fit_offline(
             post._choose(next(iter(post._members)))
         post.history = _fit_once(post, data, val_data, options, two_phases)
     return post
+
+
+def _weighted(theta: Any, x: Any, weight: Tensor, post: Posterior) -> tuple[Tensor, Tensor, Tensor]:
+    """Simulations of weight zero removed (as if not passed); those with non-finite values
+    kept for :func:`check_training` to count and drop, and the weights of the ones it keeps
+    (an error when none of positive weight is left)."""
+    theta, x = as_real_tensor(theta, "theta"), as_real_tensor(x, "x")
+    if theta.dim() == 0 or x.dim() == 0 or len(theta) != len(x):
+        return theta, x, weight  # check_training says what is wrong
+    finite = torch.isfinite(theta.reshape(len(theta), -1)).all(-1)
+    valid = finite & valid_rows(x, post.observations.nan_padding)
+    if not bool((weight[valid] > 0).any()):
+        raise ValueError("sample_weight is zero on every simulation with finite values")
+    keep = ~valid | (weight > 0)
+    return theta[keep], x[keep], weight[keep & valid]
 
 
 def _fit_members(

@@ -27,7 +27,7 @@ from pyroflows.train.checkpoint import read_saved
 #: functions with itself; not imported, so the facade stays the one module above this one
 Posterior = Any
 
-__all__ = ["FORMAT", "blob_of", "read_blob", "restore"]
+__all__ = ["FORMAT", "blob_of", "members_of", "read_blob", "restore"]
 
 FORMAT = "pyroflows.AmortizedPosterior"
 #: the entries a saved posterior needs, per section of the saved dictionary
@@ -91,6 +91,21 @@ def read_blob(path: str | Path, version: int) -> dict[str, Any]:
         if missing:
             raise ValueError(f"{path} is not {_WHAT}: {section} lacks {missing}")
     return blob
+
+
+def members_of(blob: dict[str, Any], path: Any) -> list[dict[str, Any]]:
+    """The saved members of an ensemble after the first (which is ``blob`` itself; optional
+    entry ``members``: a list of saved posteriors of the same format); [] for a single
+    posterior. ValueError for a malformed list."""
+    others = blob.get("members") or []
+    if not isinstance(others, list) or not all(isinstance(m, dict) for m in others):
+        raise ValueError(f"{path} is not {_WHAT}: its 'members' entry is not a list of members")
+    for member in others:
+        for section, keys in _SAVED_KEYS.items():
+            part = member.get(section)
+            if not isinstance(part, dict) or any(key not in part for key in keys):
+                raise ValueError(f"{path} is not {_WHAT}: a member lacks its {section!r} entries")
+    return others
 
 
 def restore(

@@ -1,0 +1,138 @@
+"""Ensembles of amortized posteriors: ``AmortizedPosterior(..., ensemble=k)``.
+
+The ensemble is the equal-weight mixture of ``k`` member posteriors, each an ordinary
+:class:`~pyroflows.amortized.posterior.AmortizedPosterior` (``post.members``), trained on the
+same simulations with its own seed: member ``i`` trains with ``seed + i`` (``seed`` the fit's,
+0 by default), which gives it its own validation split, batch order and initial flow. The
+summary network of every member starts as a copy of the one passed (the flows start apart).
+
+* :func:`sample_mixture`: each draw picks a member uniformly (the same pick for every
+  observation of a batch), so the draws of one observation are i.i.d. from the mixture;
+* :func:`log_prob_mixture`: ``log mean_i p_i(theta | x)`` (log-sum-exp);
+* :func:`fit_ensemble`: the call is checked once, the simulations drawn once (under the fit's
+  seed, as a single posterior draws them), then the members are trained one after the other,
+  all or nothing; a ``checkpoint`` / ``resume`` path gets one file per member
+  (``run.ckpt`` -> ``run.member0.ckpt``, ...) and a ``time_budget`` is shared out equally.
+
+A mixture of members that disagree is wider than each of them: the spread between fits adds
+to each member's own width, which is what makes ensembles of neural posteriors more
+conservative (benchmarks/ensemble_posterior.py measures C2ST and coverage against one member).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pyroflows.train.checkpoint import member_path
+from pyroflows.validation import positive_int
+
+#: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
+Posterior = Any
+
+__all__ = ["check_ensemble", "fit_ensemble", "log_prob_mixture", "member_copies",
+           "sample_mixture"]  # fmt: skip
+
+
+def check_ensemble(ensemble: Any) -> int:
+    """``ensemble`` as a positive int (1: a single posterior)."""
+    return positive_int("ensemble", ensemble)
+
+
+def member_copies(summary: Any, k: int) -> list[Any]:
+    """A copy of ``summary`` per member (None stays None)."""
+    return [None if summary is None else copy.deepcopy(summary) for _ in range(k)]
+
+
+def not_for_ensembles(post: Posterior, what: str) -> None:
+    """A clear error for what an ensemble does not offer (yet)."""
+    if post.members:
+        raise ValueError(
+            f"{what} is not available for an ensemble (ensemble={len(post.members)}); use it "
+            "on a member, post.members[i]"
+        )
+
+
+def fit_ensemble(
+    post: Posterior,
+    theta: Any,
+    x: Any,
+    num_simulations: int | None,
+    simulate_online: bool,
+    recipe: str | None,
+    given: Mapping[str, Any],
+    train_options: dict[str, Any],
+) -> Posterior:
+    """:meth:`AmortizedPosterior.fit` of an ensemble (see the module's description)."""
+    from pyroflows.amortized.recipe import check_call, seeded
+
+    check_call(theta, x, num_simulations, simulate_online, recipe, given, train_options)
+    seed = train_options.get("seed")
+    base = 0 if seed is None else int(seed)
+    k = len(post.members)
+    parallel = {key: given.get(key) for key in ("num_workers", "executor")}
+    if num_simulations is not None:  # once, for every member, as a single fit draws them
+        with seeded(seed):
+            theta, x = post.members[0]._simulate_many(num_simulations, parallel=parallel)
+    call = {key: value for key, value in given.items()
+            if key not in ("num_workers", "executor")}  # fmt: skip
+    with ExitStack() as stack:
+        from pyroflows.amortized.recipe import all_or_nothing
+
+        for member in post.members:
+            stack.enter_context(all_or_nothing(member))
+        for i, member in enumerate(post.members):
+            options = dict(train_options, seed=base + i)
+            for key in ("checkpoint", "resume"):
+                if options.get(key) is not None:
+                    options[key] = member_path(options[key], f"member{i}")
+            if options.get("time_budget") is not None:
+                options["time_budget"] = options["time_budget"] / k
+            member.fit(theta, x, simulate_online=simulate_online, recipe=recipe, **call,
+                       **options)  # fmt: skip
+    adopt(post)
+    return post
+
+
+def adopt(post: Posterior) -> None:
+    """The facade's view of its fitted members: parameter space, data shape, counts."""
+    first = post.members[0]
+    post.space, post.observations = first.space, first.observations
+    post.context_dim = first.context_dim
+    post.dropped = first.dropped
+    ess = [m.ess_ for m in post.members]
+    post.ess_ = None if ess[0] is None else float(sum(ess) / len(ess))
+
+
+def sample_mixture(post: Posterior, x: Any, num_samples: int, seed: int | None,
+                   sampler: str) -> Tensor:  # fmt: skip
+    """``num_samples`` draws from the mixture, each from a member picked uniformly; the shape
+    of one member's ``sample``."""
+    k = len(post.members)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        pick = torch.randint(k, (num_samples,))
+        out = None
+        for i, member in enumerate(post.members):
+            chosen = pick == i
+            n = int(chosen.sum())
+            if n == 0:
+                continue
+            draws = member.sample(x, n, sampler=sampler)
+            if out is None:
+                out = torch.empty((num_samples, *draws.shape[1:]), dtype=draws.dtype)
+            out[chosen] = draws
+    return out
+
+
+def log_prob_mixture(post: Posterior, theta: Any, x: Any) -> Tensor:
+    """``log (1/k) sum_i p_i(theta | x)``; ``-inf`` where every member gives ``-inf``."""
+    parts = torch.stack([member.log_prob(theta, x) for member in post.members])
+    return torch.logsumexp(parts, 0) - math.log(len(post.members))

@@ -1,0 +1,134 @@
+"""Ensembles of amortized posteriors (``AmortizedPosterior(..., ensemble=k)``): members are
+the single fits of their seeds, the mixture's density and draws are the exact equal-weight
+mixture, save / load, checkpoints per member, and what an ensemble refuses."""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyroflows.amortized import AmortizedPosterior
+
+torch.set_num_threads(1)
+
+FAST = dict(recipe="one_phase", max_epochs=3, progress=False)
+
+
+def _post(ensemble: int = 1, flow: str = "maf") -> AmortizedPosterior:
+    prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+    return AmortizedPosterior(prior=prior, simulator=lambda t: t + 0.5 * torch.randn_like(t),
+                              flow=flow, flow_kwargs=dict(layers=2, hidden=(16,)),
+                              ensemble=ensemble)  # fmt: skip
+
+
+def _simulations(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    theta = torch.randn(n, 2, generator=g)
+    return theta, theta + 0.5 * torch.randn(n, 2, generator=g)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> AmortizedPosterior:
+    theta, x = _simulations()
+    return _post(3).fit(theta, x, seed=5, **FAST)
+
+
+def test_member_i_is_the_single_fit_with_seed_plus_i(fitted):
+    theta, x = _simulations()
+    for i in (0, 2):
+        single = _post().fit(theta, x, seed=5 + i, **FAST)
+        assert fitted.members[i].history.train_loss == single.history.train_loss
+        assert fitted.members[i].history.val_loss == single.history.val_loss
+    losses = [m.history.val_loss[-1] for m in fitted.members]
+    assert len(set(losses)) == 3  # other seeds, other splits
+
+
+def test_a_simulated_fit_draws_one_set_of_simulations_for_every_member():
+    """The simulations a single fit with that seed draws, then member i's tensor fit."""
+    from pyroflows.amortized.recipe import seeded
+
+    ensemble = _post(2).fit(num_simulations=150, seed=3, **FAST)
+    single = _post()
+    with seeded(3):
+        theta, x = single._simulate_many(150)
+    for i, member in enumerate(ensemble.members):
+        alone = _post().fit(theta, x, seed=3 + i, **FAST)
+        assert member.history.train_loss == alone.history.train_loss
+
+
+def test_log_prob_is_the_log_mean_of_the_members_densities(fitted):
+    theta = torch.randn(7, 4, 2, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(1))
+    each = torch.stack([m.log_prob(theta, x) for m in fitted.members])
+    expected = torch.log(each.exp().mean(0))
+    assert torch.allclose(fitted.log_prob(theta, x), expected, atol=1e-10)
+    assert fitted.log_prob(theta, x).shape == (7, 4)
+
+
+def test_draws_pick_a_member_per_draw():
+    """Member 1 moved by +100 in the parameters' standardisation: half of the mixture's draws
+    lie near 100 (binomial, 4 sd), and there the mixture density is member 1's minus log 2."""
+    theta, x = _simulations()
+    post = _post(2).fit(theta, x, seed=0, **FAST)
+    affine = post.members[1].theta_pre.transforms[0]
+    name = next(k for k, v in affine.state_dict().items() if v.dim() == 1)
+    with torch.no_grad():
+        getattr(affine, name).add_(100.0)
+    draws = post.sample(torch.zeros(2), 4000, seed=1)
+    far = (draws[:, 0] > 50).double().mean().item()
+    assert abs(far - 0.5) < 4 * math.sqrt(0.25 / 4000)
+    near_100 = draws[draws[:, 0] > 50][:5]
+    alone = post.members[1].log_prob(near_100, torch.zeros(2))
+    assert torch.allclose(post.log_prob(near_100, torch.zeros(2)), alone - math.log(2), atol=1e-6)
+    assert torch.equal(draws, post.sample(torch.zeros(2), 4000, seed=1))  # seeded
+    assert post.sample(torch.zeros(3, 2), 10).shape == (10, 3, 2)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    path = tmp_path / "ensemble.pt"
+    fitted.save(path)
+    loaded = AmortizedPosterior.load(path)
+    assert len(loaded.members) == 3
+    theta, x = torch.zeros(5, 2), torch.ones(2)
+    assert torch.equal(loaded.log_prob(theta, x), fitted.log_prob(theta, x))
+    assert torch.equal(loaded.sample(x, 20, seed=4), fitted.sample(x, 20, seed=4))
+
+
+def test_a_checkpoint_is_one_file_per_member(tmp_path):
+    theta, x = _simulations()
+    path = tmp_path / "run.ckpt"
+    first = _post(2).fit(theta, x, seed=0, checkpoint=path, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.member0.ckpt", "run.member1.ckpt"]
+    again = _post(2).fit(theta, x, seed=0, checkpoint=path, resume=path, **FAST)
+    for a, b in zip(first.members, again.members, strict=True):
+        assert a.history.train_loss == b.history.train_loss
+    other = _post(2)
+    with pytest.raises(ValueError, match="written with other settings"):
+        other.fit(theta + 1, x, seed=0, checkpoint=path, resume=path, **FAST)
+    assert all(m.estimator is None for m in other.members)  # all or nothing
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "3", True])
+def test_a_bad_ensemble_size_is_refused(bad):
+    with pytest.raises((ValueError, TypeError), match="ensemble"):
+        _post(bad)
+
+
+def test_what_an_ensemble_does_not_offer_is_refused(fitted):
+    for call in (lambda: fitted.distil(num_simulations=10),
+                 lambda: fitted.check_observation(torch.zeros(2)),
+                 lambda: fitted.calibrate_check(20)):  # fmt: skip
+        with pytest.raises(ValueError, match="not available for an ensemble"):
+            call()
+
+
+def test_a_failed_member_leaves_every_member_as_it_was():
+    theta, x = _simulations()
+    post = _post(2).fit(theta, x, seed=0, **FAST)
+    before = [m.history for m in post.members]
+    with pytest.raises(ValueError):
+        post.fit(theta, x, seed=0, lr=-1.0, **FAST)
+    assert [m.history for m in post.members] == before
