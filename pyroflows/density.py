@@ -124,7 +124,10 @@ class DensityEstimator(BaseDensity):
             ``1e-3``, ``50``, constant).
         batch_size, max_epochs, clip_grad, weight_decay, time_budget: passed to
             :func:`pyroflows.train.fit` (with ``"auto"`` the time budget is shared out
-            between the members).
+            between the members). The time budget is the whole fit's: the pre-transform's
+            choice and a mixture base's fit are taken out of it (the loop still takes one
+            step when they use it all up); torch's one-time import of its compiler when the
+            first optimiser of a process is built is not.
         validation_fraction: share of the training rows held out for early stopping when no
             ``X_val`` is given (0 disables early stopping on validation data).
         random_state: seed of the split, the initialisation and the shuffling (the global
@@ -488,8 +491,10 @@ class DensityEstimator(BaseDensity):
             X_val = check_data(X_val, rows.shape[1], name="X_val")
         if self._unit_cube:
             raise ValueError(f"flow={self.flow!r} is not available for streamed data yet")
+        start = time.perf_counter()
         with torch_threads(self.num_threads):
-            state = self._fit_portfolio(rows_streamed(rows, X_val, self._rows()), runs)
+            prep = rows_streamed(rows, X_val, self._rows())
+            state = self._fit_portfolio(prep, runs, self._budget_left(start))
         state["columns_"] = continuous_columns(rows.shape[1])
         state["ensemble_"] = None
         return self._set_fitted(state, rows.shape[1], None)
@@ -569,9 +574,11 @@ class DensityEstimator(BaseDensity):
     ) -> dict[str, Any]:
         runs = dict(runs)
         columns = runs.pop("columns")
+        start = time.perf_counter()  # the time budget covers the pre-transform's choice too
         X, X_val, w, w_val = _weighted_rows(X, X_val, *weights)
         with torch_threads(self.num_threads):
-            state = self._fit_portfolio(rows_in_memory(X, X_val, self._rows(), w, w_val), runs)
+            prep = rows_in_memory(X, X_val, self._rows(), w, w_val)
+            state = self._fit_portfolio(prep, runs, self._budget_left(start))
         return state | {"columns_": columns, "ensemble_": None}
 
     def _rows(self) -> RowOptions:
@@ -583,10 +590,19 @@ class DensityEstimator(BaseDensity):
             dtype=self._torch_dtype(), device=self.device,
         )  # fmt: skip
 
-    def _fit_portfolio(self, prep: Rows, runs: dict[str, Any]) -> dict[str, Any]:
+    def _budget_left(self, start: float) -> float | None:
+        """What is left of ``time_budget`` since ``start`` (``None`` without a budget); at least
+        a millisecond, so the loop still takes its first step."""
+        if self.time_budget is None:
+            return None
+        return max(float(self.time_budget) - (time.perf_counter() - start), 1e-3)
+
+    def _fit_portfolio(
+        self, prep: Rows, runs: dict[str, Any], budget: float | None = None
+    ) -> dict[str, Any]:
         """Fit every member on the same split, raced by :func:`~pyroflows.racing.race_portfolio`,
         and keep the best; ``runs``: the checkpoint options of this fit
-        (:meth:`_check_run_files`)."""
+        (:meth:`_check_run_files`); ``budget``: the seconds left of ``time_budget``."""
         members = {m.name: m for m in self._members(prep.Z_val is not None)}
         if prep.Z_val is None and self.patience is not None:
             warnings.warn(
@@ -615,7 +631,7 @@ class DensityEstimator(BaseDensity):
             return history, (model, components)
 
         best, candidates = race_portfolio(
-            list(members), fit_member, time_budget=self.time_budget,
+            list(members), fit_member, time_budget=budget,
             checkpoint=runs["checkpoint"], resume=runs["resume"],
             shares=[m.share for m in members.values()],
         )  # fmt: skip
@@ -662,6 +678,7 @@ class DensityEstimator(BaseDensity):
         base: Any = member.base
         components = 0
         pre, Z_val = prep.pre, prep.Z_val
+        started = time.perf_counter()  # the mixture base's fit counts against the budget
         if base == "gmm":  # fitted to a weighted resample of the rows when there are weights
             base = mixture_base(
                 _resampled(prep.sample, prep.weight, seed),
@@ -674,6 +691,8 @@ class DensityEstimator(BaseDensity):
             if seed is not None:
                 torch.manual_seed(seed)
             core = self._build(prep.sample.shape[1], member.flow, base)
+        if budget is not None:
+            budget = max(budget - (time.perf_counter() - started), 1e-3)
         history = fit(
             core,
             nll,
