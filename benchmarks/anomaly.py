@@ -41,6 +41,22 @@ from pyroflows.datasets import bump_hunt
 
 RESULTS = Path(__file__).parent / "results"
 BOUNDS = ([-np.inf, -np.inf, 0.0, 0.0], [np.inf, np.inf, 1.0, 1.0])
+DEVELOPMENT = {"seeds": (0, 1, 2), "generator": {}}  # the generator's defaults, tuned on
+# The confirmation setting, fixed before its first run and never tuned on: another resonance
+# mass, width and SR, a flatter spectrum, another signal shape and place, another direction of
+# the m dependence (not aligned with the signal) and covariance, other seeds.
+CONFIRMATION = {
+    "seeds": (100, 101, 102),
+    "generator": {
+        "power": 3.0, "m_ref": 4.0, "m_signal": 4.0, "width": 0.07, "sr": (3.75, 4.25),
+        "signal_mean": (-1.2, 1.0, 1.5, 1.3), "signal_std": 0.5,
+        "direction": (0.5, 0.6, -0.3, 0.5),
+        "covariance": np.array([[1.0, -0.3, 0.2, 0.0], [-0.3, 1.0, 0.0, 0.3],
+                                [0.2, 0.0, 1.0, -0.4], [0.0, 0.3, -0.4, 1.0]]),
+    },
+}  # fmt: skip
+SCULPT_EFFICIENCIES = (0.2, 0.05)
+RANODE_FRACTIONS = (0.001, 0.002, 0.004, 0.006, 0.01, 0.02)
 
 
 def density(seed: int, args) -> A.ConditionalDensity:
@@ -58,7 +74,16 @@ def hunt(n: int, s_over_b: float, correlation: str, seed: int, args):
     return bump_hunt(
         n, s_over_b, correlation, n_test_background=args.n_test, n_test_signal=args.n_test // 10,
         n_extra_background=args.n_extra, n_extra_signal=args.n_test // 10, seed=seed,
+        **args.setting["generator"],
     )  # fmt: skip
+
+
+def sculpting_sample(data, region: A.SignalRegion, seed: int, n: int):
+    """Independent background events over the SR and the sidebands that the sculpting fit uses
+    (two SR widths each side), never seen in training."""
+    width = region.high - region.low
+    rng = np.random.default_rng(10_000 + seed)
+    return data.generator.sample_background(n, rng, region.low - 2 * width, region.high + 2 * width)
 
 
 def run_one(correlation: str, seed: int, args) -> dict:
@@ -77,16 +102,19 @@ def run_one(correlation: str, seed: int, args) -> dict:
         "idealized": A.IdealizedAD(region, classifier(seed)).fit(d.x, d.m, data.extra_background.x),
         "cwola": A.CWoLa(region, classifier(seed)).fit(d.x, d.m),
     }
-    sb = region.sidebands(d.m) & (d.label == 0)
+    bg = sculpting_sample(data, region, seed, args.n_sculpt)
     for name, det in detectors.items():
         scores = det.score(t.x)
         result = A.max_sic(t.label, scores, min_background=args.min_background)
         out[name] = result["max_sic"]
         out[name + "_auc"] = A.sic_curve(t.label, scores).auc
         out[name + "_nonfinite"] = sum(result["nonfinite"].values())
-        # sculpting: does a cut keeping 5 % of the sideband background change its m shape?
-        sculpt = A.sculpting(d.m[sb], det.score(d.x[sb]), efficiencies=(0.05,))[0]
-        out[name + "_sculpt_chi2_ndf"] = sculpt["chi2_ndf"]
+        # sculpting: does a cut on the score bias the sideband-fit background estimate in the SR?
+        sculpt = A.sculpting(bg.m, det.score(bg.x), region, SCULPT_EFFICIENCIES)
+        out[name + "_sculpt"] = [
+            {k: r[k] for k in ("efficiency", "observed", "predicted", "bias", "pull",
+                               "fit_chi2_ndf")} for r in sculpt
+        ]  # fmt: skip
     print(
         f"{correlation:9s} seed {seed}: CATHODE {out['cathode']:6.2f}  idealized "
         f"{out['idealized']:6.2f}  CWoLa {out['cwola']:6.2f}  (flow {out['flow_epochs']} epochs,"
@@ -124,41 +152,95 @@ def sampling_time(args) -> dict:
 
 
 def ranode_scan(args) -> list[dict]:
-    """R-ANODE vs. CATHODE at low signal fractions (realistic correlation, data seed 0): one
+    """R-ANODE vs. CATHODE across signal fractions (realistic correlation): per data seed, one
     sideband flow shared by both and by every fraction (the background events do not depend on
     the signal fraction)."""
     rows = []
-    base = hunt(args.n, 0.0, "realistic", 0, args)
-    region = A.SignalRegion(*base.sr)
-    sb = region.sidebands(base.data.m)
-    flow = density(0, args).fit(base.data.x[sb], base.data.m[sb])
-    for f in (0.002, 0.004, 0.006, 0.01):
-        data = hunt(args.n, f, "realistic", 0, args)
-        d, t = data.data, data.test
-        cathode = A.CATHODE(region, flow, classifier(0), refit_background=False).fit(d.x, d.m)
-        ranode = A.RANODE(region, flow, refit_background=False, max_epochs=40, lr=1e-3)
-        ranode.fit(d.x, d.m)
-        row = {"s_over_b": f}
-        for name, scores in (("cathode", cathode.score(t.x)), ("ranode", ranode.score(t.x, t.m))):
-            row[name] = A.max_sic(t.label, scores, min_background=args.min_background)["max_sic"]
-            row[name + "_nonfinite"] = sum(A.count_nonfinite(scores).values())
-        row["ranode_fraction"], row["true_fraction"] = ranode.fraction_, f / (1 + f)
-        print(
-            f"S/B {f:.2%}: CATHODE {row['cathode']:.2f}  R-ANODE {row['ranode']:.2f} "
-            f"(w {row['ranode_fraction']:.4f}, truth {row['true_fraction']:.4f})",
-            flush=True,
-        )
-        rows.append(row)
+    for seed in args.setting["seeds"][: args.ranode_seeds]:
+        base = hunt(args.n, 0.0, "realistic", seed, args)
+        region = A.SignalRegion(*base.sr)
+        sb = region.sidebands(base.data.m)
+        flow = density(seed, args).fit(base.data.x[sb], base.data.m[sb])
+        for f in RANODE_FRACTIONS:
+            data = hunt(args.n, f, "realistic", seed, args)
+            d, t = data.data, data.test
+            cathode = A.CATHODE(region, flow, classifier(seed), refit_background=False, seed=seed)
+            cathode.fit(d.x, d.m)
+            ranode = A.RANODE(region, flow, refit_background=False, max_epochs=40, lr=1e-3,
+                              seed=seed)  # fmt: skip
+            ranode.fit(d.x, d.m)
+            row = {"seed": seed, "s_over_b": f}
+            for name, scores in (("cathode", cathode.score(t.x)),
+                                 ("ranode", ranode.score(t.x, t.m))):  # fmt: skip
+                # max_sic's nonfinite="raise" (default) stops on any NaN / inf: nothing filtered
+                row[name + "_nonfinite"] = sum(A.count_nonfinite(scores).values())
+                row[name] = A.max_sic(t.label, scores, min_background=args.min_background)[
+                    "max_sic"
+                ]
+            row["ranode_fraction"], row["true_fraction"] = ranode.fraction_, f / (1 + f)
+            print(
+                f"seed {seed} S/B {f:.2%}: CATHODE {row['cathode']:.2f}  R-ANODE "
+                f"{row['ranode']:.2f} (w {row['ranode_fraction']:.4f}, truth "
+                f"{row['true_fraction']:.4f})",
+                flush=True,
+            )
+            rows.append(row)
     return rows
+
+
+def ranode_report(rows: list[dict], args, seconds: float) -> str:
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [
+        f"# R-ANODE vs. CATHODE across signal fractions (issue 29, {args.name} setting)", "",
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py --ranode{args.flag}` "
+        f"(realistic correlation, data seeds {seeds}, {args.n} background events, max SIC with "
+        f">= {args.min_background} of {args.n_test} background test events; R-ANODE 40 epochs; "
+        f"{seconds:.0f} s). Max SIC median over the seeds (each seed in brackets); `w` is "
+        "R-ANODE's fitted signal fraction in the SR; non-finite: NaN / inf scores of both "
+        "methods on the test set, counted before any ranking, nothing filtered.", "",
+        "| S/B in SR | CATHODE | R-ANODE | R-ANODE / CATHODE | fitted w | true w | non-finite |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for f in RANODE_FRACTIONS:
+        rs = [r for r in rows if r["s_over_b"] == f]
+        c, r_ = (np.median([r[k] for r in rs]) for k in ("cathode", "ranode"))
+        each = {k: ", ".join(f"{r[k]:.2f}" for r in rs) for k in ("cathode", "ranode")}
+        w = ", ".join(f"{r['ranode_fraction']:.4f}" for r in rs)
+        bad = sum(r["cathode_nonfinite"] + r["ranode_nonfinite"] for r in rs)
+        lines.append(
+            f"| {f:.1%} | {c:.2f} ({each['cathode']}) | {r_:.2f} ({each['ranode']}) | "
+            f"{r_ / c:.2f} | {w} | {rs[0]['true_fraction']:.4f} | {bad} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def sculpt_lines(runs: list[dict]) -> list[str]:
+    head = ["| correlation | seed | " + " | ".join(
+        f"{k} pull @{e:.0%} (bias)" for k in ("CATHODE", "idealized", "CWoLa")
+        for e in SCULPT_EFFICIENCIES) + " |"]  # fmt: skip
+    head.append("|---|---|" + "---|" * (3 * len(SCULPT_EFFICIENCIES)))
+    for r in runs:
+        cells = [
+            f"{c['pull']:+.1f} ({c['bias']:+.1%})"
+            for k in ("cathode", "idealized", "cwola")
+            for c in r[k + "_sculpt"][1:]
+        ]
+        head.append(f"| {r['correlation']} | {r['seed']} | " + " | ".join(cells) + " |")
+    return head
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 80 000 events")
+    parser.add_argument("--confirm", action="store_true",
+                        help="the confirmation setting (writes anomaly_confirm.* / "
+                        "anomaly_ranode_confirm.*)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ranode-seeds", type=int, default=2)
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--n-test", type=int, default=50_000)
     parser.add_argument("--n-extra", type=int, default=60_000)
+    parser.add_argument("--n-sculpt", type=int, default=200_000)
     parser.add_argument("--s-over-b", type=float, default=0.006)
     parser.add_argument("--min-background", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=20)
@@ -170,29 +252,26 @@ def main() -> None:
         help="only the R-ANODE vs. CATHODE scan (writes anomaly_ranode.*)",
     )
     args = parser.parse_args()
+    args.setting = CONFIRMATION if args.confirm else DEVELOPMENT
+    args.name, args.flag = ("confirmation", " --confirm") if args.confirm else ("development", "")
+    suffix = "_confirm" if args.confirm else ""
+    if args.seeds > len(args.setting["seeds"]):
+        raise SystemExit(f"--seeds: the setting has {len(args.setting['seeds'])} data seeds")
     if args.quick:
         args.seeds, args.n, args.n_test, args.n_extra, args.epochs = 1, 80_000, 20_000, 20_000, 8
-        args.s_over_b, args.no_write = 0.02, True
+        args.s_over_b, args.no_write, args.n_sculpt = 0.02, True, 50_000
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     started = time.time()
     if args.ranode:
         rows = ranode_scan(args)
-        lines = ["# R-ANODE vs. CATHODE at low signal fractions (issue 29)", "",
-                 "Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py --ranode` (realistic "
-                 f"correlation, data seed 0, {args.n} background events, max SIC with >= "
-                 f"{args.min_background} of {args.n_test} background test events; "
-                 f"{time.time() - started:.0f} s).", "",
-                 "| S/B in SR | CATHODE | R-ANODE | R-ANODE fitted w | true w | non-finite |",
-                 "|---|---|---|---|---|---|"] + [
-            f"| {r['s_over_b']:.1%} | {r['cathode']:.2f} | {r['ranode']:.2f} | "
-            f"{r['ranode_fraction']:.4f} | {r['true_fraction']:.4f} | "
-            f"{r['cathode_nonfinite'] + r['ranode_nonfinite']} |" for r in rows]  # fmt: skip
-        print("\n".join(lines))
+        text = ranode_report(rows, args, time.time() - started)
+        print(text)
         if not args.no_write:
-            (RESULTS / "anomaly_ranode.md").write_text("\n".join(lines) + "\n")
-            (RESULTS / "anomaly_ranode.json").write_text(json.dumps(rows, indent=1))
+            (RESULTS / f"anomaly_ranode{suffix}.md").write_text(text)
+            (RESULTS / f"anomaly_ranode{suffix}.json").write_text(json.dumps(rows, indent=1))
         return
-    runs = [run_one(c, s, args) for c in ("realistic", "strong") for s in range(args.seeds)]
+    seeds = args.setting["seeds"][: args.seeds]
+    runs = [run_one(c, s, args) for c in ("realistic", "strong") for s in seeds]
     summary = {}
     for corr in ("realistic", "strong"):
         rows = [r for r in runs if r["correlation"] == corr]
@@ -202,21 +281,28 @@ def main() -> None:
             "cathode/cwola": bands["cathode"]["median"] / bands["cwola"]["median"],
         }
         summary[corr] = {"bands": bands, "ratios": ratios}
-    nulls = [null_auc(s, args) for s in range(min(args.seeds, 2))]
-    timings = sampling_time(args)
+    nulls = [null_auc(s, args) for s in seeds[:2]]
+    timings = {} if args.confirm else sampling_time(args)
+    settings = {k: v for k, v in vars(args).items() if k != "setting"}
+    settings["generator"] = {
+        k: np.asarray(v).tolist() for k, v in args.setting["generator"].items()
+    }
     report = {
-        "settings": {k: v for k, v in vars(args).items()},
+        "settings": settings,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
         f"(load average {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}",
         "runs": runs, "summary": summary, "null": nulls, "sampling_seconds": timings,
         "total_seconds": time.time() - started,
     }  # fmt: skip
+    generator = ", ".join(f"{k}={np.asarray(v).tolist()}" for k, v in settings["generator"].items())
+    generator = generator or "the generator's defaults"
     lines = [
-        "# Weakly supervised anomaly detection (issue 29)", "",
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py` (reduced sizes: "
-        f"{args.n} background events, S/B {args.s_over_b:.3%} in the SR, {args.seeds} seeds, "
-        f"max SIC with >= {args.min_background} selected background test events out of "
-        f"{args.n_test}). {report['machine']}; {report['total_seconds']:.0f} s in all.", "",
+        f"# Weakly supervised anomaly detection (issue 29): {args.name} setting", "",
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py{args.flag}` (reduced sizes: "
+        f"{args.n} background events, S/B {args.s_over_b:.3%} in the SR, data seeds {seeds} "
+        f"(training seed = data seed), max SIC with >= {args.min_background} selected "
+        f"background test events out of {args.n_test}). Generator: {generator}. "
+        f"{report['machine']}; {report['total_seconds']:.0f} s in all.", "",
         "| correlation | CATHODE | idealized | CWoLa | CATHODE/idealized (>= 0.9) | "
         "CATHODE/CWoLa (>= 1.2 / 1.5) |", "|---|---|---|---|---|---|",
     ]  # fmt: skip
@@ -229,24 +315,26 @@ def main() -> None:
                      + f" | {r['cathode/idealized']:.2f} | {r['cathode/cwola']:.2f} |")  # fmt: skip
     lines += ["", "Median [16 %, 84 %] of max SIC over the seeds.", "",
               "Null data (no signal), CATHODE data-vs-samples AUC, 3-fold out of fold (<= 0.52): "
-              + ", ".join(f"{n['auc']:.4f}" for n in nulls), "",
-              "400 000 conditional samples (one m per event, < 10 s): "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()), "",
-              "Sculpting (chi2/ndf of the sideband background m histogram after a 5 % cut, "
-              "about 1 without sculpting), per run:", ""]  # fmt: skip
-    for r in runs:
-        lines.append(
-            f"- {r['correlation']} seed {r['seed']}: "
-            + ", ".join(
-                f"{k} {r[k + '_sculpt_chi2_ndf']:.1f}" for k in ("cathode", "idealized", "cwola")
-            )
-        )
+              + ", ".join(f"{n['auc']:.4f}" for n in nulls), ""]  # fmt: skip
+    if timings:
+        lines += ["400 000 conditional samples (one m per event, < 10 s): "
+                  + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()), ""]  # fmt: skip
+    lines += [
+        f"Sculpting (`anomaly.sculpting`): {args.n_sculpt} independent background events over "
+        "the SR and two SR widths of sidebands each side, scored by each detector; the cut keeps "
+        "20 % or 5 % of the SR background; a cubic-in-log-m Poisson fit to the selected "
+        "sidebands predicts the SR count. Pull = (observed - predicted) / uncertainty (about "
+        "N(0, 1) for a selection independent of m or smooth in m; large and positive for a fake "
+        "bump); bias = observed / predicted - 1.",
+        "",
+    ]
+    lines += sculpt_lines(runs)
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "anomaly.json").write_text(json.dumps(report, indent=1, default=float))
-        (RESULTS / "anomaly.md").write_text(text)
+        (RESULTS / f"anomaly{suffix}.json").write_text(json.dumps(report, indent=1, default=float))
+        (RESULTS / f"anomaly{suffix}.md").write_text(text)
 
 
 if __name__ == "__main__":
