@@ -6,20 +6,32 @@ idealized anomaly detector and CWoLa are trained on it (training seed = data see
 SIC on the independent labelled SR test set (cuts keeping >= ``--min-background`` background
 test events) is printed as median and 68 % band over the seeds, with the ratios of the issue's
 targets (CATHODE / idealized >= 0.9; CATHODE / CWoLa >= 1.2 realistic, >= 1.5 strong).
-Also: CATHODE's out-of-fold data-vs-samples AUC on data without signal (target <= 0.52) and
-the time of 400 000 conditional samples with one ``m`` per event (target < 10 s).
+Also: CATHODE's out-of-fold data-vs-samples AUC on data without signal (target <= 0.52), the
+time of 400 000 conditional samples with one ``m`` per event (target < 10 s, development run
+only) and the sculpting check (:func:`pyroflows.anomaly.sculpting` on an independent
+background sample: the pull of the selected SR background against a fit to the selected
+sidebands).
+
+Two settings of the generator: ``DEVELOPMENT`` (its defaults, data seeds 0-2; the generator and
+the detectors' settings were chosen on it) and ``CONFIRMATION`` (``--confirm``: another
+resonance mass, width and SR, spectrum, signal shape, direction of the ``m`` dependence and
+covariance, data seeds 100-102; fixed before its first run, never tuned on). Both run the same
+protocol.
 
 Reduced sizes (2 shared CPU cores): 200 000 background events over the whole ``m`` range
 (about 27 000 in the SR, 160 signal events), 50 000 + 5 000 test events, 60 000 extra
 background events, against 10^6 in the LHC Olympics R&D set. Flow: MAF, 4 layers, hidden
 (32, 32), logit on the two bounded features then standardise; classifiers: an ensemble of 3
 HistGradientBoosting classifiers (the shared set-up). Results: ``benchmarks/results/anomaly.md``
-and ``anomaly.json``.
+and ``anomaly.json`` (``anomaly_confirm.*`` for the confirmation setting, ``anomaly_ranode*``
+for the R-ANODE scan); each ends with how the protocol compares with the reference
+implementation's (``REFERENCE``).
 
 Commands::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly.py --quick   # ~3 min, 1 seed, 80k events
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly.py           # ~20 min on 2 busy cores
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly.py --confirm # the confirmation setting
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly.py --ranode  # R-ANODE vs. CATHODE scan
 """
 
@@ -29,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +70,46 @@ CONFIRMATION = {
 }  # fmt: skip
 SCULPT_EFFICIENCIES = (0.2, 0.05)
 RANODE_FRACTIONS = (0.001, 0.002, 0.004, 0.006, 0.01, 0.02)
+
+
+# The reference implementation's choices, read in HEPML-AnomalyDetection/CATHODE (README,
+# run_all.py, DE_MAF_model.yml, classifier.yml, data_handler.py, evaluation_utils.py).
+REFERENCE = """## Against the reference implementation (HEPML-AnomalyDetection/CATHODE)
+
+Read, not run: its data is the LHC Olympics R&D set, downloaded from outside (the repository
+ships signal-region splits as binary `.npy` files but not the sideband events its flow trains
+on), this machine cannot download it, and its model code is not installed here; our generator's
+events were not run through its scripts either. So there are no side-by-side ratios; the
+choices compare as follows.
+
+Followed:
+- a flow p(x | m) trained in the sidebands, sampled in the SR with m drawn from a KDE of the
+  SR's m (its `--cf_realistic_conditional`), oversampled (its most recent command: 400 000
+  samples for about 120 000 SR events, about 3.3x; here 4x) with the classes weighted to equal
+  totals (its `--cf_use_class_weights`);
+- logit of the bounded features, then standardisation, before the flow;
+- the classifier never sees m; the SR is 3.3 < m < 3.7 (development setting);
+- CWoLa against the adjacent 0.2-wide sideband strips (its `outer_range=(3.1, 3.9)`);
+- the idealized detector against an extra SR background sample, the supervised classifier
+  with truth labels, SIC = TPR / sqrt(FPR) on a labelled SR test set.
+
+Differs:
+- flow: the reference uses a MAF with 15 affine blocks of 128 hidden units, batch norm, Adam
+  at 1e-4 (weight decay 1e-6), 100 epochs of batch 256, and draws samples from the 10 epochs
+  with the lowest validation loss; here a MAF with 4 layers of (32, 32), Adam at 2e-3, batch
+  1024, at most 20 epochs with early stopping and a 90 s budget (2 shared CPU cores), and the
+  best epoch only;
+- classifier: the reference uses an MLP (3 x 64, Adam 1e-3, 100 epochs, batch 128) and
+  averages the 10 epochs with the lowest validation loss; here an ensemble of 3
+  HistGradientBoosting classifiers with early stopping (the issue's shared set-up);
+- the m KDE: a fixed bandwidth of 0.01 there, Silverman's rule here;
+- metric: the reference draws SIC over every cut with FPR > 0 and takes medians of curves
+  interpolated at fixed TPR; here max SIC only over cuts keeping at least 50 background test
+  events, and medians with 16-84 % bands over data and training seeds;
+- sculpting: the reference studies the m distribution after cuts in its
+  `bkg_sculpting_study`; here `anomaly.sculpting` reports the pull of the selected SR
+  background against a fit to the selected sidebands.
+"""
 
 
 def density(seed: int, args) -> A.ConditionalDensity:
@@ -192,7 +245,7 @@ def ranode_report(rows: list[dict], args, seconds: float) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = [
         f"# R-ANODE vs. CATHODE across signal fractions (issue 29, {args.name} setting)", "",
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py --ranode{args.flag}` "
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py {' '.join(sys.argv[1:])}` "
         f"(realistic correlation, data seeds {seeds}, {args.n} background events, max SIC with "
         f">= {args.min_background} of {args.n_test} background test events; R-ANODE 40 epochs; "
         f"{seconds:.0f} s). Max SIC median over the seeds (each seed in brackets); `w` is "
@@ -247,6 +300,10 @@ def main() -> None:
     parser.add_argument("--flow-budget", type=float, default=90.0)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
+        "--out", help="results file name without extension (default: anomaly[_ranode][_confirm])"
+    )
+    parser.add_argument("--no-timing", action="store_true", help="skip the sampling-time check")
+    parser.add_argument(
         "--ranode",
         action="store_true",
         help="only the R-ANODE vs. CATHODE scan (writes anomaly_ranode.*)",
@@ -267,8 +324,9 @@ def main() -> None:
         text = ranode_report(rows, args, time.time() - started)
         print(text)
         if not args.no_write:
-            (RESULTS / f"anomaly_ranode{suffix}.md").write_text(text)
-            (RESULTS / f"anomaly_ranode{suffix}.json").write_text(json.dumps(rows, indent=1))
+            out = args.out or f"anomaly_ranode{suffix}"
+            (RESULTS / f"{out}.md").write_text(text)
+            (RESULTS / f"{out}.json").write_text(json.dumps(rows, indent=1))
         return
     seeds = args.setting["seeds"][: args.seeds]
     runs = [run_one(c, s, args) for c in ("realistic", "strong") for s in seeds]
@@ -282,7 +340,7 @@ def main() -> None:
         }
         summary[corr] = {"bands": bands, "ratios": ratios}
     nulls = [null_auc(s, args) for s in seeds[:2]]
-    timings = {} if args.confirm else sampling_time(args)
+    timings = {} if args.confirm or args.no_timing else sampling_time(args)
     settings = {k: v for k, v in vars(args).items() if k != "setting"}
     settings["generator"] = {
         k: np.asarray(v).tolist() for k, v in args.setting["generator"].items()
@@ -298,7 +356,8 @@ def main() -> None:
     generator = generator or "the generator's defaults"
     lines = [
         f"# Weakly supervised anomaly detection (issue 29): {args.name} setting", "",
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py{args.flag}` (reduced sizes: "
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py {' '.join(sys.argv[1:])}` "
+        "(reduced sizes: "
         f"{args.n} background events, S/B {args.s_over_b:.3%} in the SR, data seeds {seeds} "
         f"(training seed = data seed), max SIC with >= {args.min_background} selected "
         f"background test events out of {args.n_test}). Generator: {generator}. "
@@ -329,12 +388,13 @@ def main() -> None:
         "",
     ]
     lines += sculpt_lines(runs)
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n\n" + REFERENCE
     print(text)
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"anomaly{suffix}.json").write_text(json.dumps(report, indent=1, default=float))
-        (RESULTS / f"anomaly{suffix}.md").write_text(text)
+        out = args.out or f"anomaly{suffix}"
+        (RESULTS / f"{out}.json").write_text(json.dumps(report, indent=1, default=float))
+        (RESULTS / f"{out}.md").write_text(text)
 
 
 if __name__ == "__main__":
