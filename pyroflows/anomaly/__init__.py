@@ -7,8 +7,9 @@ conditional density (:class:`ConditionalDensity`, conditional flows trained with
 loop), and follow scikit-learn conventions (``fit`` then ``score``, higher = more anomalous):
 :class:`CATHODE`, :class:`ANODE`, :class:`RANODE`, :class:`CWoLa` and the bounds
 :class:`IdealizedAD` and :class:`Supervised`. :mod:`~pyroflows.anomaly.metrics` evaluates the
-scores (SIC curves, max SIC with a statistical cut, significance, sculpting, median and 68 %
-bands).
+scores (SIC curves, max SIC with a statistical cut, significance, median and 68 %
+bands); :func:`sculpting` checks whether a cut on the score biases the sideband-fit background
+estimate in the SR.
 
 Example:
     >>> from pyroflows.datasets import bump_hunt
@@ -37,12 +38,12 @@ from pyroflows.anomaly.metrics import (
     band,
     count_nonfinite,
     max_sic,
-    sculpting,
     sic_curve,
     significance,
     significance_after_cut,
 )
 from pyroflows.anomaly.region import SignalRegion
+from pyroflows.anomaly.sculpting import sculpting
 
 __all__ = [
     "ANODE",

@@ -1,5 +1,6 @@
 """Evaluation of anomaly scores: non-finite counts, ROC and SIC curves, max SIC with a
-statistical cut, significance after a cut, a sculpting check and median / 68 % bands.
+statistical cut, significance after a cut and median / 68 % bands (the sculpting check is in
+:mod:`pyroflows.anomaly.sculpting`).
 
 SIC (significance improvement characteristic) is ``TPR / sqrt(FPR)``: the factor by which a cut
 on the score multiplies ``S / sqrt(B)``. Its maximum is dominated by the few most anomalous
@@ -18,7 +19,6 @@ __all__ = [
     "band",
     "count_nonfinite",
     "max_sic",
-    "sculpting",
     "sic_curve",
     "significance",
     "significance_after_cut",
@@ -201,55 +201,6 @@ def significance_after_cut(
         "fpr": fpr,
         "improvement": after / before if before > 0 else float("nan"),
     }
-
-
-def sculpting(
-    m, scores, efficiencies=(0.5, 0.2, 0.05), bins: int = 20, nonfinite: str = "raise"
-) -> list[dict]:
-    """Does selecting on the score distort the background's ``m`` distribution? Pass
-    background-dominated events (e.g. the sidebands) with their scores; for each background
-    efficiency the events with the highest scores are kept and their ``m`` histogram is
-    compared with that of all events (same bins, rescaled).
-
-    Returns:
-        one dict per efficiency: ``efficiency``, ``selected`` (count), ``chi2_ndf`` (Pearson's
-        χ² per bin of the selected histogram against the rescaled full one, ≈ 1 without
-        sculpting), ``ks_pvalue`` (two-sample Kolmogorov-Smirnov test of selected vs. the
-        events not selected) and ``ratio`` (selected / expected per bin).
-
-    Example:
-        >>> rng = np.random.default_rng(0)
-        >>> m = rng.uniform(2.5, 4.5, 20_000)
-        >>> flat = sculpting(m, rng.normal(size=m.size), efficiencies=(0.2,))
-        >>> sculpted = sculpting(m, m + 0.3 * rng.normal(size=m.size), efficiencies=(0.2,))
-        >>> flat[0]["chi2_ndf"] < 2 < sculpted[0]["chi2_ndf"]
-        True
-    """
-    from scipy.stats import ks_2samp
-
-    m = np.asarray(m, float).reshape(-1)
-    s, _ = _rankable(scores, nonfinite)
-    if m.shape != s.shape:
-        raise ValueError(f"m {m.shape} and scores {s.shape} differ in length")
-    edges = np.quantile(m, np.linspace(0, 1, bins + 1))
-    edges[-1] = np.nextafter(edges[-1], np.inf)
-    full = np.histogram(m, edges)[0]
-    order = np.argsort(-s, kind="stable")
-    out = []
-    for eff in efficiencies:
-        k = max(1, int(round(eff * len(m))))
-        chosen = np.zeros(len(m), bool)
-        chosen[order[:k]] = True
-        sel = np.histogram(m[chosen], edges)[0]
-        expected = full * k / len(m)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            chi2 = np.where(expected > 0, (sel - expected) ** 2 / expected, 0.0)
-            ratio = np.where(expected > 0, sel / expected, np.nan)
-        rest = m[~chosen]
-        pvalue = float(ks_2samp(m[chosen], rest).pvalue) if len(rest) else 1.0
-        out.append({"efficiency": eff, "selected": k, "chi2_ndf": float(chi2.sum() / (bins - 1)),
-                    "ks_pvalue": pvalue, "ratio": ratio})  # fmt: skip
-    return out
 
 
 def band(values) -> dict[str, float]:
