@@ -21,6 +21,7 @@ from pyroflows.builders import (
     piecewise_linear,
     realnvp,
 )
+from pyroflows.calo import GeneratedShowers, TwoStepGenerator
 from pyroflows.density import DensityEstimator
 from pyroflows.discflow import DiscFlow, discflow
 from pyroflows.estimator import BaseDensity
@@ -81,6 +82,8 @@ __all__ = [
     "piecewise_linear",
     "realnvp",
     "Reweighting",
+    "GeneratedShowers",
+    "TwoStepGenerator",
     "resample",
     "reweight",
     "transforms",

@@ -42,6 +42,7 @@ from pyroflows.density_recipe import (
 )  # fmt: skip
 from pyroflows.density_rows import RowOptions, Rows, rows_in_memory, rows_streamed, to_data_units
 from pyroflows.estimator import BaseDensity, plain, refuse_to_overwrite
+from pyroflows.flows import Flow
 from pyroflows.losses import nll
 from pyroflows.preprocess import (
     Encoded,
@@ -50,6 +51,7 @@ from pyroflows.preprocess import (
     box_preprocessor,
     check_inside,
     preprocessor_layout,
+    to_latent,
 )
 from pyroflows.pretransform import choose_preprocessor
 from pyroflows.racing import race_portfolio
@@ -777,6 +779,49 @@ class DensityEstimator(BaseDensity):
     def preprocessor_(self) -> Preprocessor:
         """The fitted float64 pre-transform (:mod:`pyroflows.preprocess`)."""
         return self._encoded_.pre
+
+    def _single_continuous(self, name: str) -> None:
+        check_is_fitted(self, "n_features_in_")
+        if getattr(self, "ensemble_", None):
+            raise ValueError(
+                f"{name}: an ensemble has one flow per member; use ensemble_[k].{name}"
+            )
+        if self._fitted_columns().any_discrete:
+            raise ValueError(
+                f"{name}: this estimator has discrete columns, whose rows are dequantised at "
+                "random before the flow sees them; the standardised space is defined for "
+                "continuous columns only"
+            )
+
+    @property
+    def core_flow_(self) -> Flow:
+        """The trainable flow in the standardised space: the layers of ``flow_`` before the
+        fixed pre-transform (the same modules, not a copy). Training it further on rows of
+        :meth:`to_latent` (e.g. :func:`pyroflows.train.fit` with ``sample_weight``) refines the
+        estimator in place; :func:`pyroflows.discflow` does that. Refused for ensembles and
+        estimators with discrete columns."""
+        self._single_continuous("core_flow_")
+        return self._encoded_.core
+
+    def to_latent(self, X: Any) -> torch.Tensor:
+        """Rows of ``X`` in the standardised space of :attr:`core_flow_`: the fitted float64
+        pre-transform, then the flow's dtype on its device
+        (:func:`pyroflows.preprocess.to_latent`), so that ``core_flow_.log_prob(to_latent(X))``
+        plus the pre-transform's log-Jacobian is ``score_samples(X)``.
+
+        Example:
+            >>> X = np.random.default_rng(0).normal(size=(500, 2)) * [1, 10]
+            >>> est = DensityEstimator(flow="maf", layers=1, hidden=(8,), max_epochs=2,
+            ...                        progress=False).fit(X)
+            >>> Z = est.to_latent(X)
+            >>> Z.shape, [round(v, 1) for v in Z.std(0).tolist()]
+            (torch.Size([500, 2]), [1.0, 1.0])
+        """
+        self._single_continuous("to_latent")
+        self._check_names(X)
+        X = check_data(X, self.n_features_in_, name="X")
+        core = self._encoded_.core
+        return to_latent(self._encoded_.pre, X, next(core.parameters()).dtype, self.device)[0]
 
     # -- extras -----------------------------------------------------------------------------
     def plot_history(self, ax: Any = None) -> Any:

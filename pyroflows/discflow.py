@@ -46,7 +46,6 @@ from sklearn.base import clone
 from pyroflows.classify import Classifier, out_of_fold_proba
 from pyroflows.density import DensityEstimator
 from pyroflows.losses import nll
-from pyroflows.preprocess import to_latent
 from pyroflows.reweight import Reweighting, reweight
 from pyroflows.train import fit
 from pyroflows.train.weights import effective_sample_size
@@ -183,11 +182,14 @@ def discflow(
     X = check_data(X, name="X", min_samples=10, check_variance=True)
     start = time.perf_counter()
     est = clone(estimator) if estimator is not None else DensityEstimator(progress=False)
+    if est.ensemble != 1:
+        raise ValueError(
+            f"discflow refines one flow: the estimator has ensemble={est.ensemble}; use 1"
+        )
     est.fit(X)
     classifier = classifier if classifier is not None else Classifier("hgb")
     n_draws = len(X) if n_draws is None else positive_int("n_draws", n_draws)
-    core = est._encoded_.core
-    Z, _ = to_latent(est._encoded_.pre, X, next(core.parameters()).dtype, est.device)
+    core, Z = est.core_flow_, est.to_latent(X)
     cap = math.log(max_weight)
     history, began = [], time.perf_counter()
     for r in range(1, rounds + 1):

@@ -93,3 +93,33 @@ def test_discflow_time_budget_and_refusals():
             pf.discflow(X, _small(), **kwargs)
     with pytest.raises(ValueError, match="NaN|finite"):
         pf.discflow(np.r_[X, [[np.nan, 0.0]]], _small())
+
+
+def test_core_flow_and_to_latent_give_the_estimators_log_density():
+    """The public route DiscFlow trains through: the core flow's log-density of the
+    standardised rows plus the pre-transform's log-Jacobian is ``score_samples``."""
+    X = np.random.default_rng(4).normal(size=(300, 2)) * [1.0, 20.0] + [0.0, 100.0]
+    est = _small(max_epochs=2).fit(X)
+    Z = est.to_latent(X)
+    assert Z.dtype == next(est.core_flow_.parameters()).dtype
+    # fitted on the training split (and whitened or not): standardised, not exactly
+    np.testing.assert_allclose(Z.double().mean(0).numpy(), 0.0, atol=0.2)
+    np.testing.assert_allclose(Z.double().std(0).numpy(), 1.0, atol=0.2)
+    _, ladj = est.preprocessor_.to_latent(torch.tensor(X))
+    log_p = est.core_flow_.log_prob(Z).double() + ladj
+    np.testing.assert_allclose(log_p.detach().numpy(), est.score_samples(X), rtol=1e-5)
+    with pytest.raises(ValueError, match="X has 1 features"):
+        est.to_latent(X[:, :1])
+
+
+def test_core_flow_is_refused_for_ensembles_and_discrete_columns():
+    X = np.random.default_rng(5).normal(size=(200, 2))
+    ens = _small(max_epochs=1, ensemble=2).fit(X)
+    with pytest.raises(ValueError, match="ensemble"):
+        _ = ens.core_flow_
+    grid = np.c_[X[:, 0], np.round(X[:, 1])]
+    disc = _small(max_epochs=1, discrete={1: "integer"}).fit(grid)
+    with pytest.raises(ValueError, match="discrete columns"):
+        disc.to_latent(grid)
+    with pytest.raises(ValueError, match="ensemble=2"):
+        pf.discflow(X, _small(ensemble=2))

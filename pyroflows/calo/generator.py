@@ -1,0 +1,262 @@
+"""A two-step conditional shower generator in the style of CaloFlow (Krause & Shih,
+arXiv:2106.05285 and 2110.11377), with a distilled fast sampler.
+
+* **Flow I** learns ``p(layer energies | incident energy)`` (default: an autoregressive spline
+  flow, :func:`pyroflows.nsf`) on the encoded layer energies of
+  :mod:`pyroflows.calo.encoding`;
+* **flow II**, the teacher, learns ``p(voxel shares | layer energies, incident energy)``
+  (default: a MAF, :func:`pyroflows.maf`) on the logits of the dequantised voxels' shares of
+  their layer;
+* :meth:`TwoStepGenerator.distill` trains the **student**, an IAF-direction copy of flow II
+  (:func:`pyroflows.distill` with the same ``(x, context)`` rows), which samples in one network
+  pass per layer instead of one per voxel.
+
+Both flows are trained by the one loop (:func:`pyroflows.train.fit`, negative log-likelihood)
+on standardised inputs and contexts (:func:`pyroflows.preprocess.fit_preprocessor`, float64
+before the cast). Sampling runs flow I, then flow II (or the student) at the generated layer
+energies, decodes, and thresholds: voxels below the threshold come out exactly 0, and the
+returned layer energies are the sums of the returned voxels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyroflows.builders import maf, nsf
+from pyroflows.calo import encoding as enc
+from pyroflows.flows import Flow
+from pyroflows.preprocess import Preprocessor, fit_preprocessor, to_latent
+from pyroflows.train import fit
+from pyroflows.train.losses import nll
+from pyroflows.validation import positive_int
+from pyroflows.vi.distill import distill
+
+__all__ = ["GeneratedShowers", "TwoStepGenerator"]
+
+_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class GeneratedShowers:
+    """Draws of :meth:`TwoStepGenerator.sample`.
+
+    Attributes:
+        energy: the incident energies asked for, ``(n,)``.
+        layer_energies: sums of each layer's voxels, ``(n, L)``.
+        voxels: voxel energies, exactly 0 below the threshold, ``(n, sum(layer_sizes))``.
+    """
+
+    energy: np.ndarray
+    layer_energies: np.ndarray
+    voxels: np.ndarray
+
+
+def _energy(energy: Any, name: str = "energy") -> np.ndarray:
+    e = np.asarray(energy, dtype=np.float64)
+    if e.ndim != 1 or not len(e):
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {e.shape}")
+    if not np.isfinite(e).all() or (e <= 0).any():
+        raise ValueError(f"{name} must be finite and > 0")
+    return e
+
+
+class TwoStepGenerator:
+    """Flow I (layer energies | incident energy) + flow II (voxels | layer energies, incident
+    energy) + an optional distilled student of flow II.
+
+    Args:
+        layer_sizes: voxels per layer, in the column order of the voxel arrays.
+        threshold: the zero-suppression threshold of the data (voxels are 0 or ``>=`` it).
+        energy_flow: flow I, a conditional :class:`~pyroflows.flows.Flow` on ``L`` dimensions
+            with context size 1 (default: ``nsf(L, 1, layers=4, hidden=(64, 64))``).
+        shower_flow: flow II, a conditional flow on ``sum(layer_sizes)`` dimensions with
+            context size ``L + 1`` and MAF-direction autoregressive layers, so that it can be
+            distilled (default: ``maf(D, L + 1, layers=4, hidden=(128, 128))``).
+        floor: zeros are dequantised to ``threshold * U(floor, 1)``.
+
+    Example:
+        >>> from pyroflows.datasets import calo_showers
+        >>> s = calo_showers(300, seed=0)
+        >>> gen = TwoStepGenerator(s.layer_sizes, s.threshold,
+        ...                        shower_flow=maf(99, 4, layers=1, hidden=(16,)))
+        >>> _ = gen.fit(s.energy, s.voxels, max_epochs=1, progress=False)
+        >>> out = gen.sample([2.0, 50.0], seed=0)
+        >>> out.voxels.shape, bool(((out.voxels == 0) | (out.voxels >= s.threshold)).all())
+        ((2, 99), True)
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        threshold: float,
+        energy_flow: Flow | None = None,
+        shower_flow: Flow | None = None,
+        floor: float = 1e-3,
+    ):
+        self.layer_sizes = tuple(positive_int("layer size", s) for s in layer_sizes)
+        if len(self.layer_sizes) < 2:
+            raise ValueError("layer_sizes needs at least two layers")
+        if not (np.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
+        if not 0 < floor < 1:
+            raise ValueError(f"floor must lie in (0, 1), got {floor!r}")
+        self.threshold, self.floor = float(threshold), float(floor)
+        L, D = len(self.layer_sizes), sum(self.layer_sizes)
+        self.energy_flow = energy_flow if energy_flow is not None else nsf(
+            L, 1, layers=4, hidden=(64, 64))  # fmt: skip
+        self.shower_flow = shower_flow if shower_flow is not None else maf(
+            D, L + 1, layers=4, hidden=(128, 128))  # fmt: skip
+        for name, flow, dim, ctx in (("energy_flow", self.energy_flow, L, 1),
+                                     ("shower_flow", self.shower_flow, D, L + 1)):  # fmt: skip
+            if not isinstance(flow, Flow):
+                raise TypeError(f"{name} must be a pyroflows Flow, got {type(flow).__name__}")
+            if (flow.dim, flow.context_dim) != (dim, ctx):
+                raise ValueError(
+                    f"{name} must have dim {dim} and context_dim {ctx}, got "
+                    f"{flow.dim} and {flow.context_dim}"
+                )
+        self.student_: Flow | None = None
+        self.history_: dict[str, Any] = {}
+
+    # -- encoding ---------------------------------------------------------------------------
+    def _check(self, energy: Any, voxels: Any) -> tuple[np.ndarray, np.ndarray]:
+        e = _energy(energy)
+        v = np.asarray(voxels, dtype=np.float64)
+        D = sum(self.layer_sizes)
+        if v.shape != (len(e), D):
+            raise ValueError(f"voxels must be ({len(e)}, {D}), got shape {v.shape}")
+        if not np.isfinite(v).all():
+            raise ValueError("voxels must be finite")
+        return e, v
+
+    def encode(
+        self, energy: Any, voxels: Any, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Dequantise and encode showers: ``(context I, features I, features II)`` in the
+        flows' units before standardisation (``log E_inc``, :func:`~pyroflows.calo.encoding.
+        encode_layer_energies`, :func:`~pyroflows.calo.encoding.encode_voxels`)."""
+        e, v = self._check(energy, voxels)
+        d = enc.dequantise(v, self.threshold, np.random.default_rng(seed), self.floor)
+        layers = enc.layer_sums(d, self.layer_sizes)
+        return (np.log(e)[:, None], enc.encode_layer_energies(layers, e),
+                enc.encode_voxels(d, self.layer_sizes))  # fmt: skip
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(
+        self,
+        energy: Any,
+        voxels: Any,
+        val_fraction: float = 0.1,
+        max_epochs: int | tuple[int, int] = 50,
+        time_budget: float | tuple[float, float] | None = None,
+        seed: int = 0,
+        **fit_kwargs: Any,
+    ) -> TwoStepGenerator:
+        """Train flow I, then flow II, by negative log-likelihood (:func:`pyroflows.train.fit`).
+
+        Args:
+            energy: incident energies ``(n,)``.
+            voxels: zero-suppressed voxels ``(n, sum(layer_sizes))``: 0 or ``>= threshold``.
+            val_fraction: share of showers held out for early stopping (and distillation).
+            max_epochs, time_budget: for both flows, or a pair ``(flow I, flow II)``.
+            seed: seed of the dequantisation, the split and the training.
+            **fit_kwargs: other options of :func:`pyroflows.train.fit` (``lr``,
+                ``batch_size``, ``patience``, ``progress``...), for both flows.
+
+        Returns:
+            ``self``; ``history_`` holds both training histories.
+        """
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
+        epochs = max_epochs if isinstance(max_epochs, tuple) else (max_epochs, max_epochs)
+        budgets = time_budget if isinstance(time_budget, tuple) else (time_budget, time_budget)
+        c1, f1, f2 = self.encode(energy, voxels, seed)
+        n = len(c1)
+        n_val = int(round(val_fraction * n))
+        if n - n_val < 2:
+            raise ValueError(f"{n} showers leave too few training rows")
+        perm = np.random.default_rng(seed).permutation(n)
+        train, val = perm[n_val:], perm[:n_val]
+        self.pre_ = {
+            "c1": fit_preprocessor(c1[train], name="log energy"),
+            "f1": fit_preprocessor(f1[train], name="layer-energy features"),
+            "f2": fit_preprocessor(f2[train], name="voxel features"),
+        }
+        c2 = np.column_stack([c1, f1])
+        self.pre_["c2"] = fit_preprocessor(c2[train], name="flow II context")
+        t1 = self._tensors(self.energy_flow, ("f1", f1), ("c1", c1))
+        t2 = self._tensors(self.shower_flow, ("f2", f2), ("c2", c2))
+        self._rows2 = ((t2[0][train], t2[1][train]),
+                       (t2[0][val], t2[1][val]) if n_val else None)  # fmt: skip
+        jobs = (("energy_flow", self.energy_flow, t1, 0), ("shower_flow", self.shower_flow, t2, 1))
+        for key, flow, t, i in jobs:
+            val_data = (t[0][val], t[1][val]) if n_val else None
+            self.history_[key] = fit(
+                flow, nll, (t[0][train], t[1][train]), val_data, max_epochs=epochs[i],
+                time_budget=budgets[i], seed=seed, **fit_kwargs,
+            )  # fmt: skip
+            flow.eval()
+        self.student_ = None
+        return self
+
+    def _tensors(self, flow: Flow, *named: tuple[str, np.ndarray]) -> list[torch.Tensor]:
+        dtype = next(flow.parameters()).dtype
+        return [to_latent(self.pre_[k], a, dtype)[0] for k, a in named]
+
+    def distill(self, **options: Any) -> Flow:
+        """Distil flow II into an IAF-direction student (:func:`pyroflows.distill` on the
+        training rows of :meth:`fit`, validated on its held-out rows); ``options`` are
+        :func:`pyroflows.distill`'s (``max_epochs``, ``hidden``, ``kl_weight``, ...).
+        :meth:`sample` with ``sampler="student"`` then uses it."""
+        if not hasattr(self, "pre_"):
+            raise RuntimeError("fit the generator before distilling it")
+        train, val = self._rows2
+        self.student_ = distill(self.shower_flow, train, val, **options)
+        self.history_["student"] = self.student_.history
+        return self.student_
+
+    # -- sampling ---------------------------------------------------------------------------
+    def _sample_flow(self, flow: Flow, pre: Preprocessor, context: torch.Tensor) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(context), _CHUNK):
+                z = flow.sample((), context[start : start + _CHUNK])
+                out.append(pre.from_latent(z.to(torch.float64)).numpy())
+        return np.concatenate(out)
+
+    def sample(self, energy: Any, seed: int = 0, sampler: str = "teacher") -> GeneratedShowers:
+        """One shower per incident energy.
+
+        Args:
+            energy: incident energies ``(n,)`` (> 0).
+            seed: seed of the draws (torch's generator in a forked state: the global one is
+                left as it was).
+            sampler: ``"teacher"`` (flow II) or ``"student"`` (the distilled flow).
+
+        Returns:
+            :class:`GeneratedShowers`: voxels exactly 0 below the threshold, ``>=`` it
+            elsewhere, layer energies the sums of the voxels.
+        """
+        if not hasattr(self, "pre_"):
+            raise RuntimeError("fit the generator before sampling")
+        if sampler not in ("teacher", "student"):
+            raise ValueError(f"sampler must be 'teacher' or 'student', got {sampler!r}")
+        if sampler == "student" and self.student_ is None:
+            raise RuntimeError("no student: call distill() first, or use sampler='teacher'")
+        flow2 = self.shower_flow if sampler == "teacher" else self.student_
+        e = _energy(energy)
+        c1 = np.log(e)[:, None]
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            ctx1 = self._tensors(self.energy_flow, ("c1", c1))[0]
+            f1 = self._sample_flow(self.energy_flow.eval(), self.pre_["f1"], ctx1)
+            ctx2 = self._tensors(flow2, ("c2", np.column_stack([c1, f1])))[0]
+            f2 = self._sample_flow(flow2.eval(), self.pre_["f2"], ctx2)
+        layers = enc.decode_layer_energies(f1, e)
+        voxels = enc.threshold(enc.decode_voxels(f2, layers, self.layer_sizes), self.threshold)
+        return GeneratedShowers(e, enc.layer_sums(voxels, self.layer_sizes), voxels)

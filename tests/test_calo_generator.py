@@ -1,0 +1,140 @@
+"""The two-step conditional shower generator: the encoding is exact (dequantise/threshold,
+layer energies and voxel shares round-trip), wrong input is refused before any state
+changes, a small fitted generator returns exact zeros and consistent energies, follows its
+conditions like the data, and its distilled student samples what the teacher samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyroflows as pf
+from pyroflows.calo import encoding as enc
+from pyroflows.datasets import calo_showers
+
+SIZES = (25, 49, 25)
+
+
+@pytest.fixture(scope="module")
+def showers():
+    return calo_showers(3000, seed=0)
+
+
+def test_dequantise_and_threshold_are_exact_inverses(showers):
+    v, t = showers.voxels, showers.threshold
+    d = enc.dequantise(v, t, np.random.default_rng(0))
+    assert (d > 0).all() and (d[v == 0] < t).all() and np.array_equal(d[v > 0], v[v > 0])
+    assert np.array_equal(enc.threshold(d, t), v)  # zeros come back exactly 0
+
+
+def test_dequantise_refuses_unsuppressed_voxels():
+    with pytest.raises(ValueError, match="at least the threshold"):
+        enc.dequantise(np.array([[0.0, 0.005]]), 0.01, np.random.default_rng(0))
+
+
+def test_layer_energy_encoding_round_trips(showers):
+    d = enc.dequantise(showers.voxels, showers.threshold, np.random.default_rng(1))
+    layers = enc.layer_sums(d, SIZES)
+    f = enc.encode_layer_energies(layers, showers.energy)
+    assert np.isfinite(f).all()
+    np.testing.assert_allclose(enc.decode_layer_energies(f, showers.energy), layers, rtol=1e-9)
+    with pytest.raises(ValueError, match="> 0"):
+        enc.encode_layer_energies(showers.layer_energies * 0, showers.energy)
+
+
+def test_voxel_encoding_round_trips_and_renormalises(showers):
+    d = enc.dequantise(showers.voxels, showers.threshold, np.random.default_rng(2))
+    layers = enc.layer_sums(d, SIZES)
+    f = enc.encode_voxels(d, SIZES)
+    np.testing.assert_allclose(enc.decode_voxels(f, layers, SIZES), d, rtol=1e-8)
+    # shares that do not sum to 1 are renormalised: decoded layers sum to the given energies
+    noisy = f + np.random.default_rng(3).normal(0, 0.5, f.shape)
+    np.testing.assert_allclose(enc.layer_sums(enc.decode_voxels(noisy, layers, SIZES), SIZES),
+                               layers, rtol=1e-9)  # fmt: skip
+
+
+def test_wrong_flows_and_input_are_refused(showers):
+    with pytest.raises(ValueError, match="context_dim 4"):
+        pf.TwoStepGenerator(SIZES, 0.01, shower_flow=pf.maf(99, 3, layers=1, hidden=(8,)))
+    with pytest.raises(ValueError, match="threshold"):
+        pf.TwoStepGenerator(SIZES, 0.0)
+    gen = pf.TwoStepGenerator(SIZES, 0.01, shower_flow=pf.maf(99, 4, layers=1, hidden=(8,)))
+    with pytest.raises(RuntimeError, match="fit the generator"):
+        gen.sample([1.0])
+    with pytest.raises(ValueError, match=r"voxels must be \(3000, 99\)"):
+        gen.fit(showers.energy, showers.voxels[:, :98])
+    with pytest.raises(ValueError, match="energy must be finite and > 0"):
+        gen.fit(-showers.energy, showers.voxels)
+    with pytest.raises(ValueError, match="at least the threshold"):
+        gen.fit(showers.energy, showers.voxels + 0.001)
+    assert not hasattr(gen, "pre_")  # nothing was fitted by the refused calls
+
+
+@pytest.fixture(scope="module")
+def fitted(showers):
+    gen = pf.TwoStepGenerator(
+        SIZES, showers.threshold,
+        energy_flow=pf.nsf(3, 1, layers=2, hidden=(32,)),
+        shower_flow=pf.maf(99, 4, layers=1, hidden=(64,)),
+    )  # fmt: skip
+    gen.fit(showers.energy[:2000], showers.voxels[:2000], max_epochs=(40, 4), batch_size=128,
+            progress=False)  # fmt: skip
+    gen.distill(max_epochs=1, progress=False)
+    return gen
+
+
+@pytest.mark.slow  # the shared fitted generator: about 15 s of CPU
+def test_samples_have_exact_zeros_and_consistent_energies(fitted, showers):
+    energy = np.geomspace(1, 100, 400)
+    for sampler in ("teacher", "student"):
+        out = fitted.sample(energy, seed=0, sampler=sampler)
+        v = out.voxels
+        assert v.shape == (400, 99) and out.layer_energies.shape == (400, 3)
+        assert np.array_equal(out.energy, energy)
+        assert ((v == 0) | (v >= showers.threshold)).all()  # nothing in (0, threshold)
+        assert 0.1 < (v == 0).mean() < 0.9
+        np.testing.assert_allclose(out.layer_energies, enc.layer_sums(v, SIZES))
+        again = fitted.sample(energy, seed=0, sampler=sampler).voxels
+        assert np.array_equal(v, again)
+
+
+@pytest.mark.slow  # the shared fitted generator: about 15 s of CPU
+def test_samples_follow_the_incident_energy_like_the_data(fitted):
+    """Per energy bin, the generated visible fraction, layer-0 share and zero fraction match
+    fresh reference showers; the data's trends (deeper, denser at high energy) are kept."""
+    ref = calo_showers(3000, seed=7)
+    out = fitted.sample(ref.energy, seed=1)
+    stats = {}
+    for name, s in (("ref", ref), ("gen", out)):
+        total = s.layer_energies.sum(1)
+        stats[name] = [
+            (np.mean(total[b] / s.energy[b]), np.mean(s.layer_energies[b, 0] / total[b]),
+             np.mean(s.voxels[b] == 0))
+            for b in (ref.energy < 3, ref.energy > 30)
+        ]  # fmt: skip
+    (r_lo, r_hi), (g_lo, g_hi) = stats["ref"], stats["gen"]
+    np.testing.assert_allclose(g_lo, r_lo, atol=0.1)  # a small flow II, four epochs
+    np.testing.assert_allclose(g_hi, r_hi, atol=0.1)
+    assert g_lo[1] > g_hi[1] + 0.05 and g_lo[2] > g_hi[2] + 0.2
+
+
+@pytest.mark.slow  # the shared fitted generator: about 15 s of CPU
+def test_student_samples_what_the_teacher_samples(fitted):
+    energy = np.geomspace(1, 100, 2000)
+    teacher = fitted.sample(energy, seed=2, sampler="teacher")
+    student = fitted.sample(energy, seed=2, sampler="student")
+    assert abs((teacher.voxels == 0).mean() - (student.voxels == 0).mean()) < 0.03
+    # the same flow I draws (same seed): the student changes only the voxels within layers
+    np.testing.assert_allclose(np.log(student.layer_energies.sum(1)),
+                               np.log(teacher.layer_energies.sum(1)), atol=0.1)  # fmt: skip
+
+
+def test_student_needs_distillation(showers):
+    gen = pf.TwoStepGenerator(SIZES, showers.threshold,
+                              energy_flow=pf.nsf(3, 1, layers=1, hidden=(8,)),
+                              shower_flow=pf.maf(99, 4, layers=1, hidden=(8,)))  # fmt: skip
+    gen.fit(showers.energy[:200], showers.voxels[:200], max_epochs=1, progress=False)
+    with pytest.raises(RuntimeError, match="distill"):
+        gen.sample([1.0], sampler="student")
+    with pytest.raises(ValueError, match="sampler"):
+        gen.sample([1.0], sampler="fast")
