@@ -150,11 +150,21 @@ def run_a(name: str, guides: list[str], cfg: dict) -> list[dict]:
 
 
 def merge(paths: list[Path], out: Path) -> None:
-    """One table from results of the same protocol and split run in several processes."""
+    """One table from results of the same protocol and split run in several processes; a
+    (posterior, guide, protocol) row of a later file replaces the one of an earlier file (a
+    re-run), and the replaced rows are listed in the result's ``replaced``."""
     parts = [json.loads(p.read_text()) for p in paths]
     if len({(p["split"], json.dumps(p["config"], sort_keys=True)) for p in parts}) != 1:
         raise SystemExit("the results to merge differ in split or configuration")
-    res = {**parts[0], "rows": [r for p in parts for r in p["rows"]]}
+    rows: dict[tuple, dict] = {}
+    replaced = list(parts[0].get("replaced", []))
+    for path, part in zip(paths, parts, strict=True):
+        for r in part["rows"]:
+            key = (r["posterior"], r["guide"], r.get("protocol", "a"))
+            if key in rows:
+                replaced.append({**rows[key], "replaced_by": path.name})
+            rows[key] = r
+    res = {**parts[0], "rows": list(rows.values()), "replaced": replaced}
     res["split_size"] = len(posteriors.names(res["split"]))
     res["load"] = max((p["load"] for p in parts), key=lambda x: x[0])
     stem = "vi_posteriors" + ("_confirmation" if res["split"] == "confirmation" else "")

@@ -16,12 +16,19 @@ from torch import Tensor, nn
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or its gradient stayed non-finite after every retry."""
+    """The loss or its gradient stayed non-finite after every retry; ``history`` is the
+    loop's :class:`History` at that point (``diverged_steps`` names the steps), or None."""
+
+    def __init__(self, message: str, history: History | None = None):
+        super().__init__(message)
+        self.history = history
 
 
 @dataclass
 class History:
-    """What happened during :func:`fit`: one entry per epoch."""
+    """What happened during :func:`fit`: one entry per epoch in the lists of losses, learning
+    rates and times; ``restarts`` counts the epochs retried after a non-finite loss or gradient
+    and ``diverged_steps`` holds the step (1-based, counting kept steps) where each happened."""
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
@@ -32,6 +39,7 @@ class History:
     stop_reason: str = ""
     restarts: int = 0
     steps: int = 0
+    diverged_steps: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """Plain Python types only (so it can be saved with ``torch.save`` and loaded with
@@ -82,12 +90,14 @@ class _DivergenceGuard:
         if self.consecutive > self.max_retries:
             history.stop_reason = "diverged"
             raise TrainingDiverged(
-                f"the loss or its gradient became non-finite in epoch {epoch} and stayed so "
+                f"the loss or its gradient became non-finite in epoch {epoch} (at step "
+                f"{history.diverged_steps[-1] if history.diverged_steps else '?'}) and stayed so "
                 f"after {self.max_retries} retries with a lower learning rate; the last good "
                 "state is loaded. If the loss is non-finite from the start, look at its inputs "
                 "first (a target log density that is -inf or NaN where the flow puts mass, "
                 "data with inf); otherwise try a smaller lr, stronger clip_grad, or "
-                "standardised data."
+                "standardised data.",
+                history,
             )
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr * self.backoff

@@ -97,6 +97,7 @@ def _train_epoch(
             diverged = parallel.any(diverged)
         if diverged:
             result.diverged = True
+            history.diverged_steps.append(history.steps + 1)
             return result
         optimizer.step()
         if scheduler is not None:

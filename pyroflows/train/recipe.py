@@ -122,4 +122,5 @@ def merge_histories(first: History, second: History, second_best: bool) -> Histo
         stop_reason=second.stop_reason,
         restarts=first.restarts + second.restarts,
         steps=first.steps + second.steps,
+        diverged_steps=first.diverged_steps + [first.steps + s for s in second.diverged_steps],
     )

@@ -7,6 +7,8 @@
   covariance),
   :mod:`~pyroflows.vi.start` (the whitened Laplace start or the plain one, chosen by ELBO),
   :mod:`~pyroflows.vi.convergence` (the end-of-fit checks and :class:`ConvergenceWarning`),
+  :mod:`~pyroflows.vi.divergence` (what ``fit`` says about steps with a non-finite ELBO:
+  :class:`NonFiniteELBOWarning`),
   :mod:`~pyroflows.vi.summaries` (posterior draws, quantiles, ArviZ).
 - :class:`AmortizedFlowGuide` (:mod:`~pyroflows.vi.amortized_guide`): a conditional flow per
   data point for local latents (e.g. a VAE with a flow posterior).
@@ -26,6 +28,7 @@ from pyroflows.vi.amortized_guide import AmortizedFlowGuide
 from pyroflows.vi.convergence import ConvergenceWarning, FitDiagnostics
 from pyroflows.vi.density_fit import WeightedKL, fit_to_density, make_flow
 from pyroflows.vi.distill import DistillationLoss, distill, student_of
+from pyroflows.vi.divergence import NonFiniteELBOWarning
 from pyroflows.vi.guide import FlowGuide, STLFlowDistribution, guide_flow
 from pyroflows.vi.importance import ImportanceResult, importance_sample, integrate
 
@@ -37,6 +40,7 @@ __all__ = [
     "FlowGuide",
     "FitDiagnostics",
     "ImportanceResult",
+    "NonFiniteELBOWarning",
     "PreconditionedAffine",
     "STLFlowDistribution",
     "WeightedKL",

@@ -39,12 +39,13 @@ from torch import Tensor, nn
 
 from pyroflows.builders import build
 from pyroflows.flows import Flow, FlowDistribution
-from pyroflows.train import History, fit
+from pyroflows.train import History, TrainingDiverged, fit
 from pyroflows.train.checkpoint import data_fingerprint, load_all_or_nothing
 from pyroflows.train.losses import ELBOLoss, by_steps
 from pyroflows.validation import positive_int
 from pyroflows.vi.affine import PreconditionedAffine
 from pyroflows.vi.convergence import LossRecorder, diagnose, warn_unconverged
+from pyroflows.vi.divergence import diverged_message, warn_nonfinite
 from pyroflows.vi.laplace import log_joint as _log_joint
 from pyroflows.vi.sites import (
     EnumBlock,
@@ -399,10 +400,19 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         ``checkpoint`` and continued with ``resume`` (also in a new process, with a new guide)
         ends bit-identical to an uninterrupted one.
 
+        A step whose ELBO estimate or gradient is not finite (a guide draw where the model's
+        log density is ``-inf``, NaN or overflows) is never taken: the loop goes back to the
+        state at the start of its epoch (of at most 100 steps), halves the learning rate and
+        goes on, and the fit ends with a :class:`~pyroflows.vi.divergence.NonFiniteELBOWarning`
+        naming those steps (also in ``history.diverged_steps``).
+
         Raises:
             ValueError: ``steps`` or ``num_particles`` not a positive integer, an unknown
                 ``objective``, or a model argument that contains NaN (checked before the
                 guide is touched; mask missing values in the model instead).
+            TrainingDiverged: the ELBO or its gradient stayed non-finite after the loop's
+                retries (``max_retries``, 3 by default); the message names the steps and
+                what to try, and the guide keeps the last state whose steps were finite.
         """
         model_kwargs = fit_kwargs.pop("model_kwargs", {})
         steps = positive_int("steps", steps)
@@ -426,8 +436,12 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         fit_kwargs.setdefault("patience", None)
         fit_kwargs.setdefault("clip_grad", 10.0)
         recorder = LossRecorder(loss)
-        history = fit(trained, recorder, None, **by_steps(steps), lr=lr, fingerprint=fingerprint,
-                      **fit_kwargs)  # fmt: skip
+        try:
+            history = fit(trained, recorder, None, **by_steps(steps), lr=lr,
+                          fingerprint=fingerprint, **fit_kwargs)  # fmt: skip
+        except TrainingDiverged as error:
+            raise TrainingDiverged(diverged_message(error, self.start_), error.history) from error
+        warn_nonfinite(history, fit_kwargs.get("lr_backoff", 0.5))
         if check_convergence:  # its draws, like the set-up's, leave a seeded caller's state
             with _torch_seeded(fit_kwargs.get("seed")):
                 self.diagnostics_ = diagnose(self, recorder.values, args, model_kwargs)

@@ -6,6 +6,8 @@ the guide starts as the Laplace approximation and the flow layers work in whiten
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
@@ -69,23 +71,49 @@ def _refuse(guide) -> None:
         )
 
 
-def _map_point(guide, loc: Tensor, args, kwargs) -> Tensor:
+def _map_point(guide, loc: Tensor, args, kwargs, tries: int = 6) -> Tensor:
     """The MAP of the unconstrained latent vector by L-BFGS from ``loc`` (``map_steps``
-    iterations, strong Wolfe line search); NaN where the search fails (the model raises at a
-    point it reached, e.g. a scale that underflowed)."""
-    u = loc.detach().clone().requires_grad_()
+    iterations in all, strong Wolfe line search); NaN where no search ends finite.
+
+    A log density that climbs by tens of orders of magnitude within one step (an ARMA
+    recursion ``theta^T``, an exponential link) makes the line search's cubic interpolation
+    overflow even where the density is finite, and the step becomes NaN; a step can also land
+    where the model raises or its density is not finite (a funnel's neck). Such a search is
+    undone: it starts again from the best finite point it reached, with the step length
+    divided by 8, at most ``tries`` times."""
+    best: list = [loc.detach().clone(), math.inf]  # the lowest finite point seen, its loss
+    lr, used = 1.0, 0
+    for _ in range(tries):
+        u, ended, iterations = _lbfgs(guide, best, lr, guide.map_steps - used, args, kwargs)
+        if ended:
+            return u
+        used += iterations
+        if used >= guide.map_steps or not math.isfinite(best[1]):
+            break
+        lr /= 8
+    return torch.full_like(loc, torch.nan)
+
+
+def _lbfgs(guide, best: list, lr: float, max_iter: int, args, kwargs) -> tuple[Tensor, bool, int]:
+    """One L-BFGS search from ``best[0]``: ``(point, ended finite, iterations)``; ``best``
+    is updated in place with the lowest finite point it evaluates."""
+    u = best[0].clone().requires_grad_()
     optimizer = torch.optim.LBFGS(
-        [u], lr=1.0, max_iter=guide.map_steps, line_search_fn="strong_wolfe"
+        [u], lr=lr, max_iter=max(1, max_iter), line_search_fn="strong_wolfe"
     )
 
     def closure():
         optimizer.zero_grad()
         loss = -log_joint(guide, u, *args, **kwargs)
         loss.backward()
+        value = float(loss.detach())
+        if value < best[1] and bool(torch.isfinite(u.grad).all()):
+            best[0], best[1] = u.detach().clone(), value
         return loss
 
     try:
         optimizer.step(closure)
-    except (ValueError, RuntimeError):  # the search left the model's domain (a funnel's neck)
-        return torch.full_like(loc, torch.nan)
-    return u.detach()
+        ended = bool(torch.isfinite(u).all()) and math.isfinite(float(closure().detach()))
+    except (ValueError, RuntimeError):  # the search left the model's domain
+        ended = False
+    return u.detach(), ended, optimizer.state[u].get("n_iter", 0) if u in optimizer.state else 0
