@@ -135,7 +135,13 @@ class SBCResult:
 
     def plot(self, axes: Any = None, **kwargs: Any) -> Any:
         """ECDF-difference plot of the PIT values with simultaneous 95 % bands (ArviZ's
-        ``plot_ecdf(difference=True, confidence_bands=True)``), one panel per parameter."""
+        ``plot_ecdf(difference=True, confidence_bands=True)``), one panel per parameter.
+
+        The x axis is the PIT value (the fractional rank of the true parameter among the
+        draws), the y axis the ECDF of the PIT values minus the uniform CDF; a calibrated
+        posterior stays inside the band. The randomised PIT values are continuous, so the
+        band is calibrated with uniform draws (``rvs``).
+        """
         import arviz as az
         import matplotlib.pyplot as plt
 
@@ -149,12 +155,14 @@ class SBCResult:
                 self.pit[:, j],
                 eval_points=np.linspace(0, 1, 101),
                 cdf=stats.uniform().cdf,
+                rvs=stats.uniform().rvs,
                 difference=True,
                 confidence_bands=True,
                 ax=ax,
                 **kwargs,
             )
             ax.set_title(f"{self.names[j]} (p = {self.pvalues[j]:.2g})", fontsize=9)
+            ax.set(xlabel="PIT value (fractional rank)", ylabel="ECDF − uniform CDF")
         return axes
 
 
