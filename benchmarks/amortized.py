@@ -48,6 +48,21 @@ Measures the targets of issue 9 in one run and writes ``benchmarks/results/amort
    :func:`pyroflows.diagnostics.sbc` at the 1 % level (Bonferroni over the parameters), and
    the mean PIT per parameter (0.5 when calibrated).
 
+4. **The sbibm suite** (``--suite sbibm``, accuracy only, writes ``results/sbibm.{md,json}``):
+   the eight sbibm tasks without Julia simulators (``benchmarks/sbibm_tasks.py``: simulators
+   and priors written after sbibm 1.1, observations and reference draws read from sbibm's
+   files, each port checked against them by ``tests/test_sbibm_tasks.py``). Observations 1-5
+   are the development split, 6-10 the confirmation split (``--split confirmation``, run
+   once). Reference: ``--c2st-draws`` of sbibm's 10 000 reference draws per observation
+   (a fixed random subset). Methods at their defaults on the same simulations: ``pyroflows``,
+   ``sbi NPE-NSF`` (above), ``sbi FMPE`` and ``sbi NPSE`` (``FMPE(prior)`` / ``NPSE(prior)``,
+   ``train()`` defaults, ``build_posterior()``; sbi rejects draws outside the prior as for
+   NPE). Per row: C2ST, training time, the time of one ``sample`` call for one observation,
+   and the fraction of returned draws where the prior's log-density is not finite.
+   ``--export DIR`` writes each budget's simulations and observations to
+   ``DIR/{task}_{budget}.npz``, for peers that need their own environment (BayesFlow 2.1
+   requires Python >= 3.12).
+
 Commands::
 
     .venv/bin/python benchmarks/amortized.py --quick   # < 1 min: one budget, one observation
@@ -56,6 +71,12 @@ Commands::
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/amortized.py --tasks two_moons \
         --budgets 10000 --methods pyroflows "sbi NPE-NSF" --seeds 0 1 2 3 4 --accuracy-only \
         --out benchmarks/results/seeds
+    # sbibm, development observations 1-5, pyroflows against sbi NPE, FMPE and NPSE:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/amortized.py --suite sbibm --budgets 1000 \
+        --methods pyroflows "sbi NPE-NSF" "sbi FMPE" "sbi NPSE" --c2st-draws 1000 --merge
+    # several result files into one report:
+    .venv/bin/python benchmarks/sbibm_report.py a/sbibm.json b/sbibm.json \
+        --out benchmarks/results/sbibm
 
 Timings depend on the machine's load (recorded in the JSON); the load average at the start is
 printed.
@@ -83,6 +104,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyroflows.amortized import AmortizedPosterior  # noqa: E402
 from pyroflows.diagnostics import c2st, sbc  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sbibm_report  # noqa: E402
+import sbibm_tasks  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -197,6 +222,7 @@ def _split_rhat(draws):
 
 
 TASKS = {"two_moons": TwoMoons, "linear_gaussian": LinearGaussian, "slcp": SLCP}
+SBIBM = sbibm_tasks.TASKS  # --suite sbibm: sbibm's observations and reference draws
 
 
 # -- methods ----------------------------------------------------------------------------------
@@ -215,6 +241,11 @@ def sample_pyroflows(post, x_obs, n):
 def sbi_prior(task):
     from sbi.utils import BoxUniform
 
+    if isinstance(task, sbibm_tasks.SbibmTask):
+        prior = task.sbi_prior()
+        if isinstance(prior, dist.Independent) and isinstance(prior.base_dist, dist.Uniform):
+            return BoxUniform(prior.base_dist.low, prior.base_dist.high)
+        return torch.distributions.MultivariateNormal(prior.loc, prior.covariance_matrix)
     if isinstance(task, LinearGaussian):
         return torch.distributions.MultivariateNormal(torch.zeros(10), 0.1 * torch.eye(10))
     return BoxUniform(task.prior.base_dist.low, task.prior.base_dist.high)
@@ -239,6 +270,20 @@ def sample_sbi(post, x_obs, n):
     return post.sample((n,), x=x_obs, show_progress_bars=False)
 
 
+def train_sbi_vector_field(task, theta, x, quick, seed=0, kind="FMPE"):
+    """sbi's flow-matching (``FMPE``) or score-based (``NPSE``) estimator at its defaults."""
+    from sbi import inference
+
+    trainer = getattr(inference, kind)(prior=sbi_prior(task), show_progress_bars=False)
+    extra = {"max_num_epochs": 10} if quick else {}
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    net = trainer.append_simulations(theta, x).train(**extra)
+    seconds = time.perf_counter() - start
+    epochs = trainer._summary["epochs_trained"][-1]
+    return trainer.build_posterior(net), seconds, int(epochs)
+
+
 METHODS = {
     "pyroflows": (train_pyroflows, sample_pyroflows),
     "pyroflows nsf": (
@@ -250,47 +295,76 @@ METHODS = {
         sample_pyroflows,
     ),
     "sbi NPE-NSF": (train_sbi, sample_sbi),
+    "sbi FMPE": (lambda *a, **k: train_sbi_vector_field(*a, kind="FMPE", **k), sample_sbi),
+    "sbi NPSE": (lambda *a, **k: train_sbi_vector_field(*a, kind="NPSE", **k), sample_sbi),
 }
 
 
 # -- parts ------------------------------------------------------------------------------------
+def _observations(args, task, n_draws):
+    """(observation labels, x_obs (k, ...), reference draws per observation)."""
+    if isinstance(task, sbibm_tasks.SbibmTask):  # sbibm's files; reference draws subsampled
+        ids = sbibm_tasks.DEVELOPMENT if args.split == "development" else (
+            sbibm_tasks.CONFIRMATION)  # fmt: skip
+        ids = ids[: args.observations]
+        refs = []
+        for i in ids:
+            ref = task.reference(i)
+            generator = torch.Generator().manual_seed(2000 + i)
+            refs.append(ref[torch.randperm(len(ref), generator=generator)[:n_draws]])
+        return list(ids), torch.stack([task.observation(i) for i in ids]), refs
+    torch.manual_seed(1000)
+    theta_obs = task.prior.sample((args.observations,))
+    x_obs = task.simulate(theta_obs)
+    refs = []
+    for i in range(args.observations):
+        torch.manual_seed(2000 + i)
+        if isinstance(task, SLCP):
+            refs.append(task.reference(x_obs[i], n_draws, theta_obs[i]))
+        else:
+            refs.append(task.reference(x_obs[i], n_draws))
+    return list(range(args.observations)), x_obs, refs
+
+
+def _outside(task, draws):
+    """Fraction of draws where the prior's log-density is not finite."""
+    return float((~torch.isfinite(task.prior.log_prob(draws))).double().mean())
+
+
 def accuracy(args, log, task_name):
     rows, posteriors = [], {}
     budgets = args.budgets or ([1000] if args.quick else [1000, 10000])
     n_draws = 500 if args.quick else args.c2st_draws
     for name in [task_name]:
-        task = TASKS[name]()
-        torch.manual_seed(1000)
-        theta_obs = task.prior.sample((args.observations,))
-        x_obs = task.simulate(theta_obs)
-        refs = []
-        for i in range(args.observations):
-            torch.manual_seed(2000 + i)
-            if isinstance(task, SLCP):
-                refs.append(task.reference(x_obs[i], n_draws, theta_obs[i]))
-            else:
-                refs.append(task.reference(x_obs[i], n_draws))
+        task = (SBIBM if args.suite == "sbibm" else TASKS)[name]()
+        labels, x_obs, refs = _observations(args, task, n_draws)
         rhat = getattr(task, "rhat", None)
         for budget in budgets:
             torch.manual_seed(budget)
             theta = task.prior.sample((budget,))
             x = task.simulate(theta)
-            for method, (train, sample) in METHODS.items():
-                if method not in args.methods:
-                    continue
+            if args.export is not None:  # the same simulations for peers in other venvs
+                _export(args.export, name, budget, theta, x, x_obs, labels)
+            for method in args.methods:
                 for seed in args.seeds:
                     torch.manual_seed(0)
+                    train, sample = METHODS[method]
                     post, seconds, epochs = train(task, theta, x, args.quick, seed=seed)
-                    scores = []
-                    for i in range(args.observations):
+                    scores, outside, sample_s = [], [], []
+                    for i in range(len(labels)):
                         torch.manual_seed(3000 + i)
+                        start = time.perf_counter()
                         draws = sample(post, x_obs[i], n_draws)
+                        sample_s.append(time.perf_counter() - start)
+                        outside.append(_outside(task, draws))
                         folds = 3 if args.quick else 5
                         scores.append(c2st(draws.numpy(), refs[i].numpy(), folds=folds).accuracy)
                     row = dict(
                         task=name, budget=budget, method=method, seed=seed,
-                        c2st=float(np.mean(scores)),
+                        c2st=float(np.mean(scores)), observations=labels,
                         c2st_per_observation=[round(s, 4) for s in scores], train_s=seconds,
+                        sample_s=float(np.mean(sample_s)), draws=n_draws,
+                        outside_prior=float(np.mean(outside)),
                         epochs=epochs, reference_rhat=rhat,
                         family=getattr(post, "flow_name", "nsf"),
                         candidates=_plain_candidates(post),
@@ -301,12 +375,19 @@ def accuracy(args, log, task_name):
                     log(
                         f"{name:16s} {budget:6d} {method:12s} seed {seed} C2ST "
                         f"{row['c2st']:.3f} ({', '.join(f'{s:.3f}' for s in scores)})  "
-                        f"train {seconds:6.1f} s, {epochs} epochs, {row['family']}"
+                        f"train {seconds:6.1f} s, {epochs} epochs, draw {row['sample_s']:.2f} s, "
+                        f"outside {row['outside_prior']:.3f}, {row['family']}"
                         f"{f' [validation loss: {chosen}]' if chosen else ''}"
                     )
                     if seed == args.seeds[0]:  # timed and calibrated
                         posteriors[(name, budget, method)] = (post, task)
     return rows, posteriors
+
+
+def _export(folder, name, budget, theta, x, x_obs, labels):
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / f"{name}_{budget}.npz", theta=theta.numpy(), x=x.numpy(),
+             x_obs=x_obs.numpy(), observations=np.array(labels))  # fmt: skip
 
 
 def _plain_candidates(post) -> list[dict]:
@@ -453,12 +534,40 @@ def markdown(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one budget and observation")
+    parser.add_argument(
+        "--suite",
+        choices=["amortized", "sbibm"],
+        default="amortized",
+        help="sbibm: the eight sbibm tasks, observations and reference draws "
+        "read from sbibm's files (accuracy only; writes results/sbibm.*)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=["development", "confirmation"],
+        default="development",
+        help="sbibm observations 1-5 (development) or 6-10 (confirmation)",
+    )
+    parser.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        help="write each budget's simulations and observations to DIR/{task}_{budget}.npz "
+        "(for peers that run in another environment)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of the existing results file that this run "
+        "does not replace (same task, budget, method, seed, split)",
+    )
     parser.add_argument("--observations", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--c2st-draws", type=int, default=2000, help="per set, per observation")
-    parser.add_argument("--tasks", nargs="+", default=None, choices=list(TASKS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--tasks", nargs="+", default=None, choices=[*TASKS, *SBIBM])
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                        help="default: every in-process method (amortized suite), "
+                        "pyroflows and sbi NPE-NSF (sbibm suite)")  # fmt: skip
     parser.add_argument("--budgets", nargs="+", type=int, default=None, help="simulations")
     parser.add_argument(
         "--seeds",
@@ -469,8 +578,19 @@ def main(argv=None):
     )
     parser.add_argument("--accuracy-only", action="store_true", help="no timing, no SBC")
     args = parser.parse_args(argv)
+    registry = SBIBM if args.suite == "sbibm" else TASKS
+    if args.tasks is None:
+        args.tasks = ["two_moons", "linear_gaussian"] if args.quick else list(registry)
+    unknown = [t for t in args.tasks if t not in registry]
+    if unknown:
+        parser.error(f"tasks {unknown} are not in the {args.suite} suite: {list(registry)}")
+    if args.methods is None:
+        args.methods = ["pyroflows", "sbi NPE-NSF"] if args.suite == "sbibm" else [
+            m for m in METHODS if not m.startswith("sbi ") or m == "sbi NPE-NSF"]  # fmt: skip
+    if args.suite == "sbibm":
+        args.accuracy_only = True  # timing and SBC are the amortized suite's parts
     if args.observations is None:
-        args.observations = 1 if args.quick else 3
+        args.observations = 1 if args.quick else (5 if args.suite == "sbibm" else 3)
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(0)
     warnings.filterwarnings("ignore", category=UserWarning)  # sbi / nflows / sklearn chatter
@@ -478,8 +598,6 @@ def main(argv=None):
     load = os.getloadavg()[0]
     print(f"load average {load:.2f}; torch threads {args.threads}", flush=True)
     log = lambda text: print(text, flush=True)  # noqa: E731
-    if args.tasks is None:
-        args.tasks = ["two_moons", "linear_gaussian"] if args.quick else list(TASKS)
     start = time.perf_counter()
     result = {
         "command": "benchmarks/amortized.py " + " ".join(argv or sys.argv[1:]),
@@ -495,18 +613,32 @@ def main(argv=None):
         "sbc": [],
     }
     out = args.out or (None if args.quick else RESULTS)
+    stem = args.suite
+    kept = []
+    if args.merge and out is not None and (out / f"{stem}.json").exists():
+        kept = json.loads((out / f"{stem}.json").read_text())["accuracy"]
     for name in args.tasks:  # results written after every task
         rows, posteriors = accuracy(args, log, name)
+        for r in rows:
+            r.update(split=args.split, command=result["command"], load_average=result[
+                "load_average"])  # fmt: skip
         result["accuracy"] += rows
         if not args.accuracy_only:
             result["timing"] += timing(posteriors, args, log, name)
             result["sbc"] += calibration(posteriors, args, log, name)
         result["total_s"] = time.perf_counter() - start
-        text = markdown(result)
+        if args.suite == "sbibm":
+            key = lambda r: (r["task"], r["budget"], r["method"], r["seed"], r["split"])  # noqa: E731
+            new = {key(r) for r in result["accuracy"]}
+            merged = dict(result, accuracy=[r for r in kept if key(r) not in new]
+                          + result["accuracy"])  # fmt: skip
+            text = sbibm_report.markdown(merged)
+        else:
+            merged, text = result, markdown(result)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "amortized.json").write_text(json.dumps(result, indent=1))
-            (out / "amortized.md").write_text(text)
+            (out / f"{stem}.json").write_text(json.dumps(merged, indent=1))
+            (out / f"{stem}.md").write_text(text)
     print(text)
 
 

@@ -1,0 +1,152 @@
+"""The markdown report of ``benchmarks/amortized.py --suite sbibm``: one table per (split,
+budget) with the C2ST mean and spread over training seeds per (task, method), the best cell
+of each row in bold and pyroflows' standing against the best peer; then training time, time
+to draw and draws outside the prior's support; then every row."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PEERS_FIRST = ("pyroflows", "sbi NPE-NSF", "sbi FMPE", "sbi NPSE", "BayesFlow CouplingFlow",
+               "BayesFlow FlowMatching")  # fmt: skip
+
+
+def _groups(rows):
+    out = {}
+    for r in rows:
+        key = (r.get("split", "development"), r["budget"], r["task"], r["method"])
+        out.setdefault(key, []).append(r)
+    return out
+
+
+def _cell(g):
+    c = np.array([r["c2st"] for r in g])
+    spread = f" ± {c.std(ddof=1):.3f}" if len(c) > 1 else ""
+    return c.mean(), f"{c.mean():.3f}{spread}"
+
+
+def verdicts(rows) -> list[dict]:
+    """Per (split, budget, task): pyroflows' mean C2ST against the best peer's (lower wins)."""
+    groups = _groups(rows)
+    out = []
+    for split, budget, task in dict.fromkeys(k[:3] for k in groups):
+        means = {m: _cell(groups[k])[0] for k in groups if k[:3] == (split, budget, task)
+                 for m in [k[3]]}  # fmt: skip
+        if "pyroflows" not in means or len(means) < 2:
+            continue
+        peer = min((m for m in means if m != "pyroflows"), key=means.get)
+        diff = means["pyroflows"] - means[peer]
+        out.append(dict(split=split, budget=budget, task=task, best_peer=peer,
+                        pyroflows=means["pyroflows"], peer=means[peer], difference=diff,
+                        verdict="wins" if diff < 0 else "loses"))  # fmt: skip
+    return out
+
+
+def markdown(result) -> str:
+    rows = result["accuracy"]
+    groups = _groups(rows)
+    methods = sorted(
+        {r["method"] for r in rows}, key=lambda m: PEERS_FIRST.index(m) if m in PEERS_FIRST else 99
+    )
+    lines = [
+        "# sbibm: pyroflows' default AmortizedPosterior against sbi and BayesFlow",
+        "",
+        "Protocol: `benchmarks/amortized.py --suite sbibm` (docstring of "
+        "`benchmarks/amortized.py` and `benchmarks/sbibm_tasks.py`). Simulators and priors "
+        "written after sbibm 1.1; observations and reference posterior draws from sbibm's "
+        "files. Every method gets the same simulations (`torch.manual_seed(budget)`, prior "
+        "then simulator). C2ST: `pyroflows.diagnostics.c2st` (MLP, 5 folds) between 2 000 "
+        "posterior draws and as many of sbibm's 10 000 reference draws per observation "
+        "(`draws` in the JSON), "
+        "averaged over the observations (1-5 development, 6-10 confirmation); 0.5 is "
+        "perfect. Mean over training seeds, ± the sd over seeds when there are several. "
+        "Every method at its defaults, one thread, on a 2-core machine shared by several "
+        "jobs (load average in each row of the JSON): timings are noisy.",
+        "",
+        f"Last command: `{result['command']}`, commit `{result['commit']}`, {result['date']}.",
+    ]
+    verdict = {(v["split"], v["budget"], v["task"]): v for v in verdicts(rows)}
+    for split, budget in sorted(dict.fromkeys(k[:2] for k in groups),
+                                key=lambda k: (k[0] != "development", k[1])):  # fmt: skip
+        tasks = list(dict.fromkeys(k[2] for k in groups if k[:2] == (split, budget)))
+        present = [m for m in methods if any((split, budget, t, m) in groups for t in tasks)]
+        seeds = sorted(
+            {
+                r["seed"]
+                for r in rows
+                if (r.get("split", "development"), r["budget"]) == (split, budget)
+            }
+        )
+        lines += ["", f"## {split}, {budget:,} simulations: C2ST (seeds {seeds})", "",
+                  "| task | " + " | ".join(present) + " | pyroflows vs best peer |",
+                  "|---|" + "---:|" * len(present) + "---|"]  # fmt: skip
+        wins = losses = 0
+        for t in tasks:
+            cells = {m: _cell(groups[(split, budget, t, m)]) for m in present
+                     if (split, budget, t, m) in groups}  # fmt: skip
+            best = min(v[0] for v in cells.values())
+            text = [(f"**{cells[m][1]}**" if cells[m][0] == best else cells[m][1])
+                    if m in cells else "" for m in present]  # fmt: skip
+            v = verdict.get((split, budget, t))
+            note = (f"{v['verdict']} ({v['difference']:+.3f} vs {v['best_peer']})"
+                    if v else "")  # fmt: skip
+            wins += bool(v and v["verdict"] == "wins")
+            losses += bool(v and v["verdict"] == "loses")
+            lines.append(f"| {t} | " + " | ".join(text) + f" | {note} |")
+        lines += ["", f"pyroflows has the lowest mean C2ST on {wins} of {wins + losses} "
+                  "tasks of this table.", "",
+                  "| task | method | train s | draw s (one observation) "
+                  "| outside prior | epochs | flow kept |",
+                  "|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
+        for t in tasks:
+            for m in present:
+                g = groups.get((split, budget, t, m))
+                if not g:
+                    continue
+                fam = ", ".join(dict.fromkeys(r.get("family", "") for r in g))
+                lines.append(
+                    f"| {t} | {m} | {np.mean([r['train_s'] for r in g]):.1f} | "
+                    f"{np.mean([r['sample_s'] for r in g]):.2f} | "
+                    f"{np.mean([r['outside_prior'] for r in g]):.4f} | "
+                    f"{np.mean([r['epochs'] for r in g]):.0f} | "
+                    f"{fam if m == 'pyroflows' else ''} |"
+                )
+    lines += [
+        "",
+        "## Every row",
+        "",
+        "| split | simulations | task | method | seed | C2ST | per observation | train s | load |",
+        "|---|---:|---|---|---:|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        per = ", ".join(f"{s:.3f}" for s in r["c2st_per_observation"])
+        lines.append(f"| {r.get('split', '')} | {r['budget']:,} | {r['task']} | {r['method']} "
+                     f"| {r['seed']} | {r['c2st']:.3f} | {per} | {r['train_s']:.1f} | "
+                     f"{r.get('load_average', '')} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    """Merge results files (later rows replace earlier ones with the same task, budget,
+    method, seed and split) and write ``OUT.json`` and ``OUT.md``."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="path without suffix")
+    args = parser.parse_args(argv)
+    merged, rows = None, {}
+    for f in args.files:
+        result = json.loads(f.read_text())
+        merged = merged or result
+        for r in result["accuracy"]:
+            rows[(r["task"], r["budget"], r["method"], r["seed"], r.get("split"))] = r
+        merged = dict(result, accuracy=list(rows.values()))
+    args.out.with_suffix(".json").write_text(json.dumps(merged, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(merged))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The sbibm ports of ``benchmarks/sbibm_tasks.py`` against sbibm's own files, and the
+report's verdicts. Skipped where sbibm's task files are not on this machine (``SBIBM_DIR``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import sbibm_report  # noqa: E402
+import sbibm_tasks  # noqa: E402
+
+try:
+    sbibm_tasks.find_sbibm()
+    HAVE_FILES = True
+except FileNotFoundError:
+    HAVE_FILES = False
+needs_files = pytest.mark.skipif(not HAVE_FILES, reason="sbibm's task files not found")
+
+
+@needs_files
+def test_glm_summary_maps_raw_observations_onto_summary_observations():
+    summary, raw = sbibm_tasks.BernoulliGLM(), sbibm_tasks.BernoulliGLMRaw()
+    for i in range(1, 11):
+        got = sbibm_tasks.glm_summary(raw.observation(i)[None], summary.stimulus)[0]
+        torch.testing.assert_close(got, summary.observation(i), rtol=0, atol=1e-5)
+
+
+@needs_files
+def test_distractor_permutation_places_slcp_observation():
+    plain, distract = sbibm_tasks.SLCP(), sbibm_tasks.SLCPDistractors()
+    inverse = torch.argsort(distract.permutation)
+    for i in range(1, 11):
+        torch.testing.assert_close(distract.observation(i)[inverse][:8], plain.observation(i))
+
+
+@needs_files
+@pytest.mark.parametrize("name", list(sbibm_tasks.TASKS))
+def test_port_makes_observation_typical_of_reference_predictive(name):
+    task = sbibm_tasks.TASKS[name]()
+    x = task.simulate(task.prior.sample((7,)))
+    assert x.shape == (7, len(task.observation(1)))
+    assert task.reference(1).shape == (10000, task.dim)
+    pvalue = sbibm_tasks.predictive_pvalue(task, 1, n=500)
+    assert pvalue > 0.01, pvalue
+
+
+@needs_files
+def test_predictive_check_rejects_a_wrong_simulator():
+    task = sbibm_tasks.TwoMoons()
+    right = task.simulate
+    task.simulate = lambda theta: right(theta) + torch.tensor([0.0, 0.3])  # shifted crescent
+    assert sbibm_tasks.predictive_pvalue(task, 1, n=500) < 0.01
+
+
+def test_find_sbibm_names_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(sbibm_tasks, "_CANDIDATES", ())
+    monkeypatch.delenv("SBIBM_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="SBIBM_DIR"):
+        sbibm_tasks.find_sbibm(tmp_path)
+
+
+def test_verdicts_compare_pyroflows_with_the_best_peer():
+    def row(task, method, seed, c):
+        return dict(task=task, budget=1000, method=method, seed=seed, c2st=c, split="development")
+
+    rows = [
+        row("a", "pyroflows", 0, 0.60), row("a", "pyroflows", 1, 0.70),  # mean 0.65
+        row("a", "sbi NPE-NSF", 0, 0.66), row("a", "sbi FMPE", 0, 0.80),
+        row("b", "pyroflows", 0, 0.70), row("b", "sbi NPE-NSF", 0, 0.90),
+        row("b", "sbi NPSE", 0, 0.55),
+    ]  # fmt: skip
+    got = {v["task"]: v for v in sbibm_report.verdicts(rows)}
+    assert got["a"]["verdict"] == "wins" and got["a"]["best_peer"] == "sbi NPE-NSF"
+    assert got["a"]["difference"] == pytest.approx(-0.01)
+    assert got["b"]["verdict"] == "loses" and got["b"]["best_peer"] == "sbi NPSE"
+    assert got["b"]["difference"] == pytest.approx(0.15)
