@@ -9,7 +9,7 @@ import pyro
 from pyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from pyro.optim import Adam
 from vi_guides import GUIDES, init_loc
-from vi_posteriors import draw_metrics, evaluate
+from vi_posteriors import _failed, draw_metrics, evaluate
 from vi_report import print_row
 
 import pyroflows as pf
@@ -58,8 +58,12 @@ def run_b(name: str, cfg: dict) -> list[dict]:
         pyro.clear_param_store()
         pyro.set_rng_seed(cfg["seed"])
         auto = GUIDES[g](post.model, init_loc)
-        seconds = _svi_until(post, auto, budget)
-        rows.append({**evaluate(post, auto, cfg["draws"]), "guide": g, "seconds": seconds})
+        start = time.perf_counter()
+        try:
+            seconds = _svi_until(post, auto, budget)
+            rows.append({**evaluate(post, auto, cfg["draws"]), "guide": g, "seconds": seconds})
+        except Exception as e:  # a guide that fails on this model is a result, not a crash
+            rows.append({**_failed(e), "guide": g, "seconds": time.perf_counter() - start})
     pyro.set_rng_seed(cfg["seed"])
     samples, seconds = _nuts_for(post, budget, cfg["draws"])
     n = min(cfg["draws"], len(next(iter(samples.values()))))
