@@ -28,7 +28,7 @@ format: install
 	$(PY) -m ruff check --fix pyroflows tests benchmarks
 
 test-unit: install
-	$(PY) -m pytest tests pyroflows --doctest-modules -q
+	$(PY) -m pytest tests pyroflows --doctest-modules -q --durations=15
 
 test-notebooks: install
 	$(SMOKE_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env notebooks -q

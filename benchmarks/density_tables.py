@@ -76,7 +76,8 @@ for path in (str(HERE.parent), str(HERE)):
         sys.path.insert(0, path)
 
 import quality  # noqa: E402
-from quality import Fit, Settings, fit_classical, fit_zuko  # noqa: E402
+from _scoring import Fit, attempt, time_to  # noqa: E402
+from quality import Settings, fit_classical, fit_zuko  # noqa: E402
 
 from pyroflows import datasets, diagnostics, racing  # noqa: E402
 from pyroflows.baselines import GMMDensity  # noqa: E402
@@ -283,23 +284,6 @@ PEER_FITS: dict[str, Callable[..., Fit]] = {
 }
 
 
-def attempt(fit: Callable[..., Fit], *args: Any, **kwargs: Any) -> Fit:
-    """Run one fit; a failure is recorded (its error, no log-densities) instead of raised,
-    so that one broken method does not end the run."""
-    start = time.perf_counter()
-    try:
-        return fit(*args, **kwargs)
-    except Exception as err:  # noqa: BLE001 - reported in the table
-        info = {"error": f"{type(err).__name__}: {err}"}
-        return Fit(np.empty(0), time.perf_counter() - start, info)
-
-
-def time_to(curve: dict[str, list[float]], target: float) -> float | None:
-    """The earliest wall time at which the validation loss is at most ``target``."""
-    hits = [t for t, v in zip(curve["time"], curve["val_loss"], strict=True) if v <= target]
-    return min(hits) if hits else None
-
-
 def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> dict[str, Any]:
     """Every method on one table: test log-likelihoods, paired margins, time to quality."""
     x = prepare(table)
@@ -308,19 +292,19 @@ def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> d
     rows = encode(*raw, spec, settings.seed, SCORE_DRAWS)
     notes = [f"col {j}: {c.kind} step {c.step:g}" for j, c in enumerate(rows.columns.columns)
              if c.discrete]  # fmt: skip
-    fits = {"pyroflows default": attempt(fit_default, raw, spec, rows, settings)}
+    n_test = len(raw[2])  # a failed fit: NaN on each test row
+    fits = {"pyroflows default": attempt(n_test, fit_default, raw, spec, rows, settings)}
     for peer, fit_peer in PEER_FITS.items():
-        fits[peer] = attempt(fit_peer, rows.train, rows.val, rows.test, settings)
+        fits[peer] = attempt(n_test, fit_peer, rows.train, rows.val, rows.test, settings)
         if "error" not in fits[peer].info:
             fits[peer].log_prob = rows.reduce(fits[peer].log_prob)
             fits[peer].info.pop("val_log_prob", None)
     if full:
-        fits["default, no racing"] = attempt(fit_default, raw, spec, rows, settings, race=False)
+        fits["default, no racing"] = attempt(
+            n_test, fit_default, raw, spec, rows, settings, race=False
+        )
     if "error" in fits["pyroflows default"].info:
         raise RuntimeError(f"{name}: the default failed: {fits['pyroflows default'].info}")
-    for fit_ in fits.values():  # a failed fit's NaNs, one per test row
-        if "error" in fit_.info:
-            fit_.log_prob = np.full(len(raw[2]), np.nan)
     stats = {
         m: diagnostics.test_log_likelihood(f.log_prob) if np.isfinite(f.log_prob).all() else None
         for m, f in fits.items()

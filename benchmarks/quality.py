@@ -77,7 +77,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -90,6 +90,8 @@ import torch
 ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from _scoring import Fit, attempt, time_to  # noqa: E402
 
 from pyroflows import datasets, diagnostics  # noqa: E402
 from pyroflows.baselines import GaussianDensity, GMMDensity, KDEDensity  # noqa: E402
@@ -137,15 +139,6 @@ class Settings:
     zuko_max_epochs: int = ZUKO_TRAINING["max_epochs"]
     gmm_max_components: int = 10
     china_rows: int = 30_000
-
-
-@dataclass
-class Fit:
-    """Log-densities of one method on evaluation points, with what the fit cost."""
-
-    log_prob: np.ndarray
-    seconds: float
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def load_china_pixels(seed: int = 0, n: int = 30_000) -> datasets.Dataset:
@@ -359,18 +352,6 @@ def load_mixture(k: int, settings: Settings) -> datasets.Dataset:
     return datasets.load("mixture_2d", seed=settings.seed, n=settings.mixture_n, n_components=k)
 
 
-def attempt(fit: Callable[..., Fit], *args: Any, **kwargs: Any) -> Fit:
-    """Run one fit; a failure is recorded (NaN log-densities and the error) instead of raised,
-    so that one broken method does not end the run."""
-    start = time.perf_counter()
-    try:
-        return fit(*args, **kwargs)
-    except Exception as err:  # noqa: BLE001 - reported in the table
-        n = len(args[2])
-        seconds = time.perf_counter() - start
-        return Fit(np.full(n, np.nan), seconds, {"error": f"{type(err).__name__}: {err}"})
-
-
 def summary(info: dict[str, Any]) -> dict[str, Any]:
     """What a table row keeps of a fit's ``info``: no curves, no per-row arrays."""
     return {k: v for k, v in info.items() if k not in ("curve", "val_log_prob")}
@@ -391,7 +372,7 @@ def real_data(settings: Settings, curves: dict[str, dict[str, Any]]) -> list[dic
         data = load_real(name, settings)
         reference = None
         for method, fit in REAL_METHODS.items():
-            result = attempt(fit, data.train, data.val, data.test, settings)
+            result = attempt(len(data.test), fit, data.train, data.val, data.test, settings)
             ll, se = estimate(result.log_prob, diagnostics.test_log_likelihood)
             if reference is None:  # the default estimator comes first
                 reference = result.log_prob
@@ -425,7 +406,7 @@ def mixtures(settings: Settings, curves: dict[str, dict[str, Any]]) -> list[dict
         draws = p.sample(settings.kl_draws, seed=10_000 + settings.seed)  # not the training draws
         log_p = p.log_prob(draws)
         for label, fit in MIXTURE_METHODS.items():
-            result = attempt(fit, data.train, data.val, draws, settings)
+            result = attempt(len(draws), fit, data.train, data.val, draws, settings)
             kl, se = estimate(result.log_prob, partial(diagnostics.kl_monte_carlo, log_p))
             if label == "pyroflows default" and "error" not in result.info:
                 curves.setdefault(f"mixture_2d-{k}", {})[label] = result.info
@@ -443,16 +424,6 @@ def mixtures(settings: Settings, curves: dict[str, dict[str, Any]]) -> list[dict
     return rows
 
 
-def first_time_at_or_below(curve: dict[str, list[float]] | None, target: float) -> float | None:
-    """Wall time of the first epoch whose validation loss is at most ``target``."""
-    if not curve:
-        return None
-    for t, v in zip(curve["time"], curve["val_loss"], strict=True):
-        if v <= target:
-            return t
-    return None
-
-
 def race(settings: Settings, curves: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Wall time of the default estimator to reach zuko NSF's best validation loss, against
     zuko's time to it; fits of parts 1 and 2 are reused, missing ones are made here."""
@@ -466,7 +437,9 @@ def race(settings: Settings, curves: dict[str, dict[str, Any]]) -> list[dict[str
             else:
                 data = load_real(name, settings)
             for method in missing:
-                result = attempt(REAL_METHODS[method], data.train, data.val, data.test, settings)
+                result = attempt(
+                    len(data.test), REAL_METHODS[method], data.train, data.val, data.test, settings
+                )
                 if "error" not in result.info:
                     have[method] = result.info
         if len(have) < 2:
@@ -475,7 +448,7 @@ def race(settings: Settings, curves: dict[str, dict[str, Any]]) -> list[dict[str
         ours, zuko = have["pyroflows default"], have["zuko NSF"]
         target = zuko["best_val_loss"]
         zuko_time = zuko["curve"]["time"][zuko["best_epoch"]]
-        reached = first_time_at_or_below(ours["curve"], target)
+        reached = time_to(ours["curve"], target)
         # Paired over the validation rows: zuko's loss minus the default's, both final states.
         gap = diagnostics.test_log_likelihood(ours["val_log_prob"] - zuko["val_log_prob"])
         rows.append(

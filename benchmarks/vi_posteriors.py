@@ -184,7 +184,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr-min", type=float, default=1e-4)
     parser.add_argument("--draws", type=int, default=1000, help="guide draws for the metrics")
     parser.add_argument("--only", nargs="+", default=None, help="posterior names")
-    parser.add_argument("--guides", nargs="+", default=list(GUIDES), choices=list(GUIDES))
+    parser.add_argument(
+        "--guides", nargs="+", default=None, choices=list(GUIDES),
+        help="the guides to run (default: all for protocol (a); for protocol (b), which times "
+        "every guide against FlowGuide.fit() and must include FlowGuide: FlowGuide, "
+        "AutoNormal, AutoMultivariateNormal, AutoIAFNormal)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--merge", nargs="+", type=Path, default=None,
@@ -192,6 +197,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out)
+    from vi_wallclock import DEFAULT_GUIDES, check_guides, run_b
+
+    guides_a = args.guides or list(GUIDES)
+    guides_b = args.guides or list(DEFAULT_GUIDES)
+    if "b" in args.protocol:
+        try:
+            check_guides(guides_b)
+        except ValueError as error:
+            parser.error(str(error))
     torch.set_num_threads(1)
     split = "confirmation" if args.confirm else "development"
     names = posteriors.names(split)
@@ -210,11 +224,9 @@ def main(argv: list[str] | None = None) -> None:
            "split_size": len(posteriors.names(split))}  # fmt: skip
     for name in names:
         if "a" in args.protocol:
-            res["rows"] += run_a(name, args.guides, cfg)
+            res["rows"] += run_a(name, guides_a, cfg)
         if "b" in args.protocol:
-            from vi_wallclock import run_b
-
-            res["rows"] += run_b(name, cfg)
+            res["rows"] += run_b(name, cfg, guides_b)
     if args.quick:
         return
     stem = "vi_posteriors" + ("_confirmation" if args.confirm else "")

@@ -59,8 +59,10 @@ command is a ``_<command>(args)`` function and a sub-parser in :func:`build_pars
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -86,6 +88,7 @@ from pyroflows.density import PORTFOLIO, UNIT_CUBE, DensityEstimator
 from pyroflows.estimator import refuse_to_overwrite
 from pyroflows.preprocess import bounds_array, check_inside
 from pyroflows.train import TrainingDiverged, resolve_device
+from pyroflows.validation import DataWarning
 
 __all__ = [
     "HEADER_MODES", "OUTLIER_SDS", "Table", "build_parser", "main", "read_csv", "read_table",
@@ -551,9 +554,27 @@ def _warning_line(command: str) -> Callable[..., None]:
 
     def show(message: Warning | str, category: type, *args: Any, **kwargs: Any) -> None:
         text = " ".join(str(message).split())
+        if isinstance(message, DataWarning) and message.column is not None:
+            text = _as_option(text)
         print(f"pyroflows {command}: warning: {text}", file=sys.stderr)
 
     return show
+
+
+def _as_option(text: str) -> str:
+    """A :class:`~pyroflows.validation.DataWarning`'s advice with the estimator's
+    ``discrete=...`` spelt as the ``--discrete`` option (a column without a header name by
+    its number from 1)."""
+
+    def spelt(match: re.Match[str]) -> str:
+        value = ast.literal_eval(match.group(1))
+        if not isinstance(value, dict):
+            return f"--discrete {str(value).lower()}"
+        items = (f"{k + 1 if isinstance(k, int) else k}={v}" for k, v in value.items())
+        return "--discrete " + ",".join(items)
+
+    text = re.sub(r"\bdiscrete=(None|'auto'|\{[^}]*\})", spelt, text)
+    return text.replace("; discrete names it", "; --discrete names it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -61,6 +61,7 @@ from pyroflows.tabular import (
     check_discrete,
     continuous_columns,
     fit_columns,
+    kept_continuous_advice,
     mixed_log_prob,
 )
 from pyroflows.train import History, check_options, fit, resolve_device
@@ -69,7 +70,7 @@ from pyroflows.train.weights import (
     check_weight_pairing,
     effective_sample_size,
 )
-from pyroflows.validation import check_data, flag, positive_int
+from pyroflows.validation import check_data, flag, positive_int, warn_awkward_data
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: options that apply only to some families: (option, default, families that use it)
@@ -500,6 +501,16 @@ class DensityEstimator(BaseDensity):
         state["columns_"] = continuous_columns(rows.shape[1])
         state["ensemble_"] = None
         return self._set_fitted(state, rows.shape[1], None)
+
+    def _warn_awkward(self, X: np.ndarray, X_val: np.ndarray | None, names: Any) -> None:
+        """:func:`~pyroflows.validation.warn_awkward_data` on the codes, whose discrete
+        columns are dequantised: a column with discrete values left continuous is warned
+        about with the ``discrete`` option that models it as discrete."""
+
+        def advice(j: int, column: int | str, kind: str) -> str:
+            return kept_continuous_advice(self.discrete, j, column, kind)
+
+        warn_awkward_data(X, X_val, names=names, split=X_val is None, advice=advice)
 
     def _fit_ensemble(self, X: Any, X_val: Any, runs: dict[str, Any]) -> DensityEstimator:
         """Fit the members (:func:`~pyroflows.density_ensemble.fit_members`), then take the

@@ -46,6 +46,7 @@ __all__ = [
     "continuous_columns",
     "fit_columns",
     "grid_of",
+    "kept_continuous_advice",
     "latin_hypercube",
     "log_mean_exp",
     "mixed_log_prob",
@@ -385,6 +386,39 @@ def check_discrete(discrete: Any) -> None:
             or not (0 < kind < math.inf)
         ):
             raise ValueError(f"discrete[{key!r}]: a step must be a positive number, got {kind!r}")
+
+
+def kept_continuous_advice(discrete: Any, j: int, column: int | str, kind: str) -> str:
+    """Why the ``discrete`` option of a density estimator leaves column ``j`` (key ``column``:
+    a name or a position) continuous although its values are discrete, and the exact option
+    that scores it by the probability of its values as a column of ``kind``.
+
+    Example:
+        >>> print(kept_continuous_advice("auto", 2, "count", "integer").split("; ")[1])
+        pass discrete={'count': 'integer'} to score it by the probability of its values
+        >>> print(kept_continuous_advice({0: "integer"}, 1, 1, "integer").split("; ")[1][:42])
+        pass discrete={0: 'integer', 1: 'integer'}
+    """
+    if discrete is None:
+        why = "discrete=None models every column as continuous"
+        others: dict[Any, Any] = {}
+    elif isinstance(discrete, Mapping):
+        others = {k: v for k, v in discrete.items() if k != column and k != j}
+        why = (
+            f"discrete names it {'continuous'!r}"
+            if len(others) < len(discrete)
+            else "discrete='auto' (for the columns that discrete does not name)"
+        )
+    else:
+        others = {}
+        why = "discrete='auto'"
+    if why.startswith("discrete='auto'"):
+        why += (
+            " finds a float column discrete only when its values sit on a grid and repeat "
+            f"(at most {MAX_DISTINCT_SHARE:.0%} of them distinct)"
+        )
+    option = {**others, column: kind}
+    return f"{why}; pass discrete={option!r} to score it by the probability of its values"
 
 
 def _specs(discrete: Any, names: list[str], frame: bool, name: str) -> list[Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -174,7 +174,35 @@ def check_data(
 
 class DataWarning(UserWarning):
     """Data that a continuous density fits badly: discrete or duplicated values, redundant
-    columns, very few rows. The fit goes on; the warning says what to check."""
+    columns, very few rows. The fit goes on; the warning says what to check.
+
+    For a column with discrete values that the fit models as continuous, ``column`` is its
+    key (its name when the data have column names, else its position from 0) and ``kind``
+    the kind of discrete column that fits its values (``"integer"`` or ``"categorical"``,
+    as :class:`~pyroflows.density.DensityEstimator`'s ``discrete`` takes them); both are
+    None for the other warnings.
+    """
+
+    def __init__(self, message: str, column: int | str | None = None, kind: str | None = None):
+        super().__init__(message)
+        self.column = column
+        self.kind = kind
+
+
+def continuous_advice(j: int, column: int | str, kind: str) -> str:
+    """What a :class:`DataWarning` advises for a discrete column (position ``j``, key
+    ``column``, discrete ``kind``) of an estimator that models every column as continuous.
+
+    Example:
+        >>> print(continuous_advice(1, "count", "integer").split(", fit ")[1][:57])
+        pyroflows.DensityEstimator(discrete={'count': 'integer'})
+    """
+    return (
+        "this estimator models every column as continuous; to score the column by the "
+        "probability of its values, fit pyroflows.DensityEstimator(discrete="
+        f"{{{column!r}: {kind!r}}}), or dequantise it before fitting (add noise uniform on "
+        "each value's cell: U(0, 1) on integers)"
+    )
 
 
 _SAMPLE = 20_000  # rows inspected for the checks that cost more than a pass
@@ -197,6 +225,7 @@ def warn_awkward_data(
     names: Any = None,
     split: bool = True,
     name: str = "X",
+    advice: Callable[[int, int | str, str], str] = continuous_advice,
 ) -> list[str]:
     """Warn (:class:`DataWarning`) about data on which a continuous density's likelihood is
     misleading; cheap (a few passes, the costlier checks on at most 20 000 rows).
@@ -215,29 +244,45 @@ def warn_awkward_data(
         names: column names (for messages), or None.
         split: a validation split will be drawn from ``X``.
         name: how ``X`` is called in messages.
+        advice: for a column with discrete values that the fit models as continuous, given
+            its position, its key (its name, or its position without ``names``) and the kind
+            of discrete column that fits it, the text that says why it is continuous and how
+            to model it as discrete (default: :func:`continuous_advice`).
 
     Returns:
         The messages warned (also handy for a command line).
+
+    Example:
+        >>> import warnings
+        >>> X = np.column_stack([np.linspace(0, 1, 50), np.arange(50.0) * 7])
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     message = warn_awkward_data(X, names=["x", "count"])[0]
+        >>> print(message[:76])
+        X column 1 ('count') takes only integer values but is modelled as continuous
     """
     n, d = X.shape
-    messages = []
+    messages: list[str] = []
+    discrete: list[tuple[int | str, str]] = []  # (column, kind) of each message so far
     sample = X if n <= _SAMPLE else X[np.linspace(0, n - 1, _SAMPLE).astype(np.int64)]
     integer = np.all(X == np.round(X), axis=0)
     for j in range(d):
         distinct = np.unique(sample[:, j]).size
+        key = str(names[j]) if names is not None else j
+        kind = "integer" if integer[j] else "categorical"
         if distinct <= max(2, min(10, n // 10)):
-            messages.append(
-                f"{name} {_column(j, names)} takes only {distinct} distinct values: a continuous "
-                "density on discrete data has a meaningless likelihood (it grows without bound "
-                "at the values); add uniform noise within each value's bin (dequantise) or "
-                "model the column as discrete"
-            )
+            what = f"takes only {distinct} distinct values"
         elif integer[j]:
-            messages.append(
-                f"{name} {_column(j, names)} takes only integer values: a continuous density on "
-                "integer data has a misleading likelihood; add uniform noise U(0, 1) to "
-                "dequantise it, or model it as discrete"
-            )
+            what = "takes only integer values"
+        else:
+            continue
+        messages.append(
+            f"{name} {_column(j, names)} {what} but is modelled as continuous: its "
+            "log-likelihood is a density, not a probability (a flexible fit can raise it "
+            "without bound by putting spikes on the values), and is not comparable with that "
+            f"of a model that treats the column as discrete; {advice(j, key, kind)}"
+        )
+        discrete.append((key, kind))
     keys = _row_keys(X)
     repeated = n - np.unique(keys).size
     if repeated and split:
@@ -284,6 +329,7 @@ def warn_awkward_data(
             f"{name} has only {n} rows for {d} column(s) (fewer than {few}): a flow will "
             "overfit them; expect a poor density, or use a simpler model"
         )
-    for message in messages:
-        warnings.warn(message, DataWarning, stacklevel=4)
+    labels = discrete + [(None, None)] * (len(messages) - len(discrete))
+    for message, (column, kind) in zip(messages, labels, strict=True):
+        warnings.warn(DataWarning(message, column, kind), stacklevel=4)
     return messages
