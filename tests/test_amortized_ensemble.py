@@ -132,3 +132,31 @@ def test_a_failed_member_leaves_every_member_as_it_was():
     with pytest.raises(ValueError):
         post.fit(theta, x, seed=0, lr=-1.0, **FAST)
     assert [m.history for m in post.members] == before
+
+
+def _fake_members(post: AmortizedPosterior, device: str) -> None:
+    """Members whose draws are float64 on ``device``, each row holding its member's index."""
+    for i, member in enumerate(post.members):
+        member.sample = lambda x, n, sampler="auto", i=i: torch.full(
+            (n, 2), float(i), dtype=torch.float64, device=device
+        )
+
+
+def test_mixture_draws_keep_the_members_dtype_and_rows():
+    post = _post(3).fit(*_simulations(50), seed=0, **FAST)
+    _fake_members(post, "cpu")
+    draws = post.sample(torch.zeros(2), 300, seed=2)
+    assert draws.dtype == torch.float64
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        pick = torch.randint(3, (300,))
+    assert torch.equal(draws, pick.to(torch.float64)[:, None].expand(300, 2))
+
+
+def test_mixture_draws_stay_on_the_members_device():
+    """The members' draws on another device (``meta`` stands in for a GPU on a CPU test):
+    the mixture is built there, not on the CPU."""
+    post = _post(2).fit(*_simulations(50), seed=0, **FAST)
+    _fake_members(post, "meta")
+    draws = post.sample(torch.zeros(2), 40, seed=0)
+    assert draws.device.type == "meta" and draws.shape == (40, 2)

@@ -112,24 +112,19 @@ def adopt(post: Posterior) -> None:
 
 def sample_mixture(post: Posterior, x: Any, num_samples: int, seed: int | None,
                    sampler: str) -> Tensor:  # fmt: skip
-    """``num_samples`` draws from the mixture, each from a member picked uniformly; the shape
-    of one member's ``sample``."""
+    """``num_samples`` draws from the mixture, each from a member picked uniformly; the shape,
+    dtype and device of one member's ``sample``."""
     k = len(post.members)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         pick = torch.randint(k, (num_samples,))
-        out = None
-        for i, member in enumerate(post.members):
-            chosen = pick == i
-            n = int(chosen.sum())
-            if n == 0:
-                continue
-            draws = member.sample(x, n, sampler=sampler)
-            if out is None:
-                out = torch.empty((num_samples, *draws.shape[1:]), dtype=draws.dtype)
-            out[chosen] = draws
-    return out
+        parts = [member.sample(x, int((pick == i).sum()), sampler=sampler)
+                 for i, member in enumerate(post.members) if bool((pick == i).any())]  # fmt: skip
+    # the draws grouped by member, in the order of their rows; put back in the rows' order
+    order = torch.argsort(pick, stable=True)
+    draws = torch.cat(parts)
+    return draws[torch.argsort(order).to(draws.device)]
 
 
 def log_prob_mixture(post: Posterior, theta: Any, x: Any) -> Tensor:

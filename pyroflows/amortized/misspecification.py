@@ -81,7 +81,8 @@ class SummaryReference:
         centred = e - self.mean
         cov = centred.T @ centred / (len(e) - 1)
         scale = cov.diagonal().mean().clamp_min(1e-12)
-        self._chol = torch.linalg.cholesky(cov + ridge * scale * torch.eye(len(cov)))
+        ridge_eye = ridge * scale * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+        self._chol = torch.linalg.cholesky(cov + ridge_eye)
         self.distances = self.distance(e).sort().values
 
     def distance(self, embeddings: Tensor) -> Tensor:
