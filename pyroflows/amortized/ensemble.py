@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pyroflows.train.checkpoint import member_path
+from pyroflows.amortized.call import FitCall
+from pyroflows.amortized.recipe import all_or_nothing, fit_posterior
+from pyroflows.amortized.seeding import seeded
 from pyroflows.validation import positive_int
 
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
@@ -59,43 +60,20 @@ def not_for_ensembles(post: Posterior, what: str) -> None:
         )
 
 
-def fit_ensemble(
-    post: Posterior,
-    theta: Any,
-    x: Any,
-    num_simulations: int | None,
-    simulate_online: bool,
-    recipe: str | None,
-    given: Mapping[str, Any],
-    train_options: dict[str, Any],
-) -> Posterior:
-    """:meth:`AmortizedPosterior.fit` of an ensemble (see the module's description)."""
-    from pyroflows.amortized.recipe import check_call, seeded
-
-    check_call(theta, x, num_simulations, simulate_online, recipe, given, train_options)
-    seed = train_options.get("seed")
-    base = 0 if seed is None else int(seed)
+def fit_ensemble(post: Posterior, call: FitCall) -> Posterior:
+    """:meth:`AmortizedPosterior.fit` of an ensemble for a checked ``call`` (see the module's
+    description): the simulations drawn once, then each member's fit
+    (:meth:`FitCall.for_member`), all or nothing."""
+    theta, x = call.theta, call.x
+    if call.num_simulations is not None:  # once, for every member, as a single fit draws them
+        with seeded(call.seed):
+            theta, x = post.members[0]._simulate_many(call.num_simulations, parallel=call.parallel)
     k = len(post.members)
-    parallel = {key: given.get(key) for key in ("num_workers", "executor")}
-    if num_simulations is not None:  # once, for every member, as a single fit draws them
-        with seeded(seed):
-            theta, x = post.members[0]._simulate_many(num_simulations, parallel=parallel)
-    call = {key: value for key, value in given.items()
-            if key not in ("num_workers", "executor")}  # fmt: skip
     with ExitStack() as stack:
-        from pyroflows.amortized.recipe import all_or_nothing
-
         for member in post.members:
             stack.enter_context(all_or_nothing(member))
         for i, member in enumerate(post.members):
-            options = dict(train_options, seed=base + i)
-            for key in ("checkpoint", "resume"):
-                if options.get(key) is not None:
-                    options[key] = member_path(options[key], f"member{i}")
-            if options.get("time_budget") is not None:
-                options["time_budget"] = options["time_budget"] / k
-            member.fit(theta, x, simulate_online=simulate_online, recipe=recipe, **call,
-                       **options)  # fmt: skip
+            fit_posterior(member, call.for_member(i, k, theta, x))
     adopt(post)
     return post
 

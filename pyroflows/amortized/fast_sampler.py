@@ -26,9 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.seeding import seeded
+from pyroflows.amortized.simulate import check_training
 from pyroflows.flows import Flow
 from pyroflows.transforms import Affine, Coupling, MaskedAutoregressive
 from pyroflows.validation import positive_int
+from pyroflows.vi.distill import _hidden_of, distill, student_of
 
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
 Posterior = Any
@@ -89,9 +92,6 @@ def distil_posterior(
     it in eval mode with ``.history`` (:func:`pyroflows.train.fit`'s), without changing
     ``post``. ``fit_kwargs`` go over :data:`STUDENT_DEFAULTS` to
     :func:`pyroflows.vi.distill`."""
-    from pyroflows.amortized.simulate import check_training
-    from pyroflows.vi.distill import distill
-
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
     if not 0 <= validation_fraction < 1:
@@ -126,8 +126,6 @@ def distil(
     ``num_simulations`` (or take ``theta`` and ``x``) and train the student, all under
     ``seed`` (the global random state is left as it was); returns the student without
     changing ``post``."""
-    from pyroflows.amortized.recipe import seeded
-
     check_teacher(post)
     if (num_simulations is None) == (theta is None or x is None):
         raise ValueError("distil takes theta and x, or num_simulations")
@@ -155,8 +153,6 @@ def student_config(post: Posterior) -> dict[str, Any] | None:
     """What a saved file needs to rebuild the student (None without one)."""
     if getattr(post, "student", None) is None:
         return None
-    from pyroflows.vi.distill import _hidden_of
-
     first = next(t for t in post.student.transforms if isinstance(t, MaskedAutoregressive))
     return {"state": {k: v.cpu() for k, v in post.student.state_dict().items()},
             "hidden": list(_hidden_of(first))}  # fmt: skip
@@ -164,8 +160,6 @@ def student_config(post: Posterior) -> dict[str, Any] | None:
 
 def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
     """Rebuild a saved student around the restored teacher (None: no student)."""
-    from pyroflows.vi.distill import student_of
-
     post.student = None
     if saved is None:
         return

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.seeding import seeded
 from pyroflows.validation import positive_int
 
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
@@ -139,8 +140,6 @@ def calibrate(
     given, or ``num_simulations`` simulated from a stream of ``seed + CHECK_SEED_OFFSET``,
     the global random state left as it was); simulations with non-finite values are left
     out. Changes nothing in ``post``."""
-    from pyroflows.amortized.recipe import seeded
-
     post._check_fitted()
     if x is None:
         with seeded(seed, CHECK_SEED_OFFSET):

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pyroflows.amortized.call import check_call
 from pyroflows.amortized.ensemble import (
     adopt,
     check_ensemble,
@@ -61,6 +62,7 @@ from pyroflows.amortized.saved import blob_of, members_of, read_blob, restore
 from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, VariableSizeSimulator
 from pyroflows.builders import FAMILIES
 from pyroflows.flows import Flow
+from pyroflows.inference_data import from_posterior
 from pyroflows.nn.summary import summary_from_config
 from pyroflows.preprocess import Preprocessor
 from pyroflows.train import History
@@ -473,19 +475,18 @@ class AmortizedPosterior:
             ValueError: naming the problem (shapes, values, counts, options, an option the
                 recipe sets itself), before any simulation or change of state.
         """
-        given = dict(steps=steps, validation_fraction=validation_fraction,
-                     num_validation=num_validation, steps_per_epoch=steps_per_epoch,
-                     num_workers=num_workers, executor=executor,
-                     sample_weight=sample_weight)  # fmt: skip
+        call = check_call(
+            theta, x, num_simulations=num_simulations, simulate_online=simulate_online,
+            steps=steps, validation_fraction=validation_fraction, num_validation=num_validation,
+            steps_per_epoch=steps_per_epoch, recipe=recipe, num_workers=num_workers,
+            executor=executor, sample_weight=sample_weight, train_options=train_options,
+        )  # fmt: skip
         if self.members:
-            return fit_ensemble(self, theta, x, num_simulations, simulate_online, recipe, given,
-                                train_options)  # fmt: skip
+            return fit_ensemble(self, call)
         # a student and a reference of other networks
         student, reference, self.student, self.reference = self.student, self.reference, None, None
         try:
-            return fit_posterior(
-                self, theta, x, num_simulations, simulate_online, recipe, given, train_options
-            )
+            return fit_posterior(self, call)
         except BaseException:
             self.student, self.reference = student, reference
             raise
@@ -678,8 +679,6 @@ class AmortizedPosterior:
             >>> idata.posterior_predictive["x"].shape
             (4, 25, 2)
         """
-        from pyroflows.inference_data import from_posterior
-
         return from_posterior(self, x, num_samples, chains, seed, posterior_predictive)
 
     # -- persistence ----------------------------------------------------------------------
