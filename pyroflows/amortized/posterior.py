@@ -142,9 +142,10 @@ class AmortizedPosterior:
             ``(n,)``. A batch of observations is ``(B, rows, features)``.
         ensemble: the number of member posteriors (default 1: none). ``k > 1``: ``members``
             holds ``k`` posteriors built with these arguments (each with a copy of
-            ``summary``), trained by :meth:`fit` on the same simulations with seeds
-            ``seed + i``; :meth:`sample` and :meth:`log_prob` are those of their
-            equal-weight mixture (:mod:`~pyroflows.amortized.ensemble`).
+            ``summary``, whose parameters the first fit draws again with its layers'
+            ``reset_parameters``), trained by :meth:`fit` on the same simulations with seeds
+            ``seed + i``; :meth:`sample` and :meth:`log_prob` are those of their equal-weight
+            mixture (:mod:`~pyroflows.amortized.ensemble`).
 
     Example with a varying number of observations:
         >>> import pyro
