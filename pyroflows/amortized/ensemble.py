@@ -40,7 +40,7 @@ from pyroflows.validation import positive_int
 Posterior = Any
 
 __all__ = ["check_ensemble", "check_redrawable", "fit_ensemble", "log_prob_mixture",
-           "member_copies", "redrawn", "sample_mixture"]  # fmt: skip
+           "member_copies", "new_members", "redrawn", "sample_mixture"]  # fmt: skip
 
 #: added to member ``i``'s seed (``seed + i``) for the draw of its summary network, so that
 #: it is not the stream its flow's initialisation draws from
@@ -55,6 +55,14 @@ def check_ensemble(ensemble: Any) -> int:
 def member_copies(summary: Any, k: int) -> list[Any]:
     """A copy of ``summary`` per member (None stays None)."""
     return [None if summary is None else copy.deepcopy(summary) for _ in range(k)]
+
+
+def new_members(cls: type, k: int, summary: Any, arguments: dict[str, Any]) -> list[Any]:
+    """The ``k`` members of an ensemble: ``cls(**arguments)``, each with its own copy of
+    ``summary``; none for ``k = 1``."""
+    if k == 1:
+        return []
+    return [cls(**arguments, summary=copy) for copy in member_copies(summary, k)]
 
 
 def _reset_of(module: nn.Module) -> Any:

@@ -21,11 +21,12 @@ Objectives (:data:`OBJECTIVES`), each a :class:`~pyroflows.vi.distill.Distillati
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.ensemble import not_for_ensembles
 from pyroflows.amortized.seeding import seeded
 from pyroflows.amortized.simulate import check_training
 from pyroflows.flows import Flow
@@ -33,10 +34,14 @@ from pyroflows.transforms import Affine, Coupling, MaskedAutoregressive
 from pyroflows.validation import positive_int
 from pyroflows.vi.distill import _hidden_of, distill, student_of
 
+if TYPE_CHECKING:  # the class these methods are part of (no import at run time)
+    from pyroflows.amortized.posterior import AmortizedPosterior
+
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
 Posterior = Any
 
 __all__ = [
+    "FastSampling",
     "OBJECTIVES",
     "SAMPLERS",
     "STUDENT_DEFAULTS",
@@ -167,3 +172,41 @@ def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
     student = student_of(post.estimator.flow, hidden, Affine())
     student.load_state_dict(saved["state"])
     post.student = student.eval().requires_grad_(False)
+
+
+class FastSampling:
+    """The fast sampler's method of :class:`~pyroflows.amortized.posterior.AmortizedPosterior`
+    (:meth:`distil`; its ``student``)."""
+
+    def distil(
+        self,
+        theta: Tensor | None = None,
+        x: Tensor | None = None,
+        *,
+        num_simulations: int | None = None,
+        objective: str = "both",
+        seed: int = 0,
+        **fit_options: Any,
+    ) -> AmortizedPosterior:
+        """Train a fast sampler: a conditional IAF student of the posterior's autoregressive
+        flow (:mod:`~pyroflows.amortized.fast_sampler`). Afterwards :meth:`sample` draws from
+        the student (``sampler="teacher"`` from the flow itself), :meth:`log_prob` stays the
+        flow's exact density, :meth:`save` keeps the student, and a new :meth:`fit` drops it.
+
+        Args:
+            theta, x: simulations (user units), or ``num_simulations`` simulated here under
+                ``seed`` (the global random state is left as it was).
+            objective: ``"both"`` (the default: reverse KL on the student's own draws plus
+                CaloFlow's mean squared errors), ``"kl"`` or ``"latent"``.
+            seed: seed of the simulations and of the distillation.
+            **fit_options: options of :func:`pyroflows.train.fit` over
+                :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS`, and
+                ``validation_fraction`` (0.1).
+
+        Raises:
+            ValueError: not fitted, a flow that already draws in one pass per layer
+                (coupling), or bad simulations / options; the posterior is then unchanged.
+        """
+        not_for_ensembles(self, "distil")
+        self.student = distil(self, theta, x, num_simulations, objective, seed, **fit_options)
+        return self
