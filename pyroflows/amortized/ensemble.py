@@ -119,7 +119,7 @@ def fit_ensemble(post: Posterior, call: FitCall) -> Posterior:
     """:meth:`AmortizedPosterior.fit` of an ensemble for a checked ``call`` (see the module's
     description): the simulations drawn once, then each member's fit
     (:meth:`FitCall.for_member`), all or nothing."""
-    first = post.members[0].estimator is None  # the members' networks are drawn now
+    first = post.members[0].estimator is None  # a first fit: it draws the members' networks
     if first:
         check_redrawable(post.members[0].summary)
     theta, x = call.theta, call.x

@@ -94,7 +94,7 @@ class SummaryReference:
 
     def distance(self, embeddings: Tensor) -> Tensor:
         """Squared Mahalanobis distances ``(B,)`` of embeddings ``(B, k)``."""
-        centred = (embeddings.detach().to(torch.float64) - self.mean).T
+        centred = (embeddings.detach().to(self.mean.device, torch.float64) - self.mean).T
         white = torch.linalg.solve_triangular(self._chol, centred, upper=False)
         return (white**2).sum(0)
 
