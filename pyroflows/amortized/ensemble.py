@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from pyroflows.amortized.call import FitCall
 from pyroflows.amortized.recipe import all_or_nothing, fit_posterior
-from pyroflows.amortized.seeding import seeded
+from pyroflows.amortized.seeding import seeded, seeded_draws
 from pyroflows.validation import positive_int
 
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
@@ -154,9 +154,7 @@ def sample_mixture(post: Posterior, x: Any, num_samples: int, seed: int | None,
     """``num_samples`` draws from the mixture, each from a member picked uniformly; the shape,
     dtype and device of one member's ``sample``."""
     k = len(post.members)
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded_draws(seed):
         pick = torch.randint(k, (num_samples,))
         parts = [member.sample(x, int((pick == i).sum()), sampler=sampler)
                  for i, member in enumerate(post.members) if bool((pick == i).any())]  # fmt: skip

@@ -61,6 +61,7 @@ from pyroflows.amortized.recipe import (
     fit_posterior,
 )
 from pyroflows.amortized.saved import Persistence
+from pyroflows.amortized.seeding import seeded_draws
 from pyroflows.amortized.simulating import Simulation, Simulator, check_arguments, simulator_of
 from pyroflows.flows import Flow
 from pyroflows.inference_data import from_posterior
@@ -431,7 +432,8 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
         Args:
             x: one observation (the data's shape) or a batch ``(B, ...)``.
             num_samples: draws per observation.
-            seed: seed of these draws (the global random state is left as it was).
+            seed: seed of these draws (torch's random streams, GPUs' included, are left as they
+                were).
             as_dict: return ``{site: (num_samples, [B,] *shape)}`` instead of a flat tensor.
             sampler: ``"auto"`` (the student of :meth:`distil` when there is one, else the
                 flow), ``"student"`` or ``"teacher"`` (the flow whose density
@@ -450,9 +452,7 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
         # inference mode: a few percent faster than no_grad over the thousands of small
         # operations of a chunked draw; the result leaves it through torch.cat below as an
         # ordinary tensor
-        with torch.random.fork_rng(devices=[], enabled=seed is not None), torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded_draws(seed), torch.inference_mode():
             context = self._context(batch)
             if self.warn_misspecified:
                 warn_if_outside(self.reference, context.cpu())
