@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from pyroflows.amortized import AmortizedPosterior
+from pyroflows.amortized.ensemble import check_redrawable, redrawn
+from pyroflows.nn.summary import Conv1dSummary, DeepSet, MLPSummary, RecurrentSummary, SetAttention
 
 torch.set_num_threads(1)
 
@@ -132,3 +134,105 @@ def test_a_failed_member_leaves_every_member_as_it_was():
     with pytest.raises(ValueError):
         post.fit(theta, x, seed=0, lr=-1.0, **FAST)
     assert [m.history for m in post.members] == before
+
+
+def _fake_members(post: AmortizedPosterior, device: str) -> None:
+    """Members whose draws are float64 on ``device``, each row holding its member's index."""
+    for i, member in enumerate(post.members):
+        member.sample = lambda x, n, sampler="auto", i=i: torch.full(
+            (n, 2), float(i), dtype=torch.float64, device=device
+        )
+
+
+def test_mixture_draws_keep_the_members_dtype_and_rows():
+    post = _post(3).fit(*_simulations(50), seed=0, **FAST)
+    _fake_members(post, "cpu")
+    draws = post.sample(torch.zeros(2), 300, seed=2)
+    assert draws.dtype == torch.float64
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        pick = torch.randint(3, (300,))
+    assert torch.equal(draws, pick.to(torch.float64)[:, None].expand(300, 2))
+
+
+def test_mixture_draws_stay_on_the_members_device():
+    """The members' draws on another device (``meta`` stands in for a GPU on a CPU test):
+    the mixture is built there, not on the CPU."""
+    post = _post(2).fit(*_simulations(50), seed=0, **FAST)
+    _fake_members(post, "meta")
+    draws = post.sample(torch.zeros(2), 40, seed=0)
+    assert draws.device.type == "meta" and draws.shape == (40, 2)
+
+
+def _summarised(ensemble: int = 2, summary: torch.nn.Module | None = None) -> AmortizedPosterior:
+    prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+    return AmortizedPosterior(
+        prior=prior, simulator=lambda t: t + 0.5 * torch.randn_like(t), flow="maf",
+        summary=MLPSummary(2, 3, hidden=(8,)) if summary is None else summary,
+        flow_kwargs=dict(layers=1, hidden=(8,)), ensemble=ensemble,
+    )  # fmt: skip
+
+
+def test_each_member_starts_from_its_own_summary_network():
+    """A rate of 1e-12 leaves the networks where they started: the members' summary networks
+    start apart, and the network passed is left as it was."""
+    post = _summarised(2)
+    passed = {k: v.clone() for k, v in post.summary.state_dict().items()}
+    post.fit(*_simulations(60), seed=0, recipe="one_phase", lr=1e-12, max_epochs=1,
+             progress=False)  # fmt: skip
+    first, second = (m.estimator.summary.state_dict() for m in post.members)
+    for key in first:
+        assert (first[key] - second[key]).abs().max() > 1e-3, key
+    assert all(torch.equal(v, post.summary.state_dict()[k]) for k, v in passed.items())
+
+
+def test_an_ensemble_fit_is_reproducible_for_a_seed():
+    theta, x = _simulations(60)
+    fits = [_summarised(2).fit(theta, x, seed=seed, **FAST) for seed in (4, 4, 5)]
+    states = [[m.estimator.state_dict() for m in fit.members] for fit in fits]
+    for a, b in zip(states[0], states[1], strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    key = next(k for k in states[0][0] if k.startswith("summary."))
+    assert not torch.equal(states[0][0][key], states[2][0][key])
+
+
+SMALL_SUMMARIES = {
+    "MLPSummary": lambda: MLPSummary(2, 3, hidden=(4,)),
+    "DeepSet": lambda: DeepSet(2, 3, hidden=4),
+    "SetAttention": lambda: SetAttention(2, 3, dim=4, heads=2, blocks=1),
+    "RecurrentSummary": lambda: RecurrentSummary(2, 3, hidden=4),
+    "Conv1dSummary": lambda: Conv1dSummary(2, 3, channels=(4,), kernel=3, length=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_SUMMARIES))
+def test_every_summary_network_is_drawn_again_whole_and_reproducibly(name):
+    net = SMALL_SUMMARIES[name]()
+    check_redrawable(net)
+    again, same = redrawn(net, 1), redrawn(net, 1)
+    for key, value in net.named_parameters():
+        assert torch.equal(dict(again.named_parameters())[key], dict(same.named_parameters())[key])
+        if value.numel() > 1 and value.std() > 0:  # drawn at random (not LayerNorm's ones)
+            assert not torch.equal(dict(again.named_parameters())[key], value), key
+
+
+class _Bare(torch.nn.Module):
+    """A summary network whose parameter no ``reset_parameters`` draws."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(2, 3))
+
+    def forward(self, x):
+        return x @ self.w
+
+
+def test_a_summary_network_that_cannot_be_drawn_again_is_refused_before_simulating():
+    calls = []
+    post = _summarised(2, _Bare())
+    for member in post.members:
+        simulate = member.sim.simulator
+        member.sim.simulator = lambda t, f=simulate: calls.append(1) or f(t)
+    with pytest.raises(ValueError, match=r"reset_parameters.*\['w'\]"):
+        post.fit(num_simulations=50, seed=0, **FAST)
+    assert calls == [] and all(m.estimator is None for m in post.members)

@@ -79,3 +79,11 @@ def test_a_new_fit_drops_the_reference(post):
     assert post2.reference is None
     with pytest.raises(ValueError, match="alpha"):
         post.check_observation(torch.zeros(20), alpha=1.5)
+
+
+def test_the_reference_is_built_on_the_embeddings_device_and_dtype():
+    """Embeddings on another device (``meta`` stands in for a GPU on a CPU test): the ridge is
+    added there, not on the CPU, and the embeddings of observations are moved there."""
+    ref = SummaryReference(torch.empty(50, 3, dtype=torch.float64, device="meta"))
+    assert ref.mean.device.type == "meta" and ref.distances.device.type == "meta"
+    assert ref.distance(torch.zeros(4, 3)).device.type == "meta"  # observations moved there

@@ -9,14 +9,20 @@
   sets), :class:`PriorSimulator` (a prior and a batched simulator), :func:`drop_invalid`.
 - :mod:`~pyroflows.amortized.estimator`: :class:`PosteriorEstimator` (summary network +
   conditional flow on encoded data) and chunked sampling / scoring.
+- :mod:`~pyroflows.amortized.simulating`: the simulator a posterior's arguments describe and
+  its simulation methods (``simulate``, ``simulate_data``).
+- :mod:`~pyroflows.amortized.call`: one ``fit`` call checked once (:class:`FitCall`);
+  :mod:`~pyroflows.amortized.seeding`: seeded blocks (:func:`seeded`).
 - :mod:`~pyroflows.amortized.recipe`: how a posterior is trained (modes, split, the
   ``flow="auto"`` portfolio, two phases, online simulations as a data source of the loop).
-- :mod:`~pyroflows.amortized.saved`: the saved file (write, read and check, restore).
+- :mod:`~pyroflows.amortized.saved`: the saved file (write, read and check, restore) and the
+  methods ``save`` / ``load``.
 - :mod:`~pyroflows.amortized.weights`: weighted simulations (``fit(..., sample_weight=)``:
   the check and the weighted standardisations).
 - :mod:`~pyroflows.amortized.ensemble`: ``ensemble=k`` (members, mixture draws and density).
 - :mod:`~pyroflows.amortized.fast_sampler`, :mod:`~pyroflows.amortized.misspecification`:
-  the distilled sampler and the summary-space check behind ``distil`` / ``check_observation``.
+  the distilled sampler and the summary-space check, with the methods ``distil`` /
+  ``calibrate_check`` / ``check_observation``.
 - :mod:`~pyroflows.amortized.posterior`: :class:`AmortizedPosterior` (fit offline or online,
   sample, log_prob, ArviZ, save / load), the user's object over the parts above.
 

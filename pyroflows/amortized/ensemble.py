@@ -3,8 +3,10 @@
 The ensemble is the equal-weight mixture of ``k`` member posteriors, each an ordinary
 :class:`~pyroflows.amortized.posterior.AmortizedPosterior` (``post.members``), trained on the
 same simulations with its own seed: member ``i`` trains with ``seed + i`` (``seed`` the fit's,
-0 by default), which gives it its own validation split, batch order and initial flow. The
-summary network of every member starts as a copy of the one passed (the flows start apart).
+0 by default), which gives it its own validation split, batch order and initial flow. On
+the first fit every member's summary network (a copy of the one passed) is also drawn again
+(:func:`redrawn`: its layers' ``reset_parameters``, from a stream of ``seed + i``), so the
+members start apart in both networks and a fit with the same seed starts them the same way.
 
 * :func:`sample_mixture`: each draw picks a member uniformly (the same pick for every
   observation of a batch), so the draws of one observation are i.i.d. from the mixture;
@@ -23,21 +25,26 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from pyroflows.train.checkpoint import member_path
+from pyroflows.amortized.call import FitCall
+from pyroflows.amortized.recipe import all_or_nothing, fit_posterior
+from pyroflows.amortized.seeding import seeded, seeded_draws
 from pyroflows.validation import positive_int
 
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
 Posterior = Any
 
-__all__ = ["check_ensemble", "fit_ensemble", "log_prob_mixture", "member_copies",
-           "sample_mixture"]  # fmt: skip
+__all__ = ["check_ensemble", "check_redrawable", "fit_ensemble", "log_prob_mixture",
+           "member_copies", "new_members", "redrawn", "sample_mixture"]  # fmt: skip
+
+#: added to member ``i``'s seed (``seed + i``) for the draw of its summary network, so that
+#: it is not the stream its flow's initialisation draws from
+SUMMARY_SEED_OFFSET = 0x5A11
 
 
 def check_ensemble(ensemble: Any) -> int:
@@ -50,6 +57,55 @@ def member_copies(summary: Any, k: int) -> list[Any]:
     return [None if summary is None else copy.deepcopy(summary) for _ in range(k)]
 
 
+def new_members(cls: type, k: int, summary: Any, arguments: dict[str, Any]) -> list[Any]:
+    """The ``k`` members of an ensemble: ``cls(**arguments)``, each with its own copy of
+    ``summary``; none for ``k = 1``."""
+    if k == 1:
+        return []
+    return [cls(**arguments, summary=copy) for copy in member_copies(summary, k)]
+
+
+def _reset_of(module: nn.Module) -> Any:
+    """The method that draws a layer's own parameters again (torch's layers have one;
+    ``nn.MultiheadAttention`` names it ``_reset_parameters``), or None."""
+    reset = getattr(module, "reset_parameters", None)
+    if not callable(reset):
+        reset = getattr(module, "_reset_parameters", None)
+    return reset if callable(reset) else None
+
+
+def check_redrawable(summary: nn.Module | None) -> None:
+    """A ValueError naming the parameters of ``summary`` that no layer's
+    ``reset_parameters`` draws (the ensemble could not give each member its own start)."""
+    if summary is None:
+        return
+    bare = [
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in summary.named_modules()
+        if _reset_of(module) is None
+        for name, _ in module.named_parameters(recurse=False)
+    ]
+    if bare:
+        raise ValueError(
+            f"ensemble= draws each member's summary network again with its layers' "
+            f"reset_parameters(), but {type(summary).__name__} has parameters no layer draws: "
+            f"{bare[:5]}; give the module that holds them a reset_parameters() method"
+        )
+
+
+def redrawn(summary: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``summary`` with every layer's parameters drawn again by its
+    ``reset_parameters`` (innermost layers first, as at construction) from a stream of
+    ``seed + SUMMARY_SEED_OFFSET``; the global random state is left as it was."""
+    net = copy.deepcopy(summary)
+    with seeded(seed, SUMMARY_SEED_OFFSET), torch.no_grad():
+        for module in reversed(list(net.modules())):
+            reset = _reset_of(module)
+            if reset is not None:
+                reset()
+    return net
+
+
 def not_for_ensembles(post: Posterior, what: str) -> None:
     """A clear error for what an ensemble does not offer (yet)."""
     if post.members:
@@ -59,43 +115,26 @@ def not_for_ensembles(post: Posterior, what: str) -> None:
         )
 
 
-def fit_ensemble(
-    post: Posterior,
-    theta: Any,
-    x: Any,
-    num_simulations: int | None,
-    simulate_online: bool,
-    recipe: str | None,
-    given: Mapping[str, Any],
-    train_options: dict[str, Any],
-) -> Posterior:
-    """:meth:`AmortizedPosterior.fit` of an ensemble (see the module's description)."""
-    from pyroflows.amortized.recipe import check_call, seeded
-
-    check_call(theta, x, num_simulations, simulate_online, recipe, given, train_options)
-    seed = train_options.get("seed")
-    base = 0 if seed is None else int(seed)
+def fit_ensemble(post: Posterior, call: FitCall) -> Posterior:
+    """:meth:`AmortizedPosterior.fit` of an ensemble for a checked ``call`` (see the module's
+    description): the simulations drawn once, then each member's fit
+    (:meth:`FitCall.for_member`), all or nothing."""
+    first = post.members[0].estimator is None  # a first fit: it draws the members' networks
+    if first:
+        check_redrawable(post.members[0].summary)
+    theta, x = call.theta, call.x
+    if call.num_simulations is not None:  # once, for every member, as a single fit draws them
+        with seeded(call.seed):
+            theta, x = post.members[0]._simulate_many(call.num_simulations, parallel=call.parallel)
     k = len(post.members)
-    parallel = {key: given.get(key) for key in ("num_workers", "executor")}
-    if num_simulations is not None:  # once, for every member, as a single fit draws them
-        with seeded(seed):
-            theta, x = post.members[0]._simulate_many(num_simulations, parallel=parallel)
-    call = {key: value for key, value in given.items()
-            if key not in ("num_workers", "executor")}  # fmt: skip
+    calls = [call.for_member(i, k, theta, x) for i in range(k)]
     with ExitStack() as stack:
-        from pyroflows.amortized.recipe import all_or_nothing
-
         for member in post.members:
             stack.enter_context(all_or_nothing(member))
-        for i, member in enumerate(post.members):
-            options = dict(train_options, seed=base + i)
-            for key in ("checkpoint", "resume"):
-                if options.get(key) is not None:
-                    options[key] = member_path(options[key], f"member{i}")
-            if options.get("time_budget") is not None:
-                options["time_budget"] = options["time_budget"] / k
-            member.fit(theta, x, simulate_online=simulate_online, recipe=recipe, **call,
-                       **options)  # fmt: skip
+        for member, member_call in zip(post.members, calls, strict=True):
+            if first and member.summary is not None:
+                member.summary = redrawn(member.summary, member_call.seed)
+            fit_posterior(member, member_call)
     adopt(post)
     return post
 
@@ -112,24 +151,17 @@ def adopt(post: Posterior) -> None:
 
 def sample_mixture(post: Posterior, x: Any, num_samples: int, seed: int | None,
                    sampler: str) -> Tensor:  # fmt: skip
-    """``num_samples`` draws from the mixture, each from a member picked uniformly; the shape
-    of one member's ``sample``."""
+    """``num_samples`` draws from the mixture, each from a member picked uniformly; the shape,
+    dtype and device of one member's ``sample``."""
     k = len(post.members)
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded_draws(seed):
         pick = torch.randint(k, (num_samples,))
-        out = None
-        for i, member in enumerate(post.members):
-            chosen = pick == i
-            n = int(chosen.sum())
-            if n == 0:
-                continue
-            draws = member.sample(x, n, sampler=sampler)
-            if out is None:
-                out = torch.empty((num_samples, *draws.shape[1:]), dtype=draws.dtype)
-            out[chosen] = draws
-    return out
+        parts = [member.sample(x, int((pick == i).sum()), sampler=sampler)
+                 for i, member in enumerate(post.members) if bool((pick == i).any())]  # fmt: skip
+    # the draws grouped by member, in the order of their rows; put back in the rows' order
+    order = torch.argsort(pick, stable=True)
+    draws = torch.cat(parts)
+    return draws[torch.argsort(order).to(draws.device)]
 
 
 def log_prob_mixture(post: Posterior, theta: Any, x: Any) -> Tensor:

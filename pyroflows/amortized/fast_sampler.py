@@ -21,19 +21,27 @@ Objectives (:data:`OBJECTIVES`), each a :class:`~pyroflows.vi.distill.Distillati
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.ensemble import not_for_ensembles
+from pyroflows.amortized.seeding import seeded
+from pyroflows.amortized.simulate import check_training
 from pyroflows.flows import Flow
 from pyroflows.transforms import Affine, Coupling, MaskedAutoregressive
 from pyroflows.validation import positive_int
+from pyroflows.vi.distill import _hidden_of, distill, student_of
+
+if TYPE_CHECKING:  # the class these methods are part of (no import at run time)
+    from pyroflows.amortized.posterior import AmortizedPosterior
 
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
 Posterior = Any
 
 __all__ = [
+    "FastSampling",
     "OBJECTIVES",
     "SAMPLERS",
     "STUDENT_DEFAULTS",
@@ -89,9 +97,6 @@ def distil_posterior(
     it in eval mode with ``.history`` (:func:`pyroflows.train.fit`'s), without changing
     ``post``. ``fit_kwargs`` go over :data:`STUDENT_DEFAULTS` to
     :func:`pyroflows.vi.distill`."""
-    from pyroflows.amortized.simulate import check_training
-    from pyroflows.vi.distill import distill
-
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
     if not 0 <= validation_fraction < 1:
@@ -126,8 +131,6 @@ def distil(
     ``num_simulations`` (or take ``theta`` and ``x``) and train the student, all under
     ``seed`` (the global random state is left as it was); returns the student without
     changing ``post``."""
-    from pyroflows.amortized.recipe import seeded
-
     check_teacher(post)
     if (num_simulations is None) == (theta is None or x is None):
         raise ValueError("distil takes theta and x, or num_simulations")
@@ -155,8 +158,6 @@ def student_config(post: Posterior) -> dict[str, Any] | None:
     """What a saved file needs to rebuild the student (None without one)."""
     if getattr(post, "student", None) is None:
         return None
-    from pyroflows.vi.distill import _hidden_of
-
     first = next(t for t in post.student.transforms if isinstance(t, MaskedAutoregressive))
     return {"state": {k: v.cpu() for k, v in post.student.state_dict().items()},
             "hidden": list(_hidden_of(first))}  # fmt: skip
@@ -164,8 +165,6 @@ def student_config(post: Posterior) -> dict[str, Any] | None:
 
 def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
     """Rebuild a saved student around the restored teacher (None: no student)."""
-    from pyroflows.vi.distill import student_of
-
     post.student = None
     if saved is None:
         return
@@ -173,3 +172,41 @@ def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
     student = student_of(post.estimator.flow, hidden, Affine())
     student.load_state_dict(saved["state"])
     post.student = student.eval().requires_grad_(False)
+
+
+class FastSampling:
+    """The fast sampler's method of :class:`~pyroflows.amortized.posterior.AmortizedPosterior`
+    (:meth:`distil`; its ``student``)."""
+
+    def distil(
+        self,
+        theta: Tensor | None = None,
+        x: Tensor | None = None,
+        *,
+        num_simulations: int | None = None,
+        objective: str = "both",
+        seed: int = 0,
+        **fit_options: Any,
+    ) -> AmortizedPosterior:
+        """Train a fast sampler: a conditional IAF student of the posterior's autoregressive
+        flow (:mod:`~pyroflows.amortized.fast_sampler`). Afterwards :meth:`sample` draws from
+        the student (``sampler="teacher"`` from the flow itself), :meth:`log_prob` stays the
+        flow's exact density, :meth:`save` keeps the student, and a new :meth:`fit` drops it.
+
+        Args:
+            theta, x: simulations (user units), or ``num_simulations`` simulated here under
+                ``seed`` (the global random state is left as it was).
+            objective: ``"both"`` (the default: reverse KL on the student's own draws plus
+                CaloFlow's mean squared errors), ``"kl"`` or ``"latent"``.
+            seed: seed of the simulations and of the distillation.
+            **fit_options: options of :func:`pyroflows.train.fit` over
+                :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS`, and
+                ``validation_fraction`` (0.1).
+
+        Raises:
+            ValueError: not fitted, a flow that already draws in one pass per layer
+                (coupling), or bad simulations / options; the posterior is then unchanged.
+        """
+        not_for_ensembles(self, "distil")
+        self.student = distil(self, theta, x, num_simulations, objective, seed, **fit_options)
+        return self

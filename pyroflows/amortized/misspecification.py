@@ -15,18 +15,25 @@ to be trusted, however narrow they look.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.ensemble import not_for_ensembles
+from pyroflows.amortized.seeding import seeded
 from pyroflows.validation import positive_int
+
+if TYPE_CHECKING:  # the class these methods are part of (no import at run time)
+    from pyroflows.amortized.posterior import AmortizedPosterior
 
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported
 Posterior = Any
 
 __all__ = [
+    "MisspecificationCheck",
     "WARN_ALPHA",
     "CheckResult",
     "SummaryReference",
@@ -81,12 +88,13 @@ class SummaryReference:
         centred = e - self.mean
         cov = centred.T @ centred / (len(e) - 1)
         scale = cov.diagonal().mean().clamp_min(1e-12)
-        self._chol = torch.linalg.cholesky(cov + ridge * scale * torch.eye(len(cov)))
+        ridge_eye = ridge * scale * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+        self._chol = torch.linalg.cholesky(cov + ridge_eye)
         self.distances = self.distance(e).sort().values
 
     def distance(self, embeddings: Tensor) -> Tensor:
         """Squared Mahalanobis distances ``(B,)`` of embeddings ``(B, k)``."""
-        centred = (embeddings.detach().to(torch.float64) - self.mean).T
+        centred = (embeddings.detach().to(self.mean.device, torch.float64) - self.mean).T
         white = torch.linalg.solve_triangular(self._chol, centred, upper=False)
         return (white**2).sum(0)
 
@@ -112,8 +120,6 @@ def warn_if_outside(reference: SummaryReference | None, embeddings: Tensor) -> N
     p = reference.p_values(embeddings)
     bad = torch.nonzero(p < WARN_ALPHA).flatten().tolist()
     if bad:
-        import warnings
-
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
         warnings.warn(
             f"{len(bad)} observation(s) (index {shown}) lie outside what the simulator "
@@ -138,8 +144,6 @@ def calibrate(
     given, or ``num_simulations`` simulated from a stream of ``seed + CHECK_SEED_OFFSET``,
     the global random state left as it was); simulations with non-finite values are left
     out. Changes nothing in ``post``."""
-    from pyroflows.amortized.recipe import seeded
-
     post._check_fitted()
     if x is None:
         with seeded(seed, CHECK_SEED_OFFSET):
@@ -157,3 +161,45 @@ def check_observation(post: Posterior, x: Any, alpha: float = 0.05) -> CheckResu
         post.reference = calibrate(post)
     batch, _ = post.observations.check(x)
     return post.reference.check(_embeddings(post, batch), alpha)
+
+
+class MisspecificationCheck:
+    """The misspecification check's methods of
+    :class:`~pyroflows.amortized.posterior.AmortizedPosterior` (on its ``reference``)."""
+
+    def calibrate_check(
+        self,
+        num_simulations: int = 1000,
+        *,
+        x: Tensor | None = None,
+        seed: int = 0,
+    ) -> AmortizedPosterior:
+        """Set the misspecification check's reference
+        (:mod:`~pyroflows.amortized.misspecification`): the summaries of held-out simulations
+        (``x`` given, or ``num_simulations`` simulated here from a stream of ``seed`` that a
+        ``fit(..., seed=seed)`` does not draw; the global random state is left as it was). Then
+        :meth:`sample` and :meth:`log_prob` warn for observations outside them."""
+        not_for_ensembles(self, "calibrate_check")
+        self.reference = calibrate(self, num_simulations, x, seed)
+        return self
+
+    def check_observation(self, x: Any, alpha: float = 0.05) -> CheckResult:
+        """Is ``x`` (one observation or a batch) like the simulations? A test of its summary
+        against held-out simulations' (:meth:`calibrate_check`, run here with its defaults
+        when there is no reference yet): squared Mahalanobis distances, p-values and
+        ``misspecified = p < alpha``; for data the model produces, ``p < alpha`` happens
+        at rate ``alpha``.
+
+        Example:
+            >>> import pyro.distributions as dist
+            >>> from pyroflows.amortized import AmortizedPosterior
+            >>> prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+            >>> post = AmortizedPosterior(prior=prior, simulator=lambda t: t + torch.randn_like(t),
+            ...                           flow_kwargs=dict(layers=1, hidden=(8,)))
+            >>> post = post.fit(num_simulations=200, max_epochs=1, progress=False, seed=0,
+            ...                 recipe="one_phase")
+            >>> post.check_observation(torch.tensor([[0.5, -1.0], [40.0, 0.0]])).misspecified
+            tensor([False,  True])
+        """
+        not_for_ensembles(self, "check_observation")
+        return check_observation(self, x, alpha)

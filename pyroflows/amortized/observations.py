@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.weights import standardisation
 from pyroflows.preprocess import Preprocessor
 from pyroflows.validation import as_real_tensor
 
@@ -231,8 +232,6 @@ class ObservationSpace:
         float64, over the finite rows; weighted by the simulations' ``weight (N,)`` when
         given, see :func:`pyroflows.amortized.weights.standardisation`). Warns when a few
         extreme values dominate a column."""
-        from pyroflows.amortized.weights import standardisation
-
         shape = x.shape[1:]
         rows = x.to(torch.float64).reshape(-1, self.features(shape))
         finite = torch.isfinite(rows).all(-1)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.seeding import seeded
 from pyroflows.validation import positive_int
 
 __all__ = ["CHUNK_SIZE", "chunk_seeds", "simulate_parallel"]
@@ -52,8 +53,6 @@ def _run_chunk(sim: Callable[[int], tuple[Tensor, Tensor]], n: int, seed: int):
     """``sim(n)`` under ``seed`` (torch, NumPy, ``random``), the global states restored. The
     global states are per process, so threads of one process (a thread pool executor) run
     their chunks one at a time; worker processes run in parallel."""
-    from pyroflows.amortized.recipe import seeded
-
     with _SEEDED, seeded(seed):
         theta, x = sim(n)
     return theta, x

@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.distributions import biject_to, constraints
 
 from pyroflows.amortized.observations import warn_if_swamped
+from pyroflows.amortized.weights import standardisation as weighted_standardisation
 from pyroflows.preprocess import Preprocessor
 
 __all__ = [
@@ -303,11 +304,9 @@ class ParameterSpace:
         draws ``theta (N, dim)`` in the user's units, weighted by ``weight (N,)`` when given
         (:func:`pyroflows.amortized.weights.standardisation`); warns when a few extreme
         values dominate a column."""
-        from pyroflows.amortized.weights import standardisation
-
         u, _ = self.to_unconstrained(theta.to(torch.float64))
         warn_if_swamped(u, "theta (unconstrained)")
-        return standardisation(u, weight, "theta (unconstrained)")
+        return weighted_standardisation(u, weight, "theta (unconstrained)")
 
     def encode(self, theta: Tensor, pre: Preprocessor) -> tuple[Tensor, Tensor]:
         """User units -> ``(z, log|dz/dtheta|)`` in float64: the bijection to the

@@ -11,7 +11,16 @@ package, as in sbi (estimator / trainer / posterior):
   sampling and scoring);
 * training: :mod:`~pyroflows.amortized.recipe` (modes, split, ``flow="auto"`` portfolio, two
   phases, online simulations) on the one loop :func:`pyroflows.train.fit`;
-* the saved file: :mod:`~pyroflows.amortized.saved`; ArviZ: :mod:`pyroflows.inference_data`.
+* the saved file: :mod:`~pyroflows.amortized.saved`; ArviZ: :mod:`pyroflows.inference_data`;
+* ensembles: :mod:`~pyroflows.amortized.ensemble` (members, mixture draws and density).
+
+The class holds the posterior's state and its core methods (``fit``, ``sample``,
+``log_prob``); the other public methods live next to what they run, in classes it inherits
+from: :class:`~pyroflows.amortized.simulating.Simulation` (``simulate``, ``simulate_data``,
+``size_of``), :class:`~pyroflows.amortized.fast_sampler.FastSampling` (``distil``),
+:class:`~pyroflows.amortized.misspecification.MisspecificationCheck` (``calibrate_check``,
+``check_observation``) and :class:`~pyroflows.amortized.saved.Persistence` (``save``,
+``load``).
 
 Parameters are mapped to the unconstrained space with ``biject_to(support)`` and standardised
 there; draws are mapped back, so they never leave the support (no rejection), and ``log_prob``
@@ -22,32 +31,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from pyroflows.amortized.call import check_call
 from pyroflows.amortized.ensemble import (
-    adopt,
     check_ensemble,
     fit_ensemble,
     log_prob_mixture,
-    member_copies,
-    not_for_ensembles,
+    new_members,
     sample_mixture,
 )
 from pyroflows.amortized.estimator import PosteriorEstimator, log_prob_chunks, sample_chunks
-from pyroflows.amortized.fast_sampler import distil, sampling_flow
+from pyroflows.amortized.fast_sampler import FastSampling, sampling_flow
 from pyroflows.amortized.misspecification import (
-    CheckResult,
+    MisspecificationCheck,
     SummaryReference,
-    calibrate,
-    check_observation,
     warn_if_outside,
 )
-from pyroflows.amortized.observations import ObservationSpace, check_sized
-from pyroflows.amortized.parallel import CHUNK_SIZE, check_parallel, simulate_parallel
 from pyroflows.amortized.parameters import ParameterSpace
 from pyroflows.amortized.recipe import (
     AUTO_FLOWS,
@@ -57,14 +60,13 @@ from pyroflows.amortized.recipe import (
     TRAIN_DEFAULTS,
     fit_posterior,
 )
-from pyroflows.amortized.saved import blob_of, members_of, read_blob, restore
-from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, VariableSizeSimulator
-from pyroflows.builders import FAMILIES
+from pyroflows.amortized.saved import Persistence
+from pyroflows.amortized.seeding import seeded_draws
+from pyroflows.amortized.simulating import Simulation, Simulator, check_arguments, simulator_of
 from pyroflows.flows import Flow
-from pyroflows.nn.summary import summary_from_config
+from pyroflows.inference_data import from_posterior
 from pyroflows.preprocess import Preprocessor
 from pyroflows.train import History
-from pyroflows.train.checkpoint import atomic_save
 from pyroflows.validation import as_real_tensor, positive_int
 
 #: the recipe's settings (:mod:`~pyroflows.amortized.recipe`) are named here too
@@ -96,7 +98,7 @@ FLOW_DEFAULTS: dict[str, Any] = dict(
 )  # fmt: skip
 
 
-class AmortizedPosterior:
+class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persistence):
     """Neural posterior estimation (NPE) for a Pyro model or a prior + simulator.
 
     Args:
@@ -140,9 +142,10 @@ class AmortizedPosterior:
             ``(n,)``. A batch of observations is ``(B, rows, features)``.
         ensemble: the number of member posteriors (default 1: none). ``k > 1``: ``members``
             holds ``k`` posteriors built with these arguments (each with a copy of
-            ``summary``), trained by :meth:`fit` on the same simulations with seeds
-            ``seed + i``; :meth:`sample` and :meth:`log_prob` are those of their
-            equal-weight mixture (:mod:`~pyroflows.amortized.ensemble`).
+            ``summary``, whose parameters the first fit draws again with its layers'
+            ``reset_parameters``), trained by :meth:`fit` on the same simulations with seeds
+            ``seed + i``; :meth:`sample` and :meth:`log_prob` are those of their equal-weight
+            mixture (:mod:`~pyroflows.amortized.ensemble`).
 
     Example with a varying number of observations:
         >>> import pyro
@@ -174,8 +177,6 @@ class AmortizedPosterior:
         (torch.Size([10, 2]), torch.Size([10, 3, 2]))
     """
 
-    FORMAT_VERSION = 1
-
     def __init__(
         self,
         model: Callable | None = None,
@@ -194,26 +195,16 @@ class AmortizedPosterior:
         ensemble: int = 1,
     ):
         k = check_ensemble(ensemble)
-        _check_arguments(model, prior, simulator, summary, flow, model_args, model_kwargs,
-                         param_name)  # fmt: skip
+        check_arguments(model, prior, simulator, summary, flow, model_args, model_kwargs,
+                        param_name)  # fmt: skip
         self.observed = str(observed)
-        if sizes is not None or size_arg is not None:
-            check_sized(model, summary, sizes, size_arg)
-        self.sim: ModelSimulator | VariableSizeSimulator | PriorSimulator | None = None
-        #: the data's shape contract, checks and encoder (shape and standardisation: first fit)
-        self.observations = ObservationSpace.of(summary)
-        if model is not None and sizes is not None:
-            self.sim = VariableSizeSimulator(
-                model, observed, sizes, size_arg, model_args, model_kwargs
-            )
-            self.observations = ObservationSpace.of(
-                summary, sizes=self.sim.sizes, size_arg=self.sim.size_arg, axis=self.sim.axis,
-                row_shape=self.sim.row_shape,
-            )  # fmt: skip
-        elif model is not None:
-            self.sim = ModelSimulator(model, observed, model_args, model_kwargs)
-        elif prior is not None:
-            self.sim = PriorSimulator(prior, simulator, param_name)
+        #: the simulator (None: fitted on given tensors only), and the data's shape contract,
+        #: checks and encoder (shape and standardisation: first fit)
+        self.sim: Simulator | None
+        self.sim, self.observations = simulator_of(
+            model, observed, prior, simulator, summary, model_args, model_kwargs, param_name,
+            sizes, size_arg,
+        )  # fmt: skip
         self.param_name = param_name
         self.space: ParameterSpace | None = None if self.sim is None else self.sim.space
         self.summary = summary
@@ -238,18 +229,12 @@ class AmortizedPosterior:
         #: below :data:`~pyroflows.amortized.misspecification.WARN_ALPHA` (with a reference)
         self.warn_misspecified = True
         #: ``ensemble=k > 1``: the member posteriors (:mod:`~pyroflows.amortized.ensemble`)
-        self.members: list[AmortizedPosterior] = []
-        if k > 1:
-            self.members = [
-                AmortizedPosterior(
-                    model, observed, prior=prior, simulator=simulator, summary=copy,
-                    flow=flow, flow_kwargs=flow_kwargs, model_args=model_args,
-                    model_kwargs=model_kwargs, param_name=param_name,
-                    sizes=None if sizes is None else self.sizes,
-                    size_arg=size_arg,
-                )
-                for copy in member_copies(summary, k)
-            ]  # fmt: skip
+        self.members: list[AmortizedPosterior] = new_members(type(self), k, summary, dict(
+            model=model, observed=observed, prior=prior, simulator=simulator, flow=flow,
+            flow_kwargs=flow_kwargs, model_args=model_args, model_kwargs=model_kwargs,
+            param_name=param_name, sizes=None if sizes is None else self.sizes,
+            size_arg=size_arg,
+        ))  # fmt: skip
 
     # -- the data (see :class:`ObservationSpace`) -------------------------------------------
     @property
@@ -271,68 +256,6 @@ class AmortizedPosterior:
     def size_arg(self) -> str | None:
         """The model's argument that sets the number of observations (with ``sizes``)."""
         return self.observations.size_arg
-
-    # -- simulation -----------------------------------------------------------------------
-    def simulate(
-        self,
-        num_simulations: int,
-        *,
-        seed: int | None = None,
-        num_workers: int | None = None,
-        executor: Executor | None = None,
-        chunk_size: int = CHUNK_SIZE,
-    ) -> tuple[Tensor, Tensor]:
-        """``(theta (N, dim), x (N, ...))`` from the prior predictive (not filtered).
-
-        With ``num_workers`` (processes on this machine) or ``executor`` (any
-        ``concurrent.futures.Executor``, e.g. Dask's or Ray's) the simulations run in chunks
-        of ``chunk_size``, each under a seed derived from ``(seed, chunk index)``
-        (:mod:`~pyroflows.amortized.parallel`): the result is the same bit for bit whatever
-        the number of workers or the executor. Without ``seed`` the base seed is drawn from
-        torch's global stream. Worker processes need a simulator (or model) that pickles.
-        """
-        if self.sim is None or (
-            isinstance(self.sim, PriorSimulator) and self.sim.simulator is None
-        ):
-            raise ValueError("no simulator: construct with a Pyro model or prior + simulator")
-        if num_workers is None and executor is None:
-            if seed is not None:
-                raise ValueError("seed= is for num_workers= / executor= (chunked simulation)")
-            return self.sim(num_simulations)
-        check_parallel(num_workers, executor, chunk_size)
-        if seed is None:
-            seed = int(torch.randint(2**31 - 1, ()).item())
-        return simulate_parallel(self.sim, num_simulations, seed, num_workers, executor, chunk_size)
-
-    def size_of(self, x: Any) -> int | None:
-        """The number of observations (real, non-padding rows) in one observation ``x`` of a
-        posterior with ``sizes``; None without ``sizes``."""
-        return self.observations.size_of(x)
-
-    def simulate_data(self, theta: Tensor, size: Any = None) -> Tensor:
-        """Data for given parameters ``(N, dim)`` (e.g. posterior predictive draws).
-
-        With ``sizes``: NaN-padded sets ``(N, max(sizes), features)``; ``size`` None draws
-        each simulation's number of observations from ``sizes`` (as in training: what
-        :func:`pyroflows.diagnostics.posterior_predictive` gets), an int gives all that many
-        (e.g. the observation's, for a posterior predictive check), and ``N`` ints one each.
-        Without ``sizes``, ``size`` must be None.
-        """
-        if self.sim is None:
-            raise ValueError("no simulator: construct with a Pyro model or prior + simulator")
-        if isinstance(self.sim, VariableSizeSimulator):
-            return self.sim.simulate(theta, size)
-        if size is not None:
-            raise ValueError("size= is for a posterior built with sizes= and size_arg=")
-        return self.sim.simulate(theta)
-
-    def _simulate_many(
-        self, n: int, chunk: int = 10_000, parallel: Mapping[str, Any] | None = None
-    ) -> tuple[Tensor, Tensor]:
-        if parallel and any(v is not None for v in parallel.values()):
-            return self.simulate(n, **parallel)
-        parts = [self.simulate(min(chunk, n - i)) for i in range(0, n, chunk)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     # -- preprocessing ----------------------------------------------------------------------
     def _use(self, family: str) -> None:
@@ -473,91 +396,21 @@ class AmortizedPosterior:
             ValueError: naming the problem (shapes, values, counts, options, an option the
                 recipe sets itself), before any simulation or change of state.
         """
-        given = dict(steps=steps, validation_fraction=validation_fraction,
-                     num_validation=num_validation, steps_per_epoch=steps_per_epoch,
-                     num_workers=num_workers, executor=executor,
-                     sample_weight=sample_weight)  # fmt: skip
+        call = check_call(
+            theta, x, num_simulations=num_simulations, simulate_online=simulate_online,
+            steps=steps, validation_fraction=validation_fraction, num_validation=num_validation,
+            steps_per_epoch=steps_per_epoch, recipe=recipe, num_workers=num_workers,
+            executor=executor, sample_weight=sample_weight, train_options=train_options,
+        )  # fmt: skip
         if self.members:
-            return fit_ensemble(self, theta, x, num_simulations, simulate_online, recipe, given,
-                                train_options)  # fmt: skip
+            return fit_ensemble(self, call)
         # a student and a reference of other networks
         student, reference, self.student, self.reference = self.student, self.reference, None, None
         try:
-            return fit_posterior(
-                self, theta, x, num_simulations, simulate_online, recipe, given, train_options
-            )
+            return fit_posterior(self, call)
         except BaseException:
             self.student, self.reference = student, reference
             raise
-
-    def calibrate_check(
-        self,
-        num_simulations: int = 1000,
-        *,
-        x: Tensor | None = None,
-        seed: int = 0,
-    ) -> AmortizedPosterior:
-        """Set the misspecification check's reference
-        (:mod:`~pyroflows.amortized.misspecification`): the summaries of held-out simulations
-        (``x`` given, or ``num_simulations`` simulated here from a stream of ``seed`` that a
-        ``fit(..., seed=seed)`` does not draw; the global random state is left as it was). Then
-        :meth:`sample` and :meth:`log_prob` warn for observations outside them."""
-        not_for_ensembles(self, "calibrate_check")
-        self.reference = calibrate(self, num_simulations, x, seed)
-        return self
-
-    def check_observation(self, x: Any, alpha: float = 0.05) -> CheckResult:
-        """Is ``x`` (one observation or a batch) like the simulations? A test of its summary
-        against held-out simulations' (:meth:`calibrate_check`, run here with its defaults
-        when there is no reference yet): squared Mahalanobis distances, p-values and
-        ``misspecified = p < alpha``; for data the model produces, ``p < alpha`` happens
-        at rate ``alpha``.
-
-        Example:
-            >>> import pyro.distributions as dist
-            >>> prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
-            >>> post = AmortizedPosterior(prior=prior, simulator=lambda t: t + torch.randn_like(t),
-            ...                           flow_kwargs=dict(layers=1, hidden=(8,)))
-            >>> post = post.fit(num_simulations=200, max_epochs=1, progress=False, seed=0,
-            ...                 recipe="one_phase")
-            >>> post.check_observation(torch.tensor([[0.5, -1.0], [40.0, 0.0]])).misspecified
-            tensor([False,  True])
-        """
-        not_for_ensembles(self, "check_observation")
-        return check_observation(self, x, alpha)
-
-    def distil(
-        self,
-        theta: Tensor | None = None,
-        x: Tensor | None = None,
-        *,
-        num_simulations: int | None = None,
-        objective: str = "both",
-        seed: int = 0,
-        **fit_options: Any,
-    ) -> AmortizedPosterior:
-        """Train a fast sampler: a conditional IAF student of the posterior's autoregressive
-        flow (:mod:`~pyroflows.amortized.fast_sampler`). Afterwards :meth:`sample` draws from
-        the student (``sampler="teacher"`` from the flow itself), :meth:`log_prob` stays the
-        flow's exact density, :meth:`save` keeps the student, and a new :meth:`fit` drops it.
-
-        Args:
-            theta, x: simulations (user units), or ``num_simulations`` simulated here under
-                ``seed`` (the global random state is left as it was).
-            objective: ``"both"`` (the default: reverse KL on the student's own draws plus
-                CaloFlow's mean squared errors), ``"kl"`` or ``"latent"``.
-            seed: seed of the simulations and of the distillation.
-            **fit_options: options of :func:`pyroflows.train.fit` over
-                :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS`, and
-                ``validation_fraction`` (0.1).
-
-        Raises:
-            ValueError: not fitted, a flow that already draws in one pass per layer
-                (coupling), or bad simulations / options; the posterior is then unchanged.
-        """
-        not_for_ensembles(self, "distil")
-        self.student = distil(self, theta, x, num_simulations, objective, seed, **fit_options)
-        return self
 
     def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
@@ -579,7 +432,8 @@ class AmortizedPosterior:
         Args:
             x: one observation (the data's shape) or a batch ``(B, ...)``.
             num_samples: draws per observation.
-            seed: seed of these draws (the global random state is left as it was).
+            seed: seed of these draws (torch's random streams, GPUs' included, are left as they
+                were).
             as_dict: return ``{site: (num_samples, [B,] *shape)}`` instead of a flat tensor.
             sampler: ``"auto"`` (the student of :meth:`distil` when there is one, else the
                 flow), ``"student"`` or ``"teacher"`` (the flow whose density
@@ -598,9 +452,7 @@ class AmortizedPosterior:
         # inference mode: a few percent faster than no_grad over the thousands of small
         # operations of a chunked draw; the result leaves it through torch.cat below as an
         # ordinary tensor
-        with torch.random.fork_rng(devices=[], enabled=seed is not None), torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded_draws(seed), torch.inference_mode():
             context = self._context(batch)
             if self.warn_misspecified:
                 warn_if_outside(self.reference, context.cpu())
@@ -678,74 +530,7 @@ class AmortizedPosterior:
             >>> idata.posterior_predictive["x"].shape
             (4, 25, 2)
         """
-        from pyroflows.inference_data import from_posterior
-
         return from_posterior(self, x, num_samples, chains, seed, posterior_predictive)
-
-    # -- persistence ----------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """Save networks, preprocessing, configuration and site names to one file (plain
-        tensors and Python values: loadable with ``torch.load(weights_only=True)``).
-
-        The write is atomic (temporary file, fsync, rename): an interrupted save leaves the
-        previous file as it was.
-
-        Raises:
-            ValueError: not fitted, or the folder does not exist or is not writable.
-        """
-        self._check_fitted()
-        if self.members:
-            blob = blob_of(self.members[0], self.FORMAT_VERSION)
-            blob["members"] = [blob_of(m, self.FORMAT_VERSION) for m in self.members[1:]]
-        else:
-            blob = blob_of(self, self.FORMAT_VERSION)
-        atomic_save(blob, path)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        model: Callable | None = None,
-        *,
-        prior: Any = None,
-        simulator: Callable | None = None,
-        summary: nn.Module | None = None,
-        model_args: Sequence[Any] = (),
-        model_kwargs: Mapping[str, Any] | None = None,
-    ) -> AmortizedPosterior:
-        """Load a posterior written by :meth:`save` (``weights_only=True``: no code runs).
-
-        The model or prior + simulator are only needed to simulate again (more training,
-        SBC, predictive checks) or when a support could not be saved; a summary network that
-        is not one of :mod:`pyroflows.nn.summary` must be passed (untrained) as ``summary``.
-        A posterior saved with ``sizes`` keeps them (and ``size_arg``): a ``model`` passed
-        here simulates with them again.
-
-        Raises:
-            ValueError: a missing, truncated, corrupt or foreign file, another format version,
-                missing entries, or saved networks that do not match the saved configuration
-                (or the ``summary`` passed); a crafted file never runs code.
-        """
-        blob = read_blob(path, cls.FORMAT_VERSION)
-        others = members_of(blob, path)
-        c = blob["config"]
-        given = summary is not None
-        if summary is None:
-            summary = summary_from_config(c["summary"], c["summary_config"])
-        sized = c.get("sizes") is not None and model is not None  # simulates with them again
-        post = cls(
-            model, c["observed"], prior=prior, simulator=simulator, summary=summary,
-            flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
-            model_kwargs=model_kwargs, param_name="theta" if model is not None else c["param_name"],
-            sizes=c["sizes"] if sized else None, size_arg=c.get("size_arg") if sized else None,
-            ensemble=1 + len(others),
-        )  # fmt: skip
-        if not others:
-            return restore(post, blob, path, summary, given)
-        for member, saved in zip(post.members, [blob, *others], strict=True):
-            restore(member, saved, path, member.summary, given)
-        adopt(post)
-        return post
 
     def __repr__(self) -> str:
         fitted = self.estimator is not None or (self.members and self.members[0].estimator)
@@ -755,26 +540,4 @@ class AmortizedPosterior:
             f"AmortizedPosterior({self.space}{ensemble}, flow={self.flow_name!r}, "
             f"summary={type(self.summary).__name__ if self.summary is not None else None}, "
             f"{state})"
-        )
-
-
-def _check_arguments(
-    model: Any, prior: Any, simulator: Any, summary: Any, flow: Any, model_args: Any,
-    model_kwargs: Any, param_name: Any,
-) -> None:  # fmt: skip
-    """The constructor's arguments that go together or exclude each other."""
-    if model is not None and (prior is not None or simulator is not None):
-        raise ValueError("pass either a Pyro model or a prior (+ simulator), not both")
-    if simulator is not None and prior is None:
-        raise ValueError("a simulator needs a prior (prior=...) to draw parameters from")
-    if summary is not None and not isinstance(summary, nn.Module):
-        raise TypeError(f"summary must be an nn.Module, got {type(summary).__name__}")
-    if flow != "auto" and flow not in FAMILIES:
-        raise ValueError(f"flow must be 'auto' or one of {sorted(FAMILIES)}, got {flow!r}")
-    if model is None and (tuple(model_args) or model_kwargs):
-        raise ValueError("model_args / model_kwargs are arguments of a Pyro model: pass model=")
-    if model is not None and param_name != "theta":
-        raise ValueError(
-            f"param_name={param_name!r} names the parameter of a prior or of plain tensors; "
-            "a Pyro model's parameters keep their site names"
         )

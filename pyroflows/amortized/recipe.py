@@ -1,5 +1,6 @@
-"""How an amortized posterior is trained: the fit's options, its modes and its recipe, run by
-the one loop (:func:`pyroflows.train.fit`).
+"""How an amortized posterior is trained: a checked call
+(:class:`~pyroflows.amortized.call.FitCall`) run in its mode and recipe by the one loop
+(:func:`pyroflows.train.fit`).
 
 * offline (``fit(theta, x)`` / ``fit(num_simulations=N)``): simulations drawn under the fit's
   seed, checked (:func:`~pyroflows.amortized.simulate.check_training`), split
@@ -19,28 +20,27 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pyro
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.call import RECIPES, SECOND_PHASE_EPOCHS, TRAIN_DEFAULTS, FitCall
 from pyroflows.amortized.estimator import build_members, check_summary_output, plain
 from pyroflows.amortized.observations import drop_invalid, valid_rows
-from pyroflows.amortized.parallel import CHUNK_SIZE, check_parallel
 from pyroflows.amortized.parameters import ParameterSpace, describe_constraint, encode_constraint
+from pyroflows.amortized.seeding import seeded
 from pyroflows.amortized.simulate import check_training
-from pyroflows.amortized.weights import checked_weight
 from pyroflows.losses import nll
 from pyroflows.nn.summary import IdentitySummary
-from pyroflows.train import History, check_options, fit
-from pyroflows.train.checkpoint import member_path, rng_state, set_rng_state
+from pyroflows.train import History, fit
+from pyroflows.train.checkpoint import member_path
 from pyroflows.train.recipe import merge_histories, run_portfolio, validation_rows
 from pyroflows.train.sources import Simulations
 from pyroflows.train.weights import effective_sample_size
-from pyroflows.validation import as_real_tensor, positive_int
+from pyroflows.validation import as_real_tensor
 
 #: the facade (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`) that calls these
 #: functions with itself; not imported, so the facade stays the one module above this one
@@ -52,24 +52,10 @@ __all__ = [
     "RECIPES",
     "SECOND_PHASE_EPOCHS",
     "TRAIN_DEFAULTS",
-    "check_call",
     "fit_posterior",
+    "seeded",
 ]
 
-#: training defaults: sbi's NPE batch, learning rate, clipping and 10 % validation, with the rate
-#: decayed by a cosine over 300 epochs and early stopping after 50 epochs without a better
-#: validation loss (sbi: a constant rate, 20 epochs); the best validation state is kept. Two
-#: moons at 10 000 simulations with the first-layer-only conditioners of earlier defaults, five
-#: training seeds: C2ST 0.581 +- 0.017 in about 65 s, where a constant rate with patience 20
-#: gave 0.610-0.627 (three seeds); sbi 0.567 +- 0.012 (benchmarks/amortized.py --seeds).
-#: ``overfit_window=20`` also stops a fit whose validation loss has risen away from its best
-#: for 20 epochs: on the 30 benchmark fits (three tasks, two budgets, five seeds) it never
-#: stopped before the best epoch of the fit without it, so it keeps the same state, and it
-#: ends the linear Gaussian's fits after 25-34 epochs instead of 54-56 (best at epoch 3-5).
-TRAIN_DEFAULTS: dict[str, Any] = dict(
-    batch_size=200, lr=5e-4, schedule="cosine", max_epochs=300, patience=50, clip_grad=5.0,
-    overfit_window=20, seed=0,
-)  # fmt: skip
 #: A default offline fit runs in two phases: first :data:`FAST_PHASE` (a rate four times
 #: larger, held constant until the validation loss has not improved for 10 epochs), then, from
 #: its best state, :data:`TRAIN_DEFAULTS` with the cosine over :data:`SECOND_PHASE_EPOCHS`
@@ -79,14 +65,6 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
 #: Gaussian 1 000 0.587 / 0.608 / 0.639, 10 000 0.531 / 0.532 / 0.529. The fast rate alone
 #: fails the Gaussian (0.634 at 1 000, 0.560 at 10 000); the second phase recovers it.
 FAST_PHASE: dict[str, Any] = dict(lr=2e-3, schedule="constant", patience=10)
-SECOND_PHASE_EPOCHS = 100
-#: ``fit(recipe=...)``: ``"two_phase"`` (the default offline, with a validation split) or
-#: ``"one_phase"`` (one run of :func:`pyroflows.train.fit` with the options given)
-RECIPES = ("two_phase", "one_phase")
-#: the options the two-phase recipe sets itself: given to ``fit`` they need
-#: ``recipe="one_phase"`` (they used to switch to one phase silently). ``max_epochs`` given to
-#: a two-phase fit caps both phases together.
-_RECIPE_OPTIONS = ("lr", "schedule", "patience", "max_steps")
 #: a two-phase fit's ``checkpoint`` / ``resume`` path gets one file per phase, named after it
 #: (``run.ckpt`` -> ``run.phase1.ckpt``, ``run.phase2.ckpt``; with ``flow="auto"``
 #: ``run.nsf.phase1.ckpt``, ...)
@@ -97,172 +75,27 @@ PHASE_NAMES = ("phase1", "phase2")
 _ONLINE_SEED_OFFSET = 0x5EED
 
 
-@contextmanager
-def seeded(seed: int | None, offset: int = 0) -> Iterator[None]:
-    """Seed torch, NumPy and Python's ``random`` (all a simulator may draw from) with
-    ``seed + offset`` for the block, and restore the global random states after it; nothing
-    when ``seed`` is None. Offline (offset 0), ``pyro.set_rng_seed(s); post.fit(..., seed=s)``
-    thus draws what it drew before the simulations were seeded (for a prior + simulator)."""
-    if seed is None:
-        yield
-        return
-    saved = rng_state(None)
-    try:
-        pyro.set_rng_seed((int(seed) + offset) % 2**32)
-        yield
-    finally:
-        set_rng_state(saved, None)
-
-
 #: ``flow="auto"`` (the default): an offline fit with a validation split trains these
 #: families on the same simulations, split and batches, and keeps the one with the lower
 #: validation loss (online, or without a validation split: the first).
 AUTO_FLOWS: tuple[str, ...] = ("nsf", "realnvp")
 
 
-# -- the call: modes and options, checked before anything is simulated ----------------------
-def uses_two_phases(
-    recipe: Any, online: bool, validation_fraction: float, options: Mapping[str, Any]
-) -> bool:
-    """Whether ``fit`` runs the two-phase recipe; ValueError for a recipe that cannot run, or
-    an option the two-phase recipe sets itself given without ``recipe="one_phase"``."""
-    if recipe is not None and recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {list(RECIPES)} or None, got {recipe!r}")
-    if online or recipe == "one_phase":
-        if recipe == "two_phase":
-            raise ValueError(
-                "recipe='two_phase' is for offline fits: an online fit runs one phase over its "
-                "steps (leave recipe out)"
-            )
-        return False
-    if validation_fraction == 0:
-        if recipe == "two_phase":
-            raise ValueError(
-                "recipe='two_phase' needs a validation split (validation_fraction > 0): each "
-                "phase keeps its best validation state"
-            )
-        return False
-    fixed = [key for key in _RECIPE_OPTIONS if key in options]
-    if fixed:
-        given = ", ".join(f"{key}={options[key]!r}" for key in fixed)
-        raise ValueError(
-            f"{given}: the default two-phase recipe sets {'/'.join(fixed)} itself (lr 2e-3 "
-            "constant until 10 epochs without progress, then lr 5e-4 with a cosine over "
-            f"{SECOND_PHASE_EPOCHS} epochs and patience 50); pass recipe='one_phase' to train "
-            f"in one phase with {given}"
-        )
-    return True
-
-
-def _check_train_options(options: Mapping[str, Any]) -> None:
-    """A TypeError for a misspelt (or reserved) training option and the loop's own error for
-    a bad value (``lr=-1``), before anything is simulated (the loop would only find them after
-    the simulations and the set-up)."""
-    reserved = sorted(set(options) & {"desc", "steps_per_epoch", "val_weight"})
-    if reserved:
-        raise TypeError(
-            f"unknown training option(s) {reserved}: Posterior.fit sets these itself (the "
-            "validation simulations' weights come from sample_weight)"
-        )
-    check_options(**{**TRAIN_DEFAULTS, **options})
-
-
-def _check_mode(online: bool, given: Mapping[str, Any], train_options: Mapping) -> None:
-    """An option of the other mode would be ignored: refused instead."""
-    other = ("validation_fraction",) if online else (
-        "steps", "num_validation", "steps_per_epoch")  # fmt: skip
-    ignored = [name for name in other if given[name] is not None]
-    if ignored:
-        mode = "an online fit" if online else "an offline fit"
-        raise ValueError(
-            f"{', '.join(f'{n}={given[n]!r}' for n in ignored)} would be ignored by {mode}: "
-            + ("validation_fraction splits offline simulations (online, num_validation "
-               "sets the held-out set)" if online else
-               "steps, num_validation and steps_per_epoch are for simulate_online=True "
-               "(offline, the number of epochs is max_epochs with recipe='one_phase')")
-        )  # fmt: skip
-    online_only = sorted({"max_epochs", "max_steps"} & set(train_options))
-    if online and online_only:
-        raise ValueError(f"{online_only} would be ignored by an online fit: steps= sets its length")
-
-
-def check_call(
-    theta: Any,
-    x: Any,
-    num_simulations: int | None,
-    simulate_online: bool,
-    recipe: str | None,
-    given: Mapping[str, Any],
-    train_options: Mapping[str, Any],
-) -> tuple[Tensor | None, dict[str, Any], float, bool]:
-    """The checks of a ``fit`` call before anything is simulated or changed: one mode, the
-    options of that mode and of the loop, the parallel options, the weights. Returns
-    ``(checked weights or None, the parallel options, validation fraction, two phases)``."""
-    modes = [theta is not None or x is not None, num_simulations is not None, simulate_online]
-    if sum(modes) != 1:
-        raise ValueError(
-            "fit takes exactly one of: theta and x (tensors), num_simulations, or "
-            "simulate_online=True"
-        )
-    _check_train_options(train_options)
-    _check_mode(simulate_online, given, train_options)
-    parallel = {k: given.get(k) for k in ("num_workers", "executor")}
-    if any(v is not None for v in parallel.values()):
-        if num_simulations is None:
-            raise ValueError("num_workers / executor simulate: they need fit(num_simulations=)")
-        check_parallel(parallel["num_workers"], parallel["executor"], CHUNK_SIZE)
-    weight = given.get("sample_weight")
-    if weight is not None:
-        if theta is None or x is None:
-            raise ValueError(
-                "sample_weight= weighs a fixed set of simulations, fit(theta, x, "
-                "sample_weight=w); simulations drawn by the fit (num_simulations, "
-                "simulate_online) have no weights to give: simulate them first with "
-                "simulate() and pass theta, x and their weights"
-            )
-        weight = checked_weight(weight, theta)
-    fraction = 0.1 if given["validation_fraction"] is None else given["validation_fraction"]
-    if not simulate_online and not 0 <= fraction < 1:
-        raise ValueError(f"validation_fraction must lie in [0, 1), got {fraction}")
-    two_phases = uses_two_phases(recipe, simulate_online, fraction, train_options)
-    if num_simulations is not None:
-        positive_int("num_simulations", num_simulations)
-    elif not simulate_online and (theta is None or x is None):
-        raise ValueError("fit(theta, x) needs both theta and x")
-    return weight, parallel, fraction, two_phases
-
-
-def fit_posterior(
-    post: Posterior,
-    theta: Any,
-    x: Any,
-    num_simulations: int | None,
-    simulate_online: bool,
-    recipe: str | None,
-    given: Mapping[str, Any],
-    train_options: dict[str, Any],
-) -> Posterior:
-    """:meth:`AmortizedPosterior.fit`: check the call, then run one mode, all or nothing
-    (``given``: ``steps``, ``validation_fraction``, ``num_validation``, ``steps_per_epoch``
-    as passed, None where left out)."""
-    weight, parallel, fraction, two_phases = check_call(
-        theta, x, num_simulations, simulate_online, recipe, given, train_options
-    )
-    options = {**TRAIN_DEFAULTS, **train_options}
-    seed = train_options.get("seed")  # only an explicit seed fixes the simulations
-    if simulate_online:
-        online = {**TRAIN_DEFAULTS, "patience": None, **train_options}
-        num_validation = 1000 if given["num_validation"] is None else given["num_validation"]
-        per_epoch = 200 if given["steps_per_epoch"] is None else given["steps_per_epoch"]
+def fit_posterior(post: Posterior, call: FitCall) -> Posterior:
+    """:meth:`AmortizedPosterior.fit` of one posterior for a checked ``call``
+    (:func:`~pyroflows.amortized.call.check_call`): run its mode, all or nothing."""
+    seed = call.seed  # only an explicit seed fixes the simulations
+    if call.simulate_online:
+        online = {**TRAIN_DEFAULTS, "patience": None, **call.train_options}
         # the loop simulates too: a simulator drawing from NumPy or Python's random (which
         # the loop does not seed) is seeded here, and those states are restored after it
         with seeded(seed, _ONLINE_SEED_OFFSET), all_or_nothing(post):
-            return fit_online(post, given["steps"], num_validation, per_epoch, online)
-    if two_phases and "max_epochs" in train_options:
-        options["_epoch_cap"] = train_options["max_epochs"]
+            return fit_online(post, call, online)
+    options = {**TRAIN_DEFAULTS, **call.train_options}
+    if call.two_phases and "max_epochs" in call.train_options:
+        options["_epoch_cap"] = call.train_options["max_epochs"]
     with all_or_nothing(post):
-        return fit_offline(post, theta, x, (num_simulations, parallel), seed, fraction, options,
-                           two_phases, weight)  # fmt: skip
+        return fit_offline(post, call, options)
 
 
 # -- the posterior's state: set up by the first fit, restored by a failed one -----------
@@ -320,25 +153,15 @@ def all_or_nothing(post: Posterior) -> Iterator[None]:
 
 
 # -- offline ---------------------------------------------------------------------------------
-def fit_offline(
-    post: Posterior,
-    theta: Any,
-    x: Any,
-    simulations: tuple[int | None, dict[str, Any]],
-    seed: Any,
-    validation_fraction: float,
-    options: dict,
-    two_phases: bool,
-    weight: Tensor | None = None,
-) -> Posterior:
-    """Simulate (under ``seed``; ``simulations``: the number and the parallel options), check,
-    split, set up on the first fit, then train: every family of ``flow="auto"`` on the same
-    split, or the one family. ``weight``: the checked weights of ``theta`` and ``x``'s rows
-    (:mod:`~pyroflows.amortized.weights`), which ride with their simulations."""
-    num_simulations, parallel = simulations
-    with seeded(seed):
-        if num_simulations is not None:
-            theta, x = post._simulate_many(num_simulations, parallel=parallel)
+def fit_offline(post: Posterior, call: FitCall, options: dict[str, Any]) -> Posterior:
+    """Simulate (under the call's seed, in parallel when asked), check, split, set up on the
+    first fit, then train with ``options``: every family of ``flow="auto"`` on the same
+    split, or the one family. The call's checked weights
+    (:mod:`~pyroflows.amortized.weights`) ride with their simulations."""
+    theta, x, weight = call.theta, call.x, call.weight
+    with seeded(call.seed):
+        if call.num_simulations is not None:
+            theta, x = post._simulate_many(call.num_simulations, parallel=call.parallel)
         if weight is not None:
             theta, x, weight = _weighted(theta, x, weight, post)
         theta, x, dropped = check_training(theta, x, post.space, post.observations)
@@ -347,7 +170,7 @@ def fit_offline(
                 f"fit needs at least 2 valid simulations, got {len(theta)} (one for "
                 "training and one for validation)"
             )
-        n_val = validation_rows(len(theta), validation_fraction)
+        n_val = validation_rows(len(theta), call.validation_fraction)
         order = torch.randperm(len(theta), generator=torch.Generator().manual_seed(
             int(options.get("seed") or 0)))  # fmt: skip
         if n_val == 0:
@@ -364,11 +187,11 @@ def fit_offline(
     data = post._training_tensors(theta[train], x[train])
     val_data = post._training_tensors(theta[val], x[val]) if n_val else None
     if post._members and n_val:
-        post.history = _fit_members(post, data, val_data, options, two_phases)
+        post.history = _fit_members(post, data, val_data, options, call.two_phases)
     else:
         if post._members:  # flow="auto" without a validation split: the first family
             post._choose(next(iter(post._members)))
-        post.history = _fit_once(post, data, val_data, options, two_phases)
+        post.history = _fit_once(post, data, val_data, options, call.two_phases)
     return post
 
 
@@ -501,24 +324,15 @@ def fingerprint(post: Posterior, run: str) -> dict[str, Any]:
 
 
 # -- online ----------------------------------------------------------------------------------
-def fit_online(
-    post: Posterior,
-    steps: int | None,
-    num_validation: int,
-    steps_per_epoch: int,
-    options: dict,
-) -> Posterior:
+def fit_online(post: Posterior, call: FitCall, options: dict[str, Any]) -> Posterior:
     """Fresh simulations at every step (a :class:`~pyroflows.train.sources.Simulations`
     source of ``steps_per_epoch`` batches an epoch, exactly ``steps`` steps), validated on
     ``num_validation`` simulations drawn once (which also set up a first fit)."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"simulate_online=True needs steps=<positive int>, got {steps!r}")
-    positive_int("num_validation", num_validation)
-    positive_int("steps_per_epoch", steps_per_epoch)
+    steps = call.steps
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         theta_val, x_val, val_dropped = check_training(
-            *post._simulate_many(num_validation), post.space, post.observations
+            *post._simulate_many(call.num_validation), post.space, post.observations
         )
         if post.estimator is None:
             setup(post, theta_val, x_val)
@@ -528,7 +342,7 @@ def fit_online(
         if "were skipped" not in str(w.message):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     val_data = post._training_tensors(theta_val, x_val)
-    per_epoch = min(steps_per_epoch, steps)
+    per_epoch = min(call.steps_per_epoch, steps)
     source, dropped = _simulations(post, options["batch_size"], per_epoch)
     options["max_epochs"] = math.ceil(steps / per_epoch)
     options["max_steps"] = steps  # exactly ``steps`` steps (the last epoch shorter)

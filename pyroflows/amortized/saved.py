@@ -8,20 +8,26 @@ with a default, so older files still load).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from pyroflows.amortized.ensemble import adopt
 from pyroflows.amortized.estimator import PosteriorEstimator, identity_pre, plain
 from pyroflows.amortized.fast_sampler import restore_student, student_config
 from pyroflows.amortized.observations import check_sizes
 from pyroflows.amortized.parameters import saved_space
 from pyroflows.builders import build
+from pyroflows.nn.summary import summary_from_config
 from pyroflows.train import History
-from pyroflows.train.checkpoint import read_saved
+from pyroflows.train.checkpoint import atomic_save, read_saved
+
+if TYPE_CHECKING:  # the class these methods are part of (no import at run time)
+    from pyroflows.amortized.posterior import AmortizedPosterior
 
 #: the facade (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`) that calls these
 #: functions with itself; not imported, so the facade stays the one module above this one
@@ -151,3 +157,75 @@ def restore(
             f"{' or the summary passed' if given else ''} ({reason})"
         ) from None
     return post
+
+
+class Persistence:
+    """:meth:`save` and :meth:`load` of :class:`~pyroflows.amortized.posterior.AmortizedPosterior`
+    (the file's layout: the functions above)."""
+
+    #: the saved file's version: a file of another version is refused
+    FORMAT_VERSION = 1
+
+    def save(self, path: str | Path) -> None:
+        """Save networks, preprocessing, configuration and site names to one file (plain
+        tensors and Python values: loadable with ``torch.load(weights_only=True)``).
+
+        The write is atomic (temporary file, fsync, rename): an interrupted save leaves the
+        previous file as it was.
+
+        Raises:
+            ValueError: not fitted, or the folder does not exist or is not writable.
+        """
+        self._check_fitted()
+        if self.members:
+            blob = blob_of(self.members[0], self.FORMAT_VERSION)
+            blob["members"] = [blob_of(m, self.FORMAT_VERSION) for m in self.members[1:]]
+        else:
+            blob = blob_of(self, self.FORMAT_VERSION)
+        atomic_save(blob, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        model: Callable | None = None,
+        *,
+        prior: Any = None,
+        simulator: Callable | None = None,
+        summary: nn.Module | None = None,
+        model_args: Sequence[Any] = (),
+        model_kwargs: Mapping[str, Any] | None = None,
+    ) -> AmortizedPosterior:
+        """Load a posterior written by :meth:`save` (``weights_only=True``: no code runs).
+
+        The model or prior + simulator are only needed to simulate again (more training,
+        SBC, predictive checks) or when a support could not be saved; a summary network that
+        is not one of :mod:`pyroflows.nn.summary` must be passed (untrained) as ``summary``.
+        A posterior saved with ``sizes`` keeps them (and ``size_arg``): a ``model`` passed
+        here simulates with them again.
+
+        Raises:
+            ValueError: a missing, truncated, corrupt or foreign file, another format version,
+                missing entries, or saved networks that do not match the saved configuration
+                (or the ``summary`` passed); a crafted file never runs code.
+        """
+        blob = read_blob(path, cls.FORMAT_VERSION)
+        others = members_of(blob, path)
+        c = blob["config"]
+        given = summary is not None
+        if summary is None:
+            summary = summary_from_config(c["summary"], c["summary_config"])
+        sized = c.get("sizes") is not None and model is not None  # simulates with them again
+        post = cls(
+            model, c["observed"], prior=prior, simulator=simulator, summary=summary,
+            flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
+            model_kwargs=model_kwargs, param_name="theta" if model is not None else c["param_name"],
+            sizes=c["sizes"] if sized else None, size_arg=c.get("size_arg") if sized else None,
+            ensemble=1 + len(others),
+        )  # fmt: skip
+        if not others:
+            return restore(post, blob, path, summary, given)
+        for member, saved in zip(post.members, [blob, *others], strict=True):
+            restore(member, saved, path, member.summary, given)
+        adopt(post)
+        return post

@@ -521,10 +521,12 @@ class VariableSizeSimulator:
         dtype = parts[0][2].dtype
         if not dtype.is_floating_point:
             dtype = torch.get_default_dtype()
-        x_out = torch.full((n, width, self.features), math.nan, dtype=dtype)
+        device = parts[0][2].device
+        x_out = torch.full((n, width, self.features), math.nan, dtype=dtype, device=device)
         theta_out = theta
         if theta is None:
-            theta_out = torch.empty((n, self.space.dim), dtype=parts[0][1].dtype)
+            first = parts[0][1]
+            theta_out = torch.empty((n, self.space.dim), dtype=first.dtype, device=first.device)
         for index, t, x in parts:
             x_out[index, : x.shape[1]] = x.to(dtype)
             if theta is None:
@@ -554,7 +556,7 @@ class VariableSizeSimulator:
             )
         n = len(theta)
         if n == 0:
-            return torch.empty((0, self.max_size, self.features))
+            return torch.empty((0, self.max_size, self.features), device=theta.device)
         sizes = self.sample_sizes(n) if size is None else _as_sizes(size, n)
         return self._run(sizes, theta)[1]
 

@@ -370,6 +370,11 @@ class SetAttention(Summary):
         self.pool = _AttentionBlock(dim, heads)
         self.out = nn.Linear(seeds * dim + 1, out_features)
 
+    def reset_parameters(self) -> None:
+        """Draw the pooling queries again, as at construction (the layers have their own)."""
+        with torch.no_grad():
+            self.seeds.copy_(torch.randn(self.seeds.shape) / math.sqrt(self.seeds.shape[1]))
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         x, batch = self._batched(x)
         if mask is not None:
