@@ -64,7 +64,10 @@ def assert_same_state(a, b) -> None:
 RESUME_CASES = {
     "elbo-cosine-callback-raises": (lambda: dict(objective="elbo", schedule="cosine"), "callback"),
     "iwae-cosine-callback-raises": (lambda: dict(objective="iwae", schedule="cosine"), "callback"),
-    "elbo-shorter-run-then-more-steps": (lambda: dict(objective="elbo"), "shorter"),
+    "elbo-shorter-run-then-more-steps": (
+        lambda: dict(objective="elbo", schedule="constant"),
+        "shorter",
+    ),
     "user-elbo-callback-raises": (
         lambda: dict(elbo=Trace_ELBO(num_particles=2, vectorize_particles=True)),
         "callback",
@@ -91,6 +94,19 @@ def test_interrupted_fit_resumes_bit_identical(tmp_path, case):
     history = resumed.fit(X, checkpoint=path, resume=path, **FIT, **make_options())
     assert history.steps == 400 and len(history.train_loss) == 4
     assert_same_state(resumed, reference)
+
+
+def test_resuming_a_scheduled_run_with_more_steps_is_refused(tmp_path):
+    """A warm-up + cosine schedule spans the run's steps: continuing a 200-step run to 400
+    steps would restart the decay halfway; it is refused before the guide changes."""
+    path = tmp_path / "guide.ckpt"
+    make_guide().fit(X, checkpoint=path, **{**FIT, "steps": 200})
+    resumed = make_guide()
+    resumed.fit(X, **{**FIT, "steps": 1})  # set up, so that its state can be compared
+    before = snapshot(resumed)
+    with pytest.raises(ValueError, match=r"max_steps \(checkpoint 200, now 400\)"):
+        resumed.fit(X, checkpoint=path, resume=path, **FIT)
+    assert_same_state(resumed, before)
 
 
 # The child fits the guide of this module with a checkpoint every epoch (each epoch slowed by

@@ -153,7 +153,9 @@ def test_too_short_a_fit_on_an_ill_conditioned_target_warns_with_its_numbers():
     model, args, _, _ = _regression()
     guide = FlowGuide(model, layers=1, hidden=(8,), affine_init=None)
     with pytest.warns(ConvergenceWarning, match="has not converged") as record:
-        guide.fit(*args, steps=200, num_particles=4, progress=False, seed=0)
+        # a constant rate: under the default decaying schedule the last 30 % of the steps move
+        # the ELBO less, so the trend shows less of the rise (k-hat still flags this fit)
+        guide.fit(*args, steps=200, num_particles=4, progress=False, seed=0, schedule="constant")
     d = guide.diagnostics_
     assert not d.converged and d.problems
     assert d.elbo_rise > 0.5 and d.elbo_rise_z > 4  # still climbing from the plain start

@@ -101,7 +101,9 @@ def test_a_transient_nonfinite_elbo_is_undone_and_named_in_a_warning():
     guide = _armed_guide(at=5, until=5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = guide.fit(steps=12, progress=False, seed=0, check_convergence=False)
+        history = guide.fit(
+            steps=12, num_particles=1, progress=False, seed=0, check_convergence=False
+        )
     found = [w for w in caught if issubclass(w.category, NonFiniteELBOWarning)]
     assert len(found) == 1, [str(w.message) for w in caught]
     assert "step(s) 5." in str(found[0].message)
@@ -114,7 +116,7 @@ def test_a_fit_that_stays_nonfinite_raises_naming_the_step_and_keeps_finite_para
     guide = _armed_guide(at=3, until=math.inf)
     before = {k: v.clone() for k, v in guide.state_dict().items()}
     with pytest.raises(TrainingDiverged, match=r"not finite at step\(s\) 3, 1, 1, 1") as info:
-        guide.fit(steps=10, progress=False, seed=0)
+        guide.fit(steps=10, num_particles=1, progress=False, seed=0)
     assert "float64" in str(info.value) and "smaller lr" in str(info.value)
     assert info.value.history.diverged_steps == [3, 1, 1, 1]
     after = guide.state_dict()

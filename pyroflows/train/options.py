@@ -58,8 +58,9 @@ class _Options:
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "schedule": self.schedule,
-            "max_epochs": self.max_epochs if self.schedule else None,
-            "max_steps": self.max_steps if self.schedule else None,
+            # a schedule spans the run's length: a longer resumed run would change it
+            "max_epochs": self.max_epochs if self.schedule not in (None, "constant") else None,
+            "max_steps": self.max_steps if self.schedule not in (None, "constant") else None,
             "clip_grad": self.clip_grad,
             "seed": seed,
             **(self.fingerprint or {}),
