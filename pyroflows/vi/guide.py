@@ -61,7 +61,7 @@ from pyroflows.vi.summaries import PosteriorSummaries
 #: particles per step of :meth:`FlowGuide.fit` where the model allows vectorised particles
 #: (chosen on the development posteriors of ``benchmarks/vi_posteriors.py``: with 1 000 steps
 #: and a warm-up + cosine schedule it gave a lower C2ST than 3 000 one-particle steps at a
-#: constant rate, in a third to a half of the time)
+#: constant rate on 7 of 7, in 0.18-0.84x the time: ``benchmarks/results/vi_fit_defaults.md``)
 DEFAULT_PARTICLES = 4
 
 __all__ = ["FlowGuide", "guide_flow"]
