@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pyroflows.train import fit
+from pyroflows.train.seeding import seeded_draws
 from pyroflows.validation import hidden_sizes, positive_int
 
 __all__ = ["Classifier", "out_of_fold_proba"]
@@ -122,8 +123,7 @@ class Classifier:
         gen = torch.Generator().manual_seed(seed)
         layers: list[nn.Module] = []
         width = Z.shape[1]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_draws(seed):
             for size in self.hidden:
                 layers += [nn.Linear(width, size), nn.ReLU()]
                 width = size

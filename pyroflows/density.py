@@ -65,6 +65,7 @@ from pyroflows.tabular import (
     mixed_log_prob,
 )
 from pyroflows.train import History, check_options, fit, resolve_device
+from pyroflows.train.seeding import forked_streams
 from pyroflows.train.weights import (
     check_sample_weight,
     check_weight_pairing,
@@ -700,7 +701,7 @@ class DensityEstimator(BaseDensity):
             components = base.components
         elif base == "mog":
             components = 10
-        with torch.random.fork_rng(devices=[]):
+        with forked_streams():
             if seed is not None:
                 torch.manual_seed(seed)
             core = self._build(prep.sample.shape[1], member.flow, base)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from pyroflows.train.seeding import seeded_draws
+
 __all__ = ["from_posterior", "to_inference_data"]
 
 
@@ -99,7 +101,6 @@ def from_posterior(
     model's layout), and with ``posterior_predictive`` data simulated at every draw. Reads
     the posterior through its public methods and its ``observations`` (no import of
     :mod:`pyroflows.amortized`: this module stays below it)."""
-    import torch
 
     observations = post.observations
     batch, single = observations.check(x)
@@ -114,8 +115,7 @@ def from_posterior(
     observed = observations.real_rows(batch[0])  # with sizes: padding dropped
     predictive = None
     if posterior_predictive:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_draws(seed):
             if observations.sizes is not None:  # the observation's size, the model's layout
                 n = len(observed)
                 replicated = post.simulate_data(draws, size=n)[:, :n]

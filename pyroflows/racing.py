@@ -26,10 +26,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pyroflows.train.control import History
 from pyroflows.train.recipe import Candidate, run_portfolio
+from pyroflows.train.seeding import forked_streams
 
 __all__ = [
     "PILOT_RULE",
@@ -233,7 +232,7 @@ def _run(
 
     threads = [threading.Thread(target=member, args=(n,), daemon=True) for n in names]
     # the members' loops fork and seed the global generator in turns: restore it once here
-    with torch.random.fork_rng(devices=[]):
+    with forked_streams():
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyroflows.amortized import AmortizedPosterior
-from pyroflows.amortized.seeding import seeded_draws
+from pyroflows.train.seeding import seeded_draws
 
 torch.set_num_threads(1)
 

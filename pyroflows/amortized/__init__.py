@@ -11,8 +11,7 @@
   conditional flow on encoded data) and chunked sampling / scoring.
 - :mod:`~pyroflows.amortized.simulating`: the simulator a posterior's arguments describe and
   its simulation methods (``simulate``, ``simulate_data``).
-- :mod:`~pyroflows.amortized.call`: one ``fit`` call checked once (:class:`FitCall`);
-  :mod:`~pyroflows.amortized.seeding`: seeded blocks (:func:`seeded`).
+- :mod:`~pyroflows.amortized.call`: one ``fit`` call checked once (:class:`FitCall`).
 - :mod:`~pyroflows.amortized.recipe`: how a posterior is trained (modes, split, the
   ``flow="auto"`` portfolio, two phases, online simulations as a data source of the loop).
 - :mod:`~pyroflows.amortized.saved`: the saved file (write, read and check, restore) and the

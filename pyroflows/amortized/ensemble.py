@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from pyroflows.amortized.call import FitCall
 from pyroflows.amortized.recipe import all_or_nothing, fit_posterior
-from pyroflows.amortized.seeding import seeded, seeded_draws
+from pyroflows.train.seeding import seeded, seeded_draws
 from pyroflows.validation import positive_int
 
 #: the posterior (:class:`~pyroflows.amortized.posterior.AmortizedPosterior`), not imported

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor
 
 from pyroflows.amortized.ensemble import not_for_ensembles
-from pyroflows.amortized.seeding import seeded
 from pyroflows.amortized.simulate import check_training
 from pyroflows.flows import Flow
+from pyroflows.train.seeding import seeded
 from pyroflows.transforms import Affine, Coupling, MaskedAutoregressive
 from pyroflows.validation import positive_int
 from pyroflows.vi.distill import _hidden_of, distill, student_of

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from pyroflows.amortized.ensemble import not_for_ensembles
-from pyroflows.amortized.seeding import seeded
+from pyroflows.train.seeding import seeded
 from pyroflows.validation import positive_int
 
 if TYPE_CHECKING:  # the class these methods are part of (no import at run time)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyroflows.amortized.seeding import seeded
+from pyroflows.train.seeding import seeded
 from pyroflows.validation import positive_int
 
 __all__ = ["CHUNK_SIZE", "chunk_seeds", "simulate_parallel"]

@@ -61,12 +61,12 @@ from pyroflows.amortized.recipe import (
     fit_posterior,
 )
 from pyroflows.amortized.saved import Persistence
-from pyroflows.amortized.seeding import seeded_draws
 from pyroflows.amortized.simulating import Simulation, Simulator, check_arguments, simulator_of
 from pyroflows.flows import Flow
 from pyroflows.inference_data import from_posterior
 from pyroflows.preprocess import Preprocessor
 from pyroflows.train import History
+from pyroflows.train.seeding import seeded_draws
 from pyroflows.validation import as_real_tensor, positive_int
 
 #: the recipe's settings (:mod:`~pyroflows.amortized.recipe`) are named here too

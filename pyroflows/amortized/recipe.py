@@ -31,13 +31,13 @@ from pyroflows.amortized.call import RECIPES, SECOND_PHASE_EPOCHS, TRAIN_DEFAULT
 from pyroflows.amortized.estimator import build_members, check_summary_output, plain
 from pyroflows.amortized.observations import drop_invalid, valid_rows
 from pyroflows.amortized.parameters import ParameterSpace, describe_constraint, encode_constraint
-from pyroflows.amortized.seeding import seeded
 from pyroflows.amortized.simulate import check_training
 from pyroflows.losses import nll
 from pyroflows.nn.summary import IdentitySummary
 from pyroflows.train import History, fit
 from pyroflows.train.checkpoint import member_path
 from pyroflows.train.recipe import merge_histories, run_portfolio, validation_rows
+from pyroflows.train.seeding import seeded
 from pyroflows.train.sources import Simulations
 from pyroflows.train.weights import effective_sample_size
 from pyroflows.validation import as_real_tensor

@@ -42,6 +42,7 @@ from pyroflows.amortized.observations import (
     valid_rows,
 )
 from pyroflows.amortized.parameters import ParameterSpace
+from pyroflows.train.seeding import forked_streams
 from pyroflows.validation import as_real_tensor, positive_int
 
 __all__ = [
@@ -221,7 +222,7 @@ class ModelSimulator:
                 if not hasattr(self, "_plated"):  # per-site shapes under the outer plate
                     # on a random stream of its own: the first call of a seeded simulator
                     # must draw what every later call with the same seed draws
-                    with torch.random.fork_rng(devices=[]):
+                    with forked_streams():
                         probe = self._trace_vectorized(2, None)
                     self._plated = {k: v.shape[1:] for k, v in probe.items()}
                 raw = self._trace_vectorized(n, condition)
@@ -476,7 +477,7 @@ class VariableSizeSimulator:
         on which sizes were used before)."""
         sub = self._subs.get(size)
         if sub is None:
-            with torch.random.fork_rng(devices=[]):
+            with forked_streams():
                 kwargs = {**self.kwargs, self.size_arg: size}
                 sub = ModelSimulator(self.model, self.observed, self.args, kwargs, self.vectorized)
                 sub._trace(2, None)  # the probe of per-site shapes under the outer plate

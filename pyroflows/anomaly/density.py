@@ -25,6 +25,7 @@ from pyroflows.losses import nll
 from pyroflows.preprocess import fit_preprocessor
 from pyroflows.train import fit
 from pyroflows.train.recipe import validation_rows
+from pyroflows.train.seeding import seeded_draws
 
 __all__ = ["ConditionalDensity", "kde_sample"]
 
@@ -183,8 +184,7 @@ class ConditionalDensity:
         m = np.asarray(m, np.float64).reshape(-1)
         c = self._context(m)
         out = torch.empty(len(m), self.dim_, dtype=torch.float64)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_draws(seed):
             for k, flow in enumerate(self.members_):
                 idx = torch.arange(k, len(m), len(self.members_))
                 for start in range(0, len(idx), chunk):

@@ -32,6 +32,8 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from pyroflows.train.seeding import seeded_draws
+
 __all__ = [
     "CoverageResult",
     "SBCResult",
@@ -66,9 +68,7 @@ def _simulations(
     if theta is None:
         if not hasattr(posterior, "simulate"):
             raise ValueError("this posterior cannot simulate: pass theta and x")
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded_draws(seed):
             theta, x = posterior.simulate(num_simulations)
         from pyroflows.amortized.simulate import drop_invalid
 
@@ -84,9 +84,7 @@ def _simulations(
 
 def _draws(posterior: Any, x: Tensor, num_samples: int, seed: int | None, chunk: int = 1000):
     """Posterior draws ``(S, N, dim)`` for a batch of observations, in chunks of ``chunk``."""
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded_draws(seed):
         parts = [posterior.sample(x[i : i + chunk], num_samples) for i in range(0, len(x), chunk)]
     return torch.cat([torch.as_tensor(p) for p in parts], 1)
 
@@ -393,9 +391,7 @@ def posterior_predictive(
 
     Compare a statistic of ``x_rep`` with that of ``x_obs`` (posterior predictive check).
     """
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded_draws(seed):
         theta = posterior.sample(x_obs, num_samples)
         # with sizes: data sets as large as the observation (None otherwise)
         x_rep = posterior.simulate_data(theta, size=posterior.size_of(x_obs))

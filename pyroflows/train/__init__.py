@@ -8,6 +8,7 @@
 * ``options`` — the loop's settings, the device and the learning-rate schedules;
 * ``control`` — :class:`History`, the divergence guard, early stopping, the progress bar;
 * ``checkpoint`` — atomic writes, safe reads, random streams, data fingerprints;
+* ``seeding`` — seeded blocks that restore the caller's random streams (CPU and GPUs);
 * ``distributed`` — data-parallel training under ``torchrun``;
 * ``streaming`` — memory-mapped ``.npy`` files and CSV files larger than memory;
 * ``losses`` — the objectives (``nll``, reverse / forward KL, chi-square, the ELBO) and the

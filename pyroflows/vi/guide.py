@@ -42,6 +42,7 @@ from pyroflows.flows import Flow, FlowDistribution
 from pyroflows.train import History, TrainingDiverged, fit
 from pyroflows.train.checkpoint import data_fingerprint, load_all_or_nothing
 from pyroflows.train.losses import ELBOLoss, by_steps
+from pyroflows.train.seeding import forked_streams, seeded_draws
 from pyroflows.validation import positive_int
 from pyroflows.vi.affine import PreconditionedAffine
 from pyroflows.vi.convergence import LossRecorder, diagnose, warn_unconverged
@@ -77,8 +78,7 @@ def _torch_seeded(seed: int | None) -> Iterator[None]:
     if seed is None:
         yield
         return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_draws(seed):
         yield
 
 
@@ -117,7 +117,7 @@ def _check_flow_options(family: str, options: dict[str, Any]) -> None:
     """Refuse an unknown family or bad builder options (``layers``, ``hidden``, ``bins``...)
     when the guide is constructed, not at its first call: a throwaway 2-D flow is built with
     them, in a forked random state (the global one is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
+    with forked_streams():
         guide_flow(family, 2, **{"hidden": (2,), **options})
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from pyroflows.diagnostics.importance import ess, pareto_k
 from pyroflows.flows import Flow
 from pyroflows.train.losses import check_values
+from pyroflows.train.seeding import forked_streams
 from pyroflows.validation import positive_int
 from pyroflows.vi.density_fit import built_or_given, fit_to_density
 
@@ -275,7 +276,7 @@ def integrate(
     batch_size = positive_int("batch_size", batch_size)
     counted = _Counted(f)
     steps = int(train_fraction * max_evals) // batch_size
-    with torch.random.fork_rng(devices=[]):
+    with forked_streams():
         if seed is not None:
             torch.manual_seed(seed)
         q = built_or_given(flow, dim, "unit", layers, hidden, bins, default_bins=16)

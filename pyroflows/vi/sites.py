@@ -22,6 +22,8 @@ from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.trace_messenger import TraceMessenger
 from torch import Tensor
 
+from pyroflows.train.seeding import forked_streams
+
 __all__ = [
     "EnumBlock",
     "check_model_arguments",
@@ -150,7 +152,7 @@ def check_model_arguments(model, args: Sequence[Any], kwargs: dict[str, Any]) ->
             f"{bad[0]} contains NaN values; FlowGuide.fit needs finite data (drop or "
             "mask missing values in the model, e.g. with obs_mask)"
         )
-    with torch.random.fork_rng(devices=[]), torch.no_grad(), poutine.block():
+    with forked_streams(), torch.no_grad(), poutine.block():
         check = poutine.trace(model).get_trace(*args, **kwargs)
     for name, site in check.nodes.items():
         value = site["value"] if site["type"] == "sample" else None

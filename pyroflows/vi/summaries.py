@@ -16,6 +16,7 @@ from pyro.distributions.transforms import biject_to
 from pyro.infer import infer_discrete
 from torch import Tensor
 
+from pyroflows.train.seeding import seeded_draws
 from pyroflows.validation import positive_int
 from pyroflows.vi.sites import unvectorise, vectorise
 
@@ -101,8 +102,7 @@ class PosteriorSummaries:
         if not len(q) or not bool(((q >= 0) & (q <= 1)).all()):
             raise ValueError(f"quantiles must lie in [0, 1], got {quantiles!r}")
         self._require_setup(args, kwargs)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_draws(seed):
             draws = self.sample_posterior(num_samples, *args, **kwargs)
         result = {}
         for name, value in draws.items():

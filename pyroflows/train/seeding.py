@@ -1,9 +1,17 @@
 """Seeded blocks: random streams seeded for a block and restored after it.
 
-:func:`seeded` is the one way the amortized package fixes what a call draws (a fit's
-simulations and initialisation, a parallel chunk, the misspecification check's reference, the
-distillation's simulations) without changing the caller's random streams; :func:`seeded_draws`
-seeds torch's streams alone (CPU and GPUs) for a posterior's draws.
+These are the one way the package fixes what a call draws without changing the caller's
+random streams:
+
+* :func:`seeded` seeds torch, NumPy and Python's ``random`` (all a simulator may draw from),
+  e.g. for an amortized fit's simulations and initialisation;
+* :func:`seeded_draws` seeds torch's streams alone, e.g. for a posterior's or a guide's draws;
+* :func:`forked_streams` restores torch's streams after a block that draws without a seed
+  (a throwaway model built to check options, a trace of the user's model).
+
+Every torch stream in use is restored: the CPU's and those of the GPUs that CUDA has
+initialised (``torch.manual_seed`` seeds every device, so restoring the CPU alone would leave
+a GPU's stream at the seed, and the caller's later "random" GPU draws would repeat).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import torch
 
 from pyroflows.train.checkpoint import rng_state, set_rng_state
 
-__all__ = ["seeded", "seeded_draws"]
+__all__ = ["forked_streams", "seeded", "seeded_draws"]
 
 
 @contextmanager
@@ -48,6 +56,24 @@ def seeded(seed: int | None, offset: int = 0) -> Iterator[None]:
 
 
 @contextmanager
+def forked_streams() -> Iterator[None]:
+    """Run the block on torch's random streams and restore them after it: the CPU's and
+    those of the GPUs CUDA has initialised.
+
+    Example:
+        >>> import torch
+        >>> before = torch.get_rng_state()
+        >>> with forked_streams():
+        ...     _ = torch.rand(3)
+        >>> bool(torch.equal(torch.get_rng_state(), before))
+        True
+    """
+    gpus = torch.cuda.is_available() and torch.cuda.is_initialized()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if gpus else []):
+        yield
+
+
+@contextmanager
 def seeded_draws(seed: int | None) -> Iterator[None]:
     """``torch.manual_seed(seed)`` for the block, torch's CPU stream and the streams of the
     GPUs in use restored after it (``torch.manual_seed`` seeds every device); nothing when
@@ -64,7 +90,6 @@ def seeded_draws(seed: int | None) -> Iterator[None]:
     if seed is None:
         yield
         return
-    gpus = torch.cuda.is_available() and torch.cuda.is_initialized()
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if gpus else []):
+    with forked_streams():
         torch.manual_seed(seed)
         yield
