@@ -19,6 +19,8 @@
 - :mod:`~pyroflows.amortized.weights`: weighted simulations (``fit(..., sample_weight=)``:
   the check and the weighted standardisations).
 - :mod:`~pyroflows.amortized.ensemble`: ``ensemble=k`` (members, mixture draws and density).
+- :mod:`~pyroflows.amortized.heldout`: the calibration check of every fit on its held-out
+  simulations (``heldout_sbc_``, :class:`CalibrationWarning`).
 - :mod:`~pyroflows.amortized.fast_sampler`, :mod:`~pyroflows.amortized.misspecification`:
   the distilled sampler and the summary-space check, with the methods ``distil`` /
   ``calibrate_check`` / ``check_observation``.
@@ -30,6 +32,7 @@ A new simulator goes to ``simulate``, a new data layout to ``observations``, a n
 """
 
 from pyroflows.amortized.estimator import PosteriorEstimator
+from pyroflows.amortized.heldout import CalibrationWarning
 from pyroflows.amortized.observations import ObservationSpace
 from pyroflows.amortized.parameters import ParameterSpace
 from pyroflows.amortized.posterior import AmortizedPosterior
@@ -41,6 +44,7 @@ from pyroflows.amortized.simulate import (
 )
 
 __all__ = [
+    "CalibrationWarning",
     "AmortizedPosterior",
     "ModelSimulator",
     "ObservationSpace",

@@ -70,6 +70,8 @@ class FitCall:
         num_workers, executor: how ``num_simulations`` are simulated (None: in this process).
         weight: the checked ``sample_weight`` (float64, one per row of ``theta``) or None.
         train_options: the options for :func:`pyroflows.train.fit` as given (read-only).
+        check_heldout: run the calibration check on the held-out simulations after the fit
+            (:mod:`~pyroflows.amortized.heldout`; off for an ensemble's members).
     """
 
     theta: Any
@@ -86,6 +88,7 @@ class FitCall:
     executor: Any
     weight: Tensor | None
     train_options: Mapping[str, Any]
+    check_heldout: bool = True
 
     @property
     def seed(self) -> Any:
@@ -113,7 +116,7 @@ class FitCall:
         return dataclasses.replace(
             self, theta=theta if offline else None, x=x if offline else None,
             num_simulations=None, num_workers=None, executor=None,
-            train_options=MappingProxyType(options),
+            train_options=MappingProxyType(options), check_heldout=False,
         )  # fmt: skip
 
 

@@ -62,6 +62,7 @@ from pyroflows.amortized.recipe import (
 )
 from pyroflows.amortized.saved import Persistence
 from pyroflows.amortized.simulating import Simulation, Simulator, check_arguments, simulator_of
+from pyroflows.diagnostics.calibration import SBCResult
 from pyroflows.flows import Flow
 from pyroflows.inference_data import from_posterior
 from pyroflows.preprocess import Preprocessor
@@ -221,6 +222,9 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
         #: the Kish effective sample size of the last fit's training weights
         #: (``fit(..., sample_weight=)``), None after an unweighted fit
         self.ess_: float | None = None
+        #: SBC of the last fit on its held-out simulations (:mod:`~pyroflows.amortized.heldout`;
+        #: a :class:`~pyroflows.amortized.heldout.CalibrationWarning` when rejected), or None
+        self.heldout_sbc_: SBCResult | None = None
         #: the fast sampler (:meth:`distil`): a conditional IAF student of the flow, or None
         self.student: Flow | None = None
         #: the misspecification check's held-out summaries (:meth:`calibrate_check`)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from pyroflows.amortized.call import RECIPES, SECOND_PHASE_EPOCHS, TRAIN_DEFAULTS, FitCall
 from pyroflows.amortized.estimator import build_members, check_summary_output, plain
+from pyroflows.amortized.heldout import heldout_check
 from pyroflows.amortized.observations import drop_invalid, valid_rows
 from pyroflows.amortized.parameters import ParameterSpace, describe_constraint, encode_constraint
 from pyroflows.amortized.simulate import check_training
@@ -192,6 +193,9 @@ def fit_offline(post: Posterior, call: FitCall, options: dict[str, Any]) -> Post
         if post._members:  # flow="auto" without a validation split: the first family
             post._choose(next(iter(post._members)))
         post.history = _fit_once(post, data, val_data, options, call.two_phases)
+    post.heldout_sbc_ = None
+    if call.check_heldout and weight is None:
+        post.heldout_sbc_ = heldout_check(post, theta[val], x[val], call.seed)
     return post
 
 
@@ -356,6 +360,9 @@ def fit_online(post: Posterior, call: FitCall, options: dict[str, Any]) -> Poste
             stacklevel=4,
         )
     post.dropped += dropped[0]
+    post.heldout_sbc_ = None
+    if call.check_heldout:
+        post.heldout_sbc_ = heldout_check(post, theta_val, x_val, call.seed)
     return post
 
 
