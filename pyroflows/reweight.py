@@ -82,7 +82,12 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def calibrate_out_of_fold(
-    proba: Any, labels: Any, method: str = "platt", folds: int = 5, random_state: int = 0
+    proba: Any,
+    labels: Any,
+    method: str = "platt",
+    folds: int = 5,
+    random_state: int = 0,
+    sample_weight: Any = None,
 ) -> np.ndarray:
     """Calibrated log-odds of class 1 for every row, each from a calibrator fitted on the
     other ``folds - 1`` folds of ``(proba, labels)``.
@@ -90,6 +95,7 @@ def calibrate_out_of_fold(
     ``"platt"`` fits ``logit p' = a logit p + b`` (a logistic regression); ``"isotonic"`` fits
     a monotone step function, whose output is kept in ``[1 / (2 m), 1 - 1 / (2 m)]`` (``m`` the
     rows it was fitted on) so the log-odds are finite; ``"none"`` returns ``logit(proba)``.
+    ``sample_weight`` (one non-negative weight per row) weights the rows in both fits.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -106,6 +112,9 @@ def calibrate_out_of_fold(
     if method not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {method!r}")
     proba, labels = np.asarray(proba, float), np.asarray(labels).astype(int)
+    w = np.ones(len(proba)) if sample_weight is None else np.asarray(sample_weight, float)
+    if w.shape != proba.shape or not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must hold one finite, non-negative weight per row")
     logit = _logit(proba)
     if method == "none":
         return logit
@@ -114,12 +123,12 @@ def calibrate_out_of_fold(
     for train, test in splitter.split(logit[:, None], labels):
         if method == "platt":
             model = LogisticRegression(C=1e6, max_iter=1000)
-            model.fit(logit[train, None], labels[train])
+            model.fit(logit[train, None], labels[train], sample_weight=w[train])
             out[test] = model.decision_function(logit[test, None])
         else:
             floor = 0.5 / len(train)
             model = IsotonicRegression(y_min=floor, y_max=1 - floor, out_of_bounds="clip")
-            model.fit(logit[train], labels[train])
+            model.fit(logit[train], labels[train], sample_weight=w[train])
             out[test] = _logit(model.predict(logit[test]))
     return out
 

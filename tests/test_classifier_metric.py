@@ -98,3 +98,42 @@ def test_the_classic_fields_do_not_change_with_the_new_options():
     assert np.isnan(plain.auc_interval[0]) and np.isnan(plain.p_value)
     with pytest.raises(ValueError, match="level"):
         D.c2st(X, Y, "logistic", level=1.5)
+
+
+def test_x_weight_turns_a_shifted_sample_into_the_reference():
+    # X ~ N(1, 1), Y ~ N(0, 1); the exact ratio p_Y / p_X = exp(1/2 - x) makes X follow Y
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(1.0, 1.0, (6000, 1)), rng.normal(0.0, 1.0, (6000, 1))
+    exact = np.exp(0.5 - X[:, 0])
+    plain = D.c2st(X, Y, "hgb", folds=3, n_bootstrap=100)
+    weighted = D.c2st(X, Y, "hgb", folds=3, n_bootstrap=100, x_weight=exact)
+    assert abs(plain.auc - norm.cdf(1 / np.sqrt(2))) < 0.02  # analytic 0.760
+    assert abs(weighted.auc - 0.5) < 0.03 and abs(weighted.auc_calibrated - 0.5) < 0.03
+    lo, hi = weighted.auc_interval
+    assert lo < weighted.auc_calibrated < hi and lo < 0.52 and hi > 0.48
+    assert abs(weighted.jsd) < 0.01 < plain.jsd
+
+
+def test_unit_x_weight_changes_nothing():
+    X, Y = shifted_gaussians(400, 2, 0.4, seed=4)
+    plain = D.c2st(X, Y, "hgb", folds=3, n_bootstrap=20)
+    ones = D.c2st(X, Y, "hgb", folds=3, n_bootstrap=20, x_weight=np.full(400, 3.0))
+    assert (plain.accuracy, plain.auc) == (ones.accuracy, ones.auc)
+    assert plain.auc_interval == pytest.approx(ones.auc_interval)
+    assert plain.jsd == pytest.approx(ones.jsd, abs=1e-9)
+
+
+def test_x_weight_is_checked_before_any_fit():
+    X, Y = shifted_gaussians(100, 2, 0.0, seed=5)
+    for bad, message in [
+        (np.ones(99), "one finite, non-negative weight per row of X"),
+        (np.r_[-1.0, np.ones(99)], "non-negative"),
+        (np.r_[np.nan, np.ones(99)], "finite"),
+        (np.zeros(100), "not all 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            D.c2st(X, Y, "hgb", x_weight=bad)
+    with pytest.raises(ValueError, match="x_weight needs classifier='hgb'"):
+        D.c2st(X, Y, "logistic", x_weight=np.ones(100))
+    with pytest.raises(ValueError, match="permutations"):
+        D.c2st(X, Y, "hgb", x_weight=np.ones(100), permutations=9)

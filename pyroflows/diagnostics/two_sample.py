@@ -126,8 +126,9 @@ def _grouped_auc(group: np.ndarray, n_groups: int, y: np.ndarray, c: np.ndarray)
 
 
 def _bootstrap_interval(
-    proba: np.ndarray, y: np.ndarray, n_bootstrap: int, level: float, rng: np.random.Generator
-) -> tuple[float, float]:
+    proba: np.ndarray, y: np.ndarray, n_bootstrap: int, level: float, rng: np.random.Generator,
+    weight: np.ndarray,
+) -> tuple[float, float]:  # fmt: skip
     if n_bootstrap == 0:
         return (float("nan"), float("nan"))
     _, group = np.unique(proba, return_inverse=True)
@@ -138,21 +139,39 @@ def _bootstrap_interval(
         c = np.zeros(len(y))
         for rows in classes:  # stratified: each class keeps its size
             c[rows] = rng.multinomial(len(rows), np.full(len(rows), 1 / len(rows)))
-        aucs[b] = _grouped_auc(group, n_groups, y, c)
+        aucs[b] = _grouped_auc(group, n_groups, y, c * weight)
     tail = 50 * (1 - level)
     return tuple(float(v) for v in np.percentile(aucs, [tail, 100 - tail]))  # type: ignore[return-value]
 
 
+def _check_x_weight(x_weight: Any, n_rows: int, classifier: Any, permutations: int) -> np.ndarray:
+    w = np.asarray(x_weight, dtype=np.float64)
+    if w.shape != (n_rows,) or not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+        raise ValueError(
+            f"x_weight must hold one finite, non-negative weight per row of X ({n_rows}), "
+            f"not all 0; got shape {w.shape}"
+        )
+    if not (isinstance(classifier, Classifier) or classifier == "hgb"):
+        raise ValueError(
+            "x_weight needs classifier='hgb' or a pyroflows.classify.Classifier (they train "
+            f"with row weights); got {classifier!r}"
+        )
+    if permutations:
+        raise ValueError("x_weight cannot be combined with permutations > 0")
+    return w
+
+
 def _fit_predict(
     classifier: str | BaseEstimator | Classifier, n_features: int, seed: int,
-    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
+    X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, w_train: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Probabilities of class 1 and hard predictions of a fresh classifier on ``X_test``."""
+    """Probabilities of class 1 and hard predictions of a fresh classifier on ``X_test``
+    (trained with row weights ``w_train`` when given: only the pyroflows classifiers)."""
     if isinstance(classifier, Classifier) or classifier == "hgb":
         model = classifier.clone() if isinstance(classifier, Classifier) else Classifier(
             "hgb", random_state=seed
         )  # fmt: skip
-        proba = model.fit(X_train, y_train).predict_proba(X_test)
+        proba = model.fit(X_train, y_train, w_train).predict_proba(X_test)
         return proba, (proba > 0.5).astype(int)
     model = make_classifier(classifier, n_features, seed).fit(X_train, y_train)
     return model.predict_proba(X_test)[:, 1], model.predict(X_test)
@@ -170,6 +189,7 @@ def c2st(
     level: float = 0.95,
     permutations: int = 0,
     null: Any = None,
+    x_weight: Any = None,
 ) -> C2STResult:
     """Classifier two-sample test and classifier metric: can a classifier tell ``X`` from ``Y``?
 
@@ -179,7 +199,10 @@ def c2st(
     mean the two sets look alike to the classifier. From the pooled out-of-fold probabilities
     come the calibrated AUC, the JSD, a bootstrap interval, a permutation p-value and the
     weights of the rows of ``X``; ``null`` adds the reference-vs-reference check (a strong
-    classifier on finite samples does not always sit at 0.5).
+    classifier on finite samples does not always sit at 0.5). With ``x_weight`` the rows of
+    ``X`` count with their weights (scaled to mean 1) in the training, the calibration and
+    every score, so a reweighted generator (:func:`pyroflows.reweight`) is compared with
+    ``Y`` without resampling it.
 
     Args:
         X: first set (generated rows), shape ``(n, D)``.
@@ -196,6 +219,11 @@ def c2st(
         permutations: label permutations for the p-value (0: none).
         null: a second reference sample for the null check (``Y`` vs ``null``), ``True`` to
             split ``Y`` into two random halves, or ``None`` for no null check.
+        x_weight: one finite, non-negative weight per row of ``X`` (e.g.
+            :attr:`pyroflows.reweight.Reweighting.weights`), or ``None``. Needs ``"hgb"`` or
+            a :class:`~pyroflows.classify.Classifier` (they train with row weights) and
+            ``permutations=0`` (permuting labels of weighted rows is not a test of equal
+            distributions).
 
     Example:
         >>> import numpy as np
@@ -216,30 +244,40 @@ def c2st(
     Y = check_data(Y, X.shape[1], name="Y", min_samples=folds)
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    if x_weight is not None:
+        x_weight = _check_x_weight(x_weight, len(X), classifier, permutations)
     rng = np.random.default_rng(seed)
     n = min(len(X), len(Y))
     if len(X) > n:
-        X = X[rng.choice(len(X), n, replace=False)]
+        keep = rng.choice(len(X), n, replace=False)
+        X = X[keep]
+        x_weight = None if x_weight is None else x_weight[keep]
     if len(Y) > n:
         Y = Y[rng.choice(len(Y), n, replace=False)]
     data = np.concatenate([X, Y])
     labels = np.r_[np.zeros(n, dtype=int), np.ones(n, dtype=int)]
+    if x_weight is not None and not x_weight.sum() > 0:
+        raise ValueError("x_weight: the rows of X kept for the test all have weight 0")
+    w = None if x_weight is None else np.r_[x_weight * n / x_weight.sum(), np.ones(n)]
+    ones = np.ones(2 * n) if w is None else w
     proba = np.empty(2 * n)
     fold_of = np.empty(2 * n, dtype=int)
     accuracy, aucs = [], []
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     for k, (train, test) in enumerate(splitter.split(data, labels)):
         p, predicted = _fit_predict(
-            classifier, X.shape[1], seed, data[train], labels[train], data[test]
-        )
+            classifier, X.shape[1], seed, data[train], labels[train], data[test],
+            None if w is None else w[train],
+        )  # fmt: skip
         proba[test], fold_of[test] = p, k
-        accuracy.append(accuracy_score(labels[test], predicted))
-        aucs.append(roc_auc_score(labels[test], p))
-    log_odds = calibrate_out_of_fold(proba, labels, calibration, folds, seed + 1)
+        accuracy.append(accuracy_score(labels[test], predicted, sample_weight=ones[test]))
+        aucs.append(roc_auc_score(labels[test], p, sample_weight=ones[test]))
+    log_odds = calibrate_out_of_fold(proba, labels, calibration, folds, seed + 1, ones)
     calibrated = 1 / (1 + np.exp(-log_odds))
-    bce = np.mean(np.logaddexp(0, -log_odds) * labels + np.logaddexp(0, log_odds) * (1 - labels))
+    loss = np.logaddexp(0, -log_odds) * labels + np.logaddexp(0, log_odds) * (1 - labels)
+    bce = np.average(loss, weights=ones)
     _, group = np.unique(proba, return_inverse=True)
-    n_groups, ones = int(group.max()) + 1, np.ones(2 * n)
+    n_groups = int(group.max()) + 1
     observed = _grouped_auc(group, n_groups, labels, ones)
     p_value = float("nan")
     if permutations:
@@ -266,9 +304,9 @@ def c2st(
         auc=float(np.mean(aucs)),
         accuracy_std=float(np.std(accuracy)),
         n_per_set=n,
-        auc_calibrated=float(roc_auc_score(labels, calibrated)),
+        auc_calibrated=float(roc_auc_score(labels, calibrated, sample_weight=ones)),
         jsd=float((np.log(2) - bce) / np.log(2)),
-        auc_interval=_bootstrap_interval(proba, labels, n_bootstrap, level, rng),
+        auc_interval=_bootstrap_interval(proba, labels, n_bootstrap, level, rng, ones),
         p_value=float(p_value),
         null_auc=null_auc,
         null_interval=null_interval,
