@@ -41,6 +41,14 @@ type chosen on the validation rows). Time to quality: the default's wall time (f
 of ``fit``, pre-transform choice included) to first reach zuko NSF's best validation loss,
 divided by zuko's time to that loss.
 
+The second table reports how the default started: the member kept (best epoch -1: its
+untrained start, the mixture, stayed the best), the mixture its ``nsf-gmm`` member started at
+(covariance type, components, the space it was fitted in: ``flow`` after the pre-transform,
+``data`` in the data's units) next to the GMM peer's choice, and the validation loss per row
+of that start, of the member kept and of the GMM peer (all in the data's units, on the same
+validation rows). ``--mixture-rule`` sets ``pyroflows.density_mixture.MIXTURE_RULE`` (how the
+start is chosen on the validation rows).
+
 ``--full`` also fits the default with racing switched off (every member trained to the end)
 and reports the final validation loss of both: what racing costs in quality.
 
@@ -79,7 +87,7 @@ import quality  # noqa: E402
 from _scoring import Fit, attempt, time_to  # noqa: E402
 from quality import Settings, fit_classical, fit_zuko  # noqa: E402
 
-from pyroflows import datasets, diagnostics, racing  # noqa: E402
+from pyroflows import datasets, density_mixture, diagnostics, racing  # noqa: E402
 from pyroflows.baselines import GMMDensity  # noqa: E402
 from pyroflows.density import DensityEstimator  # noqa: E402
 from pyroflows.tabular import Columns, fit_columns, log_mean_exp, mixed_log_prob  # noqa: E402
@@ -232,7 +240,8 @@ def fit_gmm(train: np.ndarray, val: np.ndarray, test: np.ndarray, settings: Sett
         score = float(np.mean(model.score_samples(val)))
         if best is None or score > best[0]:
             best = (score, kind, model)
-    info = {"covariance_type": best[1], "n_components": best[2].n_components_}
+    info = {"covariance_type": best[1], "n_components": best[2].n_components_,
+            "val_loss": -best[0]}  # fmt: skip
     return Fit(best[2].score_samples(test), time.perf_counter() - start, info)
 
 
@@ -265,8 +274,15 @@ def fit_default(
     for c in est.candidates_:
         curve["time"] += [lead + t for t in c["history"].time]
         curve["val_loss"] += list(c["history"].val_loss)
+    kept = next(c for c in est.candidates_ if c["name"] == est.member_)
+    gmm = next((c for c in est.candidates_ if c.get("mixture")), None)
     info = {
         "member": est.member_,
+        "mixture": None
+        if gmm is None
+        else "{covariance_type} x {components} ({space})".format(**gmm["mixture"]),
+        "start_loss": None if gmm is None else float(gmm["start_loss"]),
+        "best_epoch": kept["history"].best_epoch,
         "pretransform": choice.get("chosen"),
         "pretransform_scores": choice.get("scores"),
         "best_val_loss": float(-np.mean(est._score_rows(rows.val))),
@@ -324,6 +340,7 @@ def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> d
         "zuko_seconds_to_best": zuko_time, "default_seconds_to_zuko_best": reached,
         "time_ratio": None if reached is None else reached / zuko_time,
         "default": quality.summary(fits["pyroflows default"].info),
+        "gmm": quality.summary(fits["GMM"].info),
         "errors": {m: f.info["error"] for m, f in fits.items() if "error" in f.info},
     }  # fmt: skip
     if full:
@@ -365,16 +382,22 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         )
     out += [
         "",
-        "| table | pre-transform | member | zuko NSF s to best | default s to it | ratio |"
+        "| table | pre-transform | member | mixture start (GMM peer) | val loss: start / kept "
+        "/ GMM peer | zuko NSF s to best | default s to it | ratio |"
         + (" val loss raced / full (member) |" if args.full else ""),
-        "|---|---|---|---|---|---|" + ("---|" if args.full else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if args.full else ""),
     ]
     for r in rows:
         ratio = "not reached" if r["time_ratio"] is None else f"{r['time_ratio']:.2f}"
         reached = r["default_seconds_to_zuko_best"]
+        d, g = r["default"], r.get("gmm", {})
+        start = "—" if d.get("start_loss") is None else f"{d['start_loss']:.3f}"
+        peer = "—" if g.get("val_loss") is None else f"{g['val_loss']:.3f}"
         line = (
-            f"| {r['table']} | {r['default'].get('pretransform')} | {r['default'].get('member')} "
-            f"| {r['zuko_seconds_to_best']:.1f} | "
+            f"| {r['table']} | {d.get('pretransform')} | {d.get('member')} "
+            f"(best epoch {d.get('best_epoch')}) | {d.get('mixture')} "
+            f"({g.get('covariance_type')} x {g.get('n_components')}) | {start} / "
+            f"{d['best_val_loss']:.3f} / {peer} | {r['zuko_seconds_to_best']:.1f} | "
             f"{'—' if reached is None else f'{reached:.1f}'} | {ratio} |"
         )
         if args.full:
@@ -394,6 +417,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full", action="store_true", help="also fit without racing")
+    parser.add_argument(
+        "--mixture-rule",
+        default=density_mixture.MIXTURE_RULE,
+        choices=density_mixture.MIXTURE_RULES,
+        help="how the default's mixture start is chosen on validation rows",
+    )
     parser.add_argument("--out", default=None, help="results stem (default: print only)")
     parser.add_argument(
         "--combine", action="store_true", help="only join the dev and confirm results files"
@@ -402,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.combine:
         combine()
         return
+    density_mixture.MIXTURE_RULE = args.mixture_rule
     names = {"dev": DEVELOPMENT, "confirm": CONFIRMATION, "diamonds": RESERVED}.get(args.tables)
     names = names or tuple(args.tables.split(","))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

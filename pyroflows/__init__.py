@@ -10,7 +10,13 @@ Example:
 from pyroflows import amortized, bases, diagnostics, losses, nn, ops, preprocess, transforms, vi
 from pyroflows import anomaly as anomaly  # weakly supervised anomaly detection
 from pyroflows.amortized import AmortizedPosterior
-from pyroflows.bases import DiagNormal, GaussianMixture, StandardNormal, UniformBox
+from pyroflows.bases import (
+    DiagNormal,
+    FullGaussianMixture,
+    GaussianMixture,
+    StandardNormal,
+    UniformBox,
+)
 from pyroflows.builders import (
     autoregressive_flow,
     build,
@@ -64,6 +70,7 @@ __all__ = [
     "DiagNormal",
     "Flow",
     "FlowDistribution",
+    "FullGaussianMixture",
     "GaussianMixture",
     "History",
     "StandardNormal",

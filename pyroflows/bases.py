@@ -17,6 +17,11 @@ from torch import Tensor, nn
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def _float_dtype(t: Tensor) -> torch.dtype:
+    """The dtype of a base built from ``t``: its own when floating, else the default."""
+    return t.dtype if t.is_floating_point() else torch.get_default_dtype()
+
+
 class Base(nn.Module):
     """A distribution on vectors of size ``dim`` whose parameters live in a module."""
 
@@ -120,7 +125,7 @@ class GaussianMixture(Base):
             raise ValueError("expected weights (K,), means (K, D) and variances (K, D)")
         if not (bool((weights > 0).all()) and bool((variances > 0).all())):
             raise ValueError("weights and variances must be positive")
-        base = cls(means.shape[1], means.shape[0])
+        base = cls(means.shape[1], means.shape[0]).to(_float_dtype(means))
         with torch.no_grad():
             base.logits.copy_(torch.log(weights / weights.sum()))
             base.loc.copy_(means)
@@ -147,6 +152,95 @@ class GaussianMixture(Base):
         mixture = dist.MixtureSameFamily(
             dist.Categorical(logits=self.logits),
             dist.Normal(self.loc, torch.exp(self.log_scale)).to_event(1),
+        )
+        return mixture.expand(torch.Size(batch_shape))
+
+
+class FullGaussianMixture(Base):
+    """Mixture of ``components`` Gaussians with full covariances: learnable weights, means and
+    Cholesky factors (a lower-triangular matrix per component whose diagonal is stored as its
+    log). Not reparametrisable: use ``sample``, not ``rsample``.
+
+    Untrained it is the standard normal in every component (equal weights, zero means,
+    identity covariances); :meth:`from_parameters` starts it at a fitted mixture.
+
+    Example:
+        >>> base = FullGaussianMixture.from_parameters(
+        ...     torch.ones(1), torch.zeros(1, 2), torch.tensor([[[1.0, 0.5], [0.5, 1.0]]])
+        ... )
+        >>> round(base.log_prob(torch.zeros(2)).item(), 4)  # -log(2 pi) - log(0.75) / 2
+        -1.694
+    """
+
+    has_rsample = False
+
+    def __init__(self, dim: int, components: int = 1):
+        super().__init__()
+        self.dim, self.components = dim, components
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.loc = nn.Parameter(torch.zeros(components, dim))
+        self.log_diag = nn.Parameter(torch.zeros(components, dim))
+        self.off_diag = nn.Parameter(torch.zeros(components, dim, dim))
+        self.register_buffer("_lower", torch.ones(dim, dim).tril(-1), persistent=False)
+
+    @classmethod
+    def from_parameters(
+        cls, weights: Tensor, means: Tensor, covariances: Tensor
+    ) -> FullGaussianMixture:
+        """A mixture with the given weights ``(K,)``, means ``(K, D)`` and covariance matrices
+        ``(K, D, D)`` (symmetric positive definite), e.g. those of a fitted
+        ``sklearn.mixture.GaussianMixture(covariance_type="full")``: a flow with identity
+        layers on this base starts at that fit. The parameters take the dtype of ``means``
+        (the default dtype for integer means)."""
+        weights, means, covariances = (
+            torch.as_tensor(t) for t in (weights, means, covariances)
+        )  # fmt: skip
+        k, d = means.shape if means.ndim == 2 else (None, None)
+        if k is None or covariances.shape != (k, d, d) or weights.shape != (k,):
+            raise ValueError("expected weights (K,), means (K, D) and covariances (K, D, D)")
+        if not bool((weights > 0).all()):
+            raise ValueError("weights must be positive")
+        factor, info = torch.linalg.cholesky_ex(covariances.double())
+        if bool((info != 0).any()):
+            raise ValueError(
+                f"covariance of component {int((info != 0).nonzero()[0, 0])} is not positive "
+                "definite"
+            )
+        base = cls(d, k).to(_float_dtype(means))
+        with torch.no_grad():
+            base.logits.copy_(torch.log(weights / weights.sum()))
+            base.loc.copy_(means)
+            base.log_diag.copy_(torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)))
+            base.off_diag.copy_(factor.tril(-1))
+        return base
+
+    def scale_tril(self) -> Tensor:
+        """The Cholesky factors of the covariances, ``(K, D, D)``."""
+        return self.off_diag * self._lower + torch.diag_embed(torch.exp(self.log_diag))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        tril = self.scale_tril()
+        diff = (z[..., None, :] - self.loc).unsqueeze(-1)  # (..., K, D, 1)
+        u = torch.linalg.solve_triangular(tril.expand(diff.shape[:-2] + tril.shape[-2:]), diff,
+                                          upper=False).squeeze(-1)  # fmt: skip
+        comp = -0.5 * (u.square().sum(-1) + self.dim * _LOG_2PI) - self.log_diag.sum(-1)
+        return torch.logsumexp(comp + F.log_softmax(self.logits, -1), dim=-1)
+
+    def rsample(self, shape: torch.Size) -> Tensor:
+        raise NotImplementedError(
+            "a Gaussian mixture base has no reparametrised sampler; use sample() or another base"
+        )
+
+    def sample(self, shape: torch.Size) -> Tensor:
+        with torch.no_grad():
+            k = torch.distributions.Categorical(logits=self.logits).sample(torch.Size(shape))
+            eps = torch.randn(*shape, self.dim, 1, dtype=self.loc.dtype, device=self.loc.device)
+            return self.loc[k] + (self.scale_tril()[k] @ eps).squeeze(-1)
+
+    def distribution(self, batch_shape: torch.Size = torch.Size()) -> dist.TorchDistribution:
+        mixture = dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits),
+            dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril()),
         )
         return mixture.expand(torch.Size(batch_shape))
 

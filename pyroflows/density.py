@@ -28,16 +28,16 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from pyroflows.bases import GaussianMixture
+from pyroflows.bases import FullGaussianMixture, GaussianMixture
 from pyroflows.builders import FAMILIES, build
 from pyroflows.checkpoint import member_path
 from pyroflows.density_ensemble import ensemble_log_prob, ensemble_sample, fit_members
+from pyroflows.density_mixture import MixtureChoice, mixture_base
 from pyroflows.density_recipe import (
     PORTFOLIO,
     Member,
     check_resume,
     checkpoint_files,
-    mixture_base,
     torch_threads,
 )  # fmt: skip
 from pyroflows.density_rows import RowOptions, Rows, rows_in_memory, rows_streamed, to_data_units
@@ -71,6 +71,7 @@ from pyroflows.train.weights import (
     check_weight_pairing,
     effective_sample_size,
 )
+from pyroflows.transforms import FixedAffine
 from pyroflows.validation import check_data, flag, positive_int, warn_awkward_data
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -97,11 +98,16 @@ class DensityEstimator(BaseDensity):
 
     Args:
         flow: ``"auto"`` (default): fit the members of :data:`PORTFOLIO` on the same split
-            (a neural spline flow started at a Gaussian mixture fitted to the data, then a
-            plain one), raced by successive halving on the validation loss
+            (a neural spline flow started at the Gaussian mixture with the best validation
+            likelihood, ``base="gmm"``, then a plain one), raced by successive halving on the
+            validation loss
             (:func:`pyroflows.racing.race_portfolio`: short pilots of every member, only the
             better one trained on), and keep the one with the best validation likelihood
-            (``candidates_`` reports each); without validation rows only the plain one. Or one
+            (``candidates_`` reports each: ``best_loss``, ``start_loss``, the validation loss
+            of its untrained start, and ``mixture``, the mixture a ``"gmm"`` base was chosen
+            to be). Every member's untrained start is a candidate for its best state, so the
+            kept member's validation loss is at most its mixture's. Without validation rows
+            only the plain one. Or one
             family: ``"nsf"``, ``"maf"``, ``"realnvp"``, ``"iaf"`` or ``"piecewise_linear"``
             (needs finite ``bounds``: the box is mapped affinely onto the unit cube).
         layers: number of flow layers.
@@ -111,9 +117,13 @@ class DensityEstimator(BaseDensity):
         coupling: coupling instead of autoregressive layers (``nsf``, ``piecewise_linear``).
         residual: residual conditioner blocks.
         base: base distribution: ``"normal"``, ``"diag_normal"``, ``"mog"`` (a learnt mixture)
-            or ``"gmm"`` (a mixture of diagonal Gaussians fitted to the standardised data, the
-            number of components chosen on validation rows, so training starts at that fit).
-            None: the member's choice (``"normal"`` for a single family).
+            or ``"gmm"``: the Gaussian mixture (full, diagonal or tied covariances, 1 to 10
+            components, fitted in the flow's space and, when the pre-transform is affine, in
+            the data's units and carried over exactly) with the best validation
+            log-likelihood (the lowest BIC without validation rows), as a trainable base
+            (:func:`pyroflows.density_mixture.mixture_base`); the flow's layers start at the
+            identity, so training starts at that mixture. None: the member's choice
+            (``"normal"`` for a single family).
         whiten: ``"auto"`` (default): per-column standardisation or whitening, whichever
             gives the higher validation likelihood to a diagonal Gaussian mixture fitted in
             its space (:func:`pyroflows.pretransform.choose_preprocessor`; the choice and the
@@ -130,8 +140,10 @@ class DensityEstimator(BaseDensity):
             :func:`pyroflows.train.fit` (with ``"auto"`` the time budget is shared out
             between the members). The time budget is the whole fit's: the pre-transform's
             choice and a mixture base's fit are taken out of it (the loop still takes one
-            step when they use it all up); torch's one-time import of its compiler when the
-            first optimiser of a process is built is not.
+            step when they use it all up; no further number of components is tried once
+            :data:`~pyroflows.density_mixture.MIXTURE_SHARE` of the budget is spent); torch's
+            one-time import of its compiler when the first optimiser of a process is built
+            is not.
         validation_fraction: share of the training rows held out for early stopping when no
             ``X_val`` is given (0 disables early stopping on validation data).
         random_state: seed of the split, the initialisation and the shuffling (the global
@@ -638,18 +650,18 @@ class DensityEstimator(BaseDensity):
             offset = time.perf_counter() - start
             files = runs | {"checkpoint": run["checkpoint"], "resume": run["resume"]}
             files["callback"] = run.get("callback")  # a race's turn (pyroflows.racing)
-            model, history, components = self._fit_member(
+            model, history, mixture = self._fit_member(
                 members[name], prep, run["time_budget"], files
             )
             to_data_units(history, offset, *prep.shifts)
-            return history, (model, components)
+            return history, (model, mixture)
 
         best, candidates = race_portfolio(
             list(members), fit_member, time_budget=budget,
             checkpoint=runs["checkpoint"], resume=runs["resume"],
             shares=[m.share for m in members.values()],
         )  # fmt: skip
-        model, components = best.result
+        model, mixture = best.result
         member = members[best.name]
         return {
             "_encoded_": model,
@@ -658,13 +670,15 @@ class DensityEstimator(BaseDensity):
             "member_": best.name,
             "candidates_": [
                 {"name": c.name, "history": c.history, "seconds": c.seconds}
-                | {"best_loss": c.history.best_loss}
+                | {"best_loss": c.history.best_loss, "start_loss": c.history.start_loss}
+                | {"mixture": None if c.result[1] is None else c.result[1].as_plain()}
                 for c in candidates
             ],
             "_build_": {
                 "flow": member.flow,
-                "base": "mog" if member.base == "gmm" else member.base,
-                "components": components,
+                "base": "mog" if member.base in ("gmm", "mog") else member.base,
+                "components": mixture.components if mixture else 10 * (member.base == "mog"),
+                "covariance": "diag" if mixture is None else mixture.covariance_type,
             },
         }
 
@@ -686,21 +700,26 @@ class DensityEstimator(BaseDensity):
 
     def _fit_member(
         self, member: Member, prep: Rows, budget: float | None, files: dict[str, Any]
-    ) -> tuple[Encoded, History, int]:
-        """Build and train one flow on the standardised rows."""
+    ) -> tuple[Encoded, History, MixtureChoice | None]:
+        """Build and train one flow on the standardised rows; a ``"gmm"`` base is the
+        mixture chosen on the validation rows (:func:`~pyroflows.density_recipe.mixture_base`,
+        its choice returned), and with validation rows the untrained flow is a candidate for
+        the best state (``fit(validate_start=True)``): the member never ends with a higher
+        validation loss than its start."""
         seed = None if self.random_state is None else int(self.random_state)
         base: Any = member.base
-        components = 0
+        mixture = None
         pre, Z_val = prep.pre, prep.Z_val
+        fingerprint = self._fingerprint(member, prep)
         started = time.perf_counter()  # the mixture base's fit counts against the budget
         if base == "gmm":  # fitted to a weighted resample of the rows when there are weights
-            base = mixture_base(
+            base, mixture = mixture_base(
                 _resampled(prep.sample, prep.weight, seed),
                 None if Z_val is None else _resampled(Z_val, prep.val_weight, seed), seed,
+                budget, _affine_map(pre),
             )  # fmt: skip
-            components = base.components
-        elif base == "mog":
-            components = 10
+            # a resumed fit must start from the same mixture (its parameters' shapes)
+            fingerprint["estimator.mixture"] = mixture.name
         with forked_streams():
             if seed is not None:
                 torch.manual_seed(seed)
@@ -726,9 +745,10 @@ class DensityEstimator(BaseDensity):
             progress=self.progress,
             desc=f"fit {member.name}",
             **files,
-            fingerprint=self._fingerprint(member, prep),
+            fingerprint=fingerprint,
+            validate_start=Z_val is not None,
         )
-        return Encoded(core, pre), history, components
+        return Encoded(core, pre), history, mixture
 
     def score_samples(self, X: Any, return_std: bool = False) -> Any:
         """``log p(x)`` of each row of ``X``, shape ``(n_samples,)``; with ``return_std=True``
@@ -893,7 +913,9 @@ class DensityEstimator(BaseDensity):
         self.columns_ = None if columns is None else Columns.from_plain(columns)
         self._columns_in_fit = self.columns_
         base: Any = spec["base"]
-        if base == "mog":
+        if base == "mog" and spec.get("covariance") == "full":
+            base = FullGaussianMixture(dim, spec["components"])
+        elif base == "mog":
             base = GaussianMixture(dim, spec["components"])
         # the saved layout; load_state_dict overwrites the buffers of the pre-transform
         model = Encoded(self._build(dim, spec["flow"], base), self._layout(dim).to(self.device))
@@ -932,6 +954,15 @@ def _weighted_rows(X: np.ndarray, X_val: np.ndarray | None, sample_weight: Any, 
             "are needed"
         )
     return X[w > 0], X_val, w[w > 0], w_val
+
+
+def _affine_map(pre: Preprocessor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(loc, L)`` of a pre-transform that is one affine map ``x = loc + L z`` (no box),
+    else None."""
+    layers = pre.layers()
+    if len(layers) == 1 and isinstance(layers[0], FixedAffine):
+        return layers[0].loc, layers[0].scale_tril
+    return None
 
 
 def _resampled(Z: torch.Tensor, weight: np.ndarray | None, seed: int | None) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """The recipe of a density fit: the members that ``flow="auto"`` tries (:class:`Member`,
 :data:`PORTFOLIO`, run on one split by :func:`pyroflows.train.recipe.run_portfolio`), the
-Gaussian-mixture start of a member with ``base="gmm"`` (:func:`mixture_base`), and the
 checkpoint files of a fit (:func:`checkpoint_files`, :func:`check_resume`), and the torch CPU
-threads it runs with (:func:`torch_threads`). A new member of the
-portfolio is one line in :data:`PORTFOLIO`.
+threads it runs with (:func:`torch_threads`). A new member of the portfolio is one line in
+:data:`PORTFOLIO`; the Gaussian-mixture start of a member with ``base="gmm"`` is
+:mod:`pyroflows.density_mixture`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from pyroflows.bases import GaussianMixture
 from pyroflows.checkpoint import load_checkpoint, member_path
 
 __all__ = [
@@ -25,7 +23,6 @@ __all__ = [
     "Member",
     "check_resume",
     "checkpoint_files",
-    "mixture_base",
     "torch_threads",
 ]
 
@@ -44,10 +41,12 @@ class Member:
 
 
 #: What ``flow="auto"`` tries, in this order; the member with the best validation likelihood
-#: is kept. A spline flow started at a Gaussian mixture fitted to the data (it needs a low
-#: learning rate with a warm-up, or the first steps wreck the start) wins on low-dimensional
-#: multimodal data; the plain spline flow wins on 30-60 dimensional data (measured in
-#: benchmarks/quality.py).
+#: is kept. A spline flow started at the validated Gaussian mixture
+#: (:func:`pyroflows.density_mixture.mixture_base`; it needs a low learning rate with a
+#: warm-up: at 1e-3 without one the first steps made it worse than its start on 4 of the 6
+#: development tables of benchmarks/density_tables.py, where its start is then kept), and a
+#: plain spline flow (ahead on the 30-60 dimensional data of benchmarks/quality.py with a
+#: diagonal mixture start).
 PORTFOLIO = (
     Member("nsf-gmm", "nsf", "gmm", 3e-4, "warmup", 20, 0.4),
     Member("nsf", "nsf", "normal", 1e-3, None, 50, 0.6),
@@ -77,27 +76,6 @@ def check_resume(path: Any, expected: dict[str, Any]) -> None:
             f"{path} was written with other settings: {', '.join(differ)}"
             + ("; it predates data fingerprints: remove it to start afresh" if old else "")
         )
-
-
-def mixture_base(Z: torch.Tensor, Z_val: torch.Tensor | None, seed: int | None) -> GaussianMixture:
-    """A mixture base fitted to the standardised rows: diagonal Gaussian mixtures with 1 to 10
-    components, the number chosen by validation log-likelihood (BIC without validation rows)."""
-    from sklearn.mixture import GaussianMixture as SkMixture
-
-    train = Z.detach().double().cpu().numpy()
-    val = None if Z_val is None else Z_val.detach().double().cpu().numpy()
-    best, best_score = None, -np.inf
-    for k in range(1, min(10, len(train) // 2) + 1):
-        mixture = SkMixture(k, covariance_type="diag", reg_covar=1e-4, random_state=seed)
-        mixture.fit(train)
-        score = mixture.score(val) if val is not None else -mixture.bic(train)
-        if score > best_score:
-            best, best_score = mixture, score
-    base = GaussianMixture.from_parameters(
-        torch.from_numpy(best.weights_), torch.from_numpy(best.means_),
-        torch.from_numpy(best.covariances_),
-    )  # fmt: skip
-    return base.to(device=Z.device, dtype=Z.dtype)
 
 
 @contextmanager

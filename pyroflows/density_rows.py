@@ -182,3 +182,4 @@ def to_data_units(history: History, offset: float, train: float, val: float | No
     monitored = val if val is not None else train
     history.val_loss = [v + monitored for v in history.val_loss]
     history.best_loss += monitored
+    history.start_loss += monitored

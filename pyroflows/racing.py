@@ -125,7 +125,10 @@ class _Race:
     def after_epoch(self, name: str, epoch: int, history: History) -> bool:
         """The loop's callback: True stops this member (dropped from the race)."""
         with self.lock:
-            self.best[name] = min(self.best[name], float(history.val_loss[-1]))
+            # the best so far includes a validated start (fit's validate_start)
+            self.best[name] = min(
+                self.best[name], float(history.val_loss[-1]), float(history.best_loss)
+            )
             self.curves[name] = [float(v) for v in history.val_loss]
             if self.failed:
                 return True

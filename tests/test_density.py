@@ -294,8 +294,10 @@ def test_plot_history_draws_the_loss_curves(fitted):
 
 # -- the default: a small portfolio ------------------------------------------------------------
 def test_gmm_base_starts_at_the_fitted_mixture():
-    """base="gmm": identity flow layers on a mixture fitted to the standardised rows, so an
-    untrained estimator is exactly that mixture (in the data's units)."""
+    """base="gmm": identity flow layers on a mixture fitted to the standardised rows or to the
+    rows in the data's units (full, diagonal or tied covariances, 1-10 components, the lowest
+    BIC in the standardised space without validation rows), so an untrained estimator is
+    exactly that mixture (in the data's units)."""
     from sklearn.mixture import GaussianMixture
 
     rng = np.random.default_rng(0)
@@ -306,13 +308,17 @@ def test_gmm_base_starts_at_the_fitted_mixture():
     ).fit(X)  # fmt: skip
     mean, std = X.mean(0), X.std(0)
     Z = (X - mean) / std
-    fits = [
-        GaussianMixture(k, covariance_type="diag", reg_covar=1e-4, random_state=0).fit(Z)
-        for k in range(1, 11)
-    ]
-    best = min(fits, key=lambda g: g.bic(Z))
-    assert best.n_components == est.flow_.base.components == 2
-    expected = best.score_samples(Z[:50]) - np.log(std).sum()
+    log_det = np.log(std).sum()  # log p in the standardised space = log p(x) + log_det
+    candidates = []  # (BIC in the standardised space, log p(x) of the first 50 rows)
+    for k in range(1, 11):
+        for kind in ("full", "diag", "tied"):
+            g = GaussianMixture(k, covariance_type=kind, random_state=0, max_iter=200)
+            g.fit(Z)
+            candidates.append((g.bic(Z), k, g.score_samples(Z[:50]) - log_det))
+            g.fit(X)
+            candidates.append((g.bic(X) - 2 * len(X) * log_det, k, g.score_samples(X[:50])))
+    _, k, expected = min(candidates, key=lambda c: c[0])
+    assert k == est.flow_.base.components == 2
     np.testing.assert_allclose(est.score_samples(X[:50]), expected, atol=1e-6)
 
 

@@ -111,8 +111,10 @@ def test_the_default_estimator_races_deterministically_and_leaves_the_global_rng
     assert torch.equal(torch.get_rng_state(), before)
     epochs = {c["name"]: len(c["history"].val_loss) for c in est.candidates_}
     dropped = [name for name in epochs if name != est.member_]
-    # 270 training rows, batch 256: 2 steps per epoch, a pilot of 20 steps is 10 epochs
-    assert epochs[dropped[0]] == 10 and epochs[est.member_] == 40
+    # 270 training rows, batch 256: 2 steps per epoch, a pilot of 20 steps is 10 epochs; the
+    # kept member trains to its own end (early stopping or max_epochs), not the race's
+    assert epochs[dropped[0]] == 10 and epochs[est.member_] > 10
+    assert est.history_.stop_reason in ("early_stopping", "max_epochs")
     again = pf.DensityEstimator(**kw).fit(X)
     np.testing.assert_array_equal(est.score_samples(X[:20]), again.score_samples(X[:20]))
     assert again.member_ == est.member_
@@ -134,3 +136,21 @@ def test_with_a_time_budget_a_pilot_also_ends_by_time():
     # a pilot of 10**6 steps, but a tenth of a 1-second budget: a few 0.02-second epochs
     best, every = race_portfolio(["a", "b"], slow, time_budget=1.0, pilot_steps=10**6)
     assert best.name == "b" and 3 <= every[0].result <= 8 and every[1].result == 30
+
+
+def test_a_validated_start_counts_in_the_halving():
+    """``a`` starts at a validation loss of 0.5 (``fit(validate_start=True)`` records it as
+    ``best_loss`` before the first epoch) and its epochs are worse than ``b``'s; the halving
+    ranks it by that start and keeps it."""
+
+    def fit_member(name, run):
+        h = History(best_loss=0.5 if name == "a" else float("inf"))
+        for epoch in range(60):
+            h.val_loss.append({"a": 2.0, "b": 1.0}[name])
+            h.steps, h.best_loss = 10 * (epoch + 1), min(h.best_loss, h.val_loss[-1])
+            if run["callback"](epoch, h):
+                break
+        return h, len(h.val_loss)
+
+    best, every = race_portfolio(["a", "b"], fit_member, pilot_steps=50)
+    assert best.name == "a" and [c.result for c in every] == [60, 5]

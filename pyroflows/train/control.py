@@ -28,7 +28,10 @@ class TrainingDiverged(RuntimeError):
 class History:
     """What happened during :func:`fit`: one entry per epoch in the lists of losses, learning
     rates and times; ``restarts`` counts the epochs retried after a non-finite loss or gradient
-    and ``diverged_steps`` holds the step (1-based, counting kept steps) where each happened."""
+    and ``diverged_steps`` holds the step (1-based, counting kept steps) where each happened.
+    ``start_loss`` is the validation loss before the first step (NaN unless ``fit`` ran with
+    ``validate_start=True``); ``best_epoch`` -1 with a finite ``best_loss`` means that the
+    starting state stayed the best."""
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
@@ -40,6 +43,7 @@ class History:
     restarts: int = 0
     steps: int = 0
     diverged_steps: list[int] = field(default_factory=list)
+    start_loss: float = math.nan
 
     def as_dict(self) -> dict:
         """Plain Python types only (so it can be saved with ``torch.save`` and loaded with

@@ -178,6 +178,7 @@ def fit(
     checkpoint_every: int = 1,
     resume: str | Path | None = None,
     fingerprint: dict[str, Any] | None = None,
+    validate_start: bool = False,
 ) -> History:
     """Train ``model`` in place by minimising ``loss_fn(model, batch)``.
 
@@ -249,6 +250,11 @@ def fit(
         fingerprint: what else a checkpoint must match to be resumed, as a dict of plain
             values (e.g. a job's model options or a hash of a model's arguments), stored
             with the checkpoint and compared like the settings.
+        validate_start: with a validation loss, also score the model as it is before the
+            first step (``History.start_loss``) and count that state as a candidate for the
+            best one (``best_epoch`` -1 when it stays the best): a model that starts at a
+            fitted solution (a flow on a fitted mixture base) then never ends worse than its
+            start on the validation rows.
 
     Returns:
         The :class:`History`. With a validation loss the best state is loaded at the end, and
@@ -278,6 +284,7 @@ def fit(
         max_retries=max_retries, lr_backoff=lr_backoff, progress=progress, desc=desc,
         callback=callback, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
         resume=resume, seed=seed, device=device, max_steps=max_steps, fingerprint=fingerprint,
+        validate_start=validate_start,
     )  # fmt: skip
     options.check()
     device = resolve_device(device)
@@ -582,6 +589,8 @@ def _loop(
             return batches
         return (b for b in map(parallel.shard, batches) if len(b[0]))
 
+    if o.validate_start and validated and run.epoch == 0:
+        _validate_start(model, run, o, val, deadline, parallel)
     model.train()
     try:
         while run.epoch < o.max_epochs and history.steps < step_limit and not history.stop_reason:
@@ -619,6 +628,27 @@ def _loop(
         bar.close()
         model.eval()
     return history
+
+
+def _validate_start(
+    model: nn.Module,
+    run: _Run,
+    o: _Options,
+    val: _Source | None,
+    deadline: float,
+    parallel: Parallel | None,
+) -> None:
+    """The validation loss of the model before any step, recorded as ``start_loss`` and as
+    the best so far (state kept, ``best_epoch`` -1) when it is finite."""
+    if o.val_fn is not None:
+        loss = float(o.val_fn(model))
+    else:
+        loss = _validate(model, run.loss_fn, val, deadline, parallel)
+    if loss is None or not math.isfinite(loss):
+        return
+    run.history.start_loss = loss
+    run.stopping.update(model, loss, -1, run.history, keep=True)
+    run.stopping.waited = 0
 
 
 def _epoch_losses(

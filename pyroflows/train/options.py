@@ -48,6 +48,7 @@ class _Options:
     seed: int | None
     device: str | torch.device | None
     fingerprint: dict[str, Any] | None
+    validate_start: bool = False
 
     def identity(self, rows: int | None, seed: int | None) -> dict[str, Any]:
         """The settings a resumed run must share with the run that wrote the checkpoint
@@ -99,6 +100,8 @@ class _Options:
             raise TypeError(f"seed must be an integer or None, got {self.seed!r}")
         if not isinstance(self.desc, str):
             raise TypeError(f"desc must be a string, got {self.desc!r}")
+        if not isinstance(self.validate_start, bool):
+            raise TypeError(f"validate_start must be True or False, got {self.validate_start!r}")
 
     def _check_ranges(self) -> None:
         def positive_int(name: str, value: Any) -> None:

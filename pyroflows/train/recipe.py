@@ -123,4 +123,5 @@ def merge_histories(first: History, second: History, second_best: bool) -> Histo
         restarts=first.restarts + second.restarts,
         steps=first.steps + second.steps,
         diverged_steps=first.diverged_steps + [first.steps + s for s in second.diverged_steps],
+        start_loss=first.start_loss,
     )

@@ -1,0 +1,268 @@
+"""The mixture start of ``DensityEstimator``: the full-covariance mixture base, the choice of
+the mixture on validation rows, the flow that starts exactly at it, and the loop's validated
+start that keeps a member from ending worse than it began."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pyro.distributions as dist
+import pytest
+import torch
+from sklearn.mixture import GaussianMixture as SkMixture
+from torch import nn
+
+import pyroflows as pf
+from pyroflows import density_mixture
+from pyroflows.bases import FullGaussianMixture
+from pyroflows.density_mixture import mixture_base
+from pyroflows.train import fit
+
+
+def _mixture_parameters(k: int = 3, d: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(k, d, d, generator=g, dtype=torch.float64)
+    covariances = a @ a.transpose(-1, -2) + 0.2 * torch.eye(d, dtype=torch.float64)
+    weights = torch.rand(k, generator=g, dtype=torch.float64) + 0.1
+    means = 2 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    return weights, means, covariances
+
+
+def _correlated(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 3))
+    z[: n // 2] += 4.0
+    return z @ np.array([[1.0, 0.8, 0.3], [0.0, 0.4, 0.5], [0.0, 0.0, 0.2]]) * [1.0, 10.0, 0.1]
+
+
+# -- the full-covariance base ---------------------------------------------------------------
+def test_full_mixture_log_prob_is_torch_mixture_of_multivariate_normals():
+    weights, means, covariances = _mixture_parameters()
+    base = FullGaussianMixture.from_parameters(weights, means, covariances)
+    assert base.loc.dtype == torch.float64
+    reference = dist.MixtureSameFamily(
+        dist.Categorical(weights / weights.sum()), dist.MultivariateNormal(means, covariances)
+    )
+    z = torch.randn(5, 4, 3, dtype=torch.float64)
+    expected = reference.log_prob(z)
+    torch.testing.assert_close(base.log_prob(z), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(base.distribution().log_prob(z), expected, rtol=0, atol=1e-12)
+    assert base.distribution(torch.Size([2])).batch_shape == (2,)
+
+
+def test_full_mixture_samples_have_the_mixture_mean_and_covariance():
+    weights, means, covariances = _mixture_parameters()
+    base = FullGaussianMixture.from_parameters(weights, means, covariances)
+    torch.manual_seed(0)
+    draws = base.sample(torch.Size([200_000]))
+    p = weights / weights.sum()
+    mean = p @ means
+    second = (p[:, None, None] * (covariances + means[:, :, None] * means[:, None, :])).sum(0)
+    covariance = second - mean[:, None] * mean[None, :]
+    # standard errors of these moments are below 0.02 for these parameters
+    torch.testing.assert_close(draws.mean(0), mean, rtol=0, atol=0.05)
+    torch.testing.assert_close(draws.T.cov(), covariance, rtol=0.02, atol=0.05)
+    with pytest.raises(NotImplementedError, match="reparametrised"):
+        base.rsample(torch.Size([2]))
+
+
+def test_full_mixture_follows_dtype_device_and_state_dict():
+    weights, means, covariances = _mixture_parameters()
+    base = FullGaussianMixture.from_parameters(weights, means, covariances)
+    z = torch.randn(7, 3, dtype=torch.float64)
+    fresh = FullGaussianMixture(3, 3).double()
+    fresh.load_state_dict(base.state_dict())
+    torch.testing.assert_close(fresh.log_prob(z), base.log_prob(z), rtol=0, atol=0)
+    single = copy.deepcopy(base).float()  # .float() converts in place
+    assert single.log_prob(z.float()).dtype == torch.float32
+    assert single.sample(torch.Size([4])).dtype == torch.float32
+    meta = FullGaussianMixture(3, 2).to("meta")
+    assert meta.log_prob(torch.zeros(5, 3, device="meta")).shape == (5,)
+    # the masked upper triangle is no parameter of the density
+    with torch.no_grad():
+        fresh.off_diag.add_(torch.ones(3, 3).triu(1))
+    torch.testing.assert_close(fresh.log_prob(z), base.log_prob(z), rtol=0, atol=0)
+
+
+def test_full_mixture_refuses_bad_parameters():
+    weights, means, covariances = _mixture_parameters()
+    with pytest.raises(ValueError, match=r"covariances \(K, D, D\)"):
+        FullGaussianMixture.from_parameters(weights, means, covariances[:, :2, :2])
+    bad = covariances.clone()
+    bad[1] = -torch.eye(3)
+    with pytest.raises(ValueError, match="covariance of component 1 is not positive definite"):
+        FullGaussianMixture.from_parameters(weights, means, bad)
+    with pytest.raises(ValueError, match="weights must be positive"):
+        FullGaussianMixture.from_parameters(-weights, means, covariances)
+
+
+def test_a_flow_on_the_full_mixture_starts_exactly_at_it():
+    """The spline layers start at the identity, inside and outside their interval."""
+    base = FullGaussianMixture.from_parameters(*_mixture_parameters())
+    flow = pf.nsf(3, layers=3, hidden=(16, 16), base=base).double()
+    z = 4 * torch.randn(50, 3, dtype=torch.float64)  # reaches beyond the bound 5
+    torch.testing.assert_close(flow.log_prob(z).detach(), base.log_prob(z).detach(),
+                               rtol=0, atol=1e-12)  # fmt: skip
+
+
+# -- choosing the mixture -------------------------------------------------------------------
+def _sklearn_fits(Z: np.ndarray):
+    """Full, diagonal and tied mixtures with 1-10 components, with scikit-learn alone."""
+    return [
+        SkMixture(k, covariance_type=kind, random_state=0, max_iter=200).fit(Z)
+        for k in range(1, 11)
+        for kind in ("full", "diag", "tied")
+    ]
+
+
+def test_mixture_base_is_the_best_full_or_diagonal_mixture_on_validation():
+    X = _correlated(400)
+    Z, Z_val = torch.as_tensor(X[:300]), torch.as_tensor(X[300:])
+    base, choice = mixture_base(Z, Z_val, seed=0)
+    best = max(_sklearn_fits(X[:300]), key=lambda m: m.score(X[300:]))
+    assert (choice.covariance_type, choice.components) == (best.covariance_type,
+                                                           best.n_components)  # fmt: skip
+    assert choice.covariance_type == "full" and isinstance(base, FullGaussianMixture)
+    assert len(choice.scores) == 30 and choice.space == "flow"
+    np.testing.assert_allclose(base.log_prob(Z_val).detach().numpy(), best.score_samples(X[300:]),
+                               rtol=0, atol=1e-9)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["full", "diag", "tied"])
+def test_a_mixture_fitted_in_the_data_units_is_carried_exactly_into_the_flow_space(kind):
+    """``x = loc + L z``: a mixture fitted to ``x`` becomes a base whose log-density at ``z``
+    is the mixture's at ``x`` plus ``log|det L|``, and its score is ranked in those units."""
+    loc = torch.tensor([5.0, -2.0, 100.0], dtype=torch.float64)
+    L = torch.tensor([[2.0, 0, 0], [1.5, 0.5, 0], [-3.0, 1.0, 10.0]], dtype=torch.float64)
+    Z = torch.as_tensor(_correlated(400, seed=2)) / 4
+    X = (loc + Z @ L.T).numpy()
+    space = density_mixture._Space.affine(Z[:300], Z[300:], loc, L)
+    fitted = SkMixture(2, covariance_type=kind, random_state=0).fit(space.train)
+    np.testing.assert_allclose(space.train, X[:300], rtol=1e-12)
+    base = space.to_flow(fitted)
+    expected = fitted.score_samples(X[300:]) + np.log(np.diag(L.numpy())).sum()
+    np.testing.assert_allclose(base.log_prob(Z[300:]).detach().numpy(), expected, atol=1e-9)
+    np.testing.assert_allclose(space.score(fitted), expected, atol=1e-12)
+    _, choice = mixture_base(Z[:300], Z[300:], seed=0, data_map=(loc, L))
+    assert {key.split(" (")[1] for key in choice.scores} == {"flow)", "data)"}
+
+
+def test_mixture_base_one_se_rule_keeps_the_smallest_close_candidate(monkeypatch):
+    """One Gaussian: every larger mixture is within noise of the best on validation, so the
+    rule keeps one component (the fewest parameters: diagonal, equal here to full)."""
+    monkeypatch.setattr(density_mixture, "MIXTURE_RULE", "one_se")
+    rng = np.random.default_rng(3)
+    X = torch.as_tensor(rng.normal(size=(300, 2)))
+    _, choice = mixture_base(X[:200], X[200:], seed=0)
+    assert (choice.covariance_type, choice.components) == ("diag", 1)
+    monkeypatch.setattr(density_mixture, "MIXTURE_RULE", "worst")
+    with pytest.raises(ValueError, match="MIXTURE_RULE must be one of"):
+        mixture_base(X[:200], X[200:], seed=0)
+
+
+def test_mixture_base_stops_fitting_candidates_when_its_share_of_the_budget_is_spent():
+    X = torch.as_tensor(_correlated(300))
+    _, choice = mixture_base(X[:200], X[200:], seed=0, seconds=1e-9)
+    assert sorted(choice.scores) == ["diag x 1 (flow)", "full x 1 (flow)", "tied x 1 (flow)"]
+
+
+# -- the estimator --------------------------------------------------------------------------
+def test_an_untrained_gmm_member_scores_as_the_chosen_mixture():
+    """``score_samples`` of a member that has not moved from its start is the log-density of
+    the best mixture on the validation rows, among those fitted in the flow's space and in
+    the data's units, to 1e-5 (computed here with scikit-learn and the fitted pre-transform)."""
+    X = _correlated(500)
+    est = pf.DensityEstimator(
+        flow="nsf", base="gmm", layers=2, hidden=(8,), max_epochs=1, lr=1e-12,
+        dtype="float64", progress=False, random_state=0,
+    ).fit(X[:400], X_val=X[400:])  # fmt: skip
+    with torch.no_grad():
+        Z, _ = est.preprocessor_.to_latent(torch.as_tensor(X[:400]))
+        Z_val, ladj = est.preprocessor_.to_latent(torch.as_tensor(X[400:]))
+    Z, Z_val, ladj = Z.numpy(), Z_val.numpy(), ladj.numpy()
+    # log p in the data's units of the validation rows, for every candidate
+    candidates = [(m, m.score_samples(Z_val) + ladj) for m in _sklearn_fits(Z)]
+    candidates += [(m, m.score_samples(X[400:])) for m in _sklearn_fits(X[:400])]
+    best, expected = max(candidates, key=lambda c: c[1].mean())
+    assert est._build_["covariance"] == best.covariance_type
+    assert est._build_["components"] == best.n_components
+    np.testing.assert_allclose(est.score_samples(X[400:]), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(est.history_.start_loss, -expected.mean(), rtol=0, atol=1e-7)
+
+
+def test_the_kept_member_is_never_worse_on_validation_than_the_mixture_start():
+    """A learning rate that wrecks every step: the start (the chosen mixture) stays the best
+    state, so the estimator is the mixture and its validation loss is the mixture's."""
+    X = _correlated(500, seed=1)
+    est = pf.DensityEstimator(
+        layers=2, hidden=(8,), max_epochs=3, lr=0.5, clip_grad=None, dtype="float64",
+        progress=False, random_state=0,
+    ).fit(X[:400], X_val=X[400:])  # fmt: skip
+    gmm = next(c for c in est.candidates_ if c["name"] == "nsf-gmm")
+    start = gmm["start_loss"]
+    assert math.isfinite(start)
+    assert gmm["history"].best_epoch == -1 and gmm["best_loss"] == start
+    assert min(gmm["history"].val_loss) > start  # training made it worse
+    assert est.history_.best_loss <= start
+    np.testing.assert_allclose(-est.score_samples(X[400:]).mean(), est.history_.best_loss,
+                               rtol=0, atol=1e-9)  # fmt: skip
+
+
+def test_a_full_covariance_estimator_saves_and_loads(tmp_path):
+    X = _correlated(300)
+    est = pf.DensityEstimator(
+        flow="nsf", base="gmm", layers=1, hidden=(8,), max_epochs=2, progress=False,
+        random_state=0,
+    ).fit(X)  # fmt: skip
+    assert est._build_["covariance"] == "full"
+    est.save(tmp_path / "m.pt")
+    loaded = pf.DensityEstimator.load(tmp_path / "m.pt")
+    assert isinstance(loaded.flow_.base, FullGaussianMixture)
+    np.testing.assert_array_equal(loaded.score_samples(X[:20]), est.score_samples(X[:20]))
+
+
+def test_a_checkpoint_for_another_mixture_is_refused(tmp_path, monkeypatch):
+    X = _correlated(300)
+    path = tmp_path / "run.ckpt"
+    kw = dict(flow="nsf", base="gmm", layers=1, hidden=(8,), max_epochs=2, progress=False,
+              random_state=0)  # fmt: skip
+    first = pf.DensityEstimator(**kw).fit(X, checkpoint=path)
+    assert first._build_["components"] > 1
+    monkeypatch.setattr(density_mixture, "MIXTURE_COMPONENTS", (1,))
+    refused = r"estimator\.mixture \(checkpoint '\w+ x \d+ \(\w+\)', now '\w+ x 1 "
+    with pytest.raises(ValueError, match=refused):
+        pf.DensityEstimator(**kw).fit(X, resume=path)
+
+
+# -- the loop's validated start ---------------------------------------------------------------
+class _Scalar(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+
+def _squared(model: nn.Module, batch) -> torch.Tensor:
+    return (model.w - batch[0]).square().mean()
+
+
+@pytest.mark.parametrize("validate_start", [True, False])
+def test_validate_start_keeps_a_start_that_training_only_worsens(validate_start):
+    """Training pulls ``w`` from 0 towards 1; the validation loss ``(w - 0)^2`` is lowest
+    at the start. Only a validated start keeps it."""
+    model = _Scalar()
+    history = fit(model, _squared, torch.ones(8), torch.zeros(4), lr=0.1, max_epochs=5,
+                  batch_size=8, seed=0, progress=False,
+                  validate_start=validate_start)  # fmt: skip
+    if validate_start:
+        assert history.start_loss == 0.0 and history.best_epoch == -1
+        assert history.best_loss == 0.0 and model.w.item() == 0.0
+    else:
+        assert math.isnan(history.start_loss) and history.best_epoch == 0
+        assert model.w.item() > 0.05
+
+
+def test_validate_start_is_checked():
+    with pytest.raises(TypeError, match="validate_start must be True or False"):
+        fit(_Scalar(), _squared, torch.ones(8), torch.zeros(4), validate_start="yes")
