@@ -41,7 +41,8 @@ type chosen on the validation rows). Time to quality: the default's wall time (f
 of ``fit``, pre-transform choice included) to first reach zuko NSF's best validation loss,
 divided by zuko's time to that loss.
 
-The second table reports how the default started: the member kept (best epoch -1: its
+The first table also gives the default's paired margin over the GMM peer with its paired
+standard error. The second table reports how the default started: the member kept (best epoch -1: its
 untrained start, the mixture, stayed the best), the mixture its ``nsf-gmm`` member started at
 (covariance type, components, the space it was fitted in: ``flow`` after the pre-transform,
 ``data`` in the data's units) next to the GMM peer's choice, and the validation loss per row
@@ -329,6 +330,8 @@ def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> d
     best_peer = max(peers, key=lambda p: stats[p].value)
     ours = fits["pyroflows default"].log_prob
     paired = diagnostics.test_log_likelihood(ours - fits[best_peer].log_prob)
+    gmm = fits["GMM"].log_prob
+    vs_gmm = diagnostics.test_log_likelihood(ours - gmm) if stats["GMM"] is not None else None
     zuko = fits["zuko NSF"].info
     zuko_time = zuko["curve"]["time"][zuko["best_epoch"]]
     reached = time_to(fits["pyroflows default"].info["curve"], zuko["best_val_loss"])
@@ -337,6 +340,7 @@ def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> d
         "test_ll": {m: None if s is None else [s.value, s.stderr] for m, s in stats.items()},
         "seconds": {m: f.seconds for m, f in fits.items()},
         "best_peer": best_peer, "margin": [paired.value, paired.stderr],
+        "margin_gmm": None if vs_gmm is None else [vs_gmm.value, vs_gmm.stderr],
         "zuko_seconds_to_best": zuko_time, "default_seconds_to_zuko_best": reached,
         "time_ratio": None if reached is None else reached / zuko_time,
         "default": quality.summary(fits["pyroflows default"].info),
@@ -363,8 +367,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "docstring); log-likelihoods per test row in those units, ± one standard error.",
         "",
         "| table | rows (train/val/test) x cols | " + " | ".join(methods)
-        + " | margin vs best peer (paired) | margin / se |",
-        "|---" * (len(methods) + 4) + "|",
+        + " | margin vs best peer (paired) | margin / se | margin vs GMM (paired) / se |",
+        "|---" * (len(methods) + 5) + "|",
     ]  # fmt: skip
     for r in rows:
         cells = [
@@ -378,7 +382,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         out.append(
             f"| {r['table']} | {shape[0]}/{shape[1]}/{shape[2]} x {shape[3]} | "
             + " | ".join(cells)
-            + f" | {value:+.3f} ± {se:.3f} ({r['best_peer']}) | {value / se:+.1f} |"
+            + f" | {value:+.3f} ± {se:.3f} ({r['best_peer']}) | {value / se:+.1f} | "
+            + _margin(r.get("margin_gmm"))
+            + " |"
         )
     out += [
         "",
@@ -409,6 +415,15 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     out += ["", "| table | discrete columns (pyroflows.tabular, whole table) |", "|---|---|"]
     out += [f"| {r['table']} | {'; '.join(r['notes']) or 'none'} |" for r in rows]
     return "\n".join(out) + "\n"
+
+
+def _margin(margin: list[float] | None) -> str:
+    """``value ± se (value / se)`` of a paired margin, ``—`` without one."""
+    if margin is None:
+        return "—"
+    value, se = margin
+    ratio = f"{value / se:+.1f}" if se > 0 else "exactly equal" if value == 0 else "inf"
+    return f"{value:+.3f} ± {se:.3f} ({ratio})"
 
 
 def main(argv: list[str] | None = None) -> None:
