@@ -678,7 +678,11 @@ class DensityEstimator(BaseDensity):
                 "flow": member.flow,
                 "base": "mog" if member.base in ("gmm", "mog") else member.base,
                 "components": mixture.components if mixture else 10 * (member.base == "mog"),
-                "covariance": "diag" if mixture is None else mixture.covariance_type,
+                # the form of the base: full covariances (full, tied, or carried from the
+                # data's units through whitening) or diagonal ones
+                "covariance": "full"
+                if isinstance(model.core.base, FullGaussianMixture)
+                else "diag",
             },
         }
 

@@ -186,7 +186,9 @@ def test_an_untrained_gmm_member_scores_as_the_chosen_mixture():
     candidates = [(m, m.score_samples(Z_val) + ladj) for m in _sklearn_fits(Z)]
     candidates += [(m, m.score_samples(X[400:])) for m in _sklearn_fits(X[:400])]
     best, expected = max(candidates, key=lambda c: c[1].mean())
-    assert est._build_["covariance"] == best.covariance_type
+    mixture = est.candidates_[0]["mixture"]
+    assert (mixture["covariance_type"], mixture["components"]) == (best.covariance_type,
+                                                                   best.n_components)  # fmt: skip
     assert est._build_["components"] == best.n_components
     np.testing.assert_allclose(est.score_samples(X[400:]), expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(est.history_.start_loss, -expected.mean(), rtol=0, atol=1e-7)
@@ -210,16 +212,21 @@ def test_the_kept_member_is_never_worse_on_validation_than_the_mixture_start():
                                rtol=0, atol=1e-9)  # fmt: skip
 
 
-def test_a_full_covariance_estimator_saves_and_loads(tmp_path):
+@pytest.mark.parametrize(
+    ("kind", "base"), [("full", FullGaussianMixture), ("tied", FullGaussianMixture),
+                       ("diag", pf.GaussianMixture)],
+)  # fmt: skip
+def test_a_mixture_started_estimator_saves_and_loads(tmp_path, monkeypatch, kind, base):
+    monkeypatch.setattr(density_mixture, "MIXTURE_TYPES", (kind,))
     X = _correlated(300)
     est = pf.DensityEstimator(
         flow="nsf", base="gmm", layers=1, hidden=(8,), max_epochs=2, progress=False,
-        random_state=0,
+        random_state=0, whiten=False,
     ).fit(X)  # fmt: skip
-    assert est._build_["covariance"] == "full"
+    assert isinstance(est.flow_.base, base)
     est.save(tmp_path / "m.pt")
     loaded = pf.DensityEstimator.load(tmp_path / "m.pt")
-    assert isinstance(loaded.flow_.base, FullGaussianMixture)
+    assert isinstance(loaded.flow_.base, base)
     np.testing.assert_array_equal(loaded.score_samples(X[:20]), est.score_samples(X[:20]))
 
 
