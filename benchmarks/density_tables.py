@@ -42,10 +42,11 @@ of ``fit``, pre-transform choice included) to first reach zuko NSF's best valida
 divided by zuko's time to that loss.
 
 The first table also gives the default's paired margin over the GMM peer with its paired
-standard error. The second table reports how the default started: the member kept (best epoch -1: its
-untrained start, the mixture, stayed the best), the mixture its ``nsf-gmm`` member started at
-(covariance type, components, the space it was fitted in: ``flow`` after the pre-transform,
-``data`` in the data's units) next to the GMM peer's choice, and the validation loss per row
+standard error. The second table reports how the default started: the member kept (best
+epoch -1: its untrained start, the mixture, stayed the best), the mixture its ``nsf-gmm``
+member started at (covariance type, components, the space it was fitted in: ``flow`` after
+the pre-transform, ``data`` in the data's units) next to the GMM peer's choice, and the
+validation loss per row
 of that start, of the member kept and of the GMM peer (all in the data's units, on the same
 validation rows). ``--mixture-rule`` sets ``pyroflows.density_mixture.MIXTURE_RULE`` (how the
 start is chosen on the validation rows).
