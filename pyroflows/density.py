@@ -706,7 +706,7 @@ class DensityEstimator(BaseDensity):
         self, member: Member, prep: Rows, budget: float | None, files: dict[str, Any]
     ) -> tuple[Encoded, History, MixtureChoice | None]:
         """Build and train one flow on the standardised rows; a ``"gmm"`` base is the
-        mixture chosen on the validation rows (:func:`~pyroflows.density_recipe.mixture_base`,
+        mixture chosen on the validation rows (:func:`~pyroflows.density_mixture.mixture_base`,
         its choice returned), and with validation rows the untrained flow is a candidate for
         the best state (``fit(validate_start=True)``): the member never ends with a higher
         validation loss than its start."""
