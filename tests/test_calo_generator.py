@@ -215,3 +215,13 @@ def test_log_dequantised_zeros_survive_a_smooth_density(showers):
         kept[log] = (np.log(d) + blur < np.log(t)).mean()
     assert kept[False] < zeros - 0.02
     assert abs(kept[True] - zeros) < 0.005
+
+
+def test_a_failed_distillation_leaves_the_students_as_they_were(showers):
+    gen = pf.TwoStepGenerator(SIZES, showers.threshold,
+                              energy_flow=pf.nsf(3, 1, layers=1, hidden=(8,)),
+                              shower_flow=pf.maf(99, 4, layers=1, hidden=(8,)))  # fmt: skip
+    gen.fit(showers.energy[:200], showers.voxels[:200], max_epochs=1, progress=False)
+    with pytest.raises(TypeError):
+        gen.distill(max_epochs=1, progress=False, no_such_option=1)  # flow II's distillation
+    assert gen.energy_student_ is None and gen.student_ is None

@@ -241,8 +241,8 @@ class TwoStepGenerator:
             energy: also distil flow I (``energy_student_``); flow I must then be a
                 MAF-direction autoregressive flow (e.g. :func:`pyroflows.nsf`), else this is
                 refused. With ``False`` the student path samples flow I itself.
-            energy_options: :func:`pyroflows.distill` options for flow I (default: the same
-                ``max_epochs`` and ``time_budget`` as flow II's, if given).
+            energy_options: :func:`pyroflows.distill` options for flow I (default: flow II's
+                ``max_epochs``, ``time_budget``, ``seed`` and ``progress``, where given).
             **options: :func:`pyroflows.distill`'s options for flow II (``max_epochs``,
                 ``hidden``, ``kl_weight``, ``time_budget``...).
 
@@ -258,17 +258,20 @@ class TwoStepGenerator:
                 "flow I has coupling layers and already samples in one pass per layer: call "
                 "distill(energy=False) to keep it in the student path"
             )
+        energy_student = None
         if energy:
             shared = {k: options[k] for k in ("max_epochs", "time_budget", "seed", "progress")
                       if k in options}  # fmt: skip
             opts1 = {**shared, **(energy_options or {})}
-            self.energy_student_ = distill(self.energy_flow, *self._rows["energy_flow"], **opts1)
-            self.history_["energy_student"] = self.energy_student_.history
-        else:
-            self.energy_student_ = None
-        self.student_ = distill(self.shower_flow, *self._rows["shower_flow"], **options)
-        self.history_["student"] = self.student_.history
-        return self.student_
+            energy_student = distill(self.energy_flow, *self._rows["energy_flow"], **opts1)
+        student = distill(self.shower_flow, *self._rows["shower_flow"], **options)
+        # both trained: only now is the generator's state changed
+        self.energy_student_, self.student_ = energy_student, student
+        self.history_.pop("energy_student", None)
+        if energy_student is not None:
+            self.history_["energy_student"] = energy_student.history
+        self.history_["student"] = student.history
+        return student
 
     # -- sampling ---------------------------------------------------------------------------
     def _sample_flow(self, flow: Flow, pre: Preprocessor, context: torch.Tensor) -> np.ndarray:
