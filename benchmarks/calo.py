@@ -67,9 +67,11 @@ def run(seed: int, args: argparse.Namespace) -> dict:
     torch.manual_seed(seed)
     data = calo_showers(args.n_train, seed=seed)
     t = data.threshold
+    family = pf.nsf if args.flow2 == "nsf" else pf.maf
     gen = pf.TwoStepGenerator(
         data.layer_sizes, t, energy_flow=pf.nsf(3, 1, layers=4, hidden=(64, 64)),
-        shower_flow=pf.maf(99, 4, layers=args.layers, hidden=(args.hidden, args.hidden)),
+        shower_flow=family(99, 4, layers=args.layers, hidden=(args.hidden, args.hidden)),
+        floor=args.floor, log_dequantise=not args.uniform_dequantise,
     )  # fmt: skip
     start = time.perf_counter()
     gen.fit(data.energy, data.voxels, max_epochs=(args.epochs1, args.epochs2),
@@ -87,6 +89,7 @@ def run(seed: int, args: argparse.Namespace) -> dict:
     row = {"seed": seed, "fit_s": fit_s, "distill_s": distill_s,
            "epochs2": len(gen.history_["shower_flow"].train_loss),
            "val_nll2": min(gen.history_["shower_flow"].val_loss),
+           "epochs1": len(gen.history_["energy_flow"].train_loss),
            "distill_epochs": len(gen.history_["student"].train_loss)}  # fmt: skip
     for sampler in ("teacher", "student"):
         out = gen.sample(ref.energy, seed=seed + 1, sampler=sampler)
@@ -94,21 +97,36 @@ def run(seed: int, args: argparse.Namespace) -> dict:
         # the null check (reference vs a second reference) once, with the teacher's metric
         row[sampler] = metric(rows, ref_rows, null_rows if sampler == "teacher" else None, seed)
         row[sampler]["zero_fraction"] = float((out.voxels == 0).mean())
+    # what the classifier sees in the teacher's showers: layer energies alone, zeros alone
+    out = gen.sample(ref.energy, seed=seed + 1, sampler="teacher")
+    le_gen, le_ref = np.log(out.energy)[:, None], np.log(ref.energy)[:, None]
+    for name, g, r in (
+        ("layers", np.log1p(out.layer_energies / t), np.log1p(ref.layer_energies / t)),
+        ("zero_pattern", out.voxels > 0, ref.voxels > 0),
+    ):
+        res = c2st(np.column_stack([le_gen, g]), np.column_stack([le_ref, r]), classifier="hgb",
+                   seed=seed, n_bootstrap=0)  # fmt: skip
+        row["teacher"][f"auc_{name}"] = res.auc
     for key in ("null_auc", "null_interval"):
         row["student"][key] = row["teacher"][key]
     row["reference_zero_fraction"] = float((ref.voxels == 0).mean())
 
     energy = np.exp(np.random.default_rng(seed).uniform(0, np.log(100), args.n_speed))
-    ctx = torch.randn(args.n_speed, 4)
-    for sampler, flow in (("teacher", gen.shower_flow), ("student", gen.student_)):
+    ctx1, ctx2 = torch.randn(args.n_speed, 1), torch.randn(args.n_speed, 4)
+    flows = {"teacher": (gen.energy_flow, gen.shower_flow),
+             "student": (gen.energy_student_, gen.student_)}  # fmt: skip
+    for sampler, (flow1, flow2) in flows.items():
         whole = best_time(lambda s=sampler: gen.sample(energy, seed=0, sampler=s))
         with torch.no_grad():
-            alone = best_time(lambda f=flow: f.sample((), ctx))
+            alone1 = best_time(lambda f=flow1: f.sample((), ctx1))
+            alone2 = best_time(lambda f=flow2: f.sample((), ctx2))
         row[sampler]["draws_per_s"] = args.n_speed / whole
-        row[sampler]["flow2_draws_per_s"] = args.n_speed / alone
+        row[sampler]["flow1_draws_per_s"] = args.n_speed / alone1
+        row[sampler]["flow2_draws_per_s"] = args.n_speed / alone2
     row["speed_ratio"] = row["student"]["draws_per_s"] / row["teacher"]["draws_per_s"]
-    row["flow2_speed_ratio"] = (row["student"]["flow2_draws_per_s"]
-                                / row["teacher"]["flow2_draws_per_s"])  # fmt: skip
+    for k in ("flow1", "flow2"):
+        row[f"{k}_speed_ratio"] = (row["student"][f"{k}_draws_per_s"]
+                                   / row["teacher"][f"{k}_draws_per_s"])  # fmt: skip
     row["targets"] = {
         "teacher_auc<=0.65": row["teacher"]["auc"] <= 0.65,
         "student_auc<=teacher+0.03": row["student"]["auc"] <= row["teacher"]["auc"] + 0.03,
@@ -122,19 +140,23 @@ def markdown(blob: dict) -> str:
     lines = ["# Two-step calorimeter-like generation (`benchmarks/calo.py`)", ""]
     for part, body in blob.items():
         lines += [f"## {part}", "", f"Protocol: `{json.dumps(body['protocol'])}`", "",
-                  "| seed | teacher AUC [95 %] | student AUC [95 %] | null AUC | zeros t / s / ref "
-                  "| draws/s t / s (ratio) | flow II alone (ratio) | flow II epochs, val NLL |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "| seed | teacher AUC [95 %] | student AUC [95 %] | null AUC | teacher AUC: "
+                  "layer energies / zero pattern only | zeros t / s / ref "
+                  "| draws/s t / s (ratio) | flow I / flow II alone (ratio) "
+                  "| flow II epochs, val NLL |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in body["rows"]:
             te, st = r["teacher"], r["student"]
             lines.append(
                 f"| {r['seed']} | {te['auc']:.3f} [{te['interval'][0]:.3f}, "
                 f"{te['interval'][1]:.3f}]"
                 f" | {st['auc']:.3f} [{st['interval'][0]:.3f}, {st['interval'][1]:.3f}]"
-                f" | {te['null_auc']:.3f} | {te['zero_fraction']:.3f} / {st['zero_fraction']:.3f}"
+                f" | {te['null_auc']:.3f} | {te['auc_layers']:.3f} / {te['auc_zero_pattern']:.3f}"
+                f" | {te['zero_fraction']:.3f} / {st['zero_fraction']:.3f}"
                 f" / {r['reference_zero_fraction']:.3f} | {te['draws_per_s']:.0f} / "
                 f"{st['draws_per_s']:.0f} ({r['speed_ratio']:.1f}x) | "
-                f"{r['flow2_speed_ratio']:.1f}x | {r['epochs2']}, {r['val_nll2']:.2f} |"
+                f"{r['flow1_speed_ratio']:.1f}x / {r['flow2_speed_ratio']:.1f}x | "
+                f"{r['epochs2']}, {r['val_nll2']:.2f} |"
             )
         lines += ["", "Targets per seed: " + "; ".join(
             f"seed {r['seed']}: " + ", ".join(f"{k} {'met' if v else 'NOT met'}"
@@ -155,6 +177,10 @@ def main() -> None:
     parser.add_argument("--budget2", type=float, default=240.0)
     parser.add_argument("--distill-epochs", type=int, default=50)
     parser.add_argument("--budget-distill", type=float, default=60.0)
+    parser.add_argument("--flow2", choices=["nsf", "maf"], default="nsf")
+    parser.add_argument("--floor", type=float, default=0.05)
+    parser.add_argument("--uniform-dequantise", action="store_true",
+                        help="zeros -> t U(floor, 1) instead of log-uniform")  # fmt: skip
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -138,3 +138,90 @@ def test_student_needs_distillation(showers):
         gen.sample([1.0], sampler="student")
     with pytest.raises(ValueError, match="sampler"):
         gen.sample([1.0], sampler="fast")
+
+
+@pytest.mark.parametrize("log", [False, True], ids=["uniform", "log-uniform"])
+def test_encode_then_decode_gives_back_every_voxel(showers, log):
+    """Per voxel: exact zeros come back exactly 0, kept voxels (one of them exactly at the
+    threshold) come back to rounding, also from float32 features (what the flows return)."""
+    t = showers.threshold
+    v = showers.voxels[:1000].copy()
+    v[0, 0] = t  # a kept voxel on the threshold itself
+    gen = pf.TwoStepGenerator(SIZES, t, log_dequantise=log)
+    _, f1, f2 = gen.encode(showers.energy[:1000], v, seed=4)
+    for dtype in (np.float64, np.float32):
+        out = gen.decode(showers.energy[:1000], f1.astype(dtype), f2.astype(dtype))
+        assert np.array_equal(out.voxels == 0, v == 0)
+        np.testing.assert_allclose(out.voxels, v, rtol=1e-5 if dtype == np.float32 else 1e-9)
+        np.testing.assert_allclose(out.layer_energies, enc.layer_sums(v, SIZES), rtol=1e-5)
+    with pytest.raises(ValueError, match="features must be"):
+        gen.decode(showers.energy[:1000], f1[:, :2], f2)
+
+
+def test_log_dequantisation_is_log_uniform_below_the_threshold():
+    v = np.zeros((20000, 1))
+    for log, mean in ((False, 0.5 * (0.01 + 1)), (True, np.log(0.01) / 2)):
+        d = enc.dequantise(v, 0.5, np.random.default_rng(0), floor=0.01, log=log)[:, 0] / 0.5
+        assert 0.01 <= d.min() and d.max() < 1
+        got = np.log(d).mean() if log else d.mean()
+        assert abs(got - mean) < 0.02  # the mean of log U or of U on [0.01, 1)
+
+
+def test_distilling_flow_one_is_refused_for_a_coupling_flow(showers):
+    gen = pf.TwoStepGenerator(SIZES, showers.threshold,
+                              energy_flow=pf.nsf(3, 1, layers=2, hidden=(8,), coupling=True),
+                              shower_flow=pf.maf(99, 4, layers=1, hidden=(8,)))  # fmt: skip
+    gen.fit(showers.energy[:200], showers.voxels[:200], max_epochs=1, progress=False)
+    with pytest.raises(ValueError, match="coupling layers"):
+        gen.distill(max_epochs=1, progress=False)
+    with pytest.raises(ValueError, match="energy=False"):
+        gen.distill(energy=False, energy_options={"max_epochs": 1})
+    assert gen.student_ is None and gen.energy_student_ is None  # refused before training
+    gen.distill(energy=False, max_epochs=1, progress=False)
+    assert gen.energy_student_ is None and gen.student_ is not None
+
+
+def test_the_student_path_samples_both_students(showers, monkeypatch):
+    gen = pf.TwoStepGenerator(SIZES, showers.threshold,
+                              energy_flow=pf.nsf(3, 1, layers=2, hidden=(8,)),
+                              shower_flow=pf.maf(99, 4, layers=1, hidden=(8,)))  # fmt: skip
+    gen.fit(showers.energy[:200], showers.voxels[:200], max_epochs=1, progress=False)
+    gen.distill(max_epochs=1, progress=False)
+    assert all(layer.iaf for layer in gen.energy_student_.transforms)
+    assert all(layer.iaf for layer in gen.student_.transforms)
+    calls = []
+    for name in ("energy_flow", "shower_flow", "energy_student_", "student_"):
+        flow = getattr(gen, name)
+        monkeypatch.setattr(flow, "sample", lambda *a, f=flow, n=name, **k: calls.append(n)
+                            or type(f).sample(f, *a, **k))  # fmt: skip
+    gen.sample([1.0, 10.0], sampler="student")
+    assert calls == ["energy_student_", "student_"]
+    calls.clear()
+    gen.sample([1.0, 10.0], sampler="teacher")
+    assert calls == ["energy_flow", "shower_flow"]
+
+
+def test_log_dequantised_zeros_survive_a_smooth_density(showers):
+    """A flow's density is smooth in its log-like units: modelled here by blurring the log of
+    the dequantised voxels by 0.3 nats. Uniform zeros pile up just below the threshold, and
+    the blur carries several per cent of all voxels over it (too few zeros after
+    thresholding); log-uniform zeros keep the zero fraction to half a per cent."""
+    v, t = showers.voxels[showers.energy < 10], showers.threshold
+    zeros = (v == 0).mean()
+    blur = np.random.default_rng(1).normal(0, 0.3, v.shape)
+    kept = {}
+    for log, floor in ((False, 1e-3), (True, 0.05)):
+        d = enc.dequantise(v, t, np.random.default_rng(0), floor=floor, log=log)
+        kept[log] = (np.log(d) + blur < np.log(t)).mean()
+    assert kept[False] < zeros - 0.02
+    assert abs(kept[True] - zeros) < 0.005
+
+
+def test_a_failed_distillation_leaves_the_students_as_they_were(showers):
+    gen = pf.TwoStepGenerator(SIZES, showers.threshold,
+                              energy_flow=pf.nsf(3, 1, layers=1, hidden=(8,)),
+                              shower_flow=pf.maf(99, 4, layers=1, hidden=(8,)))  # fmt: skip
+    gen.fit(showers.energy[:200], showers.voxels[:200], max_epochs=1, progress=False)
+    with pytest.raises(TypeError):
+        gen.distill(max_epochs=1, progress=False, no_such_option=1)  # flow II's distillation
+    assert gen.energy_student_ is None and gen.student_ is None

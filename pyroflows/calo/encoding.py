@@ -4,11 +4,13 @@
 A zero-suppressed voxel is either exactly 0 (its true value fell below the threshold ``t``)
 or at least ``t``. Flows need continuous, positive inputs, so:
 
-1. **dequantise**: every exact zero is replaced by ``t * u`` with ``u ~ U(floor, 1)`` (a
-   value below the threshold, where the suppressed voxel's energy lay); voxels ``>= t`` are
-   kept. :func:`threshold` (values below ``t`` -> exactly 0) undoes this exactly, so a model of
-   the dequantised showers gives, after thresholding, exact zeros where it puts mass below
-   ``t``;
+1. **dequantise**: every exact zero is replaced by ``t * u`` with ``u ~ U(floor, 1 - 2r)``
+   (or log-uniform on that range; a value below the threshold, where the suppressed voxel's
+   energy lay), ``r = ROUNDING`` a relative margin of 1e-5; voxels ``>= t`` are kept.
+   :func:`threshold` undoes this exactly, also after a float32 round trip: values below
+   ``t (1 - r)`` -> exactly 0, values in ``[t (1 - r), t)`` (a kept voxel on the threshold
+   that rounding moved below it) -> ``t``. A model of the dequantised showers so gives exact
+   zeros where it puts mass below the threshold;
 2. **layer energies** ``E_l`` are the sums of the dequantised voxels of each layer (all > 0),
    encoded for flow I as ``log(sum_l E_l / E_inc)`` and, for each layer but the last,
    ``logit(E_l / sum_{k >= l} E_k)`` (the share of what is left deposited in layer ``l``): a
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "ROUNDING",
     "decode_layer_energies",
     "decode_voxels",
     "dequantise",
@@ -35,6 +38,11 @@ __all__ = [
     "layer_sums",
     "threshold",
 ]
+
+
+#: relative margin below the threshold: dequantised zeros stay under ``t (1 - 2 ROUNDING)``,
+#: and :func:`threshold` keeps values from ``t (1 - ROUNDING)`` up (float32 rounds to ~6e-8)
+ROUNDING = 1e-5
 
 
 def _bounds(layer_sizes: Sequence[int]) -> np.ndarray:
@@ -48,9 +56,14 @@ def layer_sums(voxels: np.ndarray, layer_sizes: Sequence[int]) -> np.ndarray:
 
 
 def dequantise(
-    voxels: np.ndarray, cut: float, rng: np.random.Generator, floor: float = 1e-3
+    voxels: np.ndarray,
+    cut: float,
+    rng: np.random.Generator,
+    floor: float = 1e-3,
+    log: bool = False,
 ) -> np.ndarray:
-    """Exact zeros -> ``cut * U(floor, 1)``; other voxels kept (they must be 0 or ``>= cut``).
+    """Exact zeros -> ``cut * U(floor, 1 - 2 ROUNDING)`` (``log=True``: log-uniform on that
+    range); other voxels kept (they must be 0 or ``>= cut``).
 
     Example:
         >>> v = np.array([[0.0, 0.5, 0.02]])
@@ -65,13 +78,27 @@ def dequantise(
         )
     out = voxels.astype(np.float64, copy=True)
     zero = out == 0
-    out[zero] = cut * rng.uniform(floor, 1.0, int(zero.sum()))
+    if not 0 < floor < 1 - 2 * ROUNDING:
+        raise ValueError(f"floor must lie in (0, {1 - 2 * ROUNDING}), got {floor!r}")
+    top = 1 - 2 * ROUNDING
+    if log:
+        u = np.exp(rng.uniform(np.log(floor), np.log(top), int(zero.sum())))
+    else:
+        u = rng.uniform(floor, top, int(zero.sum()))
+    out[zero] = cut * u
     return out
 
 
 def threshold(voxels: np.ndarray, cut: float) -> np.ndarray:
-    """Values below ``cut`` -> exactly 0 (the inverse of :func:`dequantise`)."""
-    return np.where(voxels < cut, 0.0, voxels)
+    """The inverse of :func:`dequantise`: values below ``cut (1 - ROUNDING)`` -> exactly 0,
+    values in ``[cut (1 - ROUNDING), cut)`` -> ``cut``; the result is 0 or ``>= cut``.
+
+    Example:
+        >>> threshold(np.array([0.0099, 0.01 * (1 - 1e-7), 0.01, 0.5]), 0.01).tolist()
+        [0.0, 0.01, 0.01, 0.5]
+    """
+    out = np.where(voxels < cut * (1 - ROUNDING), 0.0, voxels)
+    return np.where((out > 0) & (out < cut), cut, out)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

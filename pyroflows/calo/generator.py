@@ -5,17 +5,18 @@ arXiv:2106.05285 and 2110.11377), with a distilled fast sampler.
   flow, :func:`pyroflows.nsf`) on the encoded layer energies of
   :mod:`pyroflows.calo.encoding`;
 * **flow II**, the teacher, learns ``p(voxel shares | layer energies, incident energy)``
-  (default: a MAF, :func:`pyroflows.maf`) on the logits of the dequantised voxels' shares of
-  their layer;
-* :meth:`TwoStepGenerator.distill` trains the **student**, an IAF-direction copy of flow II
-  (:func:`pyroflows.distill` with the same ``(x, context)`` rows), which samples in one network
-  pass per layer instead of one per voxel.
+  (default: an autoregressive spline flow, :func:`pyroflows.nsf`) on the logits of the
+  dequantised voxels' shares of their layer;
+* :meth:`TwoStepGenerator.distill` trains the **students**, IAF-direction copies of flow II and
+  of flow I (:func:`pyroflows.distill` with the same ``(x, context)`` rows), which sample in
+  one network pass per layer instead of one per feature.
 
 Both flows are trained by the one loop (:func:`pyroflows.train.fit`, negative log-likelihood)
 on standardised inputs and contexts (:func:`pyroflows.preprocess.fit_preprocessor`, float64
-before the cast). Sampling runs flow I, then flow II (or the student) at the generated layer
-energies, decodes, and thresholds: voxels below the threshold come out exactly 0, and the
-returned layer energies are the sums of the returned voxels.
+before the cast). Sampling runs flow I, then flow II at the generated layer
+energies (or the two students), decodes (:meth:`TwoStepGenerator.decode`) and thresholds:
+voxels below the threshold come out exactly 0, and the returned layer energies are the sums of
+the returned voxels.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyroflows.builders import maf, nsf
+from pyroflows.builders import nsf
 from pyroflows.calo import encoding as enc
 from pyroflows.flows import Flow
 from pyroflows.preprocess import Preprocessor, fit_preprocessor, to_latent
 from pyroflows.train import fit
 from pyroflows.train.losses import nll
+from pyroflows.transforms import Coupling
 from pyroflows.validation import positive_int
 from pyroflows.vi.distill import distill
 
@@ -65,9 +67,13 @@ def _energy(energy: Any, name: str = "energy") -> np.ndarray:
     return e
 
 
+def _distillable(flow: Flow) -> bool:
+    return not any(isinstance(layer, Coupling) for layer in flow.transforms)
+
+
 class TwoStepGenerator:
     """Flow I (layer energies | incident energy) + flow II (voxels | layer energies, incident
-    energy) + an optional distilled student of flow II.
+    energy) + optional distilled students of both.
 
     Args:
         layer_sizes: voxels per layer, in the column order of the voxel arrays.
@@ -76,14 +82,23 @@ class TwoStepGenerator:
             with context size 1 (default: ``nsf(L, 1, layers=4, hidden=(64, 64))``).
         shower_flow: flow II, a conditional flow on ``sum(layer_sizes)`` dimensions with
             context size ``L + 1`` and MAF-direction autoregressive layers, so that it can be
-            distilled (default: ``maf(D, L + 1, layers=4, hidden=(128, 128))``).
-        floor: zeros are dequantised to ``threshold * U(floor, 1)``.
+            distilled (default: an autoregressive spline flow, ``nsf(D, L + 1, layers=4,
+            hidden=(128, 128))``: it models the two-part distribution of a voxel, the
+            dequantised zeros below the threshold and the deposits above it, far better than
+            an affine MAF; ``benchmarks/results/calo.md``).
+        floor: zeros are dequantised to ``threshold * u``, ``u`` on ``(floor, 1)``.
+        log_dequantise: ``u`` log-uniform (default) rather than uniform. In the flows'
+            log-like units a log-uniform ``u`` spreads the zeros evenly over
+            ``log(1 / floor)`` nats below the threshold; a uniform ``u`` piles them up just
+            below it, where a flow's smooth density then carries part of them over the
+            threshold and the generated showers have too few zeros
+            (``benchmarks/results/calo.md``).
 
     Example:
         >>> from pyroflows.datasets import calo_showers
         >>> s = calo_showers(300, seed=0)
         >>> gen = TwoStepGenerator(s.layer_sizes, s.threshold,
-        ...                        shower_flow=maf(99, 4, layers=1, hidden=(16,)))
+        ...                        shower_flow=nsf(99, 4, layers=1, hidden=(16,)))
         >>> _ = gen.fit(s.energy, s.voxels, max_epochs=1, progress=False)
         >>> out = gen.sample([2.0, 50.0], seed=0)
         >>> out.voxels.shape, bool(((out.voxels == 0) | (out.voxels >= s.threshold)).all())
@@ -96,20 +111,22 @@ class TwoStepGenerator:
         threshold: float,
         energy_flow: Flow | None = None,
         shower_flow: Flow | None = None,
-        floor: float = 1e-3,
+        floor: float = 0.05,
+        log_dequantise: bool = True,
     ):
         self.layer_sizes = tuple(positive_int("layer size", s) for s in layer_sizes)
         if len(self.layer_sizes) < 2:
             raise ValueError("layer_sizes needs at least two layers")
         if not (np.isfinite(threshold) and threshold > 0):
             raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
-        if not 0 < floor < 1:
-            raise ValueError(f"floor must lie in (0, 1), got {floor!r}")
+        if not 0 < floor < 1 - 2 * enc.ROUNDING:
+            raise ValueError(f"floor must lie in (0, {1 - 2 * enc.ROUNDING}), got {floor!r}")
         self.threshold, self.floor = float(threshold), float(floor)
+        self.log_dequantise = bool(log_dequantise)
         L, D = len(self.layer_sizes), sum(self.layer_sizes)
         self.energy_flow = energy_flow if energy_flow is not None else nsf(
             L, 1, layers=4, hidden=(64, 64))  # fmt: skip
-        self.shower_flow = shower_flow if shower_flow is not None else maf(
+        self.shower_flow = shower_flow if shower_flow is not None else nsf(
             D, L + 1, layers=4, hidden=(128, 128))  # fmt: skip
         for name, flow, dim, ctx in (("energy_flow", self.energy_flow, L, 1),
                                      ("shower_flow", self.shower_flow, D, L + 1)):  # fmt: skip
@@ -121,6 +138,7 @@ class TwoStepGenerator:
                     f"{flow.dim} and {flow.context_dim}"
                 )
         self.student_: Flow | None = None
+        self.energy_student_: Flow | None = None
         self.history_: dict[str, Any] = {}
 
     # -- encoding ---------------------------------------------------------------------------
@@ -141,7 +159,9 @@ class TwoStepGenerator:
         flows' units before standardisation (``log E_inc``, :func:`~pyroflows.calo.encoding.
         encode_layer_energies`, :func:`~pyroflows.calo.encoding.encode_voxels`)."""
         e, v = self._check(energy, voxels)
-        d = enc.dequantise(v, self.threshold, np.random.default_rng(seed), self.floor)
+        d = enc.dequantise(
+            v, self.threshold, np.random.default_rng(seed), self.floor, self.log_dequantise
+        )
         layers = enc.layer_sums(d, self.layer_sizes)
         return (np.log(e)[:, None], enc.encode_layer_energies(layers, e),
                 enc.encode_voxels(d, self.layer_sizes))  # fmt: skip
@@ -191,8 +211,8 @@ class TwoStepGenerator:
         self.pre_["c2"] = fit_preprocessor(c2[train], name="flow II context")
         t1 = self._tensors(self.energy_flow, ("f1", f1), ("c1", c1))
         t2 = self._tensors(self.shower_flow, ("f2", f2), ("c2", c2))
-        self._rows2 = ((t2[0][train], t2[1][train]),
-                       (t2[0][val], t2[1][val]) if n_val else None)  # fmt: skip
+        self._rows = {key: ((t[0][train], t[1][train]), (t[0][val], t[1][val]) if n_val else None)
+                      for key, t in (("energy_flow", t1), ("shower_flow", t2))}  # fmt: skip
         jobs = (("energy_flow", self.energy_flow, t1, 0), ("shower_flow", self.shower_flow, t2, 1))
         for key, flow, t, i in jobs:
             val_data = (t[0][val], t[1][val]) if n_val else None
@@ -201,24 +221,57 @@ class TwoStepGenerator:
                 time_budget=budgets[i], seed=seed, **fit_kwargs,
             )  # fmt: skip
             flow.eval()
-        self.student_ = None
+        self.student_ = self.energy_student_ = None
         return self
 
     def _tensors(self, flow: Flow, *named: tuple[str, np.ndarray]) -> list[torch.Tensor]:
         dtype = next(flow.parameters()).dtype
         return [to_latent(self.pre_[k], a, dtype)[0] for k, a in named]
 
-    def distill(self, **options: Any) -> Flow:
-        """Distil flow II into an IAF-direction student (:func:`pyroflows.distill` on the
-        training rows of :meth:`fit`, validated on its held-out rows); ``options`` are
-        :func:`pyroflows.distill`'s (``max_epochs``, ``hidden``, ``kl_weight``, ...).
-        :meth:`sample` with ``sampler="student"`` then uses it."""
+    def distill(
+        self, energy: bool = True, energy_options: dict[str, Any] | None = None, **options: Any
+    ) -> Flow:
+        """Distil flow II (and flow I) into IAF-direction students.
+
+        :func:`pyroflows.distill` runs on the training rows of :meth:`fit`, validated on its
+        held-out rows. :meth:`sample` with ``sampler="student"`` then draws with the students
+        only: one network pass per layer in both steps.
+
+        Args:
+            energy: also distil flow I (``energy_student_``); flow I must then be a
+                MAF-direction autoregressive flow (e.g. :func:`pyroflows.nsf`), else this is
+                refused. With ``False`` the student path samples flow I itself.
+            energy_options: :func:`pyroflows.distill` options for flow I (default: flow II's
+                ``max_epochs``, ``time_budget``, ``seed`` and ``progress``, where given).
+            **options: :func:`pyroflows.distill`'s options for flow II (``max_epochs``,
+                ``hidden``, ``kl_weight``, ``time_budget``...).
+
+        Returns:
+            The student of flow II (``student_``).
+        """
         if not hasattr(self, "pre_"):
             raise RuntimeError("fit the generator before distilling it")
-        train, val = self._rows2
-        self.student_ = distill(self.shower_flow, train, val, **options)
-        self.history_["student"] = self.student_.history
-        return self.student_
+        if energy_options is not None and not energy:
+            raise ValueError("energy_options given with energy=False: flow I is not distilled")
+        if energy and not _distillable(self.energy_flow):
+            raise ValueError(
+                "flow I has coupling layers and already samples in one pass per layer: call "
+                "distill(energy=False) to keep it in the student path"
+            )
+        energy_student = None
+        if energy:
+            shared = {k: options[k] for k in ("max_epochs", "time_budget", "seed", "progress")
+                      if k in options}  # fmt: skip
+            opts1 = {**shared, **(energy_options or {})}
+            energy_student = distill(self.energy_flow, *self._rows["energy_flow"], **opts1)
+        student = distill(self.shower_flow, *self._rows["shower_flow"], **options)
+        # both trained: only now is the generator's state changed
+        self.energy_student_, self.student_ = energy_student, student
+        self.history_.pop("energy_student", None)
+        if energy_student is not None:
+            self.history_["energy_student"] = energy_student.history
+        self.history_["student"] = student.history
+        return student
 
     # -- sampling ---------------------------------------------------------------------------
     def _sample_flow(self, flow: Flow, pre: Preprocessor, context: torch.Tensor) -> np.ndarray:
@@ -236,7 +289,8 @@ class TwoStepGenerator:
             energy: incident energies ``(n,)`` (> 0).
             seed: seed of the draws (torch's generator in a forked state: the global one is
                 left as it was).
-            sampler: ``"teacher"`` (flow II) or ``"student"`` (the distilled flow).
+            sampler: ``"teacher"`` (flows I and II) or ``"student"`` (the distilled flows;
+                flow I itself where :meth:`distill` ran with ``energy=False``).
 
         Returns:
             :class:`GeneratedShowers`: voxels exactly 0 below the threshold, ``>=`` it
@@ -248,15 +302,45 @@ class TwoStepGenerator:
             raise ValueError(f"sampler must be 'teacher' or 'student', got {sampler!r}")
         if sampler == "student" and self.student_ is None:
             raise RuntimeError("no student: call distill() first, or use sampler='teacher'")
-        flow2 = self.shower_flow if sampler == "teacher" else self.student_
+        flow1, flow2 = self.energy_flow, self.shower_flow
+        if sampler == "student":
+            flow1, flow2 = self.energy_student_ or flow1, self.student_
         e = _energy(energy)
         c1 = np.log(e)[:, None]
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            ctx1 = self._tensors(self.energy_flow, ("c1", c1))[0]
-            f1 = self._sample_flow(self.energy_flow.eval(), self.pre_["f1"], ctx1)
+            ctx1 = self._tensors(flow1, ("c1", c1))[0]
+            f1 = self._sample_flow(flow1.eval(), self.pre_["f1"], ctx1)
             ctx2 = self._tensors(flow2, ("c2", np.column_stack([c1, f1])))[0]
             f2 = self._sample_flow(flow2.eval(), self.pre_["f2"], ctx2)
+        return self.decode(e, f1, f2)
+
+    def decode(self, energy: Any, features1: Any, features2: Any) -> GeneratedShowers:
+        """Showers from the flows' features (the inverse of :meth:`encode` up to the
+        dequantisation noise): layer energies from ``features1``, voxel shares from
+        ``features2`` renormalised per layer, then every voxel below the threshold set to
+        exactly 0 (the dequantised zeros of :meth:`encode` lie below it, the kept voxels at
+        or above it).
+
+        Example:
+            >>> from pyroflows.datasets import calo_showers
+            >>> s = calo_showers(50, seed=0)
+            >>> gen = TwoStepGenerator(s.layer_sizes, s.threshold)
+            >>> _, f1, f2 = gen.encode(s.energy, s.voxels)
+            >>> out = gen.decode(s.energy, f1, f2)
+            >>> bool(np.array_equal(out.voxels == 0, s.voxels == 0))
+            True
+            >>> bool(np.allclose(out.voxels, s.voxels, rtol=1e-9))
+            True
+        """
+        e = _energy(energy)
+        f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+        L, D = len(self.layer_sizes), sum(self.layer_sizes)
+        if f1.shape != (len(e), L) or f2.shape != (len(e), D):
+            raise ValueError(
+                f"features must be ({len(e)}, {L}) and ({len(e)}, {D}), got {f1.shape} and "
+                f"{f2.shape}"
+            )
         layers = enc.decode_layer_energies(f1, e)
         voxels = enc.threshold(enc.decode_voxels(f2, layers, self.layer_sizes), self.threshold)
         return GeneratedShowers(e, enc.layer_sums(voxels, self.layer_sizes), voxels)
