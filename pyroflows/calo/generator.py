@@ -34,6 +34,7 @@ from pyroflows.flows import Flow
 from pyroflows.preprocess import Preprocessor, fit_preprocessor, to_latent
 from pyroflows.train import fit
 from pyroflows.train.losses import nll
+from pyroflows.train.seeding import seeded_draws
 from pyroflows.transforms import Coupling
 from pyroflows.validation import positive_int
 from pyroflows.vi.distill import distill
@@ -307,8 +308,7 @@ class TwoStepGenerator:
             flow1, flow2 = self.energy_student_ or flow1, self.student_
         e = _energy(energy)
         c1 = np.log(e)[:, None]
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
+        with seeded_draws(seed):
             ctx1 = self._tensors(flow1, ("c1", c1))[0]
             f1 = self._sample_flow(flow1.eval(), self.pre_["f1"], ctx1)
             ctx2 = self._tensors(flow2, ("c2", np.column_stack([c1, f1])))[0]
