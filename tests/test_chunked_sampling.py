@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import pyroflows as pf
 from pyroflows.amortized import AmortizedPosterior, estimator
 from pyroflows.amortized.estimator import run_in_order, sample_chunks
-from pyroflows.amortized.seeding import seeded_draws
 from pyroflows.nn import MADE, MLP
+from pyroflows.train.seeding import seeded_draws
 
 SMALL = dict(layers=2, hidden=(16, 16))
 
