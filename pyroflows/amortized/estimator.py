@@ -184,9 +184,9 @@ def run_in_order(fn: Callable[..., Tensor], calls: Iterable[tuple], workers: int
     count is the caller's again afterwards.
 
     Two threads each running whole chunks instead of every operation split over two
-    intra-op threads: 1 000 x 1 000 draws of a 5-D posterior's IAF, measured on 2 cores
-    loaded by other jobs (load average 5.5), 4.8 s instead of 38-54 s
-    (``benchmarks/sampling.py``).
+    intra-op threads: 1 000 x 1 000 draws of SLCP's distilled IAF student on 2 cores loaded by
+    other jobs (load average 5-7), 6.6 s instead of 42.8 s; on one thread 4.6 s
+    (``benchmarks/results/sampling_workers.md``).
 
     Example:
         >>> run_in_order(torch.add, [(torch.ones(1), 1), (torch.ones(1), 2)], workers=2)
