@@ -22,13 +22,21 @@ hidden (64, 64), the defaults; ``slcp``, 5 parameters and 8 data):
   one pass per layer); ``post.sample`` draws from it. Its speed does not depend on its
   training either: one epoch on 500 simulations here (the quality of a trained student is
   measured in ``benchmarks/fast_sampler.py``).
+* ``auto`` / ``auto student`` — the default (``flow="auto"``: the family with the lower
+  validation loss after the short fit; the row names it), and the same after ``distil`` when
+  it kept the NSF.
+* ``... (chunks in sequence)`` — the same posterior drawn with its chunks one after the other
+  in the calling thread, each operation split over the intra-op threads
+  (``sample_chunks(..., workers=1)``), instead of one chunk per thread: the ratio is the
+  effect of running whole chunks on separate threads.
 * peers in the same run where installed: ``zuko NSF`` (``zuko.flows.NSF``, 5 transforms,
   hidden (64, 64), 8 bins; conditional, ``flow(context).sample((1000,))``) and
   ``sbi NPE-NSF`` (the posterior ``benchmarks/amortized.py`` trains, ``sample_batched``;
   10 epochs; its rejection of draws outside the prior is part of its sampling cost).
 
 Each timing is the best of up to 3 calls within 20 s, with ``--threads`` torch threads (default
-1 and 2); a sampler that needs over 2 s for a tenth of the observations is timed on that tenth
+1 and 2), with the process's CPU time of that call and the load average; a sampler that
+needs over 2 s for a tenth of the observations is timed on that tenth
 (one call) and compared per million draws. Results: ``benchmarks/results/sampling.md`` and
 ``sampling.json``.
 
@@ -46,6 +54,7 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -55,6 +64,7 @@ from amortized import TASKS, train_sbi  # noqa: E402  (the simulators of the acc
 from quality import git_commit  # noqa: E402
 
 import pyroflows as pf  # noqa: E402
+import pyroflows.amortized.posterior as posterior_module  # noqa: E402
 from pyroflows.nn import MADE  # noqa: E402
 from pyroflows.transforms import MaskedAutoregressive  # noqa: E402
 
@@ -65,8 +75,15 @@ FLOWS = {
     "nsf (full passes)": ("nsf", {}),
     "nsf coupling": ("nsf", {"coupling": True}),
     "nsf student": ("nsf", {}),
+    "nsf student (chunks in sequence)": ("nsf", {}),
     "realnvp": ("realnvp", {}),
+    "realnvp (chunks in sequence)": ("realnvp", {}),
+    "auto": ("auto", {}),
+    "auto student": ("auto", {}),
 }
+#: rows that draw their chunks one after the other in the calling thread, each operation split
+#: over the intra-op threads (``sample_chunks(..., workers=1)``), instead of one chunk per thread
+SEQUENTIAL = "(chunks in sequence)"
 
 
 def full_pass_solve(layer, u, context, inverse, log_det=True):
@@ -83,14 +100,18 @@ def full_pass_solve(layer, u, context, inverse, log_det=True):
     return v, ladj.sum(-1) if log_det else None
 
 
-def best_time(fn, budget: float = 20.0) -> tuple[float, int]:
-    """Best of up to 3 calls, stopping once ``budget`` seconds are spent (at least one call)."""
-    times: list[float] = []
-    while not times or (len(times) < 3 and sum(times) < budget):
-        start = time.perf_counter()
+def best_time(fn, budget: float = 20.0) -> tuple[float, int, float]:
+    """Best of up to 3 calls, stopping once ``budget`` seconds are spent (at least one call):
+    ``(wall seconds, calls, the process's CPU seconds in that call)``. On a machine shared
+    with other jobs the CPU time is the steadier figure: what the call costs, not how long
+    it waited for a core."""
+    times: list[tuple[float, float]] = []
+    while not times or (len(times) < 3 and sum(t for t, _ in times) < budget):
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times), len(times)
+        times.append((time.perf_counter() - start, time.process_time() - cpu))
+    wall, cpu = min(times)
+    return wall, len(times), cpu
 
 
 def setup_pyroflows(task, flow, kwargs):
@@ -128,13 +149,16 @@ def run(args, log):
                     )
                 else:
                     post = setup_pyroflows(task, *spec)
-                    if method == "nsf student":
+                    if "student" in method and post.flow_name == "nsf":
                         post.distil(num_simulations=500, max_epochs=1)
                     sample = lambda x, n, post=post: post.sample(x, n)  # noqa: E731
             except ImportError as error:
                 log(f"{method}: skipped ({error})")
                 continue
             original, passes = MaskedAutoregressive._solve, MADE.degree_passes
+            chunks = posterior_module.sample_chunks
+            if SEQUENTIAL in method:
+                posterior_module.sample_chunks = partial(chunks, workers=1)
             if method == "nsf (full passes)":
                 MaskedAutoregressive._solve = full_pass_solve
             if method == "nsf (pruned passes)":
@@ -146,23 +170,31 @@ def run(args, log):
                         sample(x[:2], 10)  # warm-up
                         # slow samplers are timed on a tenth of the observations
                         obs = x[: max(1, len(x) // 10)]
-                        probe, _ = best_time(lambda s=sample, o=obs: s(o, args.draws), 0.0)
-                        if probe < 2.0:
+                        probe = best_time(lambda s=sample, o=obs: s(o, args.draws), 0.0)
+                        if probe[0] < 2.0:
                             obs = x
-                            seconds, repeats = best_time(lambda s=sample, o=obs: s(o, args.draws))
+                            seconds, repeats, cpu = best_time(
+                                lambda s=sample, o=obs: s(o, args.draws)
+                            )
                         else:
-                            seconds, repeats = probe, 1
+                            seconds, repeats, cpu = probe
+                    load = os.getloadavg()[0]
                     per_million = seconds * 1e6 / (len(obs) * args.draws)
+                    family = getattr(post, "flow_name", "") if method.startswith("auto") else ""
                     rows.append(dict(task=name, method=method, threads=threads,
                                      observations=len(obs), draws=args.draws, seconds=seconds,
-                                     seconds_per_million=per_million,
-                                     repeats=repeats))  # fmt: skip
+                                     seconds_per_million=per_million, cpu_seconds=cpu,
+                                     cpu_per_million=cpu * 1e6 / (len(obs) * args.draws),
+                                     repeats=repeats, load_average=round(load, 1),
+                                     family=family))  # fmt: skip
                     log(
-                        f"{name:16s} {method:18s} {threads} thread(s): {len(obs)} obs x "
-                        f"{args.draws} draws {seconds:7.3f} s ({per_million:.3f} s per 10^6)"
+                        f"{name:16s} {method:18s} {family} {threads} thread(s): {len(obs)} obs x "
+                        f"{args.draws} draws {seconds:7.3f} s ({per_million:.3f} s per 10^6, "
+                        f"CPU {cpu:.3f} s, load {load:.1f})"
                     )
             finally:
                 MaskedAutoregressive._solve, MADE.degree_passes = original, passes
+                posterior_module.sample_chunks = chunks
     return rows
 
 
@@ -178,17 +210,24 @@ def markdown(result):
         "Slow samplers (over 2 s for a tenth of the observations) are timed on that tenth; the",
         "last columns are per million draws, so rows compare directly.",
         "",
-        "| task | method | threads | observations x draws | seconds | s per 10^6 draws | vs nsf |",
-        "|---|---|---:|---|---:|---:|---:|",
+        "CPU s: the process's CPU time in the timed call (all threads); load: the load average",
+        "when the row was timed. `auto` rows name the family the default kept.",
+        "",
+        "| task | method | threads | observations x draws | seconds | s per 10^6 draws | "
+        "CPU s per 10^6 | load | vs nsf |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     key = "seconds_per_million"
     base = {(r["task"], r["threads"]): r[key] for r in result["rows"] if r["method"] == "nsf"}
     for r in result["rows"]:
         ref = base.get((r["task"], r["threads"]))
         ratio = f"{r[key] / ref:.2f}x" if ref else ""
+        method = r["method"] + (f" ({r['family']})" if r.get("family") else "")
+        cpu = f"{r['cpu_per_million']:.3f}" if "cpu_per_million" in r else ""
         lines.append(
-            f"| {r['task']} | {r['method']} | {r['threads']} | {r['observations']} x "
-            f"{r['draws']} | {r['seconds']:.3f} | {r[key]:.3f} | {ratio} |"
+            f"| {r['task']} | {method} | {r['threads']} | {r['observations']} x "
+            f"{r['draws']} | {r['seconds']:.3f} | {r[key]:.3f} | {cpu} | "
+            f"{r.get('load_average', '')} | {ratio} |"
         )
     return "\n".join(lines) + "\n"
 

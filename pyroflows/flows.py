@@ -135,6 +135,32 @@ class Flow(nn.Module):
             x, _ = t.inv_and_ladj(x, context)
         return x
 
+    def transform_from_base(
+        self, z: Tensor, context: Tensor | None = None, *, check: bool = True
+    ) -> Tensor:
+        """Map base points to data (the sampling direction), without the log-Jacobians:
+        ``sample`` is ``transform_from_base(base draws)``. ``z`` is ``(..., dim)``, its batch
+        shape broadcast with the context's.
+
+        Args:
+            z: base points, ``(..., dim)``.
+            context: conditioning vectors ``(..., context_dim)`` (conditional flows only).
+            check: validate shapes, dtype and finiteness first (a host synchronisation);
+                ``check=False`` for inputs already checked, e.g. the chunks of one draw.
+
+        Example:
+            >>> from pyroflows import bases, transforms
+            >>> flow = Flow([transforms.MaskedAutoregressive(2)], bases.StandardNormal(2))
+            >>> z = torch.randn(4, 2)
+            >>> torch.allclose(flow.transform_to_base(flow.transform_from_base(z)), z)
+            True
+        """
+        if check:
+            self.check_inputs(z, context)
+        for t in self.transforms:
+            z = t.call(z, context)
+        return z
+
     def _sample(
         self, shape: Shape, context: Tensor | None, reparam: bool, log_prob: bool = True
     ) -> tuple[Tensor, Tensor | None]:
@@ -143,9 +169,7 @@ class Flow(nn.Module):
         full = _shape(shape) + batch
         z = self.base.rsample(full) if reparam else self.base.sample(full)
         if not log_prob:  # the layers skip their log-Jacobians
-            for t in self.transforms:
-                z = t.call(z, context)
-            return z, None
+            return self.transform_from_base(z, context, check=False), None
         density = self.base.log_prob(z)
         for t in self.transforms:
             z, ladj = t.call_and_ladj(z, context)

@@ -433,6 +433,11 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
     ) -> Tensor | dict[str, Tensor]:
         """Posterior draws in the user's units, vectorised over observations.
 
+        The draws run in chunks of about 16 384 rows; on the CPU, on ``torch.get_num_threads()``
+        threads with one intra-op thread each (see
+        :func:`~pyroflows.amortized.estimator.sample_chunks`). The draws of a seed are the same
+        for any number of threads.
+
         Args:
             x: one observation (the data's shape) or a batch ``(B, ...)``.
             num_samples: draws per observation.

@@ -167,16 +167,21 @@ class MLP(nn.Module):
         if bound is not None:
             x = x.clamp(-bound, bound)
         params = iter(weights)
-        h = F.linear(x, next(params), next(params))
         # without autograd (sampling, scoring) the activations are updated in place: on a
-        # million rows the network is bound by memory traffic, not by arithmetic
+        # million rows the network is bound by memory traffic, not by arithmetic. A layer
+        # that reads the context gets its bias with the context's term, computed on the
+        # context's rows (one per observation) and added once to the product over the draws
+        # (a bias in the product would be one more pass over them)
         in_place = not torch.is_grad_enabled()
+        weight, bias = next(params), next(params)
         if self.context:
             if context is None:
                 raise ValueError(f"this network needs a context of size {self.context}")
             if bound is not None:
                 context = context.clamp(-bound, bound)
-            h = _add(h, F.linear(context, next(params)), in_place)
+            h = _add(F.linear(x, weight), F.linear(context, next(params), bias), in_place)
+        else:
+            h = F.linear(x, weight, bias)
         every = self.context_every_layer
         act = self.activation
         if self.residual:
@@ -185,9 +190,11 @@ class MLP(nn.Module):
             fresh = torch.relu_ if in_place and type(act) is nn.ReLU else act
             for _ in range(self._n_hidden):
                 w1, b1, w2, b2 = next(params), next(params), next(params), next(params)
-                inner = F.linear(act(h), w1, b1)
                 if every:
-                    inner = _add(inner, F.linear(context, next(params)), in_place)
+                    embedded = F.linear(context, next(params), b1)
+                    inner = _add(F.linear(act(h), w1), embedded, in_place)
+                else:
+                    inner = F.linear(act(h), w1, b1)
                 update = F.linear(fresh(inner), w2, b2)
                 h = update.add_(h) if in_place else h + update  # update has h's shape
             h = fresh(h)
@@ -196,9 +203,11 @@ class MLP(nn.Module):
                 act = torch.relu_  # each h is a fresh tensor read only once
             h = act(h)
             for _ in range(self._n_hidden):
-                h = F.linear(h, next(params), next(params))
+                weight, bias = next(params), next(params)
                 if every:
-                    h = _add(h, F.linear(context, next(params)), in_place)
+                    h = _add(F.linear(h, weight), F.linear(context, next(params), bias), in_place)
+                else:
+                    h = F.linear(h, weight, bias)
                 h = act(h)
         return _output_layer(h, next(params), next(params))
 

@@ -129,8 +129,9 @@ class MaskedAutoregressive(FlowTransform):
         return x, ladj
 
     def call(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        if self.iaf:
-            return self.one_pass(z, context, inverse=False)[0]
+        if self.iaf:  # one pass, the map without its log-derivative
+            params = self.net(z, context)
+            return self.univariate.value(z.expand(params.shape[:-1]), params)
         return self._solve(z, context, inverse=False, log_det=False)[0]
 
     def inv_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
