@@ -87,3 +87,26 @@ def test_predicting_before_fitting_or_with_other_features_is_refused():
         Classifier().fit(X, y).predict_proba(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="kind"):
         Classifier("svm")
+
+
+def test_equal_weights_reach_gradient_boosting_as_no_weights(monkeypatch):
+    """scikit-learn's weighted binning is far slower; equal weights must not take it, and
+    unequal ones must still arrive."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    seen = []
+    fit = HistGradientBoostingClassifier.fit
+
+    def spy(self, X, y, sample_weight=None):
+        seen.append(sample_weight)
+        return fit(self, X, y, sample_weight=sample_weight)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", spy)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 3)), np.r_[np.zeros(100), np.ones(100)]
+    Classifier("hgb", max_iter=5).fit(X, y)
+    Classifier("hgb", max_iter=5).fit(X, y, sample_weight=np.full(200, 2.5))
+    w = rng.uniform(0.5, 2.0, 200)
+    Classifier("hgb", max_iter=5).fit(X, y, sample_weight=w)
+    assert seen[0] is None and seen[1] is None
+    assert np.array_equal(seen[2], w)
