@@ -90,7 +90,30 @@ class DiagNormal(Base):
         return normal.expand(torch.Size(batch_shape) + (self.dim,)).to_event(1)
 
 
-class GaussianMixture(Base):
+class _Mixture(Base):
+    """What the two Gaussian mixtures share: no reparametrised sampler, and draws as a
+    component index ``k`` per draw plus that component's noise (:meth:`_shifted`)."""
+
+    logits: Tensor
+    loc: Tensor
+
+    def rsample(self, shape: torch.Size) -> Tensor:
+        raise NotImplementedError(
+            "a Gaussian mixture base has no reparametrised sampler; use sample() or another base"
+        )
+
+    def sample(self, shape: torch.Size) -> Tensor:
+        with torch.no_grad():
+            k = torch.distributions.Categorical(logits=self.logits).sample(torch.Size(shape))
+            eps = torch.randn(*shape, self.dim, dtype=self.loc.dtype, device=self.loc.device)
+            return self.loc[k] + self._shifted(k, eps)
+
+    def _shifted(self, k: Tensor, eps: Tensor) -> Tensor:
+        """Standard normal noise ``eps`` mapped by component ``k``'s scale."""
+        raise NotImplementedError
+
+
+class GaussianMixture(_Mixture):
     """Mixture of ``components`` diagonal Gaussians with learnable weights, means and scales
     (the base of MAF MoG). Not reparametrisable: use ``sample``, not ``rsample``.
 
@@ -137,16 +160,8 @@ class GaussianMixture(Base):
         comp = -0.5 * (u.square().sum(-1) + self.dim * _LOG_2PI) - self.log_scale.sum(-1)
         return torch.logsumexp(comp + F.log_softmax(self.logits, -1), dim=-1)
 
-    def rsample(self, shape: torch.Size) -> Tensor:
-        raise NotImplementedError(
-            "a Gaussian mixture base has no reparametrised sampler; use sample() or another base"
-        )
-
-    def sample(self, shape: torch.Size) -> Tensor:
-        with torch.no_grad():
-            k = torch.distributions.Categorical(logits=self.logits).sample(torch.Size(shape))
-            eps = torch.randn(*shape, self.dim, dtype=self.loc.dtype, device=self.loc.device)
-            return self.loc[k] + eps * torch.exp(self.log_scale[k])
+    def _shifted(self, k: Tensor, eps: Tensor) -> Tensor:
+        return eps * torch.exp(self.log_scale[k])
 
     def distribution(self, batch_shape: torch.Size = torch.Size()) -> dist.TorchDistribution:
         mixture = dist.MixtureSameFamily(
@@ -156,7 +171,7 @@ class GaussianMixture(Base):
         return mixture.expand(torch.Size(batch_shape))
 
 
-class FullGaussianMixture(Base):
+class FullGaussianMixture(_Mixture):
     """Mixture of ``components`` Gaussians with full covariances: learnable weights, means and
     Cholesky factors (a lower-triangular matrix per component whose diagonal is stored as its
     log). Not reparametrisable: use ``sample``, not ``rsample``.
@@ -226,16 +241,8 @@ class FullGaussianMixture(Base):
         comp = -0.5 * (u.square().sum(-1) + self.dim * _LOG_2PI) - self.log_diag.sum(-1)
         return torch.logsumexp(comp + F.log_softmax(self.logits, -1), dim=-1)
 
-    def rsample(self, shape: torch.Size) -> Tensor:
-        raise NotImplementedError(
-            "a Gaussian mixture base has no reparametrised sampler; use sample() or another base"
-        )
-
-    def sample(self, shape: torch.Size) -> Tensor:
-        with torch.no_grad():
-            k = torch.distributions.Categorical(logits=self.logits).sample(torch.Size(shape))
-            eps = torch.randn(*shape, self.dim, 1, dtype=self.loc.dtype, device=self.loc.device)
-            return self.loc[k] + (self.scale_tril()[k] @ eps).squeeze(-1)
+    def _shifted(self, k: Tensor, eps: Tensor) -> Tensor:
+        return (self.scale_tril()[k] @ eps.unsqueeze(-1)).squeeze(-1)
 
     def distribution(self, batch_shape: torch.Size = torch.Size()) -> dist.TorchDistribution:
         mixture = dist.MixtureSameFamily(
