@@ -80,11 +80,13 @@ def seeded_draws(seed: int | None) -> Iterator[None]:
     ``seed`` is None.
 
     Example:
+        >>> before = torch.get_rng_state()
         >>> with seeded_draws(0):
         ...     a = torch.rand(2)
-        >>> with seeded_draws(0):
-        ...     b = torch.rand(2)
-        >>> bool(torch.equal(a, b))
+        >>> bool(torch.equal(torch.get_rng_state(), before))  # the caller's stream, untouched
+        True
+        >>> _ = torch.manual_seed(0)
+        >>> bool(torch.equal(a, torch.rand(2)))  # the seed's draws
         True
     """
     if seed is None:
