@@ -35,9 +35,8 @@ from pyroflows.preprocess import Preprocessor, fit_preprocessor, to_latent
 from pyroflows.train import fit
 from pyroflows.train.losses import nll
 from pyroflows.train.seeding import seeded_draws
-from pyroflows.transforms import Coupling
 from pyroflows.validation import positive_int
-from pyroflows.vi.distill import distill
+from pyroflows.vi.distill import distill, distillable
 
 __all__ = ["GeneratedShowers", "TwoStepGenerator"]
 
@@ -66,10 +65,6 @@ def _energy(energy: Any, name: str = "energy") -> np.ndarray:
     if not np.isfinite(e).all() or (e <= 0).any():
         raise ValueError(f"{name} must be finite and > 0")
     return e
-
-
-def _distillable(flow: Flow) -> bool:
-    return not any(isinstance(layer, Coupling) for layer in flow.transforms)
 
 
 class TwoStepGenerator:
@@ -254,7 +249,7 @@ class TwoStepGenerator:
             raise RuntimeError("fit the generator before distilling it")
         if energy_options is not None and not energy:
             raise ValueError("energy_options given with energy=False: flow I is not distilled")
-        if energy and not _distillable(self.energy_flow):
+        if energy and not distillable(self.energy_flow):
             raise ValueError(
                 "flow I has coupling layers and already samples in one pass per layer: call "
                 "distill(energy=False) to keep it in the student path"

@@ -259,7 +259,7 @@ def c2st(
     if x_weight is not None and not x_weight.sum() > 0:
         raise ValueError("x_weight: the rows of X kept for the test all have weight 0")
     w = None if x_weight is None else np.r_[x_weight * n / x_weight.sum(), np.ones(n)]
-    ones = np.ones(2 * n) if w is None else w
+    row_weight = np.ones(2 * n) if w is None else w
     proba = np.empty(2 * n)
     fold_of = np.empty(2 * n, dtype=int)
     accuracy, aucs = [], []
@@ -270,15 +270,15 @@ def c2st(
             None if w is None else w[train],
         )  # fmt: skip
         proba[test], fold_of[test] = p, k
-        accuracy.append(accuracy_score(labels[test], predicted, sample_weight=ones[test]))
-        aucs.append(roc_auc_score(labels[test], p, sample_weight=ones[test]))
-    log_odds = calibrate_out_of_fold(proba, labels, calibration, folds, seed + 1, ones)
+        accuracy.append(accuracy_score(labels[test], predicted, sample_weight=row_weight[test]))
+        aucs.append(roc_auc_score(labels[test], p, sample_weight=row_weight[test]))
+    log_odds = calibrate_out_of_fold(proba, labels, calibration, folds, seed + 1, row_weight)
     calibrated = 1 / (1 + np.exp(-log_odds))
     loss = np.logaddexp(0, -log_odds) * labels + np.logaddexp(0, log_odds) * (1 - labels)
-    bce = np.average(loss, weights=ones)
+    bce = np.average(loss, weights=row_weight)
     _, group = np.unique(proba, return_inverse=True)
     n_groups = int(group.max()) + 1
-    observed = _grouped_auc(group, n_groups, labels, ones)
+    observed = _grouped_auc(group, n_groups, labels, row_weight)
     p_value = float("nan")
     if permutations:
         exceed = 0
@@ -287,7 +287,7 @@ def c2st(
             for k in range(folds):  # within each fold the scores are exchangeable under H0
                 rows = np.flatnonzero(fold_of == k)
                 permuted[rows] = rng.permutation(labels[rows])
-            exceed += _grouped_auc(group, n_groups, permuted, ones) >= observed
+            exceed += _grouped_auc(group, n_groups, permuted, row_weight) >= observed
         p_value = (1 + exceed) / (1 + permutations)
     null_auc, null_interval = float("nan"), (float("nan"), float("nan"))
     if null is not None:
@@ -304,9 +304,9 @@ def c2st(
         auc=float(np.mean(aucs)),
         accuracy_std=float(np.std(accuracy)),
         n_per_set=n,
-        auc_calibrated=float(roc_auc_score(labels, calibrated, sample_weight=ones)),
+        auc_calibrated=float(roc_auc_score(labels, calibrated, sample_weight=row_weight)),
         jsd=float((np.log(2) - bce) / np.log(2)),
-        auc_interval=_bootstrap_interval(proba, labels, n_bootstrap, level, rng, ones),
+        auc_interval=_bootstrap_interval(proba, labels, n_bootstrap, level, rng, row_weight),
         p_value=float(p_value),
         null_auc=null_auc,
         null_interval=null_interval,

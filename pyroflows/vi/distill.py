@@ -63,12 +63,18 @@ def _hidden_of(layer: MaskedAutoregressive) -> tuple[int, ...]:
     return tuple(s[0] for s in shapes[:-1])
 
 
-def _check_teacher(teacher: Flow) -> None:
+def distillable(flow: Flow) -> bool:
+    """Whether :func:`distill` accepts ``flow`` as a teacher: a flow without coupling layers
+    (a coupling flow already samples in one pass per layer)."""
     from pyroflows.transforms import Coupling
 
+    return not any(isinstance(layer, Coupling) for layer in flow.transforms)
+
+
+def _check_teacher(teacher: Flow) -> None:
     if not isinstance(teacher, Flow):
         raise TypeError(f"teacher must be a pyroflows Flow, got {type(teacher).__name__}")
-    if any(isinstance(layer, Coupling) for layer in teacher.transforms):
+    if not distillable(teacher):
         raise ValueError(
             "the teacher has coupling layers (RealNVP, coupling NSF): a coupling flow already "
             "samples and scores in one pass per layer, so there is nothing to distil; use the "
