@@ -445,7 +445,8 @@ class DensityEstimator(BaseDensity):
                 the rows unweighted (it is a fixed bijection whose Jacobian is part of
                 ``log p``) and chosen (``whiten="auto"``) with the weights
                 (:func:`pyroflows.pretransform.choose_preprocessor`); a ``base="gmm"``
-                start is fitted to a weighted resample of them.
+                start is fitted to the rows themselves for equal weights, to the rows
+                repeated for integer weights, else to a weighted resample of them.
                 ``ess_`` reports the weights' effective sample size. In-memory data only.
             val_weight: the weights of the ``X_val`` rows; required with ``sample_weight``
                 and ``X_val`` (pass ones for an unweighted validation loss).
@@ -716,7 +717,7 @@ class DensityEstimator(BaseDensity):
         pre, Z_val = prep.pre, prep.Z_val
         fingerprint = self._fingerprint(member, prep)
         started = time.perf_counter()  # the mixture base's fit counts against the budget
-        if base == "gmm":  # fitted to a weighted resample of the rows when there are weights
+        if base == "gmm":  # the mixture takes no weights: rows repeated or resampled
             base, mixture = mixture_base(
                 _resampled(prep.sample, prep.weight, seed),
                 None if Z_val is None else _resampled(Z_val, prep.val_weight, seed), seed,
@@ -969,10 +970,25 @@ def _affine_map(pre: Preprocessor) -> tuple[torch.Tensor, torch.Tensor] | None:
     return None
 
 
+#: Integer weights summing to more than this many times the rows are resampled, not repeated.
+MAX_REPEAT = 10
+
+
 def _resampled(Z: torch.Tensor, weight: np.ndarray | None, seed: int | None) -> torch.Tensor:
-    """``Z`` itself, or as many rows drawn from it with probabilities ``weight``."""
-    if weight is None:
+    """The rows ``Z`` as a sample of the weighted data, for fits that take no weights: ``Z``
+    itself for no or equal weights, each row repeated ``weight`` times for integer weights
+    (the duplicated data a weighted fit stands for; at most ``MAX_REPEAT`` times the rows),
+    else as many rows drawn from ``Z`` with probabilities ``weight``.
+
+    Example:
+        >>> _resampled(torch.arange(3.0)[:, None], np.array([1.0, 2.0, 1.0]), 0).ravel()
+        tensor([0., 1., 1., 2.])
+    """
+    if weight is None or np.all(weight == weight[0]):
         return Z
+    if np.all(weight == np.round(weight)) and weight.sum() <= MAX_REPEAT * len(Z):
+        index = np.repeat(np.arange(len(Z)), weight.astype(np.int64))
+        return Z[torch.as_tensor(index, device=Z.device)]
     index = np.random.default_rng(seed).choice(len(Z), size=len(Z), p=weight / weight.sum())
     return Z[torch.as_tensor(index, device=Z.device)]
 

@@ -273,3 +273,32 @@ def test_validate_start_keeps_a_start_that_training_only_worsens(validate_start)
 def test_validate_start_is_checked():
     with pytest.raises(TypeError, match="validate_start must be True or False"):
         fit(_Scalar(), _squared, torch.ones(8), torch.zeros(4), validate_start="yes")
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_equal_weights_give_the_unweighted_mixture_start_and_fit(scale):
+    """Equal ``sample_weight`` (of any size) is the unweighted data: the mixture start and the
+    trained member are the unweighted fit's, to the last bit."""
+    X = _correlated(300, seed=2)
+    options = dict(flow="nsf", base="gmm", layers=1, hidden=(8,), max_epochs=2,
+                   progress=False, random_state=0)  # fmt: skip
+    plain = pf.DensityEstimator(**options).fit(X)
+    weighted = pf.DensityEstimator(**options).fit(X, sample_weight=np.full(len(X), scale))
+    chosen = [{k: v for k, v in e.candidates_[0]["mixture"].items() if k != "seconds"}
+              for e in (weighted, plain)]  # fmt: skip
+    assert chosen[0] == chosen[1]
+    np.testing.assert_array_equal(weighted.score_samples(X[:20]), plain.score_samples(X[:20]))
+
+
+def test_integer_weights_start_at_the_mixture_of_the_duplicated_rows():
+    """Integer weights stand for duplicated rows: the mixture start is fitted to the rows
+    repeated as often as their weights (not to a random resample of them)."""
+    from pyroflows.density import _resampled
+
+    Z = torch.arange(4.0)[:, None]
+    np.testing.assert_array_equal(
+        _resampled(Z, np.array([2.0, 0.0, 1.0, 3.0]), 0).ravel().numpy(), [0, 0, 2, 3, 3, 3]
+    )
+    # non-integer weights: a weighted resample of the same size, only of rows with weight > 0
+    drawn = _resampled(Z, np.array([0.5, 0.0, 1.5, 0.5]), 0).ravel().numpy()
+    assert len(drawn) == 4 and 1.0 not in drawn
