@@ -64,7 +64,9 @@ _CATEGORICAL_DTYPES = ("category", "object", "string", "bool")
 class Column:
     """One column: its ``kind`` (:data:`KINDS`), the grid of a discrete numeric column
     (``offset + k * step``; integer: ``step = 1``), the ``categories`` of a categorical or
-    ordinal column in code order, and the ``dtype`` that :meth:`Columns.decode` restores."""
+    ordinal column in code order, and the ``dtype`` that :meth:`Columns.decode` restores
+    (``declared``: a pandas categorical dtype's own order of the categories, which the
+    decoded column keeps)."""
 
     name: str
     kind: str
@@ -72,6 +74,7 @@ class Column:
     offset: float = 0.0
     categories: tuple = ()
     dtype: str = "float64"
+    declared: tuple = ()
 
     @property
     def discrete(self) -> bool:
@@ -83,7 +86,7 @@ class Column:
         return {
             "name": self.name, "kind": self.kind, "step": float(self.step),
             "offset": float(self.offset), "categories": [_plain(c) for c in self.categories],
-            "dtype": self.dtype,
+            "dtype": self.dtype, "declared": [_plain(c) for c in self.declared],
         }  # fmt: skip
 
 
@@ -121,8 +124,9 @@ class Columns:
 
     @classmethod
     def from_plain(cls, state: Mapping[str, Any]) -> Columns:
+        tuples = ("categories", "declared")
         columns = tuple(
-            Column(**{**c, "categories": tuple(c["categories"])}) for c in state["columns"]
+            Column(**{**c, **{k: tuple(c.get(k, ())) for k in tuples}}) for c in state["columns"]
         )
         return cls(columns, bool(state["frame"]))
 
@@ -267,7 +271,8 @@ def _as_dtype(values: np.ndarray, dtype: str, c: Column | None = None) -> Any:
     if dtype == "category":
         import pandas as pd
 
-        return pd.Categorical(values, categories=list(c.categories), ordered=c.kind == "ordinal")
+        order = list(c.declared or c.categories)
+        return pd.Categorical(values, categories=order, ordered=c.kind == "ordinal")
     if dtype in ("object", "string"):
         return values if dtype == "object" else values.astype(str)
     return values.astype(dtype)
@@ -539,7 +544,8 @@ def _categorical(name: str, values: Any, spec: Any, dtype: str, what: str) -> Co
         pool = sorted(pool, key=lambda v: -count.get(str(v), 0))
     if len(pool) < 2:
         raise ValueError(f"{what} column {name!r} has a single category: drop it")
-    return Column(name, kind, categories=tuple(pool), dtype=dtype)
+    kept = () if declared is None else tuple(_plain(v) for v in declared)
+    return Column(name, kind, categories=tuple(pool), dtype=dtype, declared=kept)
 
 
 # -- the likelihood of mixed rows ----------------------------------------------------------

@@ -125,6 +125,23 @@ def test_codes_round_trip_with_dtypes_and_refuse_unseen_values():
     assert state == columns
 
 
+def test_decoded_categoricals_keep_the_declared_order_of_their_categories():
+    """The model codes an unordered category by frequency; the decoded column (and a saved
+    and loaded one) has the frame's own categories in the frame's own order, so its
+    ``.cat.codes`` mean what the user's codes mean."""
+    rng = np.random.default_rng(1)
+    declared = ["a", "b", "c", "unused"]
+    df = pd.DataFrame(
+        {"kind": pd.Categorical(rng.choice(["a", "b", "c"], 300, p=[0.1, 0.3, 0.6]), declared)}
+    )
+    columns = fit_columns(df)
+    assert columns.columns[0].categories[0] == "c"  # the model's code order: by frequency
+    for fitted in (columns, Columns.from_plain(columns.as_plain())):
+        back = fitted.decode(fitted.dequantise(fitted.encode(df).to_numpy(), rng))
+        assert list(back["kind"].cat.categories) == declared
+        np.testing.assert_array_equal(back["kind"].cat.codes, df["kind"].cat.codes)
+
+
 # -- the likelihood estimator ---------------------------------------------------------------------
 def test_mixed_log_prob_is_the_cell_mass_times_the_density():
     """A known density of codes: a standard normal in the discrete column (cell masses
