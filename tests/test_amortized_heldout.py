@@ -59,6 +59,51 @@ def test_a_miscalibrated_posterior_is_named_with_what_is_wrong(posterior, words)
     assert result is not None and (result.pvalues < heldout.ALPHA).all()
 
 
+class Outlying(Gaussian):
+    """The exact posterior, except that a fraction ``rate`` of the draws lands 30 posterior
+    sds out on either side: the ranks barely move, the standard deviation is inflated."""
+
+    def __init__(self, rate):
+        super().__init__()
+        self.rate = rate
+
+    def sample(self, x, n):
+        draws = super().sample(x, n)
+        far = torch.rand(draws.shape) < self.rate
+        sign = torch.where(torch.rand(draws.shape) < 0.5, -1.0, 1.0)
+        return torch.where(far, draws + sign * 30 * 0.5**0.5, draws)
+
+
+def test_rare_outlying_draws_are_caught_by_the_spread_check_not_the_ranks():
+    """5 % of the draws far out: every KS test passes, the mean squared z-score (about 0.1:
+    most sets of 50 draws hold an outlying one) names both parameters; the exact posterior's
+    is about 1."""
+    result, warned = caught(lambda: heldout_check(Outlying(0.05), *joint(), seed=0))
+    assert (result.pvalues > heldout.ALPHA).all()
+    assert (result.mean_z2 < 0.2).all()
+    assert len(warned) == 1
+    message = str(warned[0].message)
+    assert "theta[0] (mean squared z-score" in message and "theta[1] (mean squared" in message
+    exact = heldout_check(Gaussian(), *joint(), seed=0)
+    assert (abs(exact.mean_z2 - 1) < 0.2).all()
+
+
+def test_the_spread_check_needs_enough_pairs_and_spares_heavy_tails():
+    """Below SPREAD_ROWS pairs the spread is not judged; a calibrated heavy-tailed posterior
+    (Student t with 3 degrees of freedom) has a mean squared z-score above 1, not below."""
+    theta, x = joint(heldout.SPREAD_ROWS - 1)
+    _, warned = caught(lambda: heldout_check(Outlying(0.05), theta, x, seed=0))
+    assert not warned
+
+    class StudentT:
+        def sample(self, x, n):
+            return dist.StudentT(3.0).sample((n, *x.shape))
+
+    theta_t = torch.distributions.StudentT(3.0).sample((1000, 2))
+    result, warned = caught(lambda: heldout_check(StudentT(), theta_t, theta_t, seed=0))
+    assert not warned and (result.mean_z2 > 0.9).all()
+
+
 def test_too_few_held_out_pairs_are_not_checked():
     theta, x = joint(heldout.MIN_ROWS - 1)
     assert heldout_check(Gaussian(scale=0.1), theta, x, seed=0) is None

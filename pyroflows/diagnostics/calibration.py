@@ -40,6 +40,7 @@ __all__ = [
     "TARPResult",
     "ZScoreResult",
     "expected_coverage",
+    "mean_z2",
     "posterior_predictive",
     "sbc",
     "sbc_ranks",
@@ -118,6 +119,14 @@ class SBCResult:
         pvalues: ``(dim,)`` Kolmogorov–Smirnov p-values of the PIT values against U(0, 1).
         names: parameter names.
         num_posterior_samples: draws per simulation.
+        mean_z2: ``(dim,)`` the mean over the simulations of the squared z-score
+            ``((mean of the draws - theta) / sd of the draws)^2``. For the exact posterior
+            it is 1 whatever the posterior's shape (the posterior variance is the expected
+            squared error of the posterior mean), up to the Monte Carlo error of the draws'
+            moments, which pushes it above 1 for heavy-tailed posteriors. Far below 1: the
+            draws spread much wider than their mean's error, a posterior too wide or with
+            outlying draws that inflate its standard deviation (a defect the ranks hardly
+            see when the outlying draws are rare).
     """
 
     ranks: np.ndarray
@@ -125,6 +134,7 @@ class SBCResult:
     pvalues: np.ndarray
     names: list[str]
     num_posterior_samples: int
+    mean_z2: np.ndarray | None = None
 
     def rejected(self, alpha: float = 0.01) -> bool:
         """Uniformity rejected at level ``alpha`` for some parameter (Bonferroni over the
@@ -199,7 +209,35 @@ def sbc(
     rng = np.random.default_rng(seed)
     pit = (ranks + rng.uniform(size=ranks.shape)) / (num_posterior_samples + 1)
     pvalues = np.array([stats.kstest(pit[:, j], "uniform").pvalue for j in range(pit.shape[1])])
-    return SBCResult(ranks, pit, pvalues, _names(posterior, theta.shape[1]), num_posterior_samples)
+    names = _names(posterior, theta.shape[1])
+    return SBCResult(ranks, pit, pvalues, names, num_posterior_samples, mean_z2(samples, theta))
+
+
+def mean_z2(samples: Any, theta: Any) -> np.ndarray:
+    """``(dim,)`` mean over the ``N`` simulations of ``((mean - theta) / sd)^2``, ``mean`` and
+    ``sd`` those of the draws ``samples (S, N, dim)`` for each ``theta (N, dim)``
+    (:attr:`SBCResult.mean_z2`; about 1 for a calibrated posterior, far below 1 for an
+    inflated spread). A parameter whose draws do not vary for some simulation gets inf.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> theta = torch.randn(2000, 1, generator=g)  # posterior N(0, 1) for every x
+        >>> exact = torch.randn(100, 2000, 1, generator=g)
+        >>> bool(0.9 < mean_z2(exact, theta)[0] < 1.2)  # 1 + O(1 / draws)
+        True
+        >>> bool(mean_z2(10 * exact, theta)[0] < 0.03)  # ten times too wide: about 1 / 100
+        True
+    """
+    samples = torch.as_tensor(samples, dtype=torch.float64)
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    if samples.dim() != 3 or samples.shape[1:] != theta.shape or len(samples) < 2:
+        raise ValueError(
+            f"samples must be (S >= 2, N, dim) with theta (N, dim); got {tuple(samples.shape)} "
+            f"and {tuple(theta.shape)}"
+        )
+    sd = samples.std(0)
+    z2 = torch.where(sd > 0, (samples.mean(0) - theta) / sd, torch.inf) ** 2
+    return z2.mean(0).numpy()
 
 
 # -- coverage --------------------------------------------------------------------------------
