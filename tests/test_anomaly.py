@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from scipy import integrate
 
 from pyroflows import anomaly as A
@@ -228,3 +229,76 @@ def test_best_epochs_ensemble_and_checkpoints(tmp_path):
     assert np.isfinite(density.log_prob(x[:50], m[:50])).all()
     with pytest.raises(ValueError, match="finite"):
         density.fit(np.full((10, 2), np.nan), np.ones(10))
+
+
+# -- the background model's fidelity and CATHODE's recipe ---------------------------------------
+def test_background_fidelity_tells_a_good_model_from_an_m_blind_one():
+    """At strong correlation the SR background's mean sits 0.3 * 3 = 0.9 sd (along the
+    direction b) from the sidebands' at their mean m: a flow that ignores m is detectable, a
+    flow of p(x | m) is not."""
+    hunt = bump_hunt(20_000, 0.0, "strong", seed=8, **SMALL)
+    region, d, e = A.SignalRegion(*hunt.sr), hunt.data, hunt.extra_background
+    sb = region.sidebands(d.m)
+    truth = hunt.generator.log_prob_background_x(e.x, e.m)
+    flow = dict(TINY_FLOW, max_epochs=8)
+    good = A.ConditionalDensity(bounds=BOUNDS, **flow).fit(d.x[sb], d.m[sb])
+    blind = A.ConditionalDensity(bounds=BOUNDS, **flow).fit(
+        d.x[sb],
+        np.random.default_rng(0).permutation(d.m[sb]),  # m carries no information
+    )
+    g = A.background_fidelity(good, e.x, e.m, folds=2, true_log_prob=truth)
+    b = A.background_fidelity(blind, e.x, e.m, folds=2, true_log_prob=truth)
+    assert g["auc"] < 0.5 + 4 * g["auc_error"] and abs(g["kl"]) < 0.05
+    assert b["auc"] > 0.7 and b["kl"] > 0.5  # measured: 0.81 and 0.94 nats
+    with pytest.raises(ValueError, match="one m per row"):
+        A.background_fidelity(good, e.x, e.m[:-1])
+    with pytest.raises(ValueError, match="one value per event"):
+        A.background_fidelity(good, e.x, e.m, true_log_prob=truth[:-1])
+
+
+def test_best_epochs_keep_the_epochs_with_the_lowest_validation_loss():
+    from pyroflows.losses import nll
+    from pyroflows.train.recipe import validation_rows
+
+    rng = np.random.default_rng(9)
+    m = rng.uniform(2.5, 4.5, 2_000)
+    x = np.stack([m + rng.normal(size=m.size), rng.normal(size=m.size)], 1)
+    density = A.ConditionalDensity(
+        layers=1, hidden=(8,), max_epochs=6, batch_size=256, lr=3e-2, patience=None,
+        best_epochs=3, seed=1,
+    ).fit(x, m)  # fmt: skip
+    val_loss = np.array(density.histories_[0].val_loss)
+    # distinct losses, not monotone: the 3 best are not the 3 last epochs
+    assert len(density.members_) == 3 and len(set(np.round(val_loss, 5))) == 6
+    assert set(np.argsort(val_loss)[:3]) != {3, 4, 5}
+    # each member's own validation loss, recomputed on the held-out rows
+    order = np.random.default_rng(1).permutation(len(x))[: validation_rows(len(x), 0.2)]
+    z = density.preprocessor_.to_latent(torch.as_tensor(x[order]))[0].float()
+    c = density._context(m[order])
+    with torch.no_grad():
+        own = sorted(float(nll(f, (z, c))) for f in density.members_)
+    np.testing.assert_allclose(own, np.sort(val_loss)[:3], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(best_epochs=0), "best_epochs"),
+        (dict(best_epochs=6, max_epochs=5), "cannot exceed max_epochs"),
+        (dict(ensemble=0), "ensemble"),
+        (dict(schedule="linear"), "schedule must be one of"),
+    ],
+)
+def test_conditional_density_refuses_invalid_options(options, match):
+    with pytest.raises(ValueError, match=match):
+        A.ConditionalDensity(**options)
+
+
+def test_cathode_background_recipe_is_the_default():
+    density = A.cathode_background(bounds=BOUNDS, seed=3, max_epochs=12)
+    assert (density.family, density.layers, density.hidden) == ("maf", 4, (32, 32))
+    assert (density.best_epochs, density.schedule, density.patience) == (5, "cosine", None)
+    assert density.max_epochs == 12 and density.seed == 3 and density.bounds is BOUNDS
+    cathode = A.CATHODE(A.SignalRegion(3.3, 3.7), seed=4)
+    assert cathode.background.best_epochs == A.CATHODE_FLOW["best_epochs"] == 5
+    assert cathode.background.seed == 4

@@ -9,7 +9,8 @@ loop), and follow scikit-learn conventions (``fit`` then ``score``, higher = mor
 :class:`IdealizedAD` and :class:`Supervised`. :mod:`~pyroflows.anomaly.metrics` evaluates the
 scores (SIC curves, max SIC with a statistical cut, significance, median and 68 %
 bands); :func:`sculpting` checks whether a cut on the score biases the sideband-fit background
-estimate in the SR.
+estimate in the SR; :func:`background_fidelity` measures how well a background density's
+samples mimic true SR background (what CATHODE's reach depends on).
 
 Example:
     >>> from pyroflows.datasets import bump_hunt
@@ -23,7 +24,13 @@ Example:
     ['fpr', 'max_sic', 'nonfinite']
 """
 
-from pyroflows.anomaly.density import ConditionalDensity, kde_sample
+from pyroflows.anomaly.density import (
+    CATHODE_FLOW,
+    ConditionalDensity,
+    cathode_background,
+    kde_sample,
+)
+from pyroflows.anomaly.fidelity import background_fidelity
 from pyroflows.anomaly.methods import (
     ANODE,
     CATHODE,
@@ -48,6 +55,7 @@ from pyroflows.anomaly.sculpting import sculpting
 __all__ = [
     "ANODE",
     "CATHODE",
+    "CATHODE_FLOW",
     "ConditionalDensity",
     "CWoLa",
     "IdealizedAD",
@@ -55,7 +63,9 @@ __all__ = [
     "SICCurve",
     "SignalRegion",
     "Supervised",
+    "background_fidelity",
     "band",
+    "cathode_background",
     "count_nonfinite",
     "default_classifier",
     "kde_sample",

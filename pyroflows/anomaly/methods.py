@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyroflows.anomaly.density import ConditionalDensity, kde_sample
+from pyroflows.anomaly.density import ConditionalDensity, cathode_background, kde_sample
 from pyroflows.anomaly.metrics import count_nonfinite
 from pyroflows.anomaly.region import SignalRegion
 from pyroflows.builders import build
@@ -116,7 +116,9 @@ class CATHODE(_ClassifierDetector):
         region: the signal region.
         background: the conditional density trained in the sidebands (a
             :class:`ConditionalDensity`; pass a fitted one with ``refit_background=False`` to
-            share it with :class:`ANODE`).
+            share it with :class:`ANODE`). None: :func:`cathode_background` (a MAF whose 5
+            best epochs of 30 are sampled in turn; bounds None, so pass one with the
+            features' bounds for a logit preprocessing).
         classifier: the classifier set-up (cloned).
         oversampling: samples per SR data event.
         refit_background: train ``background`` in :meth:`fit` (False: use it as it is).
@@ -142,7 +144,7 @@ class CATHODE(_ClassifierDetector):
         seed: int = 0,
     ):
         super().__init__(region, classifier)
-        self.background = background if background is not None else ConditionalDensity()
+        self.background = background if background is not None else cathode_background(seed=seed)
         self.oversampling, self.refit_background, self.seed = oversampling, refit_background, seed
 
     def fit(self, x: Any, m: Any) -> CATHODE:
