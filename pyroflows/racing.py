@@ -148,10 +148,14 @@ class _Race:
         if not pending and len(self.alive) > 1:
             ranked = sorted(self.alive, key=lambda n: (self._rank(n), self.names.index(n)))
             kept = ranked[: (len(ranked) + 1) // 2]
+            self.alive = [n for n in self.names if n in kept]
             if self.rule == "bound":  # and every member that may still pass the leader
                 lead = self.best[ranked[0]]
-                kept += [n for n in ranked[len(kept) :] if self._bound(n) < lead]
-            self.alive = [n for n in self.names if n in kept]
+                bound = {n: self._bound(n) for n in ranked}
+                kept += [n for n in ranked[len(kept) :] if bound[n] < lead]
+                # the next rung trains the lowest bound first: with a time budget, a member
+                # kept for what it may still gain gets its rung before the budget runs out
+                self.alive = sorted(kept, key=lambda n: (bound[n], self.names.index(n)))
             self.waiting.clear()
             self.target *= 2
             self.spent = dict.fromkeys(self.names, 0.0)

@@ -210,7 +210,8 @@ def test_the_bound_looks_as_far_as_the_time_left(monkeypatch, budget, kept):
     clock = Clock()
     monkeypatch.setattr(racing, "time", clock)
     curves = {"a": lambda e: 1.5, "b": lambda e: 3.0 - 0.04 * e}
-    inner = loop(curves, [])
+    log = []
+    inner = loop(curves, log)
 
     def fit_member(name, run):
         def callback(epoch, h):
@@ -222,3 +223,5 @@ def test_the_bound_looks_as_far_as_the_time_left(monkeypatch, budget, kept):
     best, every = race_portfolio(["a", "b"], fit_member, time_budget=budget, pilot_steps=50)
     assert (best.name == "b") == kept
     assert every[1].result == (60 if kept else 3)
+    if kept:  # the member kept for its bound trains first in the next rung
+        assert log[10:12] == [("b", 5), ("b", 6)]
