@@ -30,6 +30,7 @@ bit-identical.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -92,7 +93,8 @@ def optimistic_loss(val_loss: Sequence[float], steps: int, steps_left: float) ->
     minus its mean fall per step over the second half of the epochs times ``steps_left``: the
     loss a member would reach if it kept falling as fast as over its last doubling. Learning
     curves flatten, so a member is unlikely to beat this bound; the mean over half the curve,
-    not the last epoch's fall, keeps one noisy epoch from stretching it.
+    not the last epoch's fall, keeps one noisy epoch from stretching it. Values that are not
+    finite are left out (infinity without any finite value).
 
     Example:
         >>> round(optimistic_loss([5.0, 4.0, 3.5, 3.2], steps=40, steps_left=20), 6)  # 0.04 a step
@@ -100,7 +102,9 @@ def optimistic_loss(val_loss: Sequence[float], steps: int, steps_left: float) ->
         >>> optimistic_loss([3.0, 3.5], steps=20, steps_left=100)  # no fall: the best
         3.0
     """
-    values = [float(v) for v in val_loss]
+    values = [float(v) for v in val_loss if math.isfinite(v)]  # an epoch cut by a deadline
+    if not values:
+        return math.inf
     half = max(1, len(values) // 2)
     best = min(values)
     if steps <= 0 or len(values) < 2:
@@ -172,7 +176,8 @@ class _Race:
             left = float(self.target)  # the next rung doubles the target
         else:
             left = self.speed[name] * max(self.deadline - time.perf_counter(), 0.0)
-        return optimistic_loss(self.curves[name] or [self.best[name]], steps, left)
+        curve = optimistic_loss(self.curves[name], steps, left)
+        return min(curve, self.best[name])  # the best includes a validated start
 
     def _rank(self, name: str) -> float:
         """What a halving sorts the members by (lower is kept)."""

@@ -190,6 +190,8 @@ def test_optimistic_loss_is_the_mean_fall_of_the_last_doubling_carried_on():
     assert racing.optimistic_loss(curve, 60, 0) == 2.7
     assert racing.optimistic_loss([2.0, 2.5, 2.4], 30, 1000) == 2.0  # no fall since the best
     assert racing.optimistic_loss([2.0], 10, 1000) == 2.0
+    assert racing.optimistic_loss([4.0, 3.0, float("nan")], 20, 10) == pytest.approx(2.0)
+    assert racing.optimistic_loss([float("nan")], 10, 10) == float("inf")
 
 
 class Clock:
