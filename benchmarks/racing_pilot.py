@@ -1,5 +1,6 @@
 """The race's pilot rule on real tables: rank the members at a halving by their best validation
-loss so far (``"best"``, :data:`pyroflows.racing.PILOT_RULE`'s default) or by that loss
+loss so far (``"best"``; :data:`pyroflows.racing.PILOT_RULE`'s default, ``"bound"``, is
+measured by ``benchmarks/density_tables.py``) or by that loss
 extrapolated over the next rung (``"slope"``, :func:`pyroflows.racing.projected_loss`), and
 what the default's test log-likelihood becomes with each; a fit without racing (every member
 trained to its end) says which member a late winner would have been.
@@ -60,12 +61,13 @@ def run_table(name: str, settings: Settings) -> dict[str, Any]:
     raw = tuple(x[i] for i in datasets.split(x, seed=settings.seed))
     rows = encode(*raw, spec, settings.seed, SCORE_DRAWS)
     fits = {}
+    default_rule = racing.PILOT_RULE
     for variant in VARIANTS:
         racing.PILOT_RULE = "best" if variant == "no racing" else variant
         try:
             fits[variant] = fit_default(raw, spec, rows, settings, race=variant != "no racing")
         finally:
-            racing.PILOT_RULE = "best"
+            racing.PILOT_RULE = default_rule
     stats = {v: diagnostics.test_log_likelihood(f.log_prob) for v, f in fits.items()}
     paired = diagnostics.test_log_likelihood(fits["slope"].log_prob - fits["best"].log_prob)
     row = {

@@ -101,8 +101,9 @@ class DensityEstimator(BaseDensity):
             (a neural spline flow started at the Gaussian mixture with the best validation
             likelihood, ``base="gmm"``, then a plain one), raced by successive halving on the
             validation loss
-            (:func:`pyroflows.racing.race_portfolio`: short pilots of every member, only the
-            better one trained on), and keep the one with the best validation likelihood
+            (:func:`pyroflows.racing.race_portfolio`: short pilots of every member, then the
+            better one trained on, the other only while it may still overtake it), and keep
+            the one with the best validation likelihood
             (``candidates_`` reports each: ``best_loss``, ``start_loss``, the validation loss
             of its untrained start, and ``mixture``, the mixture a ``"gmm"`` base was chosen
             to be). Every member's untrained start is a candidate for its best state, so the

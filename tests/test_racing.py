@@ -154,3 +154,76 @@ def test_a_validated_start_counts_in_the_halving():
 
     best, every = race_portfolio(["a", "b"], fit_member, pilot_steps=50)
     assert best.name == "a" and [c.result for c in every] == [60, 5]
+
+
+def slow_starter():
+    """``a`` flat at 1.5; ``b`` starts at 3.5 and falls by 0.3 per epoch: behind ``a`` after
+    the 5 epochs of a 50-step pilot (2.3), far ahead by the end (its floor, -5)."""
+    return {"a": lambda e: 1.5, "b": lambda e: max(3.5 - 0.3 * e, -5.0)}
+
+
+@pytest.mark.parametrize(("rule", "winner"), [("best", "a"), ("bound", "b")])
+def test_the_bound_rule_keeps_a_slow_starter_that_would_overtake(monkeypatch, rule, winner):
+    monkeypatch.setattr(racing, "PILOT_RULE", rule)
+    best, every = race_portfolio(["a", "b"], loop(slow_starter(), []), pilot_steps=50)
+    assert best.name == winner
+    if winner == "b":
+        # b's bound after the pilot: 2.3 - 0.03 per step x 50 steps = 0.8 < a's 1.5, so b
+        # stays; after the second rung (10 epochs) b leads at 0.8 and a, flat, is dropped
+        assert [c.result for c in every] == [10, 60]
+        assert every[1].history.best_loss == -5.0  # its floor
+    else:
+        assert [c.result for c in every] == [60, 5]
+
+
+def test_the_bound_rule_still_drops_a_member_that_cannot_catch_up():
+    curves = {"a": lambda e: 2.0 + 1 / (e + 1), "b": lambda e: 1.0 + 1 / (e + 1)}
+    assert racing.PILOT_RULE == "bound"  # the default
+    best, every = race_portfolio(["a", "b"], loop(curves, []), pilot_steps=50)
+    # a's bound after 5 epochs: 2.2 - 0.3 / 30 steps x 50 steps = 1.7, above b's 1.2
+    assert best.name == "b" and [c.result for c in every] == [5, 60]
+
+
+def test_optimistic_loss_is_the_mean_fall_of_the_last_doubling_carried_on():
+    curve = [5.0, 4.0, 3.0, 2.9, 2.8, 2.7]  # 60 steps: 3.0 -> 2.7 over the last 30
+    assert racing.optimistic_loss(curve, 60, 50) == pytest.approx(2.7 - 0.01 * 50)
+    assert racing.optimistic_loss(curve, 60, 0) == 2.7
+    assert racing.optimistic_loss([2.0, 2.5, 2.4], 30, 1000) == 2.0  # no fall since the best
+    assert racing.optimistic_loss([2.0], 10, 1000) == 2.0
+    assert racing.optimistic_loss([4.0, 3.0, float("nan")], 20, 10) == pytest.approx(2.0)
+    assert racing.optimistic_loss([float("nan")], 10, 10) == float("inf")
+
+
+class Clock:
+    """A fake ``time`` for the race: one second per epoch of the stand-in loop."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+@pytest.mark.parametrize(("budget", "kept"), [(100.0, True), (30.0, False)])
+def test_the_bound_looks_as_far_as_the_time_left(monkeypatch, budget, kept):
+    """``b`` falls 0.04 per epoch (10 steps, 1 s) from 3.0 and passes the flat ``a`` at epoch
+    38: with 100 s it is kept and wins; with 30 s (a 3-epoch pilot, 24 s left: 240 steps, a
+    bound of 2.92 - 0.96 = 1.96 above 1.5) it is dropped after its pilot."""
+    clock = Clock()
+    monkeypatch.setattr(racing, "time", clock)
+    curves = {"a": lambda e: 1.5, "b": lambda e: 3.0 - 0.04 * e}
+    log = []
+    inner = loop(curves, log)
+
+    def fit_member(name, run):
+        def callback(epoch, h):
+            clock.now += 1.0
+            return run["callback"](epoch, h)
+
+        return inner(name, {**run, "callback": callback})
+
+    best, every = race_portfolio(["a", "b"], fit_member, time_budget=budget, pilot_steps=50)
+    assert (best.name == "b") == kept
+    assert every[1].result == (60 if kept else 3)
+    if kept:  # the member kept for its bound trains first in the next rung
+        assert log[10:12] == [("b", 5), ("b", 6)]
