@@ -127,10 +127,18 @@ def mixture_base(
         for space_name, space in spaces.items():
             for kind in MIXTURE_TYPES:
                 mixture = _fit(space.train, k, kind, seed)
+                if mixture is None:  # a component collapsed onto repeated rows
+                    continue
                 per_row = space.score(mixture)
                 fitted.append((mixture, space, space_name))
                 rows.append(per_row)
                 scores[f"{kind} x {k} ({space_name})"] = float(per_row.mean())
+    if not fitted:
+        raise ValueError(
+            "no Gaussian mixture could be fitted to the rows for the flow's start (EM "
+            "collapsed a component onto repeated rows even with one component): pass "
+            "discrete= for columns on a grid, or base='normal'"
+        )
     mixture, space, space_name = fitted[_chosen(rows, [_parameters(m) for m, _, _ in fitted])]
     base = space.to_flow(mixture)
     choice = MixtureChoice(
@@ -141,12 +149,20 @@ def mixture_base(
 
 
 def _fit(X: np.ndarray, k: int, kind: str, seed: int | None) -> Any:
+    """The fitted mixture, or None where EM collapsed a component onto a few repeated rows
+    (its covariance is singular: scikit-learn raises), as on a column of few distinct values
+    left continuous; such a candidate is left out."""
     from sklearn.mixture import GaussianMixture as SkMixture
 
     mixture = SkMixture(k, covariance_type=kind, random_state=seed, max_iter=200)
     with warnings.catch_warnings():  # EM that has not converged is still a candidate
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return mixture.fit(X)
+        try:
+            return mixture.fit(X)
+        except ValueError as error:
+            if "ill-defined empirical covariance" in str(error):
+                return None
+            raise
 
 
 @dataclass

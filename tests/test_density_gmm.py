@@ -302,3 +302,37 @@ def test_integer_weights_start_at_the_mixture_of_the_duplicated_rows():
     # non-integer weights: a weighted resample of the same size, only of rows with weight > 0
     drawn = _resampled(Z, np.array([0.5, 0.0, 1.5, 0.5]), 0).ravel().numpy()
     assert len(drawn) == 4 and 1.0 not in drawn
+
+
+def test_mixture_candidates_that_em_cannot_fit_are_left_out(monkeypatch):
+    """scikit-learn's EM raises when a component collapses onto repeated rows (its covariance
+    is singular; e.g. the huge cell codes of a column quantised at its storage precision):
+    such a candidate is left out, the start is chosen among the others, and other errors
+    still surface."""
+    from sklearn.mixture import GaussianMixture as SkMixture
+
+    real_fit = SkMixture.fit
+
+    def failing_fit(self, X, y=None):
+        if self.covariance_type in ("diag", "tied") and self.n_components == 2:
+            raise ValueError("Fitting the mixture model failed because some components have "
+                             "ill-defined empirical covariance (for instance ...)")  # fmt: skip
+        return real_fit(self, X, y)
+
+    monkeypatch.setattr(SkMixture, "fit", failing_fit)
+    X = _correlated(400, seed=3)
+    assert density_mixture._fit(X, 2, "diag", 0) is None
+    Z = torch.as_tensor(X)
+    base, choice = mixture_base(Z[:300], Z[300:], seed=0)
+    assert "diag x 2 (flow)" not in choice.scores and "tied x 2 (flow)" not in choice.scores
+    assert "full x 2 (flow)" in choice.scores
+    assert torch.isfinite(base.log_prob(Z[300:])).all()
+
+    def broken_fit(self, X, y=None):
+        raise ValueError("something else")
+
+    monkeypatch.setattr(SkMixture, "fit", broken_fit)
+    with pytest.raises(ValueError, match="something else"):
+        density_mixture._fit(X, 2, "full", 0)
+    with pytest.raises(ValueError, match="something else"):
+        mixture_base(Z[:300], Z[300:], seed=0)
