@@ -97,7 +97,7 @@ __all__ = [
 
 T = TypeVar("T", int, float)
 DEFAULTS = DensityEstimator().get_params()
-DTYPES = ("float32", "float64")
+DTYPES = ("auto", "float32", "float64")
 
 
 def _check_writable(path: Path, flag: str = "--out") -> None:

@@ -75,6 +75,11 @@ from pyroflows.transforms import FixedAffine
 from pyroflows.validation import check_data, flag, positive_int, warn_awkward_data
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: A discrete numeric column with more cells than this between its smallest and largest value
+#: is too fine for a float32 flow: once standardised, a cell is narrower than a few float32
+#: steps, so the flow cannot resolve the mass of a cell (statsmodels' ``fair`` table, a column
+#: stored at 7 decimals: 0.91 nats per row lost in float32, none in float64).
+FLOAT32_CELLS = 2**20
 #: options that apply only to some families: (option, default, families that use it)
 _FAMILY_OPTIONS = (
     ("bins", 8, ("nsf", "piecewise_linear")),
@@ -150,7 +155,11 @@ class DensityEstimator(BaseDensity):
         random_state: seed of the split, the initialisation and the shuffling (the global
             random state is left untouched).
         device: where to train and evaluate.
-        dtype: ``"float32"`` or ``"float64"`` for the flow (the pre-transform is float64).
+        dtype: ``"float32"``, ``"float64"`` for the flow (the pre-transform is float64), or
+            ``"auto"`` (default): float32, unless a discrete numeric column has more than
+            :data:`FLOAT32_CELLS` cells across its values, which float32 cannot tell apart
+            (then float64; ``dtype_`` reports the choice). ``"float32"`` with such a column
+            is refused.
         progress: progress bar: ``"auto"`` (notebooks and terminals, not CI), True or False.
         num_threads: torch CPU threads while fitting and scoring (restored afterwards); None
             leaves torch's setting. The default 1 is measured: networks of this size spend
@@ -214,7 +223,7 @@ class DensityEstimator(BaseDensity):
         time_budget: float | None = None,
         random_state: int | None = 0,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str = "auto",
         progress: bool | str = "auto",
         num_threads: int | None = 1,
         discrete: Any = "auto",
@@ -257,8 +266,10 @@ class DensityEstimator(BaseDensity):
             raise ValueError(f"base must be None or one of {list(_BASES)}, got {self.base!r}")
         if self.whiten not in (True, False, "auto"):
             raise ValueError(f"whiten must be True, False or 'auto', got {self.whiten!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
+            raise ValueError(
+                f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {self.dtype!r}"
+            )
         if not (
             isinstance(self.validation_fraction, numbers.Real)
             and 0.0 <= self.validation_fraction < 1.0
@@ -331,7 +342,29 @@ class DensityEstimator(BaseDensity):
 
     # -- construction -----------------------------------------------------------------------
     def _torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
+        """The flow's dtype: the one resolved for the rows of this fit (or of the loaded
+        model), else ``dtype`` with ``"auto"`` read as float32."""
+        resolved = getattr(self, "_dtype_in_fit", None)
+        return _DTYPES[resolved or ("float32" if self.dtype == "auto" else self.dtype)]
+
+    def _resolve_dtype(self, columns: Columns, codes: np.ndarray) -> str:
+        """``dtype`` for these codes (:data:`FLOAT32_CELLS`); refuses float32 where it cannot
+        resolve a column's cells."""
+        fine = [
+            (c.name, float(np.ptp(codes[:, j])))
+            for j, c in enumerate(columns.columns)
+            if c.kind in ("integer", "quantised") and np.ptp(codes[:, j]) > FLOAT32_CELLS
+        ]
+        if fine and self.dtype == "float32":
+            name, cells = fine[0]
+            raise ValueError(
+                f"X column {name!r} spans {cells:.3g} cells of its grid, more than a float32 "
+                f"flow can tell apart ({FLOAT32_CELLS}): pass dtype='float64' (or 'auto'), or "
+                "give the column a coarser step or discrete={column: 'continuous'}"
+            )
+        if self.dtype == "auto":
+            return "float64" if fine else "float32"
+        return self.dtype
 
     def _members(self, validated: bool) -> list[Member]:
         """The flows to fit, with the user's explicit settings applied to each."""
@@ -492,7 +525,8 @@ class DensityEstimator(BaseDensity):
             self._check_params()
             columns = fit_columns(X, self.discrete)
             X, X_val = self._dequantised(columns, X, X_val)
-            self._columns_in_fit = columns
+            dtype = self._resolve_dtype(columns, np.asarray(X, dtype=np.float64))
+            self._columns_in_fit, self._dtype_in_fit = columns, dtype
             runs = runs | {"columns": columns}
             return self._fit_checked(X, X_val, runs=runs, weights=(sample_weight, val_weight))
         if weighted:
@@ -504,7 +538,7 @@ class DensityEstimator(BaseDensity):
         rows = open_rows(X)
         check_rows(rows)
         self._refuse_discrete_stream(rows)
-        self._columns_in_fit = None
+        self._columns_in_fit = self._dtype_in_fit = None
         if X_val is not None:
             X_val = check_data(X_val, rows.shape[1], name="X_val")
         if self._unit_cube:
@@ -515,6 +549,7 @@ class DensityEstimator(BaseDensity):
             state = self._fit_portfolio(prep, runs, self._budget_left(start))
         state["columns_"] = continuous_columns(rows.shape[1])
         state["ensemble_"] = None
+        state["dtype_"] = str(self._torch_dtype()).removeprefix("torch.")
         return self._set_fitted(state, rows.shape[1], None)
 
     def _warn_awkward(self, X: np.ndarray, X_val: np.ndarray | None, names: Any) -> None:
@@ -537,6 +572,7 @@ class DensityEstimator(BaseDensity):
         names = state.pop("feature_names_in_", None)
         dim = state.pop("n_features_in_")
         self._columns_in_fit = first._columns_in_fit
+        self._dtype_in_fit = first._dtype_in_fit
         return self._set_fitted(state | {"ensemble_": members}, dim, names)
 
     def _dequantised(self, columns: Columns, X: Any, X_val: Any) -> tuple[Any, Any]:
@@ -607,7 +643,8 @@ class DensityEstimator(BaseDensity):
         with torch_threads(self.num_threads):
             prep = rows_in_memory(X, X_val, self._rows(), w, w_val)
             state = self._fit_portfolio(prep, runs, self._budget_left(start))
-        return state | {"columns_": columns, "ensemble_": None}
+        dtype = str(self._torch_dtype()).removeprefix("torch.")
+        return state | {"columns_": columns, "ensemble_": None, "dtype_": dtype}
 
     def _rows(self) -> RowOptions:
         """How this estimator turns data into the rows its flows train on."""
@@ -685,6 +722,7 @@ class DensityEstimator(BaseDensity):
                 "covariance": "full"
                 if isinstance(model.core.base, FullGaussianMixture)
                 else "diag",
+                "dtype": str(self._torch_dtype()).removeprefix("torch."),
             },
         }
 
@@ -918,6 +956,9 @@ class DensityEstimator(BaseDensity):
         columns = state.get("columns")
         self.columns_ = None if columns is None else Columns.from_plain(columns)
         self._columns_in_fit = self.columns_
+        # the flow's dtype as fitted (files without it: the dtype parameter, as then)
+        self._dtype_in_fit = spec.get("dtype")
+        self.dtype_ = str(self._torch_dtype()).removeprefix("torch.")
         base: Any = spec["base"]
         if base == "mog" and spec.get("covariance") == "full":
             base = FullGaussianMixture(dim, spec["components"])

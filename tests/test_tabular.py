@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
 from pyroflows.density import DensityEstimator
@@ -312,3 +313,31 @@ def test_cli_reads_text_and_integer_columns_and_declared_kinds(tmp_path, capsys)
     assert "'red' is not a number" in capsys.readouterr().err
     assert main([*argv, "--discrete", "weight=integer", "--force"]) == 2
     assert "--discrete: no column 'weight'" in capsys.readouterr().err
+
+
+def test_a_grid_too_fine_for_float32_fits_in_float64_or_is_refused(tmp_path):
+    """A column of values stored at 7 decimals, two of them 1e-7 apart (as in statsmodels'
+    ``fair``), is quantised at 1e-7: some 10^8 cells that a float32 flow cannot tell apart
+    once standardised. ``dtype="auto"`` fits it in float64
+    (and keeps it through save / load); ``dtype="float32"`` is refused before any state
+    changes; an ordinary table stays float32."""
+    rng = np.random.default_rng(0)
+    levels = np.round(rng.normal(size=40) * 3, 7)
+    levels = np.r_[levels, levels[0] + 1e-7]
+    X = np.c_[rng.choice(levels, 400), rng.normal(size=400)]
+    options = dict(flow="maf", layers=1, hidden=(8,), max_epochs=2, progress=False)
+    est = DensityEstimator(**options).fit(X)
+    assert est.columns_.kinds == {"0": "quantised", "1": "continuous"}
+    assert est.dtype_ == "float64"
+    assert next(est.flow_.parameters()).dtype == torch.float64
+    path = tmp_path / "fine.pt"
+    est.save(path)
+    back = DensityEstimator.load(path)
+    assert back.dtype_ == "float64" and next(back.flow_.parameters()).dtype == torch.float64
+    np.testing.assert_array_equal(back.score_samples(X[:20]), est.score_samples(X[:20]))
+    refused = DensityEstimator(**options, dtype="float32")
+    with pytest.raises(ValueError, match=r"column '0' spans .* cells .* dtype='float64'"):
+        refused.fit(X)
+    assert not hasattr(refused, "dtype_") and not hasattr(refused, "n_features_in_")
+    plain = DensityEstimator(**options).fit(np.c_[rng.integers(0, 9, 400), X[:, 1]])
+    assert plain.dtype_ == "float32"
