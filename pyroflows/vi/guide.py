@@ -166,8 +166,9 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             (``benchmarks/results/vi_guide_candidates.md``).
         layers: number of flow layers (builders only).
         hidden: hidden sizes of the conditioners (default two layers of ``max(32, 2 dim)``).
-            ``(64, 64)`` follows curved posteriors more closely (banana6 C2ST 0.589 against
-            0.653, protocol (a)) at about the same cost per step, but is no better on the mean
+            ``(64, 64)`` follows curved posteriors more closely (banana6, protocol (a), mean
+            C2ST over 3 seeds 0.621 against 0.651) at about the same cost per step, but is no
+            better on the mean
             of the 25 benchmark posteriors (0.529 / 0.530 against 0.530 / 0.535 on the two
             splits) and worse on the 10-D funnel (0.601 against 0.577): rows "FlowGuide
             (hidden 64)" in ``benchmarks/results/vi_posteriors_default.md``.
