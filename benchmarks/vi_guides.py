@@ -78,6 +78,9 @@ def _bnaf(model, init_loc_fn):
 #: name -> constructor(model, init_loc_fn); library defaults except where a choice is needed
 GUIDES = {
     "FlowGuide": lambda m, init: pf.FlowGuide(m, init_loc_fn=init),
+    # candidates measured against the default on both splits (benchmarks/results/
+    # vi_posteriors_default.md): wider conditioners
+    "FlowGuide (hidden 64)": lambda m, init: pf.FlowGuide(m, init_loc_fn=init, hidden=(64, 64)),
     "AutoNormal": lambda m, init: AutoNormal(m, init_loc_fn=init),
     "AutoMultivariateNormal": lambda m, init: AutoMultivariateNormal(m, init_loc_fn=init),
     "AutoLowRankMVN": lambda m, init: AutoLowRankMultivariateNormal(m, init_loc_fn=init),

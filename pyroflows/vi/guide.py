@@ -157,8 +157,21 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             our measurements: 10-D funnel C2ST 0.532 (IAF) against 0.611 (NSF) at equal
             steps (``benchmarks/vi.py``); eight schools' ``sd(mu)`` exact with RealNVP,
             underestimated by the NSF guide (notebook 06); and the STL gradient needs them.
+            Spline layers (``"nsf"``) start at the identity, so a spline guide starts exactly
+            where the affine one does (the whitened Laplace start). Under protocol (a) of
+            ``benchmarks/vi_posteriors.py`` (1 000 steps, 4 particles, seed 0) they fit
+            banana6 with a higher ELBO than the default (-0.89 against -1.40) but not a lower
+            C2ST (0.661 against 0.653), and bimodal4 no better (0.615 against 0.582): from a
+            start at one mode, every candidate measured stays at that mode
+            (``benchmarks/results/vi_guide_candidates.md``).
         layers: number of flow layers (builders only).
         hidden: hidden sizes of the conditioners (default two layers of ``max(32, 2 dim)``).
+            ``(64, 64)`` follows curved posteriors more closely (banana6, protocol (a), mean
+            C2ST over 3 seeds 0.621 against 0.651) at about the same cost per step, but is no
+            better on the mean
+            of the 25 benchmark posteriors (0.529 / 0.530 against 0.530 / 0.535 on the two
+            splits) and worse on the 10-D funnel (0.601 against 0.577): rows "FlowGuide
+            (hidden 64)" in ``benchmarks/results/vi_posteriors_default.md``.
         init_loc_fn: per-site initialisation (Pyro's ``init_to_*`` strategies).
         init_scale: initial scale of the affine layer (Gaussian start ``N(init_loc, s^2 I)``).
         affine_init: ``"auto"`` (default) estimates the ELBO (256 draws) of the Laplace start
