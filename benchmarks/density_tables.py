@@ -102,6 +102,11 @@ CONFIRMATION = ("diabetes", "star98", "anes96", "modechoice", "fair")
 #: confirmation tables run on their own (``--tables NAME --out density_tables_confirm_NAME``),
 #: added to keep five confirmation tables when digits16 became a development table
 LATER_CONFIRMATION = ("fair",)
+#: confirmation runs repeated after a fix that the first run prompted (so not independent)
+RERUNS = {
+    "fair_auto": "Confirmation table fair, re-run after the fix it prompted: dtype='auto' "
+    "(float64 for its 1e-7 grid); not an independent confirmation",
+}
 PEERS = ("zuko NSF", "zuko MAF", "KDE", "GMM")
 SCORE_DRAWS = 32  # draws per test row for the mass of its discrete cells (the default's)
 RESULTS = HERE / "results"
@@ -484,6 +489,7 @@ def combine() -> None:
     parts, data = [], {}
     named = [("dev", "Development tables"), ("confirm", "Confirmation tables")]
     named += [(f"confirm_{name}", f"Confirmation table {name}") for name in LATER_CONFIRMATION]
+    named += [(f"confirm_{name}", title) for name, title in RERUNS.items()]
     for part, title in named:
         stem = RESULTS / f"density_tables_{part}"
         if stem.with_suffix(".md").exists():
