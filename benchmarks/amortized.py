@@ -364,7 +364,7 @@ def _score(args, task, post, sample, labels, x_obs, refs, ids, n_draws):
         sample_s.append(time.perf_counter() - start)
         outside.append(_outside(task, draws))
         folds = 3 if args.quick else 5
-        scores.append(c2st(draws.numpy(), refs[i].numpy(), folds=folds).accuracy)
+        scores.append(c2st(draws.numpy(), refs[i].numpy(), folds=folds, n_bootstrap=0).accuracy)
     return dict(
         c2st=float(np.mean(scores)), observations=[labels[i] for i in ids],
         c2st_per_observation=[round(s, 4) for s in scores],
