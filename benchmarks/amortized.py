@@ -230,8 +230,12 @@ def train_pyroflows(task, theta, x, quick, seed=0, flow="auto"):
     post = AmortizedPosterior(prior=task.prior, simulator=task.simulate, flow=flow)
     extra = {"max_epochs": 10} if quick else {}
     start = time.perf_counter()
-    post.fit(theta, x, progress=False, seed=seed, **extra)
-    return post, time.perf_counter() - start, len(post.history.train_loss)
+    with warnings.catch_warnings(record=True) as caught:  # the held-out calibration warning
+        warnings.simplefilter("always")
+        post.fit(theta, x, progress=False, seed=seed, **extra)
+    seconds = time.perf_counter() - start
+    post.fit_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+    return post, seconds, len(post.history.train_loss)
 
 
 def sample_pyroflows(post, x_obs, n):
@@ -270,18 +274,39 @@ def sample_sbi(post, x_obs, n):
     return post.sample((n,), x=x_obs, show_progress_bars=False)
 
 
-def train_sbi_vector_field(task, theta, x, quick, seed=0, kind="FMPE"):
-    """sbi's flow-matching (``FMPE``) or score-based (``NPSE``) estimator at its defaults."""
+def train_sbi_vector_field(task, theta, x, quick, seed=0, kind="FMPE", time_cap=None):
+    """sbi's flow-matching (``FMPE``) or score-based (``NPSE``) estimator at its defaults.
+
+    ``time_cap`` (seconds): training stops at the first epoch end after that much wall time
+    and keeps the weights of the best validation loss so far, as sbi's own early stopping
+    does; the posterior then carries ``time_capped = True``.
+    """
     from sbi import inference
 
     trainer = getattr(inference, kind)(prior=sbi_prior(task), show_progress_bars=False)
     extra = {"max_num_epochs": 10} if quick else {}
+    capped = [False]
+    if time_cap is not None:
+        converged = trainer._converged
+
+        def _converged_or_capped(epoch, stop_after_epochs):
+            if converged(epoch, stop_after_epochs):
+                return True
+            if time.perf_counter() - start > time_cap and trainer._best_model_state_dict:
+                trainer._neural_net.load_state_dict(trainer._best_model_state_dict)
+                capped[0] = True
+                return True
+            return False
+
+        trainer._converged = _converged_or_capped
     torch.manual_seed(seed)
     start = time.perf_counter()
     net = trainer.append_simulations(theta, x).train(**extra)
     seconds = time.perf_counter() - start
     epochs = trainer._summary["epochs_trained"][-1]
-    return trainer.build_posterior(net), seconds, int(epochs)
+    post = trainer.build_posterior(net)
+    post.time_capped = capped[0]
+    return post, seconds, int(epochs)
 
 
 METHODS = {
@@ -298,15 +323,16 @@ METHODS = {
     "sbi FMPE": (lambda *a, **k: train_sbi_vector_field(*a, kind="FMPE", **k), sample_sbi),
     "sbi NPSE": (lambda *a, **k: train_sbi_vector_field(*a, kind="NPSE", **k), sample_sbi),
 }
+VECTOR_FIELD = ("sbi FMPE", "sbi NPSE")  # the methods that take --time-cap
 
 
 # -- parts ------------------------------------------------------------------------------------
 def _observations(args, task, n_draws):
     """(observation labels, x_obs (k, ...), reference draws per observation)."""
     if isinstance(task, sbibm_tasks.SbibmTask):  # sbibm's files; reference draws subsampled
-        ids = sbibm_tasks.DEVELOPMENT if args.split == "development" else (
-            sbibm_tasks.CONFIRMATION)  # fmt: skip
-        ids = ids[: args.observations]
+        ids = {"development": sbibm_tasks.DEVELOPMENT[: args.observations],
+               "confirmation": sbibm_tasks.CONFIRMATION[: args.observations]}  # fmt: skip
+        ids = ids[args.split] if args.split in ids else ids["development"] + ids["confirmation"]
         refs = []
         for i in ids:
             ref = task.reference(i)
@@ -326,18 +352,57 @@ def _observations(args, task, n_draws):
     return list(range(args.observations)), x_obs, refs
 
 
+def _score(args, task, post, sample, labels, x_obs, refs, ids, n_draws):
+    """C2ST, draw time and outside-prior fraction of ``post`` at observations ``ids``
+    (positions in ``labels``); each observation's draws seeded by its position in the
+    split."""
+    scores, outside, sample_s = [], [], []
+    for k, i in enumerate(ids):
+        torch.manual_seed(3000 + k)
+        start = time.perf_counter()
+        draws = sample(post, x_obs[i], n_draws)
+        sample_s.append(time.perf_counter() - start)
+        outside.append(_outside(task, draws))
+        folds = 3 if args.quick else 5
+        scores.append(c2st(draws.numpy(), refs[i].numpy(), folds=folds, n_bootstrap=0).accuracy)
+    return dict(
+        c2st=float(np.mean(scores)), observations=[labels[i] for i in ids],
+        c2st_per_observation=[round(s, 4) for s in scores],
+        sample_s=float(np.mean(sample_s)), draws=n_draws,
+        outside_prior=float(np.mean(outside)),
+    )  # fmt: skip
+
+
+def _join(values):
+    return ", ".join(f"{v:.3f}" for v in values)
+
+
+def _heldout(post):
+    """The held-out SBC p-values of a pyroflows posterior (None for the peers)."""
+    result = getattr(post, "heldout_sbc_", None)
+    return None if result is None else [float(p) for p in result.pvalues]
+
+
 def _outside(task, draws):
     """Fraction of draws where the prior's log-density is not finite."""
     return float((~torch.isfinite(task.prior.log_prob(draws))).double().mean())
 
 
-def accuracy(args, log, task_name):
+def accuracy(args, log, task_name, on_row=None):
+    """The C2ST rows of one task; ``on_row(row)`` is called as each cell finishes."""
     rows, posteriors = [], {}
     budgets = args.budgets or ([1000] if args.quick else [1000, 10000])
     n_draws = 500 if args.quick else args.c2st_draws
     for name in [task_name]:
         task = (SBIBM if args.suite == "sbibm" else TASKS)[name]()
         labels, x_obs, refs = _observations(args, task, n_draws)
+        if isinstance(task, sbibm_tasks.SbibmTask):  # labels are sbibm's observation numbers
+            splits = {s: [labels.index(i) for i in ids if i in labels]
+                      for s, ids in (("development", sbibm_tasks.DEVELOPMENT),
+                                     ("confirmation", sbibm_tasks.CONFIRMATION))}  # fmt: skip
+            splits = {s: ids for s, ids in splits.items() if ids}
+        else:
+            splits = {args.split: list(range(len(labels)))}
         rhat = getattr(task, "rhat", None)
         for budget in budgets:
             torch.manual_seed(budget)
@@ -349,36 +414,40 @@ def accuracy(args, log, task_name):
                 for seed in args.seeds:
                     torch.manual_seed(0)
                     train, sample = METHODS[method]
-                    post, seconds, epochs = train(task, theta, x, args.quick, seed=seed)
-                    scores, outside, sample_s = [], [], []
-                    for i in range(len(labels)):
-                        torch.manual_seed(3000 + i)
-                        start = time.perf_counter()
-                        draws = sample(post, x_obs[i], n_draws)
-                        sample_s.append(time.perf_counter() - start)
-                        outside.append(_outside(task, draws))
-                        folds = 3 if args.quick else 5
-                        scores.append(c2st(draws.numpy(), refs[i].numpy(), folds=folds).accuracy)
-                    row = dict(
-                        task=name, budget=budget, method=method, seed=seed,
-                        c2st=float(np.mean(scores)), observations=labels,
-                        c2st_per_observation=[round(s, 4) for s in scores], train_s=seconds,
-                        sample_s=float(np.mean(sample_s)), draws=n_draws,
-                        outside_prior=float(np.mean(outside)),
-                        epochs=epochs, reference_rhat=rhat,
-                        family=getattr(post, "flow_name", "nsf"),
-                        candidates=_plain_candidates(post),
-                    )  # fmt: skip
-                    rows.append(row)
-                    chosen = " ".join(f"{c['flow']} {c['best_loss']:.4f} ({c['seconds']:.1f} s)"
-                                      for c in row["candidates"])  # fmt: skip
-                    log(
-                        f"{name:16s} {budget:6d} {method:12s} seed {seed} C2ST "
-                        f"{row['c2st']:.3f} ({', '.join(f'{s:.3f}' for s in scores)})  "
-                        f"train {seconds:6.1f} s, {epochs} epochs, draw {row['sample_s']:.2f} s, "
-                        f"outside {row['outside_prior']:.3f}, {row['family']}"
-                        f"{f' [validation loss: {chosen}]' if chosen else ''}"
-                    )
+                    cap = {"time_cap": args.time_cap} if method in VECTOR_FIELD else {}
+                    load_start = os.getloadavg()[0]
+                    post, seconds, epochs = train(task, theta, x, args.quick, seed=seed, **cap)
+                    load_end = os.getloadavg()[0]
+                    for split, ids in splits.items():
+                        row = _score(args, task, post, sample, labels, x_obs, refs, ids,
+                                     n_draws)  # fmt: skip
+                        row.update(
+                            task=name, budget=budget, method=method, seed=seed, split=split,
+                            train_s=seconds, epochs=epochs, reference_rhat=rhat,
+                            family=getattr(post, "flow_name", "nsf"),
+                            candidates=_plain_candidates(post),
+                            load_average=round((load_start + load_end) / 2, 2),
+                            time_capped=getattr(post, "time_capped", False),
+                            fit_warnings=getattr(post, "fit_warnings", []),
+                            heldout_sbc_pvalues=_heldout(post),
+                        )  # fmt: skip
+                        rows.append(row)
+                        if on_row is not None:
+                            on_row(row)
+                        chosen = " ".join(
+                            f"{c['flow']} {c['best_loss']:.4f} ({c['seconds']:.1f} s)"
+                            for c in row["candidates"]
+                        )
+                        log(
+                            f"{name:16s} {budget:6d} {method:12s} seed {seed} {split[:3]} C2ST "
+                            f"{row['c2st']:.3f} ({_join(row['c2st_per_observation'])}) "
+                            f"train {seconds:6.1f} s (load {row['load_average']}), {epochs} "
+                            f"epochs, draw {row['sample_s']:.2f} s, outside "
+                            f"{row['outside_prior']:.3f}, {row['family']}"
+                            f"{f' [validation loss: {chosen}]' if chosen else ''}"
+                            f"{' [time-capped]' if row['time_capped'] else ''}"
+                            + "".join(f"\n    {w}" for w in row["fit_warnings"])
+                        )
                     if seed == args.seeds[0]:  # timed and calibrated
                         posteriors[(name, budget, method)] = (post, task)
     return rows, posteriors
@@ -543,9 +612,10 @@ def main(argv=None):
     )
     parser.add_argument(
         "--split",
-        choices=["development", "confirmation"],
+        choices=["development", "confirmation", "both"],
         default="development",
-        help="sbibm observations 1-5 (development) or 6-10 (confirmation)",
+        help="sbibm observations 1-5 (development), 6-10 (confirmation) or both, scored "
+        "on the same trained posteriors (one row per split)",
     )
     parser.add_argument(
         "--export",
@@ -577,6 +647,13 @@ def main(argv=None):
         help="training seeds; the first one's posteriors are timed and checked",
     )
     parser.add_argument("--accuracy-only", action="store_true", help="no timing, no SBC")
+    parser.add_argument(
+        "--time-cap",
+        type=float,
+        default=None,
+        help="seconds of training for sbi FMPE and NPSE (stop at the next epoch end, keep "
+        "the best validation weights); refused without one of them in --methods",
+    )
     args = parser.parse_args(argv)
     registry = SBIBM if args.suite == "sbibm" else TASKS
     if args.tasks is None:
@@ -587,6 +664,10 @@ def main(argv=None):
     if args.methods is None:
         args.methods = ["pyroflows", "sbi NPE-NSF"] if args.suite == "sbibm" else [
             m for m in METHODS if not m.startswith("sbi ") or m == "sbi NPE-NSF"]  # fmt: skip
+    if args.time_cap is not None and not set(args.methods) & set(VECTOR_FIELD):
+        parser.error(f"--time-cap applies to {list(VECTOR_FIELD)}; none is in --methods")
+    if args.time_cap is not None and args.time_cap <= 0:
+        parser.error(f"--time-cap must be positive, got {args.time_cap}")
     if args.suite == "sbibm":
         args.accuracy_only = True  # timing and SBC are the amortized suite's parts
     if args.observations is None:
@@ -617,15 +698,8 @@ def main(argv=None):
     kept = []
     if args.merge and out is not None and (out / f"{stem}.json").exists():
         kept = json.loads((out / f"{stem}.json").read_text())["accuracy"]
-    for name in args.tasks:  # results written after every task
-        rows, posteriors = accuracy(args, log, name)
-        for r in rows:
-            r.update(split=args.split, command=result["command"], load_average=result[
-                "load_average"])  # fmt: skip
-        result["accuracy"] += rows
-        if not args.accuracy_only:
-            result["timing"] += timing(posteriors, args, log, name)
-            result["sbc"] += calibration(posteriors, args, log, name)
+
+    def write():
         result["total_s"] = time.perf_counter() - start
         if args.suite == "sbibm":
             key = lambda r: (r["task"], r["budget"], r["method"], r["seed"], r["split"])  # noqa: E731
@@ -639,6 +713,19 @@ def main(argv=None):
             out.mkdir(parents=True, exist_ok=True)
             (out / f"{stem}.json").write_text(json.dumps(merged, indent=1))
             (out / f"{stem}.md").write_text(text)
+        return text
+
+    def record(row):  # results written as each cell finishes
+        row.update(command=result["command"])
+        result["accuracy"].append(row)
+        write()
+
+    for name in args.tasks:
+        rows, posteriors = accuracy(args, log, name, on_row=record)
+        if not args.accuracy_only:
+            result["timing"] += timing(posteriors, args, log, name)
+            result["sbc"] += calibration(posteriors, args, log, name)
+        text = write()
     print(text)
 
 

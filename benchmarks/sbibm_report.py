@@ -25,8 +25,25 @@ def _cell(g):
     return c.mean(), f"{c.mean():.3f}{spread}"
 
 
+def _per_observation(g):
+    """{observation: C2ST averaged over the seeds of one cell}; {} when a row lacks them."""
+    out = {}
+    for r in g:
+        if "c2st_per_observation" not in r or "observations" not in r:
+            return {}
+        for i, c in zip(r["observations"], r["c2st_per_observation"], strict=True):
+            out.setdefault(i, []).append(c)
+    return {i: float(np.mean(c)) for i, c in out.items()}
+
+
 def verdicts(rows) -> list[dict]:
-    """Per (split, budget, task): pyroflows' mean C2ST against the best peer's (lower wins)."""
+    """Per (split, budget, task): pyroflows' mean C2ST against the best peer's (lower wins).
+
+    ``difference`` is pyroflows' mean minus the best peer's; ``se`` is the standard error of
+    the paired per-observation difference (each observation's C2ST averaged over the seeds
+    first), None when the rows carry no per-observation values or fewer than two shared
+    observations. ``clear`` is True when ``|difference| > 2 se``.
+    """
     groups = _groups(rows)
     out = []
     for split, budget, task in dict.fromkeys(k[:3] for k in groups):
@@ -36,8 +53,16 @@ def verdicts(rows) -> list[dict]:
             continue
         peer = min((m for m in means if m != "pyroflows"), key=means.get)
         diff = means["pyroflows"] - means[peer]
+        mine = _per_observation(groups[(split, budget, task, "pyroflows")])
+        theirs = _per_observation(groups[(split, budget, task, peer)])
+        shared = [i for i in mine if i in theirs]
+        se = None
+        if len(shared) >= 2:
+            d = np.array([mine[i] - theirs[i] for i in shared])
+            se = float(d.std(ddof=1) / np.sqrt(len(d)))
         out.append(dict(split=split, budget=budget, task=task, best_peer=peer,
                         pyroflows=means["pyroflows"], peer=means[peer], difference=diff,
+                        se=se, clear=se is not None and abs(diff) > 2 * se,
                         verdict="wins" if diff < 0 else "loses"))  # fmt: skip
     return out
 
@@ -48,6 +73,8 @@ def markdown(result) -> str:
     methods = sorted(
         {r["method"] for r in rows}, key=lambda m: PEERS_FIRST.index(m) if m in PEERS_FIRST else 99
     )
+    draws = sorted({r.get("draws") for r in rows if r.get("draws")})
+    drawn = " or ".join(f"{d:,}" for d in draws) or "(see `draws` in the JSON)"
     lines = [
         "# sbibm: pyroflows' default AmortizedPosterior against sbi and BayesFlow",
         "",
@@ -55,13 +82,18 @@ def markdown(result) -> str:
         "`benchmarks/amortized.py` and `benchmarks/sbibm_tasks.py`). Simulators and priors "
         "written after sbibm 1.1; observations and reference posterior draws from sbibm's "
         "files. Every method gets the same simulations (`torch.manual_seed(budget)`, prior "
-        "then simulator). C2ST: `pyroflows.diagnostics.c2st` (MLP, 5 folds) between 2 000 "
-        "posterior draws and as many of sbibm's 10 000 reference draws per observation "
-        "(`draws` in the JSON), "
+        f"then simulator). C2ST: `pyroflows.diagnostics.c2st` (MLP, 5 folds) between {drawn} "
+        "posterior draws and as many of sbibm's 10 000 reference draws per observation, "
         "averaged over the observations (1-5 development, 6-10 confirmation); 0.5 is "
         "perfect. Mean over training seeds, ± the sd over seeds when there are several. "
-        "Every method at its defaults, one thread, on a 2-core machine shared by several "
-        "jobs (load average in each row of the JSON): timings are noisy.",
+        "pyroflows against the best peer: the mean paired difference over the observations "
+        "(each observation's C2ST averaged over seeds) ± its standard error; 'clearly' when "
+        "it is more than 2 SE from 0. Every method at its defaults (a time cap where the "
+        "time table says so), one thread, niced, on a 2-core machine shared by several "
+        "jobs: the load column (1-minute load average, mean of the start and the end of "
+        "training) says how much of a core each process got; timings measure the load as "
+        "much as the methods. 'held-out SBC warning': cells where pyroflows' fit warned "
+        "that its posterior is not calibrated on its held-out simulations.",
         "",
         f"Last command: `{result['command']}`, commit `{result['commit']}`, {result['date']}.",
     ]
@@ -88,28 +120,41 @@ def markdown(result) -> str:
             text = [(f"**{cells[m][1]}**" if cells[m][0] == best else cells[m][1])
                     if m in cells else "" for m in present]  # fmt: skip
             v = verdict.get((split, budget, t))
-            note = (f"{v['verdict']} ({v['difference']:+.3f} vs {v['best_peer']})"
-                    if v else "")  # fmt: skip
+            note = ""
+            if v:
+                se = f" ± {v['se']:.3f}" if v["se"] is not None else ""
+                how = "" if v["se"] is None else (" clearly" if v["clear"] else
+                                                  " (within 2 SE)")  # fmt: skip
+                note = f"{v['verdict']}{how}: {v['difference']:+.3f}{se} vs {v['best_peer']}"
             wins += bool(v and v["verdict"] == "wins")
             losses += bool(v and v["verdict"] == "loses")
             lines.append(f"| {t} | " + " | ".join(text) + f" | {note} |")
         lines += ["", f"pyroflows has the lowest mean C2ST on {wins} of {wins + losses} "
                   "tasks of this table.", "",
-                  "| task | method | train s | draw s (one observation) "
-                  "| outside prior | epochs | flow kept |",
-                  "|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
+                  "| task | method | train s | load | draw s (one observation) "
+                  "| outside prior | epochs | flow kept | held-out SBC warning |",
+                  "|---|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
         for t in tasks:
             for m in present:
                 g = groups.get((split, budget, t, m))
                 if not g:
                     continue
                 fam = ", ".join(dict.fromkeys(r.get("family", "") for r in g))
+                if g[0].get("candidates"):
+                    fam += " (" + ", ".join(f"{c['flow']} {c['best_loss']:.3f}"
+                                            for c in g[0]["candidates"]) + ")"  # fmt: skip
+                warned = [any("CalibrationWarning" in w for w in r.get("fit_warnings", []))
+                          for r in g]  # fmt: skip
+                capped = " (time-capped)" if any(r.get("time_capped") for r in g) else ""
+                load = [r["load_average"] for r in g if r.get("load_average") is not None]
                 lines.append(
-                    f"| {t} | {m} | {np.mean([r['train_s'] for r in g]):.1f} | "
+                    f"| {t} | {m} | {np.mean([r['train_s'] for r in g]):.1f}{capped} | "
+                    f"{np.mean(load) if load else float('nan'):.1f} | "
                     f"{np.mean([r['sample_s'] for r in g]):.2f} | "
                     f"{np.mean([r['outside_prior'] for r in g]):.4f} | "
                     f"{np.mean([r['epochs'] for r in g]):.0f} | "
-                    f"{fam if m == 'pyroflows' else ''} |"
+                    f"{fam if m == 'pyroflows' else ''} | "
+                    f"{f'{sum(warned)}/{len(g)}' if m == 'pyroflows' else ''} |"
                 )
     lines += [
         "",

@@ -79,3 +79,27 @@ def test_verdicts_compare_pyroflows_with_the_best_peer():
     assert got["a"]["difference"] == pytest.approx(-0.01)
     assert got["b"]["verdict"] == "loses" and got["b"]["best_peer"] == "sbi NPSE"
     assert got["b"]["difference"] == pytest.approx(0.15)
+
+
+def test_verdicts_pair_the_observations_and_give_the_standard_error():
+    def row(method, seed, per):
+        return dict(task="a", budget=1000, method=method, seed=seed, split="development",
+                    c2st=sum(per) / len(per), observations=[1, 2, 3],
+                    c2st_per_observation=per, train_s=1.0, sample_s=0.1, outside_prior=0.0,
+                    epochs=10)  # fmt: skip
+
+    rows = [
+        row("pyroflows", 0, [0.60, 0.70, 0.80]), row("pyroflows", 1, [0.62, 0.74, 0.80]),
+        row("sbi NPE-NSF", 0, [0.70, 0.80, 0.84]),
+    ]  # fmt: skip
+    (got,) = sbibm_report.verdicts(rows)
+    # per observation over seeds: 0.61, 0.72, 0.80; paired differences -0.09, -0.08, -0.04
+    d = torch.tensor([-0.09, -0.08, -0.04], dtype=torch.float64)
+    assert got["difference"] == pytest.approx(float(d.mean()))
+    assert got["se"] == pytest.approx(float(d.std() / 3**0.5))
+    assert got["verdict"] == "wins" and got["clear"]
+    rows.append(row("sbi FMPE", 0, [0.50, 0.85, 0.75]))  # best peer by mean, noisy difference
+    (got,) = sbibm_report.verdicts(rows)
+    assert got["best_peer"] == "sbi FMPE" and got["verdict"] == "loses" and not got["clear"]
+    assert "within 2 SE" in sbibm_report.markdown(dict(accuracy=rows, command="c", commit="x",
+                                                       date="d"))  # fmt: skip
