@@ -407,3 +407,30 @@ def test_simulations_are_a_data_source_of_the_loop(tmp_path):
     )
     with pytest.raises(RuntimeError, match="no usable rows"):
         fit(pf.maf(1, layers=1, hidden=H), nll, Simulations(lambda: (torch.zeros(0, 1),), 2))
+
+
+@pytest.mark.parametrize("validate_start", [False, True])
+def test_validation_rows_with_nan_are_refused_and_the_model_is_left_as_it_was(validate_start):
+    torch.manual_seed(0)
+    x = torch.randn(300, 3)
+    val = torch.randn(50, 3)
+    val[7, 1] = math.nan  # one NaN value: every epoch's validation loss is NaN
+    flow = pf.maf(3, layers=2, hidden=(16,))
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    with pytest.raises(ValueError, match="validation loss is NaN after epoch 0"):
+        fit(flow, pf.losses.nll, x, val_data=val, max_epochs=3, validate_start=validate_start)
+    assert all(torch.equal(before[k], v) for k, v in flow.state_dict().items())
+
+
+def test_a_validation_loss_that_turns_nan_later_is_the_model_not_the_data():
+    torch.manual_seed(0)
+    x, val = torch.randn(300, 2), torch.randn(50, 2)
+    flow = pf.maf(2, layers=1, hidden=(8,))
+    calls = []
+
+    def val_fn(model):  # finite first, then NaN: early stopping keeps the best state
+        calls.append(1)
+        return 1.0 if len(calls) == 1 else math.nan
+
+    hist = fit(flow, pf.losses.nll, x, val_fn=val_fn, max_epochs=4, patience=2)
+    assert hist.best_epoch == 0 and hist.stop_reason == "early_stopping"

@@ -82,15 +82,19 @@ class _DivergenceGuard:
         self.consecutive = 0
         self.save(steps)
 
-    def failure(self, epoch: int, history: History) -> None:
-        history.restarts += 1
-        self.consecutive += 1
-        lrs = [group["lr"] for group in self.optimizer.param_groups]
+    def restore(self, history: History) -> None:
+        """Load the last good model, optimiser and schedule state."""
         self.model.load_state_dict(self.state[0])
         self.optimizer.load_state_dict(self.state[1])
         if self.scheduler is not None:  # the retried steps run at the schedule's same place
             self.scheduler.load_state_dict(self.state[2])
         history.steps = self.state[3]  # only the steps kept count (``max_steps``)
+
+    def failure(self, epoch: int, history: History) -> None:
+        history.restarts += 1
+        self.consecutive += 1
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.restore(history)
         if self.consecutive > self.max_retries:
             history.stop_reason = "diverged"
             raise TrainingDiverged(

@@ -265,7 +265,9 @@ def fit(
         ValueError: an option out of range, or a device that is not available (checked
             first, by the check that :func:`check_options` runs on its own); a ``resume``
             checkpoint that is corrupt, or was written with other settings or for another
-            model (the model is then left as it was).
+            model (the model is then left as it was); a validation loss that is NaN the
+            first time it is computed (NaN in ``val_data``: the model is left as it was
+            before the epoch).
         TypeError: an option of the wrong kind (e.g. a string for ``lr``).
 
     Example:
@@ -603,6 +605,7 @@ def _loop(
                 guard.failure(epoch, history)
                 continue  # retry the epoch from the last good state
             train_loss, val_loss = _epoch_losses(model, run, o, result, val, deadline, parallel)
+            _check_first_validation(run, val_loss, train_loss)
             history.train_loss.append(train_loss)
             history.val_loss.append(math.nan if val_loss is None else val_loss)
             history.lr.append(optimizer.param_groups[0]["lr"])
@@ -628,6 +631,26 @@ def _loop(
         bar.close()
         model.eval()
     return history
+
+
+def _check_first_validation(run: _Run, val_loss: float | None, train_loss: float) -> None:
+    """Refuse a validation loss that is NaN the first time it is computed (the start's
+    included): with NaN every epoch ties, so early stopping and the choice of the best state
+    would silently do nothing. The model, optimiser and schedule are put back as they were
+    before the epoch (the state the caller passed in, for the first epoch)."""
+    if val_loss is None or not math.isnan(val_loss):
+        return
+    history = run.history
+    if math.isfinite(history.start_loss) or any(math.isfinite(v) for v in history.val_loss):
+        return  # the validation data gave a number before: the model, not the data
+    run.guard.restore(history)
+    history.stop_reason = "invalid_validation"
+    raise ValueError(
+        f"the validation loss is NaN after epoch {run.epoch} (training loss {train_loss:.4g}): "
+        "val_data (or val_fn) gives NaN, e.g. a NaN value in the validation rows, or rows "
+        "outside the flow's support; early stopping and the best-state choice would be "
+        "meaningless. The model is left as it was before the epoch."
+    )
 
 
 def _validate_start(
