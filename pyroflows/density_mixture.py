@@ -17,9 +17,10 @@ pass :data:`MIXTURE_WORK`: it depends on the rows and the seed only, not on the 
 speed. A time budget stops it only once the whole budget is spent; the choice then depends on
 the speed, and :attr:`MixtureChoice.stopped` and a warning say so. The validated GMM of
 ``benchmarks/density_tables.py`` (1-10 components; full, diagonal, tied or spherical
-covariances; data units) is among the candidates up to its regularisation and its
-one-standard-error rule, so a flow started here begins at a validation loss no higher than
-that peer's, and with ``fit(validate_start=True)`` never ends above it.
+covariances; data units) is among the candidates up to its regularisation, its
+one-standard-error rule and any count past the early stop (none on the twelve tables of that
+script), so a flow started here begins at a validation loss no higher than that peer's, and
+with ``fit(validate_start=True)`` never ends above it.
 """
 
 from __future__ import annotations
