@@ -46,7 +46,9 @@ The first table also gives the default's paired margin over the GMM peer with it
 standard error. The second table reports how the default started: the member kept (best
 epoch -1: its untrained start, the mixture, stayed the best), the mixture its ``nsf-gmm``
 member started at (covariance type, components, the space it was fitted in: ``flow`` after
-the pre-transform, ``data`` in the data's units) next to the GMM peer's choice, and the
+the pre-transform, ``data`` in the data's units; the seconds its search took and why it
+stopped, ``pyroflows.density_mixture.MIXTURE_STOPS``: ``time budget`` means cut by the clock,
+so a faster machine may keep another start) next to the GMM peer's choice, and the
 validation loss per row
 of that start, of the member kept and of the GMM peer (all in the data's units, on the same
 validation rows). ``--mixture-rule`` sets ``pyroflows.density_mixture.MIXTURE_RULE`` (how the
@@ -294,7 +296,9 @@ def fit_default(
         "member": est.member_,
         "mixture": None
         if gmm is None
-        else "{covariance_type} x {components} ({space})".format(**gmm["mixture"]),
+        else "{covariance_type} x {components} ({space}), {seconds:.1f} s, {stopped}".format(
+            **gmm["mixture"]
+        ),
         "start_loss": None if gmm is None else float(gmm["start_loss"]),
         "best_epoch": kept["history"].best_epoch,
         "pretransform": choice.get("chosen"),

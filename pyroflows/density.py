@@ -124,7 +124,8 @@ class DensityEstimator(BaseDensity):
         residual: residual conditioner blocks.
         base: base distribution: ``"normal"``, ``"diag_normal"``, ``"mog"`` (a learnt mixture)
             or ``"gmm"``: the Gaussian mixture (full, diagonal or tied covariances, 1 to 10
-            components, fitted in the flow's space and, when the pre-transform is affine, in
+            components, added until the validation score has not risen for two counts in a
+            row, fitted in the flow's space and, when the pre-transform is affine, in
             the data's units and carried over exactly) with the best validation
             log-likelihood (the lowest BIC without validation rows), as a trainable base
             (:func:`pyroflows.density_mixture.mixture_base`); the flow's layers start at the
@@ -146,10 +147,13 @@ class DensityEstimator(BaseDensity):
             :func:`pyroflows.train.fit` (with ``"auto"`` the time budget is shared out
             between the members). The time budget is the whole fit's: the pre-transform's
             choice and a mixture base's fit are taken out of it (the loop still takes one
-            step when they use it all up; no further number of components is tried once
-            :data:`~pyroflows.density_mixture.MIXTURE_SHARE` of the budget is spent); torch's
-            one-time import of its compiler when the first optimiser of a process is built
-            is not.
+            step when they use it all up). The mixture base's search over the number of
+            components stops by validation and by a rows x components cap, not by time, so
+            the same data and seed keep the same start on an idle or a busy machine; only a
+            search that spends the whole budget is cut, and then
+            ``candidates_[i]["mixture"]["stopped"]`` is ``"time budget"`` and a warning says
+            so. Torch's one-time import of its compiler when the first optimiser of a
+            process is built is not taken out of the budget.
         validation_fraction: share of the training rows held out for early stopping when no
             ``X_val`` is given (0 disables early stopping on validation data).
         random_state: seed of the split, the initialisation and the shuffling (the global

@@ -9,11 +9,18 @@ The two fits differ only by EM's k-means start, which depends on the space's sca
 ``macrodata`` (near-collinear macro series, whitened) the data-space start of a 4-component
 full mixture reached a validation loss of 42.75 nats per row against 48.83 in the whitened
 space. The candidate kept is the one with the highest mean validation log-likelihood
-(:data:`MIXTURE_RULE`), the lowest BIC without validation rows. The validated GMM of
+(:data:`MIXTURE_RULE`), the lowest BIC without validation rows.
+
+The search adds components one count at a time and stops when the best score has not risen
+for :data:`MIXTURE_PATIENCE` counts in a row, or before a count whose rows x components would
+pass :data:`MIXTURE_WORK`: it depends on the rows and the seed only, not on the machine's
+speed. A time budget stops it only once the whole budget is spent; the choice then depends on
+the speed, and :attr:`MixtureChoice.stopped` and a warning say so. The validated GMM of
 ``benchmarks/density_tables.py`` (1-10 components; full, diagonal, tied or spherical
-covariances; data units) is among the candidates up to its regularisation and its
-one-standard-error rule, so a flow started here begins at a validation loss no higher than
-that peer's, and with ``fit(validate_start=True)`` never ends above it.
+covariances; data units) is among the candidates up to its regularisation, its
+one-standard-error rule and any count past the early stop (none on the twelve tables of that
+script), so a flow started here begins at a validation loss no higher than that peer's, and
+with ``fit(validate_start=True)`` never ends above it.
 """
 
 from __future__ import annotations
@@ -31,21 +38,31 @@ from pyroflows.bases import FullGaussianMixture, GaussianMixture
 
 __all__ = [
     "MIXTURE_COMPONENTS",
+    "MIXTURE_PATIENCE",
     "MIXTURE_RULE",
     "MIXTURE_RULES",
-    "MIXTURE_SHARE",
+    "MIXTURE_STOPS",
     "MIXTURE_TYPES",
+    "MIXTURE_WORK",
     "MixtureChoice",
     "mixture_base",
 ]
 
 #: the covariance types of the candidate mixtures (scikit-learn's names)
 MIXTURE_TYPES = ("full", "diag", "tied")
-#: the numbers of components of the candidates (at most half the training rows)
+#: the numbers of components of the candidates, tried in this order (at most half the
+#: training rows)
 MIXTURE_COMPONENTS = tuple(range(1, 11))
-#: with a time budget, no further number of components is tried once this share of it is
-#: spent (every candidate with one component is always fitted)
-MIXTURE_SHARE = 0.3
+#: the search stops once this many counts of components in a row have not raised the best
+#: score (mean validation log-likelihood; -BIC without validation rows) of the counts before
+MIXTURE_PATIENCE = 2
+#: the search tries no count ``k`` whose cost, training rows x (1 + 2 + ... + k) components,
+#: would pass this (every candidate with one component is always fitted)
+MIXTURE_WORK = 500_000
+#: why the search ended (:attr:`MixtureChoice.stopped`): every count tried, the patience run
+#: out, the work cap reached, or (the only one that depends on the machine's speed) the
+#: time budget spent
+MIXTURE_STOPS = ("components", "patience", "work", "time budget")
 #: how the candidates are compared on the validation rows: ``"best"``, the highest mean
 #: log-likelihood; ``"one_se"``, the one with the fewest parameters whose mean is within one
 #: paired standard error of the highest
@@ -58,13 +75,15 @@ class MixtureChoice:
     """What :func:`mixture_base` kept: the covariance type, the number of components, the
     space it was fitted in (``"flow"`` or ``"data"``), the mean validation log-likelihood per
     row of every candidate fitted (in the flow's space; ``-BIC`` per row without validation
-    rows), and the seconds the choice took."""
+    rows), the seconds the choice took and why the search ended (one of
+    :data:`MIXTURE_STOPS`; ``"time budget"``: a slower machine may have kept another start)."""
 
     covariance_type: str
     components: int
     space: str
     scores: dict[str, float]
     seconds: float
+    stopped: str = "components"
 
     @property
     def name(self) -> str:
@@ -76,6 +95,7 @@ class MixtureChoice:
         return {
             "covariance_type": self.covariance_type, "components": self.components,
             "space": self.space, "scores": dict(self.scores), "seconds": self.seconds,
+            "stopped": self.stopped,
         }  # fmt: skip
 
 
@@ -92,8 +112,10 @@ def mixture_base(
         Z: training rows in the flow's space ``(n, d)``.
         Z_val: validation rows there, or None (the lowest BIC is kept then).
         seed: seed of EM's starts.
-        seconds: the time budget of the fit, or None: once :data:`MIXTURE_SHARE` of it is
-            spent, no larger number of components is tried.
+        seconds: the time budget left for the fit, or None: once it is all spent, no larger
+            number of components is tried (and a warning says that the start depends on the
+            machine's speed); a search that ends within it keeps the same start on any
+            machine.
         data_map: ``(loc, L)`` of an affine pre-transform, ``x = loc + L z`` with ``L``
             lower-triangular (:class:`~pyroflows.transforms.FixedAffine`'s buffers), or
             None: the candidates are then fitted in the flow's space only.
@@ -116,14 +138,25 @@ def mixture_base(
     spaces = {"flow": _Space.identity(Z, Z_val)}
     if data_map is not None:
         spaces["data"] = _Space.affine(Z, Z_val, *data_map)
-    limit = None if seconds is None else MIXTURE_SHARE * seconds
     fitted: list[tuple[Any, _Space, str]] = []
     rows: list[np.ndarray] = []
     scores: dict[str, float] = {}
+    stopped, best, stale, work, tried = "components", -np.inf, 0, 0, 0
     for k in MIXTURE_COMPONENTS:
-        late = limit is not None and time.perf_counter() - start > limit
-        if k > 1 and (k > len(Z) // 2 or late):
-            break
+        work += len(Z) * k
+        if k > 1:
+            if k > len(Z) // 2:
+                break
+            if stale >= MIXTURE_PATIENCE:
+                stopped = "patience"
+                break
+            if work > MIXTURE_WORK:
+                stopped = "work"
+                break
+            if seconds is not None and time.perf_counter() - start > seconds:
+                stopped = "time budget"
+                break
+        count_best = -np.inf
         for space_name, space in spaces.items():
             for kind in MIXTURE_TYPES:
                 mixture = _fit(space.train, k, kind, seed)
@@ -133,6 +166,17 @@ def mixture_base(
                 fitted.append((mixture, space, space_name))
                 rows.append(per_row)
                 scores[f"{kind} x {k} ({space_name})"] = float(per_row.mean())
+                count_best = max(count_best, float(per_row.mean()))
+        stale = 0 if count_best > best else stale + 1
+        best, tried = max(best, count_best), k
+    if stopped == "time budget":
+        warnings.warn(
+            f"the time budget ({seconds:.3g} s) was spent while choosing the Gaussian "
+            f"mixture start, after {tried} components: a faster "
+            "machine may keep another start; pass a larger time_budget (or none) for a start "
+            "that depends on the data and the seed only",
+            stacklevel=2,
+        )
     if not fitted:
         raise ValueError(
             "no Gaussian mixture could be fitted to the rows for the flow's start (EM "
@@ -143,7 +187,7 @@ def mixture_base(
     base = space.to_flow(mixture)
     choice = MixtureChoice(
         mixture.covariance_type, int(mixture.n_components), space_name, scores,
-        time.perf_counter() - start,
+        time.perf_counter() - start, stopped,
     )  # fmt: skip
     return base.to(device=Z.device, dtype=Z.dtype), choice
 

@@ -16,6 +16,7 @@ from torch import nn
 
 import pyroflows as pf
 from pyroflows import density_mixture
+from pyroflows.baselines import GMMDensity
 from pyroflows.bases import FullGaussianMixture
 from pyroflows.density_mixture import mixture_base
 from pyroflows.train import fit
@@ -108,11 +109,12 @@ def test_a_flow_on_the_full_mixture_starts_exactly_at_it():
 
 
 # -- choosing the mixture -------------------------------------------------------------------
-def _sklearn_fits(Z: np.ndarray):
-    """Full, diagonal and tied mixtures with 1-10 components, with scikit-learn alone."""
+def _sklearn_fits(Z: np.ndarray, up_to: int = 10):
+    """Full, diagonal and tied mixtures with 1 to ``up_to`` components, with scikit-learn
+    alone."""
     return [
         SkMixture(k, covariance_type=kind, random_state=0, max_iter=200).fit(Z)
-        for k in range(1, 11)
+        for k in range(1, up_to + 1)
         for kind in ("full", "diag", "tied")
     ]
 
@@ -125,7 +127,8 @@ def test_mixture_base_is_the_best_full_or_diagonal_mixture_on_validation():
     assert (choice.covariance_type, choice.components) == (best.covariance_type,
                                                            best.n_components)  # fmt: skip
     assert choice.covariance_type == "full" and isinstance(base, FullGaussianMixture)
-    assert len(choice.scores) == 30 and choice.space == "flow"
+    # the best count is 2: 3 and 4 do not beat it, so the search stops there
+    assert len(choice.scores) == 12 and choice.stopped == "patience" and choice.space == "flow"
     np.testing.assert_allclose(base.log_prob(Z_val).detach().numpy(), best.score_samples(X[300:]),
                                rtol=0, atol=1e-9)  # fmt: skip
 
@@ -162,10 +165,82 @@ def test_mixture_base_one_se_rule_keeps_the_smallest_close_candidate(monkeypatch
         mixture_base(X[:200], X[200:], seed=0)
 
 
-def test_mixture_base_stops_fitting_candidates_when_its_share_of_the_budget_is_spent():
-    X = torch.as_tensor(_correlated(300))
-    _, choice = mixture_base(X[:200], X[200:], seed=0, seconds=1e-9)
+def _six_blobs(n_per: int = 150, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Six unit Gaussians on a circle of radius 6 in 2-D, shuffled: (training, validation)."""
+    rng = np.random.default_rng(seed)
+    angles = np.arange(6) * np.pi / 3
+    centres = 6 * np.stack([np.cos(angles), np.sin(angles)], 1)
+    X = np.concatenate([c + rng.normal(size=(n_per, 2)) for c in centres])
+    X = torch.as_tensor(X[rng.permutation(len(X))])
+    return X[: 2 * len(X) // 3], X[2 * len(X) // 3 :]
+
+
+class _Clock:
+    """A fake clock for the mixture search: every candidate's EM fit takes ``per_fit``
+    seconds on it (a slow or a fast machine), and nothing else moves it."""
+
+    def __init__(self, monkeypatch, per_fit: float):
+        self.now, self.per_fit = 0.0, per_fit
+        real_fit = density_mixture._fit
+
+        def timed_fit(*args):
+            self.now += self.per_fit
+            return real_fit(*args)
+
+        monkeypatch.setattr(density_mixture, "_fit", timed_fit)
+        clock = type("Clock", (), {"perf_counter": staticmethod(lambda: self.now)})
+        monkeypatch.setattr(density_mixture, "time", clock)
+
+
+def test_mixture_start_is_the_same_on_a_slow_and_a_fast_clock_and_the_validated_gmms(
+    monkeypatch,
+):
+    """Six blobs, a 10 s budget: at 1 ms per EM fit and at 0.25 s per fit (0.75 s per count
+    of components; the old rule stopped adding components after 30 % of the budget, at 4),
+    the search keeps the same start, with the validated GMM's six components, and stops by
+    validation two counts later (not by time)."""
+    train, val = _six_blobs()
+    chosen, clock = {}, _Clock(monkeypatch, 0.0)
+    for per_fit in (1e-3, 0.25):
+        clock.per_fit = per_fit
+        base, choice = mixture_base(train, val, seed=0, seconds=10.0)
+        chosen[per_fit] = (choice, base.log_prob(val).detach().numpy())
+    (fast, fast_log_p), (slow, slow_log_p) = chosen.values()
+    assert (slow.name, slow.scores) == (fast.name, fast.scores)
+    np.testing.assert_array_equal(slow_log_p, fast_log_p)
+    assert slow.stopped == fast.stopped
+    gmm = GMMDensity(one_se_rule=False, random_state=0)
+    gmm.fit(train.numpy(), X_val=val.numpy())
+    assert fast.components == gmm.n_components_ == 6
+    assert fast.stopped == "patience"
+    assert max(int(key.split(" x ")[1].split()[0]) for key in fast.scores) == 8
+
+
+def test_mixture_search_cut_by_the_time_budget_says_so(monkeypatch):
+    """A search that spends the whole budget stops, warns that the start depends on the
+    machine's speed and records why it stopped; the estimator reports it in ``candidates_``."""
+    train, val = _six_blobs()
+    _Clock(monkeypatch, 5.0)  # the first count (three fits) spends the 10 s budget
+    with pytest.warns(UserWarning, match="time budget .* was spent .* after 1 components"):
+        _, choice = mixture_base(train, val, seed=0, seconds=10.0)
     assert sorted(choice.scores) == ["diag x 1 (flow)", "full x 1 (flow)", "tied x 1 (flow)"]
+    assert choice.stopped == "time budget" and choice.as_plain()["stopped"] == "time budget"
+    est = pf.DensityEstimator(time_budget=5.0, max_epochs=2, random_state=0, progress=False)
+    with pytest.warns(UserWarning, match="choosing the Gaussian mixture start"):
+        est.fit(train.numpy(), X_val=val.numpy())
+    mixture = next(c["mixture"] for c in est.candidates_ if c["mixture"])
+    assert mixture["stopped"] == "time budget" and mixture["components"] == 1
+
+
+def test_mixture_search_stops_at_the_rows_times_components_cap(monkeypatch):
+    """``MIXTURE_WORK``: 600 rows x (1 + 2) components fit under 2000, x (1 + 2 + 3) not."""
+    train, val = _six_blobs(n_per=150)
+    monkeypatch.setattr(density_mixture, "MIXTURE_WORK", 2000)
+    _, choice = mixture_base(train, val, seed=0)
+    assert {key.split(" x ")[1].split()[0] for key in choice.scores} == {"1", "2"}
+    assert choice.stopped == "work"
+    _, choice = mixture_base(train, val, seed=0, seconds=1e9)  # a budget changes nothing
+    assert choice.stopped == "work"
 
 
 # -- the estimator --------------------------------------------------------------------------
@@ -182,11 +257,14 @@ def test_an_untrained_gmm_member_scores_as_the_chosen_mixture():
         Z, _ = est.preprocessor_.to_latent(torch.as_tensor(X[:400]))
         Z_val, ladj = est.preprocessor_.to_latent(torch.as_tensor(X[400:]))
     Z, Z_val, ladj = Z.numpy(), Z_val.numpy(), ladj.numpy()
-    # log p in the data's units of the validation rows, for every candidate
-    candidates = [(m, m.score_samples(Z_val) + ladj) for m in _sklearn_fits(Z)]
-    candidates += [(m, m.score_samples(X[400:])) for m in _sklearn_fits(X[:400])]
-    best, expected = max(candidates, key=lambda c: c[1].mean())
+    # log p in the data's units of the validation rows, for every candidate the search
+    # tried (it stopped by validation: 2 components best, 3 and 4 not better)
     mixture = est.candidates_[0]["mixture"]
+    tried = max(int(key.split(" x ")[1].split()[0]) for key in mixture["scores"])
+    assert (tried, mixture["stopped"]) == (4, "patience")
+    candidates = [(m, m.score_samples(Z_val) + ladj) for m in _sklearn_fits(Z, tried)]
+    candidates += [(m, m.score_samples(X[400:])) for m in _sklearn_fits(X[:400], tried)]
+    best, expected = max(candidates, key=lambda c: c[1].mean())
     assert (mixture["covariance_type"], mixture["components"]) == (best.covariance_type,
                                                                    best.n_components)  # fmt: skip
     assert est._build_["components"] == best.n_components

@@ -424,7 +424,7 @@ def test_validation_rows_with_nan_are_refused_and_the_model_is_left_as_it_was(va
 
 def test_a_validation_loss_that_turns_nan_later_is_the_model_not_the_data():
     torch.manual_seed(0)
-    x, val = torch.randn(300, 2), torch.randn(50, 2)
+    x = torch.randn(300, 2)
     flow = pf.maf(2, layers=1, hidden=(8,))
     calls = []
 
