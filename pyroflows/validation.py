@@ -212,6 +212,24 @@ def _column(j: int, names: Any) -> str:
     return f"column {j} ({names[j]!r})" if names is not None else f"column {j}"
 
 
+def _first_dependent(corr: np.ndarray, tol: float = 1e-10) -> int | None:
+    """The first column of a correlation matrix that is a linear combination of the columns
+    before it (its leading block's smallest eigenvalue below ``tol``), or None.
+
+    Example:
+        >>> x = np.random.default_rng(0).normal(size=(50, 2))
+        >>> data = np.column_stack([x, x[:, 0] - x[:, 1], x[:, 0] ** 2])
+        >>> _first_dependent(np.corrcoef(data, rowvar=False))
+        2
+    """
+    if np.linalg.eigvalsh(corr).min() >= tol:
+        return None
+    for j in range(1, len(corr)):
+        if np.linalg.eigvalsh(corr[: j + 1, : j + 1]).min() < tol:
+            return j
+    return None
+
+
 def _row_keys(X: np.ndarray) -> np.ndarray:
     """One float per row, equal for equal rows (and, with probability ~1, only for them)."""
     weights = np.random.default_rng(12345).normal(size=X.shape[1])
@@ -312,12 +330,9 @@ def warn_awkward_data(
                 "density is singular and the likelihood grows without bound; drop one of them"
             )
         else:
-            try:
-                pivots = np.diag(np.linalg.cholesky(corr)) ** 2
-            except np.linalg.LinAlgError:
-                pivots = np.zeros(1)
-            if pivots.min() < 1e-10:
-                j = columns[int(np.argmax(pivots < 1e-10))]
+            dependent = _first_dependent(corr)
+            if dependent is not None:
+                j = columns[dependent]
                 messages.append(
                     f"{name} {_column(j, names)} is a linear combination of the columns before "
                     "it: the data lie on a lower-dimensional set, where a density is singular; "
