@@ -101,13 +101,13 @@ from pyroflows.tabular import Columns, fit_columns, log_mean_exp, mixed_log_prob
 #: with it
 DEVELOPMENT = ("iris", "wine", "breast_cancer", "macrodata", "cars", "seattle_weather", "digits16")
 CONFIRMATION = ("diabetes", "star98", "anes96", "modechoice", "fair")
-#: confirmation tables run on their own (``--tables NAME --out density_tables_confirm_NAME``),
-#: added to keep five confirmation tables when digits16 became a development table
-LATER_CONFIRMATION = ("fair",)
-#: confirmation runs repeated after a fix that the first run prompted (so not independent)
-RERUNS = {
-    "fair_auto": "Confirmation table fair, re-run after the fix it prompted: dtype='auto' "
-    "(float64 for its 1e-7 grid); not an independent confirmation",
+#: earlier runs of a confirmation table on its own (``--tables NAME --out
+#: density_tables_confirm_NAME``), kept below the current tables with what they were run with
+EARLIER_RUNS = {
+    "fair": "Earlier run: fair on its own, in float32, before dtype='auto' and the mixture "
+    "search by component count (the run that found the float32 precision defect)",
+    "fair_auto": "Earlier run: fair on its own with dtype='auto', before the mixture search by "
+    "component count (re-run after the fix it prompted, so not an independent confirmation)",
 }
 PEERS = ("zuko NSF", "zuko MAF", "KDE", "GMM")
 SCORE_DRAWS = 32  # draws per test row for the mass of its discrete cells (the default's)
@@ -492,8 +492,7 @@ def combine() -> None:
     """``density_tables.{md,json}`` from ``density_tables_dev`` and ``density_tables_confirm``."""
     parts, data = [], {}
     named = [("dev", "Development tables"), ("confirm", "Confirmation tables")]
-    named += [(f"confirm_{name}", f"Confirmation table {name}") for name in LATER_CONFIRMATION]
-    named += [(f"confirm_{name}", title) for name, title in RERUNS.items()]
+    named += [(f"confirm_{name}", title) for name, title in EARLIER_RUNS.items()]
     for part, title in named:
         stem = RESULTS / f"density_tables_{part}"
         if stem.with_suffix(".md").exists():
