@@ -27,6 +27,10 @@ from pyroflows.train.seeding import seeded_draws
 
 __all__ = ["LaCATHODE"]
 
+# m within this fraction of the training range's width beyond its edges is not extrapolation
+# (a sample's smallest and largest m are not the edges of the population it came from)
+RANGE_MARGIN = 0.01
+
 
 class LaCATHODE(_ClassifierDetector):
     """Latent CATHODE (Hallin et al., 2022, arXiv:2210.14924): SR data mapped into the
@@ -44,9 +48,10 @@ class LaCATHODE(_ClassifierDetector):
         refit_background: train ``background`` on the sidebands in :meth:`fit` (False: use it
             as it is, e.g. shared with CATHODE).
         member: which member of the background's ensemble maps events to the latent space.
-        extrapolate: allow ``m`` outside the range the flow was trained on (the latent map
-            is then an extrapolation; such events are counted in ``extrapolated_`` and a
-            warning is given). False: such ``m`` raise a ``ValueError``.
+        extrapolate: allow ``m`` outside the range the flow was trained on, widened by 1 % of
+            its width each side (the latent map is then an extrapolation; such events are
+            counted in ``extrapolated_`` and a warning is given). False: such ``m`` raise a
+            ``ValueError``.
         seed: seed of the base draws.
 
     Attributes (after :meth:`fit`):
@@ -108,11 +113,14 @@ class LaCATHODE(_ClassifierDetector):
         if low is None:
             raise RuntimeError("the background density does not record the m range it was "
                                "trained on (m_range_): refit it")  # fmt: skip
+        margin = RANGE_MARGIN * (high - low)
+        low, high = low - margin, high + margin
         outside = int(((m < low) | (m > high)).sum())
         if outside and not self.extrapolate:
             raise ValueError(
                 f"{outside} event(s) have m outside the range the background flow was trained "
-                f"on [{low:.6g}, {high:.6g}]: its latent map would be an extrapolation (pass "
+                f"on (with a margin of {RANGE_MARGIN:.0%} of its width: [{low:.6g}, "
+                f"{high:.6g}]): its latent map would be an extrapolation (pass "
                 "extrapolate=True to allow it, counted in extrapolated_)"
             )
         return outside
