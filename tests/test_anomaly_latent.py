@@ -98,6 +98,9 @@ def test_lacathode_refuses_m_outside_the_flows_range_unless_told(toy):
         toy.latent(x, np.array([3.5, np.nan, 3.5]))
     with pytest.raises(ValueError, match="pass m"):
         toy.score(x)
+    low, high = toy.background.m_range_
+    inside = np.array([low - 0.005 * (high - low), high + 0.005 * (high - low)])
+    assert np.isfinite(toy.score(x[:2], inside)).all()  # within the 1 % margin
     before = toy.extrapolated_
     toy.extrapolate = True
     try:
