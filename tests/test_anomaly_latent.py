@@ -137,5 +137,9 @@ def test_lacathode_refuses_bad_options():
         A.LaCATHODE(REGION, oversampling=0)
     with pytest.raises(ValueError, match="member"):
         A.LaCATHODE(REGION, member=-1)
+    density = A.ConditionalDensity(**FLOW)
+    with pytest.raises(ValueError, match="member 1 does not exist"):
+        A.LaCATHODE(REGION, density, member=1).fit(np.zeros((50, 2)), np.linspace(3, 4, 50))
+    assert not density.members_  # refused before the flow was trained
     with pytest.raises(RuntimeError, match="not fitted"):
         A.LaCATHODE(REGION).score(np.zeros((2, 4)), np.full(2, 3.5))

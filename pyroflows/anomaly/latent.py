@@ -129,7 +129,8 @@ class LaCATHODE(_ClassifierDetector):
     def latent(self, x: Any, m: Any) -> np.ndarray:
         """Events ``x`` ``(n, d)`` at their own ``m`` ``(n,)`` in the flow's base space,
         ``(n, d)`` float64; rows that are not finite (``x`` outside the preprocessing's bounds,
-        or an overflow) come back as they are or as NaN, never dropped."""
+        or an overflow) come back as they are or as NaN, never dropped. ``m`` outside the
+        flow's training range raises unless ``extrapolate`` (counted only by :meth:`score`)."""
         x, m = _xm(x, m)
         flow = self._flow()
         self._check_m(m)
@@ -152,6 +153,10 @@ class LaCATHODE(_ClassifierDetector):
         if sr.sum() == 0:
             raise ValueError("no event in the signal region")
         if self.refit_background:
+            most = self.background.ensemble * self.background.best_epochs
+            if self.member >= most:  # refuse before the flow is trained
+                raise ValueError(f"member {self.member} does not exist: the background keeps "
+                                 f"at most {most} member(s)")  # fmt: skip
             self.background.fit(x[sb], m[sb])
         flow = self._flow()
         u = self.latent(x[sr], m[sr])
