@@ -2,7 +2,9 @@
 
 For each correlation strength (``realistic``, ``strong``) and data seed, one bump hunt
 (:func:`pyroflows.datasets.bump_hunt`, S/B = 0.6 % in the SR) is drawn and CATHODE, the
-idealized anomaly detector and CWoLa are trained on it (training seed = data seed); their max
+idealized anomaly detector, CWoLa and LaCATHODE (CATHODE's classifier in the latent space of
+CATHODE's own sideband flow, whose best member it shares) are trained on it (training seed =
+data seed); their max
 SIC on the independent labelled SR test set (cuts keeping >= ``--min-background`` background
 test events) is printed as median and 68 % band over the seeds, with the ratios of the issue's
 targets (CATHODE / idealized >= 0.9; CATHODE / CWoLa >= 1.2 realistic, >= 1.5 strong).
@@ -163,21 +165,35 @@ def run_one(correlation: str, seed: int, args) -> dict:
         "idealized": A.IdealizedAD(region, classifier(seed)).fit(d.x, d.m, data.extra_background.x),
         "cwola": A.CWoLa(region, classifier(seed)).fit(d.x, d.m),
     }
+    # LaCATHODE shares CATHODE's sideband flow (its best member is the latent map)
+    start = time.perf_counter()
+    detectors["lacathode"] = A.LaCATHODE(
+        region,
+        cathode.background,
+        classifier(seed),
+        oversampling=4,
+        refit_background=False,
+        seed=seed,
+    )
+    detectors["lacathode"].fit(d.x, d.m)  # fmt: skip
+    out["lacathode_seconds"] = time.perf_counter() - start
+    out["lacathode_nonfinite_training"] = detectors["lacathode"].nonfinite_training_
     bg = sculpting_sample(data, region, seed, args.n_sculpt)
     for name, det in detectors.items():
-        scores = det.score(t.x)
+        scores = det.score(t.x, t.m)  # m is used by LaCATHODE only
         result = A.max_sic(t.label, scores, min_background=args.min_background)
         out[name] = result["max_sic"]
         out[name + "_auc"] = A.sic_curve(t.label, scores).auc
         out[name + "_nonfinite"] = sum(result["nonfinite"].values())
         # sculpting: does a cut on the score bias the sideband-fit background estimate in the SR?
-        sculpt = A.sculpting(bg.m, det.score(bg.x), region, SCULPT_EFFICIENCIES)
+        sculpt = A.sculpting(bg.m, det.score(bg.x, bg.m), region, SCULPT_EFFICIENCIES)
         out[name + "_sculpt"] = [
             {k: r[k] for k in ("efficiency", "observed", "predicted", "bias", "pull",
                                "fit_chi2_ndf")} for r in sculpt
         ]  # fmt: skip
     print(
-        f"{correlation:9s} seed {seed}: CATHODE {out['cathode']:6.2f}  idealized "
+        f"{correlation:9s} seed {seed}: CATHODE {out['cathode']:6.2f}  LaCATHODE "
+        f"{out['lacathode']:6.2f}  idealized "
         f"{out['idealized']:6.2f}  CWoLa {out['cwola']:6.2f}  (fidelity AUC "
         f"{out['fidelity_auc']:.4f}, KL {out['fidelity_kl']:.4f}; flow {out['flow_epochs']} epochs,"
         f" CATHODE {out['cathode_seconds']:.0f} s)", flush=True,
@@ -279,16 +295,18 @@ def ranode_report(rows: list[dict], args, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+METHODS = {"cathode": "CATHODE", "lacathode": "LaCATHODE", "idealized": "idealized",
+           "cwola": "CWoLa"}  # fmt: skip
+
+
 def sculpt_lines(runs: list[dict]) -> list[str]:
     head = ["| correlation | seed | " + " | ".join(
-        f"{k} pull @{e:.0%} (bias)" for k in ("CATHODE", "idealized", "CWoLa")
+        f"{k} pull @{e:.0%} (bias)" for k in METHODS.values()
         for e in SCULPT_EFFICIENCIES) + " |"]  # fmt: skip
-    head.append("|---|---|" + "---|" * (3 * len(SCULPT_EFFICIENCIES)))
+    head.append("|---|---|" + "---|" * (len(METHODS) * len(SCULPT_EFFICIENCIES)))
     for r in runs:
         cells = [
-            f"{c['pull']:+.1f} ({c['bias']:+.1%})"
-            for k in ("cathode", "idealized", "cwola")
-            for c in r[k + "_sculpt"][1:]
+            f"{c['pull']:+.1f} ({c['bias']:+.1%})" for k in METHODS for c in r[k + "_sculpt"][1:]
         ]
         head.append(f"| {r['correlation']} | {r['seed']} | " + " | ".join(cells) + " |")
     return head
@@ -350,11 +368,12 @@ def main() -> None:
     summary = {}
     for corr in ("realistic", "strong"):
         rows = [r for r in runs if r["correlation"] == corr]
-        bands = {k: A.band([r[k] for r in rows]) for k in ("cathode", "idealized", "cwola")}
+        bands = {k: A.band([r[k] for r in rows]) for k in METHODS}
         ratios = {
-            "cathode/idealized": bands["cathode"]["median"] / bands["idealized"]["median"],
-            "cathode/cwola": bands["cathode"]["median"] / bands["cwola"]["median"],
-        }
+            f"{a}/{b}": bands[a]["median"] / bands[b]["median"]
+            for a, b in (("cathode", "idealized"), ("cathode", "cwola"),
+                         ("lacathode", "idealized"), ("lacathode", "cathode"))
+        }  # fmt: skip
         summary[corr] = {"bands": bands, "ratios": ratios}
     nulls = [null_auc(s, args) for s in seeds[:2]]
     timings = {} if args.confirm or args.no_timing else sampling_time(args)
@@ -379,16 +398,17 @@ def main() -> None:
         f"(training seed = data seed), max SIC with >= {args.min_background} selected "
         f"background test events out of {args.n_test}). Generator: {generator}. "
         f"{report['machine']}; {report['total_seconds']:.0f} s in all.", "",
-        "| correlation | CATHODE | idealized | CWoLa | CATHODE/idealized (>= 0.9) | "
-        "CATHODE/CWoLa (>= 1.2 / 1.5) |", "|---|---|---|---|---|---|",
+        "| correlation | CATHODE | LaCATHODE | idealized | CWoLa | CATHODE/idealized (>= 0.9) | "
+        "CATHODE/CWoLa (>= 1.2 / 1.5) | LaCATHODE/idealized | LaCATHODE/CATHODE |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for corr, s in summary.items():
         cells = [
             f"{b['median']:.2f} [{b['low']:.2f}, {b['high']:.2f}]" for b in s["bands"].values()
         ]
         r = s["ratios"]
-        lines.append(f"| {corr} | " + " | ".join(cells)
-                     + f" | {r['cathode/idealized']:.2f} | {r['cathode/cwola']:.2f} |")  # fmt: skip
+        lines.append(f"| {corr} | " + " | ".join(cells) + " | "
+                     + " | ".join(f"{v:.2f}" for v in r.values()) + " |")  # fmt: skip
     lines += ["", "Median [16 %, 84 %] of max SIC over the seeds.", "",
               "Background fidelity (`anomaly.background_fidelity`): CATHODE's flow sampled at "
               f"the m of the {args.n_extra} extra SR background events vs. those events, 3-fold "

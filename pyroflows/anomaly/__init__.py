@@ -5,9 +5,10 @@ Events have a resonant feature ``m`` and features ``x``; a rare signal sits in a
 SR definition, one classifier set-up (:class:`pyroflows.classify.Classifier`) and one
 conditional density (:class:`ConditionalDensity`, conditional flows trained with the shared
 loop), and follow scikit-learn conventions (``fit`` then ``score``, higher = more anomalous):
-:class:`CATHODE`, :class:`ANODE`, :class:`RANODE`, :class:`CWoLa` and the bounds
-:class:`IdealizedAD` and :class:`Supervised`. :mod:`~pyroflows.anomaly.metrics` evaluates the
-scores (SIC curves, max SIC with a statistical cut, significance, median and 68 %
+:class:`CATHODE`, :class:`LaCATHODE` (CATHODE's classifier in the sideband flow's latent space,
+where background does not depend on ``m``), :class:`ANODE`, :class:`RANODE`, :class:`CWoLa` and
+the bounds :class:`IdealizedAD` and :class:`Supervised`. :mod:`~pyroflows.anomaly.metrics`
+evaluates the scores (SIC curves, max SIC with a statistical cut, significance, median and 68 %
 bands); :func:`sculpting` checks whether a cut on the score biases the sideband-fit background
 estimate in the SR; :func:`background_fidelity` measures how well a background density's
 samples mimic true SR background (what CATHODE's reach depends on).
@@ -31,6 +32,7 @@ from pyroflows.anomaly.density import (
     kde_sample,
 )
 from pyroflows.anomaly.fidelity import background_fidelity
+from pyroflows.anomaly.latent import LaCATHODE
 from pyroflows.anomaly.methods import (
     ANODE,
     CATHODE,
@@ -59,6 +61,7 @@ __all__ = [
     "ConditionalDensity",
     "CWoLa",
     "IdealizedAD",
+    "LaCATHODE",
     "RANODE",
     "SICCurve",
     "SignalRegion",
