@@ -96,6 +96,12 @@ def test_bad_arguments_are_refused(kwargs, match):
         pf.reweight(x, x + 1, **kwargs)
 
 
+def test_an_ensemble_size_for_a_given_classifier_is_refused_not_ignored():
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(ValueError, match="ensemble"):
+        pf.reweight(x, x + 1, classifier=Classifier("hgb", max_iter=5), ensemble=3)
+
+
 def test_bad_data_and_weights_are_refused():
     x = np.random.default_rng(0).normal(size=(40, 2))
     with pytest.raises(ValueError):
