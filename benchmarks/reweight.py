@@ -9,8 +9,9 @@ classifier between the weighted generated rows and a fresh reference sample (0.5
 reweighted generator is indistinguishable), the number of NaN / inf weights, and the time.
 Methods:
 
-* ``pf.reweight`` (default: torch MLP, out of fold, Platt-calibrated out of fold), and its
-  ``"hgb"`` variant;
+* ``pf.reweight`` (default: an ensemble of 3 torch MLPs fed the standardised rows and their
+  squares, out of fold, Platt-calibrated out of fold), with 1 member, without the squares (the
+  same ensemble of 3 on the rows alone), and its ``"hgb"`` variant;
 * ``hep_ml.reweight.GBReweighter`` with its defaults (fitted on all rows, weights predicted for
   the same rows, as in its documentation);
 * a plain MLP DCTR as in the original paper (Andreassen & Nachman arXiv:1907.08209;
@@ -22,10 +23,17 @@ Part 2, the classifier metric (``pf.diagnostics.c2st``): N(0, I) vs N(delta 1, I
 whose AUC is ``Phi(delta sqrt(D) / sqrt(2))``, and the null (N(0, I) vs N(0, I)); then the time
 of ``c2st`` against ``sbi.utils.metrics.c2st`` (its default random forest, 5 folds) at the same n.
 
+Seeds: data seed ``s`` draws the reference, generated and fresh rows with seeds
+``10 + D + 1000 s``, ``20 + D + 1000 s`` and ``30 + D + 1000 s``. Seeds 0 and 1 are the
+development seeds (settings are chosen on them); seeds 2, 3 and 4 are the confirmation seeds,
+run once after the choice (``--confirm``). The table gives the mean RMSE over the seeds run.
+
 Usage (one thread; the sizes are arguments because the full ones take long on a shared CPU)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/reweight.py --n 10000 --metric-n 100000 \
-        --sbi-n 20000 --out benchmarks/results/reweight
+        --sbi-n 20000 --seeds 0 1 --out benchmarks/results/reweight
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/reweight.py --confirm --metric-n 0 \
+        --out benchmarks/results/reweight_confirm
 """
 
 from __future__ import annotations
@@ -74,43 +82,55 @@ def gb_reweighter(gen, ref):
     return GBReweighter().fit(gen, ref).predict_weights(gen)
 
 
-def reweighting_rows(n, dims, seed=0):
-    methods = {
+def reweight_methods(seed=0):
+    """Every method: a function of (generated, reference) returning one weight per generated row."""
+    old_mlp = Classifier("mlp", 3, hidden=(64, 64), max_epochs=200, lr=2e-3, batch_size=512,
+                         patience=10, random_state=seed)  # fmt: skip
+    return {
         "pf.reweight (mlp)": lambda g, r: pf.reweight(g, r, random_state=seed).weights,
-        "pf.reweight (mlp, no calibration)": lambda g, r: (
-            pf.reweight(g, r, calibration="none", random_state=seed).weights
+        "pf.reweight (mlp, 1 member)": lambda g, r: (
+            pf.reweight(g, r, ensemble=1, random_state=seed).weights
         ),
-        "pf.reweight (mlp, ensemble 3)": lambda g, r: (
-            pf.reweight(g, r, ensemble=3, random_state=seed).weights
+        "pf.reweight (mlp without squares)": lambda g, r: (
+            pf.reweight(g, r, old_mlp, random_state=seed).weights
         ),
         "pf.reweight (hgb)": lambda g, r: pf.reweight(g, r, "hgb", random_state=seed).weights,
         "hep_ml GBReweighter": gb_reweighter,
         "plain MLP DCTR": plain_dctr,
     }
+
+
+def reweighting_rows(n, dims, seeds=(0,), only=None):
+    methods = reweight_methods()
+    if only:
+        methods = {k: v for k, v in methods.items() if any(o in k for o in only)}
     rows = []
-    for dim in dims:
-        p, q = problem(dim)
-        ref, gen, fresh = (
-            p.sample(n, seed=10 + dim),
-            q.sample(n, seed=20 + dim),
-            p.sample(n, 30 + dim),
-        )
-        exact = p.log_prob(gen) - q.log_prob(gen)
-        before = post_auc(gen, np.ones(n), fresh)
-        for name, method in methods.items():
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                w = np.asarray(method(gen, ref), dtype=float)
-            seconds = time.perf_counter() - start
-            bad = int((~np.isfinite(w)).sum() + (w <= 0).sum())
-            ok = np.isfinite(w) & (w > 0)
-            rmse = float(np.sqrt(np.mean((np.log(w[ok]) - exact[ok]) ** 2)))
-            row = dict(D=dim, method=name, rmse=rmse, sd_log_w_exact=float(exact.std()),
-                       auc_before=before, auc_after=post_auc(gen, w, fresh), nan_inf_or_zero=bad,
-                       seconds=seconds)  # fmt: skip
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for seed in seeds:
+        for dim in dims:
+            p, q = problem(dim)
+            off = 1000 * seed
+            ref, gen, fresh = (
+                p.sample(n, seed=10 + dim + off),
+                q.sample(n, seed=20 + dim + off),
+                p.sample(n, 30 + dim + off),
+            )
+            exact = p.log_prob(gen) - q.log_prob(gen)
+            before = post_auc(gen, np.ones(n), fresh)
+            for name, method in methods.items():
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    w = np.asarray(method(gen, ref), dtype=float)
+                seconds = time.perf_counter() - start
+                bad = int((~np.isfinite(w)).sum() + (w <= 0).sum())
+                ok = np.isfinite(w) & (w > 0)
+                rmse = float(np.sqrt(np.mean((np.log(w[ok]) - exact[ok]) ** 2)))
+                row = dict(seed=seed, D=dim, method=name, rmse=rmse,
+                           sd_log_w_exact=float(exact.std()), auc_before=before,
+                           auc_after=post_auc(gen, w, fresh), nan_inf_or_zero=bad,
+                           seconds=seconds)  # fmt: skip
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     return rows
 
 
@@ -146,18 +166,30 @@ def metric_rows(n, sbi_n, dim=10, delta=0.15):
     return out
 
 
+OURS = "pf.reweight (mlp)"
+
+
 def markdown(rows, metric, args):
+    seeds = sorted({r["seed"] for r in rows})
     lines = [f"# Reweighting and classifier metric (n = {args.n} per set, one thread)", "",
+             f"Data seeds {seeds}; every figure is the mean over them.", "",
              "| D | method | log-w RMSE | RMSE / pf.reweight | AUC before | AUC after | "
              "NaN/inf/0 | s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for row in rows:
-        ours = next(r for r in rows if r["D"] == row["D"] and r["method"] == "pf.reweight (mlp)")
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["D"], r["method"]), []).append(r)
+    for (dim, name), group in cells.items():
+        mean = {k: float(np.mean([r[k] for r in group])) for k in group[0] if k not in
+                ("seed", "D", "method")}  # fmt: skip
+        ours = cells.get((dim, OURS))
+        ratio = mean["rmse"] / np.mean([r["rmse"] for r in ours]) if ours else float("nan")
         lines.append(
-            f"| {row['D']} | {row['method']} | {row['rmse']:.4f} | "
-            f"{row['rmse'] / ours['rmse']:.2f} | {row['auc_before']:.4f} | "
-            f"{row['auc_after']:.4f} | {row['nan_inf_or_zero']} | {row['seconds']:.1f} |"
+            f"| {dim} | {name} | {mean['rmse']:.4f} | {ratio:.2f} | {mean['auc_before']:.4f} | "
+            f"{mean['auc_after']:.4f} | {int(mean['nan_inf_or_zero'] * len(group))} | "
+            f"{mean['seconds']:.1f} |"
         )
-    lines += ["", "## Classifier metric", "", "```", json.dumps(metric, indent=1), "```"]
+    if metric:
+        lines += ["", "## Classifier metric", "", "```", json.dumps(metric, indent=1), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -167,10 +199,17 @@ def main():
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--metric-n", type=int, default=100_000)
     parser.add_argument("--sbi-n", type=int, default=20_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                        help="data seeds (0, 1: development)")  # fmt: skip
+    parser.add_argument("--confirm", action="store_true",
+                        help="the confirmation seeds 2, 3, 4 instead of --seeds")  # fmt: skip
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="run only the methods whose name contains one of these")  # fmt: skip
     parser.add_argument("--skip-reweight", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    rows = [] if args.skip_reweight else reweighting_rows(args.n, args.dims)
+    seeds = [2, 3, 4] if args.confirm else args.seeds
+    rows = [] if args.skip_reweight else reweighting_rows(args.n, args.dims, seeds, args.methods)
     metric = metric_rows(args.metric_n, args.sbi_n) if args.metric_n else {}
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -6,9 +6,9 @@ classifier two-sample metric and weakly supervised anomaly detection.
 torch MLP trained with the shared loop (:func:`pyroflows.train.fit`, binary cross-entropy,
 early stopping on held-out rows). Either can be an ensemble of ``ensemble`` members with
 different seeds whose probabilities are averaged. Inputs are standardised in float64 first;
-``sample_weight`` is honoured by both kinds. :func:`out_of_fold_proba` scores every row with
-a classifier that did not see it (stratified folds), so no row is weighted or ranked by a
-model that was trained on it.
+``squares=True`` adds their squares; ``sample_weight`` is honoured by both kinds.
+:func:`out_of_fold_proba` scores every row with a classifier that did not see it (stratified
+folds), so no row is weighted or ranked by a model that was trained on it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pyroflows.validation import hidden_sizes, positive_int
 __all__ = ["Classifier", "out_of_fold_proba"]
 
 KINDS = ("hgb", "mlp")
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
 
 def _weighted_bce(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -45,6 +46,15 @@ class Classifier:
             on 20 % of the rows after ``patience`` epochs without progress).
         ensemble: number of members (different seeds); their probabilities are averaged.
         hidden, max_epochs, lr, batch_size, patience: the MLP's settings.
+        activation: the MLP's hidden activation, one of ``"relu"``, ``"silu"``, ``"tanh"``,
+            ``"elu"`` (smooth ones give smooth log-odds).
+        weight_decay: the MLP's Adam weight decay (0: none).
+        validation_fraction: fraction of the rows the MLP holds out for early stopping (each
+            member draws its own; in ``(0, 1)``).
+        squares: also give the model the square of every standardised input (``2 D`` inputs
+            in all). The log-odds between two Gaussians of different widths are quadratic in
+            ``x``; with the squares a ReLU MLP need not approximate that growth piecewise,
+            which it does poorly where rows are few (a generator's too-wide tails).
         max_iter, learning_rate: the gradient boosting's settings.
         random_state: seed of the first member (member ``k`` uses ``random_state + k``).
 
@@ -69,6 +79,10 @@ class Classifier:
         max_iter: int = 200,
         learning_rate: float = 0.1,
         random_state: int = 0,
+        activation: str = "relu",
+        weight_decay: float = 0.0,
+        validation_fraction: float = 0.2,
+        squares: bool = False,
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -78,6 +92,14 @@ class Classifier:
         self.batch_size, self.patience = positive_int("batch_size", batch_size), patience
         self.max_iter, self.learning_rate = positive_int("max_iter", max_iter), learning_rate
         self.random_state = int(random_state)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        if not (np.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay}")
+        if not 0 < validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+        self.activation, self.weight_decay = activation, float(weight_decay)
+        self.validation_fraction, self.squares = float(validation_fraction), bool(squares)
         self.members_: list[Any] = []
 
     def _check(self, X: Any, y: Any = None, sample_weight: Any = None):
@@ -103,12 +125,23 @@ class Classifier:
         X, y, w = self._check(X, y, sample_weight)
         self.mean_, self.std_ = X.mean(0), X.std(0)
         self.std_[self.std_ == 0] = 1.0
-        Z = (X - self.mean_) / self.std_
+        if self.squares:
+            S = ((X - self.mean_) / self.std_) ** 2
+            self.square_mean_, self.square_std_ = S.mean(0), S.std(0)
+            self.square_std_[self.square_std_ == 0] = 1.0
+        Z = self._features(X)
         self.members_ = [
             (self._fit_hgb if self.kind == "hgb" else self._fit_mlp)(Z, y, w, self.random_state + k)
             for k in range(self.ensemble)
         ]
         return self
+
+    def _features(self, X: np.ndarray) -> np.ndarray:
+        """The standardised inputs, followed by their (standardised) squares when ``squares``."""
+        Z = (X - self.mean_) / self.std_
+        if not self.squares:
+            return Z
+        return np.concatenate([Z, (Z**2 - self.square_mean_) / self.square_std_], axis=1)
 
     def _fit_hgb(self, Z: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> Any:
         from sklearn.ensemble import HistGradientBoostingClassifier
@@ -128,17 +161,18 @@ class Classifier:
         width = Z.shape[1]
         with seeded_draws(seed):
             for size in self.hidden:
-                layers += [nn.Linear(width, size), nn.ReLU()]
+                layers += [nn.Linear(width, size), ACTIVATIONS[self.activation]()]
                 width = size
             model = nn.Sequential(*layers, nn.Linear(width, 1))
         order = torch.randperm(len(Z), generator=gen)
-        n_val = max(1, len(Z) // 5)
+        n_val = min(len(Z) - 1, max(1, int(self.validation_fraction * len(Z))))
         data = [torch.as_tensor(a, dtype=torch.float32) for a in (Z, y, w)]
         val, train = order[:n_val], order[n_val:]
         fit(
             model, _weighted_bce, tuple(t[train] for t in data), tuple(t[val] for t in data),
             max_epochs=self.max_epochs, lr=self.lr, batch_size=self.batch_size,
-            patience=self.patience, seed=seed, progress=False, desc="classifier",
+            weight_decay=self.weight_decay, patience=self.patience, seed=seed, progress=False,
+            desc="classifier",
         )  # fmt: skip
         return model
 
@@ -149,7 +183,7 @@ class Classifier:
         X, _, _ = self._check(X)
         if X.shape[1] != len(self.mean_):
             raise ValueError(f"X has {X.shape[1]} features, the classifier {len(self.mean_)}")
-        Z = (X - self.mean_) / self.std_
+        Z = self._features(X)
         return np.mean([self._proba(m, Z) for m in self.members_], axis=0)
 
     def _proba(self, member: Any, Z: np.ndarray) -> np.ndarray:
@@ -164,6 +198,7 @@ class Classifier:
         return Classifier(
             self.kind, self.ensemble, self.hidden, self.max_epochs, self.lr, self.batch_size,
             self.patience, self.max_iter, self.learning_rate, self.random_state,
+            self.activation, self.weight_decay, self.validation_fraction, self.squares,
         )  # fmt: skip
 
 

@@ -133,17 +133,26 @@ def calibrate_out_of_fold(
     return out
 
 
-def _make_classifier(classifier: str | Classifier, ensemble: int, random_state: int) -> Classifier:
+def _make_classifier(
+    classifier: str | Classifier, ensemble: int | None, random_state: int
+) -> Classifier:
     if isinstance(classifier, Classifier):
+        if ensemble is not None:
+            raise ValueError(
+                "ensemble applies to a named classifier; set it on the Classifier "
+                f"(Classifier(..., ensemble={ensemble})) instead"
+            )
         return classifier
     if classifier == "hgb":
+        ensemble = 1 if ensemble is None else positive_int("ensemble", ensemble)
         return Classifier(
             "hgb", ensemble, max_iter=400, learning_rate=0.05, random_state=random_state
         )
     if classifier == "mlp":
+        ensemble = 3 if ensemble is None else positive_int("ensemble", ensemble)
         return Classifier(
             "mlp", ensemble, hidden=(64, 64), max_epochs=200, lr=2e-3, batch_size=512,
-            patience=10, random_state=random_state,
+            patience=10, squares=True, random_state=random_state,
         )  # fmt: skip
     raise ValueError(f"classifier must be 'hgb', 'mlp' or a Classifier, got {classifier!r}")
 
@@ -152,7 +161,7 @@ def reweight(
     generated: Any,
     reference: Any,
     classifier: str | Classifier = "mlp",
-    ensemble: int = 1,
+    ensemble: int | None = None,
     folds: int = 5,
     calibration: str = "platt",
     max_weight: float | None = 100.0,
@@ -163,17 +172,21 @@ def reweight(
     Args:
         generated: rows from the generator, ``(n_gen, D)``.
         reference: rows from the target (truth), ``(n_ref, D)``.
-        classifier: ``"mlp"`` (a torch MLP with two hidden layers of 64, smooth log-odds:
-            the most accurate weights measured, see ``benchmarks/reweight.py``), ``"hgb"``
-            (gradient boosting, 400 rounds at rate 0.05, faster on many rows) or any
+        classifier: ``"mlp"`` (an ensemble of torch MLPs with two hidden layers of 64 whose
+            inputs are the standardised rows and their squares: the most accurate weights
+            measured, see ``benchmarks/reweight.py``), ``"hgb"`` (gradient boosting, 400
+            rounds at rate 0.05, faster on many rows) or any
             :class:`pyroflows.classify.Classifier`.
-        ensemble: members of the named classifier (their probabilities are averaged).
+        ensemble: members of the named classifier (their probabilities are averaged); None:
+            3 for ``"mlp"``, 1 for ``"hgb"``. Refused with a
+            :class:`~pyroflows.classify.Classifier`, which carries its own ``ensemble``.
         folds: out-of-fold splits for the classifier and for the calibrator.
         calibration: ``"platt"`` (default), ``"isotonic"`` or ``"none"``.
         max_weight: weights above this are capped at it, counted in ``fraction_clipped`` and
             announced by a warning; ``None`` caps nothing (the weights stay finite anyway:
             probabilities are bounded away from 0 and 1 before the log-odds are taken).
-        random_state: seed of the folds and the classifier.
+        random_state: seed of the folds and of a named classifier (a
+            :class:`~pyroflows.classify.Classifier` keeps its own ``random_state``).
 
     Returns:
         A :class:`Reweighting` with the weights and their report.
@@ -203,7 +216,7 @@ def reweight(
     n_gen, n_ref = len(generated), len(reference)
     X = np.concatenate([generated, reference])
     y = np.r_[np.zeros(n_gen, dtype=int), np.ones(n_ref, dtype=int)]
-    model = _make_classifier(classifier, positive_int("ensemble", ensemble), random_state)
+    model = _make_classifier(classifier, ensemble, random_state)
     proba = out_of_fold_proba(model, X, y, folds=folds, random_state=random_state)
     log_odds = calibrate_out_of_fold(proba, y, calibration, folds, random_state + 1)
     log_w = log_odds[:n_gen] + np.log(n_gen / n_ref)

@@ -110,3 +110,33 @@ def test_equal_weights_reach_gradient_boosting_as_no_weights(monkeypatch):
     Classifier("hgb", max_iter=5).fit(X, y, sample_weight=w)
     assert seen[0] is None and seen[1] is None
     assert np.array_equal(seen[2], w)
+
+
+@pytest.mark.parametrize(
+    "option, match",
+    [({"activation": "gelu"}, "activation"), ({"weight_decay": -1.0}, "weight_decay"),
+     ({"validation_fraction": 1.0}, "validation_fraction")],
+    ids=["activation", "weight_decay", "validation_fraction"],
+)  # fmt: skip
+def test_bad_mlp_settings_are_refused(option, match):
+    with pytest.raises(ValueError, match=match):
+        Classifier("mlp", **option)
+
+
+def test_mlp_settings_reach_the_network_and_the_loop_and_survive_clone(monkeypatch):
+    import pyroflows.classify as classify
+
+    seen = []
+    loop = classify.fit
+
+    def spy(model, loss, data, val, **kwargs):
+        seen.append((len(data[0]), len(val[0]), kwargs["weight_decay"]))
+        return loop(model, loss, data, val, **kwargs)
+
+    monkeypatch.setattr(classify, "fit", spy)
+    X, y = two_gaussians(100, 1.0)
+    options = dict(activation="silu", weight_decay=1e-3, validation_fraction=0.1, max_epochs=2)
+    for clf in (Classifier("mlp", **options), Classifier("mlp", **options).clone()):
+        clf.fit(X, y)
+        assert any(isinstance(m, torch.nn.SiLU) for m in clf.members_[0].modules())
+    assert seen == [(180, 20, 1e-3), (180, 20, 1e-3)]

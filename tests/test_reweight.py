@@ -51,6 +51,18 @@ def test_weights_approach_the_exact_density_ratio(dim, max_rmse, max_auc):
     assert 0.5 < r.ess_fraction <= 1 and r.fraction_clipped == 0
 
 
+def test_the_default_mlp_follows_a_generator_that_is_too_wide():
+    """gen ~ N(0, 1.3^2 I), ref ~ N(0, I) in D = 4: the exact log-weight is quadratic in x,
+    which the default MLP (fed the squared inputs too) follows even with one member."""
+    rng = np.random.default_rng(0)
+    dim, n, scale = 4, 2000, 1.3
+    gen, ref = rng.normal(0, scale, (n, dim)), rng.normal(0, 1, (n, dim))
+    exact = -0.5 * (gen**2).sum(1) * (1 - scale**-2) + dim * np.log(scale)
+    r = pf.reweight(gen, ref, ensemble=1, random_state=0)
+    rmse = np.sqrt(np.mean((r.log_weights - exact) ** 2))
+    assert rmse < 0.3, (rmse, exact.std())  # 0.25; without the squares 0.33
+
+
 def test_unequal_class_sizes_are_corrected():
     rng = np.random.default_rng(0)
     gen, ref = rng.normal(0, 1, (3000, 1)), rng.normal(0, 1, (1000, 1))
@@ -94,6 +106,12 @@ def test_bad_arguments_are_refused(kwargs, match):
     x = np.random.default_rng(0).normal(size=(40, 2))
     with pytest.raises(ValueError, match=match):
         pf.reweight(x, x + 1, **kwargs)
+
+
+def test_an_ensemble_size_for_a_given_classifier_is_refused_not_ignored():
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(ValueError, match="ensemble"):
+        pf.reweight(x, x + 1, classifier=Classifier("hgb", max_iter=5), ensemble=3)
 
 
 def test_bad_data_and_weights_are_refused():
