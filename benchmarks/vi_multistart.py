@@ -1,0 +1,123 @@
+"""The multi-start start of ``FlowGuide`` against the default start, on development posteriors.
+
+For each posterior, two guides are set up from the same seed, ``FlowGuide(model)`` (the
+default ``affine_init="auto"``) and ``FlowGuide(model, affine_init="multistart")``, and the
+script prints the start each chose, the modes' Laplace weights, the set-up seconds of each
+(MAP searches, Hessians, ELBO estimates; in the same process, one after the other, after a
+warm-up set-up whose one-off costs are not counted) and whether
+the two guides start bit-identically: same parameters and buffers, and the same global random
+state afterwards, so that the whole fit is then identical. Where they are identical, the
+multi-start cannot move a C2ST; where they differ, run ``vi_guide_candidates.py`` with the
+candidates ``iaf`` and ``iaf, multistart``. Development split only.
+
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/vi_multistart.py [--only NAMES] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import pyro
+import torch
+
+import pyroflows as pf
+from pyroflows.datasets import posteriors
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def set_up(post, mode: str, seed: int) -> tuple[pf.FlowGuide, float, torch.Tensor]:
+    """A guide set up from ``seed``; its set-up seconds and the global random state after."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    guide = pf.FlowGuide(post.model, affine_init=mode)
+    start = time.perf_counter()
+    guide(**post.kwargs)
+    return guide, time.perf_counter() - start, torch.get_rng_state()
+
+
+def same_start(a: pf.FlowGuide, b: pf.FlowGuide) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def compare(name: str, seed: int) -> dict:
+    post = posteriors.load(name)
+    set_up(post, "auto", seed)  # warm-up: the first set-up in a process pays one-off costs
+    auto, t_auto, rng_auto = set_up(post, "auto", seed)
+    multi, t_multi, rng_multi = set_up(post, "multistart", seed)
+    return {
+        "posterior": name, "seed": seed, "start_auto": auto.start_["start"],
+        "start_multi": multi.start_["start"], "modes": multi.start_.get("modes", []),
+        "elbo": multi.start_.get("elbo", {}), "seconds_auto": t_auto, "seconds_multi": t_multi,
+        "identical": same_start(auto, multi) and torch.equal(rng_auto, rng_multi),
+    }  # fmt: skip
+
+
+def markdown(rows: list[dict], load: list[float]) -> str:
+    out = [
+        "# Multi-start start against the default start (set-up only)",
+        "",
+        '`FlowGuide(model)` (`auto`) and `FlowGuide(model, affine_init="multistart")` set up '
+        "from the same seed in one process after one warm-up set-up; set-up seconds of each "
+        "(MAP searches, Hessians, ELBO estimates of 256 draws); `identical`: same parameters, "
+        "buffers and global random state after the set-up, so the fit that follows is identical. Modes: normalised "
+        "Laplace weights of the modes kept. Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python "
+        f"benchmarks/vi_multistart.py`. Load average at the end: {load[0]:.1f}.",
+        "",
+        "| posterior | seed | start (auto) | start (multistart) | modes | s auto | s multistart "
+        "| identical |",
+        "|---|---:|---|---|---|---:|---:|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['posterior']} | {r['seed']} | failed: {r['error']} | | | | | |")
+            continue
+        modes = ", ".join(f"{w:.3f}" for w in r["modes"])
+        out.append(
+            f"| {r['posterior']} | {r['seed']} | {r['start_auto']} | {r['start_multi']} | "
+            f"{modes} | {r['seconds_auto']:.1f} | {r['seconds_multi']:.1f} | "
+            f"{'yes' if r['identical'] else 'no'} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", default=None, help="development posteriors")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS / "vi_multistart.json")
+    args = parser.parse_args(argv)
+    names = posteriors.names("development")
+    if args.only:
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            raise SystemExit(f"development posteriors only: {unknown}")
+        names = args.only
+    torch.set_num_threads(1)
+    rows = []
+    for name in names:
+        try:
+            row = compare(name, args.seed)
+        except Exception as error:  # a model the start cannot handle is a result
+            row = {"posterior": name, "seed": args.seed, "error": repr(error)[:200]}
+            print(row, flush=True)
+            rows.append(row)
+            continue
+        print({k: v for k, v in row.items() if k != "elbo"}, flush=True)
+        rows.append(row)
+    old = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
+    load = list(os.getloadavg())
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "load": load, "rows": old + rows}
+    args.out.write_text(json.dumps(res, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(res["rows"], load))
+
+
+if __name__ == "__main__":
+    main()
