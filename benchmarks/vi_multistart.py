@@ -67,8 +67,9 @@ def markdown(rows: list[dict], load: list[float]) -> str:
         '`FlowGuide(model)` (`auto`) and `FlowGuide(model, affine_init="multistart")` set up '
         "from the same seed in one process after one warm-up set-up; set-up seconds of each "
         "(MAP searches, Hessians, ELBO estimates of 256 draws); `identical`: same parameters, "
-        "buffers and global random state after the set-up, so the fit that follows is identical. Modes: normalised "
-        "Laplace weights of the modes kept. Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python "
+        "buffers and global random state after the set-up, so the fit that follows is "
+        "identical. Modes: normalised Laplace weights of the modes kept. Command: "
+        "`OMP_NUM_THREADS=1 PYTHONPATH=. python "
         f"benchmarks/vi_multistart.py`. Load average at the end: {load[0]:.1f}.",
         "",
         "| posterior | seed | start (auto) | start (multistart) | modes | s auto | s multistart "
