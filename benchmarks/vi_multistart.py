@@ -12,7 +12,8 @@ candidates ``iaf`` and ``iaf, multistart``. Development split only.
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/vi_multistart.py [--only NAMES] [--seed S]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/vi_multistart.py [--only NAMES] [--seed S] \\
+        [--fit-steps 1000]
 """
 
 from __future__ import annotations
@@ -47,17 +48,36 @@ def same_start(a: pf.FlowGuide, b: pf.FlowGuide) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def compare(name: str, seed: int) -> dict:
+def fit_seconds(post, seed: int, steps: int) -> float:
+    """Seconds of ``FlowGuide(model).fit(steps=steps)`` (set-up included), the default guide."""
+    pyro.clear_param_store()
+    guide = pf.FlowGuide(post.model)
+    start = time.perf_counter()
+    guide.fit(steps=steps, seed=seed, model_kwargs=post.kwargs, check_convergence=False)
+    return time.perf_counter() - start
+
+
+def compare(name: str, seed: int, fit_steps: int = 0) -> dict:
     post = posteriors.load(name)
     set_up(post, "auto", seed)  # warm-up: the first set-up in a process pays one-off costs
     auto, t_auto, rng_auto = set_up(post, "auto", seed)
     multi, t_multi, rng_multi = set_up(post, "multistart", seed)
+    fit = fit_seconds(post, seed, fit_steps) if fit_steps else None
     return {
+        "fit_steps": fit_steps, "fit_seconds": fit,
         "posterior": name, "seed": seed, "start_auto": auto.start_["start"],
         "start_multi": multi.start_["start"], "modes": multi.start_.get("modes", []),
         "elbo": multi.start_.get("elbo", {}), "seconds_auto": t_auto, "seconds_multi": t_multi,
         "identical": same_start(auto, multi) and torch.equal(rng_auto, rng_multi),
     }  # fmt: skip
+
+
+def _fit(r: dict) -> str:
+    """Fit seconds of the default guide and the multi-start's extra set-up as a share of it."""
+    if not r.get("fit_seconds"):
+        return "- | -"
+    extra = (r["seconds_multi"] - r["seconds_auto"]) / r["fit_seconds"]
+    return f"{r['fit_seconds']:.1f} ({r['fit_steps']} steps) | {extra:.0%}"
 
 
 def markdown(rows: list[dict], load: list[float]) -> str:
@@ -68,23 +88,25 @@ def markdown(rows: list[dict], load: list[float]) -> str:
         "from the same seed in one process after one warm-up set-up; set-up seconds of each "
         "(MAP searches, Hessians, ELBO estimates of 256 draws); `identical`: same parameters, "
         "buffers and global random state after the set-up, so the fit that follows is "
-        "identical. Modes: normalised Laplace weights of the modes kept. Command: "
-        "`OMP_NUM_THREADS=1 PYTHONPATH=. python "
-        f"benchmarks/vi_multistart.py`. Load average at the end: {load[0]:.1f}.",
+        "identical. `s fit (auto)`: `FlowGuide(model).fit(steps=N)` in the same process "
+        "(`--fit-steps N`), and the multi-start's extra set-up seconds as a share of it. "
+        "Modes: normalised Laplace weights of the modes kept. Command: `OMP_NUM_THREADS=1 "
+        "PYTHONPATH=. python benchmarks/vi_multistart.py [--fit-steps 1000] [--only NAMES]`. "
+        f"Load average at the end: {load[0]:.1f}.",
         "",
         "| posterior | seed | start (auto) | start (multistart) | modes | s auto | s multistart "
-        "| identical |",
-        "|---|---:|---|---|---|---:|---:|---|",
+        "| identical | s fit (auto) | extra / fit |",
+        "|---|---:|---|---|---|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['posterior']} | {r['seed']} | failed: {r['error']} | | | | | |")
+            out.append(f"| {r['posterior']} | {r['seed']} | failed: {r['error']} | | | | | | | |")
             continue
         modes = ", ".join(f"{w:.3f}" for w in r["modes"])
         out.append(
             f"| {r['posterior']} | {r['seed']} | {r['start_auto']} | {r['start_multi']} | "
             f"{modes} | {r['seconds_auto']:.1f} | {r['seconds_multi']:.1f} | "
-            f"{'yes' if r['identical'] else 'no'} |"
+            f"{'yes' if r['identical'] else 'no'} | {_fit(r)} |"
         )
     return "\n".join(out) + "\n"
 
@@ -93,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", default=None, help="development posteriors")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fit-steps", type=int, default=0, help="also time FlowGuide(model).fit(steps=N)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "vi_multistart.json")
     args = parser.parse_args(argv)
     names = posteriors.names("development")
@@ -105,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in names:
         try:
-            row = compare(name, args.seed)
+            row = compare(name, args.seed, args.fit_steps)
         except Exception as error:  # a model the start cannot handle is a result
             row = {"posterior": name, "seed": args.seed, "error": repr(error)[:200]}
             print(row, flush=True)

@@ -298,15 +298,17 @@ class FixedWeightGaussianMixture(Base):
         return self.off_diag.tril(-1) + torch.diag_embed(torch.exp(self.log_diag))
 
     def log_prob(self, z: Tensor) -> Tensor:
-        tril = self.scale_tril()
-        diff = (z[..., None, :] - self.loc).unsqueeze(-1)  # (..., K, D, 1)
-        u = torch.linalg.solve_triangular(tril.expand(diff.shape[:-2] + tril.shape[-2:]), diff,
-                                          upper=False).squeeze(-1)  # fmt: skip
-        comp = -0.5 * (u.square().sum(-1) + self.dim * _LOG_2PI) - self.log_diag.sum(-1)
-        return torch.logsumexp(comp + self.log_weights, dim=-1)
+        flat = z.reshape(-1, self.dim)
+        diff = flat.T[None] - self.loc[:, :, None]  # (K, D, N): one solve per component
+        u = torch.linalg.solve_triangular(self.scale_tril(), diff, upper=False)
+        comp = -0.5 * (u.square().sum(-2) + self.dim * _LOG_2PI) - self.log_diag.sum(-1)[:, None]
+        log_prob = torch.logsumexp(comp + self.log_weights[:, None], dim=0)
+        return log_prob.reshape(z.shape[:-1])
 
     def rsample(self, shape: torch.Size) -> Tensor:
-        k = torch.distributions.Categorical(logits=self.log_weights).sample(torch.Size(shape))
+        shape = torch.Size(shape)
+        k = torch.multinomial(self.log_weights.exp(), max(1, shape.numel()), replacement=True)
+        k = k[: shape.numel()].reshape(shape)
         eps = torch.randn(*shape, self.dim, dtype=self.loc.dtype, device=self.loc.device)
         return self.loc[k] + (self.scale_tril()[k] @ eps.unsqueeze(-1)).squeeze(-1)
 

@@ -162,3 +162,15 @@ def test_fixed_weight_mixture_density_draws_and_gradients():
     assert "log_weights" in dict(base.named_buffers())  # fixed, not learnt
     with pytest.raises(ValueError, match="positive"):
         FixedWeightGaussianMixture(torch.tensor([0.0, 1.0]), means, trils)
+
+
+def test_mixture_start_state_round_trips_into_a_fresh_guide():
+    """A saved multi-start guide loads into a new one set up from the same seed (same modes,
+    so the same mixture base), and both then give the same density."""
+    first = _set_up(_two_modes, "multistart")
+    with torch.no_grad():
+        first.flow.base.loc.add_(0.1)  # a state that differs from the start
+    second = _set_up(_two_modes, "multistart")
+    second.load_state_dict(first.state_dict())
+    x = torch.randn(5, 2) * 3
+    assert torch.allclose(first.get_posterior().log_prob(x), second.get_posterior().log_prob(x))
