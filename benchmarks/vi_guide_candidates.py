@@ -39,8 +39,9 @@ HEADER = (
     "particles, Adam 1e-2 with a 5 % warm-up and a cosine decay to 1e-4, gradient norm clipped "
     "at 10; seed as listed; C2ST of 1000 draws against the reference (MLP, 3 folds; 0.5 ideal). "
     'Every FlowGuide candidate keeps the whitened Laplace start (`affine_init="auto"`) unless '
-    'it says "plain start". Default width: two hidden layers of max(32, 2 dim) (32 here). '
-    "Measured 2026-12-07 on 2 shared cores at load 1-11 (seconds not comparable). Command: "
+    'it says "plain start" or "multistart" (`affine_init="multistart"`). Default width: two '
+    "hidden layers of max(32, 2 dim) (32 here). Measured 2026-12-07 on 2 shared cores at load "
+    "1-15 (seconds not comparable). Command: "
     "`OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/vi_guide_candidates.py --only POSTERIORS "
     "--candidates NAMES [--seed S]`. Reference (same protocol, `vi_posteriors_default.md`): "
     "zuko NSF seed 0, banana6 0.590, bimodal4 0.522."

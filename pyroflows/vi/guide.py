@@ -163,7 +163,8 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             banana6 with a higher ELBO than the default (-0.89 against -1.40) but not a lower
             C2ST (0.661 against 0.653), and bimodal4 no better (0.615 against 0.582): from a
             start at one mode, every candidate measured stays at that mode
-            (``benchmarks/results/vi_guide_candidates.md``).
+            (``benchmarks/results/vi_guide_candidates.md``); ``affine_init="multistart"``
+            starts at both.
         layers: number of flow layers (builders only).
         hidden: hidden sizes of the conditioners (default two layers of ``max(32, 2 dim)``).
             ``(64, 64)`` follows curved posteriors more closely (banana6, protocol (a), mean
@@ -193,10 +194,14 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             mixture of their Laplace approximations weighted by their Laplace evidence (a
             :class:`~pyroflows.bases.FixedWeightGaussianMixture` base, weights fixed during
             training) and keeps it where it is the highest; with one mode found the start
-            is exactly that of ``"auto"`` (:mod:`~pyroflows.vi.multistart`). Measured on
-            the two-mode ``bimodal4`` (``benchmarks/vi_guide_candidates.py``): see
-            ``docs/limits.md``. Refused, like ``"laplace"``, for models with enumerated
-            sites or subsampled plates.
+            is exactly that of ``"auto"`` (:mod:`~pyroflows.vi.multistart`). On the
+            two-mode ``bimodal4``, protocol (a), seeds 0-2: C2ST 0.50-0.52 against
+            0.58-0.61 for ``"auto"`` (``benchmarks/results/vi_guide_candidates.md``); on the
+            16 other development posteriors one mode, the ``"auto"`` start bit for bit, for
+            1-20 s more set-up, 52 s on hmm_example
+            (``benchmarks/results/vi_multistart.md``), hence opt-in.
+            Refused, like ``"laplace"``, for models with enumerated sites or subsampled
+            plates.
         map_steps: L-BFGS iterations of the Laplace start (of each search).
         map_starts: extra MAP searches of ``affine_init="multistart"`` (refused otherwise).
         create_plates: as for Pyro's autoguides (to share subsampling with the model).
