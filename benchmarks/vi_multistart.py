@@ -8,7 +8,9 @@ warm-up set-up whose one-off costs are not counted) and whether
 the two guides start bit-identically: same parameters and buffers, and the same global random
 state afterwards, so that the whole fit is then identical. Where they are identical, the
 multi-start cannot move a C2ST; where they differ, run ``vi_guide_candidates.py`` with the
-candidates ``iaf`` and ``iaf, multistart``. Development split only.
+candidates ``iaf`` and ``iaf, multistart`` (development) or ``vi_posteriors.py --confirm``
+with the guide ``FlowGuide (multistart)``. ``--confirm`` runs the reserved confirmation split
+(once, after the choice is made).
 
 Run from the repository root::
 
@@ -113,18 +115,20 @@ def markdown(rows: list[dict], load: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", nargs="+", default=None, help="development posteriors")
+    parser.add_argument("--only", nargs="+", default=None, help="posterior names")
+    parser.add_argument("--confirm", action="store_true", help="the reserved confirmation set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--fit-steps", type=int, default=0, help="also time FlowGuide(model).fit(steps=N)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "vi_multistart.json")
     args = parser.parse_args(argv)
-    names = posteriors.names("development")
+    split = "confirmation" if args.confirm else "development"
+    names = posteriors.names(split)
     if args.only:
         unknown = sorted(set(args.only) - set(names))
         if unknown:
-            raise SystemExit(f"development posteriors only: {unknown}")
+            raise SystemExit(f"not in the {split} split: {unknown}")
         names = args.only
     torch.set_num_threads(1)
     rows = []

@@ -86,8 +86,9 @@ def _choose(guide, mode: str, args: tuple, kwargs: dict) -> dict[str, object]:
         affine.precondition(loc, scale_tril)
         return {"start": "laplace"}
     elbo = {"init": start_elbo(guide, args, kwargs)}
-    if loc is plain[0]:  # the MAP search ended at a non-finite point
-        return {"start": "init", "elbo": elbo, "reason": "MAP search did not end finite"}
+    if loc is plain[0]:  # the MAP search ended at a non-finite point: no point to search from
+        failed = {"start": "init", "elbo": elbo, "reason": "MAP search did not end finite"}
+        return failed | ({"modes": []} if mode == "multistart" else {})
     affine.precondition(loc, scale_tril)
     elbo["laplace"] = start_elbo(guide, args, kwargs)
     chosen: dict[str, object] = {"start": "laplace", "elbo": elbo}
@@ -95,7 +96,7 @@ def _choose(guide, mode: str, args: tuple, kwargs: dict) -> dict[str, object]:
         _undo_laplace(affine, loc, plain)
         chosen["start"] = "init"
     if mode == "multistart":
-        _try_mixture(guide, loc, scale_tril, plain, chosen, args, kwargs)
+        _try_mixture(guide, loc, scale_tril, chosen, args, kwargs)
     return chosen
 
 
@@ -106,7 +107,7 @@ def _undo_laplace(affine, loc: Tensor, plain: tuple[Tensor, Tensor]) -> None:
     affine.set(*plain)
 
 
-def _try_mixture(guide, loc, scale_tril, plain, chosen: dict, args, kwargs) -> None:
+def _try_mixture(guide, loc: Tensor, scale_tril: Tensor, chosen: dict, args, kwargs) -> None:
     """Search further modes from the Laplace point; where more than one of comparable mass
     is found (or one other than the Laplace point's, which then carries all the mass) and
     the mixture start's ELBO beats the start already chosen, keep the mixture (``chosen``
