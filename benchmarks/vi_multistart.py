@@ -15,13 +15,14 @@ with the guide ``FlowGuide (multistart)``. ``--confirm`` runs the reserved confi
 Run from the repository root::
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/vi_multistart.py [--only NAMES] [--seed S] \\
-        [--fit-steps 1000]
+        [--fit-steps 1000] [--cost-steps 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -59,19 +60,49 @@ def fit_seconds(post, seed: int, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def compare(name: str, seed: int, fit_steps: int = 0) -> dict:
+def step_seconds(post, guides: dict[str, pf.FlowGuide], steps: int, repeats: int = 2) -> dict:
+    """Seconds of ``steps`` protocol-(a) steps (``vi_posteriors.svi_shared``: 4 particles,
+    Adam 1e-2) of each set-up guide, alternated ``repeats`` times in one process; the
+    fastest repeat of each."""
+    from vi_posteriors import svi_shared
+
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, guide in guides.items():
+            pyro.clear_param_store()
+            start = time.perf_counter()
+            svi_shared(post, guide, steps, 4, 1e-2, 1e-4)
+            best[name] = min(best.get(name, math.inf), time.perf_counter() - start)
+    return best
+
+
+def compare(name: str, seed: int, fit_steps: int = 0, cost_steps: int = 0) -> dict:
     post = posteriors.load(name)
     set_up(post, "auto", seed)  # warm-up: the first set-up in a process pays one-off costs
     auto, t_auto, rng_auto = set_up(post, "auto", seed)
     multi, t_multi, rng_multi = set_up(post, "multistart", seed)
+    identical = same_start(auto, multi) and torch.equal(rng_auto, rng_multi)  # before training
     fit = fit_seconds(post, seed, fit_steps) if fit_steps else None
+    steps = (
+        step_seconds(post, {"auto": auto, "multistart": multi}, cost_steps) if cost_steps else {}
+    )
     return {
+        "cost_steps": cost_steps, "step_seconds": steps,
         "fit_steps": fit_steps, "fit_seconds": fit,
         "posterior": name, "seed": seed, "start_auto": auto.start_["start"],
         "start_multi": multi.start_["start"], "modes": multi.start_.get("modes", []),
         "elbo": multi.start_.get("elbo", {}), "seconds_auto": t_auto, "seconds_multi": t_multi,
-        "identical": same_start(auto, multi) and torch.equal(rng_auto, rng_multi),
+        "identical": identical,
     }  # fmt: skip
+
+
+def _cost(r: dict) -> str:
+    """Seconds of ``cost_steps`` training steps of each guide and their ratio."""
+    s = r.get("step_seconds") or {}
+    if not s:
+        return "-"
+    auto, multi = s["auto"], s["multistart"]
+    return f"{r['cost_steps']} steps: {auto:.2f} / {multi:.2f} s ({multi / auto:.2f}x)"
 
 
 def _fit(r: dict) -> str:
@@ -92,23 +123,26 @@ def markdown(rows: list[dict], load: list[float]) -> str:
         "buffers and global random state after the set-up, so the fit that follows is "
         "identical. `s fit (auto)`: `FlowGuide(model).fit(steps=N)` in the same process "
         "(`--fit-steps N`), and the multi-start's extra set-up seconds as a share of it. "
+        "`steps`: seconds of N protocol-(a) training steps of each set-up guide "
+        "(`--cost-steps N`; fastest of two alternated repeats, one process). "
         "Modes: normalised Laplace weights of the modes kept. Command: `OMP_NUM_THREADS=1 "
-        "PYTHONPATH=. python benchmarks/vi_multistart.py [--fit-steps 1000] [--only NAMES]`. "
+        "PYTHONPATH=. python benchmarks/vi_multistart.py [--fit-steps 1000] [--cost-steps 300] "
+        "[--only NAMES]`. "
         f"Load average at the end: {load[0]:.1f}.",
         "",
         "| posterior | seed | start (auto) | start (multistart) | modes | s auto | s multistart "
-        "| identical | s fit (auto) | extra / fit |",
-        "|---|---:|---|---|---|---:|---:|---|---:|---:|",
+        "| identical | s fit (auto) | extra / fit | steps auto / multistart |",
+        "|---|---:|---|---|---|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['posterior']} | {r['seed']} | failed: {r['error']} | | | | | | | |")
+            out.append(f"| {r['posterior']} | {r['seed']} | failed: {r['error']} |" + " |" * 8)
             continue
         modes = ", ".join(f"{w:.3f}" for w in r["modes"])
         out.append(
             f"| {r['posterior']} | {r['seed']} | {r['start_auto']} | {r['start_multi']} | "
             f"{modes} | {r['seconds_auto']:.1f} | {r['seconds_multi']:.1f} | "
-            f"{'yes' if r['identical'] else 'no'} | {_fit(r)} |"
+            f"{'yes' if r['identical'] else 'no'} | {_fit(r)} | {_cost(r)} |"
         )
     return "\n".join(out) + "\n"
 
@@ -120,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--fit-steps", type=int, default=0, help="also time FlowGuide(model).fit(steps=N)"
+    )
+    parser.add_argument(
+        "--cost-steps", type=int, default=0, help="also time N training steps of both guides"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "vi_multistart.json")
     args = parser.parse_args(argv)
@@ -134,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in names:
         try:
-            row = compare(name, args.seed, args.fit_steps)
+            row = compare(name, args.seed, args.fit_steps, args.cost_steps)
         except Exception as error:  # a model the start cannot handle is a result
             row = {"posterior": name, "seed": args.seed, "error": repr(error)[:200]}
             print(row, flush=True)
