@@ -39,8 +39,9 @@ HEADER = (
     "particles, Adam 1e-2 with a 5 % warm-up and a cosine decay to 1e-4, gradient norm clipped "
     "at 10; seed as listed; C2ST of 1000 draws against the reference (MLP, 3 folds; 0.5 ideal). "
     'Every FlowGuide candidate keeps the whitened Laplace start (`affine_init="auto"`) unless '
-    'it says "plain start". Default width: two hidden layers of max(32, 2 dim) (32 here). '
-    "Measured 2026-12-07 on 2 shared cores at load 1-11 (seconds not comparable). Command: "
+    'it says "plain start" or "multistart" (`affine_init="multistart"`). Default width: two '
+    "hidden layers of max(32, 2 dim) (32 here). Measured 2026-12-07 on 2 shared cores at load "
+    "1-15 (seconds not comparable). Command: "
     "`OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/vi_guide_candidates.py --only POSTERIORS "
     "--candidates NAMES [--seed S]`. Reference (same protocol, `vi_posteriors_default.md`): "
     "zuko NSF seed 0, banana6 0.590, bimodal4 0.522."
@@ -69,6 +70,7 @@ def mixed(affine: int, spline: int, spline_first: bool, bound: float = 5.0):
 CANDIDATES = {
     "iaf": lambda m, i: pf.FlowGuide(m, init_loc_fn=i),
     "iaf, hidden (64, 64)": lambda m, i: pf.FlowGuide(m, hidden=(64, 64), init_loc_fn=i),
+    "iaf, multistart": lambda m, i: pf.FlowGuide(m, affine_init="multistart", init_loc_fn=i),
     "iaf, plain start N(init, I)": lambda m, i: pf.FlowGuide(
         m, affine_init=None, init_scale=1.0, init_loc_fn=i
     ),
@@ -103,7 +105,10 @@ def markdown(rows: list[dict], header: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", required=True, help="development posteriors")
-    parser.add_argument("--candidates", nargs="+", choices=[*CANDIDATES, "zuko NSF"], required=True)
+    import vi_guides
+
+    peers = [g for g in vi_guides.GUIDES if not g.startswith("FlowGuide")]
+    parser.add_argument("--candidates", nargs="+", choices=[*CANDIDATES, *peers], required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "vi_guide_candidates.json")
     args = parser.parse_args(argv)
@@ -113,8 +118,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"development posteriors only: {unknown}")
     torch.set_num_threads(1)
     cfg = dict(steps=1000, particles=4, lr=1e-2, lr_min=1e-4, draws=1000, seed=args.seed)
-    import vi_guides
-
     vi_guides.GUIDES.update(CANDIDATES)  # run_a builds guides by name
     rows = []
     for name in args.only:

@@ -81,6 +81,10 @@ GUIDES = {
     # candidates measured against the default on both splits (benchmarks/results/
     # vi_posteriors_default.md): wider conditioners
     "FlowGuide (hidden 64)": lambda m, init: pf.FlowGuide(m, init_loc_fn=init, hidden=(64, 64)),
+    # the multi-start start (benchmarks/vi_multistart.py, results/vi_guide_candidates.md)
+    "FlowGuide (multistart)": lambda m, init: pf.FlowGuide(
+        m, init_loc_fn=init, affine_init="multistart"
+    ),
     "AutoNormal": lambda m, init: AutoNormal(m, init_loc_fn=init),
     "AutoMultivariateNormal": lambda m, init: AutoMultivariateNormal(m, init_loc_fn=init),
     "AutoLowRankMVN": lambda m, init: AutoLowRankMultivariateNormal(m, init_loc_fn=init),

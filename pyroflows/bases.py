@@ -252,6 +252,74 @@ class FullGaussianMixture(_Mixture):
         return mixture.expand(torch.Size(batch_shape))
 
 
+class FixedWeightGaussianMixture(Base):
+    """Mixture of full-covariance Gaussians with fixed weights (a buffer) and learnable means
+    and Cholesky factors: reparametrisable given the weights, so a reverse-KL fit can train it.
+
+    ``rsample`` draws a component index per draw from the fixed weights (no gradient flows
+    through that choice, and none needs to: the weights are not learnt) and maps standard
+    normal noise by that component's mean and factor, so gradients reach every mean and
+    factor; ``log_prob`` is the full mixture density. The multi-mode start of
+    :class:`~pyroflows.vi.FlowGuide` (``affine_init="multistart"``) is built on it.
+
+    Args:
+        weights: mixture weights ``(K,)``, positive (normalised here).
+        means: component means ``(K, D)``.
+        scale_trils: lower-triangular Cholesky factors ``(K, D, D)`` with positive diagonals.
+
+    Example:
+        >>> base = FixedWeightGaussianMixture(
+        ...     torch.tensor([0.25, 0.75]), torch.tensor([[-2.0], [2.0]]), torch.ones(2, 1, 1)
+        ... )
+        >>> round(base.log_prob(torch.tensor([[2.0]])).item(), 4)  # about log(0.75 N(0; 0, 1))
+        -1.2065
+        >>> base.rsample((5,)).requires_grad
+        True
+    """
+
+    def __init__(self, weights: Tensor, means: Tensor, scale_trils: Tensor):
+        super().__init__()
+        weights, means, scale_trils = (torch.as_tensor(t) for t in (weights, means, scale_trils))
+        k, d = means.shape if means.ndim == 2 else (None, None)
+        if k is None or weights.shape != (k,) or scale_trils.shape != (k, d, d):
+            raise ValueError("expected weights (K,), means (K, D) and scale_trils (K, D, D)")
+        diag = torch.diagonal(scale_trils, dim1=-2, dim2=-1)
+        if not (bool((weights > 0).all()) and bool((diag > 0).all())):
+            raise ValueError("weights and the diagonals of scale_trils must be positive")
+        dtype = _float_dtype(means)
+        self.dim, self.components = d, k
+        self.register_buffer("log_weights", torch.log(weights / weights.sum()).to(dtype))
+        self.loc = nn.Parameter(means.detach().clone().to(dtype))
+        self.log_diag = nn.Parameter(torch.log(diag).detach().clone().to(dtype))
+        self.off_diag = nn.Parameter(scale_trils.tril(-1).detach().clone().to(dtype))
+
+    def scale_tril(self) -> Tensor:
+        """The Cholesky factors of the covariances, ``(K, D, D)``."""
+        return self.off_diag.tril(-1) + torch.diag_embed(torch.exp(self.log_diag))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        flat = z.reshape(-1, self.dim)
+        diff = flat.T[None] - self.loc[:, :, None]  # (K, D, N): one solve per component
+        u = torch.linalg.solve_triangular(self.scale_tril(), diff, upper=False)
+        comp = -0.5 * (u.square().sum(-2) + self.dim * _LOG_2PI) - self.log_diag.sum(-1)[:, None]
+        log_prob = torch.logsumexp(comp + self.log_weights[:, None], dim=0)
+        return log_prob.reshape(z.shape[:-1])
+
+    def rsample(self, shape: torch.Size) -> Tensor:
+        shape = torch.Size(shape)
+        k = torch.multinomial(self.log_weights.exp(), max(1, shape.numel()), replacement=True)
+        k = k[: shape.numel()].reshape(shape)
+        eps = torch.randn(*shape, self.dim, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc[k] + (self.scale_tril()[k] @ eps.unsqueeze(-1)).squeeze(-1)
+
+    def distribution(self, batch_shape: torch.Size = torch.Size()) -> dist.TorchDistribution:
+        mixture = dist.MixtureSameFamily(
+            dist.Categorical(logits=self.log_weights),
+            dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril()),
+        )
+        return mixture.expand(torch.Size(batch_shape))
+
+
 class UniformBox(Base):
     """Uniform distribution on the box ``[low, high]`` (default the unit hypercube); ``-inf``
     log-density outside."""

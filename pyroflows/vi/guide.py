@@ -163,7 +163,8 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             banana6 with a higher ELBO than the default (-0.89 against -1.40) but not a lower
             C2ST (0.661 against 0.653), and bimodal4 no better (0.615 against 0.582): from a
             start at one mode, every candidate measured stays at that mode
-            (``benchmarks/results/vi_guide_candidates.md``).
+            (``benchmarks/results/vi_guide_candidates.md``); ``affine_init="multistart"``
+            starts at both.
         layers: number of flow layers (builders only).
         hidden: hidden sizes of the conditioners (default two layers of ``max(32, 2 dim)``).
             ``(64, 64)`` follows curved posteriors more closely (banana6, protocol (a), mean
@@ -186,7 +187,23 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             parameters; for ``Trace_ELBO``). Affine families only for now (``"iaf"``,
             ``"realnvp"``): with spline layers it is refused, since it drifted to a wrong
             posterior in our tests.
-        map_steps: L-BFGS iterations of the Laplace start.
+            ``"multistart"`` does what ``"auto"`` does, then runs ``map_starts`` more MAP
+            searches from over-dispersed points (2 to 16 Laplace sds from the first MAP),
+            clusters the optima and, where it finds more than one mode of comparable mass
+            (Laplace weight of 1 % or more), also estimates the ELBO of a start at the
+            mixture of their Laplace approximations weighted by their Laplace evidence (a
+            :class:`~pyroflows.bases.FixedWeightGaussianMixture` base, weights fixed during
+            training) and keeps it where it is the highest; with one mode found the start
+            is exactly that of ``"auto"`` (:mod:`~pyroflows.vi.multistart`). On the
+            two-mode ``bimodal4``, protocol (a), seeds 0-2: C2ST 0.50-0.52 against
+            0.58-0.61 for ``"auto"`` (``benchmarks/results/vi_guide_candidates.md``); on the
+            16 other development posteriors one mode, the ``"auto"`` start bit for bit, for
+            1-20 s more set-up, 52 s on hmm_example
+            (``benchmarks/results/vi_multistart.md``), hence opt-in.
+            Refused, like ``"laplace"``, for models with enumerated sites or subsampled
+            plates.
+        map_steps: L-BFGS iterations of the Laplace start (of each search).
+        map_starts: extra MAP searches of ``affine_init="multistart"`` (refused otherwise).
         create_plates: as for Pyro's autoguides (to share subsampling with the model).
         **flow_kwargs: passed to the builder (``bins``, ``bound``, ``coupling``, ``residual``...).
 
@@ -212,11 +229,14 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         affine_init: str | None = "auto",
         stl: bool = False,
         map_steps: int = 200,
+        map_starts: int = 16,
         create_plates: Callable | None = None,
         **flow_kwargs,
     ):
-        if affine_init not in (None, "laplace", "auto"):
-            raise ValueError(f"affine_init must be 'auto', 'laplace' or None, got {affine_init!r}")
+        if affine_init not in (None, "laplace", "auto", "multistart"):
+            raise ValueError(
+                f"affine_init must be 'auto', 'laplace', 'multistart' or None, got {affine_init!r}"
+            )
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
         if not (callable(flow) or isinstance(flow, str)):
@@ -228,7 +248,13 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             )
         if affine_init is None and map_steps != 200:
             raise ValueError(
-                "map_steps is the length of the Laplace start: pass affine_init='auto' or 'laplace'"
+                "map_steps is the length of the Laplace start: pass affine_init='auto', "
+                "'laplace' or 'multistart'"
+            )
+        if affine_init != "multistart" and map_starts != 16:
+            raise ValueError(
+                "map_starts is the number of extra MAP searches of affine_init='multistart'; "
+                f"with affine_init={affine_init!r} there are none"
             )
         options = dict(flow_kwargs, layers=layers)
         if hidden is not None:
@@ -246,6 +272,7 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         self.affine_init = affine_init
         self.stl = bool(stl)
         self.map_steps = int(map_steps)
+        self.map_starts = positive_int("map_starts", map_starts)
 
     # -- structure ----------------------------------------------------------------------------
     def _setup_prototype(self, *args, **kwargs) -> None:
@@ -512,7 +539,9 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             ),
             "flow_options": repr((self._flow_spec if isinstance(self._flow_spec, str) else
                                   "callable", sorted(self._flow_kwargs.items()),
-                                  self.init_scale, self.affine_init, self.stl)),
+                                  self.init_scale, self.affine_init, self.stl)
+                                 + ((self.map_starts,) if self.affine_init == "multistart"
+                                    else ())),
             "objective": repr(loss),
             "model_params": repr(getattr(trained, "names", [])),
         }  # fmt: skip

@@ -13,7 +13,7 @@ from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from torch import Tensor
 
-__all__ = ["laplace_start", "log_joint"]
+__all__ = ["laplace_factor", "laplace_start", "log_joint", "map_point", "refuse_unsupported"]
 
 
 def log_joint(guide, latent: Tensor, *args, **kwargs) -> Tensor:
@@ -38,10 +38,21 @@ def laplace_start(guide, loc: Tensor, scale_tril: Tensor, *args, **kwargs):
     Raises:
         NotImplementedError: a model with enumerated discrete sites or subsampled plates.
     """
-    _refuse(guide)
-    u = _map_point(guide, loc, args, kwargs)
+    refuse_unsupported(guide, "laplace")
+    u = map_point(guide, loc, args, kwargs)
     if not bool(torch.isfinite(u).all()):
         return loc, scale_tril
+    chol, hessian = laplace_factor(guide, u, args, kwargs)
+    if chol is not None:
+        return u, chol
+    diag = hessian.diagonal()
+    scale = torch.where(diag > 0, diag.clamp_min(1e-12).rsqrt(), guide.init_scale)
+    return u, torch.diag(scale)
+
+
+def laplace_factor(guide, u: Tensor, args: tuple, kwargs: dict) -> tuple[Tensor | None, Tensor]:
+    """``(chol, hessian)`` at the point ``u``: the Cholesky factor of the inverse Hessian of
+    ``-log_joint`` (None where the Hessian is not positive definite) and the Hessian."""
     hessian = torch.autograd.functional.hessian(lambda v: -log_joint(guide, v, *args, **kwargs), u)
     hessian = (hessian + hessian.T) / 2
     precision_chol, info = torch.linalg.cholesky_ex(hessian)
@@ -51,27 +62,27 @@ def laplace_start(guide, loc: Tensor, scale_tril: Tensor, *args, **kwargs):
         cov = torch.cholesky_inverse(precision_chol)
         chol, info = torch.linalg.cholesky_ex((cov + cov.T) / 2 + 1e-10 * eye)
         if int(info) == 0:
-            return u, chol
-    diag = hessian.diagonal()
-    scale = torch.where(diag > 0, diag.clamp_min(1e-12).rsqrt(), guide.init_scale)
-    return u, torch.diag(scale)
+            return chol, hessian
+    return None, hessian
 
 
-def _refuse(guide) -> None:
+def refuse_unsupported(guide, mode: str) -> None:
+    """Refuse a start by MAP search (``affine_init=mode``) for a model with enumerated sites
+    or subsampled plates (the MAP needs the continuous sites only and the whole data)."""
     if guide._enumerated_sites:
         raise NotImplementedError(
-            "affine_init='laplace' is not available for models with enumerated discrete "
+            f"affine_init={mode!r} is not available for models with enumerated discrete "
             f"sites ({guide._enumerated_sites}); use affine_init=None"
         )
     if guide._subsampled:
         raise NotImplementedError(
-            "affine_init='laplace' needs the whole data in one step: the model subsamples "
+            f"affine_init={mode!r} needs the whole data in one step: the model subsamples "
             f"plate(s) {sorted({p for v in guide._subsampled.values() for _, p in v})}; use "
             "affine_init=None (Pyro refuses a full subsample where subsample_size is set)"
         )
 
 
-def _map_point(guide, loc: Tensor, args, kwargs, tries: int = 6) -> Tensor:
+def map_point(guide, loc: Tensor, args, kwargs, tries: int = 6) -> Tensor:
     """The MAP of the unconstrained latent vector by L-BFGS from ``loc`` (``map_steps``
     iterations in all, strong Wolfe line search); NaN where no search ends finite.
 
