@@ -213,8 +213,13 @@ def test_the_default_fit_is_unchanged(flow):
     post = small_post(flow).fit(num_simulations=300, progress=False, seed=3)
     name, epochs, draws, log_prob = RECORDED[flow]
     assert post.flow_name == name and len(post.history.train_loss) == epochs
-    assert post.sample(X_OBS, 4, seed=1).double().tolist() == draws
-    assert post.log_prob(torch.tensor([[0.5, 2.0], [0.3, 1.0]]), X_OBS).tolist() == log_prob
+    # within float32 rounding carried through the fit: the CPU's kernels sum in their own
+    # order (draws 6e-4 apart after 87 epochs on another CPU); the flow kept and the number
+    # of epochs, checked exactly above, pin the recipe
+    got = post.sample(X_OBS, 4, seed=1).double()
+    assert (got - torch.tensor(draws, dtype=torch.float64)).abs().max() < 5e-3
+    lp = post.log_prob(torch.tensor([[0.5, 2.0], [0.3, 1.0]]), X_OBS).double()
+    assert (lp - torch.tensor(log_prob, dtype=torch.float64)).abs().max() < 5e-3
 
 
 @pytest.mark.parametrize("flow", ["nsf", "auto"])

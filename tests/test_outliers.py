@@ -141,8 +141,11 @@ def test_ordinary_inputs_unchanged_and_gradients_finite(family, context_dim, dty
     for net in nets:
         net.input_bound = None
     lp_free, grads_free = log_prob_and_grads()
-    assert torch.equal(lp, lp_free)
-    assert all(torch.equal(g, h) for g, h in zip(grads, grads_free, strict=True))
+    # equal up to the dtype's rounding: the bound's extra operation may change the order of
+    # the CPU kernels' sums (seen at 1e-7 relative in float32 on one CPU, bit-equal on another)
+    rel = 1e-6 if dtype == torch.float32 else 1e-13
+    for a, b in [(lp, lp_free), *zip(grads, grads_free, strict=True)]:
+        assert (a - b).abs().max() <= rel * a.abs().max()
 
 
 @pytest.mark.parametrize("residual", [False, True], ids=["mlp", "resmlp"])
