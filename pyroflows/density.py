@@ -351,6 +351,10 @@ class DensityEstimator(BaseDensity):
         resolved = getattr(self, "_dtype_in_fit", None)
         return _DTYPES[resolved or ("float32" if self.dtype == "auto" else self.dtype)]
 
+    def _dtype_name(self) -> str:
+        """The flow's dtype as ``dtype_`` reports it and a saved file stores it."""
+        return str(self._torch_dtype()).removeprefix("torch.")
+
     def _resolve_dtype(self, columns: Columns, codes: np.ndarray) -> str:
         """``dtype`` for these codes (:data:`FLOAT32_CELLS`); refuses float32 where it cannot
         resolve a column's cells."""
@@ -553,7 +557,7 @@ class DensityEstimator(BaseDensity):
             state = self._fit_portfolio(prep, runs, self._budget_left(start))
         state["columns_"] = continuous_columns(rows.shape[1])
         state["ensemble_"] = None
-        state["dtype_"] = str(self._torch_dtype()).removeprefix("torch.")
+        state["dtype_"] = self._dtype_name()
         return self._set_fitted(state, rows.shape[1], None)
 
     def _warn_awkward(self, X: np.ndarray, X_val: np.ndarray | None, names: Any) -> None:
@@ -647,8 +651,7 @@ class DensityEstimator(BaseDensity):
         with torch_threads(self.num_threads):
             prep = rows_in_memory(X, X_val, self._rows(), w, w_val)
             state = self._fit_portfolio(prep, runs, self._budget_left(start))
-        dtype = str(self._torch_dtype()).removeprefix("torch.")
-        return state | {"columns_": columns, "ensemble_": None, "dtype_": dtype}
+        return state | {"columns_": columns, "ensemble_": None, "dtype_": self._dtype_name()}
 
     def _rows(self) -> RowOptions:
         """How this estimator turns data into the rows its flows train on."""
@@ -726,7 +729,7 @@ class DensityEstimator(BaseDensity):
                 "covariance": "full"
                 if isinstance(model.core.base, FullGaussianMixture)
                 else "diag",
-                "dtype": str(self._torch_dtype()).removeprefix("torch."),
+                "dtype": self._dtype_name(),
             },
         }
 
@@ -962,7 +965,7 @@ class DensityEstimator(BaseDensity):
         self._columns_in_fit = self.columns_
         # the flow's dtype as fitted (files without it: the dtype parameter, as then)
         self._dtype_in_fit = spec.get("dtype")
-        self.dtype_ = str(self._torch_dtype()).removeprefix("torch.")
+        self.dtype_ = self._dtype_name()
         base: Any = spec["base"]
         if base == "mog" and spec.get("covariance") == "full":
             base = FullGaussianMixture(dim, spec["components"])
