@@ -50,6 +50,9 @@ p.add_argument("--schedule", default=None)
 p.add_argument("--layers", type=int, default=None)
 p.add_argument("--fixed", action="store_true")
 p.add_argument("--mixed", default=None)
+p.add_argument(
+    "--reference", action="store_true", help="linear_gaussian: C2ST against the exact posterior"
+)
 a = p.parse_args()
 task = TASKS[a.task]()
 post = load_teacher(a.task, task)
@@ -200,6 +203,14 @@ row = dict(
     kl_obs_rev_fwd=kl_obs,
     load=round(load0, 1),
 )
+if a.reference:  # teacher and student against the exact posterior (linear_gaussian)
+    ref = [
+        (post.sample(x, 1000, sampler=k, seed=2 + i).numpy(), task.reference(x, 1000).numpy())
+        for i, x in enumerate(x_obs)
+        for k in ("teacher", "student")
+    ]
+    acc = [round(float(c2st(u, v, classifier="hgb", n_bootstrap=0).accuracy), 3) for u, v in ref]
+    print(json.dumps(dict(teacher_vs_exact=acc[0::2], student_vs_exact=acc[1::2])), flush=True)
 if a.time:
     torch.set_num_threads(2)
     torch.manual_seed(7)
