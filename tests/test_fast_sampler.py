@@ -183,3 +183,12 @@ def test_distil_warns_when_its_student_is_off_and_the_file_keeps_the_divergences
     prior = dist.Normal(torch.zeros(2), 1.0).to_event(1)
     loaded = pf.AmortizedPosterior.load(tmp_path / "p.pt", prior=prior, simulator=_noisy)
     assert loaded.student.divergence == post.student.divergence
+
+
+def test_patience_without_held_out_simulations_is_refused():
+    post = _gaussian_posterior(n=200, epochs=1)
+    with pytest.raises(ValueError, match="patience needs held-out"):
+        post.distil(num_simulations=100, validation_fraction=0.0, patience=3)
+    assert post.student is None
+    post.distil(num_simulations=100, validation_fraction=0.0, max_epochs=1)  # no patience: runs
+    assert post.student is not None and len(post.student.history.train_loss) == 1

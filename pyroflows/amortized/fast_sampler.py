@@ -146,7 +146,11 @@ def distil_posterior(
     student = student.eval().requires_grad_(False)
     # scored on the held-out contexts (else on at most CHECK_CONTEXTS training ones)
     held = context[:n_val] if n_val else context[:CHECK_CONTEXTS]
-    student.divergence = divergences(teacher.eval(), student, held[:CHECK_CONTEXTS])
+    training = teacher.training  # scored in eval mode, left in the mode it was in
+    try:
+        student.divergence = divergences(teacher.eval(), student, held[:CHECK_CONTEXTS])
+    finally:
+        teacher.train(training)
     worst = max(student.divergence.values())
     if worst > TOLERANCE:
         warnings.warn(
