@@ -21,6 +21,7 @@ Objectives (:data:`OBJECTIVES`), each a :class:`~pyroflows.vi.distill.Distillati
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,6 +48,7 @@ __all__ = [
     "STUDENT_DEFAULTS",
     "distil",
     "distil_posterior",
+    "divergences",
     "sampling_flow",
 ]
 
@@ -57,10 +59,18 @@ OBJECTIVES: dict[str, tuple[dict[str, float], float]] = {
     "latent": ({}, 0.0),
     "both": ({}, 1.0),
 }
+#: held-out contexts the divergences of a new student are estimated on (at most)
+CHECK_CONTEXTS = 256
+#: :meth:`distil` warns when either divergence (nats) of the student exceeds it
+TOLERANCE = 0.05
 #: what ``sample(..., sampler=)`` accepts
 SAMPLERS = ("auto", "student", "teacher")
-#: the distillation's training options unless given
-STUDENT_DEFAULTS: dict[str, Any] = dict(max_epochs=40, batch_size=256, lr=1e-3, patience=8)
+#: the distillation's training options unless given: a fixed number of epochs with a cosine
+#: decay of the learning rate. No early stopping: the loss draws fresh base points at every
+#: evaluation, so its validation value is noisy and stopping on it ended training early (at
+#: 11-27 epochs, on a best epoch picked by the noise; ``benchmarks/results/fast_sampler.md``)
+STUDENT_DEFAULTS: dict[str, Any] = dict(max_epochs=40, batch_size=256, lr=1e-3, patience=None,
+                                        schedule="cosine")  # fmt: skip
 
 
 def check_teacher(post: Posterior) -> None:
@@ -83,6 +93,24 @@ def _contexts(post: Posterior, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor
     with torch.no_grad():
         context = post.estimator.summary(x_enc.to(param.device))
     return z.to(param.device), context
+
+
+def divergences(
+    teacher: Flow, student: Flow, context: Tensor, draws: int = 100
+) -> dict[str, float]:
+    """Monte Carlo estimates of the two KL divergences between the student and its teacher,
+    averaged over the rows of ``context`` (``draws`` draws of each flow per row), in nats:
+    ``"student_teacher"`` is ``KL(student || teacher)`` on the student's draws (it grows
+    when the student puts mass where the teacher has little), ``"teacher_student"`` is
+    ``KL(teacher || student)`` on the teacher's draws (it grows when the student misses
+    part of the teacher's mass, e.g. a mode). Both flows' densities are exact, so each
+    estimate is unbiased; 0 means the same distribution."""
+    with torch.no_grad():
+        x, log_q = student.rsample_and_log_prob((draws,), context)
+        reverse = log_q - teacher.log_prob(x, context, check=False)
+        y = teacher.sample((draws,), context)
+        forward = teacher.log_prob(y, context, check=False) - student.log_prob(y, context)
+    return {"student_teacher": float(reverse.mean()), "teacher_student": float(forward.mean())}
 
 
 def distil_posterior(
@@ -109,13 +137,32 @@ def distil_posterior(
     weights, kl_weight = OBJECTIVES[objective]
     options = {**STUDENT_DEFAULTS, **fit_kwargs}
     options.setdefault("progress", False)
-    if not n_val:
-        options["patience"] = None
+    if not n_val and options.get("patience") is not None:
+        raise ValueError("patience needs held-out simulations: validation_fraction > 0")
     val = (z[:n_val], context[:n_val]) if n_val else None
     teacher = post.estimator.flow
     student = distill(teacher, (z[n_val:], context[n_val:]), val, weights=weights,
                       kl_weight=kl_weight, univariate=Affine(), **options)  # fmt: skip
-    return student.eval().requires_grad_(False)
+    student = student.eval().requires_grad_(False)
+    # scored on the held-out contexts (else on at most CHECK_CONTEXTS training ones)
+    held = context[:n_val] if n_val else context[:CHECK_CONTEXTS]
+    training = teacher.training  # scored in eval mode, left in the mode it was in
+    try:
+        student.divergence = divergences(teacher.eval(), student, held[:CHECK_CONTEXTS])
+    finally:
+        teacher.train(training)
+    worst = max(student.divergence.values())
+    if worst > TOLERANCE:
+        warnings.warn(
+            f"the distilled sampler differs from the posterior's flow: KL(student || flow) "
+            f"{student.divergence['student_teacher']:.3f}, KL(flow || student) "
+            f"{student.divergence['teacher_student']:.3f} nats on held-out simulations "
+            f"(tolerance {TOLERANCE}); sample(..., sampler='teacher') draws from the flow "
+            "itself",
+            UserWarning,
+            stacklevel=4,
+        )
+    return student
 
 
 def distil(
@@ -160,7 +207,8 @@ def student_config(post: Posterior) -> dict[str, Any] | None:
         return None
     first = next(t for t in post.student.transforms if isinstance(t, MaskedAutoregressive))
     return {"state": {k: v.cpu() for k, v in post.student.state_dict().items()},
-            "hidden": list(_hidden_of(first))}  # fmt: skip
+            "hidden": list(_hidden_of(first)),
+            "divergence": dict(getattr(post.student, "divergence", None) or {})}  # fmt: skip
 
 
 def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
@@ -171,6 +219,9 @@ def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
     hidden = tuple(positive_int("hidden", h) for h in saved["hidden"])
     student = student_of(post.estimator.flow, hidden, Affine())
     student.load_state_dict(saved["state"])
+    # files written before the divergences were kept have none
+    divergence = saved.get("divergence") or None
+    student.divergence = {k: float(v) for k, v in divergence.items()} if divergence else None
     post.student = student.eval().requires_grad_(False)
 
 
@@ -193,6 +244,13 @@ class FastSampling:
         the student (``sampler="teacher"`` from the flow itself), :meth:`log_prob` stays the
         flow's exact density, :meth:`save` keeps the student, and a new :meth:`fit` drops it.
 
+        The student is then scored against the flow on the held-out simulations' contexts
+        (:func:`~pyroflows.amortized.fast_sampler.divergences`, both KL divergences in nats,
+        kept as ``student.divergence``); a ``UserWarning`` says when either exceeds
+        :data:`~pyroflows.amortized.fast_sampler.TOLERANCE`. An affine student cannot take
+        every shape a spline flow can: on SLCP's multimodal posteriors it stays
+        distinguishable from its teacher (docs/limits.md).
+
         Args:
             theta, x: simulations (user units), or ``num_simulations`` simulated here under
                 ``seed`` (the global random state is left as it was).
@@ -200,8 +258,10 @@ class FastSampling:
                 CaloFlow's mean squared errors), ``"kl"`` or ``"latent"``.
             seed: seed of the simulations and of the distillation.
             **fit_options: options of :func:`pyroflows.train.fit` over
-                :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS`, and
-                ``validation_fraction`` (0.1).
+                :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS` (40 epochs, cosine
+                decay, no early stopping), and ``validation_fraction`` (0.1: the simulations
+                held out for the divergences and the validation loss; ``patience`` needs
+                some).
 
         Raises:
             ValueError: not fitted, a flow that already draws in one pass per layer
