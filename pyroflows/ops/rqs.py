@@ -212,7 +212,7 @@ def _spline(
     the searched coordinate's interior edges are formed in full; for the bin ``k`` found, its
     left edges and sizes in both coordinates come from three gathered numbers per coordinate,
     ``C_{k+1}``, ``C_K`` and ``e_k = C_{k+1} - C_k``, so no per-input table of all knots is
-    made (35-40 % less time than such a table, ``benchmarks/rqs_speed.py``)."""
+    made (a third to 45 % less time than such a table, ``benchmarks/rqs_speed.py``)."""
     bins = sizes.shape[-1]
     e = (sizes - _max_last(sizes.detach())).exp_()  # in place: one buffer fewer
     cumulative = torch.cumsum(e, dim=-1)
