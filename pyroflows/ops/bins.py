@@ -34,8 +34,11 @@ def bin_index(edges: Tensor, x: Tensor) -> Tensor:
     if edges.shape[-1] <= _COUNT_UP_TO:
         # counting the edges below is 2-3x faster than a binary search for a few edges
         # (16 384 points, 7 edges: 0.11-0.15 ms vs 0.29-0.52 ms on one CPU thread) and
-        # broadcasts without copying shared edges
-        return (edges <= x[..., None]).sum(-1, keepdim=True)
+        # broadcasts without copying shared edges. The count is summed in 8 bits (at most 32
+        # edges), then widened: 2.7x faster than summing the booleans into int64 (10^6 points,
+        # 7 edges: 50 vs 137 ms on one loaded CPU thread).
+        count = (edges <= x[..., None]).sum(-1, keepdim=True, dtype=torch.uint8)
+        return count.long()
     if edges.shape[:-1] != x.shape:  # (torch.broadcast_shapes costs ~20 us a call)
         shape = torch.broadcast_shapes(edges.shape[:-1], x.shape)
         edges, x = edges.expand(shape + edges.shape[-1:]), x.expand(shape)

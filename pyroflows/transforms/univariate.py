@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pyroflows.ops import affine, piecewise_linear, rational_quadratic_spline, soft_clamp
+from pyroflows.ops import affine, piecewise_linear, soft_clamp
+from pyroflows.ops.rqs import rational_quadratic_spline_packed
 
 
 class _Map:
@@ -56,16 +57,14 @@ class RQS(_Map):
         return 3 * self.bins - 1
 
     def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
-        widths, heights, slopes = params.split([self.bins, self.bins, self.bins - 1], dim=-1)
-        return rational_quadratic_spline(
-            x, widths, heights, slopes, bound=self.bound, inverse=inverse
+        return rational_quadratic_spline_packed(
+            x, params, self.bins, bound=self.bound, inverse=inverse
         )
 
     def value(self, x: Tensor, params: Tensor, inverse: bool = False) -> Tensor:
         """The map alone: the spline skips its log-derivative (about a tenth of its cost)."""
-        widths, heights, slopes = params.split([self.bins, self.bins, self.bins - 1], dim=-1)
-        return rational_quadratic_spline(
-            x, widths, heights, slopes, bound=self.bound, inverse=inverse, log_det=False
+        return rational_quadratic_spline_packed(
+            x, params, self.bins, bound=self.bound, inverse=inverse, log_det=False
         )[0]
 
 
