@@ -59,18 +59,25 @@ post = load_teacher(a.task, task)
 torch.manual_seed(100)
 x_obs = task.simulate(task.prior.sample((5,)))[:3]
 load0 = os.getloadavg()[0]
-if a.floor:
-    s = [
+
+
+def c2st_against_teacher(sampler: str) -> list[float]:
+    """C2ST of the teacher's draws against ``sampler``'s, per development observation."""
+    return [
         float(
             c2st(
                 post.sample(x, 1000, sampler="teacher", seed=2 + i).numpy(),
-                post.sample(x, 1000, sampler="teacher", seed=50 + i).numpy(),
+                post.sample(x, 1000, sampler=sampler, seed=50 + i).numpy(),
                 classifier="hgb",
                 n_bootstrap=0,
             ).accuracy
         )
         for i, x in enumerate(x_obs)
     ]
+
+
+if a.floor:
+    s = c2st_against_teacher("teacher")
     print(json.dumps(dict(task=a.task, variant="teacher-vs-teacher", c2st=s)))
     sys.exit()
 weights, kl = OBJECTIVES[a.objective]
@@ -179,17 +186,7 @@ def kls_obs():
 
 
 kl_obs = kls_obs()
-s = [
-    float(
-        c2st(
-            post.sample(x, 1000, sampler="teacher", seed=2 + i).numpy(),
-            post.sample(x, 1000, sampler="student", seed=50 + i).numpy(),
-            classifier="hgb",
-            n_bootstrap=0,
-        ).accuracy
-    )
-    for i, x in enumerate(x_obs)
-]
+s = c2st_against_teacher("student")
 row = dict(
     task=a.task,
     variant=vars(a),
