@@ -103,3 +103,47 @@ def test_verdicts_pair_the_observations_and_give_the_standard_error():
     assert got["best_peer"] == "sbi FMPE" and got["verdict"] == "loses" and not got["clear"]
     assert "within 2 SE" in sbibm_report.markdown(dict(accuracy=rows, command="c", commit="x",
                                                        date="d"))  # fmt: skip
+
+
+def test_time_cap_stops_an_sbi_trainer_at_the_best_weights():
+    import time
+
+    import amortized
+
+    class Net:
+        loaded = None
+
+        def load_state_dict(self, state):
+            Net.loaded = state
+
+    class Trainer:
+        _best_model_state_dict = {"w": 1}
+        _neural_net = Net()
+
+        def _converged(self, epoch, stop_after_epochs):
+            return False
+
+    untouched = Trainer()
+    assert amortized._cap_sbi_training(untouched, None)["capped"] is False
+    assert "_converged" not in vars(untouched)  # no cap: sbi's own stopping rule only
+    trainer = Trainer()
+    clock = amortized._cap_sbi_training(trainer, 5.0)
+    clock["start"] = time.perf_counter()
+    assert not trainer._converged(1, 20) and not clock["capped"] and Net.loaded is None
+    clock["start"] = time.perf_counter() - 6.0  # past the cap
+    assert trainer._converged(2, 20) and clock["capped"] and Net.loaded == {"w": 1}
+
+
+def test_time_cap_of_pyroflows_is_flagged_when_a_family_used_its_share():
+    import types
+
+    import amortized
+
+    def post(*seconds):
+        return types.SimpleNamespace(candidates=[dict(seconds=s) for s in seconds])
+
+    # cap 300: the first family's share is 150, the second's 300 minus what the first used
+    assert amortized._used_budget(post(149.0, 10.0), 159.0, 300.0)
+    assert not amortized._used_budget(post(100.0, 150.0), 250.0, 300.0)
+    assert amortized._used_budget(post(100.0, 199.0), 299.0, 300.0)
+    assert not amortized._used_budget(post(20.0, 30.0), 50.0, 300.0)
