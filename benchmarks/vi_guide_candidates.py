@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
@@ -30,6 +31,7 @@ from vi_report import _f
 import pyroflows as pf
 from pyroflows.datasets import posteriors
 from pyroflows.flows import Flow
+from pyroflows.transforms import RQS, MaskedAutoregressive
 from pyroflows.vi.guide import guide_flow
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,6 +68,40 @@ def mixed(affine: int, spline: int, spline_first: bool, bound: float = 5.0):
     return make
 
 
+@dataclass(frozen=True)
+class FlippedRQS(RQS):
+    """pyroflows' spline applied in the other direction: where a layer asks for the forward
+    rational-quadratic spline it gets the inverse one, and the reverse. In a guide's
+    autoregressive spline layer (IAF direction) a draw then maps base -> latent with the
+    inverse spline (pyroflows' own layer: the forward spline, as zuko's NSF guide inverted
+    with ``flow.transform.inv`` does too)."""
+
+    def __call__(self, x, params, inverse=False):
+        return super().__call__(x, params, not inverse)
+
+    def value(self, x, params, inverse=False):
+        return super().value(x, params, not inverse)
+
+
+def flipped(hidden: tuple[int, int] | None = None, layers: int = 3, bound: float = 5.0):
+    """``dim -> Flow``: the ``"nsf"`` guide flow (``layers`` autoregressive spline layers in
+    the IAF direction, default width unless ``hidden``) with every spline a :class:`FlippedRQS`."""
+
+    def make(dim: int) -> Flow:
+        flow = guide_flow("nsf", dim, layers=layers, hidden=hidden or _hidden(dim), bound=bound)
+        for t in flow.transforms:
+            if isinstance(t, MaskedAutoregressive) and type(t.univariate) is RQS:
+                t.univariate = FlippedRQS(t.univariate.bins, t.univariate.bound)
+        if (
+            sum(isinstance(getattr(t, "univariate", None), FlippedRQS) for t in flow.transforms)
+            != layers
+        ):
+            raise RuntimeError("expected one flipped spline per layer")
+        return flow
+
+    return make
+
+
 #: name -> constructor(model, init_loc_fn); "iaf" is the default FlowGuide
 CANDIDATES = {
     "iaf": lambda m, i: pf.FlowGuide(m, init_loc_fn=i),
@@ -84,6 +120,11 @@ CANDIDATES = {
     ),
     "nsf, hidden (64, 64), plain start N(init, I)": lambda m, i: pf.FlowGuide(
         m, flow="nsf", hidden=(64, 64), affine_init=None, init_scale=1.0, init_loc_fn=i
+    ),
+    # the spline direction swapped (FlippedRQS): draws apply the inverse spline
+    "nsf, flipped spline": lambda m, i: pf.FlowGuide(m, flow=flipped(), init_loc_fn=i),
+    "nsf, hidden (64, 64), flipped spline": lambda m, i: pf.FlowGuide(
+        m, flow=flipped((64, 64)), init_loc_fn=i
     ),
     "iaf 2 + nsf 1": lambda m, i: pf.FlowGuide(m, flow=mixed(2, 1, False), init_loc_fn=i),
     "nsf 1 + iaf 2": lambda m, i: pf.FlowGuide(m, flow=mixed(2, 1, True), init_loc_fn=i),
