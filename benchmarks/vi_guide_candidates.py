@@ -42,11 +42,14 @@ HEADER = (
     "at 10; seed as listed; C2ST of 1000 draws against the reference (MLP, 3 folds; 0.5 ideal). "
     'Every FlowGuide candidate keeps the whitened Laplace start (`affine_init="auto"`) unless '
     'it says "plain start" or "multistart" (`affine_init="multistart"`). Default width: two '
-    "hidden layers of max(32, 2 dim) (32 here). Measured 2026-12-07 on 2 shared cores at load "
-    "1-15 (seconds not comparable). Command: "
+    'hidden layers of max(32, 2 dim) (32 here). "flipped spline": every spline layer applies '
+    "the other direction (`FlippedRQS`: a draw maps base -> latent with the inverse "
+    "rational-quadratic spline; `nsf` and zuko's inverted NSF guide apply the forward one). "
+    "Measured 2026-12-07 on 2 shared cores at load 1-22 (seconds not comparable). Command: "
     "`OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/vi_guide_candidates.py --only POSTERIORS "
     "--candidates NAMES [--seed S]`. Reference (same protocol, `vi_posteriors_default.md`): "
-    "zuko NSF seed 0, banana6 0.590, bimodal4 0.522."
+    "zuko NSF seed 0, banana6 0.590, bimodal4 0.522; FlowGuide (iaf) seed 0: funnel10 0.577, "
+    "student_t5 0.523, surgical-centered 0.550."
 )
 
 
