@@ -145,27 +145,34 @@ class ReverseTerm:
 
     Each call draws ``x ~ q`` (without gradients), computes ``c = log p(x) - log q(x)`` with
     ``log_p`` (a callable on latent rows, returning the target's log-density in the same
-    space), bounds it to ``[-cap, cap]`` and centres it on its mean over the draws (the
+    space), bounds it to ``[low, high]`` and centres it on its mean over the draws (the
     baseline), and returns ``nll(model, batch, weight) - lam * mean(c * log q(x))``. The
     gradient of the second term is an unbiased estimate of ``lam * grad KL(q || p)`` up to
-    the bound: rows where the model puts more mass than the target (``c`` below its mean) have
-    their density pushed down, whether or not a data row lies there.
+    the bounds: rows where the model puts more mass than the target (``c`` below its mean) have
+    their density pushed down, whether or not a data row lies there. The bounds need not be
+    symmetric: over-produced regions are drawn often (a deep ``low`` costs little variance),
+    under-produced ones rarely (a large ``high`` makes a few draws dominate a step).
 
     Args:
         log_p: latent rows ``(m, D)`` -> target log-density ``(m,)`` (no gradient needed).
         lam: the factor of the reverse term (> 0).
         draws: fresh draws per step.
-        cap: bound of ``|log p / q|``.
+        low, high: bounds of ``log p / q`` (``low < high``).
     """
 
-    def __init__(self, log_p: Callable[[Tensor], Tensor], lam: float, draws: int, cap: float):
-        self.log_p, self.lam, self.draws, self.cap = log_p, float(lam), int(draws), float(cap)
+    def __init__(
+        self, log_p: Callable[[Tensor], Tensor], lam: float, draws: int, low: float, high: float
+    ):
+        if not low < high:
+            raise ValueError(f"the bounds must satisfy low < high, got {low} and {high}")
+        self.log_p, self.lam, self.draws = log_p, float(lam), int(draws)
+        self.low, self.high = float(low), float(high)
 
     def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], weight: Tensor | None = None):
         with torch.no_grad():
             x = model.sample((self.draws,))
             c = self.log_p(x).to(x.dtype) - model.log_prob(x, check=False)
-            c = torch.nan_to_num(c, nan=-self.cap).clamp(-self.cap, self.cap)
+            c = torch.nan_to_num(c, nan=self.low).clamp(self.low, self.high)
             c = c - c.mean()
         return nll(model, batch, weight) - self.lam * (c * model.log_prob(x, check=False)).mean()
 
@@ -231,6 +238,7 @@ def discflow(
     lr: float = 3e-4,
     reverse: float = 0.0,
     reverse_draws: int = 256,
+    reverse_floor: float = 0.01,
     log_target: Callable[[np.ndarray], np.ndarray] | None = None,
     time_budget: float | None = None,
     random_state: int = 0,
@@ -250,9 +258,10 @@ def discflow(
         max_weight: the ratio is bounded to ``[1 / max_weight, max_weight]``.
         lr: Adam learning rate of the weighted rounds.
         reverse: the factor ``lam`` of the reverse-KL term on fresh draws of the flow at
-            every step (:class:`ReverseTerm`; 0: none). Its ratio is bounded like the
-            weights, to ``[-log max_weight, log max_weight]``.
+            every step (:class:`ReverseTerm`; 0: none). Its ratio ``p / q`` is bounded to
+            ``[reverse_floor, max_weight]``.
         reverse_draws: draws of the flow per step for the reverse term.
+        reverse_floor: the lower bound of the reverse term's ratio, in ``(0, 1)``.
         log_target: the target's exact log-density on data rows ``(n, D) -> (n,)``, for
             studies on targets with a known density: the exact ratio ``p / q`` then replaces
             the discriminator's (weights and reverse term; rounds report ``auc`` NaN).
@@ -275,6 +284,8 @@ def discflow(
     if not (isinstance(reverse, (int, float)) and math.isfinite(reverse) and reverse >= 0):
         raise ValueError(f"reverse must be a finite number >= 0, got {reverse!r}")
     positive_int("reverse_draws", reverse_draws)
+    if not (isinstance(reverse_floor, (int, float)) and 0 < reverse_floor < 1):
+        raise ValueError(f"reverse_floor must lie in (0, 1), got {reverse_floor!r}")
     if log_target is not None and not callable(log_target):
         raise ValueError(f"log_target must be callable or None, got {type(log_target).__name__}")
     X = check_data(X, name="X", min_samples=10, check_variance=True)
@@ -308,7 +319,7 @@ def discflow(
                 labels = np.r_[np.ones(len(X)), np.zeros(n_draws)]
                 judge = classifier.clone().fit(np.concatenate([X, draws]), labels)
             log_p = _latent_log_target(est, log_target, judge, math.log(n_draws / len(X)))
-            loss = ReverseTerm(log_p, reverse, reverse_draws, cap)
+            loss = ReverseTerm(log_p, reverse, reverse_draws, math.log(reverse_floor), cap)
         hist = fit(core, loss, Z, sample_weight=w, max_epochs=epochs_per_round, lr=lr,
                    batch_size=est.batch_size, patience=None, time_budget=left,
                    seed=random_state + r, progress=False)  # fmt: skip

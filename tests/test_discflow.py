@@ -145,7 +145,7 @@ def test_reverse_term_gradient_is_the_gradient_of_kl_q_to_p():
     with torch.no_grad():
         model.mu.fill_(0.5)
         model.log_sigma.fill_(math.log(1.5))
-    term = ReverseTerm(lambda z: -0.5 * z[:, 0] ** 2, lam=2.0, draws=400_000, cap=50.0)
+    term = ReverseTerm(lambda z: -0.5 * z[:, 0] ** 2, lam=2.0, draws=400_000, low=-50.0, high=50.0)
     batch = (torch.randn(64, 1, dtype=torch.float64),)
     total = torch.autograd.grad(term(model, batch), [model.mu, model.log_sigma])
     data = torch.autograd.grad(pf.losses.nll(model, batch), [model.mu, model.log_sigma])
@@ -212,6 +212,7 @@ def test_reverse_term_with_the_classifier_runs_and_its_refusals():
         (dict(reverse=-0.1), "reverse"),
         (dict(reverse=float("nan")), "reverse"),
         (dict(reverse_draws=0), "reverse_draws"),
+        (dict(reverse=0.1, reverse_floor=1.0), "reverse_floor"),
         (dict(log_target="exact"), "log_target"),
         (dict(log_target=lambda x: np.zeros(3)), "one value per row"),
         (dict(log_target=lambda x: np.full(len(x), np.nan)), "NaN"),
