@@ -78,7 +78,7 @@ class DiscFlowRound:
     Attributes:
         alpha: the exponent of the weights in this round.
         auc: the out-of-fold ROC AUC of the round's discriminator, data vs draws, before the
-            round's training (0.5: it cannot tell them apart).
+            round's training (0.5: it cannot tell them apart); NaN with ``log_target``.
         ess_fraction: Kish effective sample size / n of the training weights ``w ** alpha``.
         fraction_capped: share of data rows whose ratio hit a bound of ``max_weight``.
         train_loss: the last epoch's weighted training loss (standardised units).
