@@ -33,12 +33,15 @@ the peak (``r < 0.2``, target 0.20).
 Seeds are split into a development part (choices were made on seed 0: ``power`` 1.0 and 0.5,
 ``max_weight`` 20 and 5, round learning rate 3e-4 and 1e-3, ``reverse`` 0.1 and 0.3 with the
 ratio bounded to [1/5, 5] and to [0.01, 5]; ``benchmarks/results/precision_diagnosis.md``) and
-a confirmation part (run once after; seeds 1 and 2 confirmed the first version, seeds 3 and 4
-the reverse term). Usage (one thread; about a minute per seed at the defaults)::
+a confirmation part (run once after: seeds 3 and 4), then a replication part with the same
+settings (seeds 5-7), reported whatever it showed. Usage (one thread; 10-15 minutes per seed
+on a loaded machine)::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/precision.py --seeds 0 1 --part development
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/precision.py --seeds 0 --part development
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/precision.py --seeds 3 4 \
         --part confirmation
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/precision.py --seeds 5 6 7 \
+        --part replication
 """
 
 from __future__ import annotations
