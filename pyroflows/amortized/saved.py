@@ -231,6 +231,8 @@ def restore(
             post.sim.set_space(post.space)
         post.context_dim = int(c["context_dim"])
         post.flow_kwargs = dict(c["flow_kwargs"])  # what was saved, not today's defaults
+        if c["flow"] == "nsf":  # files written before the option hold the inverse spline
+            post.flow_kwargs.setdefault("spline", "inverse")
         flow = build(c["flow"], post.space.unconstrained_dim, post.context_dim, **post.flow_kwargs)
         post.estimator = PosteriorEstimator(summary, flow)
         post.estimator.load_state_dict(blob["state"]["estimator"])
