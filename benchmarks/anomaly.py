@@ -80,11 +80,11 @@ RANODE_FRACTIONS = (0.001, 0.002, 0.004, 0.006, 0.01, 0.02)
 # run_all.py, DE_MAF_model.yml, classifier.yml, data_handler.py, evaluation_utils.py).
 REFERENCE = """## Against the reference implementation (HEPML-AnomalyDetection/CATHODE)
 
-Read, not run: its data is the LHC Olympics R&D set, downloaded from outside (the repository
-ships signal-region splits as binary `.npy` files but not the sideband events its flow trains
-on), this machine cannot download it, and its model code is not installed here; our generator's
-events were not run through its scripts either. So there are no side-by-side ratios; the
-choices compare as follows.
+Its own pipeline (`run_all.py --mode CATHODE`) runs on this generator's events in
+`benchmarks/anomaly_reference.py`, given a checkout of it (never part of this repository):
+`anomaly_reference.md` has both detectors' max SIC on the same events and test set, with both
+flows' epochs scaled to the CPU budget. Its LHC Olympics R&D data is not used (downloaded from
+outside; not reachable here). The choices compare as follows.
 
 Followed:
 - a flow p(x | m) trained in the sidebands, sampled in the SR with m drawn from a KDE of the
