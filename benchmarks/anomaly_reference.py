@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import anomaly as bench  # noqa: E402  (benchmarks/anomaly.py: the shared recipe)
 
 from pyroflows import anomaly as A  # noqa: E402
+from pyroflows.classify import Classifier  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 REFERENCE_FILES = (
@@ -81,8 +82,10 @@ runpy.run_path(ref + "/run_all.py", run_name="__main__")
 """
 
 
-def check_reference(path: Path) -> Path:
+def check_reference(path: Path | None) -> Path:
     """Refuse a directory that is not a checkout of the reference before anything runs."""
+    if path is None:
+        raise SystemExit("--reference-dir is required (a checkout of the reference)")
     path = path.expanduser().resolve()
     missing = [f for f in REFERENCE_FILES if not (path / f).is_file()]
     if missing:
@@ -171,14 +174,19 @@ def run_reference(
     }  # fmt: skip
 
 
-def kept_by_reference(test, sr_train: np.ndarray, kept_m: np.ndarray) -> np.ndarray:
-    """Indices of our test events that the reference keeps: its domain cut (every feature,
-    min-max scaled by the SR training events in float32, strictly inside (0, 1)), checked
-    against the ``m`` values of the rows it returned."""
-    x = test.x.astype(np.float32)
+def reference_domain(x: np.ndarray, sr_train: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``x`` that the reference's domain cut keeps: every feature,
+    min-max scaled by its SR training rows in float32, strictly inside (0, 1)."""
+    x = np.asarray(x).astype(np.float32)
     low, high = sr_train[:, 1:-1].min(0), sr_train[:, 1:-1].max(0)
     scaled = (x - low) / (high - low)
-    index = np.flatnonzero(((scaled > 0) & (scaled < 1)).all(1))
+    return np.flatnonzero(((scaled > 0) & (scaled < 1)).all(1))
+
+
+def kept_by_reference(test, sr_train: np.ndarray, kept_m: np.ndarray) -> np.ndarray:
+    """Indices of our test events that the reference keeps (:func:`reference_domain`),
+    checked against the ``m`` values of the rows it returned."""
+    index = reference_domain(test.x, sr_train)
     if not np.array_equal(np.sort(test.m[index].astype(np.float32)), np.sort(kept_m)):
         raise RuntimeError("the reference's test rows are not the events its domain cut keeps")
     return index
@@ -245,6 +253,46 @@ def run_seed(reference: Path, seed: int, args) -> dict:
     return out
 
 
+def reference_like_mlp(seed: int, epochs: int) -> Classifier:
+    """pyroflows' MLP classifier shaped like the reference's (3 x 64 ReLU, Adam 1e-3, batch
+    128, its epochs scaled the same way), 3 members like the gradient-boosting set-up."""
+    return Classifier("mlp", ensemble=3, hidden=(64, 64, 64), lr=1e-3, batch_size=128,
+                      max_epochs=epochs, random_state=seed)  # fmt: skip
+
+
+def classifier_swap(seed: int, args) -> dict:
+    """Without the reference: pyroflows' default CATHODE flow with its gradient-boosting
+    classifier and with the MLP, on the test events the reference keeps (its domain cut
+    computed from the same SR training split); isolates the classifier's part of a gap."""
+    data = bench.hunt(args.n, args.s_over_b, "realistic", seed, args)
+    region, d = A.SignalRegion(*data.sr), data.data
+    with tempfile.TemporaryDirectory(prefix="anomref-", dir=args.work_dir) as tmp:
+        R = Path(tmp)
+        write_reference_data(data, region, R, seed)
+        sr_train = np.load(R / "innerdata_train.npy")
+    index = reference_domain(data.test.x, sr_train)
+    labels = data.test.label[index]
+    epochs = max(
+        MIN_REFERENCE_EPOCHS, int(round(REFERENCE_EPOCHS["classifier"] * args.epoch_fraction))
+    )
+    args.epochs = None
+    out: dict = {"seed": seed, "test_kept": len(index), "mlp_epochs": epochs}
+    hgb = A.CATHODE(region, bench.density(seed, args), bench.classifier(seed),
+                    oversampling=args.oversampling, seed=seed).fit(d.x, d.m)  # fmt: skip
+    start = time.perf_counter()
+    mlp = A.CATHODE(region, hgb.background, reference_like_mlp(seed, epochs),
+                    oversampling=args.oversampling, refit_background=False,
+                    seed=seed).fit(d.x, d.m)  # fmt: skip
+    out["mlp_seconds"] = time.perf_counter() - start
+    for name, det in (("hgb", hgb), ("mlp", mlp)):
+        scores = det.score(data.test.x)[index]
+        out[name] = A.max_sic(labels, scores, min_background=args.min_background)["max_sic"]
+        out[name + "_auc"] = A.sic_curve(labels, scores).auc
+    print(f"seed {seed}: default flow + gradient boosting {out['hgb']:.2f}, + MLP "
+          f"{out['mlp']:.2f} ({out['mlp_seconds']:.0f} s)", flush=True)  # fmt: skip
+    return out
+
+
 def report(runs: list[dict], args, seconds: float) -> str:
     def cell(key: str) -> str:
         values = [r[key] for r in runs]
@@ -287,9 +335,34 @@ def report(runs: list[dict], args, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def swap_report(swaps: list[dict], args, seconds: float) -> str:
+    def cell(key: str) -> str:
+        values = [r[key] for r in swaps]
+        return f"{np.median(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})"
+
+    lines = [
+        "# CATHODE's classifier: gradient boosting against a reference-shaped MLP (issue 29)", "",
+        f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly_reference.py "
+        f"{' '.join(sys.argv[1:])}` ({seconds:.0f} s, load average {os.getloadavg()[0]:.1f} at "
+        f"the end). The data, test events and metric of `anomaly_reference.md`; one pyroflows "
+        f"default sideband flow per seed shared by both classifiers; MLP: 3 x 64 ReLU, Adam "
+        f"1e-3, batch 128, at most {swaps[0]['mlp_epochs']} epochs with early stopping, 3 "
+        "members.", "",
+        "| | gradient boosting (3 members) | MLP 3 x 64 (3 members) | MLP / gradient boosting |",
+        "|---|---|---|---|",
+        f"| max SIC, median (per seed) | {cell('hgb')} | {cell('mlp')} | "
+        f"{np.median([r['mlp'] / r['hgb'] for r in swaps]):.2f} |",
+        f"| AUC, median (per seed) | {cell('hgb_auc')} | {cell('mlp_auc')} | |",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reference-dir", type=Path, required=True,
+    parser.add_argument("--classifier-swap", action="store_true",
+                        help="no reference run: pyroflows' default flow with its gradient "
+                        "boosting and with a reference-shaped MLP")  # fmt: skip
+    parser.add_argument("--reference-dir", type=Path, default=None,
                         help="a checkout of HEPML-AnomalyDetection/CATHODE")  # fmt: skip
     parser.add_argument("--reference-commit", default="(commit not given)",
                         help="the checkout's commit, for the report")  # fmt: skip
@@ -299,7 +372,7 @@ def main() -> None:
     parser.add_argument("--s-over-b", type=float, default=0.006)
     parser.add_argument("--min-background", type=int, default=50)
     parser.add_argument("--oversampling", type=float, default=4.0)
-    parser.add_argument("--epoch-fraction", type=float, default=0.2,
+    parser.add_argument("--epoch-fraction", type=float, default=0.3,
                         help="times the reference's epochs and pyroflows' flow epochs")  # fmt: skip
     parser.add_argument("--flow-budget", type=float, default=600.0)
     parser.add_argument("--work-dir", default=None, help="where the temporary files go")
@@ -310,9 +383,18 @@ def main() -> None:
         raise SystemExit("--epoch-fraction must be in (0, 1]")
     if args.seeds > len(bench.DEVELOPMENT["seeds"]):
         raise SystemExit(f"--seeds: at most {len(bench.DEVELOPMENT['seeds'])}")
-    reference = check_reference(args.reference_dir)
     args.setting, args.n_extra = bench.DEVELOPMENT, 1000
     torch.set_num_threads(1)
+    if args.classifier_swap:
+        started = time.time()
+        swaps = [classifier_swap(s, args) for s in bench.DEVELOPMENT["seeds"][: args.seeds]]
+        text = swap_report(swaps, args, time.time() - started)
+        print(text)
+        if not args.no_write:
+            (RESULTS / f"{args.out}_classifier.md").write_text(text)
+            (RESULTS / f"{args.out}_classifier.json").write_text(json.dumps(swaps, indent=1))
+        return
+    reference = check_reference(args.reference_dir)
     started = time.time()
     runs = [run_seed(reference, s, args) for s in bench.DEVELOPMENT["seeds"][: args.seeds]]
     text = report(runs, args, time.time() - started)
