@@ -21,20 +21,25 @@ test events outside the range of its SR training events (its ``logit_transform``
 both detectors are scored on the test events it keeps, and the number dropped is printed.
 
 CPU budget: the reference's defaults (flow: 15 MADE blocks of 128 units with batch norm, 100
-epochs of batch 256; classifier: 3 x 64 MLP, 100 epochs of batch 128, one run, the 10 epochs
-with the lowest validation loss averaged) take hours on one CPU core at these sizes, so both
-epoch counts are multiplied by ``--epoch-fraction``; pyroflows' flow epochs (30 in its recipe,
-``anomaly.CATHODE_FLOW``) are multiplied by the same fraction ("scaled"), and pyroflows also
-runs its unscaled recipe ("default"). Its classifier (gradient boosting with early stopping)
-has no epochs to scale.
+epochs of batch 256, Adam 1e-4; classifier: 3 x 64 MLP, 100 epochs of batch 128, one run, the
+10 epochs with the lowest validation loss averaged) would take about 40 min per data seed here,
+so both epoch counts are multiplied by ``--epoch-fraction`` (0.3: 30 and 30 epochs, about 12 min
+per seed on one core of a busy machine); pyroflows' flow epochs (30 in its recipe,
+``anomaly.CATHODE_FLOW``) are multiplied by the same fraction ("scaled", at least its 5 kept
+epochs), and pyroflows also runs its unscaled recipe ("default"). Its classifier (gradient
+boosting with early stopping) has no epochs to scale. ``--classifier-swap`` runs no reference:
+pyroflows' default flow with its gradient boosting and with an MLP shaped like the reference's
+classifier, on the same data and test events.
 
-Command (about 20 min per data seed on one busy core with ``--epoch-fraction 0.2``)::
+Commands::
 
     git -C /path/to/CATHODE archive HEAD --prefix=cathode-ref/ | tar -x -C /tmp
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly_reference.py \\
-        --reference-dir /tmp/cathode-ref --epoch-fraction 0.2
+        --reference-dir /tmp/cathode-ref --reference-commit 3d4c0c5
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly_reference.py --classifier-swap
 
-Results: ``benchmarks/results/anomaly_reference.md`` and ``.json``.
+Results: ``benchmarks/results/anomaly_reference.md`` and ``.json`` (``_classifier.*`` for
+``--classifier-swap``).
 """
 
 from __future__ import annotations
@@ -165,11 +170,19 @@ def run_reference(
     preds = np.load(preds_file).reshape(-1)
     if len(preds) != len(x_test):
         raise RuntimeError(f"{len(preds)} reference predictions for {len(x_test)} test events")
+    # its flow's samples with pyroflows' classifier: its training and validation rows (SR data
+    # and its samples, preprocessed monotonically per feature, which gradient boosting ignores)
+    rows_ = np.concatenate([np.load(work / "out" / f) for f in ("X_train.npy", "X_validation.npy")])
+    y = rows_[:, -2]
+    n1, n0 = int(y.sum()), int((y == 0).sum())
+    weight = np.where(y == 1, 1.0, n1 / n0)  # both classes the same total, as pyroflows' CATHODE
+    hybrid = bench.classifier(seed).fit(rows_[:, 1:-2], y, weight).predict_proba(x_test[:, 1:-2])
     facts = [line.strip() for line in log.read_text().splitlines()
              if line.startswith(("DensityEstimator has", "number of training data",
                                  "number of test data", "number of validation data"))]  # fmt: skip
     return {
         "m": x_test[:, 0], "label": x_test[:, -1], "scores": preds, "seconds": seconds,
+        "hybrid": hybrid,
         "epochs": epochs, "exit_code": proc.returncode, "facts": facts,
     }  # fmt: skip
 
@@ -228,7 +241,7 @@ def run_seed(reference: Path, seed: int, args) -> dict:
         "reference_seconds": ref["seconds"], "reference_epochs": ref["epochs"],
         "reference_exit_code": ref["exit_code"], "reference_log": ref["facts"],
     }  # fmt: skip
-    scores = {"reference": ref["scores"]}
+    scores = {"reference": ref["scores"], "hybrid": ref["hybrid"]}
     ref_labels = ref["label"]
     # at least the recipe's number of kept epochs (it samples from its 5 best)
     scaled = max(
@@ -240,7 +253,8 @@ def run_seed(reference: Path, seed: int, args) -> dict:
         scores[name], out[name + "_seconds"] = s[index], seconds
     out["pyroflows_scaled_epochs"] = scaled
     for name, s in scores.items():
-        y = ref_labels if name == "reference" else labels  # the same events, in its order
+        # the same events; the reference's rows in its own order
+        y = ref_labels if name in ("reference", "hybrid") else labels
         # max_sic's nonfinite="raise" (default) stops on any NaN / inf: nothing filtered
         out[name] = A.max_sic(y, s, min_background=args.min_background)["max_sic"]
         out[name + "_auc"] = A.sic_curve(y, s).auc
@@ -300,7 +314,7 @@ def report(runs: list[dict], args, seconds: float) -> str:
 
     r0 = runs[0]
     ref_epochs = r0["reference_epochs"]
-    ratio = {k: [r[k] / r["reference"] for r in runs] for k in ("scaled", "default")}
+    ratio = {k: [r[k] / r["reference"] for r in runs] for k in ("scaled", "default", "hybrid")}
     lines = [
         "# CATHODE against the reference implementation (issue 29)", "",
         f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly_reference.py "
@@ -319,18 +333,21 @@ def report(runs: list[dict], args, seconds: float) -> str:
         f"{MIN_REFERENCE_EPOCHS}); pyroflows scaled: its flow's 30 epochs times the same fraction "
         f"({r0['pyroflows_scaled_epochs']} epochs); pyroflows default: its recipe unchanged. "
         f"Samples: {args.oversampling} per SR event for both.", "",
-        "| | reference CATHODE | pyroflows CATHODE, scaled | pyroflows CATHODE, default |",
-        "|---|---|---|---|",
+        "| | reference CATHODE | pyroflows CATHODE, scaled | pyroflows CATHODE, default | "
+        "reference flow + pyroflows classifier |",
+        "|---|---|---|---|---|",
         f"| max SIC, median (per seed) | {cell('reference')} | {cell('scaled')} | "
-        f"{cell('default')} |",
+        f"{cell('default')} | {cell('hybrid')} |",
         f"| ratio to the reference, median (per seed) | 1 | "
         f"{np.median(ratio['scaled']):.2f} ({', '.join(f'{v:.2f}' for v in ratio['scaled'])}) | "
         f"{np.median(ratio['default']):.2f} "
-        f"({', '.join(f'{v:.2f}' for v in ratio['default'])}) |",
+        f"({', '.join(f'{v:.2f}' for v in ratio['default'])}) | "
+        f"{np.median(ratio['hybrid']):.2f} "
+        f"({', '.join(f'{v:.2f}' for v in ratio['hybrid'])}) |",
         f"| AUC, median (per seed) | {cell('reference_auc')} | {cell('scaled_auc')} | "
-        f"{cell('default_auc')} |",
+        f"{cell('default_auc')} | {cell('hybrid_auc')} |",
         f"| seconds, median (per seed) | {cell('reference_seconds')} | {cell('scaled_seconds')} "
-        f"| {cell('default_seconds')} |",
+        f"| {cell('default_seconds')} | |",
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
