@@ -226,8 +226,10 @@ SBIBM = sbibm_tasks.TASKS  # --suite sbibm: sbibm's observations and reference d
 
 
 # -- methods ----------------------------------------------------------------------------------
-def train_pyroflows(task, theta, x, quick, seed=0, flow="auto"):
-    post = AmortizedPosterior(prior=task.prior, simulator=task.simulate, flow=flow)
+def train_pyroflows(task, theta, x, quick, seed=0, flow="auto", flow_kwargs=None):
+    post = AmortizedPosterior(
+        prior=task.prior, simulator=task.simulate, flow=flow, flow_kwargs=flow_kwargs
+    )
     extra = {"max_epochs": 10} if quick else {}
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:  # the held-out calibration warning
@@ -315,6 +317,16 @@ METHODS = {
         lambda *args, **kwargs: train_pyroflows(*args, flow="nsf", **kwargs),
         sample_pyroflows,
     ),
+    # the spline's direction (nsf(spline=...)): which spline maps parameters to base
+    **{
+        f"pyroflows nsf, spline={spline}": (
+            lambda *args, spline=spline, **kwargs: train_pyroflows(
+                *args, flow="nsf", flow_kwargs={"spline": spline}, **kwargs
+            ),
+            sample_pyroflows,
+        )
+        for spline in ("inverse", "forward")
+    },
     "pyroflows realnvp": (
         lambda *args, **kwargs: train_pyroflows(*args, flow="realnvp", **kwargs),
         sample_pyroflows,
