@@ -77,7 +77,8 @@ class FlippedRQS(RQS):
     rational-quadratic spline it gets the inverse one, and the reverse. In a guide's
     autoregressive spline layer (IAF direction) a draw then maps base -> latent with the
     inverse spline (pyroflows' own layer: the forward spline, as zuko's NSF guide inverted
-    with ``flow.transform.inv`` does too)."""
+    with ``flow.transform.inv`` does too). The same map as ``RQS(data_to_base="forward")``, the
+    option that ``guide_flow("nsf", dim, spline="forward")`` builds (checked equal to 1e-12)."""
 
     def __call__(self, x, params, inverse=False):
         return super().__call__(x, params, not inverse)
