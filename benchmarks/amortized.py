@@ -229,12 +229,14 @@ SBIBM = sbibm_tasks.TASKS  # --suite sbibm: sbibm's observations and reference d
 
 
 # -- methods ----------------------------------------------------------------------------------
-def train_pyroflows(task, theta, x, quick, seed=0, flow="auto", time_cap=None):
+def train_pyroflows(task, theta, x, quick, seed=0, flow="auto", flow_kwargs=None, time_cap=None):
     """pyroflows' default posterior; ``time_cap`` (seconds) is passed as the fit's
     ``time_budget`` (shared between the families of ``flow="auto"``: the first gets half,
     the second what is left; each keeps its best validation state). The posterior carries
     ``time_capped = True`` when a family used up its share."""
-    post = AmortizedPosterior(prior=task.prior, simulator=task.simulate, flow=flow)
+    post = AmortizedPosterior(
+        prior=task.prior, simulator=task.simulate, flow=flow, flow_kwargs=flow_kwargs
+    )
     extra = {"max_epochs": 10} if quick else {}
     if time_cap is not None:
         extra["time_budget"] = time_cap
@@ -355,6 +357,16 @@ METHODS = {
         lambda *args, **kwargs: train_pyroflows(*args, flow="nsf", **kwargs),
         sample_pyroflows,
     ),
+    # the spline's direction (nsf(spline=...)): which spline maps parameters to base
+    **{
+        f"pyroflows nsf, spline={spline}": (
+            lambda *args, spline=spline, **kwargs: train_pyroflows(
+                *args, flow="nsf", flow_kwargs={"spline": spline}, **kwargs
+            ),
+            sample_pyroflows,
+        )
+        for spline in ("inverse", "forward")
+    },
     "pyroflows realnvp": (
         lambda *args, **kwargs: train_pyroflows(*args, flow="realnvp", **kwargs),
         sample_pyroflows,

@@ -80,11 +80,11 @@ RANODE_FRACTIONS = (0.001, 0.002, 0.004, 0.006, 0.01, 0.02)
 # run_all.py, DE_MAF_model.yml, classifier.yml, data_handler.py, evaluation_utils.py).
 REFERENCE = """## Against the reference implementation (HEPML-AnomalyDetection/CATHODE)
 
-Read, not run: its data is the LHC Olympics R&D set, downloaded from outside (the repository
-ships signal-region splits as binary `.npy` files but not the sideband events its flow trains
-on), this machine cannot download it, and its model code is not installed here; our generator's
-events were not run through its scripts either. So there are no side-by-side ratios; the
-choices compare as follows.
+Its own pipeline (`run_all.py --mode CATHODE`) runs on this generator's events in
+`benchmarks/anomaly_reference.py`, given a checkout of it (never part of this repository):
+`anomaly_reference.md` has both detectors' max SIC on the same events and test set, with both
+flows' epochs scaled to the CPU budget. Its LHC Olympics R&D data is not used (downloaded from
+outside; not reachable here). The choices compare as follows.
 
 Followed:
 - a flow p(x | m) trained in the sidebands, sampled in the SR with m drawn from a KDE of the
@@ -241,8 +241,11 @@ def ranode_scan(args) -> list[dict]:
         base = hunt(args.n, 0.0, "realistic", seed, args)
         region = A.SignalRegion(*base.sr)
         sb = region.sidebands(base.data.m)
+        start = time.perf_counter()
         flow = density(seed, args).fit(base.data.x[sb], base.data.m[sb])
-        for f in RANODE_FRACTIONS:
+        flow_epochs, flow_seconds = len(flow.histories_[0].val_loss), time.perf_counter() - start
+        print(f"seed {seed}: sideband flow {flow_epochs} epochs, {flow_seconds:.0f} s", flush=True)
+        for f in args.fractions:
             data = hunt(args.n, f, "realistic", seed, args)
             d, t = data.data, data.test
             cathode = A.CATHODE(region, flow, classifier(seed), refit_background=False, seed=seed)
@@ -250,7 +253,7 @@ def ranode_scan(args) -> list[dict]:
             ranode = A.RANODE(region, flow, refit_background=False, max_epochs=40, lr=1e-3,
                               seed=seed)  # fmt: skip
             ranode.fit(d.x, d.m)
-            row = {"seed": seed, "s_over_b": f}
+            row = {"seed": seed, "s_over_b": f, "flow_epochs": flow_epochs}
             for name, scores in (("cathode", cathode.score(t.x)),
                                  ("ranode", ranode.score(t.x, t.m))):  # fmt: skip
                 # max_sic's nonfinite="raise" (default) stops on any NaN / inf: nothing filtered
@@ -275,14 +278,17 @@ def ranode_report(rows: list[dict], args, seconds: float) -> str:
         f"# R-ANODE vs. CATHODE across signal fractions (issue 29, {args.name} setting)", "",
         f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py {' '.join(sys.argv[1:])}` "
         f"(realistic correlation, data seeds {seeds}, {args.n} background events, max SIC with "
-        f">= {args.min_background} of {args.n_test} background test events; R-ANODE 40 epochs; "
-        f"{seconds:.0f} s). Max SIC median over the seeds (each seed in brackets); `w` is "
+        f">= {args.min_background} of {args.n_test} background test events; sideband flow: "
+        f"`cathode_background` ({args.epochs or A.CATHODE_FLOW['max_epochs']} epochs, time "
+        f"budget {args.flow_budget:.0f} s), one per data seed, shared by both methods and every "
+        f"fraction; R-ANODE 40 epochs; {seconds:.0f} s; load average {os.getloadavg()[0]:.1f} "
+        "at the end). Max SIC median over the seeds (each seed in brackets); `w` is "
         "R-ANODE's fitted signal fraction in the SR; non-finite: NaN / inf scores of both "
         "methods on the test set, counted before any ranking, nothing filtered.", "",
         "| S/B in SR | CATHODE | R-ANODE | R-ANODE / CATHODE | fitted w | true w | non-finite |",
         "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    for f in RANODE_FRACTIONS:
+    for f in args.fractions:
         rs = [r for r in rows if r["s_over_b"] == f]
         c, r_ = (np.median([r[k] for r in rs]) for k in ("cathode", "ranode"))
         each = {k: ", ".join(f"{r[k]:.2f}" for r in rs) for k in ("cathode", "ranode")}
@@ -343,7 +349,16 @@ def main() -> None:
         action="store_true",
         help="only the R-ANODE vs. CATHODE scan (writes anomaly_ranode.*)",
     )
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=list(RANODE_FRACTIONS),
+        help="S/B in the SR for the R-ANODE scan (0 allowed: data without signal)",
+    )
     args = parser.parse_args()
+    if any(not 0.0 <= f < 1.0 for f in args.fractions):
+        raise SystemExit("--fractions: each S/B must be in [0, 1)")
     args.setting = CONFIRMATION if args.confirm else DEVELOPMENT
     args.name, args.flag = ("confirmation", " --confirm") if args.confirm else ("development", "")
     suffix = "_confirm" if args.confirm else ""

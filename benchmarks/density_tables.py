@@ -54,6 +54,13 @@ of that start, of the member kept and of the GMM peer (all in the data's units, 
 validation rows). ``--mixture-rule`` sets ``pyroflows.density_mixture.MIXTURE_RULE`` (how the
 start is chosen on the validation rows).
 
+``--flow`` and ``--splines`` set the estimator measured in place of the default: its ``flow``
+(``auto`` or one family) and, for the spline flows, the spline's direction (``spline``); with
+two directions (``--splines inverse forward``) the first is the row's "pyroflows default" and
+each other one is fitted after it in the same process on the same rows and reported in a third
+table with its paired test log-likelihood difference against the first (a positive difference:
+the other direction is better).
+
 ``--full`` also fits the default with racing switched off (every member trained to the end)
 and reports the final validation loss of both: what racing costs in quality.
 
@@ -111,6 +118,11 @@ EARLIER_RUNS = {
 }
 PEERS = ("zuko NSF", "zuko MAF", "KDE", "GMM")
 SCORE_DRAWS = 32  # draws per test row for the mass of its discrete cells (the default's)
+#: the estimator measured as "pyroflows default": DensityEstimator's own defaults unless
+#: --flow / --splines set them (main)
+DEFAULT_PARAMS: dict[str, Any] = {}
+#: further spline directions fitted after the default on the same rows (--splines)
+OTHER_SPLINES: list[str] = []
 RESULTS = HERE / "results"
 
 
@@ -263,15 +275,16 @@ def fit_gmm(train: np.ndarray, val: np.ndarray, test: np.ndarray, settings: Sett
 
 def fit_default(
     raw: tuple[np.ndarray, np.ndarray, np.ndarray], spec: dict[int, Any], rows: Encoded,
-    settings: Settings, race: bool = True,
+    settings: Settings, race: bool = True, params: dict[str, Any] | None = None,
 ) -> Fit:  # fmt: skip
     """``DensityEstimator`` at its defaults (``discrete`` from the whole table) on the raw
     rows; the validation curve on the clock of ``fit``. Refuses a fit whose columns, or
     whose scores, differ from what the peers get."""
     train, val, test = raw
     racing.RACING = race
+    params = DEFAULT_PARAMS if params is None else params
     est = DensityEstimator(random_state=settings.seed, time_budget=settings.budget,
-                           discrete=spec, score_draws=rows.draws)  # fmt: skip
+                           discrete=spec, score_draws=rows.draws, **params)  # fmt: skip
     start = time.perf_counter()
     try:
         est.fit(train, X_val=val)
@@ -333,6 +346,16 @@ def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> d
         if "error" not in fits[peer].info:
             fits[peer].log_prob = rows.reduce(fits[peer].log_prob)
             fits[peer].info.pop("val_log_prob", None)
+    for spline in OTHER_SPLINES:
+        fits[f"spline={spline}"] = attempt(
+            n_test,
+            fit_default,
+            raw,
+            spec,
+            rows,
+            settings,
+            params=DEFAULT_PARAMS | {"spline": spline},
+        )
     if full:
         fits["default, no racing"] = attempt(
             n_test, fit_default, raw, spec, rows, settings, race=False
@@ -364,6 +387,18 @@ def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> d
         "gmm": quality.summary(fits["GMM"].info),
         "errors": {m: f.info["error"] for m, f in fits.items() if "error" in f.info},
     }  # fmt: skip
+    row["splines"] = {}
+    for spline in OTHER_SPLINES:
+        other = fits[f"spline={spline}"]
+        if "error" in other.info or not np.isfinite(other.log_prob).all():
+            row["splines"][spline] = {"error": other.info.get("error", "non-finite")}
+            continue
+        diff = diagnostics.test_log_likelihood(other.log_prob - ours)
+        row["splines"][spline] = {
+            "test_ll": [stats[f"spline={spline}"].value, stats[f"spline={spline}"].stderr],
+            "diff": [diff.value, diff.stderr], "member": other.info["member"],
+            "best_val_loss": other.info["best_val_loss"],
+        }  # fmt: skip
     if full:
         row["full_val_loss"] = fits["default, no racing"].info.get("best_val_loss")
         row["full_member"] = fits["default, no racing"].info.get("member")
@@ -429,6 +464,29 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"({r['full_member']}) |"
             )
         out.append(line)
+    if OTHER_SPLINES:
+        first = DEFAULT_PARAMS.get("spline")
+        out += [
+            "",
+            f"| table | spline | test LL | paired diff vs spline={first} / se | member | "
+            "val loss |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            d = r["default"]
+            out.append(
+                f"| {r['table']} | {first} | {r['test_ll']['pyroflows default'][0]:.3f} | — | "
+                f"{d.get('member')} | {d['best_val_loss']:.3f} |"
+            )
+            for spline, o in r["splines"].items():
+                if "error" in o:
+                    out.append(f"| {r['table']} | {spline} | failed: {o['error']} | | | |")
+                    continue
+                value, se = o["diff"]
+                out.append(
+                    f"| {r['table']} | {spline} | {o['test_ll'][0]:.3f} | {value:+.3f} ± "
+                    f"{se:.3f} ({value / se:+.1f}) | {o['member']} | {o['best_val_loss']:.3f} |"
+                )
     out += ["", "| table | discrete columns (pyroflows.tabular, whole table) |", "|---|---|"]
     out += [f"| {r['table']} | {'; '.join(r['notes']) or 'none'} |" for r in rows]
     return "\n".join(out) + "\n"
@@ -455,6 +513,13 @@ def main(argv: list[str] | None = None) -> None:
         choices=density_mixture.MIXTURE_RULES,
         help="how the default's mixture start is chosen on validation rows",
     )
+    parser.add_argument(
+        "--flow", default=None, help="the measured estimator's flow (default: its own)"
+    )
+    parser.add_argument(
+        "--splines", nargs="+", default=None, choices=("inverse", "forward"),
+        help="spline directions of the measured estimator; the first is the row's default",
+    )  # fmt: skip
     parser.add_argument("--out", default=None, help="results stem (default: print only)")
     parser.add_argument(
         "--combine", action="store_true", help="only join the dev and confirm results files"
@@ -464,6 +529,13 @@ def main(argv: list[str] | None = None) -> None:
         combine()
         return
     density_mixture.MIXTURE_RULE = args.mixture_rule
+    DEFAULT_PARAMS.clear()
+    OTHER_SPLINES.clear()
+    if args.flow is not None:
+        DEFAULT_PARAMS["flow"] = args.flow
+    if args.splines:
+        DEFAULT_PARAMS["spline"] = args.splines[0]
+        OTHER_SPLINES.extend(args.splines[1:])
     names = {"dev": DEVELOPMENT, "confirm": CONFIRMATION, "diamonds": RESERVED}.get(args.tables)
     names = names or tuple(args.tables.split(","))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

@@ -6,11 +6,13 @@ comparison on the K = 7 and K = 10 mixtures over several training seeds (paired:
 variant sees the same draws and the same seed) and swaps one difference at a time:
 
 * ``zuko``: the notebook's zuko NSF and loop;
-* ``pf estimator``: ``DensityEstimator(flow="nsf", layers=5)`` as in the notebook;
-* ``pf loop``: the same flow (``pf.nsf``) trained by the notebook's zuko loop;
-* ``pf loop, forward spline``: as ``pf loop`` with the spline's direction flipped, so that the
-  density direction (data -> base) applies the forward rational-quadratic spline, as zuko's
-  (and nflows') NSF does; pyroflows' MAF layer applies the inverse spline there;
+* ``pf estimator``: ``DensityEstimator(flow="nsf", layers=5, spline="inverse")`` as in the
+  notebook;
+* ``pf estimator, forward spline``: the same with ``spline="forward"``;
+* ``pf loop``: the same flow (``pf.nsf(spline="inverse")``) trained by the notebook's zuko
+  loop: the density direction (data -> base) applies the inverse rational-quadratic spline;
+* ``pf loop, forward spline``: as ``pf loop`` with ``pf.nsf(spline="forward")``: the density
+  direction applies the forward spline, as zuko's (and nflows') NSF does;
 * ``pf loop, random out``: the conditioners' output layers left at their random
   ``nn.Linear`` initialisation instead of zero (the flow no longer starts at the identity);
 * ``zuko, zero out``: zuko's NSF with its conditioners' output layers set to zero;
@@ -96,19 +98,6 @@ class ZukoParamRQS(RQS):
         return super().value(x, self._raw(params), inverse)
 
 
-@dataclass(frozen=True)
-class FlippedRQS(RQS):
-    """pyroflows' spline with its direction flipped: in a MAF layer the density direction
-    (data -> base) applies the forward spline, as zuko's and nflows' NSF do, and sampling its
-    inverse. pyroflows' own layer applies the inverse spline from data to base."""
-
-    def __call__(self, x, params, inverse=False):
-        return super().__call__(x, params, not inverse)
-
-    def value(self, x, params, inverse=False):
-        return super().value(x, params, not inverse)
-
-
 def zero_output(net: torch.nn.Module) -> None:
     """Set the last linear layer of a zuko ``MaskedMLP`` to zero."""
     last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -131,17 +120,16 @@ def pf_flow(
     random_out: bool = False,
     zuko_params: bool = False,
     clip_bins: bool = True,
-    flipped: bool = False,
+    spline: str = "inverse",
 ) -> tuple[torch.nn.Module, Callable]:
     torch.manual_seed(seed)
-    flow = pf.nsf(2, layers=5, hidden=(128, 128), bins=8, seed=seed)
+    flow = pf.nsf(2, layers=5, hidden=(128, 128), bins=8, seed=seed, spline=spline)
     if zuko_params:
         for layer in flow.transforms:
             assert isinstance(layer, MaskedAutoregressive)
-            object.__setattr__(layer, "univariate", ZukoParamRQS(8, 5.0, clip_bins=clip_bins))
-    if flipped:
-        for layer in flow.transforms:
-            object.__setattr__(layer, "univariate", FlippedRQS(8, 5.0))
+            object.__setattr__(
+                layer, "univariate", ZukoParamRQS(8, 5.0, spline, clip_bins=clip_bins)
+            )
     if random_out:  # redraw every conditioner's output layer as nn.Linear would
         for layer in flow.transforms:
             net = layer.net
@@ -200,7 +188,8 @@ def estimator_fit(seed: int, X: np.ndarray, X_val: np.ndarray, epochs: int, **pa
 
 VARIANTS: dict[str, Callable] = {
     "zuko": lambda s, X, V, e: loop_fit(zuko_flow, s, X, V, e),
-    "pf estimator": lambda s, X, V, e: estimator_fit(s, X, V, e),
+    "pf estimator": lambda s, X, V, e: estimator_fit(s, X, V, e, spline="inverse"),
+    "pf estimator, forward spline": lambda s, X, V, e: estimator_fit(s, X, V, e, spline="forward"),
     "pf loop": lambda s, X, V, e: loop_fit(pf_flow, s, X, V, e),
     "pf loop, random out": lambda s, X, V, e: loop_fit(
         lambda seed: pf_flow(seed, random_out=True), s, X, V, e
@@ -209,7 +198,7 @@ VARIANTS: dict[str, Callable] = {
         lambda seed: pf_flow(seed, zuko_params=True), s, X, V, e
     ),
     "pf loop, forward spline": lambda s, X, V, e: loop_fit(
-        lambda seed: pf_flow(seed, flipped=True), s, X, V, e
+        lambda seed: pf_flow(seed, spline="forward"), s, X, V, e
     ),
     "pf loop, zuko derivatives": lambda s, X, V, e: loop_fit(
         lambda seed: pf_flow(seed, zuko_params=True, clip_bins=False), s, X, V, e

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
@@ -30,6 +31,7 @@ from vi_report import _f
 import pyroflows as pf
 from pyroflows.datasets import posteriors
 from pyroflows.flows import Flow
+from pyroflows.transforms import RQS, MaskedAutoregressive
 from pyroflows.vi.guide import guide_flow
 
 RESULTS = Path(__file__).parent / "results"
@@ -40,11 +42,14 @@ HEADER = (
     "at 10; seed as listed; C2ST of 1000 draws against the reference (MLP, 3 folds; 0.5 ideal). "
     'Every FlowGuide candidate keeps the whitened Laplace start (`affine_init="auto"`) unless '
     'it says "plain start" or "multistart" (`affine_init="multistart"`). Default width: two '
-    "hidden layers of max(32, 2 dim) (32 here). Measured 2026-12-07 on 2 shared cores at load "
-    "1-15 (seconds not comparable). Command: "
+    'hidden layers of max(32, 2 dim) (32 here). "flipped spline": every spline layer applies '
+    "the other direction (`FlippedRQS`: a draw maps base -> latent with the inverse "
+    "rational-quadratic spline; `nsf` and zuko's inverted NSF guide apply the forward one). "
+    "Measured 2026-12-07 on 2 shared cores at load 1-22 (seconds not comparable). Command: "
     "`OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/vi_guide_candidates.py --only POSTERIORS "
     "--candidates NAMES [--seed S]`. Reference (same protocol, `vi_posteriors_default.md`): "
-    "zuko NSF seed 0, banana6 0.590, bimodal4 0.522."
+    "zuko NSF seed 0, banana6 0.590, bimodal4 0.522; FlowGuide (iaf) seed 0: funnel10 0.577, "
+    "student_t5 0.523, surgical-centered 0.550."
 )
 
 
@@ -62,6 +67,41 @@ def mixed(affine: int, spline: int, spline_first: bool, bound: float = 5.0):
         s = guide_flow("nsf", dim, layers=spline, hidden=_hidden(dim), bound=bound)
         layers = list(s.transforms) + a if spline_first else a + list(s.transforms)
         return Flow(layers, s.base)
+
+    return make
+
+
+@dataclass(frozen=True)
+class FlippedRQS(RQS):
+    """pyroflows' spline applied in the other direction: where a layer asks for the forward
+    rational-quadratic spline it gets the inverse one, and the reverse. In a guide's
+    autoregressive spline layer (IAF direction) a draw then maps base -> latent with the
+    inverse spline (pyroflows' own layer: the forward spline, as zuko's NSF guide inverted
+    with ``flow.transform.inv`` does too). The same map as ``RQS(data_to_base="forward")``, the
+    option that ``guide_flow("nsf", dim, spline="forward")`` builds (checked equal to 1e-12)."""
+
+    def __call__(self, x, params, inverse=False):
+        return super().__call__(x, params, not inverse)
+
+    def value(self, x, params, inverse=False):
+        return super().value(x, params, not inverse)
+
+
+def flipped(hidden: tuple[int, int] | None = None, layers: int = 3, bound: float = 5.0):
+    """``dim -> Flow``: the ``"nsf"`` guide flow (``layers`` autoregressive spline layers in
+    the IAF direction, default width unless ``hidden``) with every spline a :class:`FlippedRQS`."""
+
+    def make(dim: int) -> Flow:
+        flow = guide_flow("nsf", dim, layers=layers, hidden=hidden or _hidden(dim), bound=bound)
+        for t in flow.transforms:
+            if isinstance(t, MaskedAutoregressive) and type(t.univariate) is RQS:
+                t.univariate = FlippedRQS(t.univariate.bins, t.univariate.bound)
+        if (
+            sum(isinstance(getattr(t, "univariate", None), FlippedRQS) for t in flow.transforms)
+            != layers
+        ):
+            raise RuntimeError("expected one flipped spline per layer")
+        return flow
 
     return make
 
@@ -84,6 +124,11 @@ CANDIDATES = {
     ),
     "nsf, hidden (64, 64), plain start N(init, I)": lambda m, i: pf.FlowGuide(
         m, flow="nsf", hidden=(64, 64), affine_init=None, init_scale=1.0, init_loc_fn=i
+    ),
+    # the spline direction swapped (FlippedRQS): draws apply the inverse spline
+    "nsf, flipped spline": lambda m, i: pf.FlowGuide(m, flow=flipped(), init_loc_fn=i),
+    "nsf, hidden (64, 64), flipped spline": lambda m, i: pf.FlowGuide(
+        m, flow=flipped((64, 64)), init_loc_fn=i
     ),
     "iaf 2 + nsf 1": lambda m, i: pf.FlowGuide(m, flow=mixed(2, 1, False), init_loc_fn=i),
     "nsf 1 + iaf 2": lambda m, i: pf.FlowGuide(m, flow=mixed(2, 1, True), init_loc_fn=i),

@@ -15,7 +15,9 @@ PROTOCOLS = {
     "unconstrained space), the other flows at their base N(0, I).",
     "b": "(b) each library's recommended way at equal wall-clock: FlowGuide(model).fit() "
     "defaults set the budget T; Pyro autoguides run SVI with Adam(lr=0.01) and one particle "
-    "until T; NUTS runs for about T (warm-up = samples, sized by a 10-iteration pilot).",
+    "until T; NUTS runs for about T (warm-up = samples, sized by a 10-iteration pilot), "
+    "stopped at a hard cap of 600 s (pilot included) with its draws so far; a NUTS run with "
+    "no draws at the cap is a failure.",
 }
 METRICS = (
     "C2ST of {draws} draws vs the reference (unconstrained, standardised; MLP, 3 folds; "
@@ -29,7 +31,7 @@ def _f(x, spec=".3f"):
 
 
 def print_row(r: dict) -> None:
-    err = f"  [{r['error']}]" if r.get("error") else ""
+    err = f"  [{r.get('error') or r.get('note')}]" if r.get("error") or r.get("note") else ""
     print(f"  {r['posterior']:38s} {r['guide']:22s} C2ST {_f(r['c2st'])}  mean err "
           f"{_f(r['mean_err'], '.2f')}  sd err {_f(r['sd_err'], '.2f')}  ELBO "
           f"{_f(r['elbo'], '.2f')}  k {_f(r['k_hat'], '.2f')}  {r['seconds']:.1f} s{err}",
@@ -41,7 +43,7 @@ def _table(rows: list[dict]) -> list[str]:
            "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         best = r.get("best") and "**" or ""
-        note = " (failed)" if r.get("error") else ""
+        note = " (failed)" if r.get("error") else f" ({r['note']})" if r.get("note") else ""
         cells = [f"{r['guide']}{note}", f"{best}{_f(r['c2st'])}{best}", _f(r["mean_err"], ".2f"),
                  _f(r["sd_err"], ".2f"), _f(r["elbo"], ".2f"), _f(r["k_hat"], ".2f"),
                  f"{r['seconds']:.1f}"]  # fmt: skip

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 import pyro
+import torch
 from pyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from pyro.optim import Adam
 from vi_guides import GUIDES, init_loc
@@ -38,20 +39,52 @@ def _svi_until(post, guide, budget: float) -> float:
     return time.perf_counter() - start
 
 
-def _nuts_for(post, budget: float, n: int) -> tuple[dict, float]:
+#: hard cap on NUTS's wall-clock time (pilot included), seconds; every NUTS run of the
+#: committed protocol-(b) tables finished below it except diamonds'
+NUTS_CAP = 600.0
+
+
+class _OutOfTime(Exception):
+    """Raised by :func:`_nuts_for`'s hook when NUTS passes its cap."""
+
+
+def _nuts_for(post, budget: float, n: int, cap: float = NUTS_CAP) -> tuple[dict, float, str]:
     """NUTS for about ``budget`` seconds: a 10-iteration pilot times an iteration, then
-    warm-up = samples = what the rest of the budget allows (at least 20 each)."""
+    warm-up = samples = what the rest of the budget allows (at least 20 each).
+
+    The whole run, pilot included, stops after ``cap`` seconds (checked after every NUTS
+    iteration). A run stopped while sampling keeps its draws so far; one stopped in the pilot
+    or the warm-up has none. Returns the draws (constrained, reference sites only; empty when
+    there are none), the seconds and a note (``""`` when NUTS finished)."""
     start = time.perf_counter()
-    pilot = MCMC(NUTS(post.model, init_strategy=init_loc), num_samples=5, warmup_steps=5,
-                 disable_progbar=True)  # fmt: skip
-    pilot.run(**post.kwargs)
-    per_iter = (time.perf_counter() - start) / 10
-    half = max(20, int((budget - (time.perf_counter() - start)) / per_iter / 2))
-    mcmc = MCMC(NUTS(post.model, init_strategy=init_loc), num_samples=half, warmup_steps=half,
-                disable_progbar=True)  # fmt: skip
-    mcmc.run(**post.kwargs)
-    samples = {k: v.numpy() for k, v in mcmc.get_samples().items() if k in post.reference}
-    return samples, time.perf_counter() - start
+    kept: list[dict] = []
+
+    def hook(kernel, params, stage, i):
+        if stage.startswith("Sample"):
+            kept.append({k: kernel.transforms[k].inv(v).detach().clone()
+                         for k, v in params.items() if k in post.reference})  # fmt: skip
+        if time.perf_counter() - start > cap:
+            raise _OutOfTime
+
+    def run(warmup: int, samples: int) -> None:
+        kept.clear()
+        kernel = NUTS(post.model, init_strategy=init_loc)
+        mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, disable_progbar=True,
+                    hook_fn=hook)  # fmt: skip
+        mcmc.run(**post.kwargs)
+
+    note = ""
+    try:
+        run(5, 5)  # the pilot
+        kept.clear()
+        per_iter = (time.perf_counter() - start) / 10
+        half = max(20, int((budget - (time.perf_counter() - start)) / per_iter / 2))
+        run(half, half)
+    except _OutOfTime:
+        note = (f"stopped at the {cap:.0f} s cap with {len(kept)} draws"
+                if kept else f"did not finish in {cap:.0f} s: no draws")  # fmt: skip
+    samples = {k: torch.stack([d[k] for d in kept]).numpy() for k in post.reference} if kept else {}
+    return samples, time.perf_counter() - start, note
 
 
 def check_guides(guides: Sequence[str]) -> None:
@@ -88,11 +121,16 @@ def run_b(name: str, cfg: dict, guides: Sequence[str] = DEFAULT_GUIDES) -> list[
         except Exception as e:  # a guide that fails on this model is a result, not a crash
             rows.append({**_failed(e), "guide": g, "seconds": time.perf_counter() - start})
     pyro.set_rng_seed(cfg["seed"])
-    samples, seconds = _nuts_for(post, budget, cfg["draws"])
-    n = min(cfg["draws"], len(next(iter(samples.values()))))
+    samples, seconds, note = _nuts_for(post, budget, cfg["draws"], NUTS_CAP)
     nan = float("nan")
-    rows.append({**draw_metrics(post, samples, n), "elbo": nan, "k_hat": nan, "guide": "NUTS",
-                 "seconds": seconds})  # fmt: skip
+    if samples:
+        n = min(cfg["draws"], len(next(iter(samples.values()))))
+        row = {**draw_metrics(post, samples, n), "elbo": nan, "k_hat": nan, "draws": n}
+    else:  # no draws at all: a failure (C2ST 1 in the summaries)
+        row = _failed(RuntimeError(note))
+    if note:
+        row["error" if not samples else "note"] = note
+    rows.append({**row, "guide": "NUTS", "seconds": seconds, "nuts_cap": NUTS_CAP})
     for r in rows:
         r.update(posterior=name, protocol="b", budget=budget)
         print_row(r)

@@ -5,9 +5,10 @@ builders only compose layers from :mod:`pyroflows.transforms`; anything they bui
 by hand with ``Flow([...], base)``.
 
 One keyword set for all of them: ``layers``, ``hidden``, ``residual``, ``activation`` (a name
-such as ``"relu"`` or an ``nn.Module`` class), ``bins``, ``bound``, ``coupling``, ``order``
-(``"alternate"`` or ``"random"``), ``base`` (``"normal"``, ``"diag_normal"``, ``"mog"``,
-``"uniform"`` or a :class:`~pyroflows.bases.Base`), plus ``batch_norm``, ``components``,
+such as ``"relu"`` or an ``nn.Module`` class), ``bins``, ``bound``, ``spline`` (which spline
+maps data to base), ``coupling``, ``order`` (``"alternate"`` or ``"random"``), ``base``
+(``"normal"``, ``"diag_normal"``, ``"mog"``, ``"uniform"`` or a
+:class:`~pyroflows.bases.Base`), plus ``batch_norm``, ``components``,
 ``seed``, ``context_affine`` (end with a :class:`~pyroflows.transforms.ContextAffine`) and
 ``context_every_layer`` (the context enters every hidden layer of the conditioners, not only
 the first) and ``lu`` (a learnt :class:`~pyroflows.transforms.LULinear` map between layers,
@@ -39,7 +40,7 @@ from pyroflows.transforms import (
     PiecewiseLinear,
     alternating_mask,
 )
-from pyroflows.transforms.univariate import Univariate
+from pyroflows.transforms.univariate import SPLINE_DIRECTIONS, Univariate
 from pyroflows.validation import flag, hidden_sizes, positive_int
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -229,6 +230,24 @@ def iaf(
     return autoregressive_flow(dim, Affine(), context_dim, layers, hidden, inverse=True, **kwargs)
 
 
+def spline_direction(spline: str | None, coupling: bool = False, inverse: bool = False) -> str:
+    """The spline direction that :func:`nsf` builds with these options: ``spline`` itself
+    (checked), or for ``None`` the default, ``"inverse"``.
+
+    Example:
+        >>> spline_direction(None), spline_direction("forward")
+        ('inverse', 'forward')
+    """
+    if spline is None:
+        return "inverse"
+    if spline not in SPLINE_DIRECTIONS:
+        raise ValueError(
+            f"spline must be 'forward' or 'inverse' (which spline maps data to base) or None "
+            f"(the default), got {spline!r}"
+        )
+    return spline
+
+
 def nsf(
     dim: int,
     context_dim: int = 0,
@@ -237,22 +256,29 @@ def nsf(
     bins: int = 8,
     bound: float = 5.0,
     coupling: bool = False,
+    spline: str | None = None,
     **kwargs,
 ) -> Flow:
     """Neural spline flow (Durkan et al., 2019): rational-quadratic splines on
     ``[-bound, bound]`` (identity outside), autoregressive by default or coupling with
     ``coupling=True``.
 
+    ``spline`` says which spline maps data to base (the density direction; sampling applies
+    the other, :class:`~pyroflows.transforms.RQS`): ``"forward"`` (as zuko's and nflows'
+    NSF) or ``"inverse"``; ``None``: :func:`spline_direction`'s default for these options.
+    Autoregressive and coupling layers both honour it.
+
     Example:
         >>> flow = nsf(2, context_dim=3, layers=2, hidden=(16, 16))
         >>> flow(torch.randn(4, 3)).sample((10,)).shape
         torch.Size([10, 4, 2])
     """
-    spline = RQS(positive_int("bins", bins), _bound(bound))
+    direction = spline_direction(spline, coupling, kwargs.get("inverse", False))
+    rqs = RQS(positive_int("bins", bins), _bound(bound), direction)
     if coupling:
         _reject("nsf(coupling=True)", kwargs, _COUPLING)
-        return coupling_flow(dim, spline, context_dim, layers, hidden, **kwargs)
-    return autoregressive_flow(dim, spline, context_dim, layers, hidden, **kwargs)
+        return coupling_flow(dim, rqs, context_dim, layers, hidden, **kwargs)
+    return autoregressive_flow(dim, rqs, context_dim, layers, hidden, **kwargs)
 
 
 def realnvp(
@@ -279,6 +305,7 @@ def piecewise_linear(
         kwargs,
         {
             "bound": "the maps act on [0, 1] with a uniform base",
+            "spline": "the piecewise-linear map has no direction option (nsf only)",
             "lu": "a linear map would leave the unit hypercube",
         },
     )
@@ -292,6 +319,7 @@ def piecewise_linear(
 
 _AFFINE = {
     "bins": "affine layers have no bins (use nsf or piecewise_linear)",
+    "spline": "affine layers have no spline (use nsf)",
     "bound": "affine layers act on the whole real line (use nsf for splines)",
 }
 _AFFINE_AR = {**_AFFINE, "coupling": "use realnvp for affine coupling layers"}

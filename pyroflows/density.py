@@ -29,7 +29,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from pyroflows.bases import FullGaussianMixture, GaussianMixture
-from pyroflows.builders import FAMILIES, build
+from pyroflows.builders import FAMILIES, build, spline_direction
 from pyroflows.checkpoint import member_path
 from pyroflows.density_ensemble import ensemble_log_prob, ensemble_sample, fit_members
 from pyroflows.density_mixture import MixtureChoice, mixture_base
@@ -85,6 +85,7 @@ _FAMILY_OPTIONS = (
     ("bins", 8, ("nsf", "piecewise_linear")),
     ("bound", 5.0, ("nsf",)),
     ("coupling", False, ("nsf", "piecewise_linear")),
+    ("spline", None, ("nsf",)),
 )
 #: the options that shape the fitted model: a checkpoint is resumed only with the same values
 _SHAPING = (
@@ -121,6 +122,10 @@ class DensityEstimator(BaseDensity):
         bins: spline bins (``nsf``, ``piecewise_linear``).
         bound: spline interval ``[-bound, bound]`` in standardised units (``nsf``).
         coupling: coupling instead of autoregressive layers (``nsf``, ``piecewise_linear``).
+        spline: which rational-quadratic spline maps data to base (``nsf``; sampling applies
+            the other): ``"forward"`` or ``"inverse"``; None: the builder's default
+            (:func:`pyroflows.builders.spline_direction`). A saved model keeps the direction
+            it was fitted with (files written before this option existed: ``"inverse"``).
         residual: residual conditioner blocks.
         base: base distribution: ``"normal"``, ``"diag_normal"``, ``"mog"`` (a learnt mixture)
             or ``"gmm"``: the Gaussian mixture (full, diagonal or tied covariances, 1 to 10
@@ -200,8 +205,8 @@ class DensityEstimator(BaseDensity):
 
     FORMAT_VERSION = 2
     _FIXED_BY_FIT = (
-        "flow", "layers", "hidden", "bins", "bound", "coupling", "residual", "base", "whiten",
-        "bounds", "discrete", "ensemble",
+        "flow", "layers", "hidden", "bins", "bound", "coupling", "spline", "residual", "base",
+        "whiten", "bounds", "discrete", "ensemble",
     )  # fmt: skip
 
     def __init__(
@@ -212,6 +217,7 @@ class DensityEstimator(BaseDensity):
         bins: int = 8,
         bound: float = 5.0,
         coupling: bool = False,
+        spline: str | None = None,
         residual: bool = False,
         base: str | None = None,
         whiten: bool | str = "auto",
@@ -240,6 +246,7 @@ class DensityEstimator(BaseDensity):
         self.bins = bins
         self.bound = bound
         self.coupling = coupling
+        self.spline = spline
         self.residual = residual
         self.base = base
         self.whiten = whiten
@@ -292,6 +299,7 @@ class DensityEstimator(BaseDensity):
         if self.random_state is not None and not isinstance(self.random_state, numbers.Integral):
             raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
         resolve_device(self.device)
+        spline_direction(self.spline)  # a ValueError naming the accepted values
         check_discrete(self.discrete)
         positive_int("score_draws", self.score_draws)
         positive_int("ensemble", self.ensemble)
@@ -441,9 +449,16 @@ class DensityEstimator(BaseDensity):
             return self.bounds
         return columns.bounds(self.bounds, len(columns.columns))
 
-    def _build(self, dim: int, family: str, base: Any) -> Any:
-        """The flow of ``family`` on the standardised space, on the device in the dtype."""
+    def _spline(self, family: str) -> str | None:
+        """The spline direction a newly built flow of ``family`` gets (None: no spline)."""
+        return spline_direction(self.spline, self.coupling) if family == "nsf" else None
+
+    def _build(self, dim: int, family: str, base: Any, spline: str | None = None) -> Any:
+        """The flow of ``family`` on the standardised space, on the device in the dtype;
+        ``spline``: the spline direction of a saved model (default: :meth:`_spline`)."""
         kwargs = self._architecture(family)
+        if family == "nsf":
+            kwargs["spline"] = spline or self._spline(family)
         if base != "uniform":  # the unit cube's own base: its family builds it
             kwargs["base"] = base
         core = build(family, dim, **kwargs)
@@ -730,7 +745,9 @@ class DensityEstimator(BaseDensity):
                 if isinstance(model.core.base, FullGaussianMixture)
                 else "diag",
                 "dtype": self._dtype_name(),
-            },
+            }
+            # which spline maps data to base (nsf only; files without it: "inverse")
+            | ({"spline": self._spline(member.flow)} if member.flow == "nsf" else {}),
         }
 
     def _fingerprint(self, member: Member, prep: Rows) -> dict[str, Any]:
@@ -747,7 +764,10 @@ class DensityEstimator(BaseDensity):
             "estimator.member_base": member.base,
             "estimator.sample_weight": prep.data.get("weight"),
             **shaping,
-        }
+            # the direction built (a checkpoint without it: "inverse", density_recipe)
+            **({"estimator.spline_direction": self._spline(member.flow)} if member.flow == "nsf"
+               else {}),
+        }  # fmt: skip
 
     def _fit_member(
         self, member: Member, prep: Rows, budget: float | None, files: dict[str, Any]
@@ -972,7 +992,10 @@ class DensityEstimator(BaseDensity):
         elif base == "mog":
             base = GaussianMixture(dim, spec["components"])
         # the saved layout; load_state_dict overwrites the buffers of the pre-transform
-        model = Encoded(self._build(dim, spec["flow"], base), self._layout(dim).to(self.device))
+        # the spline direction saved (files written before the option: the inverse spline)
+        spline = spec.get("spline", "inverse") if spec["flow"] == "nsf" else None
+        core = self._build(dim, spec["flow"], base, spline)
+        model = Encoded(core, self._layout(dim).to(self.device))
         model.flow.load_state_dict(state["flow"])
         model.flow.eval()
         self._encoded_ = model
@@ -986,6 +1009,8 @@ class DensityEstimator(BaseDensity):
     def _params_from_plain(cls, params: dict[str, Any]) -> dict[str, Any]:
         params = dict(params)
         params["hidden"] = tuple(params["hidden"])
+        if "spline" not in params and params.get("flow") in ("nsf", "auto"):
+            params["spline"] = "inverse"  # saved before the option: what those files hold
         if params.get("bounds") is not None:
             params["bounds"] = tuple(params["bounds"])
         return params

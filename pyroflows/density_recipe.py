@@ -60,11 +60,16 @@ def checkpoint_files(path: str | Path, members: Sequence[Member]) -> list[Path]:
     return sorted({Path(path)} | {member_path(path, m.name) for m in members})
 
 
+#: fingerprint entries that older checkpoints lack, with the value those checkpoints had
+LEGACY_FINGERPRINT = {"estimator.spline_direction": "inverse"}
+
+
 def check_resume(path: Any, expected: dict[str, Any]) -> None:
     """Refuse a checkpoint written for other data or another model, before any work."""
     if path is None or not Path(path).exists():
         return
     stored = load_checkpoint(path).get("fingerprint") or {}
+    stored = {**{k: v for k, v in LEGACY_FINGERPRINT.items() if "estimator.X" in stored}, **stored}
     differ = [
         f"{key.removeprefix('estimator.')} (checkpoint {stored.get(key)!r}, now {value!r})"
         for key, value in expected.items()

@@ -15,6 +15,20 @@ then alternates for ``rounds`` rounds:
    (:func:`pyroflows.train.fit` with ``sample_weight = w ** alpha``), the exponent ``alpha``
    rising linearly from ``power / rounds`` to ``power`` over the rounds.
 
+With ``reverse = lam > 0`` every training step of a round also draws ``reverse_draws`` rows
+from the current flow and adds ``lam`` times a score-function estimate of the gradient of
+``KL(q || p)`` on them (:class:`ReverseTerm`): drawn rows where ``log p / q`` is below its mean
+over the draws have their density pushed down. The ratio at a fresh draw is the round's
+discriminator's (fitted on all the round's rows) times the flow of the round over the current
+flow, ``log p / q_now = log w_round + log q_round - log q_now``, so it follows the flow
+within a round. This is the only term that acts where the flow puts mass and the data has
+none: the weights above multiply the likelihood of data rows, so they reach a region without
+data rows only through the normalisation.
+
+With ``log_target`` (a target with a known log-density, for studies) the exact ratio
+``p / q`` replaces the discriminator everywhere, which separates the method from the noise of
+its weights.
+
 The direction matters: rows where the flow puts too little mass have ``w > 1`` and weigh
 more, so the flow moves mass towards them. For a fixed ``w`` the weighted loss is minimised by
 ``q ∝ p * w^alpha``; with ``q`` the flow of the previous round, ``w = p / q`` and ``alpha = 1``
@@ -26,22 +40,23 @@ against fresh draws of the final flow (:meth:`DiscFlow.weights` gives its ratio 
 draws), a report of every round, and :meth:`DiscFlow.reweight`, the calibrated, out-of-fold
 classifier reweighting of draws (:func:`pyroflows.reweight`).
 
-Measured (``benchmarks/precision.py``: a sharp ring with a narrow central peak in 2-D, a small
-MAF, two confirmation seeds): at the same number of epochs DiscFlow lowers the histogram chi2
-per bin from 174 to 110 at the same held-out likelihood, but a fresh classifier's AUC rises
-from 0.788 to 0.812; at the same time, the plain flow is better on every measure; classifier
-reweighting of the draws brings the AUC to 0.50 either way.
+Measured (``benchmarks/precision.py``, a sharp ring with a narrow central peak in 2-D and a
+small MAF): see ``benchmarks/results/precision.md`` and docs/limits.md.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import clone
+from torch import Tensor, nn
 
 from pyroflows.classify import Classifier, out_of_fold_proba
 from pyroflows.density import DensityEstimator
@@ -51,7 +66,7 @@ from pyroflows.train import fit
 from pyroflows.train.weights import effective_sample_size
 from pyroflows.validation import check_data, positive_int
 
-__all__ = ["DiscFlow", "DiscFlowRound", "discflow"]
+__all__ = ["DiscFlow", "DiscFlowRound", "ReverseTerm", "discflow"]
 
 _P_FLOOR = 1e-6  # probabilities kept in [_P_FLOOR, 1 - _P_FLOOR] before the log-odds
 
@@ -63,7 +78,7 @@ class DiscFlowRound:
     Attributes:
         alpha: the exponent of the weights in this round.
         auc: the out-of-fold ROC AUC of the round's discriminator, data vs draws, before the
-            round's training (0.5: it cannot tell them apart).
+            round's training (0.5: it cannot tell them apart); NaN with ``log_target``.
         ess_fraction: Kish effective sample size / n of the training weights ``w ** alpha``.
         fraction_capped: share of data rows whose ratio hit a bound of ``max_weight``.
         train_loss: the last epoch's weighted training loss (standardised units).
@@ -124,6 +139,81 @@ def _log_ratio(
     return log_w, float(roc_auc_score(y, proba))
 
 
+class ReverseTerm:
+    """The weighted likelihood of the data plus ``lam`` times a score-function estimate of
+    ``KL(q || p)`` on ``draws`` fresh rows of the model, a loss for :func:`pyroflows.train.fit`.
+
+    Each call draws ``x ~ q`` (without gradients), computes ``c = log p(x) - log q(x)`` with
+    ``log_p`` (a callable on latent rows, returning the target's log-density in the same
+    space), bounds it to ``[low, high]`` and centres it on its mean over the draws (the
+    baseline), and returns ``nll(model, batch, weight) - lam * mean(c * log q(x))``. The
+    gradient of the second term is an unbiased estimate of ``lam * grad KL(q || p)`` up to
+    the bounds: rows where the model puts more mass than the target (``c`` below its mean) have
+    their density pushed down, whether or not a data row lies there. The bounds need not be
+    symmetric: over-produced regions are drawn often (a deep ``low`` costs little variance),
+    under-produced ones rarely (a large ``high`` makes a few draws dominate a step).
+
+    Args:
+        log_p: latent rows ``(m, D)`` -> target log-density ``(m,)`` (no gradient needed).
+        lam: the factor of the reverse term (> 0).
+        draws: fresh draws per step.
+        low, high: bounds of ``log p / q`` (``low < high``).
+    """
+
+    def __init__(
+        self, log_p: Callable[[Tensor], Tensor], lam: float, draws: int, low: float, high: float
+    ):
+        if not low < high:
+            raise ValueError(f"the bounds must satisfy low < high, got {low} and {high}")
+        self.log_p, self.lam, self.draws = log_p, float(lam), int(draws)
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], weight: Tensor | None = None):
+        with torch.no_grad():
+            x = model.sample((self.draws,))
+            c = self.log_p(x).to(x.dtype) - model.log_prob(x, check=False)
+            c = torch.nan_to_num(c, nan=self.low).clamp(self.low, self.high)
+            c = c - c.mean()
+        return nll(model, batch, weight) - self.lam * (c * model.log_prob(x, check=False)).mean()
+
+
+def _exact_log_ratio(est: DensityEstimator, X: np.ndarray, log_target: Callable) -> np.ndarray:
+    """``log p(x) - log q(x)`` at the rows of ``X`` from the known target density."""
+    log_p = np.asarray(log_target(X), dtype=np.float64)
+    if log_p.shape != (len(X),):
+        raise ValueError(
+            f"log_target must return one value per row, shape ({len(X)},), got {log_p.shape}"
+        )
+    if np.isnan(log_p).any():
+        raise ValueError("log_target returned NaN on the training rows")
+    return log_p - est.score_samples(X)
+
+
+def _latent_log_target(
+    est: DensityEstimator, log_target: Callable | None, classifier: Classifier | None,
+    prior: float,
+) -> Callable[[Tensor], Tensor]:  # fmt: skip
+    """``log p`` on latent rows: the exact target's (``log_target`` plus the pre-transform's
+    log-Jacobian), or the round's estimate ``log q_round + log w_round`` from a frozen copy of
+    the flow and a discriminator fitted on the round's data and draws."""
+    pre = est.preprocessor_
+    frozen = copy.deepcopy(est.core_flow_).eval() if log_target is None else None
+
+    def log_p(z: Tensor) -> Tensor:
+        x = pre.from_latent(z.double())
+        _, ladj = pre.to_latent(x)  # log |dz / dx|
+        rows = x.cpu().numpy()
+        if log_target is not None:
+            exact = torch.as_tensor(np.asarray(log_target(rows), dtype=np.float64))
+            return (exact - ladj.cpu()).to(z)
+        assert frozen is not None and classifier is not None
+        p = np.clip(classifier.predict_proba(rows), _P_FLOOR, 1 - _P_FLOOR)
+        log_w = torch.as_tensor(np.log(p) - np.log1p(-p) + prior).to(z)
+        return frozen.log_prob(z, check=False) + log_w
+
+    return log_p
+
+
 def _check(rounds: int, power: float, max_weight: float, folds: int) -> None:
     positive_int("rounds", rounds)
     if not (isinstance(power, (int, float)) and 0 < power <= 4):
@@ -146,6 +236,10 @@ def discflow(
     folds: int = 2,
     max_weight: float = 20.0,
     lr: float = 3e-4,
+    reverse: float = 0.0,
+    reverse_draws: int = 256,
+    reverse_floor: float = 0.01,
+    log_target: Callable[[np.ndarray], np.ndarray] | None = None,
     time_budget: float | None = None,
     random_state: int = 0,
 ) -> DiscFlow:
@@ -163,6 +257,14 @@ def discflow(
         folds: out-of-fold splits for scoring the data rows.
         max_weight: the ratio is bounded to ``[1 / max_weight, max_weight]``.
         lr: Adam learning rate of the weighted rounds.
+        reverse: the factor ``lam`` of the reverse-KL term on fresh draws of the flow at
+            every step (:class:`ReverseTerm`; 0: none). Its ratio ``p / q`` is bounded to
+            ``[reverse_floor, max_weight]``.
+        reverse_draws: draws of the flow per step for the reverse term.
+        reverse_floor: the lower bound of the reverse term's ratio, in ``(0, 1)``.
+        log_target: the target's exact log-density on data rows ``(n, D) -> (n,)``, for
+            studies on targets with a known density: the exact ratio ``p / q`` then replaces
+            the discriminator's (weights and reverse term; rounds report ``auc`` NaN).
         time_budget: seconds for the rounds (checked between and within rounds; the plain fit
             has the estimator's own ``time_budget``).
         random_state: seed of the draws, the folds and the training.
@@ -179,6 +281,13 @@ def discflow(
         (2, (5, 2))
     """
     _check(rounds, power, max_weight, folds)
+    if not (isinstance(reverse, (int, float)) and math.isfinite(reverse) and reverse >= 0):
+        raise ValueError(f"reverse must be a finite number >= 0, got {reverse!r}")
+    positive_int("reverse_draws", reverse_draws)
+    if not (isinstance(reverse_floor, (int, float)) and 0 < reverse_floor < 1):
+        raise ValueError(f"reverse_floor must lie in (0, 1), got {reverse_floor!r}")
+    if log_target is not None and not callable(log_target):
+        raise ValueError(f"log_target must be callable or None, got {type(log_target).__name__}")
     X = check_data(X, name="X", min_samples=10, check_variance=True)
     start = time.perf_counter()
     est = clone(estimator) if estimator is not None else DensityEstimator(progress=False)
@@ -197,9 +306,21 @@ def discflow(
         if left is not None and left <= 0:
             break
         t0, alpha = time.perf_counter(), power * r / rounds
-        log_w, auc = _log_ratio(est, X, classifier, n_draws, folds, random_state + r)
+        if log_target is None:
+            log_w, auc = _log_ratio(est, X, classifier, n_draws, folds, random_state + r)
+        else:
+            log_w, auc = _exact_log_ratio(est, X, log_target), math.nan
         w = np.exp(alpha * np.clip(log_w, -cap, cap))
-        hist = fit(core, nll, Z, sample_weight=w, max_epochs=epochs_per_round, lr=lr,
+        loss: Any = nll
+        if reverse > 0:
+            judge = None
+            if log_target is None:  # a discriminator for fresh draws: fitted on all rows
+                draws = est.sample(n_draws, random_state=random_state + r)
+                labels = np.r_[np.ones(len(X)), np.zeros(n_draws)]
+                judge = classifier.clone().fit(np.concatenate([X, draws]), labels)
+            log_p = _latent_log_target(est, log_target, judge, math.log(n_draws / len(X)))
+            loss = ReverseTerm(log_p, reverse, reverse_draws, math.log(reverse_floor), cap)
+        hist = fit(core, loss, Z, sample_weight=w, max_epochs=epochs_per_round, lr=lr,
                    batch_size=est.batch_size, patience=None, time_budget=left,
                    seed=random_state + r, progress=False)  # fmt: skip
         history.append(DiscFlowRound(

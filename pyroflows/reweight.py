@@ -204,9 +204,11 @@ def reweight(
         >>> bool(abs(var - 1) < 0.2)
         True
     """
-    generated = check_data(generated, name="generated", min_samples=folds)
-    reference = check_data(reference, generated.shape[1], name="reference", min_samples=folds)
     positive_int("folds", folds)
+    # two rows per fold and class: a classifier's inner split (gradient boosting's early
+    # stopping) needs both classes in every training fold
+    generated = check_data(generated, name="generated", min_samples=2 * folds)
+    reference = check_data(reference, generated.shape[1], name="reference", min_samples=2 * folds)
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
     if max_weight is not None and not max_weight > 0:

@@ -158,6 +158,47 @@ def test_save_load_round_trip(linear_post, tmp_path):
     assert blob["config"]["space"]["names"] == ["theta"]
 
 
+def _scaled_model(scale: float, n: int = 5, loc: float = 0.0):
+    def model():
+        theta = pyro.sample("theta", dist.Normal(torch.full((2,), loc), 1.0).to_event(1))
+        rows = theta.unsqueeze(-2).expand(*theta.shape[:-1], n, 2)
+        return pyro.sample("x", dist.Normal(rows, scale).to_event(2))
+
+    return model
+
+
+def test_a_saved_posterior_refuses_a_model_it_was_not_trained_on(tmp_path):
+    """The networks of a posterior trained with noise 0.5 used to load silently with a model
+    of noise 2 (the same shapes), another prior or another number of rows, and gave confident
+    posteriors for that model; the file's fingerprint (3 simulations under a fixed seed)
+    now refuses them, and a posterior loaded without a model and saved again keeps it."""
+    post = AmortizedPosterior(
+        _scaled_model(0.5), flow="maf", flow_kwargs=dict(layers=1, hidden=(8,))
+    )
+    post.fit(num_simulations=200, max_epochs=1, progress=False, seed=0)
+    path = tmp_path / "post.pt"
+    post.save(path)
+    after = []
+    for check in (True, False):  # the same model; the check leaves the global stream alone
+        torch.manual_seed(1)
+        AmortizedPosterior.load(path, _scaled_model(0.5), check_model=check)
+        after.append(torch.get_rng_state())
+    assert torch.equal(*after)
+    for other, what in (
+        (_scaled_model(2.0), r"another data .*other values"),
+        (_scaled_model(0.5, loc=1.0), "another prior density"),
+        (_scaled_model(0.5, n=7), r"another data .*shape \(3, 5, 2\) saved, \(3, 7, 2\) now"),
+    ):
+        with pytest.raises(ValueError, match=what):
+            AmortizedPosterior.load(path, other)
+    AmortizedPosterior.load(path, _scaled_model(2.0), check_model=False)  # asked for
+    again = tmp_path / "again.pt"
+    AmortizedPosterior.load(path).save(again)  # no model: the saved fingerprint is kept
+    with pytest.raises(ValueError, match="another data"):
+        AmortizedPosterior.load(again, _scaled_model(2.0))
+    AmortizedPosterior.load(again, _scaled_model(0.5))
+
+
 def test_a_save_from_before_a_new_flow_default_loads_its_own_flow(tmp_path):
     """A posterior saved with options that were then the defaults (here: the context only in
     the first layer, written without the key ``context_every_layer``) loads with the saved

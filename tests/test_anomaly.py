@@ -302,3 +302,21 @@ def test_cathode_background_recipe_is_the_default():
     cathode = A.CATHODE(A.SignalRegion(3.3, 3.7), seed=4)
     assert cathode.background.best_epochs == A.CATHODE_FLOW["best_epochs"] == 5
     assert cathode.background.seed == 4
+
+
+@pytest.mark.parametrize("method", ["CWoLa", "CATHODE", "ANODE", "RANODE", "LaCATHODE"])
+@pytest.mark.parametrize("where", ["x", "m"])
+def test_non_finite_events_are_refused_before_fitting(method, where):
+    """An event with a NaN m falls in neither the signal region nor a sideband, and gradient
+    boosting takes a NaN x as a missing value: both used to be dropped or fitted silently."""
+    rng = np.random.default_rng(3)
+    m = rng.uniform(2.5, 4.5, 400)
+    x = rng.normal(size=(400, 2))
+    if where == "m":
+        m[17] = np.nan
+    else:
+        x[17, 1] = np.inf
+    detector = getattr(A, method)(A.SignalRegion(3.3, 3.7))
+    with pytest.raises(ValueError, match=f"{where} has 1 NaN or infinite value.*event 17"):
+        detector.fit(x, m)
+    assert not hasattr(detector, "model_")

@@ -225,3 +225,22 @@ def test_a_failed_distillation_leaves_the_students_as_they_were(showers):
     with pytest.raises(TypeError):
         gen.distill(max_epochs=1, progress=False, no_such_option=1)  # flow II's distillation
     assert gen.energy_student_ is None and gen.student_ is None
+
+
+def test_energies_outside_the_training_range_are_refused_or_counted(showers):
+    """Flow I and II are conditioned on log E: below 3 GeV or above 30 GeV they never saw a
+    shower here, and sampling there used to return showers silently."""
+    mid = (showers.energy > 3) & (showers.energy < 30)
+    gen = pf.TwoStepGenerator(
+        SIZES, showers.threshold, shower_flow=pf.nsf(99, 4, layers=1, hidden=(8,))
+    )
+    gen.fit(showers.energy[mid][:300], showers.voxels[mid][:300], max_epochs=1, progress=False)
+    low, high = np.exp(gen.log_energy_range_)
+    assert 3 <= low < 3.2 and 28 < high <= 30
+    inside = gen.sample([low, 10.0, high], seed=0)  # the edges and within: no warning
+    assert inside.voxels.shape == (3, 99)
+    with pytest.raises(ValueError, match=r"2 incident energies lie outside .*extrapolate=True"):
+        gen.sample([1.0, 10.0, 100.0], seed=0)
+    with pytest.warns(RuntimeWarning, match="2 incident energies lie outside"):
+        out = gen.sample([1.0, 10.0, 100.0], seed=0, extrapolate=True)
+    assert out.voxels.shape == (3, 99)

@@ -521,3 +521,28 @@ def test_expectation_checks_what_g_returned():
         r.expectation(lambda x: x[:, 0] * math.nan)
     # E[z_0^2] under N(0, I) with the exact proposal: 1 within Monte Carlo error
     assert abs(float(r.expectation(lambda x: x[:, 0] ** 2)) - 1) < 0.2
+
+
+def test_a_support_that_depends_on_another_site_is_refused():
+    """``b ~ Uniform(0, a)`` with a latent ``a``: the guide maps ``b`` through the bijection
+    of the prototype's support, so its draws leave the true one. With Pyro's validation on
+    the fit failed inside Pyro's log-density check; with it off the Uniform's density is
+    constant outside its support and the fit ran to a wrong posterior silently."""
+
+    def model():
+        a = pyro.sample("a", dist.Gamma(2.0, 1.0))
+        b = pyro.sample("b", dist.Uniform(0.0, a))
+        pyro.sample("y", dist.Normal(b, 0.1), obs=torch.tensor(0.5))
+
+    bound = torch.tensor(3.0)
+
+    def fixed():
+        a = pyro.sample("a", dist.Gamma(2.0, 1.0))
+        b = pyro.sample("b", dist.Uniform(0.0, bound))  # data-fixed bounds are fine
+        pyro.sample("y", dist.Normal(a + b, 0.1), obs=torch.tensor(0.5))
+
+    with pytest.raises(ValueError, match="site 'b' has a support that depends on other sites"):
+        pf.FlowGuide(model).fit(steps=2, progress=False)
+    guide = pf.FlowGuide(fixed)
+    guide.fit(steps=2, progress=False)
+    assert guide.latent_dim == 2

@@ -118,6 +118,8 @@ def test_bad_data_and_weights_are_refused():
     x = np.random.default_rng(0).normal(size=(40, 2))
     with pytest.raises(ValueError):
         pf.reweight(x, np.full((40, 2), np.nan))
+    with pytest.raises(ValueError, match="generated has 6 row.*at least 10"):
+        pf.reweight(x[:6], x[:20] + 1, classifier="hgb")  # was scikit-learn's inner-split error
     with pytest.raises(ValueError, match="one weight per sample"):
         pf.resample(x, np.ones(3))
     with pytest.raises(ValueError, match="finite"):

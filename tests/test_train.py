@@ -182,6 +182,11 @@ def test_bad_arguments_raise():
         fit(flow, nll, None)
     with pytest.raises(ValueError, match="schedule"):
         fit(flow, nll, torch.randn(5, 2), schedule="linear")
+    # options that were ignored: val_data beside val_fn, a checkpoint period without a path
+    with pytest.raises(ValueError, match="val_data or val_fn, not both"):
+        fit(flow, nll, torch.randn(5, 2), torch.randn(5, 2), val_fn=lambda m: 0.0)
+    with pytest.raises(ValueError, match="checkpoint_every=5 needs a checkpoint path"):
+        fit(flow, nll, torch.randn(5, 2), checkpoint_every=5)
 
 
 # -- issue 7: the loop in parts ---------------------------------------------------------------

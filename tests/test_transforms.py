@@ -77,6 +77,10 @@ CASES = {
     "iaf-rqs": Case(_ar(RQS(6, 3.0), inverse=True), conditional=True),
     "coupling-affine": Case(_coupling(Affine()), conditional=True),
     "coupling-rqs": Case(_coupling(RQS(6, 3.0), residual=True), conditional=True),
+    # the forward spline from data to base (nsf(spline="forward"), zuko's direction)
+    "maf-rqs-forward": Case(_ar(RQS(6, 3.0, "forward"), order="reversed"), conditional=True),
+    "iaf-rqs-forward": Case(_ar(RQS(6, 3.0, "forward"), inverse=True), conditional=True),
+    "coupling-rqs-forward": Case(_coupling(RQS(6, 3.0, "forward")), conditional=True),
     # the context in every hidden layer (the conditional variants; it needs a context)
     "maf-rqs-context-every-layer": Case(
         lambda c: MaskedAutoregressive(D, RQS(6, 3.0), c, H, 7, context_every_layer=c > 0),

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pyroflows.builders import build
+from pyroflows.builders import build, spline_direction
 from pyroflows.flows import Flow
 from pyroflows.preprocess import Preprocessor
 from pyroflows.train.checkpoint import load_all_or_nothing
@@ -46,7 +46,7 @@ CHUNK = 1 << 14
 _LINEAR_MAPS_FIT = ("nsf", "maf", "realnvp", "iaf")
 #: builder options of the spline / autoregressive family only: ``flow="auto"`` gives them to
 #: its ``nsf`` member and not to ``realnvp``, which refuses them
-_SPLINE_OPTIONS = frozenset({"bins", "bound", "coupling", "order", "inverse"})
+_SPLINE_OPTIONS = frozenset({"bins", "bound", "coupling", "order", "inverse", "spline"})
 
 
 class PosteriorEstimator(nn.Module):
@@ -104,10 +104,16 @@ def check_summary_output(context: Any, n: int, summary: nn.Module) -> None:
 def family_kwargs(flow_kwargs: dict[str, Any], family: str, dim: int, auto: bool) -> dict:
     """The builder options of one family: ``flow_kwargs`` without the spline options for
     a family that refuses them (``flow="auto"``), and ``lu="auto"`` resolved (so that a
-    save stores the choice): linear maps with three or more parameters."""
+    save stores the choice): linear maps with three or more parameters; the spline
+    direction of ``nsf`` resolved the same way (its default may change, a saved flow's
+    may not)."""
     kwargs = dict(flow_kwargs)
     if auto and family != "nsf":
         kwargs = {k: v for k, v in kwargs.items() if k not in _SPLINE_OPTIONS}
+    if family == "nsf":
+        kwargs["spline"] = spline_direction(
+            kwargs.get("spline"), kwargs.get("coupling", False), kwargs.get("inverse", False)
+        )
     if kwargs.get("lu") == "auto":
         kwargs["lu"] = dim >= 3 and family in _LINEAR_MAPS_FIT
     return kwargs

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from pyro import poutine
 from torch import nn
 
 from pyroflows.amortized.ensemble import adopt
@@ -21,10 +22,12 @@ from pyroflows.amortized.estimator import PosteriorEstimator, identity_pre, plai
 from pyroflows.amortized.fast_sampler import restore_student, student_config
 from pyroflows.amortized.observations import check_sizes
 from pyroflows.amortized.parameters import saved_space
+from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, VariableSizeSimulator
 from pyroflows.builders import build
 from pyroflows.nn.summary import summary_from_config
 from pyroflows.train import History
 from pyroflows.train.checkpoint import atomic_save, read_saved
+from pyroflows.train.seeding import seeded
 
 if TYPE_CHECKING:  # the class these methods are part of (no import at run time)
     from pyroflows.amortized.posterior import AmortizedPosterior
@@ -33,7 +36,10 @@ if TYPE_CHECKING:  # the class these methods are part of (no import at run time)
 #: functions with itself; not imported, so the facade stays the one module above this one
 Posterior = Any
 
-__all__ = ["FORMAT", "blob_of", "members_of", "read_blob", "restore"]
+__all__ = [
+    "FORMAT", "blob_of", "check_fingerprint", "fingerprint_of", "members_of", "read_blob",
+    "restore",
+]  # fmt: skip
 
 FORMAT = "pyroflows.AmortizedPosterior"
 #: the entries a saved posterior needs, per section of the saved dictionary
@@ -45,6 +51,95 @@ _SAVED_KEYS = {
     "state": ("estimator", "theta_pre", "x_pre"),
 }  # fmt: skip
 _WHAT = "a saved pyroflows AmortizedPosterior"
+#: the simulator's fingerprint: this many prior draws under this seed, their log prior
+#: density and data simulated for them under the next seed, saved with the posterior and
+#: computed again by ``load`` when a model or simulator is passed (the order of the model's
+#: sites does not change it: the data are drawn for the saved parameters)
+FINGERPRINT_N = 3
+FINGERPRINT_SEED = 0x5EED_F1A9
+#: values that agree to this relative tolerance (other CPUs round otherwise) are the same
+FINGERPRINT_RTOL = 1e-4
+
+
+def _log_prior(sim: Any, theta: torch.Tensor) -> torch.Tensor | None:
+    """The prior log-density of flat draws ``(n, dim)`` (None where it is not at hand)."""
+    if isinstance(sim, PriorSimulator):
+        shape = sim.prior.batch_shape + sim.prior.event_shape
+        lp = sim.prior.log_prob(theta.reshape(len(theta), *shape))
+        return lp.reshape(len(theta), -1).sum(-1)
+    if isinstance(sim, VariableSizeSimulator):
+        sim = sim._sub(sim.max_size)
+    if not isinstance(sim, ModelSimulator):
+        return None
+    values = sim.space.unflatten(theta)
+    out = []
+    for i in range(len(theta)):
+        condition = {name: v[i] for name, v in values.items()}
+        trace = poutine.trace(poutine.condition(sim.model, condition)).get_trace(
+            *sim.args, **sim.kwargs
+        )
+        out.append(
+            sum(trace.nodes[n]["fn"].log_prob(trace.nodes[n]["value"]).sum() for n in values)
+        )
+    return torch.stack(out)
+
+
+def fingerprint_of(post: Posterior) -> dict[str, torch.Tensor] | None:
+    """``{"theta", "log_prior", "x"}`` of ``FINGERPRINT_N`` prior draws (the global random
+    state left as it was); a posterior without a simulator keeps the fingerprint it was loaded
+    with (None if it has none)."""
+    sim = post.sim
+    if sim is None or getattr(sim, "simulator", True) is None:  # prior only: cannot simulate
+        return getattr(post, "_saved_fingerprint", None)
+    with seeded(FINGERPRINT_SEED), torch.no_grad(), poutine.block():
+        theta = sim.sample_prior(FINGERPRINT_N)
+    return {"theta": theta.detach().cpu(), **_for_parameters(sim, theta)}
+
+
+def _for_parameters(sim: Any, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a simulator gives for saved parameters: their log prior and data under a seed."""
+    with seeded(FINGERPRINT_SEED + 1), torch.no_grad(), poutine.block():
+        x = sim.simulate(theta.to(torch.get_default_dtype()))
+        lp = _log_prior(sim, theta)
+    out = {"x": x.detach().cpu()}
+    if lp is not None:
+        out["log_prior"] = lp.detach().cpu()
+    return out
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    scale = float(torch.nan_to_num(a.abs(), posinf=0.0).max()) if a.numel() else 0.0
+    return bool(
+        torch.allclose(a, b, rtol=FINGERPRINT_RTOL, atol=1e-6 * max(scale, 1e-12), equal_nan=True)
+    )
+
+
+def check_fingerprint(post: Posterior, saved: Any, path: Any) -> None:
+    """Refuse a model (or prior + simulator) whose prior density or data for the saved
+    parameters differ from those of the one the posterior was trained with: its networks
+    would be used for a model they were not made for. Nothing for a file without a
+    fingerprint or a posterior without a simulator."""
+    if not isinstance(saved, dict) or not {"theta", "x"} <= saved.keys():
+        return
+    sim = post.sim
+    if sim is None or getattr(sim, "simulator", True) is None:
+        return
+    now = _for_parameters(sim, saved["theta"])
+    for key, what in (("log_prior", "prior density"), ("x", "data")):
+        if key not in saved or key not in now or _same(saved[key], now[key]):
+            continue
+        was, got = tuple(saved[key].shape), tuple(now[key].shape)
+        detail = f"shape {was} saved, {got} now" if was != got else "other values"
+        raise ValueError(
+            f"{path}: the model passed to load gives another {what} than the one this "
+            f"posterior was trained with ({detail}, for {FINGERPRINT_N} saved parameter draws "
+            "under a fixed seed): its networks were not made for this model. Pass the model "
+            "(prior, simulator, model_args) it was trained with, or check_model=False if the "
+            "simulator does not repeat under torch's, NumPy's and random's seeds"
+        )
 
 
 def blob_of(post: Posterior, version: int) -> dict[str, Any]:
@@ -136,6 +231,8 @@ def restore(
             post.sim.set_space(post.space)
         post.context_dim = int(c["context_dim"])
         post.flow_kwargs = dict(c["flow_kwargs"])  # what was saved, not today's defaults
+        if c["flow"] == "nsf":  # files written before the option hold the inverse spline
+            post.flow_kwargs.setdefault("spline", "inverse")
         flow = build(c["flow"], post.space.unconstrained_dim, post.context_dim, **post.flow_kwargs)
         post.estimator = PosteriorEstimator(summary, flow)
         post.estimator.load_state_dict(blob["state"]["estimator"])
@@ -182,6 +279,8 @@ class Persistence:
             blob["members"] = [blob_of(m, self.FORMAT_VERSION) for m in self.members[1:]]
         else:
             blob = blob_of(self, self.FORMAT_VERSION)
+        # optional: a few simulations under a fixed seed, checked by ``load``
+        blob["fingerprint"] = fingerprint_of(self)
         atomic_save(blob, path)
 
     @classmethod
@@ -195,6 +294,7 @@ class Persistence:
         summary: nn.Module | None = None,
         model_args: Sequence[Any] = (),
         model_kwargs: Mapping[str, Any] | None = None,
+        check_model: bool = True,
     ) -> AmortizedPosterior:
         """Load a posterior written by :meth:`save` (``weights_only=True``: no code runs).
 
@@ -204,10 +304,17 @@ class Persistence:
         A posterior saved with ``sizes`` keeps them (and ``size_arg``): a ``model`` passed
         here simulates with them again.
 
+        The file holds a fingerprint of the simulator it was trained with (a few simulations
+        under a fixed seed). A ``model`` (or ``prior`` + ``simulator``) passed here simulates
+        them again, and one that draws other parameters or data (another noise level, other
+        ``model_args``, another prior) is refused; ``check_model=False`` skips that for a
+        simulator that does not repeat under a seed.
+
         Raises:
             ValueError: a missing, truncated, corrupt or foreign file, another format version,
-                missing entries, or saved networks that do not match the saved configuration
-                (or the ``summary`` passed); a crafted file never runs code.
+                missing entries, saved networks that do not match the saved configuration
+                (or the ``summary`` passed), or a model that simulates otherwise than the one
+                it was trained with; a crafted file never runs code.
         """
         blob = read_blob(path, cls.FORMAT_VERSION)
         others = members_of(blob, path)
@@ -224,8 +331,12 @@ class Persistence:
             ensemble=1 + len(others),
         )  # fmt: skip
         if not others:
-            return restore(post, blob, path, summary, given)
-        for member, saved in zip(post.members, [blob, *others], strict=True):
-            restore(member, saved, path, member.summary, given)
-        adopt(post)
+            restore(post, blob, path, summary, given)
+        else:
+            for member, saved in zip(post.members, [blob, *others], strict=True):
+                restore(member, saved, path, member.summary, given)
+            adopt(post)
+        if check_model:
+            check_fingerprint(post, blob.get("fingerprint"), path)
+        post._saved_fingerprint = blob.get("fingerprint")
         return post

@@ -55,6 +55,14 @@ def _xm(x: Any, m: Any) -> tuple[np.ndarray, np.ndarray]:
     m = np.asarray(m, np.float64).reshape(-1)
     if x.ndim != 2 or len(x) != len(m):
         raise ValueError(f"x must be (n, d) with one m per row, got {x.shape} and {m.shape}")
+    for name, values in (("x", x), ("m", m)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise ValueError(
+                f"{name} has {int(bad.sum())} NaN or infinite value(s) (first in event {row}): "
+                "such an event would be dropped from a region or scored silently; remove or fix it"
+            )
     return x, m
 
 

@@ -21,6 +21,8 @@ the returned voxels.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +58,11 @@ class GeneratedShowers:
     energy: np.ndarray
     layer_energies: np.ndarray
     voxels: np.ndarray
+
+
+#: energies within this fraction of the training range's width (in log E) beyond its edges
+#: are not extrapolation
+_RANGE_MARGIN = 0.01
 
 
 def _energy(energy: Any, name: str = "energy") -> np.ndarray:
@@ -198,6 +205,7 @@ class TwoStepGenerator:
             raise ValueError(f"{n} showers leave too few training rows")
         perm = np.random.default_rng(seed).permutation(n)
         train, val = perm[n_val:], perm[:n_val]
+        self.log_energy_range_ = (float(c1[train].min()), float(c1[train].max()))
         self.pre_ = {
             "c1": fit_preprocessor(c1[train], name="log energy"),
             "f1": fit_preprocessor(f1[train], name="layer-energy features"),
@@ -278,15 +286,21 @@ class TwoStepGenerator:
                 out.append(pre.from_latent(z.to(torch.float64)).numpy())
         return np.concatenate(out)
 
-    def sample(self, energy: Any, seed: int = 0, sampler: str = "teacher") -> GeneratedShowers:
+    def sample(
+        self, energy: Any, seed: int = 0, sampler: str = "teacher", extrapolate: bool = False
+    ) -> GeneratedShowers:
         """One shower per incident energy.
 
         Args:
-            energy: incident energies ``(n,)`` (> 0).
+            energy: incident energies ``(n,)`` (> 0), within the training showers' range
+                (widened by 1 % of its width in ``log E`` each side).
             seed: seed of the draws (torch's generator in a forked state: the global one is
                 left as it was).
             sampler: ``"teacher"`` (flows I and II) or ``"student"`` (the distilled flows;
                 flow I itself where :meth:`distill` ran with ``energy=False``).
+            extrapolate: allow energies outside that range (the flows' conditioning is then
+                an extrapolation; a warning counts them). False: such energies raise a
+                ``ValueError`` naming how many and the range.
 
         Returns:
             :class:`GeneratedShowers`: voxels exactly 0 below the threshold, ``>=`` it
@@ -303,12 +317,28 @@ class TwoStepGenerator:
             flow1, flow2 = self.energy_student_ or flow1, self.student_
         e = _energy(energy)
         c1 = np.log(e)[:, None]
+        self._check_range(c1[:, 0], extrapolate)
         with seeded_draws(seed):
             ctx1 = self._tensors(flow1, ("c1", c1))[0]
             f1 = self._sample_flow(flow1.eval(), self.pre_["f1"], ctx1)
             ctx2 = self._tensors(flow2, ("c2", np.column_stack([c1, f1])))[0]
             f2 = self._sample_flow(flow2.eval(), self.pre_["f2"], ctx2)
         return self.decode(e, f1, f2)
+
+    def _check_range(self, log_e: np.ndarray, extrapolate: bool) -> None:
+        low, high = self.log_energy_range_
+        margin = _RANGE_MARGIN * (high - low)
+        outside = int(((log_e < low - margin) | (log_e > high + margin)).sum())
+        if not outside:
+            return
+        message = (
+            f"{outside} incident energies lie outside the training showers' range "
+            f"[{math.exp(low):.4g}, {math.exp(high):.4g}] (widened by {_RANGE_MARGIN:.0%} of "
+            "its width in log E): the flows never saw such energies"
+        )
+        if not extrapolate:
+            raise ValueError(message + "; pass extrapolate=True to sample there anyway")
+        warnings.warn(message + " (sampled by extrapolation)", RuntimeWarning, stacklevel=3)
 
     def decode(self, energy: Any, features1: Any, features2: Any) -> GeneratedShowers:
         """Showers from the flows' features (the inverse of :meth:`encode` up to the

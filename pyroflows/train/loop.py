@@ -289,6 +289,13 @@ def fit(
         validate_start=validate_start,
     )  # fmt: skip
     options.check()
+    if val_fn is not None and val_data is not None:
+        raise ValueError(
+            "pass val_data or val_fn, not both: the validation loss would come from val_fn "
+            "and val_data would be ignored"
+        )
+    if checkpoint is None and checkpoint_every != 1:
+        raise ValueError(f"checkpoint_every={checkpoint_every!r} needs a checkpoint path")
     device = resolve_device(device)
     parallel = setup_parallel(device)
     if parallel is not None and device is not None and device.type == "cuda":

@@ -44,28 +44,62 @@ class Affine(_Map):
         return affine(x, shift, soft_clamp(raw_scale, self.scale_bound), inverse=inverse)
 
 
+#: the values of :attr:`RQS.data_to_base`
+SPLINE_DIRECTIONS = ("inverse", "forward")
+
+
 @dataclass(frozen=True)
 class RQS(_Map):
     """Monotonic rational-quadratic spline with ``bins`` bins on ``[-bound, bound]``, identity
-    outside (Durkan et al., 2019)."""
+    outside (Durkan et al., 2019).
+
+    ``data_to_base`` says which of the spline and its inverse a layer applies in its density
+    direction (data -> base; its sampling direction applies the other): ``"inverse"`` (the
+    default here) scores data with the spline's inverse and samples with the spline;
+    ``"forward"`` scores data with the spline itself and samples with its inverse, as zuko's
+    and nflows' spline flows do. Both are exact bijections with exact log-determinants; they
+    are different families of maps for the same parameters, so a trained layer's parameters
+    mean something only with the direction they were trained with.
+
+    Example:
+        >>> import torch
+        >>> x, params = torch.linspace(-2, 2, 3), torch.randn(3, 23)
+        >>> z, _ = RQS(8, data_to_base="forward")(x, params, inverse=True)
+        >>> torch.allclose(z, RQS(8)(x, params)[0])
+        True
+    """
 
     bins: int = 8
     bound: float = 5.0
+    data_to_base: str = "inverse"
+
+    def __post_init__(self) -> None:
+        if self.data_to_base not in SPLINE_DIRECTIONS:
+            raise ValueError(
+                f"data_to_base must be one of {SPLINE_DIRECTIONS} (which spline maps data to "
+                f"base), got {self.data_to_base!r}"
+            )
 
     @property
     def num_params(self) -> int:
         return 3 * self.bins - 1
 
+    def _spline_inverse(self, inverse: bool) -> bool:
+        """Whether the spline's inverse computes this map's direction ``inverse``: a layer
+        asks for ``inverse=True`` in its density direction."""
+        return inverse if self.data_to_base == "inverse" else not inverse
+
     def __call__(self, x: Tensor, params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         return rational_quadratic_spline_packed(
-            x, params, self.bins, bound=self.bound, inverse=inverse
+            x, params, self.bins, bound=self.bound, inverse=self._spline_inverse(inverse)
         )
 
     def value(self, x: Tensor, params: Tensor, inverse: bool = False) -> Tensor:
         """The map alone: the spline skips its log-derivative (about a tenth of its cost)."""
         return rational_quadratic_spline_packed(
-            x, params, self.bins, bound=self.bound, inverse=inverse, log_det=False
-        )[0]
+            x, params, self.bins, bound=self.bound, inverse=self._spline_inverse(inverse),
+            log_det=False,
+        )[0]  # fmt: skip
 
 
 @dataclass(frozen=True)

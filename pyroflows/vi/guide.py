@@ -51,6 +51,7 @@ from pyroflows.vi.laplace import log_joint as _log_joint
 from pyroflows.vi.sites import (
     EnumBlock,
     check_model_arguments,
+    dependent_supports,
     enumerated,
     expandable,
     hidden_discrete,
@@ -286,6 +287,15 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
                 "would average the likelihood over its prior instead of marginalising it. Pass "
                 "the full model decorated with pyro.infer.config_enumerate: FlowGuide guides "
                 "the continuous sites and marginalises the enumerated ones (TraceEnum_ELBO)"
+            )
+        moving = dependent_supports(self._model_fn, args, kwargs, full)
+        if moving:
+            raise ValueError(
+                f"site {moving[0]!r} has a support that depends on other sites (it changed "
+                "between two draws from the prior, e.g. Uniform(0, a) with a latent a): the "
+                "guide maps every site through one fixed bijection onto its support, so its "
+                "draws would leave the true one. Reparametrise, e.g. draw u ~ Uniform(0, 1) "
+                "and set the site to a * u with pyro.deterministic"
             )
         self._full_sites = {
             name: (site["value"].shape, site["fn"].event_dim)

@@ -5,7 +5,9 @@
   marginalised by ``TraceEnum_ELBO`` in the full model; discrete sites a user's
   ``poutine.block`` hides from every trace are found and refused;
 * particles: whether a site's distribution can be expanded (vectorised particles), and the
-  reshaping of draws to and from a particle plate (posterior draws of the model's own sites).
+  reshaping of draws to and from a particle plate (posterior draws of the model's own sites);
+* supports that depend on other sites (``Uniform(0, a)`` with ``a`` a latent): found by a
+  second prior trace and refused, since every site is mapped through a fixed bijection.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pyroflows.train.seeding import forked_streams
 __all__ = [
     "EnumBlock",
     "check_model_arguments",
+    "dependent_supports",
     "enumerated",
     "expandable",
     "hidden_discrete",
@@ -162,3 +165,63 @@ def check_model_arguments(model, args: Sequence[Any], kwargs: dict[str, Any]) ->
                     f"{bad[0]} contains inf values, observed at site {name!r}; "
                     "FlowGuide.fit needs finite observations (drop or mask them)"
                 )
+
+
+def _support_values(constraint: Any, depth: int = 0) -> list[Any]:
+    """The numbers a constraint is made of (bounds, nested constraints' bounds)."""
+    out: list[Any] = []
+    for key, value in sorted(vars(constraint).items()):
+        if isinstance(value, Tensor):
+            out.append((key, value.detach()))
+        elif isinstance(value, (int, float)):
+            out.append((key, value))
+        elif depth < 3 and hasattr(value, "check"):  # a nested constraint
+            out.extend(_support_values(value, depth + 1))
+    return out
+
+
+def _same_values(a: list[Any], b: list[Any]) -> bool:
+    if len(a) != len(b):
+        return False
+    for (ka, va), (kb, vb) in zip(a, b, strict=True):
+        if ka != kb:
+            return False
+        if isinstance(va, Tensor) or isinstance(vb, Tensor):
+            ta, tb = torch.as_tensor(va), torch.as_tensor(vb)
+            if ta.shape != tb.shape or not torch.equal(ta, tb):
+                return False
+        elif va != vb:
+            return False
+    return True
+
+
+def dependent_supports(model, args: Sequence[Any], kwargs: dict[str, Any], trace: Any) -> list[str]:
+    """Latent sites of ``trace`` whose support differs in a second prior trace of ``model``
+    (drawn on forked random streams: the global ones are left as they were), i.e. supports
+    that depend on other sites' values.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def model():
+        ...     a = pyro.sample("a", dist.Gamma(2.0, 1.0))
+        ...     pyro.sample("b", dist.Uniform(0.0, a))
+        >>> first = poutine.trace(model).get_trace()
+        >>> dependent_supports(model, (), {}, first)
+        ['b']
+    """
+    with forked_streams(), torch.no_grad(), poutine.block():
+        again = poutine.trace(model).get_trace(*args, **kwargs)
+    found = []
+    for name, site in trace.iter_stochastic_nodes():
+        other = again.nodes.get(name)
+        if other is None or other["type"] != "sample" or site["is_observed"]:
+            continue
+        first = getattr(site["fn"], "support", None)
+        second = getattr(other["fn"], "support", None)
+        if first is None or second is None:  # e.g. a plate's subsample site
+            continue
+        if type(first) is not type(second) or not _same_values(
+            _support_values(first), _support_values(second)
+        ):
+            found.append(name)
+    return found
