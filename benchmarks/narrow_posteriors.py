@@ -28,11 +28,12 @@ Commands::
     # the DeepSet that passes the set's mean, log sd and log n on to the flow unchanged:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/narrow_posteriors.py --skip --budgets 10000 \
         --epochs 300 --out benchmarks/results/narrow_skip
-    # sequential rounds at 10 000 simulations (development cases, then the confirmation case)
+    # sequential rounds at 10 000 simulations, one data set a case (development cases, then
+    # the confirmation case)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/narrow_posteriors.py --sequential \
-        --budgets 10000 --epochs 100 --rounds 4 --cases 0.05:30 0.05:100 0.2:50
+        --budgets 10000 --epochs 50 --rounds 4 --data-sets 1 --cases 0.05:30 0.05:100 0.2:50
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/narrow_posteriors.py --sequential \
-        --budgets 10000 --epochs 100 --rounds 4 --cases 0.1:50 --out benchmarks/results/narrow_confirm
+        --budgets 10000 --epochs 50 --rounds 4 --data-sets 1 --cases 0.1:50
 """
 
 from __future__ import annotations

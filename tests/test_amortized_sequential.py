@@ -17,31 +17,33 @@ from pyroflows.amortized.sequential import Region, _restricted_sbc
 
 torch.set_num_threads(1)
 NOISE = 0.05
-#: x = theta + 0.05 noise, theta ~ N(0, I): the exact posterior is N(x / (1 + s^2), s^2 / (1 +
-#: s^2)) per coordinate; at x_o = (2.5, -2) it is 0.05 wide, 2-2.5 prior sds out
-X_O = torch.tensor([2.5, -2.0])
+#: x = theta + 0.05 noise, theta ~ N(0, 1): the exact posterior is N(x / (1 + s^2), s^2 / (1 +
+#: s^2)); at x_o = 2.5 it is 0.05 wide, 2.5 prior sds out (one simulation in 60 within 0.5)
+X_O = torch.tensor([2.5])
 EXACT_MEAN = X_O / (1 + NOISE**2)
 EXACT_SD = NOISE / math.sqrt(1 + NOISE**2)
-TRAIN = dict(max_epochs=40, recipe="one_phase", lr=1e-3, patience=None, progress=False)
+TRAIN = dict(
+    max_epochs=20, recipe="one_phase", lr=2e-3, patience=None, progress=False, batch_size=50
+)  # fmt: skip
 
 
-def gaussian(dim=2, **kwargs):
+def gaussian(dim=1, **kwargs):
     prior = dist.Normal(torch.zeros(dim), 1.0).to_event(1)
     return AmortizedPosterior(
         prior=prior,
         simulator=lambda t: t + NOISE * torch.randn_like(t),
-        flow="nsf",
-        flow_kwargs=dict(layers=2, hidden=(32, 32)),
+        flow="maf",
+        flow_kwargs=dict(layers=1, hidden=(16, 16)),
         **kwargs,
     )
 
 
-def fitted(rounds, **kwargs):
+def fitted(rounds):
     post = gaussian()
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         result = fit_sequential(
-            post, X_O, rounds=rounds, simulations=2000, check_simulations=100, **TRAIN, **kwargs
+            post, X_O, rounds=rounds, simulations=1600, check_simulations=60, seed=1, **TRAIN
         )
     draws = post.sample(X_O, 4000, seed=1).double()
     error = ((draws.mean(0) - EXACT_MEAN) / EXACT_SD).abs()
@@ -50,32 +52,32 @@ def fitted(rounds, **kwargs):
 
 def test_sequential_rounds_reach_the_exact_tail_posterior():
     result, ratio, error, caught = fitted(rounds=4)
-    assert [r.simulations for r in result.rounds] == [500] * 4
-    assert [r.trained_on for r in result.rounds] == [400, 900, 1400, 1900]
-    assert result.simulations == 2000
+    assert [r.simulations for r in result.rounds] == [400] * 4
+    assert [r.trained_on for r in result.rounds] == [340, 740, 1140, 1540]
+    assert result.simulations == 1600
     volumes = [r.prior_volume for r in result.rounds]
     assert volumes[0] == 1 and volumes[-1] < 0.01  # the rounds zoomed in
     assert all(0 < r.acceptance <= 1 for r in result.rounds)
-    assert bool(((ratio > 0.75) & (ratio < 1.3)).all()), ratio
+    assert bool(((ratio > 0.8) & (ratio < 1.2)).all()), ratio
     assert bool((error < 0.5).all()), error
     assert TruncationWarning not in caught and result.outside <= 1e-3
-    assert result.rounds[-1].sbc is not None and result.rounds[-1].sbc.pit.shape[1] == 2
+    assert result.rounds[-1].sbc is not None and result.rounds[-1].sbc.pit.shape == (60, 1)
     # the last region holds the exact posterior's bulk
-    exact = EXACT_MEAN + EXACT_SD * torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
+    exact = EXACT_MEAN + EXACT_SD * torch.randn(2000, 1, generator=torch.Generator().manual_seed(0))
     assert float(result.region.contains(exact).double().mean()) > 0.99
 
 
-def test_one_amortized_round_is_too_wide_at_that_budget():
+def test_one_amortized_round_misses_at_that_budget():
     _, ratio, error, _ = fitted(rounds=1)
-    assert bool((ratio > 1.5).any() or (error > 1.0).any()), (ratio, error)
+    assert not bool(((ratio > 0.8) & (ratio < 1.2) & (error < 0.5)).all()), (ratio, error)
 
 
 def test_a_threshold_too_tight_warns():
     post = gaussian()
     with pytest.warns(TruncationWarning, match="outside the region"):
         result = fit_sequential(
-            post, X_O, rounds=2, simulations=1000, quantile=0.4, check_simulations=0,
-            **{**TRAIN, "max_epochs": 15},
+            post, X_O, rounds=2, simulations=800, quantile=0.4, check_simulations=0,
+            **{**TRAIN, "max_epochs": 10},
         )  # fmt: skip
     assert result.rounds[1].outside > 1e-3
 
@@ -126,7 +128,7 @@ def test_refusals():
     with pytest.raises(ValueError, match="ensemble"):
         fit_sequential(gaussian(ensemble=2), X_O)
     with pytest.raises(ValueError, match="simulator"):
-        fit_sequential(AmortizedPosterior(prior=dist.Normal(torch.zeros(2), 1.0).to_event(1)), X_O)
+        fit_sequential(AmortizedPosterior(prior=dist.Normal(torch.zeros(1), 1.0).to_event(1)), X_O)
     with pytest.raises(ValueError, match="quantile"):
         fit_sequential(gaussian(), X_O, quantile=0.0)
     with pytest.raises(ValueError, match="seed"):
@@ -137,9 +139,9 @@ def test_refusals():
         fit_sequential(gaussian(), X_O, max_epoch=3)
     post = gaussian()
     with pytest.raises(ValueError, match="one observation"):
-        fit_sequential(post, torch.zeros(3, 2), rounds=1, simulations=100, check_simulations=0)
+        fit_sequential(post, torch.zeros(3, 1), rounds=1, simulations=100, check_simulations=0)
     with pytest.raises(ValueError):
-        fit_sequential(post, torch.zeros(3), rounds=1, simulations=100, check_simulations=0)
+        fit_sequential(post, torch.zeros(2, 2), rounds=1, simulations=100, check_simulations=0)
     assert post.estimator is None
     post.fit(num_simulations=50, max_epochs=1, recipe="one_phase", progress=False)
     with pytest.raises(ValueError, match="unfitted"):

@@ -143,9 +143,7 @@ class Region:
             inside[rows] = log_q >= level.threshold
         return inside
 
-    def narrowed(
-        self, level: _Level, draws: Tensor, margin: float = BOX_MARGIN
-    ) -> Region:
+    def narrowed(self, level: _Level, draws: Tensor, margin: float = BOX_MARGIN) -> Region:
         """This region cut by ``level`` and by the box of ``draws (N, dim)`` widened by
         ``margin`` of its range on each side."""
         draws = draws.to(torch.float64)
@@ -304,8 +302,10 @@ def fit_sequential(
     rounds = positive_int("rounds", rounds)
     simulations = positive_int("simulations", simulations)
     max_prior_draws = positive_int("max_prior_draws", max_prior_draws)
-    if isinstance(check_simulations, bool) or not isinstance(check_simulations, int) or (
-        check_simulations < 0
+    if (
+        isinstance(check_simulations, bool)
+        or not isinstance(check_simulations, int)
+        or (check_simulations < 0)
     ):
         raise ValueError(f"check_simulations must be an int >= 0, got {check_simulations!r}")
     if not isinstance(quantile, int | float) or not 0.0 < float(quantile) <= 0.5:
@@ -344,7 +344,9 @@ def _check_posterior(post: Any) -> None:
         )
     sim = getattr(post, "sim", None)
     if sim is None or (isinstance(sim, PriorSimulator) and sim.simulator is None):
-        raise ValueError("fit_sequential needs a simulator: construct with a model or prior + simulator")
+        raise ValueError(
+            "fit_sequential needs a simulator: construct with a model or prior + simulator"
+        )
 
 
 def _run(
@@ -372,7 +374,8 @@ def _run(
         # held out: this round's last check rows; the previous round's join the training set
         train_theta, train_x = theta[: n - n_check], x[: n - n_check]
         if held_theta is not None:
-            train_theta, train_x = torch.cat([held_theta, train_theta]), torch.cat([held_x, train_x])
+            train_theta = torch.cat([held_theta, train_theta])
+            train_x = torch.cat([held_x, train_x])
         theta_all = train_theta if r == 1 else torch.cat([theta_all, train_theta])
         x_all = train_x if r == 1 else torch.cat([x_all, train_x])
         held_theta, held_x = theta[n - n_check :], x[n - n_check :]
