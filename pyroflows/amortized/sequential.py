@@ -63,7 +63,7 @@ from pyroflows.amortized.call import check_call
 from pyroflows.amortized.estimator import PosteriorEstimator, log_prob_chunks
 from pyroflows.amortized.heldout import ALPHA, MIN_ROWS, CalibrationWarning, describe
 from pyroflows.amortized.recipe import all_or_nothing, fit_posterior
-from pyroflows.amortized.simulate import PriorSimulator
+from pyroflows.amortized.simulate import PriorSimulator, drop_invalid
 from pyroflows.diagnostics.calibration import SBCResult, _names
 from pyroflows.train.seeding import seeded, seeded_draws
 from pyroflows.validation import as_real_tensor, positive_int
@@ -382,7 +382,12 @@ def _run(
         _fit(post, theta_all, x_all, options, None if seed is None else seed + r - 1)
         level, draws, log_q = _freeze(post, batch, seed, r, quantile)
         outside = 0.0 if region is None else 1.0 - float(region.contains(draws).double().mean())
-        check = _restricted_sbc(post, region, held_theta, held_x, seed, r)
+        check = None
+        if len(held_theta) >= MIN_ROWS:
+            with warnings.catch_warnings():  # the fit has counted the invalid ones
+                warnings.simplefilter("ignore", RuntimeWarning)
+                valid = drop_invalid(held_theta, held_x, post.observations.nan_padding)[:2]
+            check = _restricted_sbc(post, region, *valid, seed, r)
         last = r == rounds
         reports.append(RoundReport(
             round=r, simulations=n, trained_on=len(theta_all), prior_draws=drawn,
