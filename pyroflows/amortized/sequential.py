@@ -51,7 +51,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -212,7 +212,6 @@ class SequentialResult:
     rounds: list[RoundReport]
     region: Region
     simulations: int
-    _table: list[str] = field(default_factory=list, repr=False)
 
     @property
     def outside(self) -> float:
