@@ -24,6 +24,9 @@
 - :mod:`~pyroflows.amortized.fast_sampler`, :mod:`~pyroflows.amortized.misspecification`:
   the distilled sampler and the summary-space check, with the methods ``distil`` /
   ``calibrate_check`` / ``check_observation``.
+- :mod:`~pyroflows.amortized.sequential`: :func:`fit_sequential`, truncated-prior rounds for
+  one observation (TSNPE) with their checks (mass outside the region, SBC on the truncated
+  prior).
 - :mod:`~pyroflows.amortized.posterior`: :class:`AmortizedPosterior` (fit offline or online,
   sample, log_prob, ArviZ, save / load), the user's object over the parts above.
 
@@ -36,6 +39,11 @@ from pyroflows.amortized.heldout import CalibrationWarning
 from pyroflows.amortized.observations import ObservationSpace
 from pyroflows.amortized.parameters import ParameterSpace
 from pyroflows.amortized.posterior import AmortizedPosterior
+from pyroflows.amortized.sequential import (
+    SequentialResult,
+    TruncationWarning,
+    fit_sequential,
+)
 from pyroflows.amortized.simulate import (
     ModelSimulator,
     PriorSimulator,
@@ -51,6 +59,9 @@ __all__ = [
     "ParameterSpace",
     "PosteriorEstimator",
     "PriorSimulator",
+    "SequentialResult",
+    "TruncationWarning",
     "VariableSizeSimulator",
     "drop_invalid",
+    "fit_sequential",
 ]
