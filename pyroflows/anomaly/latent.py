@@ -146,9 +146,7 @@ class LaCATHODE(_ClassifierDetector):
         """Train on the observed events (all ``m``): sidebands for the flow (unless
         ``refit_background`` is False), SR data's latents against base draws for the
         classifier."""
-        x, m = _xm(x, m)
-        if not np.isfinite(m).all():
-            raise ValueError(f"m has {int((~np.isfinite(m)).sum())} non-finite value(s)")
+        x, m = _xm(x, m)  # refuses non-finite x and m
         sr, sb = self.region.inside(m), self.region.sidebands(m)
         if sr.sum() == 0:
             raise ValueError("no event in the signal region")
