@@ -10,6 +10,7 @@ import torch
 from pyroflows.amortized import (
     AmortizedPosterior,
     CalibrationWarning,
+    OtherObservationWarning,
     TruncationWarning,
     fit_sequential,
 )
@@ -158,3 +159,34 @@ def test_the_last_rounds_sbc_rejection_warns(monkeypatch):
     with pytest.warns(CalibrationWarning, match="truncated prior"):
         fit_sequential(gaussian(), X_O, rounds=1, simulations=200, check_simulations=60,
                        **{**TRAIN, "max_epochs": 1})  # fmt: skip
+
+
+def test_the_posterior_is_for_its_observation(tmp_path):
+    """Draws for other data than x_o were given silently (the last rounds simulated only
+    parameters near x_o's posterior), and the amortized tools ran on it; now other data warn,
+    distil and calibrate_check refuse, a save keeps x_o and an ordinary fit clears it."""
+    post = gaussian()
+    quick = dict(TRAIN, max_epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_sequential(post, X_O, rounds=2, simulations=400, check_simulations=40, seed=0, **quick)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OtherObservationWarning)
+        post.sample(X_O, 10, seed=0)  # its own observation: no warning
+        post.log_prob(torch.tensor([[2.5]]), X_O)
+    for call in (lambda p: p.sample(torch.tensor([0.0]), 10), lambda p: p.sample(
+        torch.stack([X_O, torch.tensor([0.0])]), 10), lambda p: p.log_prob(
+        torch.tensor([[0.0]]), torch.tensor([0.0]))):  # fmt: skip
+        with pytest.warns(OtherObservationWarning, match="not the one this posterior was"):
+            call(post)
+    for what in ("distil", "calibrate_check"):
+        with pytest.raises(ValueError, match=f"{what} needs a posterior amortized"):
+            getattr(post, what)()
+    path = tmp_path / "seq.pt"
+    post.save(path)
+    loaded = AmortizedPosterior.load(path)
+    assert torch.equal(loaded.sequential_x_o, X_O)
+    with pytest.warns(OtherObservationWarning):
+        loaded.sample(torch.tensor([0.0]), 10)
+    post.fit(num_simulations=200, **quick)  # from the prior: amortized again
+    assert post.sequential_x_o is None

@@ -37,6 +37,7 @@ A new simulator goes to ``simulate``, a new data layout to ``observations``, a n
 from pyroflows.amortized.estimator import PosteriorEstimator
 from pyroflows.amortized.heldout import CalibrationWarning
 from pyroflows.amortized.observations import ObservationSpace
+from pyroflows.amortized.one_observation import OtherObservationWarning
 from pyroflows.amortized.parameters import ParameterSpace
 from pyroflows.amortized.posterior import AmortizedPosterior
 from pyroflows.amortized.sequential import (
@@ -61,6 +62,7 @@ __all__ = [
     "PriorSimulator",
     "SequentialResult",
     "TruncationWarning",
+    "OtherObservationWarning",
     "VariableSizeSimulator",
     "drop_invalid",
     "fit_sequential",

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from pyroflows.amortized.ensemble import not_for_ensembles
+from pyroflows.amortized.one_observation import refuse_for_one_observation
 from pyroflows.amortized.simulate import check_training
 from pyroflows.flows import Flow
 from pyroflows.train.seeding import seeded
@@ -268,5 +269,6 @@ class FastSampling:
                 (coupling), or bad simulations / options; the posterior is then unchanged.
         """
         not_for_ensembles(self, "distil")
+        refuse_for_one_observation(self, "distil")
         self.student = distil(self, theta, x, num_simulations, objective, seed, **fit_options)
         return self

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from pyroflows.amortized.ensemble import not_for_ensembles
+from pyroflows.amortized.one_observation import refuse_for_one_observation
 from pyroflows.train.seeding import seeded
 from pyroflows.validation import positive_int
 
@@ -180,6 +181,7 @@ class MisspecificationCheck:
         ``fit(..., seed=seed)`` does not draw; the global random state is left as it was). Then
         :meth:`sample` and :meth:`log_prob` warn for observations outside them."""
         not_for_ensembles(self, "calibrate_check")
+        refuse_for_one_observation(self, "calibrate_check")
         self.reference = calibrate(self, num_simulations, x, seed)
         return self
 

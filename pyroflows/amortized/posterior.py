@@ -51,6 +51,7 @@ from pyroflows.amortized.misspecification import (
     SummaryReference,
     warn_if_outside,
 )
+from pyroflows.amortized.one_observation import warn_other_observation
 from pyroflows.amortized.parameters import ParameterSpace
 from pyroflows.amortized.recipe import (
     AUTO_FLOWS,
@@ -408,12 +409,14 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
         )  # fmt: skip
         if self.members:
             return fit_ensemble(self, call)
-        # a student and a reference of other networks
-        student, reference, self.student, self.reference = self.student, self.reference, None, None
+        # a student and a reference of other networks; simulations from the prior make it
+        # an amortized posterior again
+        saved = self.student, self.reference, getattr(self, "sequential_x_o", None)
+        self.student = self.reference = self.sequential_x_o = None
         try:
             return fit_posterior(self, call)
         except BaseException:
-            self.student, self.reference = student, reference
+            self.student, self.reference, self.sequential_x_o = saved
             raise
 
     def _training_tensors(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -461,6 +464,7 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
         # inference mode: a few percent faster than no_grad over the thousands of small
         # operations of a chunked draw; the result leaves it through torch.cat below as an
         # ordinary tensor
+        warn_other_observation(self, batch)
         with seeded_draws(seed), torch.inference_mode():
             context = self._context(batch)
             if self.warn_misspecified:
@@ -496,6 +500,7 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
                 f"{len(batch)} observations (put them in its last batch dimension, e.g. "
                 f"(S, {len(batch)}, {self.space.dim}))"
             ) from None
+        warn_other_observation(self, batch)
         with torch.inference_mode():
             context = self._context(batch)
             if self.warn_misspecified:

@@ -170,6 +170,8 @@ def blob_of(post: Posterior, version: int) -> dict[str, Any]:
         "dropped": post.dropped,
         # optional: the fast sampler of ``distil`` (its state and hidden sizes)
         "student": student_config(post),
+        # optional: the observation of a posterior trained by ``fit_sequential``
+        "sequential_x_o": getattr(post, "sequential_x_o", None),
     }
 
 
@@ -246,6 +248,8 @@ def restore(
             post.history = History(**blob["history"])
         post.dropped = int(blob.get("dropped", 0))
         restore_student(post, blob.get("student"))
+        if isinstance(blob.get("sequential_x_o"), torch.Tensor):
+            post.sequential_x_o = blob["sequential_x_o"]
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
         text = str(error).strip()
         reason = text.splitlines()[0] if text else type(error).__name__

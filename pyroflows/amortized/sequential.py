@@ -327,8 +327,11 @@ def fit_sequential(
     # every fit's options, checked before anything is simulated
     _call(torch.zeros(2, 1), torch.zeros(2, 1), train_options, seed)
     with seeded(seed), all_or_nothing(posterior):
-        return _run(posterior, x_o, rounds, first, per_round, float(quantile),
-                    check_simulations, max_prior_draws, seed, train_options)  # fmt: skip
+        result = _run(posterior, x_o, rounds, first, per_round, float(quantile),
+                      check_simulations, max_prior_draws, seed, train_options)  # fmt: skip
+    # what it was trained for: other observations warn, amortized tools refuse
+    posterior.sequential_x_o = posterior.observations.check(x_o, "x_o")[0][0].detach().cpu()
+    return result
 
 
 def _check_posterior(post: Any) -> None:
