@@ -22,7 +22,12 @@ from pyroflows.amortized.estimator import PosteriorEstimator, identity_pre, plai
 from pyroflows.amortized.fast_sampler import restore_student, student_config
 from pyroflows.amortized.observations import check_sizes
 from pyroflows.amortized.parameters import saved_space
-from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, VariableSizeSimulator
+from pyroflows.amortized.simulate import (
+    ModelSimulator,
+    PriorSimulator,
+    VariableSizeSimulator,
+    can_simulate,
+)
 from pyroflows.builders import build
 from pyroflows.nn.summary import summary_from_config
 from pyroflows.train import History
@@ -89,7 +94,7 @@ def fingerprint_of(post: Posterior) -> dict[str, torch.Tensor] | None:
     state left as it was); a posterior without a simulator keeps the fingerprint it was loaded
     with (None if it has none)."""
     sim = post.sim
-    if sim is None or getattr(sim, "simulator", True) is None:  # prior only: cannot simulate
+    if not can_simulate(sim):
         return getattr(post, "_saved_fingerprint", None)
     with seeded(FINGERPRINT_SEED), torch.no_grad(), poutine.block():
         theta = sim.sample_prior(FINGERPRINT_N)
@@ -125,7 +130,7 @@ def check_fingerprint(post: Posterior, saved: Any, path: Any) -> None:
     if not isinstance(saved, dict) or not {"theta", "x"} <= saved.keys():
         return
     sim = post.sim
-    if sim is None or getattr(sim, "simulator", True) is None:
+    if not can_simulate(sim):
         return
     now = _for_parameters(sim, saved["theta"])
     for key, what in (("log_prior", "prior density"), ("x", "data")):

@@ -63,7 +63,7 @@ from pyroflows.amortized.call import check_call
 from pyroflows.amortized.estimator import PosteriorEstimator, log_prob_chunks
 from pyroflows.amortized.heldout import ALPHA, MIN_ROWS, CalibrationWarning, describe
 from pyroflows.amortized.recipe import all_or_nothing, fit_posterior
-from pyroflows.amortized.simulate import PriorSimulator, drop_invalid
+from pyroflows.amortized.simulate import can_simulate, drop_invalid
 from pyroflows.diagnostics.calibration import SBCResult, _names
 from pyroflows.train.seeding import seeded, seeded_draws
 from pyroflows.validation import as_real_tensor, positive_int
@@ -345,7 +345,7 @@ def _check_posterior(post: Any) -> None:
             "fit_sequential needs an unfitted posterior: round 1 fits it on prior simulations"
         )
     sim = getattr(post, "sim", None)
-    if sim is None or (isinstance(sim, PriorSimulator) and sim.simulator is None):
+    if not can_simulate(sim):
         raise ValueError(
             "fit_sequential needs a simulator: construct with a model or prior + simulator"
         )

@@ -47,6 +47,7 @@ from pyroflows.validation import as_real_tensor, positive_int
 
 __all__ = [
     "ModelSimulator",
+    "can_simulate",
     "PriorSimulator",
     "VariableSizeSimulator",
     "check_training",
@@ -59,6 +60,12 @@ __all__ = [
 
 def _check_count(n: Any) -> int:
     return positive_int("the number of simulations", n)
+
+
+def can_simulate(sim: Any) -> bool:
+    """Whether a posterior's simulator can draw data: a model, or a prior with a simulator
+    (not None, and not a prior alone, which only fits given tensors)."""
+    return sim is not None and not (isinstance(sim, PriorSimulator) and sim.simulator is None)
 
 
 class PriorSimulator:

@@ -17,7 +17,12 @@ from torch import Tensor, nn
 
 from pyroflows.amortized.observations import ObservationSpace, check_sized
 from pyroflows.amortized.parallel import CHUNK_SIZE, check_parallel, simulate_parallel
-from pyroflows.amortized.simulate import ModelSimulator, PriorSimulator, VariableSizeSimulator
+from pyroflows.amortized.simulate import (
+    ModelSimulator,
+    PriorSimulator,
+    VariableSizeSimulator,
+    can_simulate,
+)
 from pyroflows.builders import FAMILIES
 
 __all__ = ["Simulation", "Simulator", "check_arguments", "simulator_of"]
@@ -79,9 +84,7 @@ class Simulation:
         the number of workers or the executor. Without ``seed`` the base seed is drawn from
         torch's global stream. Worker processes need a simulator (or model) that pickles.
         """
-        if self.sim is None or (
-            isinstance(self.sim, PriorSimulator) and self.sim.simulator is None
-        ):
+        if not can_simulate(self.sim):
             raise ValueError("no simulator: construct with a Pyro model or prior + simulator")
         if num_workers is None and executor is None:
             if seed is not None:
