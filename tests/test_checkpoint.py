@@ -438,3 +438,56 @@ def test_a_callers_fingerprint_is_stored_and_compared(tmp_path):
         pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, fingerprint={"data": 1}, **kw)
     with pytest.raises(TypeError, match="fingerprint"):
         pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, fingerprint=[1], **kw)
+
+
+def _scaled_nll(model, batch, weight=None):
+    return 2.0 * nll(model, batch, weight)
+
+
+def test_a_checkpoint_is_never_resumed_under_another_loss(tmp_path):
+    """Resuming under another objective would let early stopping and the best state compare
+    losses of two kinds; the loss is recorded by name and compared."""
+    import functools
+
+    x = torch.randn(200, 2)
+    path = tmp_path / "a.ckpt"
+    kw = dict(max_epochs=2, seed=0, batch_size=64)
+    first = pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, checkpoint=path, **kw)
+    flow = pf.maf(2, layers=1, hidden=(8,))
+    before = {k: t.clone() for k, t in flow.state_dict().items()}
+    with pytest.raises(ValueError, match="loss_fn \\(checkpoint 'pyroflows.train.losses.nll'"):
+        pf.fit(flow, _scaled_nll, x, resume=path, **kw)
+    with pytest.raises(ValueError, match="loss_fn .*partial"):
+        pf.fit(flow, functools.partial(nll, weight=None), x, resume=path, **kw)
+    assert all(torch.equal(t, before[k]) for k, t in flow.state_dict().items())
+    # the same loss resumes, also weighted (the weights are compared as data)
+    hist = pf.fit(flow, nll, x, resume=path, **{**kw, "max_epochs": 3})
+    assert len(hist.train_loss) == 3
+    # a checkpoint written before losses were recorded resumes with any loss
+    blob = load_checkpoint(path)
+    del blob["fingerprint"]["loss_fn"]
+    atomic_save(blob, path)
+    hist = pf.fit(pf.maf(2, layers=1, hidden=(8,)), _scaled_nll, x, resume=path,
+                  **{**kw, "max_epochs": 3})  # fmt: skip
+    assert hist.train_loss[:2] == first.train_loss and len(hist.train_loss) == 3
+    with pytest.raises(ValueError, match="loop's own"):
+        pf.fit(flow, nll, x, fingerprint={"loss_fn": "mine"}, **kw)
+
+
+@pytest.mark.parametrize("limit", ["max_epochs", "max_steps"])
+def test_a_checkpoint_that_ran_longer_than_asked_is_refused(tmp_path, limit):
+    """A model trained for more epochs (steps) than ``max_epochs`` (``max_steps``) asks for
+    is not returned as if it had been trained for that many."""
+    x = torch.randn(200, 2)
+    path = tmp_path / "a.ckpt"
+    pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, max_epochs=3, seed=0, batch_size=64,
+           checkpoint=path)  # fmt: skip
+    fewer = {"max_epochs": 2} if limit == "max_epochs" else {"max_epochs": 3, "max_steps": 5}
+    done = "3 epochs" if limit == "max_epochs" else "12 steps"
+    with pytest.raises(ValueError, match=f"already run {done}, more than {limit}="):
+        pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, seed=0, batch_size=64, resume=path,
+               **fewer)  # fmt: skip
+    # as many as were run is the finished run itself
+    hist = pf.fit(pf.maf(2, layers=1, hidden=(8,)), nll, x, max_epochs=3, seed=0,
+                  batch_size=64, resume=path)  # fmt: skip
+    assert len(hist.train_loss) == 3

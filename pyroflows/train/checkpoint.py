@@ -15,7 +15,9 @@ resumed run bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import os
 import random
 import zipfile
@@ -30,6 +32,7 @@ VERSION = 1
 
 __all__ = [
     "data_fingerprint",
+    "loss_name",
     "member_path",
     "atomic_save",
     "load_all_or_nothing",
@@ -52,6 +55,36 @@ def member_path(path: str | Path, name: str) -> Path:
     """
     path = Path(path)
     return path.with_name(f"{path.stem}.{name}{path.suffix}")
+
+
+def loss_name(loss_fn: Any) -> str:
+    """The name a checkpoint records for its loss, so that a run is not resumed under
+    another objective (its best state and early stopping would compare losses of two kinds):
+    a function's module and qualified name, an object's class, and the plain arguments of a
+    ``functools.partial``. Two lambdas, or two closures made by the same function, have the
+    same name: the check cannot tell them apart.
+
+    Example:
+        >>> import pyroflows as pf
+        >>> loss_name(pf.losses.nll)
+        'pyroflows.train.losses.nll'
+        >>> loss_name(functools.partial(pf.losses.nll, weight=None))
+        'partial(pyroflows.train.losses.nll, weight=None)'
+    """
+    if isinstance(loss_fn, functools.partial):
+        parts = [_plain(a) for a in loss_fn.args]
+        parts += [f"{key}={_plain(value)}" for key, value in sorted(loss_fn.keywords.items())]
+        return f"partial({', '.join([loss_name(loss_fn.func), *parts])})"
+    named = inspect.isfunction(loss_fn) or inspect.ismethod(loss_fn) or inspect.isbuiltin(loss_fn)
+    target = loss_fn if named else type(loss_fn)
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}.{getattr(target, '__qualname__', type(target).__name__)}"
+
+
+def _plain(value: Any) -> str:
+    """``repr`` of a plain value, the type's name for anything else (a tensor, a model)."""
+    plain = (bool, int, float, str, type(None))
+    return repr(value) if isinstance(value, plain) else f"<{type(value).__name__}>"
 
 
 #: tensors up to this many bytes are hashed whole; larger ones through evenly spaced rows

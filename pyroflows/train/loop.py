@@ -33,6 +33,7 @@ from pyroflows.train.checkpoint import (
     atomic_save,
     data_fingerprint,
     load_checkpoint,
+    loss_name,
     rng_state,
     set_rng_state,
 )
@@ -243,10 +244,13 @@ def fit(
         checkpoint_every: the period of the checkpoints, in epochs.
         resume: continue from this checkpoint (e.g. the same path as ``checkpoint``) if the
             file exists; a seeded run interrupted and resumed ends with bit-identical
-            parameters to an uninterrupted one. The settings must match the ones it was
-            written with (a ``ValueError`` names those that differ), and the in-memory
-            ``data`` and ``val_data`` must be the same tensors (a hash of their shapes and
-            bytes is stored in every checkpoint): a checkpoint is never resumed for other data.
+            parameters to an uninterrupted one. The settings and the loss (by its name,
+            :func:`~pyroflows.train.checkpoint.loss_name`) must match the ones it was
+            written with (a ``ValueError`` names those that differ), a checkpoint that has
+            run more epochs or steps than ``max_epochs`` / ``max_steps`` is refused, and the
+            in-memory ``data`` and ``val_data`` must be the same tensors (a hash of their
+            shapes and bytes is stored in every checkpoint): a checkpoint is never resumed
+            for other data.
         fingerprint: what else a checkpoint must match to be resumed, as a dict of plain
             values (e.g. a job's model options or a hash of a model's arguments), stored
             with the checkpoint and compared like the settings.
@@ -442,6 +446,8 @@ class _Run:
         self.elapsed = 0.0  # seconds spent before this process (a resumed run)
         self.fingerprint = o.identity(train.rows(), seed)
         self.fingerprint["processes"] = 1 if parallel is None else parallel.world
+        weighted = isinstance(loss_fn, _WeightedLoss)  # weights are fingerprinted with the data
+        self.fingerprint["loss_fn"] = loss_name(loss_fn.loss_fn if weighted else loss_fn)
         if o.checkpoint is not None or o.resume is not None:  # hashed only where it is used
             for key, source in (("data", train), ("val_data", val)):
                 tensors = None if source is None else source.tensors
@@ -485,15 +491,26 @@ class _Run:
         against this run before anything is changed, so a refused checkpoint (other settings,
         another model) leaves the model, the optimiser and the loss as they were."""
         blob = load_checkpoint(path)
+        written = blob["fingerprint"]
         differ = [
             f"{key} (written for other {key.replace('_', ' ')})"
             if key in ("data", "val_data", "data_weight", "val_data_weight")
-            else f"{key} (checkpoint {blob['fingerprint'].get(key)!r}, now {value!r})"
+            else f"{key} (checkpoint {written.get(key)!r}, now {value!r})"
             for key, value in self.fingerprint.items()
-            if blob["fingerprint"].get(key) != value
+            # checkpoints written before the loss was recorded are compared without it
+            if written.get(key) != value and (key != "loss_fn" or key in written)
         ]
         if differ:
             raise ValueError(f"{path} was written with other settings: {', '.join(differ)}")
+        done = {"max_epochs": blob["epoch"], "max_steps": blob["history"]["steps"]}
+        for option, count in done.items():
+            limit = getattr(self.o, option)
+            if limit is not None and count > limit:
+                unit = option.removeprefix("max_")
+                raise ValueError(
+                    f"{path} has already run {count} {unit}, more than {option}={limit}: "
+                    f"resume with {option} >= {count}, or start a new run without resume"
+                )
         problem = self._mismatch(blob)
         if problem is not None:
             raise ValueError(f"{path} does not match this model ({problem})")

@@ -162,7 +162,7 @@ class _Options:
 _LOOP_KEYS = frozenset(
     {"rows", "batch_size", "lr", "weight_decay", "schedule", "max_epochs", "max_steps",
      "clip_grad", "seed", "processes", "data", "val_data", "data_weight",
-     "val_data_weight"}
+     "val_data_weight", "loss_fn"}
 )  # fmt: skip
 
 
