@@ -237,8 +237,8 @@ def discflow(
     max_weight: float = 20.0,
     lr: float = 3e-4,
     reverse: float = 0.0,
-    reverse_draws: int = 256,
-    reverse_floor: float = 0.01,
+    reverse_draws: int | None = None,
+    reverse_floor: float | None = None,
     log_target: Callable[[np.ndarray], np.ndarray] | None = None,
     time_budget: float | None = None,
     random_state: int = 0,
@@ -248,7 +248,8 @@ def discflow(
     Args:
         X: the training rows ``(n, D)``.
         estimator: an unfitted :class:`~pyroflows.density.DensityEstimator` with the flow and
-            the plain-likelihood training to start from (cloned; default settings if None).
+            the plain-likelihood training to start from (cloned and fitted to ``X``; default
+            settings if None). A fitted one is refused: its fit would not be used.
         rounds: number of discriminate-then-train rounds after the plain fit.
         epochs_per_round: epochs of weighted training per round.
         power: the final exponent of the weights (reached in the last round).
@@ -260,8 +261,10 @@ def discflow(
         reverse: the factor ``lam`` of the reverse-KL term on fresh draws of the flow at
             every step (:class:`ReverseTerm`; 0: none). Its ratio ``p / q`` is bounded to
             ``[reverse_floor, max_weight]``.
-        reverse_draws: draws of the flow per step for the reverse term.
-        reverse_floor: the lower bound of the reverse term's ratio, in ``(0, 1)``.
+        reverse_draws: draws of the flow per step for the reverse term (default 256; only
+            with ``reverse > 0``).
+        reverse_floor: the lower bound of the reverse term's ratio, in ``(0, 1)`` (default
+            0.01; only with ``reverse > 0``).
         log_target: the target's exact log-density on data rows ``(n, D) -> (n,)``, for
             studies on targets with a known density: the exact ratio ``p / q`` then replaces
             the discriminator's (weights and reverse term; rounds report ``auc`` NaN).
@@ -283,9 +286,22 @@ def discflow(
     _check(rounds, power, max_weight, folds)
     if not (isinstance(reverse, (int, float)) and math.isfinite(reverse) and reverse >= 0):
         raise ValueError(f"reverse must be a finite number >= 0, got {reverse!r}")
-    positive_int("reverse_draws", reverse_draws)
+    unused = [n for n, v in (("reverse_draws", reverse_draws), ("reverse_floor", reverse_floor))
+              if v is not None]  # fmt: skip
+    if reverse == 0 and unused:
+        raise ValueError(
+            f"{' and '.join(unused)} shape the reverse-KL term, which is off (reverse=0): "
+            "pass reverse > 0 to use it, or leave them out"
+        )
+    reverse_draws = positive_int("reverse_draws", 256 if reverse_draws is None else reverse_draws)
+    reverse_floor = 0.01 if reverse_floor is None else reverse_floor
     if not (isinstance(reverse_floor, (int, float)) and 0 < reverse_floor < 1):
         raise ValueError(f"reverse_floor must lie in (0, 1), got {reverse_floor!r}")
+    if estimator is not None and getattr(estimator, "n_features_in_", None) is not None:
+        raise ValueError(
+            "the estimator is already fitted: discflow fits a clone of it to X from the start, "
+            "so its fit would not be used; pass it unfitted (e.g. sklearn.base.clone(est))"
+        )
     if log_target is not None and not callable(log_target):
         raise ValueError(f"log_target must be callable or None, got {type(log_target).__name__}")
     X = check_data(X, name="X", min_samples=10, check_variance=True)

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import sklearn.base
 import torch
 from test_weights import FULL_BATCH, Gaussian
 
@@ -193,7 +194,7 @@ def test_reverse_term_moves_an_under_trained_flow_towards_p():
     X = _gaussian_rows(2000, 7)
     est = _small(max_epochs=1, layers=1, hidden=(16,), lr=1e-3)
     options = dict(rounds=2, epochs_per_round=2, power=0.5, log_target=_log_gaussian, lr=1e-3)
-    start = _reverse_kl(est.fit(X), _log_gaussian)
+    start = _reverse_kl(sklearn.base.clone(est).fit(X), _log_gaussian)
     without = _reverse_kl(pf.discflow(X, est, **options).estimator, _log_gaussian)
     with_term = _reverse_kl(
         pf.discflow(X, est, reverse=1.0, reverse_draws=512, **options).estimator, _log_gaussian
@@ -211,7 +212,9 @@ def test_reverse_term_with_the_classifier_runs_and_its_refusals():
     for kwargs, message in [
         (dict(reverse=-0.1), "reverse"),
         (dict(reverse=float("nan")), "reverse"),
-        (dict(reverse_draws=0), "reverse_draws"),
+        (dict(reverse=0.1, reverse_draws=0), "reverse_draws"),
+        (dict(reverse_draws=64), "reverse_draws shape the reverse-KL term, which is off"),
+        (dict(reverse_floor=0.5), "reverse_floor shape the reverse-KL term, which is off"),
         (dict(reverse=0.1, reverse_floor=1.0), "reverse_floor"),
         (dict(log_target="exact"), "log_target"),
         (dict(log_target=lambda x: np.zeros(3)), "one value per row"),
@@ -219,3 +222,12 @@ def test_reverse_term_with_the_classifier_runs_and_its_refusals():
     ]:
         with pytest.raises(ValueError, match=message):
             pf.discflow(X, _small(), rounds=1, epochs_per_round=1, classifier=fast, **kwargs)
+
+
+def test_a_fitted_estimator_is_refused_not_silently_refitted():
+    """discflow clones its estimator and fits the clone from the start: a fitted one's fit
+    would be discarded without a word, so it is refused."""
+    X = np.random.default_rng(9).normal(size=(200, 2))
+    fitted = _small().fit(X)
+    with pytest.raises(ValueError, match="already fitted"):
+        pf.discflow(X, fitted, rounds=1, epochs_per_round=1)
