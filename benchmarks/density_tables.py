@@ -274,6 +274,19 @@ def fit_gmm(train: np.ndarray, val: np.ndarray, test: np.ndarray, settings: Sett
     return Fit(best[2].score_samples(test), time.perf_counter() - start, info)
 
 
+def fit_curve(candidates: list[dict[str, Any]], lead: float) -> dict[str, list[float]]:
+    """The validation loss against the seconds since the start of ``fit`` of every member of
+    a fitted default (its ``candidates_``, whose times count from the start of the portfolio;
+    ``lead``: the seconds before it, the pre-transform's choice): each member's validated
+    start (at ``start_time``, after its mixture search) and then its epochs."""
+    curve: dict[str, list[float]] = {"time": [], "val_loss": []}
+    for c in candidates:
+        starts = [(c["start_time"], c["start_loss"])] if np.isfinite(c["start_loss"]) else []
+        curve["time"] += [lead + t for t, _ in starts] + [lead + t for t in c["history"].time]
+        curve["val_loss"] += [v for _, v in starts] + list(c["history"].val_loss)
+    return curve
+
+
 def fit_default(
     raw: tuple[np.ndarray, np.ndarray, np.ndarray], spec: dict[int, Any], rows: Encoded,
     settings: Settings, race: bool = True, params: dict[str, Any] | None = None,
@@ -299,12 +312,7 @@ def fit_default(
     if not np.allclose(log_p, same, rtol=0, atol=1e-9):
         raise RuntimeError("the default's score differs from the peers' accounting")
     choice = getattr(est.preprocessor_, "choice_", {}) or {}
-    lead = float(choice.get("seconds", 0.0))
-    curve = {"time": [], "val_loss": []}
-    for c in est.candidates_:
-        starts = [(c["start_time"], c["start_loss"])] if np.isfinite(c["start_loss"]) else []
-        curve["time"] += [lead + t for t, _ in starts] + [lead + t for t in c["history"].time]
-        curve["val_loss"] += [v for _, v in starts] + list(c["history"].val_loss)
+    curve = fit_curve(est.candidates_, float(choice.get("seconds", 0.0)))
     kept = next(c for c in est.candidates_ if c["name"] == est.member_)
     gmm = next((c for c in est.candidates_ if c.get("mixture")), None)
     info = {
