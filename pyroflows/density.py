@@ -111,10 +111,12 @@ class DensityEstimator(BaseDensity):
             better one trained on, the other only while it may still overtake it), and keep
             the one with the best validation likelihood
             (``candidates_`` reports each: ``best_loss``, ``start_loss``, the validation loss
-            of its untrained start, and ``mixture``, the mixture a ``"gmm"`` base was chosen
-            to be). Every member's untrained start is a candidate for its best state, so the
-            kept member's validation loss is at most its mixture's. Without validation rows
-            only the plain one. Or one
+            of its untrained start, ``start_time``, the seconds from the start of the
+            portfolio (after the pre-transform) to that start, its mixture's search
+            included, and ``mixture``, the mixture a ``"gmm"`` base was chosen to be; the
+            ``history`` times are on the same clock). Every member's untrained start is a
+            candidate for its best state, so the kept member's validation loss is at most its
+            mixture's. Without validation rows only the plain one. Or one
             family: ``"nsf"``, ``"maf"``, ``"realnvp"``, ``"iaf"`` or ``"piecewise_linear"``
             (needs finite ``bounds``: the box is mapped affinely onto the unit cube).
         layers: number of flow layers.
@@ -708,21 +710,23 @@ class DensityEstimator(BaseDensity):
         start = time.perf_counter()
 
         def fit_member(name: str, run: dict[str, Any]) -> tuple[History, Any]:
-            offset = time.perf_counter() - start
             files = runs | {"checkpoint": run["checkpoint"], "resume": run["resume"]}
             files["callback"] = run.get("callback")  # a race's turn (pyroflows.racing)
-            model, history, mixture = self._fit_member(
+            model, history, mixture, loop_start = self._fit_member(
                 members[name], prep, run["time_budget"], files
             )
+            # the loop's clock starts after the mixture search and the build: its times,
+            # and the validated start, are put on the clock of the whole fit
+            offset = loop_start - start
             to_data_units(history, offset, *prep.shifts)
-            return history, (model, mixture)
+            return history, (model, mixture, offset)
 
         best, candidates = race_portfolio(
             list(members), fit_member, time_budget=budget,
             checkpoint=runs["checkpoint"], resume=runs["resume"],
             shares=[m.share for m in members.values()],
         )  # fmt: skip
-        model, mixture = best.result
+        model, mixture, _ = best.result
         member = members[best.name]
         return {
             "_encoded_": model,
@@ -732,6 +736,7 @@ class DensityEstimator(BaseDensity):
             "candidates_": [
                 {"name": c.name, "history": c.history, "seconds": c.seconds}
                 | {"best_loss": c.history.best_loss, "start_loss": c.history.start_loss}
+                | {"start_time": c.result[2]}
                 | {"mixture": None if c.result[1] is None else c.result[1].as_plain()}
                 for c in candidates
             ],
@@ -771,12 +776,14 @@ class DensityEstimator(BaseDensity):
 
     def _fit_member(
         self, member: Member, prep: Rows, budget: float | None, files: dict[str, Any]
-    ) -> tuple[Encoded, History, MixtureChoice | None]:
+    ) -> tuple[Encoded, History, MixtureChoice | None, float]:
         """Build and train one flow on the standardised rows; a ``"gmm"`` base is the
         mixture chosen on the validation rows (:func:`~pyroflows.density_mixture.mixture_base`,
         its choice returned), and with validation rows the untrained flow is a candidate for
         the best state (``fit(validate_start=True)``): the member never ends with a higher
-        validation loss than its start."""
+        validation loss than its start. The last item returned is the ``perf_counter`` time
+        at which the training loop (whose ``history.time`` counts from it) started, after
+        the mixture's search and the build."""
         seed = None if self.random_state is None else int(self.random_state)
         base: Any = member.base
         mixture = None
@@ -795,8 +802,9 @@ class DensityEstimator(BaseDensity):
             if seed is not None:
                 torch.manual_seed(seed)
             core = self._build(prep.sample.shape[1], member.flow, base)
+        loop_start = time.perf_counter()
         if budget is not None:
-            budget = max(budget - (time.perf_counter() - started), 1e-3)
+            budget = max(budget - (loop_start - started), 1e-3)
         history = fit(
             core,
             nll,
@@ -819,7 +827,7 @@ class DensityEstimator(BaseDensity):
             fingerprint=fingerprint,
             validate_start=Z_val is not None,
         )
-        return Encoded(core, pre), history, mixture
+        return Encoded(core, pre), history, mixture, loop_start
 
     def score_samples(self, X: Any, return_std: bool = False) -> Any:
         """``log p(x)`` of each row of ``X``, shape ``(n_samples,)``; with ``return_std=True``

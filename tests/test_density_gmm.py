@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import numpy as np
 import pyro.distributions as dist
@@ -414,3 +415,29 @@ def test_mixture_candidates_that_em_cannot_fit_are_left_out(monkeypatch):
         density_mixture._fit(X, 2, "full", 0)
     with pytest.raises(ValueError, match="something else"):
         mixture_base(Z[:300], Z[300:], seed=0)
+
+
+def test_a_members_times_count_its_mixture_search(monkeypatch):
+    """The search for the mixture start takes wall time before the member's training loop
+    starts: the member's history, and its validated start (``start_time``), are on the clock
+    of the whole fit, so they come after that search (a search made 0.5 s longer here)."""
+    search = pf.density.mixture_base
+    pause = 0.5
+
+    def slow_search(*args, **kwargs):
+        began = time.perf_counter()
+        out = search(*args, **kwargs)
+        time.sleep(max(pause - (time.perf_counter() - began), 0.0))
+        return out
+
+    monkeypatch.setattr(pf.density, "mixture_base", slow_search)
+    X = _correlated(300)
+    est = pf.DensityEstimator(
+        layers=1, hidden=(8,), max_epochs=2, progress=False, random_state=0
+    ).fit(X[:240], X_val=X[240:])
+    gmm, plain = est.candidates_
+    assert gmm["name"] == "nsf-gmm"
+    assert pause <= gmm["start_time"] <= gmm["history"].time[0]
+    # the plain member trains after the mixture member's pilot: later on the same clock
+    assert plain["start_time"] >= gmm["start_time"]
+    assert plain["history"].time[0] >= plain["start_time"]
