@@ -89,7 +89,8 @@ def test_spline_student_keeps_the_teachers_spline_maps(spline_student):
     teacher = [t for t in post.estimator.flow.transforms if isinstance(t, MaskedAutoregressive)]
     student = [t for t in post.student.transforms if isinstance(t, MaskedAutoregressive)]
     assert len(student) == len(teacher) == 2
-    assert all(s.iaf and s.univariate == t.univariate for s, t in zip(student, teacher))
+    pairs = zip(student, teacher, strict=True)
+    assert all(s.iaf and s.univariate == t.univariate for s, t in pairs)
     # it starts as the teacher's networks read the other way: close to it after training
     assert max(post.student.divergence.values()) < 0.05, post.student.divergence
     x = torch.tensor([[0.5, -1.0]])
