@@ -125,3 +125,13 @@ def test_a_family_that_does_not_apply_is_refused():
     post.distil(num_simulations=100, max_epochs=1, family="affine")  # the affine one applies
     layers = [t for t in post.student.transforms if isinstance(t, MaskedAutoregressive)]
     assert all(t.iaf and isinstance(t.univariate, Affine) for t in layers)
+
+
+def test_a_saved_student_of_an_unknown_family_is_refused(spline_student, tmp_path):
+    spline_student.save(tmp_path / "p.pt")
+    blob = torch.load(tmp_path / "p.pt", weights_only=True)
+    assert blob["student"]["family"] == "spline"
+    blob["student"]["family"] = "flow"
+    torch.save(blob, tmp_path / "q.pt")
+    with pytest.raises(ValueError, match="family must be one of"):
+        pf.AmortizedPosterior.load(tmp_path / "q.pt", prior=_prior(), simulator=_noisy)
