@@ -381,7 +381,9 @@ class MADE(MLP):
         def head(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
             rows = h.reshape(-1, h.shape[-1])
             w = weight.unflatten(0, (d, p)).transpose(0, 1).reshape(d * p, -1)
-            out = torch.addmm(bias.unflatten(0, (d, p)).T.reshape(-1, 1), w, rows.T)
+            # the product, then the bias in place (addmm first copies the broadcast bias into
+            # the output: slower on CPU)
+            out = torch.mm(w, rows.T).add_(bias.unflatten(0, (d, p)).T.reshape(-1, 1))
             return out.view((p, d) + h.shape[:-1])
 
         return self._run(x, context, self.masked_weights(), head)
