@@ -71,7 +71,7 @@ SAMPLERS = ("auto", "student", "teacher")
 #: the students :meth:`FastSampling.distil` trains (``family=``): ``"affine"``, an affine IAF
 #: with new networks of the teacher's widths (the default: the fastest draws); ``"spline"``,
 #: the teacher's own spline networks read in the sampling direction (the closest to the
-#: teacher, 3-5x the affine student's sampling time;
+#: teacher, 3-6x the affine student's sampling time;
 #: ``benchmarks/results/fast_sampler_variants.md``, ``fast_sampler_spline.md``)
 FAMILIES = ("affine", "spline")
 #: :meth:`FastSampling.distil`'s family unless given
@@ -300,7 +300,7 @@ class FastSampling:
         every shape a spline flow can: on SLCP's multimodal posteriors it stays
         distinguishable from its teacher (docs/limits.md); ``family="spline"`` keeps the
         teacher's spline maps and comes closer (C2ST 0.48-0.53 against the teacher on SLCP and
-        the linear Gaussian, against 0.52-0.68), at 3.4-5.2x the affine student's sampling
+        the linear Gaussian, against 0.52-0.68), at 3.4-6.1x the affine student's sampling
         time (``benchmarks/results/fast_sampler_spline.md``).
 
         Args:

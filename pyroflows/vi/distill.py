@@ -19,7 +19,7 @@ that the seeds use:
 Conditional teachers (``context_dim > 0``) are distilled on ``(x, context)`` pairs: the student
 reads the same context. ``univariate=Affine()`` gives a spline teacher an affine student (an
 IAF): a spline student (the teacher's networks, one pass per layer) draws in 0.46-0.64x the
-CPU time of the teacher's pruned autoregressive solve, an affine one in a fifth to a third of
+CPU time of the teacher's pruned autoregressive solve, an affine one in a sixth to a third of
 the spline student's (``benchmarks/results/fast_sampler_variants.md``).
 """
 
