@@ -18,7 +18,7 @@ from pyroflows.transforms import RQS, Affine, MaskedAutoregressive
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("bins", [1, 2, 4, 8])
+@pytest.mark.parametrize("bins", [1, 2, 4, 8, 300])  # 300: more bins than 8 bits count
 def test_params_first_spline_is_the_spline(bins):
     # float64, raw parameters far from 0 (bins of very different sizes, steep and flat
     # knots) and inputs inside, on and outside the interval [-5, 5]

@@ -319,11 +319,13 @@ def rational_quadratic_spline_params_first(
     u = x.clamp(-bound, bound)
     # edge j = -bound + step j + scale C_j / C_K is <= u  <=>  C_j + (step j / scale) C_K <= r
     r = (u + bound).mul_(total[0]).div_(scale)
-    count = torch.zeros(x.shape, dtype=torch.uint8, device=x.device)
+    small = bins <= 256  # the count (at most bins - 1) fits in 8 bits
+    count = torch.zeros(x.shape, dtype=torch.uint8 if small else torch.int32, device=x.device)
     below = torch.empty(x.shape, dtype=torch.bool, device=x.device)
     for j in range(1, bins):
         edge = torch.add(cumulative[0, j], total[0], alpha=step * j / scale)
-        count.add_(torch.le(edge, r, out=below).view(torch.uint8))  # no cast of the booleans
+        torch.le(edge, r, out=below)
+        count.add_(below.view(torch.uint8) if small else below)  # 8 bits: no cast
     # C_k, C_{k+1} of both coordinates and the raw derivatives d_k, d_{k+1}: one gather
     both = torch.empty((2,) + x.shape, dtype=torch.long, device=x.device)
     both[0] = count
