@@ -4,7 +4,7 @@ Protocol: for each task (the simulators of ``benchmarks/amortized.py``), an ``ns
 (the defaults: 5 layers, hidden (64, 64), linear maps) is fitted on ``--simulations``
 simulations (seed 0, ``recipe="one_phase"``, ``--teacher-epochs`` epochs) and distilled with
 :meth:`~pyroflows.AmortizedPosterior.distil` (``--simulations`` fresh simulations, seed 1,
-at most ``--epochs`` epochs, early stopping on 10 % held out) for each objective. For each
+its defaults unless ``--epochs`` is given; student family ``--family``) for each objective. For each
 observation (seed 100; observations 1-3 are the development set the objective was chosen on,
 4-5 the confirmation set) ``--draws`` draws of the student and of the teacher are compared by
 :func:`pyroflows.diagnostics.c2st` (gradient boosting, 5 folds; 0.5 = indistinguishable).
@@ -95,11 +95,13 @@ def run(args, log):
         for objective in args.objectives:
             start = time.perf_counter()
             epochs = {} if args.epochs is None else dict(max_epochs=args.epochs)
-            post.distil(num_simulations=args.simulations, objective=objective, seed=1, **epochs)
+            post.distil(num_simulations=args.simulations, objective=objective, seed=1,
+                        family=args.family, **epochs)  # fmt: skip
             distil_s = time.perf_counter() - start
             scores, sbc_p = evaluate(post, x_obs, args)
             student_s, teacher_s = sampling_times(post, task)
-            row = dict(task=name, objective=objective, teacher_fit_s=fit_s, distil_s=distil_s,
+            row = dict(task=name, family=args.family, objective=objective, teacher_fit_s=fit_s,
+                       distil_s=distil_s,
                        epochs=len(post.student.history.train_loss), c2st_dev=scores[:3],
                        c2st_confirm=scores[3:], sbc_min_p=sbc_p,
                        divergence=post.student.divergence, student_sample_s=student_s,
@@ -117,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=None, help="default: distil's")
     parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--family", default="affine", help="the student's (distil's family=)")
+    parser.add_argument("--name", default="fast_sampler", help="results/NAME.md and .json")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     rows = run(args, lambda line: print(line, flush=True))
@@ -124,7 +128,7 @@ def main(argv=None):
                   date=time.strftime("%Y-%m-%d"), load_average_start=round(load, 1),
                   load_average_end=round(os.getloadavg()[0], 1), rows=rows)  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fast_sampler.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     lines = ["# Distilled sampler vs its teacher", "", f"Command: `{result['command']}`, "
              f"{result['date']}, load average {result['load_average_start']} -> "
              f"{result['load_average_end']} (2 shared CPUs).", "",
@@ -134,20 +138,22 @@ def main(argv=None):
              "on the held-out simulations (`student.divergence`); sampling seconds per 10^6 "
              "draws on 2 threads, best of 2 (teacher on 100 x 1 000, scaled). Variants tried on "
              "the development observations: `fast_sampler_variants.md`.", "",
-             "| task | objective | teacher fit s | distil s | epochs | C2ST dev (obs 1-3) | "
+             "| task | family | objective | teacher fit s | distil s | epochs | "
+             "C2ST dev (obs 1-3) | "
              "C2ST confirmation (obs 4-5) | SBC min KS p (student) | KL(student, teacher) | "
              "KL(teacher, student) | 10^6 draws student s (CPU s) | teacher s (CPU s) |",
-             "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['objective']} | {r['teacher_fit_s']:.0f} | {r['distil_s']:.0f} "
+            f"| {r['task']} | {r['family']} | {r['objective']} | {r['teacher_fit_s']:.0f} "
+            f"| {r['distil_s']:.0f} "
             f"| {r['epochs']} | {', '.join(f'{s:.3f}' for s in r['c2st_dev'])} | "
             f"{', '.join(f'{s:.3f}' for s in r['c2st_confirm'])} | {r['sbc_min_p']:.3f} | "
             f"{r['divergence']['student_teacher']:.3f} | {r['divergence']['teacher_student']:.3f} "
             f"| {r['student_sample_s'][0]:.2f} ({r['student_sample_s'][1]:.2f}) | "
             f"{r['teacher_sample_s'][0]:.2f} ({r['teacher_sample_s'][1]:.2f}) |"
         )
-    (RESULTS / "fast_sampler.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -7,6 +7,8 @@ are compared with the teacher's by C2ST (gradient boosting, 1 000 draws each, th
 ``benchmarks/fast_sampler.py``). Also printed: both KL divergences on the held-out contexts and
 at the three observations. ``--floor`` compares the teacher with itself (other seeds).
 ``--uni same`` keeps the teacher's spline networks (copied, read in the sampling direction);
+``--uni rqs`` / ``rqs4`` gives new spline networks of 8 / 4 bins (teacher's widths, starting
+as the identity);
 ``--layers`` builds a fresh affine student of that many layers; ``--mixed`` swaps layers for
 splines (``rqsK``: K bins). One JSON row per run, e.g.::
 
@@ -90,7 +92,7 @@ with seeded(1):
     theta, x, _ = check_training(theta, x, post.space, post.observations)
     z, ctx = _contexts(post, theta, x)
     n_val = int(round(len(theta) * 0.1))
-    uni = {"affine": Affine(), "rqs": RQS(8, 5.0), "same": None}[a.uni]
+    uni = {"affine": Affine(), "rqs": RQS(8, 5.0), "rqs4": RQS(4, 5.0), "same": None}[a.uni]
     hidden = tuple(int(h) for h in a.hidden.split(",")) if a.hidden else None
     t = time.perf_counter()
     opts = dict(

@@ -4,7 +4,8 @@ An amortized posterior whose flow is autoregressive in the density direction (th
 ``nsf``, ``maf``) scores in one network pass per layer but draws by solving each layer one
 coordinate at a time. :func:`distil_posterior` trains a conditional student in the sampling
 direction (:func:`pyroflows.vi.distill`: an affine IAF with the teacher's orders, hidden
-sizes and learnt linear maps) on the contexts the posterior's summary network gives for
+sizes and learnt linear maps, or with ``family="spline"`` the teacher's own spline networks
+read in the sampling direction) on the contexts the posterior's summary network gives for
 simulated data; the student draws in one pass per layer. The posterior then draws from the
 student (``sample(..., sampler="auto")``) and keeps the teacher's exact ``log_prob``;
 ``sampler="teacher"`` asks for the teacher's draws.
@@ -32,7 +33,7 @@ from pyroflows.amortized.one_observation import refuse_for_one_observation
 from pyroflows.amortized.simulate import check_training
 from pyroflows.flows import Flow
 from pyroflows.train.seeding import seeded
-from pyroflows.transforms import Affine, Coupling, MaskedAutoregressive
+from pyroflows.transforms import RQS, Affine, Coupling, MaskedAutoregressive
 from pyroflows.validation import positive_int
 from pyroflows.vi.distill import _hidden_of, distill, student_of
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # the class these methods are part of (no import at run time)
 Posterior = Any
 
 __all__ = [
+    "FAMILIES",
     "FastSampling",
     "OBJECTIVES",
     "SAMPLERS",
@@ -66,6 +68,14 @@ CHECK_CONTEXTS = 256
 TOLERANCE = 0.05
 #: what ``sample(..., sampler=)`` accepts
 SAMPLERS = ("auto", "student", "teacher")
+#: the students :meth:`FastSampling.distil` trains (``family=``): ``"affine"``, an affine IAF
+#: with new networks of the teacher's widths (the default: the fastest draws); ``"spline"``,
+#: the teacher's own spline networks read in the sampling direction (the closest to the
+#: teacher, 3-6x the affine student's sampling time;
+#: ``benchmarks/results/fast_sampler_variants.md``, ``fast_sampler_spline.md``)
+FAMILIES = ("affine", "spline")
+#: :meth:`FastSampling.distil`'s family unless given
+DEFAULT_FAMILY = "affine"
 #: the distillation's training options unless given: a fixed number of epochs with a cosine
 #: decay of the learning rate. No early stopping: the loss draws fresh base points at every
 #: evaluation, so its validation value is noisy and stopping on it ended training early (at
@@ -85,6 +95,31 @@ def check_teacher(post: Posterior) -> None:
             f"the posterior's flow ({post.flow_name!r}) already draws in one pass per layer: "
             "there is nothing to distil (a student is for autoregressive flows such as 'nsf')"
         )
+
+
+def check_family(post: Posterior, family: str) -> None:
+    """A known student family that the teacher can give: ``"spline"`` reads the teacher's
+    own spline maps, so every autoregressive layer of the teacher must be a spline."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if family == "spline":
+        maps = [t.univariate for t in post.estimator.flow.transforms if _is_ar(t)]
+        kinds = sorted({type(m).__name__ for m in maps if not isinstance(m, RQS)})
+        if kinds:
+            raise ValueError(
+                f"family='spline' reads the teacher's spline maps, but the posterior's flow "
+                f"({post.flow_name!r}) has {', '.join(kinds)} layers: use family='affine'"
+            )
+
+
+def _is_ar(layer: Any) -> bool:
+    return isinstance(layer, MaskedAutoregressive)
+
+
+def _family_of(student: Flow) -> str:
+    """``"spline"`` when the student's autoregressive layers are splines, else ``"affine"``."""
+    first = next(t for t in student.transforms if isinstance(t, MaskedAutoregressive))
+    return "spline" if isinstance(first.univariate, RQS) else "affine"
 
 
 def _contexts(post: Posterior, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,12 +155,16 @@ def distil_posterior(
     x: Tensor,
     objective: str = "both",
     validation_fraction: float = 0.1,
+    family: str = DEFAULT_FAMILY,
     **fit_kwargs: Any,
 ) -> Flow:
     """Train a student of ``post``'s flow on simulations ``(theta, x)`` (user units); returns
     it in eval mode with ``.history`` (:func:`pyroflows.train.fit`'s), without changing
-    ``post``. ``fit_kwargs`` go over :data:`STUDENT_DEFAULTS` to
-    :func:`pyroflows.vi.distill`."""
+    ``post``. ``family`` is one of :data:`FAMILIES`; ``fit_kwargs`` go over
+    :data:`STUDENT_DEFAULTS` to :func:`pyroflows.vi.distill`."""
+    check_family(post, family)
+    if "univariate" in fit_kwargs:
+        raise ValueError("the student's univariate map follows from family=: do not pass it")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
     if not 0 <= validation_fraction < 1:
@@ -142,8 +181,9 @@ def distil_posterior(
         raise ValueError("patience needs held-out simulations: validation_fraction > 0")
     val = (z[:n_val], context[:n_val]) if n_val else None
     teacher = post.estimator.flow
+    univariate = Affine() if family == "affine" else None  # None: the teacher's splines
     student = distill(teacher, (z[n_val:], context[n_val:]), val, weights=weights,
-                      kl_weight=kl_weight, univariate=Affine(), **options)  # fmt: skip
+                      kl_weight=kl_weight, univariate=univariate, **options)  # fmt: skip
     student = student.eval().requires_grad_(False)
     # scored on the held-out contexts (else on at most CHECK_CONTEXTS training ones)
     held = context[:n_val] if n_val else context[:CHECK_CONTEXTS]
@@ -173,6 +213,7 @@ def distil(
     num_simulations: int | None,
     objective: str = "both",
     seed: int = 0,
+    family: str = DEFAULT_FAMILY,
     **fit_options: Any,
 ) -> Flow:
     """:meth:`AmortizedPosterior.distil`: check the teacher and the call, simulate
@@ -180,12 +221,14 @@ def distil(
     ``seed`` (the global random state is left as it was); returns the student without
     changing ``post``."""
     check_teacher(post)
+    check_family(post, family)
     if (num_simulations is None) == (theta is None or x is None):
         raise ValueError("distil takes theta and x, or num_simulations")
     with seeded(seed):
         if num_simulations is not None:
             theta, x = post._simulate_many(positive_int("num_simulations", num_simulations))
-        return distil_posterior(post, theta, x, objective, seed=seed, **fit_options)
+        return distil_posterior(post, theta, x, objective, family=family, seed=seed,
+                                **fit_options)  # fmt: skip
 
 
 def sampling_flow(post: Posterior, sampler: str) -> Flow:
@@ -208,7 +251,7 @@ def student_config(post: Posterior) -> dict[str, Any] | None:
         return None
     first = next(t for t in post.student.transforms if isinstance(t, MaskedAutoregressive))
     return {"state": {k: v.cpu() for k, v in post.student.state_dict().items()},
-            "hidden": list(_hidden_of(first)),
+            "hidden": list(_hidden_of(first)), "family": _family_of(post.student),
             "divergence": dict(getattr(post.student, "divergence", None) or {})}  # fmt: skip
 
 
@@ -218,7 +261,11 @@ def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
     if saved is None:
         return
     hidden = tuple(positive_int("hidden", h) for h in saved["hidden"])
-    student = student_of(post.estimator.flow, hidden, Affine())
+    family = saved.get("family", "affine")  # files written before the spline family: affine
+    if family not in FAMILIES:
+        raise ValueError(f"the saved student's family must be one of {FAMILIES}, got {family!r}")
+    # a spline student: new networks of the saved widths around the teacher's spline maps
+    student = student_of(post.estimator.flow, hidden, Affine() if family == "affine" else None)
     student.load_state_dict(saved["state"])
     # files written before the divergences were kept have none
     divergence = saved.get("divergence") or None
@@ -238,6 +285,7 @@ class FastSampling:
         num_simulations: int | None = None,
         objective: str = "both",
         seed: int = 0,
+        family: str = DEFAULT_FAMILY,
         **fit_options: Any,
     ) -> AmortizedPosterior:
         """Train a fast sampler: a conditional IAF student of the posterior's autoregressive
@@ -250,7 +298,10 @@ class FastSampling:
         kept as ``student.divergence``); a ``UserWarning`` says when either exceeds
         :data:`~pyroflows.amortized.fast_sampler.TOLERANCE`. An affine student cannot take
         every shape a spline flow can: on SLCP's multimodal posteriors it stays
-        distinguishable from its teacher (docs/limits.md).
+        distinguishable from its teacher (docs/limits.md); ``family="spline"`` keeps the
+        teacher's spline maps and comes closer (C2ST 0.48-0.53 against the teacher on SLCP and
+        the linear Gaussian, against 0.52-0.68), at 3.4-6.1x the affine student's sampling
+        time (``benchmarks/results/fast_sampler_spline.md``).
 
         Args:
             theta, x: simulations (user units), or ``num_simulations`` simulated here under
@@ -258,6 +309,10 @@ class FastSampling:
             objective: ``"both"`` (the default: reverse KL on the student's own draws plus
                 CaloFlow's mean squared errors), ``"kl"`` or ``"latent"``.
             seed: seed of the simulations and of the distillation.
+            family: ``"affine"`` (the default: an affine IAF with new networks of the
+                teacher's widths, the fastest draws) or ``"spline"`` (the teacher's own spline
+                networks read in the sampling direction, trained from there; a flow of spline
+                layers only, such as ``"nsf"``). :meth:`save` keeps the family.
             **fit_options: options of :func:`pyroflows.train.fit` over
                 :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS` (40 epochs, cosine
                 decay, no early stopping), and ``validation_fraction`` (0.1: the simulations
@@ -266,9 +321,12 @@ class FastSampling:
 
         Raises:
             ValueError: not fitted, a flow that already draws in one pass per layer
-                (coupling), or bad simulations / options; the posterior is then unchanged.
+                (coupling), an unknown family or ``family="spline"`` for a flow with other
+                than spline layers, or bad simulations / options; the posterior is then
+                unchanged.
         """
         not_for_ensembles(self, "distil")
         refuse_for_one_observation(self, "distil")
-        self.student = distil(self, theta, x, num_simulations, objective, seed, **fit_options)
+        self.student = distil(self, theta, x, num_simulations, objective, seed, family,
+                              **fit_options)  # fmt: skip
         return self

@@ -9,7 +9,7 @@ degree 0: it feeds every hidden unit without breaking the autoregressive propert
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -161,8 +161,15 @@ class MLP(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return self._run(x, context, self.masked_weights())
 
-    def _run(self, x: Tensor, context: Tensor | None, weights: Sequence[Tensor]) -> Tensor:
-        """The forward pass with the given weights (in layout order)."""
+    def _run(
+        self,
+        x: Tensor,
+        context: Tensor | None,
+        weights: Sequence[Tensor],
+        head: Callable[[Tensor, Tensor, Tensor], Tensor] = _output_layer,
+    ) -> Tensor:
+        """The forward pass with the given weights (in layout order); ``head(h, weight,
+        bias)`` is the output layer."""
         bound = self.input_bound
         if bound is not None:
             x = x.clamp(-bound, bound)
@@ -209,7 +216,7 @@ class MLP(nn.Module):
                 else:
                     h = F.linear(h, weight, bias)
                 h = act(h)
-        return _output_layer(h, next(params), next(params))
+        return head(h, next(params), next(params))
 
     def zero_output_(self) -> MLP:
         """Set the output layer to zero so the network outputs 0 (flows start as identity)."""
@@ -354,6 +361,32 @@ class MADE(MLP):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return super().forward(x, context).unflatten(-1, (self.features, self.params))
+
+    def forward_params_first(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``self(x, context)`` in the layout ``(P, D) + batch``: each parameter of each input a
+        contiguous slab over the batch (``.movedim((0, 1), (-1, -2))`` gives the usual one).
+        The output layer is then one product ``weight @ hidden^T`` with the weight's rows put
+        parameter-first: what a spline evaluated over whole slabs reads
+        (:func:`pyroflows.ops.rqs.rational_quadratic_spline_params_first`).
+
+        Example:
+            >>> made = MADE(3, params=4, context=2, hidden=(8,))
+            >>> x, c = torch.randn(5, 3), torch.randn(5, 2)
+            >>> first = made.forward_params_first(x, c)
+            >>> first.shape, torch.allclose(first.movedim((0, 1), (-1, -2)), made(x, c))
+            (torch.Size([4, 3, 5]), True)
+        """
+        d, p = self.features, self.params
+
+        def head(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+            rows = h.reshape(-1, h.shape[-1])
+            w = weight.unflatten(0, (d, p)).transpose(0, 1).reshape(d * p, -1)
+            # the product, then the bias in place (addmm first copies the broadcast bias into
+            # the output: slower on CPU)
+            out = torch.mm(w, rows.T).add_(bias.unflatten(0, (d, p)).T.reshape(-1, 1))
+            return out.view((p, d) + h.shape[:-1])
+
+        return self._run(x, context, self.masked_weights(), head)
 
     def forward_degree(
         self,

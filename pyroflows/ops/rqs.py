@@ -269,3 +269,77 @@ def _spline(
     if inverse:
         log_deriv = -log_deriv
     return out, log_deriv.masked_fill(~inside, 0.0)
+
+
+def rational_quadratic_spline_params_first(
+    x: Tensor, params: Tensor, bins: int, bound: float = 5.0
+) -> Tensor:
+    """The spline's value (forward direction, no log-derivative) with its raw parameters
+    first: ``params`` of shape ``(3 bins - 1,) + x.shape`` (widths, heights, interior
+    derivatives), each parameter a contiguous slab over the inputs. The same map as
+    :func:`rational_quadratic_spline_packed` with ``params.movedim(0, -1)``.
+
+    With the bins first, every step over the bins (the maxima, the cumulative sums, the
+    count of edges below ``x``) is an elementwise operation between whole slabs, and the bin's
+    numbers come from one gather; with the bins last those steps run over rows of a few
+    numbers. An autoregressive layer's network gives its output in this layout at no cost
+    (:meth:`pyroflows.nn.MADE.forward_params_first`), which is how an inverse autoregressive
+    layer of splines draws (``benchmarks/fast_sampler_variant_timing.py``).
+
+    Example:
+        >>> x, p = torch.linspace(-6, 6, 5), torch.randn(11, 5)
+        >>> y = rational_quadratic_spline_params_first(x, p, bins=4)
+        >>> torch.allclose(y, rational_quadratic_spline_packed(x, p.T, bins=4)[0], atol=1e-6)
+        True
+    """
+    if params.shape != (3 * bins - 1,) + x.shape:
+        raise ValueError(
+            f"a spline of {bins} bins on inputs of shape {tuple(x.shape)} takes parameters of "
+            f"shape {(3 * bins - 1,) + tuple(x.shape)}, got {tuple(params.shape)}"
+        )
+    sizes = params[: 2 * bins].unflatten(0, (2, bins))  # (2, K) + S: widths, heights
+    top = sizes[:, 0].clone()
+    for k in range(1, bins):
+        torch.maximum(top, sizes[:, k], out=top)
+    # one table (3, K + 1) + S: the cumulative sums C_0 = 0, C_1..C_K of exp(raw - max) of
+    # the widths and the heights, and the raw derivatives at knots 0..K (0 at both ends: a
+    # raw value of 0 is a derivative of 1)
+    table = x.new_empty((3, bins + 1) + x.shape)
+    cumulative = table[:2]
+    cumulative[:, 0].zero_()
+    torch.sub(sizes, top.unsqueeze(1), out=cumulative[:, 1:]).exp_()
+    for k in range(2, bins + 1):
+        cumulative[:, k].add_(cumulative[:, k - 1])
+    table[2, 0].zero_()
+    table[2, bins].zero_()
+    table[2, 1:bins] = params[2 * bins :]
+    total = cumulative[:, bins]  # (2,) + S
+    scale = 2.0 * bound * (1.0 - _MIN_BIN * bins)
+    step = 2.0 * bound * _MIN_BIN  # the least size of a bin
+    u = x.clamp(-bound, bound)
+    # edge j = -bound + step j + scale C_j / C_K is <= u  <=>  C_j + (step j / scale) C_K <= r
+    r = (u + bound).mul_(total[0]).div_(scale)
+    small = bins <= 256  # the count (at most bins - 1) fits in 8 bits
+    count = torch.zeros(x.shape, dtype=torch.uint8 if small else torch.int32, device=x.device)
+    below = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    for j in range(1, bins):
+        edge = torch.add(cumulative[0, j], total[0], alpha=step * j / scale)
+        torch.le(edge, r, out=below)
+        count.add_(below.view(torch.uint8) if small else below)  # 8 bits: no cast
+    # C_k, C_{k+1} of both coordinates and the raw derivatives d_k, d_{k+1}: one gather
+    both = torch.empty((2,) + x.shape, dtype=torch.long, device=x.device)
+    both[0] = count
+    torch.add(both[0], 1, out=both[1])
+    left, right = torch.gather(table, 1, both.expand((3, 2) + x.shape)).unbind(1)  # (3,) + S
+    per_total = scale / total
+    start = torch.addcmul(count.to(x.dtype).mul_(step).sub_(bound), left[:2], per_total)
+    size = (right[:2] - left[:2]).mul_(per_total).add_(step)
+    (x_k, y_k), (w_k, h_k) = start.unbind(0), size.unbind(0)
+    slopes = F.softplus(torch.stack([left[2], right[2]]) + _DERIVATIVE_SHIFT)
+    d_k, d_k1 = slopes.add_(_MIN_DERIVATIVE).unbind(0)
+    s_k = h_k / w_k
+    xi = (u - x_k).div_(w_k)
+    xi1 = xi * (1.0 - xi)
+    denom = (d_k1 + d_k - 2.0 * s_k).mul_(xi1).add_(s_k)
+    out = (s_k * xi.square()).add_(d_k * xi1).mul_(h_k).div_(denom).add_(y_k)
+    return torch.where(x.abs() <= bound, out, x)

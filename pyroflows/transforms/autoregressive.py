@@ -121,6 +121,12 @@ class MaskedAutoregressive(FlowTransform):
             v = v.index_copy(-1, column, v_i.unsqueeze(-1))
         return v, ladj
 
+    def _params_first(self) -> bool:
+        """Whether drawing takes the parameters-first spline: without autograd (it has no
+        backward pass), on a univariate map that has it for the sampling direction."""
+        first = getattr(self.univariate, "params_first", None)
+        return first is not None and not torch.is_grad_enabled() and first(inverse=False)
+
     def call_and_ladj(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.iaf:
             return self.one_pass(z, context, inverse=False)[:2]
@@ -129,6 +135,11 @@ class MaskedAutoregressive(FlowTransform):
         return x, ladj
 
     def call(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        if self.iaf and self._params_first():
+            # a spline over whole slabs: the network's output parameter-first (P, D) + batch
+            params = self.net.forward_params_first(z, context)
+            u = z.expand(params.shape[2:] + z.shape[-1:]).movedim(-1, 0)
+            return self.univariate.value_params_first(u, params).movedim(0, -1)
         if self.iaf:  # one pass, the map without its log-derivative
             params = self.net(z, context)
             return self.univariate.value(z.expand(params.shape[:-1]), params)

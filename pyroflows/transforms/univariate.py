@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from pyroflows.ops import affine, piecewise_linear, soft_clamp
-from pyroflows.ops.rqs import rational_quadratic_spline_packed
+from pyroflows.ops.rqs import (
+    rational_quadratic_spline_packed,
+    rational_quadratic_spline_params_first,
+)
 
 
 class _Map:
@@ -93,6 +96,19 @@ class RQS(_Map):
         return rational_quadratic_spline_packed(
             x, params, self.bins, bound=self.bound, inverse=self._spline_inverse(inverse)
         )
+
+    def params_first(self, inverse: bool = False) -> bool:
+        """Whether :meth:`value_params_first` computes direction ``inverse``: where it is the
+        spline itself (the sampling direction for ``data_to_base="inverse"``)."""
+        return not self._spline_inverse(inverse)
+
+    def value_params_first(self, x: Tensor, params: Tensor, inverse: bool = False) -> Tensor:
+        """:meth:`value` with the parameters first, ``(num_params,) + x.shape``
+        (:func:`~pyroflows.ops.rqs.rational_quadratic_spline_params_first`); only where
+        :meth:`params_first` says so."""
+        if not self.params_first(inverse):
+            raise ValueError("the parameters-first spline computes the spline, not its inverse")
+        return rational_quadratic_spline_params_first(x, params, self.bins, bound=self.bound)
 
     def value(self, x: Tensor, params: Tensor, inverse: bool = False) -> Tensor:
         """The map alone: the spline skips its log-derivative (about a tenth of its cost)."""
