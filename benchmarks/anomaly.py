@@ -374,6 +374,12 @@ def main() -> None:
     )
     parser.add_argument("--no-null", action="store_true", help="skip the null-data AUC check")
     parser.add_argument(
+        "--seed-list",
+        type=int,
+        nargs="+",
+        help="run these data seeds of the setting instead of its first --seeds",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         metavar="JSON",
@@ -414,6 +420,10 @@ def main() -> None:
             (RESULTS / f"{out}.json").write_text(json.dumps(rows, indent=1))
         return
     seeds = args.setting["seeds"][: args.seeds]
+    if args.seed_list:
+        if any(s not in args.setting["seeds"] for s in args.seed_list):
+            raise SystemExit(f"--seed-list: the setting's data seeds are {args.setting['seeds']}")
+        seeds = tuple(args.seed_list)
     if args.merge:  # the report of part runs (e.g. one process per correlation)
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         runs = [r for p in parts for r in p["runs"]]

@@ -61,7 +61,6 @@ class EpochEnsembleMLP(Classifier):
             raise ValueError(
                 f"best_epochs ({best_epochs}) cannot exceed max_epochs ({self.max_epochs})"
             )
-        self.options = dict(options)
 
     def _fit_mlp(self, Z: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> Any:
         gen = torch.Generator().manual_seed(seed)
