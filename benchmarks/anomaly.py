@@ -475,7 +475,8 @@ def main() -> None:
         (f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py {' '.join(sys.argv[1:])}` "
          if not args.merge else "Commands: " + " and ".join(
             f"`OMP_NUM_THREADS=1 python benchmarks/anomaly.py {' '.join(a)}`"
-            for a in args.part_argv) + " side by side, then `... --merge` of their JSON ")
+            for a in args.part_argv)
+         + " (separate processes, partly at the same time), then `... --merge` of their JSON ")
         + "(reduced sizes: "
         f"{args.n} background events, S/B {args.s_over_b:.3%} in the SR, data seeds {seeds} "
         f"(training seed = data seed), max SIC with >= {args.min_background} selected "
@@ -485,7 +486,7 @@ def main() -> None:
         f"{report['machine']}; " + (
             f"{report['total_seconds']:.0f} s in all." if not args.merge else
             "parts of " + " and ".join(f"{t:.0f} s" for t in args.part_seconds)
-            + " run side by side, merged with `--merge`."), "",
+            + " (separate processes), merged with `--merge`."), "",
         "| correlation | CATHODE | LaCATHODE | idealized | CWoLa | CATHODE/idealized (>= 0.9) | "
         "CATHODE/CWoLa (>= 1.2 / 1.5) | LaCATHODE/idealized | LaCATHODE/CATHODE |",
         "|---|---|---|---|---|---|---|---|---|",
