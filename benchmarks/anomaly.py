@@ -25,11 +25,12 @@ Reduced sizes (2 shared CPU cores): 200 000 background events over the whole ``m
 background events, against 10^6 in the LHC Olympics R&D set. Flow: CATHODE's default recipe
 (:func:`pyroflows.anomaly.cathode_background`: MAF, 4 layers of (32, 32), cosine decay over
 30 epochs, the 5 best epochs sampled in turn), logit on the two bounded features then
-standardise; classifiers: an ensemble of 3
-HistGradientBoosting classifiers (the shared set-up). Results: ``benchmarks/results/anomaly.md``
-and ``anomaly.json`` (``anomaly_confirm.*`` for the confirmation setting, ``anomaly_ranode*``
-for the R-ANODE scan); each ends with how the protocol compares with the reference
-implementation's (``REFERENCE``).
+standardise; classifiers: the shared set-up
+(:func:`pyroflows.anomaly.default_classifier`, ``--classifier`` picks another by name; the
+default was chosen on the development setting by ``benchmarks/anomaly_classifier.py``).
+Results: ``benchmarks/results/anomaly.md`` and ``anomaly.json`` (``anomaly_confirm.*`` for the
+confirmation setting, ``anomaly_ranode*`` for the R-ANODE scan); each ends with how the
+protocol compares with the reference implementation's (``REFERENCE``).
 
 Commands::
 
@@ -37,6 +38,10 @@ Commands::
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly.py           # ~20 min on 2 busy cores
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly.py --confirm # the confirmation setting
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly.py --ranode  # R-ANODE vs. CATHODE scan
+    # one process per correlation, then one report of both:
+    ... anomaly.py --confirm --correlations realistic --out anomaly_confirm_realistic
+    ... anomaly.py --confirm --correlations strong --no-null --out anomaly_confirm_strong
+    ... anomaly.py --confirm --merge benchmarks/results/anomaly_confirm_{realistic,strong}.json
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ import numpy as np
 import torch
 
 from pyroflows import anomaly as A
+from pyroflows.anomaly.classifier import CHOICES
+from pyroflows.anomaly.classifier import DEFAULT as DEFAULT_CLASSIFIER
 from pyroflows.classify import Classifier
 from pyroflows.datasets import bump_hunt
 
@@ -104,8 +111,10 @@ Differs:
   (32, 32), Adam at 2e-3 with a cosine decay over 30 epochs of batch 1024, no early stopping,
   and samples drawn in turn from the 5 epochs with the lowest validation loss;
 - classifier: the reference uses an MLP (3 x 64, Adam 1e-3, 100 epochs, batch 128) and
-  averages the 10 epochs with the lowest validation loss; here an ensemble of 3
-  HistGradientBoosting classifiers with early stopping (the issue's shared set-up);
+  averages the 10 epochs with the lowest validation loss; here the shared set-up
+  `anomaly.default_classifier()` (`mlp-epochs`: one 3 x 64 MLP, Adam 2e-3, batch 512, at most
+  40 epochs with early stopping, its 5 best epochs averaged; chosen on the development setting,
+  `anomaly_classifier.md`) for every detector;
 - the m KDE: a fixed bandwidth of 0.01 there, Silverman's rule here;
 - metric: the reference draws SIC over every cut with FPR > 0 and takes medians of curves
   interpolated at fixed TPR; here max SIC only over cuts keeping at least 50 background test
@@ -123,8 +132,10 @@ def density(seed: int, args) -> A.ConditionalDensity:
     return A.cathode_background(BOUNDS, seed, time_budget=args.flow_budget, **epochs)
 
 
-def classifier(seed: int) -> Classifier:
-    return Classifier("hgb", ensemble=3, random_state=seed)
+def classifier(seed: int, name: str | None = None) -> Classifier:
+    """The shared classifier set-up (:func:`pyroflows.anomaly.default_classifier`) named
+    ``name`` (None: the default), seeded with ``seed``."""
+    return A.default_classifier(name or DEFAULT_CLASSIFIER, seed)
 
 
 def hunt(n: int, s_over_b: float, correlation: str, seed: int, args):
@@ -150,7 +161,8 @@ def run_one(correlation: str, seed: int, args) -> dict:
                  "n_sr_signal": int(d.label[region.inside(d.m)].sum()),
                  "n_sr_background": int((region.inside(d.m) & (d.label == 0)).sum())}  # fmt: skip
     start = time.perf_counter()
-    cathode = A.CATHODE(region, density(seed, args), classifier(seed), oversampling=4, seed=seed)
+    clf = classifier(seed, args.classifier)
+    cathode = A.CATHODE(region, density(seed, args), clf, oversampling=4, seed=seed)
     cathode.fit(d.x, d.m)
     out["cathode_seconds"] = time.perf_counter() - start
     out["flow_epochs"] = len(cathode.background.histories_[0].val_loss)
@@ -162,15 +174,17 @@ def run_one(correlation: str, seed: int, args) -> dict:
     out["fidelity_auc"], out["fidelity_kl"] = fidelity["auc"], fidelity["kl"]
     detectors = {
         "cathode": cathode,
-        "idealized": A.IdealizedAD(region, classifier(seed)).fit(d.x, d.m, data.extra_background.x),
-        "cwola": A.CWoLa(region, classifier(seed)).fit(d.x, d.m),
+        "idealized": A.IdealizedAD(region, classifier(seed, args.classifier)).fit(
+            d.x, d.m, data.extra_background.x
+        ),
+        "cwola": A.CWoLa(region, classifier(seed, args.classifier)).fit(d.x, d.m),
     }
     # LaCATHODE shares CATHODE's sideband flow (its best member is the latent map)
     start = time.perf_counter()
     detectors["lacathode"] = A.LaCATHODE(
         region,
         cathode.background,
-        classifier(seed),
+        classifier(seed, args.classifier),
         oversampling=4,
         refit_background=False,
         seed=seed,
@@ -204,7 +218,7 @@ def run_one(correlation: str, seed: int, args) -> dict:
 def null_auc(seed: int, args) -> dict:
     data = hunt(args.n, 0.0, "realistic", seed, args)
     region, d = A.SignalRegion(*data.sr), data.data
-    cathode = A.CATHODE(region, density(seed, args), Classifier("hgb", random_state=seed),
+    cathode = A.CATHODE(region, density(seed, args), classifier(seed, args.classifier),
                         oversampling=4, seed=seed).fit(d.x, d.m)  # fmt: skip
     auc = cathode.training_auc(folds=3)
     print(f"null data seed {seed}: CATHODE data-vs-samples AUC (out of fold) {auc:.4f}", flush=True)
@@ -248,7 +262,8 @@ def ranode_scan(args) -> list[dict]:
         for f in args.fractions:
             data = hunt(args.n, f, "realistic", seed, args)
             d, t = data.data, data.test
-            cathode = A.CATHODE(region, flow, classifier(seed), refit_background=False, seed=seed)
+            cathode = A.CATHODE(region, flow, classifier(seed, args.classifier),
+                                refit_background=False, seed=seed)  # fmt: skip
             cathode.fit(d.x, d.m)
             ranode = A.RANODE(region, flow, refit_background=False, max_epochs=40, lr=1e-3,
                               seed=seed)  # fmt: skip
@@ -345,6 +360,32 @@ def main() -> None:
     )
     parser.add_argument("--no-timing", action="store_true", help="skip the sampling-time check")
     parser.add_argument(
+        "--classifier",
+        choices=CHOICES,
+        default=None,
+        help=f"the shared classifier set-up (default: {DEFAULT_CLASSIFIER})",
+    )
+    parser.add_argument(
+        "--correlations",
+        nargs="+",
+        choices=("realistic", "strong"),
+        default=["realistic", "strong"],
+        help="run only these correlations",
+    )
+    parser.add_argument("--no-null", action="store_true", help="skip the null-data AUC check")
+    parser.add_argument(
+        "--seed-list",
+        type=int,
+        nargs="+",
+        help="run these data seeds of the setting instead of its first --seeds",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="no runs: report the runs of these part results (written with --out) together",
+    )
+    parser.add_argument(
         "--ranode",
         action="store_true",
         help="only the R-ANODE vs. CATHODE scan (writes anomaly_ranode.*)",
@@ -379,9 +420,33 @@ def main() -> None:
             (RESULTS / f"{out}.json").write_text(json.dumps(rows, indent=1))
         return
     seeds = args.setting["seeds"][: args.seeds]
-    runs = [run_one(c, s, args) for c in ("realistic", "strong") for s in seeds]
+    if args.seed_list:
+        if any(s not in args.setting["seeds"] for s in args.seed_list):
+            raise SystemExit(f"--seed-list: the setting's data seeds are {args.setting['seeds']}")
+        seeds = tuple(args.seed_list)
+    if args.merge:  # the report of part runs (e.g. one process per correlation)
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        runs = [r for p in parts for r in p["runs"]]
+        nulls = [n for p in parts for n in p["null"]]
+        timings = {k: v for p in parts for k, v in p["sampling_seconds"].items()}
+        args.part_seconds = [p["total_seconds"] for p in parts]
+        args.part_argv = [p["settings"]["argv"] for p in parts]
+        keys = ("n", "n_test", "n_extra", "n_sculpt", "s_over_b", "min_background",
+                "classifier", "epochs", "flow_budget", "confirm")  # fmt: skip
+        for key in keys:
+            values = {json.dumps(p["settings"][key]) for p in parts}
+            if len(values) > 1:
+                raise SystemExit(f"--merge: the parts differ in {key}: {sorted(values)}")
+            args.__dict__[key] = parts[0]["settings"][key]
+        if args.confirm != bool(args.flag):
+            raise SystemExit("--merge: pass --confirm exactly when the parts ran with it")
+        seeds = tuple(sorted({r["seed"] for r in runs}))
+    else:
+        runs = [run_one(c, s, args) for c in args.correlations for s in seeds]
+        nulls = [] if args.no_null else [null_auc(s, args) for s in seeds[:2]]
+        timings = {} if args.confirm or args.no_timing else sampling_time(args)
     summary = {}
-    for corr in ("realistic", "strong"):
+    for corr in sorted({r["correlation"] for r in runs}, key=("realistic", "strong").index):
         rows = [r for r in runs if r["correlation"] == corr]
         bands = {k: A.band([r[k] for r in rows]) for k in METHODS}
         ratios = {
@@ -390,9 +455,9 @@ def main() -> None:
                          ("lacathode", "idealized"), ("lacathode", "cathode"))
         }  # fmt: skip
         summary[corr] = {"bands": bands, "ratios": ratios}
-    nulls = [null_auc(s, args) for s in seeds[:2]]
-    timings = {} if args.confirm or args.no_timing else sampling_time(args)
     settings = {k: v for k, v in vars(args).items() if k != "setting"}
+    settings["classifier"] = args.classifier or DEFAULT_CLASSIFIER
+    settings["argv"] = sys.argv[1:]
     settings["generator"] = {
         k: np.asarray(v).tolist() for k, v in args.setting["generator"].items()
     }
@@ -407,12 +472,21 @@ def main() -> None:
     generator = generator or "the generator's defaults"
     lines = [
         f"# Weakly supervised anomaly detection (issue 29): {args.name} setting", "",
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py {' '.join(sys.argv[1:])}` "
-        "(reduced sizes: "
+        (f"Command: `OMP_NUM_THREADS=1 python benchmarks/anomaly.py {' '.join(sys.argv[1:])}` "
+         if not args.merge else "Commands: " + " and ".join(
+            f"`OMP_NUM_THREADS=1 python benchmarks/anomaly.py {' '.join(a)}`"
+            for a in args.part_argv)
+         + " (separate processes, partly at the same time), then `... --merge` of their JSON ")
+        + "(reduced sizes: "
         f"{args.n} background events, S/B {args.s_over_b:.3%} in the SR, data seeds {seeds} "
         f"(training seed = data seed), max SIC with >= {args.min_background} selected "
         f"background test events out of {args.n_test}). Generator: {generator}. "
-        f"{report['machine']}; {report['total_seconds']:.0f} s in all.", "",
+        f"Classifier set-up: `{settings['classifier']}` "
+        "(`anomaly.default_classifier`, the same for every detector). "
+        f"{report['machine']}; " + (
+            f"{report['total_seconds']:.0f} s in all." if not args.merge else
+            "parts of " + " and ".join(f"{t:.0f} s" for t in args.part_seconds)
+            + " (separate processes), merged with `--merge`."), "",
         "| correlation | CATHODE | LaCATHODE | idealized | CWoLa | CATHODE/idealized (>= 0.9) | "
         "CATHODE/CWoLa (>= 1.2 / 1.5) | LaCATHODE/idealized | LaCATHODE/CATHODE |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -424,7 +498,10 @@ def main() -> None:
         r = s["ratios"]
         lines.append(f"| {corr} | " + " | ".join(cells) + " | "
                      + " | ".join(f"{v:.2f}" for v in r.values()) + " |")  # fmt: skip
-    lines += ["", "Median [16 %, 84 %] of max SIC over the seeds.", "",
+    lines += ["", "Median [16 %, 84 %] of max SIC over the seeds; per seed: "
+              + "; ".join(f"{r['correlation']} seed {r['seed']}: "
+                          + ", ".join(f"{v} {r[k]:.2f}" for k, v in METHODS.items())
+                          for r in runs), "",
               "Background fidelity (`anomaly.background_fidelity`): CATHODE's flow sampled at "
               f"the m of the {args.n_extra} extra SR background events vs. those events, 3-fold "
               "out-of-fold HistGradientBoosting AUC (0.5: indistinguishable) and the exact "

@@ -2,7 +2,7 @@
 
 Events have a resonant feature ``m`` and features ``x``; a rare signal sits in a window of ``m``
 (the signal region, :class:`SignalRegion`) at an unknown place in ``x``. The detectors share one
-SR definition, one classifier set-up (:class:`pyroflows.classify.Classifier`) and one
+SR definition, one classifier set-up (:func:`default_classifier`, by name) and one
 conditional density (:class:`ConditionalDensity`, conditional flows trained with the shared
 loop), and follow scikit-learn conventions (``fit`` then ``score``, higher = more anomalous):
 :class:`CATHODE`, :class:`LaCATHODE` (CATHODE's classifier in the sideband flow's latent space,
@@ -25,6 +25,7 @@ Example:
     ['fpr', 'max_sic', 'nonfinite']
 """
 
+from pyroflows.anomaly.classifier import AveragedClassifier, EpochEnsembleMLP, default_classifier
 from pyroflows.anomaly.density import (
     CATHODE_FLOW,
     ConditionalDensity,
@@ -40,7 +41,6 @@ from pyroflows.anomaly.methods import (
     CWoLa,
     IdealizedAD,
     Supervised,
-    default_classifier,
 )
 from pyroflows.anomaly.metrics import (
     SICCurve,
@@ -56,10 +56,12 @@ from pyroflows.anomaly.sculpting import sculpting
 
 __all__ = [
     "ANODE",
+    "AveragedClassifier",
     "CATHODE",
     "CATHODE_FLOW",
     "ConditionalDensity",
     "CWoLa",
+    "EpochEnsembleMLP",
     "IdealizedAD",
     "LaCATHODE",
     "RANODE",

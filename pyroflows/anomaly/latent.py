@@ -43,7 +43,8 @@ class LaCATHODE(_ClassifierDetector):
         region: the signal region.
         background: the conditional density trained in the sidebands (as for
             :class:`~pyroflows.anomaly.CATHODE`; None: :func:`cathode_background`).
-        classifier: the classifier set-up (cloned).
+        classifier: the classifier set-up (cloned), its name (seeded with ``seed``) or None
+            (the shared default), as for :class:`CATHODE`.
         oversampling: base draws per SR data event in the classifier's training.
         refit_background: train ``background`` on the sidebands in :meth:`fit` (False: use it
             as it is, e.g. shared with CATHODE).
@@ -76,7 +77,7 @@ class LaCATHODE(_ClassifierDetector):
         self,
         region: SignalRegion,
         background: ConditionalDensity | None = None,
-        classifier: Classifier | None = None,
+        classifier: Classifier | str | None = None,
         oversampling: float = 4.0,
         refit_background: bool = True,
         member: int = 0,
@@ -87,7 +88,7 @@ class LaCATHODE(_ClassifierDetector):
             raise ValueError(f"oversampling must be positive, got {oversampling}")
         if isinstance(member, bool) or not isinstance(member, int) or member < 0:
             raise ValueError(f"member must be a non-negative integer, got {member!r}")
-        super().__init__(region, classifier)
+        super().__init__(region, classifier, seed)
         self.background = background if background is not None else cathode_background(seed=seed)
         self.oversampling, self.refit_background = oversampling, refit_background
         self.member, self.extrapolate, self.seed = member, extrapolate, seed

@@ -1,6 +1,7 @@
 """The detectors: scikit-learn style objects with ``fit`` and ``score`` (higher = more
 anomalous) sharing one :class:`~pyroflows.anomaly.SignalRegion`, one classifier set-up
-(:class:`pyroflows.classify.Classifier`, cloned per use) and one conditional density
+(:func:`~pyroflows.anomaly.default_classifier`, a
+:class:`pyroflows.classify.Classifier` cloned per use) and one conditional density
 (:class:`~pyroflows.anomaly.ConditionalDensity`).
 
 * :class:`CATHODE` — background flow in the sidebands, sampled in the SR with ``m`` from a KDE of
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyroflows.anomaly.classifier import default_classifier
 from pyroflows.anomaly.density import ConditionalDensity, cathode_background, kde_sample
 from pyroflows.anomaly.metrics import count_nonfinite
 from pyroflows.anomaly.region import SignalRegion
@@ -44,11 +46,6 @@ __all__ = [
 ]
 
 
-def default_classifier() -> Classifier:
-    """The shared set-up: an ensemble of 3 histogram gradient-boosting classifiers."""
-    return Classifier("hgb", ensemble=3)
-
-
 def _xm(x: Any, m: Any) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, np.float64)
     x = x[:, None] if x.ndim == 1 else x
@@ -66,6 +63,20 @@ def _xm(x: Any, m: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, m
 
 
+def _classifier(classifier: Classifier | str | None, seed: int) -> Classifier:
+    """A :class:`Classifier` as given, or the shared set-up by name (None: the default)."""
+    if classifier is None:
+        return default_classifier(seed=seed)
+    if isinstance(classifier, str):
+        return default_classifier(classifier, seed)  # refuses unknown names
+    if not isinstance(classifier, Classifier):
+        raise TypeError(
+            "classifier must be a pyroflows.classify.Classifier, a set-up name "
+            f"(anomaly.classifier.CHOICES) or None, got {type(classifier).__name__}"
+        )
+    return classifier
+
+
 def _balanced(n1: int, n0: int) -> np.ndarray:
     """Weights that give both classes the same total (label 1 rows first)."""
     return np.concatenate([np.ones(n1), np.full(n0, n1 / n0)])
@@ -74,9 +85,11 @@ def _balanced(n1: int, n0: int) -> np.ndarray:
 class _ClassifierDetector:
     """Score = the probability of the "data" class from a classifier of two samples."""
 
-    def __init__(self, region: SignalRegion | None, classifier: Classifier | None = None):
+    def __init__(
+        self, region: SignalRegion | None, classifier: Classifier | str | None = None, seed: int = 0
+    ):
         self.region = region
-        self.classifier = classifier if classifier is not None else default_classifier()
+        self.classifier = _classifier(classifier, seed)
         self.nonfinite_ = {"nan": 0, "posinf": 0, "neginf": 0}
 
     def _train(self, data: np.ndarray, reference: np.ndarray) -> None:
@@ -127,7 +140,9 @@ class CATHODE(_ClassifierDetector):
             share it with :class:`ANODE`). None: :func:`cathode_background` (a MAF whose 5
             best epochs of 30 are sampled in turn; bounds None, so pass one with the
             features' bounds for a logit preprocessing).
-        classifier: the classifier set-up (cloned).
+        classifier: the classifier set-up (cloned), or its name in
+            :data:`pyroflows.anomaly.classifier.CHOICES` (seeded with ``seed``); None: the
+            shared default (:func:`~pyroflows.anomaly.default_classifier`).
         oversampling: samples per SR data event.
         refit_background: train ``background`` in :meth:`fit` (False: use it as it is).
         seed: seed of the KDE and of the flow samples.
@@ -146,12 +161,12 @@ class CATHODE(_ClassifierDetector):
         self,
         region: SignalRegion,
         background: ConditionalDensity | None = None,
-        classifier: Classifier | None = None,
+        classifier: Classifier | str | None = None,
         oversampling: float = 4.0,
         refit_background: bool = True,
         seed: int = 0,
     ):
-        super().__init__(region, classifier)
+        super().__init__(region, classifier, seed)
         self.background = background if background is not None else cathode_background(seed=seed)
         self.oversampling, self.refit_background, self.seed = oversampling, refit_background, seed
 
@@ -200,7 +215,7 @@ class IdealizedAD(_ClassifierDetector):
 class Supervised(_ClassifierDetector):
     """The fully supervised bound: a classifier of signal (``y = 1``) vs. background."""
 
-    def __init__(self, classifier: Classifier | None = None):
+    def __init__(self, classifier: Classifier | str | None = None):
         super().__init__(None, classifier)
 
     def fit(self, x: Any, y: Any) -> Supervised:
