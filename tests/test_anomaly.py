@@ -320,3 +320,44 @@ def test_non_finite_events_are_refused_before_fitting(method, where):
     with pytest.raises(ValueError, match=f"{where} has 1 NaN or infinite value.*event 17"):
         detector.fit(x, m)
     assert not hasattr(detector, "model_")
+
+
+SHARED_DETECTORS = {
+    "cathode": lambda r, b: A.CATHODE(r, b, Classifier("hgb", max_iter=10), refit_background=False),
+    "lacathode": lambda r, b: A.LaCATHODE(
+        r, b, Classifier("hgb", max_iter=10), refit_background=False
+    ),
+    "anode": lambda r, b: A.ANODE(
+        r, b, A.ConditionalDensity(layers=1, hidden=(8,), max_epochs=1), refit_background=False
+    ),  # fmt: skip
+    "ranode": lambda r, b: A.RANODE(r, b, refit_background=False, max_epochs=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_DETECTORS))
+def test_a_shared_background_made_for_other_events_is_refused(name):
+    """``refit_background=False`` shares a fitted background: one fitted on other features,
+    on events inside this signal region (another region's sidebands), or not at all is
+    refused before anything is trained, instead of a shape error deep inside or a detector
+    whose background has learnt the signal."""
+    hunt = bump_hunt(6_000, 0.0, "realistic", seed=5, **SMALL)
+    d, region = hunt.data, A.SignalRegion(*hunt.sr)
+    tiny = dict(layers=1, hidden=(8,), max_epochs=1)
+    sb = region.sidebands(d.m)
+    make = SHARED_DETECTORS[name]
+    fitted = A.ConditionalDensity(**tiny).fit(d.x[sb][:, :3], d.m[sb])
+    with pytest.raises(ValueError, match="fitted on 3 feature\\(s\\), the events have 4"):
+        make(region, fitted).fit(d.x, d.m)
+    width = region.high - region.low
+    shifted = A.SignalRegion(region.low + 0.6 * width, region.high + 0.6 * width)
+    other = A.ConditionalDensity(**tiny).fit(
+        d.x[shifted.sidebands(d.m)], d.m[shifted.sidebands(d.m)]
+    )
+    inside = int(region.inside(d.m[shifted.sidebands(d.m)]).sum())
+    assert inside > 0
+    with pytest.raises(ValueError, match=f"trained on {inside} event\\(s\\) inside this signal"):
+        make(region, other).fit(d.x, d.m)
+    with pytest.raises(RuntimeError, match="needs a fitted background"):
+        make(region, A.ConditionalDensity(**tiny)).fit(d.x, d.m)
+    # the background of this region's sidebands is accepted
+    make(region, A.ConditionalDensity(**tiny).fit(d.x[sb], d.m[sb])).fit(d.x, d.m)

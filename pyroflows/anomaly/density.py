@@ -171,6 +171,7 @@ class ConditionalDensity:
         self.preprocessor_ = fit_preprocessor(x, bounds=self.bounds, name="x")
         self.m_mean_, self.m_std_ = float(m.mean()), float(m.std() or 1.0)
         self.m_range_ = (float(m.min()), float(m.max()))  # where the flow is not extrapolating
+        self.m_train_ = np.sort(m)  # where it was trained: a detector sharing it checks its SR
         with torch.no_grad():
             z = self.preprocessor_.to_latent(torch.as_tensor(x))[0].float()
         c = self._context(m)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pyroflows.anomaly.density import ConditionalDensity, cathode_background
-from pyroflows.anomaly.methods import _ClassifierDetector, _counted, _xm
+from pyroflows.anomaly.methods import _ClassifierDetector, _counted, _sideband_background, _xm
 from pyroflows.anomaly.region import SignalRegion
 from pyroflows.classify import Classifier
 from pyroflows.train.seeding import seeded_draws
@@ -146,7 +146,7 @@ class LaCATHODE(_ClassifierDetector):
         ``refit_background`` is False), SR data's latents against base draws for the
         classifier."""
         x, m = _xm(x, m)  # refuses non-finite x and m
-        sr, sb = self.region.inside(m), self.region.sidebands(m)
+        sr = self.region.inside(m)
         if sr.sum() == 0:
             raise ValueError("no event in the signal region")
         if self.refit_background:
@@ -154,7 +154,7 @@ class LaCATHODE(_ClassifierDetector):
             if self.member >= most:  # refuse before the flow is trained
                 raise ValueError(f"member {self.member} does not exist: the background keeps "
                                  f"at most {most} member(s)")  # fmt: skip
-            self.background.fit(x[sb], m[sb])
+        _sideband_background(self, x, m)
         flow = self._flow()
         u = self.latent(x[sr], m[sr])
         keep = np.isfinite(u).all(1)

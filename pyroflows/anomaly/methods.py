@@ -63,6 +63,36 @@ def _xm(x: Any, m: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, m
 
 
+def _sideband_background(detector: Any, x: np.ndarray, m: np.ndarray) -> None:
+    """Train ``detector.background`` on the sidebands, or (``refit_background=False``) check
+    that the fitted one it shares was made for these events: the same features, and no
+    training event inside this signal region (a flow trained there has learnt the signal)."""
+    background, region = detector.background, detector.region
+    if detector.refit_background:
+        sb = region.sidebands(m)
+        background.fit(x[sb], m[sb])
+        return
+    dim = getattr(background, "dim_", None)
+    if dim is None:
+        raise RuntimeError(
+            "refit_background=False needs a fitted background: call background.fit(x, m) on "
+            "the sidebands first, or leave refit_background=True"
+        )
+    if dim != x.shape[1]:
+        raise ValueError(
+            f"the shared background was fitted on {dim} feature(s), the events have "
+            f"{x.shape[1]}: refit it on these events (refit_background=True)"
+        )
+    trained_m = getattr(background, "m_train_", None)
+    inside = 0 if trained_m is None else int(region.inside(trained_m).sum())
+    if inside:
+        raise ValueError(
+            f"the shared background was trained on {inside} event(s) inside this signal region "
+            f"({region.low}, {region.high}): it was fitted for another region and has learnt "
+            "what this one holds; refit it on this region's sidebands (refit_background=True)"
+        )
+
+
 def _classifier(classifier: Classifier | str | None, seed: int) -> Classifier:
     """A :class:`Classifier` as given, or the shared set-up by name (None: the default)."""
     if classifier is None:
@@ -173,9 +203,8 @@ class CATHODE(_ClassifierDetector):
     def fit(self, x: Any, m: Any) -> CATHODE:
         """Train on the observed events (all ``m``): sidebands for the flow, SR for the rest."""
         x, m = _xm(x, m)
-        sr, sb = self.region.inside(m), self.region.sidebands(m)
-        if self.refit_background:
-            self.background.fit(x[sb], m[sb])
+        sr = self.region.inside(m)
+        _sideband_background(self, x, m)
         n = int(round(self.oversampling * sr.sum()))
         m_samples = kde_sample(m[sr], n, self.region.low, self.region.high, seed=self.seed)
         x_samples = self.background.sample(m_samples, seed=self.seed)
@@ -251,9 +280,7 @@ class ANODE:
 
     def fit(self, x: Any, m: Any) -> ANODE:
         x, m = _xm(x, m)
-        if self.refit_background:
-            sb = self.region.sidebands(m)
-            self.background.fit(x[sb], m[sb])
+        _sideband_background(self, x, m)
         sr = self.region.inside(m)
         self.data_density.fit(x[sr], m[sr])
         self.fitted_ = True
@@ -344,9 +371,7 @@ class RANODE:
 
     def fit(self, x: Any, m: Any) -> RANODE:
         x, m = _xm(x, m)
-        if self.refit_background:
-            sb = self.region.sidebands(m)
-            self.background.fit(x[sb], m[sb])
+        _sideband_background(self, x, m)
         sr = self.region.inside(m)
         z, log_bg = self._latent(x[sr], m[sr])
         keep = torch.isfinite(z).all(-1) & torch.isfinite(log_bg)
