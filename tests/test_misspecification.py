@@ -87,3 +87,40 @@ def test_the_reference_is_built_on_the_embeddings_device_and_dtype():
     ref = SummaryReference(torch.empty(50, 3, dtype=torch.float64, device="meta"))
     assert ref.mean.device.type == "meta" and ref.distances.device.type == "meta"
     assert ref.distance(torch.zeros(4, 3)).device.type == "meta"  # observations moved there
+
+
+@pytest.mark.parametrize("k", [2, 16, 60])
+def test_the_reference_distances_are_out_of_sample_so_the_level_holds(k):
+    """In-sample reference distances are smaller than a new observation's (by about k / n),
+    so ordinary observations fired the check above its level: with these seeds and in-sample
+    distances, 0.057 at 0.05 for k = 16 and 0.146 for k = 60 (now 0.047 and 0.059)."""
+    g = torch.Generator().manual_seed(k)
+    ref = SummaryReference(torch.randn(1000, k, generator=g))
+    p = ref.p_values(torch.randn(20_000, k, generator=g))
+    rate = float((p < 0.05).double().mean())
+    assert 0.038 < rate < 0.062, rate
+    assert ref.p_values(torch.full((1, k), 10.0)).item() == pytest.approx(1 / 1001)
+
+
+def test_nan_padded_sets_stay_in_the_reference():
+    """Sets of several sizes padded with NaN rows are data for a summary with nan_padding:
+    the reference keeps them all (it kept only the full-size sets, so its smallest p-value was
+    large and the check could not fire)."""
+    import pyro
+
+    from pyroflows.nn import DeepSet
+
+    def model(n=6, x=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+        with pyro.plate("data", n):
+            return pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    post = pf.AmortizedPosterior(
+        model, "x", summary=DeepSet(1, 4, hidden=8), sizes=range(2, 7), size_arg="n",
+        flow="maf", flow_kwargs=dict(layers=1, hidden=(8,)),
+    )  # fmt: skip
+    post.fit(num_simulations=200, max_epochs=1, progress=False, seed=0, recipe="one_phase")
+    post.calibrate_check(300, seed=1)
+    assert len(post.reference.distances) == 300
+    far = torch.full((3,), 500.0)
+    assert post.check_observation(far, alpha=0.01).p_value.item() == pytest.approx(1 / 301)

@@ -2,7 +2,9 @@
 
 The summary network maps data to the flow's context. :class:`SummaryReference` holds the
 embeddings of held-out simulations (not used in training): their mean, their covariance (with
-a small ridge) and their own squared Mahalanobis distances. An observation's distance is
+a small ridge) and their own squared Mahalanobis distances, each measured out of fold (from
+the mean and covariance of the other folds, as a new observation's is from all of them:
+in-sample distances would be too small). An observation's distance is
 compared with those: the p-value is ``(1 + #{reference distances >= its distance}) /
 (n + 1)``, so for an observation the simulator produced the p-value is uniform (up to the
 reference's finite size) and ``p < alpha`` fires at rate ``alpha``. An observation far outside
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor
 
 from pyroflows.amortized.ensemble import not_for_ensembles
+from pyroflows.amortized.observations import valid_rows
 from pyroflows.amortized.one_observation import refuse_for_one_observation
 from pyroflows.train.seeding import seeded
 from pyroflows.validation import positive_int
@@ -47,6 +50,8 @@ __all__ = [
 #: a p-value below this (once a reference exists): about one false alarm in a thousand
 #: observations from the model
 WARN_ALPHA = 1e-3
+#: the reference's distances are measured out of fold, in this many folds
+FOLDS = 20
 #: added to the seed of :func:`calibrate`'s simulations, so that they are not a fit's
 #: simulations drawn with the same seed
 CHECK_SEED_OFFSET = 0xC4EC
@@ -79,25 +84,37 @@ class SummaryReference:
         tensor([1.0000, 0.0010], dtype=torch.float64)
     """
 
-    def __init__(self, embeddings: Tensor, ridge: float = 1e-6):
+    def __init__(self, embeddings: Tensor, ridge: float = 1e-6, folds: int = FOLDS):
         e = embeddings.detach().to(torch.float64)
         if e.dim() != 2 or len(e) < 10:
             raise ValueError(
                 f"the reference needs at least 10 embeddings (n, k), got {tuple(e.shape)}"
             )
-        self.mean = e.mean(0)
-        centred = e - self.mean
+        self.ridge = ridge
+        self.mean, self._chol = self._fit(e)
+        # each reference distance is measured from a mean and covariance fitted without it, as
+        # an observation's is: in-sample distances are too small (by about k / n on average),
+        # so ordinary observations would fire the check more often than its level
+        size = -(-len(e) // min(folds, len(e)))  # contiguous folds (slices work on any device)
+        out = [
+            _distance(e[i : i + size], *self._fit(torch.cat([e[:i], e[i + size :]])))
+            for i in range(0, len(e), size)
+        ]
+        self.distances = torch.cat(out).sort().values
+
+    def _fit(self, e: Tensor) -> tuple[Tensor, Tensor]:
+        """The mean and the Cholesky factor of the (ridged) covariance of embeddings ``e``."""
+        mean = e.mean(0)
+        centred = e - mean
         cov = centred.T @ centred / (len(e) - 1)
         scale = cov.diagonal().mean().clamp_min(1e-12)
-        ridge_eye = ridge * scale * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
-        self._chol = torch.linalg.cholesky(cov + ridge_eye)
-        self.distances = self.distance(e).sort().values
+        ridge_eye = self.ridge * scale * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+        return mean, torch.linalg.cholesky(cov + ridge_eye)
 
     def distance(self, embeddings: Tensor) -> Tensor:
         """Squared Mahalanobis distances ``(B,)`` of embeddings ``(B, k)``."""
-        centred = (embeddings.detach().to(self.mean.device, torch.float64) - self.mean).T
-        white = torch.linalg.solve_triangular(self._chol, centred, upper=False)
-        return (white**2).sum(0)
+        return _distance(embeddings.detach().to(self.mean.device, torch.float64), self.mean,
+                         self._chol)  # fmt: skip
 
     def p_values(self, embeddings: Tensor) -> Tensor:
         """``(1 + #{reference distances >= d}) / (n + 1)`` for each embedding's distance."""
@@ -111,6 +128,12 @@ class SummaryReference:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
         d, p = self.distance(embeddings), self.p_values(embeddings)
         return CheckResult(d, p, float(alpha), p < alpha)
+
+
+def _distance(e: Tensor, mean: Tensor, chol: Tensor) -> Tensor:
+    """Squared Mahalanobis distances of rows ``e`` for ``mean`` and a Cholesky factor."""
+    white = torch.linalg.solve_triangular(chol, (e - mean).T, upper=False)
+    return (white**2).sum(0)
 
 
 def warn_if_outside(reference: SummaryReference | None, embeddings: Tensor) -> None:
@@ -150,7 +173,8 @@ def calibrate(
         with seeded(seed, CHECK_SEED_OFFSET):
             _, x = post._simulate_many(positive_int("num_simulations", num_simulations))
     batch, _ = post.observations.check(x)
-    batch = batch[torch.isfinite(batch.reshape(len(batch), -1)).all(-1)]
+    # NaN rows that pad a set to a common size are data the summary reads, not bad values
+    batch = batch[valid_rows(batch, post.observations.nan_padding)]
     return SummaryReference(_embeddings(post, batch))
 
 
