@@ -4,8 +4,9 @@ Fits one :class:`pyroflows.TwoStepGenerator` with ``benchmarks/calo.py``'s devel
 settings (6 000 showers of data seed 0; flow I ``nsf(3, 1, 4 layers, 64x64)`` for 40 epochs;
 flow II ``nsf(99, 4, 3 layers, 96x96, 8 bins)`` for at most 200 epochs / ``--budget2``
 seconds), then for each ``--students`` map distils flow II anew (flow I's student too; at
-most 20 epochs / 150 s each) and reports the student path's AUC against 2 000 fresh
-reference showers (data seed 10 000; ``c2st``, gradient boosting, no bootstrap) and the
+most ``--distill-epochs`` epochs / ``--budget-distill`` seconds each, default 20 / 150) and
+reports the student path's AUC against 2 000 fresh reference showers (data seed 10 000;
+``c2st``, gradient boosting, no bootstrap) and the
 milliseconds of each stage of both paths for 1 000 showers (``benchmarks/calo.py``'s
 ``stage_times``: best of 5 interleaved rounds). Student maps: ``spline`` (the teacher's
 networks and splines, copied), ``rqs4`` (new networks driving 4-bin splines), ``pwl8`` (new
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--students", nargs="+", default=["spline", "rqs4", "pwl8", "affine"],
                         choices=["spline", "rqs4", "pwl8", "affine"])  # fmt: skip
     parser.add_argument("--budget2", type=float, default=300.0)
+    parser.add_argument("--distill-epochs", type=int, default=20)
+    parser.add_argument("--budget-distill", type=float, default=150.0, help="0: no limit")
     parser.add_argument("--redequantise", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -74,8 +77,8 @@ def main() -> None:
     print(json.dumps({"teacher_auc": teacher_auc, "epochs2": epochs2}), flush=True)
     for kind in args.students:
         start = time.perf_counter()
-        gen.distill(max_epochs=20, time_budget=150, seed=0, progress=False,
-                    **student_options(gen, kind))  # fmt: skip
+        gen.distill(max_epochs=args.distill_epochs, time_budget=args.budget_distill or None,
+                    seed=0, progress=False, **student_options(gen, kind))  # fmt: skip
         distill_s = time.perf_counter() - start
         out = gen.sample(ref.energy, seed=1, sampler="student")
         rows = features(out.energy, out.layer_energies, out.voxels, t)
