@@ -2,11 +2,11 @@
 
 Fits one :class:`pyroflows.TwoStepGenerator` with ``benchmarks/calo.py``'s development
 settings (6 000 showers of data seed 0; flow I ``nsf(3, 1, 4 layers, 64x64)`` for 40 epochs;
-flow II ``nsf(99, 4, 3 layers, 96x96, 8 bins)`` for at most 200 epochs / ``--budget2``
-seconds), then for each ``--students`` map distils flow II anew (flow I's student too; at
-most ``--distill-epochs`` epochs / ``--budget-distill`` seconds each, default 20 / 150) and
-reports the student path's AUC against 2 000 fresh reference showers (data seed 10 000;
-``c2st``, gradient boosting, no bootstrap) and the
+flow II ``nsf(99, 4, 3 layers, 96x96, 8 bins)`` for at most ``--epochs2`` epochs /
+``--budget2`` seconds, default 200 / 300), then for each ``--students`` map distils flow II
+anew (flow I's student too; at most ``--distill-epochs`` epochs / ``--budget-distill``
+seconds each, default 20 / 150) and reports the student path's AUC against 2 000 fresh
+reference showers (data seed 10 000; ``c2st``, gradient boosting, no bootstrap) and the
 milliseconds of each stage of both paths for 1 000 showers (``benchmarks/calo.py``'s
 ``stage_times``: best of 5 interleaved rounds). Student maps: ``spline`` (the teacher's
 networks and splines, copied), ``rqs4`` (new networks driving 4-bin splines), ``pwl8`` (new
@@ -53,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", nargs="+", default=["spline", "rqs4", "pwl8", "affine"],
                         choices=["spline", "rqs4", "pwl8", "affine"])  # fmt: skip
+    parser.add_argument("--epochs2", type=int, default=200)
     parser.add_argument("--budget2", type=float, default=300.0)
     parser.add_argument("--distill-epochs", type=int, default=20)
     parser.add_argument("--budget-distill", type=float, default=150.0, help="0: no limit")
@@ -64,8 +65,9 @@ def main() -> None:
         data.layer_sizes, data.threshold, energy_flow=pf.nsf(3, 1, layers=4, hidden=(64, 64)),
         shower_flow=pf.nsf(99, 4, layers=3, hidden=(96, 96)),
     )  # fmt: skip
-    gen.fit(data.energy, data.voxels, max_epochs=(40, 200), time_budget=(None, args.budget2),
-            seed=0, progress=False, redequantise=args.redequantise)  # fmt: skip
+    gen.fit(data.energy, data.voxels, max_epochs=(40, args.epochs2),
+            time_budget=(None, args.budget2), seed=0, progress=False,
+            redequantise=args.redequantise)  # fmt: skip
     ref = calo_showers(2000, seed=10_000)
     t = data.threshold
     ref_rows = features(ref.energy, ref.layer_energies, ref.voxels, t)
