@@ -15,8 +15,11 @@ generated shower conditioned on a reference shower's incident energy; features
 ``log E_inc``, ``log1p(E_layer / t)`` and ``log1p(voxel / t)`` (``t`` the threshold); the null
 check is the same classifier on the reference against a second fresh reference (data seed
 ``20000 + s``). Speed: whole-generator draws per second (flow I, flow II or student, decoding)
-for ``--n-speed`` showers, best of 3, teacher and student in the same process, and the same
-for flow II / student alone.
+for ``--n-speed`` showers, best of 5 rounds, each round timing flow I, flow II and the whole
+call of the teacher path and then of the student path (so both see the same load); the
+``rest`` of a call (standardising, decoding, thresholding) is the whole call less the flows.
+``--student affine`` distils flow II into affine maps instead of the teacher's splines;
+``--redequantise`` draws the zeros' dequantisation noise afresh every epoch.
 
 Targets (issue 28): teacher AUC <= 0.65, student AUC <= teacher + 0.03, student >= 20x the
 teacher's draws/s. Seeds are split into development (tuned on) and confirmation (run once).
@@ -41,6 +44,7 @@ import torch
 import pyroflows as pf
 from pyroflows.datasets import calo_showers
 from pyroflows.diagnostics import c2st
+from pyroflows.transforms import Affine
 
 
 def features(energy: np.ndarray, layers: np.ndarray, voxels: np.ndarray, t: float) -> np.ndarray:
@@ -54,6 +58,39 @@ def best_time(fn, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def stage_times(
+    gen: pf.TwoStepGenerator, energy: np.ndarray, repeats: int = 5
+) -> dict[str, dict[str, float]]:
+    """Milliseconds of each stage of ``gen.sample(energy, sampler=...)`` for the teacher and
+    the student path, best of ``repeats`` rounds (each round times every stage of both paths
+    in turn, so both see the same load): flow I, flow II (or their students) and the whole
+    call; ``rest_ms`` is the whole call less the flows (standardising the contexts, undoing
+    the standardisation, decoding and thresholding)."""
+    c1 = np.log(energy)[:, None]
+    calls = {}
+    for sampler in ("teacher", "student"):
+        flow1, flow2 = gen.energy_flow, gen.shower_flow
+        if sampler == "student":
+            flow1, flow2 = gen.energy_student_ or flow1, gen.student_
+        ctx1 = gen._tensors(flow1, ("c1", c1))[0]
+        f1 = gen._sample_flow(flow1, gen.pre_["f1"], ctx1)
+        ctx2 = gen._tensors(flow2, ("c2", np.column_stack([c1, f1])))[0]
+        calls[sampler] = {
+            "flow1_ms": lambda f=flow1, c=ctx1: f.sample((), c),
+            "flow2_ms": lambda f=flow2, c=ctx2: f.sample((), c),
+            "whole_ms": lambda s=sampler: gen.sample(energy, seed=0, sampler=s),
+        }  # fmt: skip
+    best = {s: dict.fromkeys(c, np.inf) for s, c in calls.items()}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for sampler, stages in calls.items():
+                for key, fn in stages.items():
+                    best[sampler][key] = min(best[sampler][key], 1000 * best_time(fn, 1))
+    for times in best.values():
+        times["rest_ms"] = times["whole_ms"] - times["flow1_ms"] - times["flow2_ms"]
+    return best
 
 
 def metric(gen_rows: np.ndarray, ref_rows: np.ndarray, null_rows, seed: int) -> dict:
@@ -70,16 +107,19 @@ def run(seed: int, args: argparse.Namespace) -> dict:
     family = pf.nsf if args.flow2 == "nsf" else pf.maf
     gen = pf.TwoStepGenerator(
         data.layer_sizes, t, energy_flow=pf.nsf(3, 1, layers=4, hidden=(64, 64)),
-        shower_flow=family(99, 4, layers=args.layers, hidden=(args.hidden, args.hidden)),
+        shower_flow=family(99, 4, layers=args.layers, hidden=(args.hidden, args.hidden),
+                           **({"bins": args.bins} if args.flow2 == "nsf" else {})),
         floor=args.floor, log_dequantise=not args.uniform_dequantise,
     )  # fmt: skip
     start = time.perf_counter()
     gen.fit(data.energy, data.voxels, max_epochs=(args.epochs1, args.epochs2),
-            time_budget=(None, args.budget2), seed=seed, lr=args.lr, progress=False)  # fmt: skip
+            time_budget=(None, args.budget2), seed=seed, lr=args.lr, progress=False,
+            redequantise=args.redequantise)  # fmt: skip
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
+    student_map = {"univariate": Affine()} if args.student == "affine" else {}
     gen.distill(max_epochs=args.distill_epochs, time_budget=args.budget_distill, seed=seed,
-                progress=False)  # fmt: skip
+                progress=False, **student_map)  # fmt: skip
     distill_s = time.perf_counter() - start
 
     ref = calo_showers(args.n_ref, seed=10_000 + seed)
@@ -112,17 +152,12 @@ def run(seed: int, args: argparse.Namespace) -> dict:
     row["reference_zero_fraction"] = float((ref.voxels == 0).mean())
 
     energy = np.exp(np.random.default_rng(seed).uniform(0, np.log(100), args.n_speed))
-    ctx1, ctx2 = torch.randn(args.n_speed, 1), torch.randn(args.n_speed, 4)
-    flows = {"teacher": (gen.energy_flow, gen.shower_flow),
-             "student": (gen.energy_student_, gen.student_)}  # fmt: skip
-    for sampler, (flow1, flow2) in flows.items():
-        whole = best_time(lambda s=sampler: gen.sample(energy, seed=0, sampler=s))
-        with torch.no_grad():
-            alone1 = best_time(lambda f=flow1: f.sample((), ctx1))
-            alone2 = best_time(lambda f=flow2: f.sample((), ctx2))
-        row[sampler]["draws_per_s"] = args.n_speed / whole
-        row[sampler]["flow1_draws_per_s"] = args.n_speed / alone1
-        row[sampler]["flow2_draws_per_s"] = args.n_speed / alone2
+    timed = stage_times(gen, energy)
+    for sampler, stages in timed.items():
+        row[sampler]["stages_ms"] = stages
+        row[sampler]["draws_per_s"] = args.n_speed / stages["whole_ms"] * 1000
+        row[sampler]["flow1_draws_per_s"] = args.n_speed / stages["flow1_ms"] * 1000
+        row[sampler]["flow2_draws_per_s"] = args.n_speed / stages["flow2_ms"] * 1000
     row["speed_ratio"] = row["student"]["draws_per_s"] / row["teacher"]["draws_per_s"]
     for k in ("flow1", "flow2"):
         row[f"{k}_speed_ratio"] = (row["student"][f"{k}_draws_per_s"]
@@ -136,6 +171,12 @@ def run(seed: int, args: argparse.Namespace) -> dict:
     return row
 
 
+def _stages(ms: dict | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms['flow1_ms']:.1f} + {ms['flow2_ms']:.1f} + {ms['rest_ms']:.1f}"
+
+
 def markdown(blob: dict) -> str:
     lines = ["# Two-step calorimeter-like generation (`benchmarks/calo.py`)", ""]
     for part, body in blob.items():
@@ -143,8 +184,9 @@ def markdown(blob: dict) -> str:
                   "| seed | teacher AUC [95 %] | student AUC [95 %] | null AUC | teacher AUC: "
                   "layer energies / zero pattern only | zeros t / s / ref "
                   "| draws/s t / s (ratio) | flow I / flow II alone (ratio) "
+                  "| ms teacher: flow I + flow II + rest | ms student: flow I + flow II + rest "
                   "| flow II epochs, val NLL |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in body["rows"]:
             te, st = r["teacher"], r["student"]
             lines.append(
@@ -156,7 +198,8 @@ def markdown(blob: dict) -> str:
                 f" / {r['reference_zero_fraction']:.3f} | {te['draws_per_s']:.0f} / "
                 f"{st['draws_per_s']:.0f} ({r['speed_ratio']:.1f}x) | "
                 f"{r['flow1_speed_ratio']:.1f}x / {r['flow2_speed_ratio']:.1f}x | "
-                f"{r['epochs2']}, {r['val_nll2']:.2f} |"
+                + " | ".join(_stages(x.get("stages_ms")) for x in (te, st))
+                + f" | {r['epochs2']}, {r['val_nll2']:.2f} |"
             )
         lines += ["", "Targets per seed: " + "; ".join(
             f"seed {r['seed']}: " + ", ".join(f"{k} {'met' if v else 'NOT met'}"
@@ -181,6 +224,15 @@ def main() -> None:
     parser.add_argument("--floor", type=float, default=0.05)
     parser.add_argument("--uniform-dequantise", action="store_true",
                         help="zeros -> t U(floor, 1) instead of log-uniform")  # fmt: skip
+    parser.add_argument("--bins", type=int, default=8, help="flow II's spline bins")
+    parser.add_argument("--redequantise", action="store_true",
+                        help="fresh dequantisation noise every epoch")  # fmt: skip
+    parser.add_argument(
+        "--student",
+        choices=["spline", "affine"],
+        default="spline",
+        help="flow II's student: the teacher's maps, or affine maps",
+    )
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import pyroflows as pf
 from pyroflows.calo import encoding as enc
@@ -244,3 +245,42 @@ def test_energies_outside_the_training_range_are_refused_or_counted(showers):
     with pytest.warns(RuntimeWarning, match="2 incident energies lie outside"):
         out = gen.sample([1.0, 10.0, 100.0], seed=0, extrapolate=True)
     assert out.voxels.shape == (3, 99)
+
+
+def test_redequantised_training_rows_change_every_epoch_and_decode_to_the_showers(
+    showers, monkeypatch
+):
+    """With ``redequantise=True`` each epoch of flow II's training sees other noise below
+    the threshold (fixed noise lets a flow learn the draws: train NLL 9 nats under val NLL)
+    but the same showers: the rows of two epochs differ, and both decode exactly to the
+    training showers; the validation rows keep one draw."""
+    from pyroflows.calo import generator as module
+
+    seen, real_fit = {}, module.fit
+
+    def record(flow, loss, data, val_data, **kwargs):
+        seen[flow] = (data, val_data)
+        return real_fit(flow, loss, data, val_data, **kwargs)
+
+    monkeypatch.setattr(module, "fit", record)
+    gen = pf.TwoStepGenerator(SIZES, showers.threshold,
+                              energy_flow=pf.nsf(3, 1, layers=1, hidden=(8,)),
+                              shower_flow=pf.maf(99, 4, layers=1, hidden=(8,)))  # fmt: skip
+    e, v = showers.energy[:300], showers.voxels[:300]
+    gen.fit(e, v, max_epochs=1, progress=False, redequantise=True, batch_size=64)
+    data, val = seen[gen.shower_flow]
+    assert isinstance(val, tuple) and len(val[0]) == 30  # the held-out rows: one fixed draw
+    epochs = [[torch.cat(t) for t in zip(*data, strict=True)] for _ in range(2)]
+    (x1, c1), (x2, c2) = epochs
+    assert x1.shape == (270, 99) and c1.shape == (270, 4)
+    assert not torch.equal(x1, x2)
+    train = np.setdiff1d(np.arange(300), np.random.default_rng(0).permutation(300)[:30])
+    for x, c in epochs:
+        f2 = gen.pre_["f2"].from_latent(x.double()).numpy()
+        f1 = gen.pre_["c2"].from_latent(c.double()).numpy()[:, 1:]
+        energy = np.exp(gen.pre_["c2"].from_latent(c.double()).numpy()[:, 0])
+        out = gen.decode(energy, f1, f2)
+        order = np.argsort(energy)  # the epoch's rows are shuffled: match them by energy
+        ref = np.argsort(e[train])
+        assert np.array_equal(out.voxels[order] == 0, v[train][ref] == 0)
+        np.testing.assert_allclose(out.voxels[order], v[train][ref], rtol=1e-4)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 
 from pyroflows.builders import nsf
 from pyroflows.calo import encoding as enc
+from pyroflows.calo.redequantise import Redequantised
 from pyroflows.flows import Flow
 from pyroflows.preprocess import Preprocessor, fit_preprocessor, to_latent
 from pyroflows.train import fit
@@ -178,6 +179,7 @@ class TwoStepGenerator:
         max_epochs: int | tuple[int, int] = 50,
         time_budget: float | tuple[float, float] | None = None,
         seed: int = 0,
+        redequantise: bool = False,
         **fit_kwargs: Any,
     ) -> TwoStepGenerator:
         """Train flow I, then flow II, by negative log-likelihood (:func:`pyroflows.train.fit`).
@@ -188,6 +190,11 @@ class TwoStepGenerator:
             val_fraction: share of showers held out for early stopping (and distillation).
             max_epochs, time_budget: for both flows, or a pair ``(flow I, flow II)``.
             seed: seed of the dequantisation, the split and the training.
+            redequantise: draw the dequantisation noise of the training showers afresh for
+                every epoch (:class:`~pyroflows.calo.redequantise.Redequantised`) instead of
+                once: the flows then cannot learn the particular noise values below the
+                threshold. The validation rows, the standardisation and the rows that
+                :meth:`distill` uses keep the draw of ``seed``.
             **fit_kwargs: other options of :func:`pyroflows.train.fit` (``lr``,
                 ``batch_size``, ``patience``, ``progress``...), for both flows.
 
@@ -220,13 +227,38 @@ class TwoStepGenerator:
         jobs = (("energy_flow", self.energy_flow, t1, 0), ("shower_flow", self.shower_flow, t2, 1))
         for key, flow, t, i in jobs:
             val_data = (t[0][val], t[1][val]) if n_val else None
+            train_data: Any = (t[0][train], t[1][train])
+            if redequantise:
+                train_data = Redequantised(
+                    self._training_rows(key, energy, voxels, train),
+                    fit_kwargs.get("batch_size", 256), seed, t[0].dtype,
+                )  # fmt: skip
             self.history_[key] = fit(
-                flow, nll, (t[0][train], t[1][train]), val_data, max_epochs=epochs[i],
+                flow, nll, train_data, val_data, max_epochs=epochs[i],
                 time_budget=budgets[i], seed=seed, **fit_kwargs,
             )  # fmt: skip
             flow.eval()
         self.student_ = self.energy_student_ = None
         return self
+
+    def _training_rows(
+        self, key: str, energy: Any, voxels: Any, train: np.ndarray
+    ) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+        """``seed -> (features, context)`` of flow I (``key="energy_flow"``) or flow II for
+        the training showers, dequantised with ``seed`` and standardised as in :meth:`fit`."""
+        e, v = self._check(energy, voxels)
+        e, v = e[train], v[train]
+        flow = getattr(self, key)
+
+        def rows(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            c1, f1, f2 = self.encode(e, v, seed)
+            if key == "energy_flow":
+                x, c = self._tensors(flow, ("f1", f1), ("c1", c1))
+            else:
+                x, c = self._tensors(flow, ("f2", f2), ("c2", np.column_stack([c1, f1])))
+            return x, c
+
+        return rows
 
     def _tensors(self, flow: Flow, *named: tuple[str, np.ndarray]) -> list[torch.Tensor]:
         dtype = next(flow.parameters()).dtype
