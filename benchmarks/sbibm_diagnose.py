@@ -72,8 +72,9 @@ def _phases() -> list[dict[str, Any]]:
 
     def recorded(post, data, val_data, options, desc, run):
         history = train(post, data, val_data, options, desc, run)
-        runs.append(dict(run=desc, epochs=len(history.train_loss), best_epoch=history.best_epoch,
-                         best_loss=round(history.best_loss, 4), stop=history.stop_reason))  # fmt: skip
+        best_loss = round(history.best_loss, 4)
+        runs.append(dict(run=desc, epochs=len(history.train_loss), best=history.best_epoch,
+                         best_loss=best_loss, stop=history.stop_reason))  # fmt: skip
         return history
 
     recipe_module._train = recorded
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = diagnose(args)
     for run in result["runs"]:
-        print(f"  {run['run']}: {run['epochs']} epochs, best {run['best_epoch']} "
+        print(f"  {run['run']}: {run['epochs']} epochs, best {run['best']} "
               f"({run['best_loss']}), {run['stop']}")  # fmt: skip
     for row in result["observations"]:
         edge = (
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
             else f", at the edge {row['edge'][0]} (reference {row['edge'][1]})"
         )
         print(
-            f"  observation {row['observation']}: C2ST {row['c2st']}, reference NLL {row['ref_nll']}{edge}"
+            f"  observation {row['observation']}: C2ST {row['c2st']}, "
+            f"reference NLL {row['ref_nll']}{edge}"
         )
     print(f"{args.task} {args.budget}: C2ST {result['c2st']:.3f}, reference NLL "
           f"{result['ref_nll']:.3f}, kept {result['kept']}, {result['cpu_s']:.0f} CPU-s, "
