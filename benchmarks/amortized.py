@@ -27,13 +27,12 @@ Measures the targets of issue 9 in one run and writes ``benchmarks/results/amort
    improvement, clip 5); its draws outside the prior are rejected (sbi's default).
    ``pyroflows``: ``AmortizedPosterior(prior=..., simulator=...).fit(theta=..., x=...)`` with
    the library's defaults (``flow="auto"``: an autoregressive NSF, 5 layers, hidden (64, 64),
-   8 bins (16 from 5 000 training simulations on), and an affine coupling flow of the same
-   size trained on the same split, the one with the lower validation loss kept; parameters
-   mapped to the unconstrained space with ``biject_to`` and standardised; sbi's batch size,
-   clipping and validation split, each family in two phases: lr 2e-3 until 10 epochs
-   without progress, then 5e-4 decayed by a cosine over 100 epochs with a patience of 50).
-   ``pyroflows nsf`` / ``pyroflows realnvp``: one family alone. The family kept and each
-   family's validation loss are recorded. Accuracy: C2ST
+   8 bins, and an affine coupling flow of the same size trained on the same split, the one
+   with the lower validation loss kept; parameters mapped to the unconstrained space with
+   ``biject_to`` and standardised; sbi's batch size, clipping and validation split, each
+   family in two phases: lr 2e-3 until 10 epochs without progress, then 5e-4 decayed by a
+   cosine over 100 epochs with a patience of 50). ``pyroflows nsf`` / ``pyroflows realnvp``:
+   one family alone. The family kept and each family's validation loss are recorded. Accuracy: C2ST
    accuracy (:func:`pyroflows.diagnostics.c2st`, MLP classifier, 5 folds) between 2 000
    posterior draws and 2 000 reference draws, averaged over
    ``--observations`` observations per task (their parameters drawn from the prior with a

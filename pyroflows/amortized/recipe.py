@@ -50,8 +50,6 @@ Posterior = Any
 __all__ = [
     "AUTO_FLOWS",
     "FAST_PHASE",
-    "LARGE_BUDGET",
-    "LARGE_BUDGET_BINS",
     "RECIPES",
     "SECOND_PHASE_EPOCHS",
     "TRAIN_DEFAULTS",
@@ -83,38 +81,6 @@ _ONLINE_SEED_OFFSET = 0x5EED
 #: validation loss (online, or without a validation split: the first).
 AUTO_FLOWS: tuple[str, ...] = ("nsf", "realnvp")
 
-#: A first offline fit on at least :data:`LARGE_BUDGET` training simulations (after the
-#: validation split) gives the spline flow (``nsf``, alone or in ``flow="auto"``)
-#: :data:`LARGE_BUDGET_BINS` bins instead of the builder's 8, unless ``flow_kwargs`` sets
-#: ``bins``; smaller and online fits keep 8. The choice is stored in the kept flow's options
-#: (``post.flow_kwargs``) and saved with it. Measured on sbibm at 10 000 simulations (seed 0,
-#: observations 1-5, ``benchmarks/results/sbibm.md``): two moons C2ST 0.522 instead of 0.543
-#: (sbi NPE 0.519), the observation whose posterior is pressed against the prior's bounds
-#: 0.586 instead of 0.631. The threshold lies between the budgets measured (1 000: 8 bins
-#: unchanged; 10 000: 16); budgets between them are not measured.
-LARGE_BUDGET = 5000
-LARGE_BUDGET_BINS = 16
-
-
-def spline_bins(
-    flow_kwargs: dict[str, Any], families: tuple[str, ...], n_train: int | None
-) -> dict:
-    """``flow_kwargs`` with the spline flow's ``bins`` for a first fit on ``n_train`` training
-    simulations (None: an online fit): :data:`LARGE_BUDGET_BINS` from :data:`LARGE_BUDGET`
-    on, when a spline flow is among ``families`` and ``bins`` is not given; else unchanged.
-
-    Example:
-        >>> spline_bins({"layers": 5}, ("nsf", "realnvp"), 9000)
-        {'layers': 5, 'bins': 16}
-        >>> spline_bins({"layers": 5}, ("nsf", "realnvp"), 900)
-        {'layers': 5}
-        >>> spline_bins({"bins": 4}, ("nsf",), 9000)
-        {'bins': 4}
-    """
-    if n_train is None or n_train < LARGE_BUDGET or "nsf" not in families or "bins" in flow_kwargs:
-        return flow_kwargs
-    return {**flow_kwargs, "bins": LARGE_BUDGET_BINS}
-
 
 def fit_posterior(post: Posterior, call: FitCall) -> Posterior:
     """:meth:`AmortizedPosterior.fit` of one posterior for a checked ``call``
@@ -134,14 +100,11 @@ def fit_posterior(post: Posterior, call: FitCall) -> Posterior:
 
 
 # -- the posterior's state: set up by the first fit, restored by a failed one -----------
-def setup(
-    post: Posterior, theta: Tensor, x: Tensor, weight: Tensor | None = None, offline: bool = False
-) -> None:
+def setup(post: Posterior, theta: Tensor, x: Tensor, weight: Tensor | None = None) -> None:
     """A posterior's first fit: parameter space, preprocessors (weighted by the simulations'
-    ``weight`` when given), networks (an ``offline`` fit on ``theta``: sized by
-    :func:`spline_bins`). All or nothing: the attributes are set only once everything is
-    built, so a failure leaves none behind. Warns when a few extreme values (say 1e30)
-    dominate a column's standardisation."""
+    ``weight`` when given), networks. All or nothing: the attributes are set only once
+    everything is built, so a failure leaves none behind. Warns when a few extreme values
+    (say 1e30) dominate a column's standardisation."""
     space = post.space
     if space is None:
         space = ParameterSpace([post.param_name], [theta.shape[1:]], [None])
@@ -161,8 +124,7 @@ def setup(
     if post.flow_name == "auto":  # coupling needs two parameters or more
         families = tuple(f for f in AUTO_FLOWS if dim >= 2 or f != "realnvp")
     auto = post.flow_name == "auto"
-    flow_kwargs = spline_bins(post.flow_kwargs, families, len(theta) if offline else None)
-    members = build_members(families, summary, dim, context_dim, flow_kwargs, auto)
+    members = build_members(families, summary, dim, context_dim, post.flow_kwargs, auto)
     post.space, post.theta_pre, post.observations = space, theta_pre, observations
     post.context_dim = context_dim
     post._members = members
@@ -216,7 +178,7 @@ def fit_offline(post: Posterior, call: FitCall, options: dict[str, Any]) -> Post
             options["patience"] = None
         val, train = order[:n_val], order[n_val:]
         if post.estimator is None:
-            setup(post, theta[train], x[train], None if weight is None else weight[train], True)
+            setup(post, theta[train], x[train], None if weight is None else weight[train])
     post.dropped += dropped
     post.ess_ = None
     if weight is not None:  # the loop normalises them and hashes them into its checkpoints
