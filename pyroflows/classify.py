@@ -155,7 +155,11 @@ class Classifier:
         uniform = bool((w == w[0]).all())
         return model.fit(Z, y.astype(int), sample_weight=None if uniform else w)
 
-    def _fit_mlp(self, Z: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> nn.Module:
+    def _fit_mlp(
+        self, Z: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, on_epoch: Any = None
+    ) -> nn.Module:
+        """One MLP trained on ``(Z, y, w)``; ``on_epoch(model, epoch, history)`` is called
+        after each epoch (e.g. to keep the best epochs' states)."""
         gen = torch.Generator().manual_seed(seed)
         layers: list[nn.Module] = []
         width = Z.shape[1]
@@ -173,6 +177,7 @@ class Classifier:
             max_epochs=self.max_epochs, lr=self.lr, batch_size=self.batch_size,
             weight_decay=self.weight_decay, patience=self.patience, seed=seed, progress=False,
             desc="classifier",
+            callback=None if on_epoch is None else (lambda e, h: on_epoch(model, e, h)),
         )  # fmt: skip
         return model
 

@@ -24,12 +24,9 @@ import copy
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from pyroflows.classify import ACTIVATIONS, Classifier, _weighted_bce
-from pyroflows.train import fit
-from pyroflows.train.seeding import seeded_draws
+from pyroflows.classify import Classifier
 from pyroflows.validation import positive_int
 
 __all__ = ["CHOICES", "DEFAULT", "AveragedClassifier", "EpochEnsembleMLP", "default_classifier"]
@@ -63,32 +60,15 @@ class EpochEnsembleMLP(Classifier):
             )
 
     def _fit_mlp(self, Z: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> Any:
-        gen = torch.Generator().manual_seed(seed)
-        layers: list[nn.Module] = []
-        width = Z.shape[1]
-        with seeded_draws(seed):
-            for size in self.hidden:
-                layers += [nn.Linear(width, size), ACTIVATIONS[self.activation]()]
-                width = size
-            model = nn.Sequential(*layers, nn.Linear(width, 1))
-        order = torch.randperm(len(Z), generator=gen)
-        n_val = min(len(Z) - 1, max(1, int(self.validation_fraction * len(Z))))
-        data = [torch.as_tensor(a, dtype=torch.float32) for a in (Z, y, w)]
-        val, train = order[:n_val], order[n_val:]
         kept: list[tuple[float, dict]] = []
 
-        def keep(epoch: int, history: Any) -> None:
+        def keep(model: nn.Module, epoch: int, history: Any) -> None:
             if history.val_loss:
                 kept.append((history.val_loss[-1], copy.deepcopy(model.state_dict())))
                 kept.sort(key=lambda item: item[0])
                 del kept[self.best_epochs :]
 
-        fit(
-            model, _weighted_bce, tuple(t[train] for t in data), tuple(t[val] for t in data),
-            max_epochs=self.max_epochs, lr=self.lr, batch_size=self.batch_size,
-            weight_decay=self.weight_decay, patience=self.patience, seed=seed, progress=False,
-            desc="classifier", callback=keep,
-        )  # fmt: skip
+        model = super()._fit_mlp(Z, y, w, seed, on_epoch=keep)
         states = []
         for _, state in kept:  # lowest validation loss first (the loop loaded the best)
             member = copy.deepcopy(model)
