@@ -230,8 +230,8 @@ def iaf(
     return autoregressive_flow(dim, Affine(), context_dim, layers, hidden, inverse=True, **kwargs)
 
 
-def spline_direction(spline: str | None, coupling: bool = False, inverse: bool = False) -> str:
-    """The spline direction that :func:`nsf` builds with these options: ``spline`` itself
+def spline_direction(spline: str | None) -> str:
+    """The spline direction that :func:`nsf` builds for ``spline``: ``spline`` itself
     (checked), or for ``None`` the default, ``"inverse"``.
 
     Example:
@@ -265,7 +265,7 @@ def nsf(
 
     ``spline`` says which spline maps data to base (the density direction; sampling applies
     the other, :class:`~pyroflows.transforms.RQS`): ``"forward"`` (as zuko's and nflows'
-    NSF) or ``"inverse"``; ``None``: :func:`spline_direction`'s default for these options.
+    NSF) or ``"inverse"``; ``None``: :func:`spline_direction`'s default.
     Autoregressive and coupling layers both honour it.
 
     Example:
@@ -273,7 +273,7 @@ def nsf(
         >>> flow(torch.randn(4, 3)).sample((10,)).shape
         torch.Size([10, 4, 2])
     """
-    direction = spline_direction(spline, coupling, kwargs.get("inverse", False))
+    direction = spline_direction(spline)
     rqs = RQS(positive_int("bins", bins), _bound(bound), direction)
     if coupling:
         _reject("nsf(coupling=True)", kwargs, _COUPLING)

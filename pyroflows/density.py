@@ -453,7 +453,7 @@ class DensityEstimator(BaseDensity):
 
     def _spline(self, family: str) -> str | None:
         """The spline direction a newly built flow of ``family`` gets (None: no spline)."""
-        return spline_direction(self.spline, self.coupling) if family == "nsf" else None
+        return spline_direction(self.spline) if family == "nsf" else None
 
     def _build(self, dim: int, family: str, base: Any, spline: str | None = None) -> Any:
         """The flow of ``family`` on the standardised space, on the device in the dtype;

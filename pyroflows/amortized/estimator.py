@@ -111,9 +111,7 @@ def family_kwargs(flow_kwargs: dict[str, Any], family: str, dim: int, auto: bool
     if auto and family != "nsf":
         kwargs = {k: v for k, v in kwargs.items() if k not in _SPLINE_OPTIONS}
     if family == "nsf":
-        kwargs["spline"] = spline_direction(
-            kwargs.get("spline"), kwargs.get("coupling", False), kwargs.get("inverse", False)
-        )
+        kwargs["spline"] = spline_direction(kwargs.get("spline"))
     if kwargs.get("lu") == "auto":
         kwargs["lu"] = dim >= 3 and family in _LINEAR_MAPS_FIT
     return kwargs
