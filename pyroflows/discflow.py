@@ -171,10 +171,11 @@ class ReverseTerm:
     def __call__(self, model: nn.Module, batch: tuple[Tensor, ...], weight: Tensor | None = None):
         with torch.no_grad():
             x = model.sample((self.draws,))
-            c = self.log_p(x).to(x.dtype) - model.log_prob(x, check=False)
-            c = torch.nan_to_num(c, nan=self.low).clamp(self.low, self.high)
-            c = c - c.mean()
-        return nll(model, batch, weight) - self.lam * (c * model.log_prob(x, check=False)).mean()
+            log_p = self.log_p(x).to(x.dtype)
+        log_q = model.log_prob(x, check=False)  # one pass: its value sets c, its gradient the step
+        c = torch.nan_to_num(log_p - log_q.detach(), nan=self.low).clamp(self.low, self.high)
+        c = c - c.mean()
+        return nll(model, batch, weight) - self.lam * (c * log_q).mean()
 
 
 def _exact_log_ratio(est: DensityEstimator, X: np.ndarray, log_target: Callable) -> np.ndarray:
