@@ -156,6 +156,11 @@ class ConditionalDensity:
         self.members_: list[torch.nn.Module] = []
         self.histories_: list = []
 
+    @property
+    def m_range_(self) -> tuple[float, float]:
+        """The range of the training events' ``m``: where the flow is not extrapolating."""
+        return float(self.m_train_[0]), float(self.m_train_[-1])
+
     # -- coordinates --------------------------------------------------------------------------
     def _context(self, m: Any) -> torch.Tensor:
         m = np.asarray(m, np.float64).reshape(-1, 1)
@@ -170,7 +175,6 @@ class ConditionalDensity:
         self.dim_ = x.shape[1]
         self.preprocessor_ = fit_preprocessor(x, bounds=self.bounds, name="x")
         self.m_mean_, self.m_std_ = float(m.mean()), float(m.std() or 1.0)
-        self.m_range_ = (float(m.min()), float(m.max()))  # where the flow is not extrapolating
         self.m_train_ = np.sort(m)  # where it was trained: a detector sharing it checks its SR
         with torch.no_grad():
             z = self.preprocessor_.to_latent(torch.as_tensor(x))[0].float()

@@ -83,8 +83,7 @@ def _sideband_background(detector: Any, x: np.ndarray, m: np.ndarray) -> None:
             f"the shared background was fitted on {dim} feature(s), the events have "
             f"{x.shape[1]}: refit it on these events (refit_background=True)"
         )
-    trained_m = getattr(background, "m_train_", None)
-    inside = 0 if trained_m is None else int(region.inside(trained_m).sum())
+    inside = int(region.inside(background.m_train_).sum())
     if inside:
         raise ValueError(
             f"the shared background was trained on {inside} event(s) inside this signal region "
