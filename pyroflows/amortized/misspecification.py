@@ -90,26 +90,16 @@ class SummaryReference:
             raise ValueError(
                 f"the reference needs at least 10 embeddings (n, k), got {tuple(e.shape)}"
             )
-        self.ridge = ridge
-        self.mean, self._chol = self._fit(e)
+        self.mean, self._chol = _gaussian(e, ridge)
         # each reference distance is measured from a mean and covariance fitted without it, as
         # an observation's is: in-sample distances are too small (by about k / n on average),
         # so ordinary observations would fire the check more often than its level
         size = -(-len(e) // min(folds, len(e)))  # contiguous folds (slices work on any device)
         out = [
-            _distance(e[i : i + size], *self._fit(torch.cat([e[:i], e[i + size :]])))
+            _distance(e[i : i + size], *_gaussian(torch.cat([e[:i], e[i + size :]]), ridge))
             for i in range(0, len(e), size)
         ]
         self.distances = torch.cat(out).sort().values
-
-    def _fit(self, e: Tensor) -> tuple[Tensor, Tensor]:
-        """The mean and the Cholesky factor of the (ridged) covariance of embeddings ``e``."""
-        mean = e.mean(0)
-        centred = e - mean
-        cov = centred.T @ centred / (len(e) - 1)
-        scale = cov.diagonal().mean().clamp_min(1e-12)
-        ridge_eye = self.ridge * scale * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
-        return mean, torch.linalg.cholesky(cov + ridge_eye)
 
     def distance(self, embeddings: Tensor) -> Tensor:
         """Squared Mahalanobis distances ``(B,)`` of embeddings ``(B, k)``."""
@@ -128,6 +118,17 @@ class SummaryReference:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
         d, p = self.distance(embeddings), self.p_values(embeddings)
         return CheckResult(d, p, float(alpha), p < alpha)
+
+
+def _gaussian(e: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
+    """The mean and the Cholesky factor of the covariance of embeddings ``e``, with ``ridge``
+    times its mean variance added to the diagonal."""
+    mean = e.mean(0)
+    centred = e - mean
+    cov = centred.T @ centred / (len(e) - 1)
+    scale = cov.diagonal().mean().clamp_min(1e-12)
+    ridge_eye = ridge * scale * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+    return mean, torch.linalg.cholesky(cov + ridge_eye)
 
 
 def _distance(e: Tensor, mean: Tensor, chol: Tensor) -> Tensor:
