@@ -103,17 +103,14 @@ def check_family(post: Posterior, family: str) -> None:
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if family == "spline":
-        maps = [t.univariate for t in post.estimator.flow.transforms if _is_ar(t)]
+        layers = post.estimator.flow.transforms
+        maps = [t.univariate for t in layers if isinstance(t, MaskedAutoregressive)]
         kinds = sorted({type(m).__name__ for m in maps if not isinstance(m, RQS)})
         if kinds:
             raise ValueError(
                 f"family='spline' reads the teacher's spline maps, but the posterior's flow "
                 f"({post.flow_name!r}) has {', '.join(kinds)} layers: use family='affine'"
             )
-
-
-def _is_ar(layer: Any) -> bool:
-    return isinstance(layer, MaskedAutoregressive)
 
 
 def _family_of(student: Flow) -> str:
