@@ -546,3 +546,44 @@ def test_a_support_that_depends_on_another_site_is_refused():
     guide = pf.FlowGuide(fixed)
     guide.fit(steps=2, progress=False)
     assert guide.latent_dim == 2
+
+
+def _local_latent_model(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("rows", len(y)):
+        z = pyro.sample("z", dist.Normal(mu, 1.0))
+        pyro.sample("y", dist.Normal(z, 0.5), obs=y)
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda g, y: g(y),
+        lambda g, y: g.fit(y, steps=2, check_convergence=False),
+        lambda g, y: g.quantiles([0.5], y),
+        lambda g, y: g.sample_posterior(10, y),
+        lambda g, y: pf.diagnostics.psis(_local_latent_model, g, y, num_particles=20),
+    ],
+    ids=["call", "fit", "quantiles", "sample_posterior", "psis"],
+)
+def test_guide_refuses_data_whose_latents_have_other_shapes(use):
+    # a guide set up for 8 rows held one latent z per row; with 5 rows it drew 8 z's
+    guide = pf.FlowGuide(_local_latent_model)
+    guide.fit(torch.randn(8), steps=2, check_convergence=False, seed=0)
+    before = [p.detach().clone() for p in guide.parameters()]
+    with pytest.raises(ValueError, match=r"site 'z' of shape \(8,\).*shape \(5,\)"):
+        use(guide, torch.randn(5))
+    assert all(torch.equal(a, b) for a, b in zip(before, guide.parameters(), strict=True))
+    # data of the same shape (new values) and a global-only model with other lengths pass
+    assert guide(torch.randn(8))["z"].shape == (8,)
+
+
+def test_guide_with_only_global_latents_takes_data_of_any_length():
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("rows", len(y)):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    guide = pf.FlowGuide(model)
+    guide.fit(torch.randn(8), steps=2, check_convergence=False, seed=0)
+    assert guide(torch.randn(5))["mu"].shape == ()

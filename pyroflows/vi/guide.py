@@ -35,6 +35,7 @@ from pyro.distributions.util import sum_rightmost
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.ops.tensor_utils import periodic_repeat
+from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor, nn
 
 from pyroflows.builders import build
@@ -50,6 +51,7 @@ from pyroflows.vi.divergence import diverged_message, warn_nonfinite
 from pyroflows.vi.laplace import log_joint as _log_joint
 from pyroflows.vi.sites import (
     EnumBlock,
+    argument_signature,
     check_model_arguments,
     dependent_supports,
     enumerated,
@@ -325,6 +327,7 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
                     self._subsampled.setdefault(name, []).append((dim, frame.name))
             self._unconstrained_shapes[name] = torch.Size(shape)
         self.latent_dim = sum(math.prod(s) for s in self._unconstrained_shapes.values())
+        self._checked_arguments = {argument_signature(args, kwargs)}
         self.flow = self._make_flow(*args, **kwargs)
         self.start_ = choose_start(self, self.affine_init, args, kwargs)
         if self.stl and _has_splines(self.flow):
@@ -391,9 +394,43 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
             return STLFlowDistribution(flow)
         return flow()
 
+    def _check_latent_shapes(self, args, kwargs) -> None:
+        """Refuse model arguments under which the guided sites have other shapes than the
+        ones the guide was set up for (data of another length with a latent per row): the
+        guide would draw latents for the old data. The model is traced only when the
+        arguments' tensor shapes or plain values differ from ones already checked.
+
+        Raises:
+            ValueError: naming the site and both shapes.
+        """
+        signature = argument_signature(args, kwargs)
+        if signature in self._checked_arguments:
+            return
+        with forked_streams(), torch.no_grad(), poutine.block():
+            trace = prune_subsample_sites(poutine.trace(self.model).get_trace(*args, **kwargs))
+        now = {name: tuple(site["value"].shape) for name, site in trace.iter_stochastic_nodes()}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            before = tuple(site["value"].shape)
+            if now.get(name) != before:
+                found = "has no such site" if name not in now else f"gives shape {now[name]}"
+                raise ValueError(
+                    f"this FlowGuide was set up for site {name!r} of shape {before}; the model "
+                    f"with these arguments {found}, so the guide's latents belong to other "
+                    "data. Fit a new FlowGuide for these data (or an amortized guide)"
+                )
+        extra = sorted(set(now) - {n for n, _ in self.prototype_trace.iter_stochastic_nodes()})
+        if extra:
+            raise ValueError(
+                f"the model with these arguments has latent site(s) {extra} that this FlowGuide "
+                "was not set up for; fit a new FlowGuide for these arguments"
+            )
+        self._checked_arguments.add(signature)
+
     def forward(self, *args, **kwargs) -> dict[str, Tensor]:
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
+        else:
+            self._check_latent_shapes(args, kwargs)
         latent = self.sample_latent(*args, **kwargs)
         plates = self._create_plates(*args, **kwargs)
         result = {}
@@ -482,6 +519,7 @@ class FlowGuide(PosteriorSummaries, AutoContinuous):
         check_model_arguments(self._model_fn, args, model_kwargs)
         with _torch_seeded(fit_kwargs.get("seed")):
             self._require_setup(args, model_kwargs)
+            self._check_latent_shapes(args, model_kwargs)
             with torch.no_grad(), poutine.block():
                 trace = poutine.trace(self._model_fn).get_trace(*args, **model_kwargs)
         if num_particles is None:

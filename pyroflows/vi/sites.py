@@ -33,6 +33,7 @@ __all__ = [
     "enumerated",
     "expandable",
     "hidden_discrete",
+    "argument_signature",
     "model_tensors",
     "unvectorise",
     "vectorise",
@@ -57,6 +58,22 @@ def model_tensors(args: Sequence[Any], kwargs: dict[str, Any]) -> Iterator[tuple
         yield from walk(f"model argument {i}", value)
     for key, value in kwargs.items():
         yield from walk(f"model keyword argument {key!r}", value)
+
+
+def argument_signature(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple:
+    """What of the model arguments can change the shapes of the model's sites: each tensor's
+    label and shape (as :func:`model_tensors` finds them) and each plain number, string or
+    boolean among the top-level arguments.
+
+    Example:
+        >>> argument_signature((torch.zeros(3), 5), {"n": 2})
+        (('model argument 0', (3,)), ('model argument 1', 5), ('n', 2))
+    """
+    shapes = [(label, tuple(t.shape)) for label, t in model_tensors(args, kwargs)]
+    plain = (int, float, str, bool, type(None))
+    values = [(f"model argument {i}", v) for i, v in enumerate(args) if isinstance(v, plain)]
+    values += [(k, v) for k, v in kwargs.items() if isinstance(v, plain)]
+    return tuple(sorted(shapes + values, key=lambda item: item[0]))
 
 
 def _bad_argument(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str] | None:

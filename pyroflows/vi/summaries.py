@@ -29,6 +29,8 @@ class PosteriorSummaries:
 
     def _require_setup(self, args, kwargs) -> None:
         if self.prototype_trace is not None:
+            if args or kwargs:
+                self._check_latent_shapes(args, kwargs)
             return
         try:
             self._setup_prototype(*args, **kwargs)
