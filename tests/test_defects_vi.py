@@ -445,6 +445,20 @@ def test_distill_refuses_wrong_width_and_coupling_teachers():
         distill(pf.realnvp(2, layers=1, hidden=(4,)), torch.randn(64, 2), max_epochs=1)
 
 
+@pytest.mark.parametrize("part", ["x", "context"])
+def test_distill_refuses_non_finite_rows_before_training(part):
+    # NaN rows used to reach the loop, which gave up with TrainingDiverged after its retries
+    from pyroflows.vi.distill import distill
+
+    teacher = pf.maf(2, layers=1, hidden=(4,), context_dim=1)
+    x, c = torch.randn(64, 2), torch.randn(64, 1)
+    (x if part == "x" else c)[5, 0] = float("nan")
+    before = [p.detach().clone() for p in teacher.parameters()]
+    with pytest.raises(ValueError, match=rf"data \({part}\) has 1 NaN .* row 5"):
+        distill(teacher, (x, c), max_epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters(), strict=True))
+
+
 # -- M5: integrate's proposal has a density floor -----------------------------------------------
 def test_integrate_weights_are_bounded_by_the_defensive_floor():
     r = pf.integrate(

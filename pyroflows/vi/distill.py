@@ -101,6 +101,14 @@ def _check_data(teacher: Flow, data, name: str) -> None:
             f"{name} must be (x, context) with context (n, {teacher.context_dim}) for this "
             f"conditional teacher, got {got}"
         )
+    for label, t in zip(("x", "context"), tensors[:2], strict=False):
+        bad = ~torch.isfinite(t)
+        if t.is_floating_point() and bool(bad.any()):
+            row = int(bad.reshape(len(t), -1).any(-1).nonzero()[0, 0])
+            raise ValueError(
+                f"{name} ({label}) has {int(bad.sum())} NaN or infinite entries (first in row "
+                f"{row}); distillation needs finite rows"
+            )
 
 
 def student_of(
