@@ -42,7 +42,7 @@ SETTINGS = {
 
 def run(names: list[str], settings: list[str], out: Path) -> None:
     from vi_guides import init_loc
-    from vi_posteriors import evaluate
+    from vi_metrics import evaluate
 
     import pyroflows as pf
     from pyroflows.datasets import posteriors

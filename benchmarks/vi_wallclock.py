@@ -12,7 +12,7 @@ import torch
 from pyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from pyro.optim import Adam
 from vi_guides import GUIDES, init_loc
-from vi_posteriors import _failed, draw_metrics, evaluate
+from vi_metrics import draw_metrics, evaluate, failed_row
 from vi_report import print_row
 
 import pyroflows as pf
@@ -119,7 +119,7 @@ def run_b(name: str, cfg: dict, guides: Sequence[str] = DEFAULT_GUIDES) -> list[
             seconds = _svi_until(post, auto, budget)
             rows.append({**evaluate(post, auto, cfg["draws"]), "guide": g, "seconds": seconds})
         except Exception as e:  # a guide that fails on this model is a result, not a crash
-            rows.append({**_failed(e), "guide": g, "seconds": time.perf_counter() - start})
+            rows.append({**failed_row(e), "guide": g, "seconds": time.perf_counter() - start})
     pyro.set_rng_seed(cfg["seed"])
     samples, seconds, note = _nuts_for(post, budget, cfg["draws"], NUTS_CAP)
     nan = float("nan")
@@ -127,7 +127,7 @@ def run_b(name: str, cfg: dict, guides: Sequence[str] = DEFAULT_GUIDES) -> list[
         n = min(cfg["draws"], len(next(iter(samples.values()))))
         row = {**draw_metrics(post, samples, n), "elbo": nan, "k_hat": nan, "draws": n}
     else:  # no draws at all: a failure (C2ST 1 in the summaries)
-        row = _failed(RuntimeError(note))
+        row = failed_row(RuntimeError(note))
     if note:
         row["error" if not samples else "note"] = note
     rows.append({**row, "guide": "NUTS", "seconds": seconds, "nuts_cap": NUTS_CAP})
