@@ -165,6 +165,8 @@ def mixture_settings(name: str):
         yield
     finally:
         density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES = before
+
+
 RESULTS = HERE / "results"
 
 
@@ -545,10 +547,11 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"Protocol: `{' '.join(sys.argv)}`; budget {args.budget} s per flow, seed {args.seed}, "
         f"torch threads {torch.get_num_threads()}, mixture search share "
         f"{density_mixture.MIXTURE_SHARE} of the budget, load average (1 min) at start "
-        f"{quality.LOAD_AT_START:.2f}, at end {os.getloadavg()[0]:.2f}. Every method trains on the same encoded and "
-        "dequantised rows and is scored as log P(discrete cells) + log p(continuous columns) "
-        f"with the same {SCORE_DRAWS} Latin-hypercube draws per test row (see the script's "
-        "docstring); log-likelihoods per test row in those units, ± one standard error.",
+        f"{quality.LOAD_AT_START:.2f}, at end {os.getloadavg()[0]:.2f}. Every method trains "
+        "on the same encoded and dequantised rows and is scored as log P(discrete cells) + "
+        f"log p(continuous columns) with the same {SCORE_DRAWS} Latin-hypercube draws per "
+        "test row (see the script's docstring); log-likelihoods per test row in those units, "
+        "± one standard error.",
         "",
         "| table | rows (train/val/test) x cols | " + " | ".join(methods)
         + " | margin vs best peer (paired) | margin / se | margin vs GMM (paired) / se |",

@@ -72,7 +72,7 @@ MIXTURE_WORK = 500_000
 #: tables of benchmarks/density_tables.py; benchmarks/mixture_cost.py times the search);
 #: None: the search is cut only once the whole budget is spent, checked before each count
 #: (``benchmarks/density_tables.py --variants whole-budget`` measures the default against it)
-MIXTURE_SHARE: float | None = 0.25
+MIXTURE_SHARE: float | None = 0.4
 #: why the search ended (:attr:`MixtureChoice.stopped`): every count tried, the patience run
 #: out, the work cap reached, or (the only ones that depend on the machine's speed) its share
 #: of the time budget spent, or the whole budget (``MIXTURE_SHARE = None``)
