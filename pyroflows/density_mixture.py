@@ -17,9 +17,10 @@ pass :data:`MIXTURE_WORK`: without a time budget it depends on the rows and the 
 on the machine's speed. With a time budget it gets at most :data:`MIXTURE_SHARE` of it: before
 each candidate it predicts that candidate's seconds (its covariance type and space at the count
 before, scaled by the counts: EM's cost grows linearly with the components) and stops, keeping
-the best candidate fitted so far, when they would pass the share; the cheaper covariance types
-come first within a count (:data:`MIXTURE_TYPES`), so a count cut short keeps its diagonal and
-tied candidates. The choice then depends on the machine's speed, and
+the best candidate fitted so far, when they would pass the share. Within a count the candidates
+are fitted in the order of their scores at the count before (the first count: the cheapest
+covariance type first, :data:`MIXTURE_TYPES`), so a count cut short keeps its most promising
+candidates. The choice then depends on the machine's speed, and
 :attr:`MixtureChoice.stopped` (``"time share"``) and a warning say so. The rest of the budget
 is the flows' (the plain member of ``flow="auto"`` among them). The validated GMM of
 ``benchmarks/density_tables.py`` (1-10 components; full, diagonal, tied or spherical
@@ -56,8 +57,9 @@ __all__ = [
 ]
 
 #: the covariance types of the candidate mixtures (scikit-learn's names), fitted in this
-#: order within a count of components: the cheapest first (a diagonal fit costs rows x
-#: components x dimensions per EM step, a full one that times the dimensions)
+#: order in the first count of components: the cheapest first (a diagonal fit costs rows x
+#: components x dimensions per EM step, a full one that times the dimensions); later counts
+#: fit them in the order of their scores at the count before, the most promising first
 MIXTURE_TYPES = ("diag", "tied", "full")
 #: the numbers of components of the candidates, tried in this order (at most half the
 #: training rows)
@@ -176,23 +178,21 @@ def mixture_base(
                 stopped = "time budget"
                 break
         count_best = -np.inf
-        for kind in MIXTURE_TYPES:
-            for space_name, space in spaces.items():
-                if k > 1 and clock.share_spent_by((kind, space_name), k):
-                    stopped = "time share"
-                    break
-                began = time.perf_counter()
-                mixture = _fit(space.train, k, kind, seed)
-                clock.record((kind, space_name), k, time.perf_counter() - began)
-                if mixture is None:  # a component collapsed onto repeated rows
-                    continue
-                per_row = space.score(mixture)
-                fitted.append((mixture, space, space_name))
-                rows.append(per_row)
-                scores[f"{kind} x {k} ({space_name})"] = float(per_row.mean())
-                count_best = max(count_best, float(per_row.mean()))
-            if stopped == "time share":
+        for kind, space_name in _order(spaces, scores, k):
+            space = spaces[space_name]
+            if k > 1 and clock.share_spent_by((kind, space_name), k):
+                stopped = "time share"
                 break
+            began = time.perf_counter()
+            mixture = _fit(space.train, k, kind, seed)
+            clock.record((kind, space_name), k, time.perf_counter() - began)
+            if mixture is None:  # a component collapsed onto repeated rows
+                continue
+            per_row = space.score(mixture)
+            fitted.append((mixture, space, space_name))
+            rows.append(per_row)
+            scores[f"{kind} x {k} ({space_name})"] = float(per_row.mean())
+            count_best = max(count_best, float(per_row.mean()))
         if count_best > -np.inf:
             tried = k
         if stopped == "time share":
@@ -221,6 +221,16 @@ def mixture_base(
         time.perf_counter() - start, stopped,
     )  # fmt: skip
     return base.to(device=Z.device, dtype=Z.dtype), choice
+
+
+def _order(spaces: dict[str, Any], scores: dict[str, float], k: int) -> list[tuple[str, str]]:
+    """The candidates of count ``k`` in the order they are fitted: by their score at the
+    count before, the highest first (a count cut short by the time share keeps the most
+    promising), then in the order of :data:`MIXTURE_TYPES` and the spaces (the first count,
+    and candidates that collapsed at the count before)."""
+    pairs = [(kind, space) for kind in MIXTURE_TYPES for space in spaces]
+    before = [scores.get(f"{kind} x {k - 1} ({space})", -np.inf) for kind, space in pairs]
+    return [pairs[i] for i in sorted(range(len(pairs)), key=lambda i: (-before[i], i))]
 
 
 class _Clock:
