@@ -746,9 +746,12 @@ def warm_up(settings: Settings) -> None:
 
 
 def combine() -> None:
-    """``density_tables.{md,json}`` from ``density_tables_dev`` and ``density_tables_confirm``."""
+    """``density_tables.{md,json}`` from ``density_tables_dev`` and ``density_tables_confirm``
+    (10 s per flow), their runs at 3 s per flow and the earlier runs of :data:`EARLIER_RUNS`."""
     parts, data = [], {}
     named = [("dev", "Development tables"), ("confirm", "Confirmation tables")]
+    named += [("dev_budget3", "Development tables at 3 s per flow"),
+              ("confirm_budget3", "Confirmation tables at 3 s per flow")]  # fmt: skip
     named += [(f"confirm_{name}", title) for name, title in EARLIER_RUNS.items()]
     for part, title in named:
         stem = RESULTS / f"density_tables_{part}"
