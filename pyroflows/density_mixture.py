@@ -92,7 +92,8 @@ class MixtureChoice:
     space it was fitted in (``"flow"`` or ``"data"``), the mean validation log-likelihood per
     row of every candidate fitted (in the flow's space; ``-BIC`` per row without validation
     rows), the seconds the choice took and why the search ended (one of
-    :data:`MIXTURE_STOPS`; ``"time budget"``: a slower machine may have kept another start)."""
+    :data:`MIXTURE_STOPS`; ``"time share"`` or ``"time budget"``: cut by the clock, so a
+    slower machine may have kept another start)."""
 
     covariance_type: str
     components: int

@@ -262,6 +262,15 @@ def test_mixture_search_uses_at_most_its_share_of_the_time_budget(monkeypatch, b
     assert cut == sorted(before, key=before.get, reverse=True)[: len(cut)]
 
 
+@pytest.mark.parametrize("share", [0.0, 1.5, -0.2])
+def test_a_share_outside_0_1_is_refused_before_any_fit(monkeypatch, share):
+    train, val = _six_blobs(n_per=20)
+    monkeypatch.setattr(density_mixture, "MIXTURE_SHARE", share)
+    monkeypatch.setattr(density_mixture, "_fit", lambda *a: pytest.fail("fitted"))
+    with pytest.raises(ValueError, match=r"MIXTURE_SHARE must lie in \(0, 1\]"):
+        mixture_base(train, val, seed=0, seconds=10.0)
+
+
 def test_mixture_search_without_a_budget_does_not_depend_on_the_clock(monkeypatch):
     """No time budget: on a clock where every EM fit takes 100 s, the search makes the same
     choice, with the same scores, as on a fast one (and as a second run), and stops by
