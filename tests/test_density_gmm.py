@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 
 import numpy as np
 import pyro.distributions as dist
@@ -305,13 +306,15 @@ def test_the_plain_member_trains_when_the_mixture_search_is_slow(monkeypatch):
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     est = pf.DensityEstimator(layers=2, hidden=(16,), time_budget=3.0, random_state=0,
                               progress=False)  # fmt: skip
-    with pytest.warns(UserWarning, match="used its share"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         est.fit(X[:500], X_val=X[500:])
     gmm, plain = (next(c for c in est.candidates_ if c["name"] == n) for n in ("nsf-gmm", "nsf"))
-    assert gmm["mixture"]["seconds"] <= density_mixture.MIXTURE_SHARE * 3.0
-    assert gmm["mixture"]["stopped"] == "time share"
     assert len(plain["history"].val_loss) >= 3
     assert plain["best_loss"] < plain["history"].val_loss[0]
+    assert gmm["mixture"]["seconds"] <= 0.4 * 3.0
+    assert gmm["mixture"]["stopped"] == "time share"
+    assert any("used its share" in str(w.message) for w in caught)
 
 
 def test_mixture_search_stops_at_the_rows_times_components_cap(monkeypatch):
