@@ -48,8 +48,9 @@ standard error. The second table reports how the default started: the member kep
 epoch -1: its untrained start, the mixture, stayed the best), the mixture its ``nsf-gmm``
 member started at (covariance type, components, the space it was fitted in: ``flow`` after
 the pre-transform, ``data`` in the data's units; the seconds its search took and why it
-stopped, ``pyroflows.density_mixture.MIXTURE_STOPS``: ``time budget`` means cut by the clock,
-so a faster machine may keep another start) next to the GMM peer's choice, and the
+stopped, ``pyroflows.density_mixture.MIXTURE_STOPS``: ``time share`` (its share of the budget,
+``MIXTURE_SHARE``) or ``time budget`` (the whole budget, ``MIXTURE_SHARE = None``) means cut by
+the clock, so a faster machine may keep another start) next to the GMM peer's choice, and the
 validation loss per row
 of that start, of the member kept and of the GMM peer (all in the data's units, on the same
 validation rows). ``--mixture-rule`` sets ``pyroflows.density_mixture.MIXTURE_RULE`` (how the
@@ -61,6 +62,14 @@ two directions (``--splines inverse forward``) the first is the row's "pyroflows
 each other one is fitted after it in the same process on the same rows and reported in a third
 table with its paired test log-likelihood difference against the first (a positive difference:
 the other direction is better).
+
+``--variants`` fits the default again after it, on the same rows in the same process, with
+the mixture search's settings changed (:data:`VARIANTS`: ``whole-budget``, the search cut only
+once the whole time budget is spent, full covariances first; ``share=X``, at most the share
+``X`` of the budget), and reports each in a further table: test log-likelihood, the paired
+difference default minus variant with its paired standard error, the member kept, the
+mixture start and the variant's time to zuko NSF's best validation loss (as a ratio of
+zuko's).
 
 ``--full`` also fits the default with racing switched off (every member trained to the end)
 and reports the final validation loss of both: what racing costs in quality.
@@ -88,6 +97,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +138,35 @@ SCORE_DRAWS = 32  # draws per test row for the mass of its discrete cells (the d
 DEFAULT_PARAMS: dict[str, Any] = {}
 #: further spline directions fitted after the default on the same rows (--splines)
 OTHER_SPLINES: list[str] = []
+#: the mixture search's settings of each ``--variants`` name:
+#: (``density_mixture.MIXTURE_SHARE``, ``density_mixture.MIXTURE_TYPES``)
+VARIANTS: dict[str, tuple[float | None, tuple[str, ...]]] = {
+    "whole-budget": (None, ("full", "diag", "tied")),
+}
+#: the variants fitted after the default (--variants)
+OTHER_VARIANTS: list[str] = []
+
+
+def variant_settings(name: str) -> tuple[float | None, tuple[str, ...]]:
+    """``(share, types)`` of a ``--variants`` name: one of :data:`VARIANTS` or ``share=X``."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if name.startswith("share="):
+        return float(name.removeprefix("share=")), density_mixture.MIXTURE_TYPES
+    raise ValueError(f"unknown variant {name!r}: one of {sorted(VARIANTS)} or share=X")
+
+
+@contextmanager
+def mixture_settings(name: str):
+    """The mixture search's module settings of variant ``name`` while fitting it."""
+    before = density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES
+    density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES = variant_settings(name)
+    try:
+        yield
+    finally:
+        density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES = before
+
+
 RESULTS = HERE / "results"
 
 
@@ -370,6 +409,9 @@ def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> d
             settings,
             params=DEFAULT_PARAMS | {"spline": spline},
         )
+    for variant in OTHER_VARIANTS:
+        with mixture_settings(variant):
+            fits[f"variant {variant}"] = attempt(n_test, fit_default, raw, spec, rows, settings)
     if full:
         fits["default, no racing"] = attempt(
             n_test, fit_default, raw, spec, rows, settings, race=False
@@ -412,6 +454,20 @@ def run_table(name: str, table: np.ndarray, settings: Settings, full: bool) -> d
             "test_ll": [stats[f"spline={spline}"].value, stats[f"spline={spline}"].stderr],
             "diff": [diff.value, diff.stderr], "member": other.info["member"],
             "best_val_loss": other.info["best_val_loss"],
+        }  # fmt: skip
+    row["variants"] = {}
+    for variant in OTHER_VARIANTS:
+        other = fits[f"variant {variant}"]
+        if "error" in other.info or not np.isfinite(other.log_prob).all():
+            row["variants"][variant] = {"error": other.info.get("error", "non-finite")}
+            continue
+        diff = diagnostics.test_log_likelihood(ours - other.log_prob)
+        reached_v = time_to(other.info["curve"], zuko["best_val_loss"])
+        row["variants"][variant] = {
+            "test_ll": [stats[f"variant {variant}"].value, stats[f"variant {variant}"].stderr],
+            "diff": [diff.value, diff.stderr], "member": other.info["member"],
+            "mixture": other.info["mixture"], "best_val_loss": other.info["best_val_loss"],
+            "time_ratio": None if reached_v is None else reached_v / zuko_time,
         }  # fmt: skip
     if full:
         row["full_val_loss"] = fits["default, no racing"].info.get("best_val_loss")
@@ -489,11 +545,13 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     methods = ["pyroflows default", *PEERS]
     out = [
         f"Protocol: `{' '.join(sys.argv)}`; budget {args.budget} s per flow, seed {args.seed}, "
-        f"torch threads {torch.get_num_threads()}, load average at start "
-        f"{quality.LOAD_AT_START:.2f}. Every method trains on the same encoded and "
-        "dequantised rows and is scored as log P(discrete cells) + log p(continuous columns) "
-        f"with the same {SCORE_DRAWS} Latin-hypercube draws per test row (see the script's "
-        "docstring); log-likelihoods per test row in those units, ± one standard error.",
+        f"torch threads {torch.get_num_threads()}, mixture search share "
+        f"{density_mixture.MIXTURE_SHARE} of the budget, load average (1 min) at start "
+        f"{quality.LOAD_AT_START:.2f}, at end {os.getloadavg()[0]:.2f}. Every method trains "
+        "on the same encoded and dequantised rows and is scored as log P(discrete cells) + "
+        f"log p(continuous columns) with the same {SCORE_DRAWS} Latin-hypercube draws per "
+        "test row (see the script's docstring); log-likelihoods per test row in those units, "
+        "± one standard error.",
         "",
         "| table | rows (train/val/test) x cols | " + " | ".join(methods)
         + " | margin vs best peer (paired) | margin / se | margin vs GMM (paired) / se |",
@@ -564,6 +622,25 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
                     f"| {r['table']} | {spline} | {o['test_ll'][0]:.3f} | {value:+.3f} ± "
                     f"{se:.3f} ({value / se:+.1f}) | {o['member']} | {o['best_val_loss']:.3f} |"
                 )
+    if OTHER_VARIANTS:
+        out += [
+            "",
+            "| table | variant | test LL | default − variant (paired) / se | member | mixture "
+            "start | time ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            for variant, o in r["variants"].items():
+                if "error" in o:
+                    out.append(f"| {r['table']} | {variant} | failed: {o['error']} | | | | |")
+                    continue
+                value, se = o["diff"]
+                ratio = "not reached" if o["time_ratio"] is None else f"{o['time_ratio']:.2f}"
+                out.append(
+                    f"| {r['table']} | {variant} | {o['test_ll'][0]:.3f} ± {o['test_ll'][1]:.3f}"
+                    f" | {value:+.3f} ± {se:.3f} ({_ratio(value, se)}) | {o['member']} | "
+                    f"{o['mixture']} | {ratio} |"
+                )
     out += ["", "| table | discrete columns (pyroflows.tabular, whole table) |", "|---|---|"]
     out += [f"| {r['table']} | {'; '.join(r['notes']) or 'none'} |" for r in rows]
     return "\n".join(out) + "\n"
@@ -574,8 +651,12 @@ def _margin(margin: list[float] | None) -> str:
     if margin is None:
         return "—"
     value, se = margin
-    ratio = f"{value / se:+.1f}" if se > 0 else "exactly equal" if value == 0 else "inf"
-    return f"{value:+.3f} ± {se:.3f} ({ratio})"
+    return f"{value:+.3f} ± {se:.3f} ({_ratio(value, se)})"
+
+
+def _ratio(value: float, se: float) -> str:
+    """``value / se`` with its sign; a paired difference of standard error 0 is exact."""
+    return f"{value / se:+.1f}" if se > 0 else "exactly equal" if value == 0 else "inf"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -596,6 +677,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--splines", nargs="+", default=None, choices=("inverse", "forward"),
         help="spline directions of the measured estimator; the first is the row's default",
+    )  # fmt: skip
+    parser.add_argument(
+        "--variants", nargs="+", default=[],
+        help="also fit the default with these mixture-search settings: whole-budget, share=X",
     )  # fmt: skip
     parser.add_argument(
         "--epochs", type=int, default=None,
@@ -620,6 +705,13 @@ def main(argv: list[str] | None = None) -> None:
     density_mixture.MIXTURE_RULE = args.mixture_rule
     DEFAULT_PARAMS.clear()
     OTHER_SPLINES.clear()
+    OTHER_VARIANTS.clear()
+    for variant in args.variants:
+        try:
+            variant_settings(variant)
+        except ValueError as error:
+            parser.error(str(error))
+    OTHER_VARIANTS.extend(args.variants)
     if args.flow is not None:
         DEFAULT_PARAMS["flow"] = args.flow
     if args.splines:
@@ -654,9 +746,12 @@ def warm_up(settings: Settings) -> None:
 
 
 def combine() -> None:
-    """``density_tables.{md,json}`` from ``density_tables_dev`` and ``density_tables_confirm``."""
+    """``density_tables.{md,json}`` from ``density_tables_dev`` and ``density_tables_confirm``
+    (10 s per flow), their runs at 3 s per flow and the earlier runs of :data:`EARLIER_RUNS`."""
     parts, data = [], {}
     named = [("dev", "Development tables"), ("confirm", "Confirmation tables")]
+    named += [("dev_budget3", "Development tables at 3 s per flow"),
+              ("confirm_budget3", "Confirmation tables at 3 s per flow")]  # fmt: skip
     named += [(f"confirm_{name}", title) for name, title in EARLIER_RUNS.items()]
     for part, title in named:
         stem = RESULTS / f"density_tables_{part}"

@@ -155,12 +155,16 @@ class DensityEstimator(BaseDensity):
             between the members). The time budget is the whole fit's: the pre-transform's
             choice and a mixture base's fit are taken out of it (the loop still takes one
             step when they use it all up). The mixture base's search over the number of
-            components stops by validation and by a rows x components cap, not by time, so
-            the same data and seed keep the same start on an idle or a busy machine; only a
-            search that spends the whole budget is cut, and then
-            ``candidates_[i]["mixture"]["stopped"]`` is ``"time budget"`` and a warning says
-            so. Torch's one-time import of its compiler when the first optimiser of a
-            process is built is not taken out of the budget.
+            components stops by validation and by a rows x components cap; with a time
+            budget it also uses at most
+            :data:`~pyroflows.density_mixture.MIXTURE_SHARE` (40 %) of the budget left
+            when its member starts, keeping the best mixture fitted by then, so the rest
+            goes to training (the plain member included). A search cut by that share makes
+            the start depend on the machine's speed: then
+            ``candidates_[i]["mixture"]["stopped"]`` is ``"time share"`` and a warning says
+            so; without a time budget the same data and seed keep the same start on an idle
+            or a busy machine. Torch's one-time import of its compiler when the first
+            optimiser of a process is built is not taken out of the budget.
         validation_fraction: share of the training rows held out for early stopping when no
             ``X_val`` is given (0 disables early stopping on validation data).
         random_state: seed of the split, the initialisation and the shuffling (the global

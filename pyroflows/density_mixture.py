@@ -13,9 +13,16 @@ space. The candidate kept is the one with the highest mean validation log-likeli
 
 The search adds components one count at a time and stops when the best score has not risen
 for :data:`MIXTURE_PATIENCE` counts in a row, or before a count whose rows x components would
-pass :data:`MIXTURE_WORK`: it depends on the rows and the seed only, not on the machine's
-speed. A time budget stops it only once the whole budget is spent; the choice then depends on
-the speed, and :attr:`MixtureChoice.stopped` and a warning say so. The validated GMM of
+pass :data:`MIXTURE_WORK`: without a time budget it depends on the rows and the seed only, not
+on the machine's speed. With a time budget it gets at most :data:`MIXTURE_SHARE` of it: before
+each candidate it predicts that candidate's seconds (its covariance type and space at the count
+before, scaled by the counts: EM's cost grows linearly with the components) and stops, keeping
+the best candidate fitted so far, when they would pass the share. Within a count the candidates
+are fitted in the order of their scores at the count before (the first count: the cheapest
+covariance type first, :data:`MIXTURE_TYPES`), so a count cut short keeps its most promising
+candidates. The choice then depends on the machine's speed, and
+:attr:`MixtureChoice.stopped` (``"time share"``) and a warning say so. The rest of the budget
+is the flows' (the plain member of ``flow="auto"`` among them). The validated GMM of
 ``benchmarks/density_tables.py`` (1-10 components; full, diagonal, tied or spherical
 covariances; data units) is among the candidates up to its regularisation, its
 one-standard-error rule and any count past the early stop (none on the twelve tables of that
@@ -41,6 +48,7 @@ __all__ = [
     "MIXTURE_PATIENCE",
     "MIXTURE_RULE",
     "MIXTURE_RULES",
+    "MIXTURE_SHARE",
     "MIXTURE_STOPS",
     "MIXTURE_TYPES",
     "MIXTURE_WORK",
@@ -48,8 +56,11 @@ __all__ = [
     "mixture_base",
 ]
 
-#: the covariance types of the candidate mixtures (scikit-learn's names)
-MIXTURE_TYPES = ("full", "diag", "tied")
+#: the covariance types of the candidate mixtures (scikit-learn's names), fitted in this
+#: order in the first count of components: the cheapest first (a diagonal fit costs rows x
+#: components x dimensions per EM step, a full one that times the dimensions); later counts
+#: fit them in the order of their scores at the count before, the most promising first
+MIXTURE_TYPES = ("diag", "tied", "full")
 #: the numbers of components of the candidates, tried in this order (at most half the
 #: training rows)
 MIXTURE_COMPONENTS = tuple(range(1, 11))
@@ -59,10 +70,15 @@ MIXTURE_PATIENCE = 2
 #: the search tries no count ``k`` whose cost, training rows x (1 + 2 + ... + k) components,
 #: would pass this (every candidate with one component is always fitted)
 MIXTURE_WORK = 500_000
+#: with a time budget, the share of it the search may use (measured on the development
+#: tables of benchmarks/density_tables.py; benchmarks/mixture_cost.py times the search);
+#: None: the search is cut only once the whole budget is spent, checked before each count
+#: (``benchmarks/density_tables.py --variants whole-budget`` measures the default against it)
+MIXTURE_SHARE: float | None = 0.4
 #: why the search ended (:attr:`MixtureChoice.stopped`): every count tried, the patience run
-#: out, the work cap reached, or (the only one that depends on the machine's speed) the
-#: time budget spent
-MIXTURE_STOPS = ("components", "patience", "work", "time budget")
+#: out, the work cap reached, or (the only ones that depend on the machine's speed) its share
+#: of the time budget spent, or the whole budget (``MIXTURE_SHARE = None``)
+MIXTURE_STOPS = ("components", "patience", "work", "time share", "time budget")
 #: how the candidates are compared on the validation rows: ``"best"``, the highest mean
 #: log-likelihood; ``"one_se"``, the one with the fewest parameters whose mean is within one
 #: paired standard error of the highest
@@ -76,7 +92,8 @@ class MixtureChoice:
     space it was fitted in (``"flow"`` or ``"data"``), the mean validation log-likelihood per
     row of every candidate fitted (in the flow's space; ``-BIC`` per row without validation
     rows), the seconds the choice took and why the search ended (one of
-    :data:`MIXTURE_STOPS`; ``"time budget"``: a slower machine may have kept another start)."""
+    :data:`MIXTURE_STOPS`; ``"time share"`` or ``"time budget"``: cut by the clock, so a
+    slower machine may have kept another start)."""
 
     covariance_type: str
     components: int
@@ -112,9 +129,11 @@ def mixture_base(
         Z: training rows in the flow's space ``(n, d)``.
         Z_val: validation rows there, or None (the lowest BIC is kept then).
         seed: seed of EM's starts.
-        seconds: the time budget left for the fit, or None: once it is all spent, no larger
-            number of components is tried (and a warning says that the start depends on the
-            machine's speed); a search that ends within it keeps the same start on any
+        seconds: the time budget left for the fit, or None: the search uses at most
+            :data:`MIXTURE_SHARE` of it (no candidate is started that is predicted to end
+            past it; every candidate with one component is fitted), and where that cuts it,
+            a warning says that the start depends on the machine's speed; a search that
+            ends by validation or the work cap within it keeps the same start on any
             machine.
         data_map: ``(loc, L)`` of an affine pre-transform, ``x = loc + L z`` with ``L``
             lower-triangular (:class:`~pyroflows.transforms.FixedAffine`'s buffers), or
@@ -134,10 +153,13 @@ def mixture_base(
     """
     if MIXTURE_RULE not in MIXTURE_RULES:
         raise ValueError(f"MIXTURE_RULE must be one of {MIXTURE_RULES}, got {MIXTURE_RULE!r}")
+    if MIXTURE_SHARE is not None and not 0.0 < MIXTURE_SHARE <= 1.0:
+        raise ValueError(f"MIXTURE_SHARE must lie in (0, 1] or be None, got {MIXTURE_SHARE!r}")
     start = time.perf_counter()
     spaces = {"flow": _Space.identity(Z, Z_val)}
     if data_map is not None:
         spaces["data"] = _Space.affine(Z, Z_val, *data_map)
+    clock = _Clock(start, seconds)
     fitted: list[tuple[Any, _Space, str]] = []
     rows: list[np.ndarray] = []
     scores: dict[str, float] = {}
@@ -153,28 +175,38 @@ def mixture_base(
             if work > MIXTURE_WORK:
                 stopped = "work"
                 break
-            if seconds is not None and time.perf_counter() - start > seconds:
+            if clock.whole_budget_spent():
                 stopped = "time budget"
                 break
         count_best = -np.inf
-        for space_name, space in spaces.items():
-            for kind in MIXTURE_TYPES:
-                mixture = _fit(space.train, k, kind, seed)
-                if mixture is None:  # a component collapsed onto repeated rows
-                    continue
-                per_row = space.score(mixture)
-                fitted.append((mixture, space, space_name))
-                rows.append(per_row)
-                scores[f"{kind} x {k} ({space_name})"] = float(per_row.mean())
-                count_best = max(count_best, float(per_row.mean()))
+        for kind, space_name in _order(spaces, scores, k):
+            space = spaces[space_name]
+            if k > 1 and clock.share_spent_by((kind, space_name), k):
+                stopped = "time share"
+                break
+            began = time.perf_counter()
+            mixture = _fit(space.train, k, kind, seed)
+            clock.record((kind, space_name), k, time.perf_counter() - began)
+            if mixture is None:  # a component collapsed onto repeated rows
+                continue
+            per_row = space.score(mixture)
+            fitted.append((mixture, space, space_name))
+            rows.append(per_row)
+            scores[f"{kind} x {k} ({space_name})"] = float(per_row.mean())
+            count_best = max(count_best, float(per_row.mean()))
+        if count_best > -np.inf:
+            tried = k
+        if stopped == "time share":
+            break
         stale = 0 if count_best > best else stale + 1
-        best, tried = max(best, count_best), k
-    if stopped == "time budget":
+        best = max(best, count_best)
+    if stopped in ("time share", "time budget"):
+        share = "its share" if stopped == "time share" else "all"
         warnings.warn(
-            f"the time budget ({seconds:.3g} s) was spent while choosing the Gaussian "
-            f"mixture start, after {tried} components: a faster "
-            "machine may keep another start; pass a larger time_budget (or none) for a start "
-            "that depends on the data and the seed only",
+            f"choosing the Gaussian mixture start used {share} of the time budget "
+            f"({seconds:.3g} s) after {tried} components: a faster machine may keep another "
+            "start; pass a larger time_budget (or none) for a start that depends on the data "
+            "and the seed only",
             stacklevel=2,
         )
     if not fitted:
@@ -190,6 +222,45 @@ def mixture_base(
         time.perf_counter() - start, stopped,
     )  # fmt: skip
     return base.to(device=Z.device, dtype=Z.dtype), choice
+
+
+def _order(spaces: dict[str, Any], scores: dict[str, float], k: int) -> list[tuple[str, str]]:
+    """The candidates of count ``k`` in the order they are fitted: by their score at the
+    count before, the highest first (a count cut short by the time share keeps the most
+    promising), then in the order of :data:`MIXTURE_TYPES` and the spaces (the first count,
+    and candidates that collapsed at the count before)."""
+    pairs = [(kind, space) for kind in MIXTURE_TYPES for space in spaces]
+    before = [scores.get(f"{kind} x {k - 1} ({space})", -np.inf) for kind, space in pairs]
+    return [pairs[i] for i in sorted(range(len(pairs)), key=lambda i: (-before[i], i))]
+
+
+class _Clock:
+    """The search's time: the seconds of each candidate fitted, and whether the next one
+    would pass :data:`MIXTURE_SHARE` of the budget (``seconds``; None: no budget)."""
+
+    def __init__(self, start: float, seconds: float | None):
+        self.start, self.seconds = start, seconds
+        self.last: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def record(self, key: tuple[str, str], k: int, took: float) -> None:
+        self.last[key] = (k, took)
+
+    def share_spent_by(self, key: tuple[str, str], k: int) -> bool:
+        """Whether the candidate ``key`` with ``k`` components would end past the share: the
+        seconds so far plus its predicted seconds (its fit at the count before, times
+        ``k / that count``)."""
+        if self.seconds is None or MIXTURE_SHARE is None:
+            return False
+        before, took = self.last.get(key, (k, 0.0))
+        predicted = took * k / before
+        return time.perf_counter() - self.start + predicted > MIXTURE_SHARE * self.seconds
+
+    def whole_budget_spent(self) -> bool:
+        """``MIXTURE_SHARE = None``: whether the whole budget is spent (checked before each
+        count)."""
+        if self.seconds is None or MIXTURE_SHARE is not None:
+            return False
+        return time.perf_counter() - self.start > self.seconds
 
 
 def _fit(X: np.ndarray, k: int, kind: str, seed: int | None) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 
 import numpy as np
 import pyro.distributions as dist
@@ -178,14 +179,15 @@ def _six_blobs(n_per: int = 150, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 
 class _Clock:
     """A fake clock for the mixture search: every candidate's EM fit takes ``per_fit``
-    seconds on it (a slow or a fast machine), and nothing else moves it."""
+    seconds on it (a slow or a fast machine; times its components with ``by_components``),
+    and nothing else moves it."""
 
-    def __init__(self, monkeypatch, per_fit: float):
+    def __init__(self, monkeypatch, per_fit: float, by_components: bool = False):
         self.now, self.per_fit = 0.0, per_fit
         real_fit = density_mixture._fit
 
         def timed_fit(*args):
-            self.now += self.per_fit
+            self.now += self.per_fit * (args[1] if by_components else 1)
             return real_fit(*args)
 
         monkeypatch.setattr(density_mixture, "_fit", timed_fit)
@@ -196,13 +198,13 @@ class _Clock:
 def test_mixture_start_is_the_same_on_a_slow_and_a_fast_clock_and_the_validated_gmms(
     monkeypatch,
 ):
-    """Six blobs, a 10 s budget: at 1 ms per EM fit and at 0.25 s per fit (0.75 s per count
-    of components; the old rule stopped adding components after 30 % of the budget, at 4),
-    the search keeps the same start, with the validated GMM's six components, and stops by
+    """Six blobs, a 10 s budget: at 1 ms per EM fit and at 0.08 s per fit (0.24 s per count
+    of components, the eight counts 1.9 s, inside the search's share of the budget), the
+    search keeps the same start, with the validated GMM's six components, and stops by
     validation two counts later (not by time)."""
     train, val = _six_blobs()
     chosen, clock = {}, _Clock(monkeypatch, 0.0)
-    for per_fit in (1e-3, 0.25):
+    for per_fit in (1e-3, 0.08):
         clock.per_fit = per_fit
         base, choice = mixture_base(train, val, seed=0, seconds=10.0)
         chosen[per_fit] = (choice, base.log_prob(val).detach().numpy())
@@ -217,20 +219,102 @@ def test_mixture_start_is_the_same_on_a_slow_and_a_fast_clock_and_the_validated_
     assert max(int(key.split(" x ")[1].split()[0]) for key in fast.scores) == 8
 
 
-def test_mixture_search_cut_by_the_time_budget_says_so(monkeypatch):
-    """A search that spends the whole budget stops, warns that the start depends on the
-    machine's speed and records why it stopped; the estimator reports it in ``candidates_``."""
+def test_mixture_search_cut_by_its_share_of_the_time_budget_says_so(monkeypatch):
+    """A search whose first count (always fitted) spends more than its share of the budget
+    fits no second count, warns that the start depends on the machine's speed and records
+    why it stopped; the estimator reports it in ``candidates_``."""
     train, val = _six_blobs()
-    _Clock(monkeypatch, 5.0)  # the first count (three fits) spends the 10 s budget
-    with pytest.warns(UserWarning, match="time budget .* was spent .* after 1 components"):
+    _Clock(monkeypatch, 5.0)  # the first count (three fits) spends 15 s of a 10 s budget
+    with pytest.warns(UserWarning, match="mixture start used its share .* after 1 components"):
         _, choice = mixture_base(train, val, seed=0, seconds=10.0)
     assert sorted(choice.scores) == ["diag x 1 (flow)", "full x 1 (flow)", "tied x 1 (flow)"]
-    assert choice.stopped == "time budget" and choice.as_plain()["stopped"] == "time budget"
+    assert choice.stopped == "time share" and choice.as_plain()["stopped"] == "time share"
     est = pf.DensityEstimator(time_budget=5.0, max_epochs=2, random_state=0, progress=False)
     with pytest.warns(UserWarning, match="choosing the Gaussian mixture start"):
         est.fit(train.numpy(), X_val=val.numpy())
     mixture = next(c["mixture"] for c in est.candidates_ if c["mixture"])
-    assert mixture["stopped"] == "time budget" and mixture["components"] == 1
+    assert mixture["stopped"] == "time share" and mixture["components"] == 1
+
+
+@pytest.mark.parametrize("budget", [4.0, 8.0])
+def test_mixture_search_uses_at_most_its_share_of_the_time_budget(monkeypatch, budget):
+    """EM fits of 0.04 s per component on a fake clock (the six blobs' whole search, eight
+    counts, takes 4.3 s): the search never passes ``MIXTURE_SHARE`` of the budget (1.6 s
+    of 4 s, 3.2 s of 8 s), stops between candidates ("time share"), and keeps the best of the
+    candidates it fitted; the count cut short fitted its candidates in the order of their
+    scores at the count before, so it keeps the most promising ones."""
+    train, val = _six_blobs()
+    _Clock(monkeypatch, 0.04, by_components=True)
+    with pytest.warns(UserWarning, match="used its share"):
+        _, choice = mixture_base(train, val, seed=0, seconds=budget)
+    share = density_mixture.MIXTURE_SHARE * budget
+    assert 0.6 * share < choice.seconds <= share
+    assert choice.stopped == "time share"
+    assert choice.scores[choice.name] == max(choice.scores.values())
+    # the first count fits the cheapest covariance type first; the count cut short fitted
+    # the candidates that scored highest at the count before first
+    first = [key.split(" x ")[0] for key in choice.scores if " x 1 (" in key]
+    assert first == list(density_mixture.MIXTURE_TYPES) and first[0] == "diag"
+    last = max(int(key.split(" x ")[1].split()[0]) for key in choice.scores)
+    cut = [key.split(" x ")[0] for key in choice.scores if f" x {last} (" in key]
+    before = {key.split(" x ")[0]: v for key, v in choice.scores.items()
+              if f" x {last - 1} (" in key}  # fmt: skip
+    assert 0 < len(cut) < 3
+    assert cut == sorted(before, key=before.get, reverse=True)[: len(cut)]
+
+
+@pytest.mark.parametrize("share", [0.0, 1.5, -0.2])
+def test_a_share_outside_0_1_is_refused_before_any_fit(monkeypatch, share):
+    train, val = _six_blobs(n_per=20)
+    monkeypatch.setattr(density_mixture, "MIXTURE_SHARE", share)
+    monkeypatch.setattr(density_mixture, "_fit", lambda *a: pytest.fail("fitted"))
+    with pytest.raises(ValueError, match=r"MIXTURE_SHARE must lie in \(0, 1\]"):
+        mixture_base(train, val, seed=0, seconds=10.0)
+
+
+def test_mixture_search_without_a_budget_does_not_depend_on_the_clock(monkeypatch):
+    """No time budget: on a clock where every EM fit takes 100 s, the search makes the same
+    choice, with the same scores, as on a fast one (and as a second run), and stops by
+    validation."""
+    train, val = _six_blobs()
+    chosen, clock = [], _Clock(monkeypatch, 0.0)
+    for per_fit in (1e-3, 100.0, 1e-3):
+        clock.per_fit = per_fit
+        _, choice = mixture_base(train, val, seed=0)
+        chosen.append((choice.name, choice.scores, choice.stopped))
+    assert chosen[0] == chosen[1] == chosen[2]
+    assert chosen[0][2] == "patience"
+
+
+def test_the_plain_member_trains_when_the_mixture_search_is_slow(monkeypatch):
+    """EM fits that really take 0.1 s each (0.6 s per count: two spaces, three covariance
+    types) on ten well separated blobs, whose search would run past a 3 s budget: the search
+    stops at its share of the budget, so the plain member still trains its pilot of at
+    least three validation epochs and improves on its first epoch."""
+    rng = np.random.default_rng(0)
+    centres = 8 * rng.normal(size=(10, 2))
+    X = np.concatenate([c + rng.normal(size=(60, 2)) for c in centres])[rng.permutation(600)]
+    real_fit = density_mixture._fit
+
+    def slow_fit(*args):
+        time.sleep(0.1)
+        return real_fit(*args)
+
+    monkeypatch.setattr(density_mixture, "_fit", slow_fit)
+    # torch imports its compiler when a process builds its first optimiser (seconds, outside
+    # the budget's accounting): done here, so that this test alone times what it means to
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    est = pf.DensityEstimator(layers=2, hidden=(16,), time_budget=3.0, random_state=0,
+                              progress=False)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X[:500], X_val=X[500:])
+    gmm, plain = (next(c for c in est.candidates_ if c["name"] == n) for n in ("nsf-gmm", "nsf"))
+    assert len(plain["history"].val_loss) >= 3
+    assert plain["best_loss"] < plain["history"].val_loss[0]
+    assert gmm["mixture"]["seconds"] <= 0.4 * 3.0
+    assert gmm["mixture"]["stopped"] == "time share"
+    assert any("used its share" in str(w.message) for w in caught)
 
 
 def test_mixture_search_stops_at_the_rows_times_components_cap(monkeypatch):

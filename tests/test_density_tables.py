@@ -43,3 +43,22 @@ def test_the_curve_reaches_a_loss_when_the_validated_start_has_it(monkeypatch):
     # every epoch of every member comes after its own start on the same clock
     for c in est.candidates_:
         assert min(c["history"].time) >= c["start_time"]
+
+
+def test_a_variant_sets_the_mixture_search_while_it_is_fitted_and_restores_it():
+    """``--variants``: ``whole-budget`` is the search cut only by the whole budget with full
+    covariances first; ``share=X`` a share; the module's settings come back afterwards; an
+    unknown name is refused."""
+    import pytest
+    from density_tables import mixture_settings, variant_settings
+
+    from pyroflows import density_mixture
+
+    before = density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES
+    with mixture_settings("whole-budget"):
+        assert density_mixture.MIXTURE_SHARE is None
+        assert density_mixture.MIXTURE_TYPES == ("full", "diag", "tied")
+    assert (density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES) == before
+    assert variant_settings("share=0.4") == (0.4, before[1])
+    with pytest.raises(ValueError, match="unknown variant 'half'"):
+        variant_settings("half")
