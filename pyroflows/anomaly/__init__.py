@@ -26,6 +26,7 @@ Example:
 """
 
 from pyroflows.anomaly.classifier import AveragedClassifier, EpochEnsembleMLP, default_classifier
+from pyroflows.anomaly.decorrelate import FlatInM
 from pyroflows.anomaly.density import (
     CATHODE_FLOW,
     ConditionalDensity,
@@ -53,6 +54,7 @@ from pyroflows.anomaly.metrics import (
 )
 from pyroflows.anomaly.region import SignalRegion
 from pyroflows.anomaly.sculpting import sculpting
+from pyroflows.anomaly.sideband import SculptingWarning, sideband_check
 
 __all__ = [
     "ANODE",
@@ -61,10 +63,12 @@ __all__ = [
     "CATHODE_FLOW",
     "ConditionalDensity",
     "CWoLa",
+    "FlatInM",
     "EpochEnsembleMLP",
     "IdealizedAD",
     "LaCATHODE",
     "RANODE",
+    "SculptingWarning",
     "SICCurve",
     "SignalRegion",
     "Supervised",
@@ -76,6 +80,7 @@ __all__ = [
     "kde_sample",
     "max_sic",
     "sculpting",
+    "sideband_check",
     "sic_curve",
     "significance",
     "significance_after_cut",
