@@ -134,6 +134,7 @@ def main() -> None:
     p.add_argument("--correlation", default="strong", choices=("realistic", "strong"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--confirm", action="store_true", help="the confirmation setting (run once)")
+    p.add_argument("--null", action="store_true", help="data without signal (S/B 0)")
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--variants", nargs="+", default=None)
     p.add_argument("--epochs", type=int, default=None, help="flow epochs (smoke runs)")
@@ -159,16 +160,16 @@ def main() -> None:
     setting = bench.CONFIRMATION if args.confirm else bench.DEVELOPMENT
     if args.seed not in setting["seeds"]:
         raise SystemExit(f"--seed: the setting's data seeds are {setting['seeds']}")
-    args.suffix = "_confirm" if args.confirm else ""
+    args.suffix = ("_confirm" if args.confirm else "") + ("_null" if args.null else "")
     ns = argparse.Namespace(n_test=30_000, n_extra=30_000, setting=setting,
                             epochs=args.epochs, flow_budget=600.0)  # fmt: skip
     seed, started = args.seed, time.time()
-    data = bench.hunt(args.n, 0.006, args.correlation, seed, ns)
+    data = bench.hunt(args.n, 0.0 if args.null else 0.006, args.correlation, seed, ns)
     region, d = A.SignalRegion(*data.sr), data.data
     bg = bench.sculpting_sample(data, region, seed, 60_000)
     sb = region.sidebands(d.m)
     out: dict = {"correlation": args.correlation, "seed": seed, "n": args.n, "variants": {},
-                 "argv": sys.argv[1:]}  # fmt: skip
+                 "argv": sys.argv[1:], "null": args.null}  # fmt: skip
     path = RESULTS / f"anomaly_sculpting{args.suffix}_{args.correlation}_{seed}.json"
     if path.exists() and not args.no_write:  # add variants to an earlier run's results
         out = {**json.loads(path.read_text()), "argv": sys.argv[1:]}
@@ -281,8 +282,9 @@ def false_alarms(replicas: int, n: int) -> dict:
     return out
 
 
-def _runs(confirm: bool) -> list[dict]:
+def _runs(confirm: bool, null: bool = False) -> list[dict]:
     pattern = "anomaly_sculpting_confirm_*.json" if confirm else "anomaly_sculpting_[rs]*.json"
+    pattern = "anomaly_sculpting_null_*.json" if null else pattern
     runs = [json.loads(f.read_text()) for f in sorted(RESULTS.glob(pattern))]
     return sorted(runs, key=lambda r: (r["correlation"], r["seed"]))
 
@@ -390,7 +392,20 @@ def report() -> str:
                   + ", ".join(f"{k} {v:.1%}" for k, v in toys["rates"].items())
                   + "; the fit missed a window before any cut in "
                   f"{toys['no_cut_misfit_rate']:.1%}."]  # fmt: skip
-    lines += ["", "## 5. Every run", ""]
+    null = _runs(False, null=True)
+    if null:
+        lines += ["", "## 5. Data without signal (development, S/B 0)", "",
+                  "The same protocol on the same seeds with no signal injected: the cuts' pulls "
+                  "and whether the sideband check warns (a warning here is a false alarm unless "
+                  "the SR pull shows sculpting too).", "",
+                  "| correlation | seed | variant | max SIC | pulls @20 % / 5 % | sideband check "
+                  "pulls | flagged |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in null:
+            for name, v in r["variants"].items():
+                checks = " ".join(f"{p:+.1f}" for row in v["check_pulls"][1:] for p in row)
+                lines.append(f"| {r['correlation']} | {r['seed']} | {name} | {_cells(v)} | "
+                             f"{checks} | {'yes' if v['check_flags'] else 'no'} |")  # fmt: skip
+    lines += ["", "## 6. Every run", ""]
     for setting, runs in (("development", dev), ("confirmation", confirm)):
         for r in runs:
             lines += [f"### {setting}, {r['correlation']} seed {r['seed']} "
