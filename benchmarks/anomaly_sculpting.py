@@ -329,6 +329,24 @@ def report() -> str:
         flags = ", ".join("-" if v is None else ("flagged" if v["check_flags"] else "passed")
                           for v in vs)  # fmt: skip
         lines.append(f"| {name} | {cells} | {flags} |")
+    lines += [
+        "",
+        "Which events the cut at 20 % keeps: the selected fraction of the independent "
+        "background per 0.1-wide m bin divided by the overall one (1 everywhere for a "
+        "score independent of m; the SR is the middle four bins, in brackets).",
+        "",
+    ]
+    for r in strong:
+        edges = r["variants"]["base"]["edges"]
+        head = " | ".join(f"{e:.1f}" for e in edges[:-1])
+        lines += [f"Seed {r['seed']}:", "", f"| variant | {head} |",
+                  "|---|" + "---|" * (len(edges) - 1)]  # fmt: skip
+        for name in ("base", "truth", "idealized", "flat", "lacathode"):
+            if name in r["variants"]:
+                ratio = r["variants"][name]["efficiency_ratio"][0]
+                cells = [f"({x:.2f})" if 8 <= i < 12 else f"{x:.2f}" for i, x in enumerate(ratio)]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["", "## 2. The flow's interpolation error into the SR", "",
               "Per run and flow: the largest |dm| (the shift in m at which the flow's samples "
               "look like true background, from the m-informative statistic; 20 000 samples "
