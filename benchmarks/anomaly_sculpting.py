@@ -15,7 +15,10 @@ pull), two sideband flows are trained with CATHODE's default recipe (seeds ``see
 * ``hgb``: the ``hgb`` classifier set-up;
 * ``truth``: the samples drawn from the generator's exact ``p(x | m)`` at the same KDE ``m``
   (a perfect flow: what is left is the classifier's and the ``m`` sampling's part);
-* ``idealized`` and ``lacathode`` (flow A's best member) for reference.
+* ``idealized`` and ``lacathode`` (flow A's best member) for reference;
+* ``flat``, ``idealized-flat``, ``truth-flat``: those scores flattened in ``m`` with
+  :class:`pyroflows.anomaly.FlatInM` (flow A's samples; the exact density for ``truth``) over
+  the SR and two SR widths each side.
 
 Per variant: max SIC on the test set, the sculpting pull at 20 % / 5 % on the independent
 background sample (``anomaly.sculpting``), the selected fraction per ``m`` bin relative to the
@@ -31,10 +34,15 @@ background; the flow's mean, converted to a shift in ``m`` (``dm``: its samples 
 like true background at ``m + dm``), its standard deviation relative to the truth, and the
 exact ``KL(true || flow)`` of the true events in the bin.
 
+``--confirm`` runs the confirmation setting of ``benchmarks/anomaly.py`` (seeds 100-102; run
+once, with everything fixed), ``--null`` data without signal, ``--toys N`` only the check's
+false-alarm rate on toy scores. A run adds its variants to the run's JSON if one exists.
+
 Command (one process per run; results in ``benchmarks/results/anomaly_sculpting_*.json``)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly_sculpting.py --correlation strong --seed 1
-    .venv/bin/python benchmarks/anomaly_sculpting.py --report   # the table of all runs
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/anomaly_sculpting.py --toys 200 --n 100000
+    .venv/bin/python benchmarks/anomaly_sculpting.py --report   # anomaly_sculpting.md
 """
 
 from __future__ import annotations
