@@ -304,7 +304,7 @@ def _cells(v: dict) -> str:
 def report() -> str:
     """The markdown report of every run's JSON (``anomaly_sculpting.md``)."""
     dev, confirm = _runs(False), _runs(True)
-    loads = [r["load"] for r in dev + confirm]
+    loads = [r["load"] for r in dev + confirm + _runs(False, null=True)]
     lines = [
         "# Where CATHODE's sculpting comes from, a truth-free check, and a mitigation "
         "(issue 29)", "",
