@@ -4,7 +4,8 @@ For each correlation strength (``realistic``, ``strong``) and data seed, one bum
 (:func:`pyroflows.datasets.bump_hunt`, S/B = 0.6 % in the SR) is drawn and CATHODE, the
 idealized anomaly detector, CWoLa and LaCATHODE (CATHODE's classifier in the latent space of
 CATHODE's own sideband flow, whose best member it shares) are trained on it (training seed =
-data seed); their max
+data seed), and CATHODE's score is also flattened in m (:class:`pyroflows.anomaly.FlatInM`,
+its quantile among the flow's samples at the event's m); their max
 SIC on the independent labelled SR test set (cuts keeping >= ``--min-background`` background
 test events) is printed as median and 68 % band over the seeds, with the ratios of the issue's
 targets (CATHODE / idealized >= 0.9; CATHODE / CWoLa >= 1.2 realistic, >= 1.5 strong).
@@ -192,9 +193,15 @@ def run_one(correlation: str, seed: int, args) -> dict:
     detectors["lacathode"].fit(d.x, d.m)  # fmt: skip
     out["lacathode_seconds"] = time.perf_counter() - start
     out["lacathode_nonfinite_training"] = detectors["lacathode"].nonfinite_training_
+    # CATHODE's score flattened in m: its quantile among the flow's samples at the event's m,
+    # over the SR and the sculpting fit's sidebands (two SR widths each side)
+    width = region.high - region.low
+    detectors["cathode_flat"] = A.FlatInM(
+        cathode, m_range=(region.low - 2 * width, region.high + 2 * width), seed=seed
+    ).fit()
     bg = sculpting_sample(data, region, seed, args.n_sculpt)
     for name, det in detectors.items():
-        scores = det.score(t.x, t.m)  # m is used by LaCATHODE only
+        scores = det.score(t.x, t.m)  # m is used by LaCATHODE and FlatInM only
         result = A.max_sic(t.label, scores, min_background=args.min_background)
         out[name] = result["max_sic"]
         out[name + "_auc"] = A.sic_curve(t.label, scores).auc
@@ -317,7 +324,7 @@ def ranode_report(rows: list[dict], args, seconds: float) -> str:
 
 
 METHODS = {"cathode": "CATHODE", "lacathode": "LaCATHODE", "idealized": "idealized",
-           "cwola": "CWoLa"}  # fmt: skip
+           "cwola": "CWoLa", "cathode_flat": "CATHODE+FlatInM"}  # fmt: skip
 
 
 def sculpt_lines(runs: list[dict]) -> list[str]:
@@ -452,7 +459,8 @@ def main() -> None:
         ratios = {
             f"{a}/{b}": bands[a]["median"] / bands[b]["median"]
             for a, b in (("cathode", "idealized"), ("cathode", "cwola"),
-                         ("lacathode", "idealized"), ("lacathode", "cathode"))
+                         ("lacathode", "idealized"), ("lacathode", "cathode"),
+                         ("cathode_flat", "cwola"))
         }  # fmt: skip
         summary[corr] = {"bands": bands, "ratios": ratios}
     settings = {k: v for k, v in vars(args).items() if k != "setting"}
@@ -487,9 +495,10 @@ def main() -> None:
             f"{report['total_seconds']:.0f} s in all." if not args.merge else
             "parts of " + " and ".join(f"{t:.0f} s" for t in args.part_seconds)
             + " (separate processes), merged with `--merge`."), "",
-        "| correlation | CATHODE | LaCATHODE | idealized | CWoLa | CATHODE/idealized (>= 0.9) | "
-        "CATHODE/CWoLa (>= 1.2 / 1.5) | LaCATHODE/idealized | LaCATHODE/CATHODE |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| correlation | CATHODE | LaCATHODE | idealized | CWoLa | CATHODE+FlatInM | "
+        "CATHODE/idealized (>= 0.9) | CATHODE/CWoLa (>= 1.2 / 1.5) | LaCATHODE/idealized | "
+        "LaCATHODE/CATHODE | CATHODE+FlatInM/CWoLa |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for corr, s in summary.items():
         cells = [

@@ -10,8 +10,11 @@ where background does not depend on ``m``), :class:`ANODE`, :class:`RANODE`, :cl
 the bounds :class:`IdealizedAD` and :class:`Supervised`. :mod:`~pyroflows.anomaly.metrics`
 evaluates the scores (SIC curves, max SIC with a statistical cut, significance, median and 68 %
 bands); :func:`sculpting` checks whether a cut on the score biases the sideband-fit background
-estimate in the SR; :func:`background_fidelity` measures how well a background density's
-samples mimic true SR background (what CATHODE's reach depends on).
+estimate in the SR (on labelled background), :func:`sideband_check` does the same without truth
+labels in validation windows of the sidebands, and :class:`FlatInM` makes a score's cuts keep
+background at the same rate at every ``m`` (its quantile among background-flow samples there);
+:func:`background_fidelity` measures how well a background density's samples mimic true SR
+background (what CATHODE's reach depends on).
 
 Example:
     >>> from pyroflows.datasets import bump_hunt
@@ -26,6 +29,7 @@ Example:
 """
 
 from pyroflows.anomaly.classifier import AveragedClassifier, EpochEnsembleMLP, default_classifier
+from pyroflows.anomaly.decorrelate import FlatInM
 from pyroflows.anomaly.density import (
     CATHODE_FLOW,
     ConditionalDensity,
@@ -53,6 +57,7 @@ from pyroflows.anomaly.metrics import (
 )
 from pyroflows.anomaly.region import SignalRegion
 from pyroflows.anomaly.sculpting import sculpting
+from pyroflows.anomaly.sideband import SculptingWarning, sideband_check
 
 __all__ = [
     "ANODE",
@@ -61,10 +66,12 @@ __all__ = [
     "CATHODE_FLOW",
     "ConditionalDensity",
     "CWoLa",
+    "FlatInM",
     "EpochEnsembleMLP",
     "IdealizedAD",
     "LaCATHODE",
     "RANODE",
+    "SculptingWarning",
     "SICCurve",
     "SignalRegion",
     "Supervised",
@@ -76,6 +83,7 @@ __all__ = [
     "kde_sample",
     "max_sic",
     "sculpting",
+    "sideband_check",
     "sic_curve",
     "significance",
     "significance_after_cut",
