@@ -34,6 +34,7 @@ from pyroflows.amortized.simulate import check_training
 from pyroflows.flows import Flow
 from pyroflows.train.seeding import seeded
 from pyroflows.transforms import RQS, Affine, Coupling, MaskedAutoregressive
+from pyroflows.transforms.univariate import Univariate
 from pyroflows.validation import positive_int
 from pyroflows.vi.distill import _hidden_of, distill, student_of
 
@@ -52,6 +53,8 @@ __all__ = [
     "distil",
     "distil_posterior",
     "divergences",
+    "family_maps",
+    "mixed_maps",
     "sampling_flow",
 ]
 
@@ -73,7 +76,11 @@ SAMPLERS = ("auto", "student", "teacher")
 #: the teacher's own spline networks read in the sampling direction (the closest to the
 #: teacher, 3-6x the affine student's sampling time;
 #: ``benchmarks/results/fast_sampler_variants.md``, ``fast_sampler_spline.md``)
-FAMILIES = ("affine", "spline")
+FAMILIES = ("affine", "spline", "mixed")
+#: ``family="mixed"``'s networks unless ``hidden=`` is given: one hidden layer of 32 units
+MIXED_HIDDEN = (32,)
+#: ``family="mixed"``'s spline maps: bins (the bound is the teacher's, else 5)
+MIXED_BINS = 8
 #: :meth:`FastSampling.distil`'s family unless given
 DEFAULT_FAMILY = "affine"
 #: the distillation's training options unless given: a fixed number of epochs with a cosine
@@ -114,9 +121,39 @@ def check_family(post: Posterior, family: str) -> None:
 
 
 def _family_of(student: Flow) -> str:
-    """``"spline"`` when the student's autoregressive layers are splines, else ``"affine"``."""
-    first = next(t for t in student.transforms if isinstance(t, MaskedAutoregressive))
-    return "spline" if isinstance(first.univariate, RQS) else "affine"
+    """``"spline"`` when the student's autoregressive layers are all splines, ``"affine"``
+    when all are affine, ``"mixed"`` when both."""
+    kinds = {
+        isinstance(t.univariate, RQS)
+        for t in student.transforms
+        if isinstance(t, MaskedAutoregressive)
+    }
+    return "mixed" if len(kinds) == 2 else "spline" if kinds == {True} else "affine"
+
+
+def mixed_maps(teacher: Flow) -> list[Univariate]:
+    """``family="mixed"``'s maps, one per autoregressive layer of ``teacher``: splines of
+    :data:`MIXED_BINS` bins (the teacher's bound, else 5) for the first and the last layer
+    (those next to the base draws and next to the parameters), affine maps between.
+
+    Example:
+        >>> import pyroflows as pf
+        >>> [type(m).__name__ for m in mixed_maps(pf.nsf(3, layers=4, hidden=(8,)))]
+        ['RQS', 'Affine', 'Affine', 'RQS']
+    """
+    layers = [t for t in teacher.transforms if isinstance(t, MaskedAutoregressive)]
+    bounds = [t.univariate.bound for t in layers if isinstance(t.univariate, RQS)]
+    spline = RQS(MIXED_BINS, bounds[0] if bounds else 5.0)
+    ends = {0, len(layers) - 1}
+    return [spline if i in ends else Affine() for i in range(len(layers))]
+
+
+def family_maps(teacher: Flow, family: str) -> Univariate | list[Univariate] | None:
+    """The student's univariate maps for ``family`` (:func:`pyroflows.vi.distill.student_of`'s
+    ``univariate``): ``None`` for ``"spline"`` (the teacher's own)."""
+    if family == "affine":
+        return Affine()
+    return None if family == "spline" else mixed_maps(teacher)
 
 
 def _contexts(post: Posterior, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -178,10 +215,13 @@ def distil_posterior(
         raise ValueError("patience needs held-out simulations: validation_fraction > 0")
     val = (z[:n_val], context[:n_val]) if n_val else None
     teacher = post.estimator.flow
-    univariate = Affine() if family == "affine" else None  # None: the teacher's splines
+    if family == "mixed":
+        options.setdefault("hidden", MIXED_HIDDEN)
     student = distill(teacher, (z[n_val:], context[n_val:]), val, weights=weights,
-                      kl_weight=kl_weight, univariate=univariate, **options)  # fmt: skip
+                      kl_weight=kl_weight, univariate=family_maps(teacher, family),
+                      **options)  # fmt: skip
     student = student.eval().requires_grad_(False)
+    student.family = family  # what a saved file rebuilds (a one-layer mixed student is splines)
     # scored on the held-out contexts (else on at most CHECK_CONTEXTS training ones)
     held = context[:n_val] if n_val else context[:CHECK_CONTEXTS]
     training = teacher.training  # scored in eval mode, left in the mode it was in
@@ -248,7 +288,8 @@ def student_config(post: Posterior) -> dict[str, Any] | None:
         return None
     first = next(t for t in post.student.transforms if isinstance(t, MaskedAutoregressive))
     return {"state": {k: v.cpu() for k, v in post.student.state_dict().items()},
-            "hidden": list(_hidden_of(first)), "family": _family_of(post.student),
+            "hidden": list(_hidden_of(first)),
+            "family": getattr(post.student, "family", None) or _family_of(post.student),
             "divergence": dict(getattr(post.student, "divergence", None) or {})}  # fmt: skip
 
 
@@ -262,8 +303,10 @@ def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
     if family not in FAMILIES:
         raise ValueError(f"the saved student's family must be one of {FAMILIES}, got {family!r}")
     # a spline student: new networks of the saved widths around the teacher's spline maps
-    student = student_of(post.estimator.flow, hidden, Affine() if family == "affine" else None)
+    teacher = post.estimator.flow
+    student = student_of(teacher, hidden, family_maps(teacher, family))
     student.load_state_dict(saved["state"])
+    student.family = family
     # files written before the divergences were kept have none
     divergence = saved.get("divergence") or None
     student.divergence = {k: float(v) for k, v in divergence.items()} if divergence else None
