@@ -4,8 +4,9 @@ An amortized posterior whose flow is autoregressive in the density direction (th
 ``nsf``, ``maf``) scores in one network pass per layer but draws by solving each layer one
 coordinate at a time. :func:`distil_posterior` trains a conditional student in the sampling
 direction (:func:`pyroflows.vi.distill`: an affine IAF with the teacher's orders, hidden
-sizes and learnt linear maps, or with ``family="spline"`` the teacher's own spline networks
-read in the sampling direction) on the contexts the posterior's summary network gives for
+sizes and learnt linear maps; with ``family="spline"`` the teacher's own spline networks
+read in the sampling direction; with ``family="mixed"`` narrow new networks, affine maps and a
+spline in the last layer) on the contexts the posterior's summary network gives for
 simulated data; the student draws in one pass per layer. The posterior then draws from the
 student (``sample(..., sampler="auto")``) and keeps the teacher's exact ``log_prob``;
 ``sampler="teacher"`` asks for the teacher's draws.
@@ -72,13 +73,19 @@ TOLERANCE = 0.05
 #: what ``sample(..., sampler=)`` accepts
 SAMPLERS = ("auto", "student", "teacher")
 #: the students :meth:`FastSampling.distil` trains (``family=``): ``"affine"``, an affine IAF
-#: with new networks of the teacher's widths (the default: the fastest draws); ``"spline"``,
-#: the teacher's own spline networks read in the sampling direction (the closest to the
-#: teacher, 3-6x the affine student's sampling time;
-#: ``benchmarks/results/fast_sampler_variants.md``, ``fast_sampler_spline.md``)
+#: with new networks of the teacher's widths (the default); ``"spline"``, the teacher's own
+#: spline networks read in the sampling direction (the closest to the teacher, 3-6x the
+#: affine student's sampling time; ``benchmarks/results/fast_sampler_variants.md``,
+#: ``fast_sampler_spline.md``); ``"mixed"``, new networks of :data:`MIXED_HIDDEN`, affine maps
+#: and a spline in the last layer (:func:`mixed_maps`; 0.9-1.1x the affine student's sampling
+#: time, closer to a multimodal teacher, not to a unimodal one;
+#: ``benchmarks/results/fast_sampler_designs.md``)
 FAMILIES = ("affine", "spline", "mixed")
 #: ``family="mixed"``'s networks unless ``hidden=`` is given: one hidden layer of 32 units
 MIXED_HIDDEN = (32,)
+#: ``family="mixed"``'s training options over :data:`STUDENT_DEFAULTS` unless given: its new
+#: networks start as the identity and take twice the epochs
+MIXED_DEFAULTS: dict[str, Any] = dict(max_epochs=80)
 #: ``family="mixed"``'s spline maps: bins (the bound is the teacher's, else 5)
 MIXED_BINS = 8
 #: :meth:`FastSampling.distil`'s family unless given
@@ -132,20 +139,19 @@ def _family_of(student: Flow) -> str:
 
 
 def mixed_maps(teacher: Flow) -> list[Univariate]:
-    """``family="mixed"``'s maps, one per autoregressive layer of ``teacher``: splines of
-    :data:`MIXED_BINS` bins (the teacher's bound, else 5) for the first and the last layer
-    (those next to the base draws and next to the parameters), affine maps between.
+    """``family="mixed"``'s maps, one per autoregressive layer of ``teacher``: affine maps,
+    and a spline of :data:`MIXED_BINS` bins (the teacher's bound, else 5) for the last layer
+    the draws go through (the one that gives the parameters).
 
     Example:
         >>> import pyroflows as pf
-        >>> [type(m).__name__ for m in mixed_maps(pf.nsf(3, layers=4, hidden=(8,)))]
-        ['RQS', 'Affine', 'Affine', 'RQS']
+        >>> [type(m).__name__ for m in mixed_maps(pf.nsf(3, layers=3, hidden=(8,)))]
+        ['Affine', 'Affine', 'RQS']
     """
     layers = [t for t in teacher.transforms if isinstance(t, MaskedAutoregressive)]
     bounds = [t.univariate.bound for t in layers if isinstance(t.univariate, RQS)]
     spline = RQS(MIXED_BINS, bounds[0] if bounds else 5.0)
-    ends = {0, len(layers) - 1}
-    return [spline if i in ends else Affine() for i in range(len(layers))]
+    return [Affine()] * (len(layers) - 1) + [spline]
 
 
 def family_maps(teacher: Flow, family: str) -> Univariate | list[Univariate] | None:
@@ -209,7 +215,7 @@ def distil_posterior(
         raise ValueError(f"distillation needs at least 2 valid simulations, got {len(theta)}")
     z, context = _contexts(post, theta, x)
     weights, kl_weight = OBJECTIVES[objective]
-    options = {**STUDENT_DEFAULTS, **fit_kwargs}
+    options = {**STUDENT_DEFAULTS, **(MIXED_DEFAULTS if family == "mixed" else {}), **fit_kwargs}
     options.setdefault("progress", False)
     if not n_val and options.get("patience") is not None:
         raise ValueError("patience needs held-out simulations: validation_fraction > 0")
@@ -341,7 +347,9 @@ class FastSampling:
         distinguishable from its teacher (docs/limits.md); ``family="spline"`` keeps the
         teacher's spline maps and comes closer (C2ST 0.48-0.53 against the teacher on SLCP and
         the linear Gaussian, against 0.52-0.68), at 3.4-6.1x the affine student's sampling
-        time (``benchmarks/results/fast_sampler_spline.md``).
+        time (``benchmarks/results/fast_sampler_spline.md``); ``family="mixed"`` draws in
+        about the affine student's time and is closer to SLCP's teacher, not to the linear
+        Gaussian's (``benchmarks/results/fast_sampler_designs.md``).
 
         Args:
             theta, x: simulations (user units), or ``num_simulations`` simulated here under
@@ -350,14 +358,17 @@ class FastSampling:
                 CaloFlow's mean squared errors), ``"kl"`` or ``"latent"``.
             seed: seed of the simulations and of the distillation.
             family: ``"affine"`` (the default: an affine IAF with new networks of the
-                teacher's widths, the fastest draws) or ``"spline"`` (the teacher's own spline
-                networks read in the sampling direction, trained from there; a flow of spline
-                layers only, such as ``"nsf"``). :meth:`save` keeps the family.
+                teacher's widths), ``"spline"`` (the teacher's own spline networks read in the
+                sampling direction, trained from there; a flow of spline layers only, such as
+                ``"nsf"``) or ``"mixed"`` (new networks of one hidden layer of 32 units unless
+                ``hidden=`` is given, affine maps and an 8-bin spline in the last layer, 80
+                epochs unless ``max_epochs=`` is given). :meth:`save` keeps the family.
             **fit_options: options of :func:`pyroflows.train.fit` over
                 :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS` (40 epochs, cosine
-                decay, no early stopping), and ``validation_fraction`` (0.1: the simulations
-                held out for the divergences and the validation loss; ``patience`` needs
-                some).
+                decay, no early stopping), ``hidden`` (the student's new networks' hidden
+                sizes; without it the affine and spline students have the teacher's widths),
+                and ``validation_fraction`` (0.1: the simulations held out for the divergences
+                and the validation loss; ``patience`` needs some).
 
         Raises:
             ValueError: not fitted, a flow that already draws in one pass per layer
