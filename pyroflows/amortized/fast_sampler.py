@@ -77,7 +77,7 @@ SAMPLERS = ("auto", "student", "teacher")
 #: spline networks read in the sampling direction (the closest to the teacher, 3-6x the
 #: affine student's sampling time; ``benchmarks/results/fast_sampler_variants.md``,
 #: ``fast_sampler_spline.md``); ``"mixed"``, new networks of :data:`MIXED_HIDDEN`, affine maps
-#: and a spline in the last layer (:func:`mixed_maps`; 0.9-1.1x the affine student's sampling
+#: and a spline in the last layer (:func:`mixed_maps`; 0.9-1.4x the affine student's sampling
 #: time, closer to a multimodal teacher, not to a unimodal one;
 #: ``benchmarks/results/fast_sampler_designs.md``)
 FAMILIES = ("affine", "spline", "mixed")
