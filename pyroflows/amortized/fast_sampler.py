@@ -4,8 +4,9 @@ An amortized posterior whose flow is autoregressive in the density direction (th
 ``nsf``, ``maf``) scores in one network pass per layer but draws by solving each layer one
 coordinate at a time. :func:`distil_posterior` trains a conditional student in the sampling
 direction (:func:`pyroflows.vi.distill`: an affine IAF with the teacher's orders, hidden
-sizes and learnt linear maps, or with ``family="spline"`` the teacher's own spline networks
-read in the sampling direction) on the contexts the posterior's summary network gives for
+sizes and learnt linear maps; with ``family="spline"`` the teacher's own spline networks
+read in the sampling direction; with ``family="mixed"`` narrow new networks, affine maps and a
+spline in the last layer) on the contexts the posterior's summary network gives for
 simulated data; the student draws in one pass per layer. The posterior then draws from the
 student (``sample(..., sampler="auto")``) and keeps the teacher's exact ``log_prob``;
 ``sampler="teacher"`` asks for the teacher's draws.
@@ -34,6 +35,7 @@ from pyroflows.amortized.simulate import check_training
 from pyroflows.flows import Flow
 from pyroflows.train.seeding import seeded
 from pyroflows.transforms import RQS, Affine, Coupling, MaskedAutoregressive
+from pyroflows.transforms.univariate import Univariate
 from pyroflows.validation import positive_int
 from pyroflows.vi.distill import _hidden_of, distill, student_of
 
@@ -52,6 +54,8 @@ __all__ = [
     "distil",
     "distil_posterior",
     "divergences",
+    "family_maps",
+    "mixed_maps",
     "sampling_flow",
 ]
 
@@ -69,11 +73,21 @@ TOLERANCE = 0.05
 #: what ``sample(..., sampler=)`` accepts
 SAMPLERS = ("auto", "student", "teacher")
 #: the students :meth:`FastSampling.distil` trains (``family=``): ``"affine"``, an affine IAF
-#: with new networks of the teacher's widths (the default: the fastest draws); ``"spline"``,
-#: the teacher's own spline networks read in the sampling direction (the closest to the
-#: teacher, 3-6x the affine student's sampling time;
-#: ``benchmarks/results/fast_sampler_variants.md``, ``fast_sampler_spline.md``)
-FAMILIES = ("affine", "spline")
+#: with new networks of the teacher's widths (the default); ``"spline"``, the teacher's own
+#: spline networks read in the sampling direction (the closest to the teacher, 3-6x the
+#: affine student's sampling time; ``benchmarks/results/fast_sampler_variants.md``,
+#: ``fast_sampler_spline.md``); ``"mixed"``, new networks of :data:`MIXED_HIDDEN`, affine maps
+#: and a spline in the last layer (:func:`mixed_maps`; 0.9-1.4x the affine student's sampling
+#: time, closer to a multimodal teacher, not to a unimodal one;
+#: ``benchmarks/results/fast_sampler_designs.md``)
+FAMILIES = ("affine", "spline", "mixed")
+#: ``family="mixed"``'s networks unless ``hidden=`` is given: one hidden layer of 32 units
+MIXED_HIDDEN = (32,)
+#: ``family="mixed"``'s training options over :data:`STUDENT_DEFAULTS` unless given: its new
+#: networks start as the identity and take twice the epochs
+MIXED_DEFAULTS: dict[str, Any] = dict(max_epochs=80)
+#: ``family="mixed"``'s spline maps: bins (the bound is the teacher's, else 5)
+MIXED_BINS = 8
 #: :meth:`FastSampling.distil`'s family unless given
 DEFAULT_FAMILY = "affine"
 #: the distillation's training options unless given: a fixed number of epochs with a cosine
@@ -114,9 +128,38 @@ def check_family(post: Posterior, family: str) -> None:
 
 
 def _family_of(student: Flow) -> str:
-    """``"spline"`` when the student's autoregressive layers are splines, else ``"affine"``."""
-    first = next(t for t in student.transforms if isinstance(t, MaskedAutoregressive))
-    return "spline" if isinstance(first.univariate, RQS) else "affine"
+    """``"spline"`` when the student's autoregressive layers are all splines, ``"affine"``
+    when all are affine, ``"mixed"`` when both."""
+    kinds = {
+        isinstance(t.univariate, RQS)
+        for t in student.transforms
+        if isinstance(t, MaskedAutoregressive)
+    }
+    return "mixed" if len(kinds) == 2 else "spline" if kinds == {True} else "affine"
+
+
+def mixed_maps(teacher: Flow) -> list[Univariate]:
+    """``family="mixed"``'s maps, one per autoregressive layer of ``teacher``: affine maps,
+    and a spline of :data:`MIXED_BINS` bins (the teacher's bound, else 5) for the last layer
+    the draws go through (the one that gives the parameters).
+
+    Example:
+        >>> import pyroflows as pf
+        >>> [type(m).__name__ for m in mixed_maps(pf.nsf(3, layers=3, hidden=(8,)))]
+        ['Affine', 'Affine', 'RQS']
+    """
+    layers = [t for t in teacher.transforms if isinstance(t, MaskedAutoregressive)]
+    bounds = [t.univariate.bound for t in layers if isinstance(t.univariate, RQS)]
+    spline = RQS(MIXED_BINS, bounds[0] if bounds else 5.0)
+    return [Affine()] * (len(layers) - 1) + [spline]
+
+
+def family_maps(teacher: Flow, family: str) -> Univariate | list[Univariate] | None:
+    """The student's univariate maps for ``family`` (:func:`pyroflows.vi.distill.student_of`'s
+    ``univariate``): ``None`` for ``"spline"`` (the teacher's own)."""
+    if family == "affine":
+        return Affine()
+    return None if family == "spline" else mixed_maps(teacher)
 
 
 def _contexts(post: Posterior, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -172,16 +215,19 @@ def distil_posterior(
         raise ValueError(f"distillation needs at least 2 valid simulations, got {len(theta)}")
     z, context = _contexts(post, theta, x)
     weights, kl_weight = OBJECTIVES[objective]
-    options = {**STUDENT_DEFAULTS, **fit_kwargs}
+    options = {**STUDENT_DEFAULTS, **(MIXED_DEFAULTS if family == "mixed" else {}), **fit_kwargs}
     options.setdefault("progress", False)
     if not n_val and options.get("patience") is not None:
         raise ValueError("patience needs held-out simulations: validation_fraction > 0")
     val = (z[:n_val], context[:n_val]) if n_val else None
     teacher = post.estimator.flow
-    univariate = Affine() if family == "affine" else None  # None: the teacher's splines
+    if family == "mixed":
+        options.setdefault("hidden", MIXED_HIDDEN)
     student = distill(teacher, (z[n_val:], context[n_val:]), val, weights=weights,
-                      kl_weight=kl_weight, univariate=univariate, **options)  # fmt: skip
+                      kl_weight=kl_weight, univariate=family_maps(teacher, family),
+                      **options)  # fmt: skip
     student = student.eval().requires_grad_(False)
+    student.family = family  # what a saved file rebuilds (a one-layer mixed student is splines)
     # scored on the held-out contexts (else on at most CHECK_CONTEXTS training ones)
     held = context[:n_val] if n_val else context[:CHECK_CONTEXTS]
     training = teacher.training  # scored in eval mode, left in the mode it was in
@@ -248,7 +294,8 @@ def student_config(post: Posterior) -> dict[str, Any] | None:
         return None
     first = next(t for t in post.student.transforms if isinstance(t, MaskedAutoregressive))
     return {"state": {k: v.cpu() for k, v in post.student.state_dict().items()},
-            "hidden": list(_hidden_of(first)), "family": _family_of(post.student),
+            "hidden": list(_hidden_of(first)),
+            "family": getattr(post.student, "family", None) or _family_of(post.student),
             "divergence": dict(getattr(post.student, "divergence", None) or {})}  # fmt: skip
 
 
@@ -262,8 +309,10 @@ def restore_student(post: Posterior, saved: dict[str, Any] | None) -> None:
     if family not in FAMILIES:
         raise ValueError(f"the saved student's family must be one of {FAMILIES}, got {family!r}")
     # a spline student: new networks of the saved widths around the teacher's spline maps
-    student = student_of(post.estimator.flow, hidden, Affine() if family == "affine" else None)
+    teacher = post.estimator.flow
+    student = student_of(teacher, hidden, family_maps(teacher, family))
     student.load_state_dict(saved["state"])
+    student.family = family
     # files written before the divergences were kept have none
     divergence = saved.get("divergence") or None
     student.divergence = {k: float(v) for k, v in divergence.items()} if divergence else None
@@ -298,7 +347,9 @@ class FastSampling:
         distinguishable from its teacher (docs/limits.md); ``family="spline"`` keeps the
         teacher's spline maps and comes closer (C2ST 0.48-0.53 against the teacher on SLCP and
         the linear Gaussian, against 0.52-0.68), at 3.4-6.1x the affine student's sampling
-        time (``benchmarks/results/fast_sampler_spline.md``).
+        time (``benchmarks/results/fast_sampler_spline.md``); ``family="mixed"`` draws in
+        about the affine student's time and is closer to SLCP's teacher, not to the linear
+        Gaussian's (``benchmarks/results/fast_sampler_designs.md``).
 
         Args:
             theta, x: simulations (user units), or ``num_simulations`` simulated here under
@@ -307,14 +358,17 @@ class FastSampling:
                 CaloFlow's mean squared errors), ``"kl"`` or ``"latent"``.
             seed: seed of the simulations and of the distillation.
             family: ``"affine"`` (the default: an affine IAF with new networks of the
-                teacher's widths, the fastest draws) or ``"spline"`` (the teacher's own spline
-                networks read in the sampling direction, trained from there; a flow of spline
-                layers only, such as ``"nsf"``). :meth:`save` keeps the family.
+                teacher's widths), ``"spline"`` (the teacher's own spline networks read in the
+                sampling direction, trained from there; a flow of spline layers only, such as
+                ``"nsf"``) or ``"mixed"`` (new networks of one hidden layer of 32 units unless
+                ``hidden=`` is given, affine maps and an 8-bin spline in the last layer, 80
+                epochs unless ``max_epochs=`` is given). :meth:`save` keeps the family.
             **fit_options: options of :func:`pyroflows.train.fit` over
                 :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS` (40 epochs, cosine
-                decay, no early stopping), and ``validation_fraction`` (0.1: the simulations
-                held out for the divergences and the validation loss; ``patience`` needs
-                some).
+                decay, no early stopping), ``hidden`` (the student's new networks' hidden
+                sizes; without it the affine and spline students have the teacher's widths),
+                and ``validation_fraction`` (0.1: the simulations held out for the divergences
+                and the validation loss; ``patience`` needs some).
 
         Raises:
             ValueError: not fitted, a flow that already draws in one pass per layer

@@ -111,8 +111,27 @@ def _check_data(teacher: Flow, data, name: str) -> None:
             )
 
 
+def _maps_per_layer(
+    teacher: Flow, univariate: Univariate | Sequence[Univariate | None] | None
+) -> list[Univariate | None]:
+    """One map (or ``None``: the teacher's) per autoregressive layer of ``teacher``."""
+    count = sum(_is_ar(layer) for layer in teacher.transforms)
+    maps = list(univariate) if isinstance(univariate, (list, tuple)) else [univariate] * count
+    if len(maps) != count:
+        raise ValueError(
+            f"univariate must be one map or one per autoregressive layer of the teacher "
+            f"({count}), got {len(maps)}"
+        )
+    for m in maps:
+        if m is not None and not isinstance(m, Univariate):
+            raise TypeError(f"univariate must be a Univariate map, got {type(m).__name__}")
+    return maps
+
+
 def student_of(
-    teacher: Flow, hidden: Sequence[int] | None = None, univariate: Univariate | None = None
+    teacher: Flow,
+    hidden: Sequence[int] | None = None,
+    univariate: Univariate | Sequence[Univariate | None] | None = None,
 ) -> Flow:
     """An IAF-direction copy of a MAF-direction teacher: same masks, orders and weights.
 
@@ -121,7 +140,9 @@ def student_of(
     narrower student samples faster and learns the teacher's per-layer maps from the
     distillation loss rather than starting from the teacher's weights. With ``univariate``
     (e.g. :class:`~pyroflows.transforms.Affine` for a spline teacher) the new networks drive
-    that map instead (hidden sizes: ``hidden`` or the teacher's).
+    that map instead (hidden sizes: ``hidden`` or the teacher's); a sequence gives one map per
+    autoregressive layer, in the teacher's order (``None``: that layer's own map), e.g. a
+    student of affine layers with one spline layer.
 
     Layers without trainable parameters (fixed affine maps, permutations, boxes) are copied,
     and so are the trainable layers that are cheap both ways (learnt linear maps, context
@@ -138,16 +159,16 @@ def student_of(
     """
     if hidden is not None:
         hidden = hidden_sizes(hidden)
-    if univariate is not None and not isinstance(univariate, Univariate):
-        raise TypeError(f"univariate must be a Univariate map, got {type(univariate).__name__}")
     _check_teacher(teacher)
+    maps = _maps_per_layer(teacher, univariate)
     layers = []
     for layer in teacher.transforms:
-        if _is_ar(layer) and not layer.iaf and (hidden is not None or univariate is not None):
+        uni = maps.pop(0) if _is_ar(layer) else None
+        if _is_ar(layer) and not layer.iaf and (hidden is not None or uni is not None):
             net = layer.net
             # new networks on the teacher's device, in its dtype
             student = MaskedAutoregressive(
-                layer.dim, univariate or layer.univariate, layer.context_dim,
+                layer.dim, uni or layer.univariate, layer.context_dim,
                 hidden or _hidden_of(layer), net.degrees.clone(), net.residual,
                 type(net.activation), inverse=True,
                 context_every_layer=net.context_every_layer,
@@ -270,7 +291,7 @@ def distill(
     weights: dict[str, float] | None = None,
     kl_weight: float = 0.0,
     hidden: Sequence[int] | None = None,
-    univariate: Univariate | None = None,
+    univariate: Univariate | Sequence[Univariate | None] | None = None,
     max_epochs: int = 50,
     batch_size: int = 256,
     lr: float = 1e-3,
@@ -287,8 +308,9 @@ def distill(
         kl_weight: weight of ``KL(student || teacher)``.
         hidden: hidden sizes of a narrower student (default: the teacher's networks, copied).
         univariate: the student's map (e.g. :class:`~pyroflows.transforms.Affine` for a spline
-            teacher; :func:`student_of`); the ``"params"`` term is then left out (the maps'
-            parameters differ), and a nonzero ``"params"`` weight is refused.
+            teacher), or one per autoregressive layer (:func:`student_of`); the ``"params"``
+            term is then left out (the maps' parameters differ), and a nonzero ``"params"``
+            weight is refused.
         max_epochs, batch_size, lr, **fit_kwargs: passed to :func:`pyroflows.train.fit`.
 
     Returns:
