@@ -241,6 +241,7 @@ def discflow(
     reverse_draws: int | None = None,
     reverse_floor: float | None = None,
     log_target: Callable[[np.ndarray], np.ndarray] | None = None,
+    warm_start: bool = False,
     time_budget: float | None = None,
     random_state: int = 0,
 ) -> DiscFlow:
@@ -250,7 +251,8 @@ def discflow(
         X: the training rows ``(n, D)``.
         estimator: an unfitted :class:`~pyroflows.density.DensityEstimator` with the flow and
             the plain-likelihood training to start from (cloned and fitted to ``X``; default
-            settings if None). A fitted one is refused: its fit would not be used.
+            settings if None); with ``warm_start``, a fitted one. A fitted one without
+            ``warm_start`` is refused: its fit would not be used.
         rounds: number of discriminate-then-train rounds after the plain fit.
         epochs_per_round: epochs of weighted training per round.
         power: the final exponent of the weights (reached in the last round).
@@ -298,21 +300,38 @@ def discflow(
     reverse_floor = 0.01 if reverse_floor is None else reverse_floor
     if not (isinstance(reverse_floor, (int, float)) and 0 < reverse_floor < 1):
         raise ValueError(f"reverse_floor must lie in (0, 1), got {reverse_floor!r}")
-    if estimator is not None and getattr(estimator, "n_features_in_", None) is not None:
+    if not isinstance(warm_start, bool):
+        raise ValueError(f"warm_start must be True or False, got {warm_start!r}")
+    fitted = estimator is not None and getattr(estimator, "n_features_in_", None) is not None
+    if fitted and not warm_start:
         raise ValueError(
             "the estimator is already fitted: discflow fits a clone of it to X from the start, "
-            "so its fit would not be used; pass it unfitted (e.g. sklearn.base.clone(est))"
+            "so its fit would not be used; pass it unfitted (e.g. sklearn.base.clone(est)), "
+            "or pass warm_start=True to refine it as it is"
+        )
+    if warm_start and not fitted:
+        raise ValueError(
+            "warm_start=True refines a fitted estimator, and none was given: pass a "
+            "DensityEstimator fitted by likelihood, or leave warm_start out"
         )
     if log_target is not None and not callable(log_target):
         raise ValueError(f"log_target must be callable or None, got {type(log_target).__name__}")
     X = check_data(X, name="X", min_samples=10, check_variance=True)
     start = time.perf_counter()
-    est = clone(estimator) if estimator is not None else DensityEstimator(progress=False)
-    if est.ensemble != 1:
+    template = estimator if estimator is not None else DensityEstimator(progress=False)
+    if template.ensemble != 1:
         raise ValueError(
-            f"discflow refines one flow: the estimator has ensemble={est.ensemble}; use 1"
+            f"discflow refines one flow: the estimator has ensemble={template.ensemble}; use 1"
         )
-    est.fit(X)
+    if warm_start:
+        if template.n_features_in_ != X.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features, the warm-start estimator was fitted to "
+                f"{template.n_features_in_}"
+            )
+        est = copy.deepcopy(template)
+    else:
+        est = clone(template).fit(X)
     classifier = classifier if classifier is not None else Classifier("hgb")
     n_draws = len(X) if n_draws is None else positive_int("n_draws", n_draws)
     core, Z = est.core_flow_, est.to_latent(X)
