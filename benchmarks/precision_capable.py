@@ -76,10 +76,21 @@ class Study:
         self.truth, self.test = sample_target(10000, rng), sample_target(20000, rng)
         self.big = sample_target(400_000, rng)
         self.null = auc(sample_target(10000, rng), np.ones(10000), self.truth)
-        t0 = time.perf_counter()
-        self.base = estimator(flow, args.epochs, seed).fit(self.X)
-        self.t_base = time.perf_counter() - t0
-        self.epochs_run = len(self.base.history_.train_loss)
+        path = None
+        if args.cache:  # the plain fit, reused by later runs with the same flow, seed, epochs
+            os.makedirs(args.cache, exist_ok=True)
+            path = os.path.join(args.cache, f"{flow}-{seed}-{args.epochs}-{args.n}")
+        if path and os.path.exists(path + ".json"):
+            self.base = pf.DensityEstimator.load(path + ".pt")
+            self.t_base, self.epochs_run = json.load(open(path + ".json"))
+        else:
+            t0 = time.perf_counter()
+            self.base = estimator(flow, args.epochs, seed).fit(self.X)
+            self.t_base = time.perf_counter() - t0
+            self.epochs_run = len(self.base.history_.train_loss)
+            if path:
+                self.base.save(path + ".pt", force=True)
+                json.dump([self.t_base, self.epochs_run], open(path + ".json", "w"))
         self.extra = args.rounds * args.per_round
 
     def metrics(self, name: str, est: pf.DensityEstimator, seconds: float) -> dict:
@@ -183,6 +194,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--per-round", type=int, default=4)
     parser.add_argument("--out", default=None, help="append the rows to OUT.jsonl")
+    parser.add_argument("--cache", default=None, help="folder for the plain fits (reused)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = []
