@@ -12,7 +12,10 @@ the training rows, and is scored on fresh draws:
 * ``hgb:POWER:CAP:LR``: ``pf.discflow(X, fitted, warm_start=True, power=POWER,
   max_weight=CAP, lr=LR)`` (gradient-boosting discriminator, out of fold);
 * ``exact:POWER:CAP:LR``: the same with the exact ratio ``p / q`` (``log_target=``; no
-  classifier noise: a diagnosis, not a method).
+  classifier noise: a diagnosis, not a method);
+* ``ratio``: no training: how well DiscFlow's first discriminator (out of fold, as in round
+  1) sees the fitted flow's error on the training rows: its AUC, the correlation and RMSE of
+  its ``log w`` against the exact ``log p / q``, and the spread of both.
 
 ``plain-epochs`` is a plain fit from scratch with ``--epochs`` plus the rounds' epochs as its
 limit (the same fit as the start when that one stopped early, which is then reused), so
@@ -52,6 +55,8 @@ import numpy as np
 from precision import auc, chi2_per_bin, exact_auc, log_target, region_mass, sample_target
 
 import pyroflows as pf
+from pyroflows.classify import Classifier
+from pyroflows.discflow import _log_ratio
 from pyroflows.losses import nll
 from pyroflows.train import fit
 
@@ -132,6 +137,19 @@ class Study:
                 fit(core, nll, Z, max_epochs=epochs, lr=lr, batch_size=est.batch_size,
                     patience=None, seed=self.seed + r, progress=False)  # fmt: skip
             return self.metrics(arm, est, time.perf_counter() - t0 + self.t_base)
+        if kind == "ratio":  # how well round 1's discriminator sees the start's error
+            log_w, disc_auc = _log_ratio(self.base, self.X, Classifier("hgb"), len(self.X), 2,
+                                         self.seed + 1)  # fmt: skip
+            exact = log_target(self.X) - self.base.score_samples(self.X)
+            row = dict(
+                flow=self.flow, arm=arm, seed=self.seed, disc_auc=round(disc_auc, 4),
+                corr=round(float(np.corrcoef(log_w, exact)[0, 1]), 3),
+                sd_hgb=round(float(log_w.std()), 3), sd_exact=round(float(exact.std()), 3),
+                rmse=round(float(np.sqrt(np.mean((log_w - exact) ** 2))), 3),
+                seconds=round(time.perf_counter() - t0, 1),
+            )  # fmt: skip
+            print(json.dumps(row), flush=True)
+            return row
         if kind in ("hgb", "exact"):
             power, cap, lr = (float(k) for k in knobs)
             extra = dict(log_target=log_target) if kind == "exact" else {}
@@ -174,12 +192,48 @@ def table(rows: list[dict]) -> str:
     lines = ["| flow | arm | seed | AUC (null) | exact-ratio AUC | chi2/bin | test NLL (exact) | "
              "gap mass | base epochs | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
+        if "auc" not in r:
+            continue
         lines.append(
             f"| {r['flow']} | {r['arm']} | {r['seed']} | {r['auc']:.4f} ({r['null']:.4f}) | "
             f"{r['auc_exact']:.4f} | {r['chi2']:.2f} | {r['nll']:.4f} ({r['exact_nll']:.4f}) | "
             f"{r['gap']:.4f} | {r['base_epochs']} | {r['seconds']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def means(rows: list[dict]) -> str:
+    """Mean over seeds of each flow and arm (AUC, its floor, NLL, gap mass)."""
+    lines = ["| flow | arm | seeds | AUC | null AUC | exact-ratio AUC | test NLL | gap mass |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    keys = dict.fromkeys((r["flow"], r["arm"]) for r in rows if "auc" in r)
+    for flow, arm in keys:
+        mine = [r for r in rows if (r["flow"], r["arm"]) == (flow, arm)]
+        m = {k: float(np.mean([r[k] for r in mine])) for k in ("auc", "null", "auc_exact",
+                                                                "nll", "gap")}  # fmt: skip
+        lines.append(
+            f"| {flow} | {arm} | {len(mine)} | {m['auc']:.4f} | {m['null']:.4f} | "
+            f"{m['auc_exact']:.4f} | {m['nll']:.4f} | {m['gap']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def report(path: str) -> None:
+    """Print the tables and comparisons of the rows in ``path`` (a ``--out`` JSONL file)."""
+    rows = [json.loads(line) for line in open(path)]
+    order = {a: i for i, a in enumerate(("base", "plain-more", "unit", "hgb", "exact"))}
+    rows.sort(key=lambda r: (r["flow"], r["seed"], order.get(r["arm"].split(":")[0], 9),
+                             r["arm"]))  # fmt: skip
+    print(table(rows), "\n\nMeans over seeds:\n\n" + means(rows) + "\n")
+    for control in ("plain-more", "unit"):
+        print("\n".join(per_seed(rows, control)))
+    ratio = [r for r in rows if r["arm"] == "ratio"]
+    if ratio:
+        print("\n| flow | seed | discriminator AUC | corr(log w, exact) | RMSE | sd log w | "
+              "sd exact |\n|---|---|---|---|---|---|---|")
+        for r in ratio:
+            print(f"| {r['flow']} | {r['seed']} | {r['disc_auc']:.4f} | {r['corr']:.3f} | "
+                  f"{r['rmse']:.3f} | {r['sd_hgb']:.3f} | {r['sd_exact']:.3f} |")
 
 
 def main() -> None:
@@ -195,7 +249,10 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=4)
     parser.add_argument("--out", default=None, help="append the rows to OUT.jsonl")
     parser.add_argument("--cache", default=None, help="folder for the plain fits (reused)")
+    parser.add_argument("--report", default=None, help="print the tables of a JSONL file")
     args = parser.parse_args()
+    if args.report:
+        return report(args.report)
     warnings.simplefilter("ignore")
     rows = []
     for flow in args.flows:

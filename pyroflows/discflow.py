@@ -1,8 +1,9 @@
 """DiscFlow: a flow trained by likelihood with each training row weighted by a discriminator's
 verdict (Butter et al., "Generative networks for precision enthusiasts", arXiv:2110.13632).
 
-:func:`discflow` first fits a :class:`~pyroflows.density.DensityEstimator` by plain likelihood,
-then alternates for ``rounds`` rounds:
+:func:`discflow` first fits a :class:`~pyroflows.density.DensityEstimator` by plain likelihood
+(or, with ``warm_start=True``, starts from a copy of one already fitted: the paper's use, a
+precision step on a flow that is nearly right), then alternates for ``rounds`` rounds:
 
 1. draw rows from the flow and train a classifier (:class:`pyroflows.classify.Classifier`) to
    tell the data (label 1) from the draws (label 0); every data row is scored out of fold
