@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import time
 import warnings
@@ -173,8 +172,8 @@ def per_seed(rows: list[dict], control: str) -> list[str]:
         arms = [a for a in dict.fromkeys(r["arm"] for r in rows if r["flow"] == flow)
                 if a.split(":")[0] in ("hgb", "exact")]  # fmt: skip
         for arm in arms:
-            ref = control if ":" not in control else control
-            if control in ("plain-more", "unit"):  # the control at the arm's learning rate
+            ref = control  # plain-more and unit: the control at the arm's learning rate
+            if control in ("plain-more", "unit"):
                 ref = f"{control}:{arm.split(':')[-1]}"
             cells = []
             for seed in dict.fromkeys(r["seed"] for r in rows):
@@ -189,8 +188,11 @@ def per_seed(rows: list[dict], control: str) -> list[str]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| flow | arm | seed | AUC (null) | exact-ratio AUC | chi2/bin | test NLL (exact) | "
-             "gap mass | base epochs | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| flow | arm | seed | AUC (null) | exact-ratio AUC | chi2/bin | test NLL (exact) | "
+        "gap mass | base epochs | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "auc" not in r:
             continue
@@ -229,11 +231,15 @@ def report(path: str) -> None:
         print("\n".join(per_seed(rows, control)))
     ratio = [r for r in rows if r["arm"] == "ratio"]
     if ratio:
-        print("\n| flow | seed | discriminator AUC | corr(log w, exact) | RMSE | sd log w | "
-              "sd exact |\n|---|---|---|---|---|---|---|")
+        print(
+            "\n| flow | seed | discriminator AUC | corr(log w, exact) | RMSE | sd log w | "
+            "sd exact |\n|---|---|---|---|---|---|---|"
+        )
         for r in ratio:
-            print(f"| {r['flow']} | {r['seed']} | {r['disc_auc']:.4f} | {r['corr']:.3f} | "
-                  f"{r['rmse']:.3f} | {r['sd_hgb']:.3f} | {r['sd_exact']:.3f} |")
+            print(
+                f"| {r['flow']} | {r['seed']} | {r['disc_auc']:.4f} | {r['corr']:.3f} | "
+                f"{r['rmse']:.3f} | {r['sd_hgb']:.3f} | {r['sd_exact']:.3f} |"
+            )
 
 
 def main() -> None:
