@@ -42,7 +42,10 @@ draws), a report of every round, and :meth:`DiscFlow.reweight`, the calibrated, 
 classifier reweighting of draws (:func:`pyroflows.reweight`).
 
 Measured (``benchmarks/precision.py``, a sharp ring with a narrow central peak in 2-D and a
-small MAF): see ``benchmarks/results/precision.md`` and docs/limits.md.
+small MAF; ``benchmarks/precision_capable.py``, the same target with the default spline flow
+fitted to convergence and refined with ``warm_start=True``): see
+``benchmarks/results/precision.md``, ``benchmarks/results/precision_capable.md`` and
+docs/limits.md.
 """
 
 from __future__ import annotations
