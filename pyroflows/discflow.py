@@ -1,8 +1,9 @@
 """DiscFlow: a flow trained by likelihood with each training row weighted by a discriminator's
 verdict (Butter et al., "Generative networks for precision enthusiasts", arXiv:2110.13632).
 
-:func:`discflow` first fits a :class:`~pyroflows.density.DensityEstimator` by plain likelihood,
-then alternates for ``rounds`` rounds:
+:func:`discflow` first fits a :class:`~pyroflows.density.DensityEstimator` by plain likelihood
+(or, with ``warm_start=True``, starts from a copy of one already fitted: the paper's use, a
+precision step on a flow that is nearly right), then alternates for ``rounds`` rounds:
 
 1. draw rows from the flow and train a classifier (:class:`pyroflows.classify.Classifier`) to
    tell the data (label 1) from the draws (label 0); every data row is scored out of fold
@@ -41,7 +42,10 @@ draws), a report of every round, and :meth:`DiscFlow.reweight`, the calibrated, 
 classifier reweighting of draws (:func:`pyroflows.reweight`).
 
 Measured (``benchmarks/precision.py``, a sharp ring with a narrow central peak in 2-D and a
-small MAF): see ``benchmarks/results/precision.md`` and docs/limits.md.
+small MAF; ``benchmarks/precision_capable.py``, the same target with the default spline flow
+fitted to convergence and refined with ``warm_start=True``): see
+``benchmarks/results/precision.md``, ``benchmarks/results/precision_capable.md`` and
+docs/limits.md.
 """
 
 from __future__ import annotations
@@ -241,6 +245,7 @@ def discflow(
     reverse_draws: int | None = None,
     reverse_floor: float | None = None,
     log_target: Callable[[np.ndarray], np.ndarray] | None = None,
+    warm_start: bool = False,
     time_budget: float | None = None,
     random_state: int = 0,
 ) -> DiscFlow:
@@ -250,7 +255,8 @@ def discflow(
         X: the training rows ``(n, D)``.
         estimator: an unfitted :class:`~pyroflows.density.DensityEstimator` with the flow and
             the plain-likelihood training to start from (cloned and fitted to ``X``; default
-            settings if None). A fitted one is refused: its fit would not be used.
+            settings if None); with ``warm_start``, a fitted one. A fitted one without
+            ``warm_start`` is refused: its fit would not be used.
         rounds: number of discriminate-then-train rounds after the plain fit.
         epochs_per_round: epochs of weighted training per round.
         power: the final exponent of the weights (reached in the last round).
@@ -298,21 +304,38 @@ def discflow(
     reverse_floor = 0.01 if reverse_floor is None else reverse_floor
     if not (isinstance(reverse_floor, (int, float)) and 0 < reverse_floor < 1):
         raise ValueError(f"reverse_floor must lie in (0, 1), got {reverse_floor!r}")
-    if estimator is not None and getattr(estimator, "n_features_in_", None) is not None:
+    if not isinstance(warm_start, bool):
+        raise ValueError(f"warm_start must be True or False, got {warm_start!r}")
+    fitted = estimator is not None and getattr(estimator, "n_features_in_", None) is not None
+    if fitted and not warm_start:
         raise ValueError(
             "the estimator is already fitted: discflow fits a clone of it to X from the start, "
-            "so its fit would not be used; pass it unfitted (e.g. sklearn.base.clone(est))"
+            "so its fit would not be used; pass it unfitted (e.g. sklearn.base.clone(est)), "
+            "or pass warm_start=True to refine it as it is"
+        )
+    if warm_start and not fitted:
+        raise ValueError(
+            "warm_start=True refines a fitted estimator, and none was given: pass a "
+            "DensityEstimator fitted by likelihood, or leave warm_start out"
         )
     if log_target is not None and not callable(log_target):
         raise ValueError(f"log_target must be callable or None, got {type(log_target).__name__}")
     X = check_data(X, name="X", min_samples=10, check_variance=True)
     start = time.perf_counter()
-    est = clone(estimator) if estimator is not None else DensityEstimator(progress=False)
-    if est.ensemble != 1:
+    template = estimator if estimator is not None else DensityEstimator(progress=False)
+    if template.ensemble != 1:
         raise ValueError(
-            f"discflow refines one flow: the estimator has ensemble={est.ensemble}; use 1"
+            f"discflow refines one flow: the estimator has ensemble={template.ensemble}; use 1"
         )
-    est.fit(X)
+    if warm_start:
+        if template.n_features_in_ != X.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features, the warm-start estimator was fitted to "
+                f"{template.n_features_in_}"
+            )
+        est = copy.deepcopy(template)
+    else:
+        est = clone(template).fit(X)
     classifier = classifier if classifier is not None else Classifier("hgb")
     n_draws = len(X) if n_draws is None else positive_int("n_draws", n_draws)
     core, Z = est.core_flow_, est.to_latent(X)
