@@ -140,9 +140,10 @@ def markdown(result) -> str:
                 if not g:
                     continue
                 fam = ", ".join(dict.fromkeys(r.get("family", "") for r in g))
-                if g[0].get("candidates"):
-                    fam += " (" + ", ".join(f"{c['flow']} {c['best_loss']:.3f}"
-                                            for c in g[0]["candidates"]) + ")"  # fmt: skip
+                if g[0].get("candidates"):  # one fit's validation losses: say which
+                    whose = f"seed {g[0]['seed']}: " if len(g) > 1 else ""
+                    fam += f" ({whose}" + ", ".join(f"{c['flow']} {c['best_loss']:.3f}"
+                                                    for c in g[0]["candidates"]) + ")"  # fmt: skip
                 warned = [any("CalibrationWarning" in w for w in r.get("fit_warnings", []))
                           for r in g]  # fmt: skip
                 capped = " (time-capped)" if any(r.get("time_capped") for r in g) else ""

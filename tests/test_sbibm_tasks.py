@@ -105,6 +105,22 @@ def test_verdicts_pair_the_observations_and_give_the_standard_error():
                                                        date="d"))  # fmt: skip
 
 
+def test_report_says_whose_validation_losses_a_several_seed_cell_shows():
+    def row(seed, losses):
+        candidates = [dict(flow="nsf", best_loss=losses[0]),
+                      dict(flow="realnvp", best_loss=losses[1])]  # fmt: skip
+        return dict(task="a", budget=1000, method="pyroflows", seed=seed, split="development",
+                    c2st=0.6, observations=[1], c2st_per_observation=[0.6], train_s=1.0,
+                    sample_s=0.1, outside_prior=0.0, epochs=10, family="nsf",
+                    candidates=candidates)  # fmt: skip
+
+    result = dict(command="c", commit="x", date="d")
+    one = sbibm_report.markdown(dict(result, accuracy=[row(0, (1.0, 2.0))]))
+    assert "| nsf (nsf 1.000, realnvp 2.000) |" in one
+    two = sbibm_report.markdown(dict(result, accuracy=[row(0, (1.0, 2.0)), row(1, (3.0, 4.0))]))
+    assert "| nsf (seed 0: nsf 1.000, realnvp 2.000) |" in two
+
+
 def test_time_cap_stops_an_sbi_trainer_at_the_best_weights():
     import time
 
