@@ -229,13 +229,15 @@ SBIBM = sbibm_tasks.TASKS  # --suite sbibm: sbibm's observations and reference d
 
 
 # -- methods ----------------------------------------------------------------------------------
-def train_pyroflows(task, theta, x, quick, seed=0, flow="auto", flow_kwargs=None, time_cap=None):
+def train_pyroflows(task, theta, x, quick, seed=0, flow="auto", flow_kwargs=None, time_cap=None,
+                    intervals=None):  # fmt: skip
     """pyroflows' default posterior; ``time_cap`` (seconds) is passed as the fit's
     ``time_budget`` (shared between the families of ``flow="auto"``: the first gets half,
     the second what is left; each keeps its best validation state). The posterior carries
     ``time_capped = True`` when a family used up its share."""
+    options = {} if intervals is None else {"intervals": intervals}
     post = AmortizedPosterior(
-        prior=task.prior, simulator=task.simulate, flow=flow, flow_kwargs=flow_kwargs
+        prior=task.prior, simulator=task.simulate, flow=flow, flow_kwargs=flow_kwargs, **options
     )
     extra = {"max_epochs": 10} if quick else {}
     if time_cap is not None:
@@ -371,6 +373,16 @@ METHODS = {
         lambda *args, **kwargs: train_pyroflows(*args, flow="realnvp", **kwargs),
         sample_pyroflows,
     ),
+    # how a box prior's parameters reach the flow (AmortizedPosterior(intervals=...))
+    **{
+        f"pyroflows intervals={intervals}": (
+            lambda *args, intervals=intervals, **kwargs: train_pyroflows(
+                *args, intervals=intervals, **kwargs
+            ),
+            sample_pyroflows,
+        )
+        for intervals in ("logit", "box")
+    },
     "sbi NPE-NSF": (train_sbi, sample_sbi),
     "sbi FMPE": (lambda *a, **k: train_sbi_vector_field(*a, kind="FMPE", **k), sample_sbi),
     "sbi NPSE": (lambda *a, **k: train_sbi_vector_field(*a, kind="NPSE", **k), sample_sbi),

@@ -107,7 +107,7 @@ def setup(post: Posterior, theta: Tensor, x: Tensor, weight: Tensor | None = Non
     (say 1e30) dominate a column's standardisation."""
     space = post.space
     if space is None:
-        space = ParameterSpace([post.param_name], [theta.shape[1:]], [None])
+        space = ParameterSpace([post.param_name], [theta.shape[1:]], [None], post.intervals)
     theta_pre = space.standardisation(theta, weight)
     observations = post.observations.fitted(x, weight)
     x_shape = observations.shape
