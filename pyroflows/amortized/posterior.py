@@ -545,11 +545,14 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
         if not self.space.has_box:
             ones = torch.ones(len(batch), dtype=torch.float64)
             return ones, torch.zeros_like(ones)
+        # each distinct observation once (a batch often repeats one observation per theta)
+        unique, index = torch.unique(batch.reshape(len(batch), -1), dim=0, return_inverse=True)
         with seeded_draws(seed):
             with torch.inference_mode():
-                context = self._context(batch)
+                context = self._context(unique.reshape((-1,) + batch.shape[1:]))
             draw = self._drawer(self.estimator.flow, context)
-            return mass_inside(draw, self.space.inside, len(batch), num_draws)
+            mass, se = mass_inside(draw, self.space.inside, len(unique), num_draws)
+        return mass[index], se[index]
 
     def log_prob(self, theta: Any, x: Any) -> Tensor:
         """``log p(theta | x)`` in the user's units (``-inf`` outside the support).
