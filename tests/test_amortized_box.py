@@ -11,7 +11,12 @@ import torch
 from torch.distributions import constraints
 
 from pyroflows.amortized import AmortizedPosterior
-from pyroflows.amortized.box import LowAcceptanceWarning, mass_inside, sample_inside
+from pyroflows.amortized.box import (
+    LowAcceptanceWarning,
+    RejectionError,
+    mass_inside,
+    sample_inside,
+)
 from pyroflows.amortized.parameters import ParameterSpace
 
 BOX = constraints.independent(constraints.interval(-1.0, 1.0), 1)
@@ -88,7 +93,7 @@ def test_low_acceptance_warns_naming_the_observation_and_its_rate():
 def test_rejection_with_no_mass_inside_stops_with_an_error_instead_of_looping():
     torch.manual_seed(0)
     with (
-        pytest.raises(RuntimeError, match="observation 1: 0 of 10000"),
+        pytest.raises(RejectionError, match="observation 1: 0 of 10000"),
         pytest.warns(LowAcceptanceWarning, match="observation 1"),
     ):
         sample_inside(_normal_draws([0.0, 12.0]), _inside, 10, 2)
@@ -177,3 +182,20 @@ def test_ensemble_members_get_the_choice():
     post = AmortizedPosterior(prior=dist.Uniform(0.0, 1.0), intervals="box", ensemble=2)
     assert [m.intervals for m in post.members] == ["box", "box"]
     assert all(m.space.has_box for m in post.members)
+
+
+def test_a_heldout_check_that_cannot_draw_warns_instead_of_failing_the_fit(monkeypatch):
+    from pyroflows.amortized import recipe
+
+    def no_draws(*args):
+        raise RejectionError("observation 3: 0 of 10000 of the flow's draws fell inside")
+
+    monkeypatch.setattr(recipe, "heldout_check", no_draws)
+    post = AmortizedPosterior(
+        prior=dist.Uniform(torch.zeros(1), torch.ones(1)).to_event(1),
+        simulator=_face_simulator, flow="nsf", intervals="box",
+        flow_kwargs=dict(layers=1, hidden=(8,)),
+    )  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="held-out calibration check was skipped: obs"):
+        post.fit(num_simulations=200, max_epochs=1, progress=False, seed=0)
+    assert post.estimator is not None and post.heldout_sbc_ is None

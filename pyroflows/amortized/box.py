@@ -11,8 +11,9 @@ observation by Monte Carlo (:func:`mass_inside`, with its standard error), so th
 Rejection is bounded: at most :data:`MAX_PROPOSALS` proposals per draw asked for (an
 acceptance rate of at least 1 / :data:`MAX_PROPOSALS` always finishes), a
 :class:`LowAcceptanceWarning` naming the observations whose rate is below
-:data:`WARN_ACCEPTANCE`, and a ``RuntimeError`` naming the observation when the budget is
-spent: no draw outside the support is ever returned, and no loop runs forever.
+:data:`WARN_ACCEPTANCE`, and a :class:`RejectionError` (a ``RuntimeError``) naming the
+observation when the budget is spent: no draw outside the support is ever returned, and no
+loop runs forever.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_PROPOSALS",
     "WARN_ACCEPTANCE",
     "LowAcceptanceWarning",
+    "RejectionError",
     "mass_inside",
     "sample_inside",
 ]
@@ -48,6 +50,11 @@ _ROUND_ROWS = 1 << 21
 class LowAcceptanceWarning(RuntimeWarning):
     """Few of the flow's draws fall inside the prior's box for some observations: sampling
     is slow there and the flow puts most of its mass where the prior has none."""
+
+
+class RejectionError(RuntimeError):
+    """Rejection's budget was spent before an observation had the draws asked for (or, for
+    ``log_prob``, none of the flow's draws fell inside the support)."""
 
 
 def _name(i: int, count: int) -> str:
@@ -72,7 +79,7 @@ def sample_inside(
         count: the number of observations.
 
     Warns :class:`LowAcceptanceWarning` naming the observations with an acceptance rate below
-    :data:`WARN_ACCEPTANCE`; raises ``RuntimeError`` naming the observation when
+    :data:`WARN_ACCEPTANCE`; raises :class:`RejectionError` naming the observation when
     ``MAX_PROPOSALS * num_samples`` proposals did not give ``num_samples`` draws inside.
     """
     kept: list[list[Tensor]] = [[] for _ in range(count)]
@@ -99,7 +106,7 @@ def sample_inside(
         if len(spent):
             i = int(spent[0])
             _warn_low(accepted, tried, count)
-            raise RuntimeError(
+            raise RejectionError(
                 f"{_name(i, count)}: {int(accepted[i])} of {int(tried[i])} of the flow's draws "
                 f"fell inside the prior's support (acceptance {_rate(accepted[i], tried[i])}), "
                 f"fewer than the {num_samples} asked for within the rejection budget of "

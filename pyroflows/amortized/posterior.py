@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pyroflows.amortized.box import MASS_DRAWS, mass_inside, sample_inside
+from pyroflows.amortized.box import MASS_DRAWS, RejectionError, mass_inside, sample_inside
 from pyroflows.amortized.call import check_call
 from pyroflows.amortized.ensemble import (
     check_ensemble,
@@ -153,11 +153,13 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
             ``"box"``: the flow is trained on the box's own (standardised) coordinates, as
             in sbi; :meth:`sample` rejects the flow's draws outside the support (bounded:
             a :class:`~pyroflows.amortized.box.LowAcceptanceWarning` below 1 % acceptance,
-            a ``RuntimeError`` naming the observation below 0.1 %) and :meth:`log_prob`
-            divides the flow's density by its mass inside the box, estimated per
-            observation from :data:`~pyroflows.amortized.box.MASS_DRAWS` draws
+            a :class:`~pyroflows.amortized.box.RejectionError` naming the observation below
+            0.1 %) and :meth:`log_prob` divides the flow's density by its mass inside the
+            box, estimated per observation from :data:`~pyroflows.amortized.box.MASS_DRAWS` draws
             (:meth:`mass_inside` gives it with its standard error). Other supports are
-            mapped as with ``"logit"``. Saved with the posterior.
+            mapped as with ``"logit"``. Saved with the posterior. A fit's held-out check
+            (``heldout_sbc_``) that cannot draw for some held-out simulation warns and is
+            skipped instead of failing the fit.
         ensemble: the number of member posteriors (default 1: none). ``k > 1``: ``members``
             holds ``k`` posteriors built with these arguments (each with a copy of
             ``summary``, whose parameters the first fit draws again with its layers'
@@ -564,8 +566,9 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
         estimated per observation from :data:`~pyroflows.amortized.box.MASS_DRAWS` of its
         draws under a fixed seed (the same value for the same ``theta`` and ``x``; its
         standard error, from :meth:`mass_inside`, is about ``sqrt((1 - m) / (m n))`` in
-        ``log_prob``: 0.01 for a mass ``m`` of 0.5). Raises ``RuntimeError`` naming the
-        observation when none of those draws fell inside (no normaliser).
+        ``log_prob``: 0.01 for a mass ``m`` of 0.5). Raises
+        :class:`~pyroflows.amortized.box.RejectionError` naming the observation when none of
+        those draws fell inside (no normaliser).
         """
         self._check_fitted()
         if self.members:
@@ -604,7 +607,7 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
             empty = (mass == 0).nonzero().flatten().tolist()
             if empty:
                 which = "the observation" if single else f"observation {empty[0]}"
-                raise RuntimeError(
+                raise RejectionError(
                     f"{which}: none of the flow's {MASS_DRAWS} draws fell inside the prior's "
                     "support, so its density there cannot be normalised (fit with "
                     "intervals='logit')"

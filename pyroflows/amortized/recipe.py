@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.box import RejectionError
 from pyroflows.amortized.call import RECIPES, SECOND_PHASE_EPOCHS, TRAIN_DEFAULTS, FitCall
 from pyroflows.amortized.estimator import build_members, check_summary_output, plain
 from pyroflows.amortized.heldout import heldout_check
@@ -195,8 +196,21 @@ def fit_offline(post: Posterior, call: FitCall, options: dict[str, Any]) -> Post
         post.history = _fit_once(post, data, val_data, options, call.two_phases)
     post.heldout_sbc_ = None
     if call.check_heldout and weight is None:
-        post.heldout_sbc_ = heldout_check(post, theta[val], x[val], call.seed)
+        post.heldout_sbc_ = _heldout_check(post, theta[val], x[val], call.seed)
     return post
+
+
+def _heldout_check(post: Posterior, theta: Tensor, x: Tensor, seed: int | None) -> Any:
+    """:func:`~pyroflows.amortized.heldout.heldout_check`; with ``intervals="box"``, a
+    held-out simulation for which rejection cannot draw (:class:`RejectionError`) skips the
+    check with a warning instead of failing the fit (None)."""
+    try:
+        return heldout_check(post, theta, x, seed)
+    except RejectionError as error:
+        warnings.warn(
+            f"the held-out calibration check was skipped: {error}", RuntimeWarning, stacklevel=4
+        )
+        return None
 
 
 def _weighted(theta: Any, x: Any, weight: Tensor, post: Posterior) -> tuple[Tensor, Tensor, Tensor]:
@@ -362,7 +376,7 @@ def fit_online(post: Posterior, call: FitCall, options: dict[str, Any]) -> Poste
     post.dropped += dropped[0]
     post.heldout_sbc_ = None
     if call.check_heldout:
-        post.heldout_sbc_ = heldout_check(post, theta_val, x_val, call.seed)
+        post.heldout_sbc_ = _heldout_check(post, theta_val, x_val, call.seed)
     return post
 
 
