@@ -165,6 +165,7 @@ def test_a_file_saved_before_the_option_loads_as_logit(face_post, tmp_path):
     post = AmortizedPosterior(
         prior=dist.Uniform(torch.zeros(1), torch.ones(1)).to_event(1),
         simulator=_face_simulator, flow="nsf", flow_kwargs=dict(layers=1, hidden=(8,)),
+        intervals="logit",
     )  # fmt: skip
     post.fit(num_simulations=200, max_epochs=1, progress=False, seed=0)
     path = tmp_path / "old.pt"
@@ -199,3 +200,10 @@ def test_a_heldout_check_that_cannot_draw_warns_instead_of_failing_the_fit(monke
     with pytest.warns(RuntimeWarning, match="held-out calibration check was skipped: obs"):
         post.fit(num_simulations=200, max_epochs=1, progress=False, seed=0)
     assert post.estimator is not None and post.heldout_sbc_ is None
+
+
+def test_box_is_the_default_for_interval_supports_only():
+    box = AmortizedPosterior(prior=dist.Uniform(torch.zeros(2), torch.ones(2)).to_event(1))
+    assert box.intervals == "box" and box.space.boxed == [True]
+    normal = AmortizedPosterior(prior=dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    assert not normal.space.has_box

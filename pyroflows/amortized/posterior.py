@@ -22,12 +22,13 @@ from: :class:`~pyroflows.amortized.simulating.Simulation` (``simulate``, ``simul
 ``check_observation``) and :class:`~pyroflows.amortized.saved.Persistence` (``save``,
 ``load``).
 
-Parameters are mapped to the unconstrained space with ``biject_to(support)`` and standardised
-there; draws are mapped back, so they never leave the support (no rejection), and ``log_prob``
-adds both log-Jacobians so it is a density in the user's units. With ``intervals="box"`` the
-sites of a bounded interval support stay in their own coordinates instead
-(:mod:`~pyroflows.amortized.box`: draws by bounded rejection, ``log_prob`` renormalised by the
-flow's mass inside the box).
+Parameters with a bounded interval support (a uniform prior's box) stay in their own
+coordinates, standardised (``intervals="box"``, the default; :mod:`~pyroflows.amortized.box`:
+draws by bounded rejection, ``log_prob`` renormalised by the flow's mass inside the box).
+The others are mapped to the unconstrained space with ``biject_to(support)`` and standardised
+there; their draws are mapped back, so they never leave the support, and ``log_prob`` adds
+both log-Jacobians so it is a density in the user's units (``intervals="logit"`` maps the
+interval sites this way too).
 """
 
 from __future__ import annotations
@@ -146,20 +147,25 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
             padded with all-NaN rows; an observation is such a set of any number of rows
             (padding rows optional), or, for scalar observations, the model's 1-D data
             ``(n,)``. A batch of observations is ``(B, rows, features)``.
-        intervals: how parameters with a bounded interval support (a uniform prior's box)
-            reach the flow. ``"logit"`` (default): mapped to the real line by
-            ``biject_to(support)`` (a scaled logit), so draws never leave the box and
-            ``log_prob`` is exact, but a face of the box is a far tail of the flow's space.
-            ``"box"``: the flow is trained on the box's own (standardised) coordinates, as
-            in sbi; :meth:`sample` rejects the flow's draws outside the support (bounded:
-            a :class:`~pyroflows.amortized.box.LowAcceptanceWarning` below 1 % acceptance,
-            a :class:`~pyroflows.amortized.box.RejectionError` naming the observation below
+        intervals: how parameters with a bounded interval support (a uniform prior's box,
+            a Beta's unit interval) reach the flow. ``"box"`` (default): the flow is trained
+            on the box's own (standardised) coordinates, as in sbi; :meth:`sample` rejects
+            the flow's draws outside the support (bounded: a
+            :class:`~pyroflows.amortized.box.LowAcceptanceWarning` below 1 % acceptance, a
+            :class:`~pyroflows.amortized.box.RejectionError` naming the observation below
             0.1 %) and :meth:`log_prob` divides the flow's density by its mass inside the
-            box, estimated per observation from :data:`~pyroflows.amortized.box.MASS_DRAWS` draws
-            (:meth:`mass_inside` gives it with its standard error). Other supports are
-            mapped as with ``"logit"``. Saved with the posterior. A fit's held-out check
+            box, estimated per observation from
+            :data:`~pyroflows.amortized.box.MASS_DRAWS` draws (:meth:`mass_inside` gives it
+            with its standard error); a fit's held-out check
             (``heldout_sbc_``) that cannot draw for some held-out simulation warns and is
-            skipped instead of failing the fit.
+            skipped instead of failing the fit. ``"logit"``: mapped to the real line by
+            ``biject_to(support)`` (a scaled logit): no rejection and an exact ``log_prob``,
+            but a face of the box is a far tail of the flow's space, where a posterior
+            pressed against it is poorly fitted (sbibm two_moons, observations 1-5, training
+            seeds 0-1, C2ST box / logit: 0.510 / 0.531 at 10 000 simulations, 0.587 / 0.666
+            at 1 000; ``benchmarks/results/sbibm.md``). Other supports are mapped by
+            ``biject_to`` either way. Saved with the posterior (files saved before the
+            option load as ``"logit"``, what they were trained with).
         ensemble: the number of member posteriors (default 1: none). ``k > 1``: ``members``
             holds ``k`` posteriors built with these arguments (each with a copy of
             ``summary``, whose parameters the first fit draws again with its layers'
@@ -212,7 +218,7 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
         param_name: str = "theta",
         sizes: Iterable[int] | None = None,
         size_arg: str | None = None,
-        intervals: str = "logit",
+        intervals: str = "box",
         ensemble: int = 1,
     ):
         k = check_ensemble(ensemble)

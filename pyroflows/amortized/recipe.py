@@ -196,21 +196,20 @@ def fit_offline(post: Posterior, call: FitCall, options: dict[str, Any]) -> Post
         post.history = _fit_once(post, data, val_data, options, call.two_phases)
     post.heldout_sbc_ = None
     if call.check_heldout and weight is None:
-        post.heldout_sbc_ = _heldout_check(post, theta[val], x[val], call.seed)
+        try:  # called here, not in a helper: its warning names the caller of fit
+            post.heldout_sbc_ = heldout_check(post, theta[val], x[val], call.seed)
+        except RejectionError as error:
+            _skipped_check(error)
     return post
 
 
-def _heldout_check(post: Posterior, theta: Tensor, x: Tensor, seed: int | None) -> Any:
-    """:func:`~pyroflows.amortized.heldout.heldout_check`; with ``intervals="box"``, a
-    held-out simulation for which rejection cannot draw (:class:`RejectionError`) skips the
-    check with a warning instead of failing the fit (None)."""
-    try:
-        return heldout_check(post, theta, x, seed)
-    except RejectionError as error:
-        warnings.warn(
-            f"the held-out calibration check was skipped: {error}", RuntimeWarning, stacklevel=4
-        )
-        return None
+def _skipped_check(error: RejectionError) -> None:
+    """With ``intervals="box"``, a held-out simulation for which rejection cannot draw skips
+    the held-out check (``heldout_sbc_`` stays None) with this warning instead of failing the
+    fit."""
+    warnings.warn(
+        f"the held-out calibration check was skipped: {error}", RuntimeWarning, stacklevel=5
+    )
 
 
 def _weighted(theta: Any, x: Any, weight: Tensor, post: Posterior) -> tuple[Tensor, Tensor, Tensor]:
@@ -376,7 +375,10 @@ def fit_online(post: Posterior, call: FitCall, options: dict[str, Any]) -> Poste
     post.dropped += dropped[0]
     post.heldout_sbc_ = None
     if call.check_heldout:
-        post.heldout_sbc_ = _heldout_check(post, theta_val, x_val, call.seed)
+        try:
+            post.heldout_sbc_ = heldout_check(post, theta_val, x_val, call.seed)
+        except RejectionError as error:
+            _skipped_check(error)
     return post
 
 
