@@ -28,13 +28,16 @@ Measures the targets of issue 9 in one run and writes ``benchmarks/results/amort
    ``pyroflows``: ``AmortizedPosterior(prior=..., simulator=...).fit(theta=..., x=...)`` with
    the library's defaults (``flow="auto"``: an autoregressive NSF, 5 layers, hidden (64, 64),
    8 bins, and an affine coupling flow of the same size trained on the same split, the one
-   with the lower validation loss kept; parameters mapped to the unconstrained space with
-   ``biject_to`` and standardised; sbi's batch size, clipping and validation split, each
-   family in two phases: lr 2e-3 until 10 epochs without progress, then 5e-4 decayed by a
-   cosine over 100 epochs with a patience of 50). ``pyroflows nsf`` / ``pyroflows realnvp``:
-   one family alone. The family kept and each family's validation loss are recorded. Accuracy: C2ST
-   accuracy (:func:`pyroflows.diagnostics.c2st`, MLP classifier, 5 folds) between 2 000
-   posterior draws and 2 000 reference draws, averaged over
+   with the lower validation loss kept; parameters with a box (uniform) prior in the box's own
+   coordinates, draws outside it rejected (``intervals="box"``), the others mapped to the
+   unconstrained space with ``biject_to``, all standardised; sbi's batch size, clipping and
+   validation split, each family in two phases: lr 2e-3 until 10 epochs without progress,
+   then 5e-4 decayed by a cosine over 100 epochs with a patience of 50). ``pyroflows nsf`` /
+   ``pyroflows realnvp``: one family alone. ``pyroflows intervals=logit`` /
+   ``pyroflows intervals=box``: the default with the box prior's parameters mapped by the
+   logit or in the box's coordinates. The family kept and each family's validation loss are
+   recorded. Accuracy: C2ST accuracy (:func:`pyroflows.diagnostics.c2st`, MLP classifier,
+   5 folds) between 2 000 posterior draws and 2 000 reference draws, averaged over
    ``--observations`` observations per task (their parameters drawn from the prior with a
    fixed seed). 0.5 is perfect. Training time: wall time of the training call.
 
@@ -229,13 +232,15 @@ SBIBM = sbibm_tasks.TASKS  # --suite sbibm: sbibm's observations and reference d
 
 
 # -- methods ----------------------------------------------------------------------------------
-def train_pyroflows(task, theta, x, quick, seed=0, flow="auto", flow_kwargs=None, time_cap=None):
+def train_pyroflows(task, theta, x, quick, seed=0, flow="auto", flow_kwargs=None, time_cap=None,
+                    intervals=None):  # fmt: skip
     """pyroflows' default posterior; ``time_cap`` (seconds) is passed as the fit's
     ``time_budget`` (shared between the families of ``flow="auto"``: the first gets half,
     the second what is left; each keeps its best validation state). The posterior carries
     ``time_capped = True`` when a family used up its share."""
+    options = {} if intervals is None else {"intervals": intervals}
     post = AmortizedPosterior(
-        prior=task.prior, simulator=task.simulate, flow=flow, flow_kwargs=flow_kwargs
+        prior=task.prior, simulator=task.simulate, flow=flow, flow_kwargs=flow_kwargs, **options
     )
     extra = {"max_epochs": 10} if quick else {}
     if time_cap is not None:
@@ -371,6 +376,16 @@ METHODS = {
         lambda *args, **kwargs: train_pyroflows(*args, flow="realnvp", **kwargs),
         sample_pyroflows,
     ),
+    # how a box prior's parameters reach the flow (AmortizedPosterior(intervals=...))
+    **{
+        f"pyroflows intervals={intervals}": (
+            lambda *args, intervals=intervals, **kwargs: train_pyroflows(
+                *args, intervals=intervals, **kwargs
+            ),
+            sample_pyroflows,
+        )
+        for intervals in ("logit", "box")
+    },
     "sbi NPE-NSF": (train_sbi, sample_sbi),
     "sbi FMPE": (lambda *a, **k: train_sbi_vector_field(*a, kind="FMPE", **k), sample_sbi),
     "sbi NPSE": (lambda *a, **k: train_sbi_vector_field(*a, kind="NPSE", **k), sample_sbi),

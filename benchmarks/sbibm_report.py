@@ -1,7 +1,10 @@
 """The markdown report of ``benchmarks/amortized.py --suite sbibm``: one table per (split,
 budget) with the C2ST mean and spread over training seeds per (task, method), the best cell
 of each row in bold and pyroflows' standing against the best peer; then training time, time
-to draw and draws outside the prior's support; then every row."""
+to draw and draws outside the prior's support; then every row.
+
+``--compare A B`` prints instead the paired comparison of two methods per cell
+(:func:`compare`), e.g. ``"pyroflows intervals=logit" "pyroflows intervals=box"``."""
 
 from __future__ import annotations
 
@@ -65,6 +68,54 @@ def verdicts(rows) -> list[dict]:
                         se=se, clear=se is not None and abs(diff) > 2 * se,
                         verdict="wins" if diff < 0 else "loses"))  # fmt: skip
     return out
+
+
+def compare(rows, a: str, b: str) -> list[dict]:
+    """Per (split, budget, task) where both methods ran: the mean C2ST of ``a`` and of ``b``
+    over seeds and observations, and ``b``'s paired difference (``b - a``, each
+    observation's C2ST averaged over the seeds first) ± its standard error over the
+    observations; ``clear`` when it is more than 2 SE from 0.
+
+    Example:
+        >>> row = lambda m, c: dict(task="t", budget=1, method=m, seed=0, c2st=sum(c) / 2,
+        ...                         observations=[1, 2], c2st_per_observation=c)
+        >>> out = compare([row("A", [0.6, 0.7]), row("B", [0.5, 0.7])], "A", "B")
+        >>> round(out[0]["difference"], 3), round(out[0]["se"], 3)
+        (-0.05, 0.05)
+    """
+    groups = _groups(rows)
+    out = []
+    for split, budget, task in dict.fromkeys(k[:3] for k in groups):
+        ga, gb = groups.get((split, budget, task, a)), groups.get((split, budget, task, b))
+        if not ga or not gb:
+            continue
+        pa, pb = _per_observation(ga), _per_observation(gb)
+        d = np.array([pb[i] - pa[i] for i in pa if i in pb])
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) >= 2 else None
+        diff = float(_cell(gb)[0] - _cell(ga)[0])
+        out.append(dict(split=split, budget=budget, task=task, a=_cell(ga)[1], b=_cell(gb)[1],
+                        mean_a=_cell(ga)[0], mean_b=_cell(gb)[0], difference=diff, se=se,
+                        seeds=sorted({r["seed"] for r in ga} & {r["seed"] for r in gb}),
+                        clear=se is not None and abs(diff) > 2 * se))  # fmt: skip
+    return out
+
+
+def compare_markdown(rows, a: str, b: str) -> str:
+    """:func:`compare` as a markdown table, with the mean over the cells of each split."""
+    cells = compare(rows, a, b)
+    lines = [f"| split | simulations | task | seeds | {a} | {b} | {b} - {a} (paired) |",
+             "|---|---:|---|---|---:|---:|---|"]  # fmt: skip
+    for c in cells:
+        se = "" if c["se"] is None else f" ± {c['se']:.3f}"
+        how = "" if c["se"] is None else (", > 2 SE" if c["clear"] else ", within 2 SE")
+        lines.append(f"| {c['split']} | {c['budget']:,} | {c['task']} | {c['seeds']} | "
+                     f"{c['a']} | {c['b']} | {c['difference']:+.3f}{se}{how} |")  # fmt: skip
+    for split in dict.fromkeys(c["split"] for c in cells):
+        mine = [c for c in cells if c["split"] == split]
+        lines.append(f"| {split} | | mean of {len(mine)} cells | | "
+                     f"{np.mean([c['mean_a'] for c in mine]):.3f} | "
+                     f"{np.mean([c['mean_b'] for c in mine]):.3f} | |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def markdown(result) -> str:
@@ -181,8 +232,16 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("files", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, required=True, help="path without suffix")
+    parser.add_argument("--out", type=Path, help="path without suffix")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                        help="print the paired comparison of two methods instead")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.compare:
+        rows = [r for f in args.files for r in json.loads(f.read_text())["accuracy"]]
+        print(compare_markdown(rows, *args.compare), end="")
+        return
+    if args.out is None:
+        parser.error("--out is required (unless --compare)")
     merged, rows = None, {}
     for f in args.files:
         result = json.loads(f.read_text())

@@ -30,8 +30,9 @@ def _simulator(theta):
 @pytest.fixture(scope="module", params=["nsf", "realnvp"])
 def post(request):
     pyro.set_rng_seed(0)
+    # the logit map: every draw decoded, none rejected, as in the plain loop of _sequential
     post = AmortizedPosterior(prior=_prior(), simulator=_simulator, flow=request.param,
-                              flow_kwargs=SMALL)  # fmt: skip
+                              flow_kwargs=SMALL, intervals="logit")  # fmt: skip
     post.fit(num_simulations=200, max_epochs=1, progress=False, seed=0, recipe="one_phase")
     if request.param == "nsf":
         post.distil(num_simulations=100, max_epochs=1)

@@ -2,6 +2,9 @@
 
 - :mod:`~pyroflows.amortized.parameters`: :class:`ParameterSpace` (site names, shapes, supports,
   the bijection to the unconstrained space and the parameters' encoder).
+- :mod:`~pyroflows.amortized.box`: ``intervals="box"`` (a box prior's sites in their own
+  coordinates: bounded rejection, :class:`LowAcceptanceWarning`, the flow's mass inside the
+  box that normalises ``log_prob``).
 - :mod:`~pyroflows.amortized.observations`: :class:`ObservationSpace` (the data's shape
   contract, sets of varying size with NaN padding, checks, the data's encoder).
 - :mod:`~pyroflows.amortized.simulate`: :class:`ModelSimulator` (a Pyro model, vectorised),
@@ -34,6 +37,7 @@ A new simulator goes to ``simulate``, a new data layout to ``observations``, a n
 ``estimator``, a new way of training to ``recipe`` (on :mod:`pyroflows.train`).
 """
 
+from pyroflows.amortized.box import LowAcceptanceWarning
 from pyroflows.amortized.estimator import PosteriorEstimator
 from pyroflows.amortized.heldout import CalibrationWarning
 from pyroflows.amortized.observations import ObservationSpace
@@ -54,6 +58,7 @@ from pyroflows.amortized.simulate import (
 
 __all__ = [
     "CalibrationWarning",
+    "LowAcceptanceWarning",
     "AmortizedPosterior",
     "ModelSimulator",
     "ObservationSpace",

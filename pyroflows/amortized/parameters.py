@@ -9,6 +9,11 @@ A :class:`ParameterSpace` maps between three views of the parameters:
   log-Jacobian of the map, so densities stay in the user's units and draws never leave the
   support.
 
+``intervals="box"`` leaves the sites with a bounded interval support (a uniform prior's box)
+in their own coordinates instead of mapping them with the logit: the flow then sees the box
+itself, a face is a face and not a far tail, and draws outside the box must be rejected and
+densities renormalised by the flow's mass inside it (:mod:`~pyroflows.amortized.box`).
+
 It also owns the conversions to the flow's space: :meth:`ParameterSpace.standardisation` (fitted
 in float64 on the training draws), :meth:`~ParameterSpace.encode` (user units -> standardised
 unconstrained values and the log-Jacobian) and :meth:`~ParameterSpace.decode`.
@@ -29,13 +34,16 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.distributions import biject_to, constraints
+from torch.distributions.transforms import identity_transform
 
 from pyroflows.amortized.observations import warn_if_swamped
 from pyroflows.amortized.weights import standardisation as weighted_standardisation
 from pyroflows.preprocess import Preprocessor
 
 __all__ = [
+    "INTERVAL_MAPS",
     "ParameterSpace",
+    "is_interval",
     "decode_constraint",
     "describe_constraint",
     "encode_constraint",
@@ -52,6 +60,26 @@ _SIMPLE = {
     "corr_cholesky": constraints.corr_cholesky,
     "positive_definite": constraints.positive_definite,
 }
+
+
+#: how sites with a bounded interval support reach the flow: ``"logit"`` (``biject_to``: a
+#: scaled logit, the box's faces at infinity) or ``"box"`` (the box's own coordinates)
+INTERVAL_MAPS = ("logit", "box")
+
+
+def is_interval(c: constraints.Constraint) -> bool:
+    """Whether a support is a bounded interval (closed or half-open, ``unit_interval`` too),
+    perhaps reinterpreted as an event (``independent``): a uniform prior's box.
+
+    Example:
+        >>> is_interval(constraints.independent(constraints.interval(-1.0, 1.0), 1))
+        True
+        >>> is_interval(constraints.positive)
+        False
+    """
+    while isinstance(c, constraints.independent):
+        c = c.base_constraint
+    return isinstance(c, constraints._Interval | constraints._HalfOpenInterval)
 
 
 def encode_constraint(c: constraints.Constraint) -> dict[str, Any]:
@@ -188,6 +216,11 @@ class ParameterSpace:
         names: site names, in the order of the flat vector.
         shapes: per-site shapes of one draw (``()`` for a scalar).
         supports: per-site supports (torch constraints); ``None`` means real.
+        intervals: ``"logit"`` (default): every site through ``biject_to(support)``;
+            ``"box"``: sites with a bounded interval support (:func:`is_interval`) stay in
+            their own coordinates (identity map; :attr:`boxed` flags them), so
+            :meth:`to_constrained` may return points outside their box: check them with
+            :meth:`inside`.
 
     Example:
         >>> space = ParameterSpace(["mu", "sigma"], [(), ()], [None, constraints.positive])
@@ -201,7 +234,10 @@ class ParameterSpace:
         names: Sequence[str],
         shapes: Sequence[Sequence[int]],
         supports: Sequence[constraints.Constraint | None],
+        intervals: str = "logit",
     ):
+        if intervals not in INTERVAL_MAPS:
+            raise ValueError(f"intervals must be one of {INTERVAL_MAPS}, got {intervals!r}")
         if not (len(names) == len(shapes) == len(supports)) or not names:
             raise ValueError("names, shapes and supports need one entry per site (at least one)")
         if len(set(names)) != len(names):
@@ -216,7 +252,13 @@ class ParameterSpace:
                     "posteriors need continuous parameters"
                 )
         self.sizes = [math.prod(s) for s in self.shapes]
-        self.bijections = [biject_to(s) for s in self.supports]
+        self.intervals = intervals
+        #: per site: left in its own coordinates (``intervals="box"`` and an interval support)
+        self.boxed = [intervals == "box" and is_interval(s) for s in self.supports]
+        self.bijections = [
+            identity_transform if box else biject_to(s)
+            for s, box in zip(self.supports, self.boxed, strict=True)
+        ]
         pairs = zip(self.bijections, self.shapes, strict=True)
         self.unconstrained_shapes = [torch.Size(t.inverse_shape(s)) for t, s in pairs]
         self.unconstrained_sizes = [math.prod(s) for s in self.unconstrained_shapes]
@@ -251,6 +293,15 @@ class ParameterSpace:
                 self.names, self.shapes, flat.split(self.sizes, -1), strict=True
             )
         }
+
+    def with_intervals(self, intervals: str) -> ParameterSpace:
+        """The same sites with another map of their interval supports (:data:`INTERVAL_MAPS`)."""
+        return ParameterSpace(self.names, self.shapes, self.supports, intervals)
+
+    @property
+    def has_box(self) -> bool:
+        """Whether some site is left in its own bounded coordinates (draws need rejection)."""
+        return any(self.boxed)
 
     def _check_dim(self, t: Tensor, dim: int, name: str) -> None:
         if t.dim() == 0 or t.shape[-1] != dim:
@@ -298,6 +349,22 @@ class ParameterSpace:
         ]
         return torch.cat(parts, -1)
 
+    def inside(self, theta: Tensor) -> Tensor:
+        """``(...)`` booleans: flat draws ``(..., dim)`` whose boxed sites (:attr:`boxed`) lie
+        in their supports (the other sites are inside by construction of
+        :meth:`to_constrained`; all True when no site is boxed)."""
+        self._check_dim(theta, self.dim, "theta")
+        batch = theta.shape[:-1]
+        ok = torch.ones(batch, dtype=torch.bool, device=theta.device)
+        parts = theta.split(self.sizes, -1)
+        for shape, support, box, part in zip(
+            self.shapes, self.supports, self.boxed, parts, strict=True
+        ):
+            if box:
+                site = support.check(part.reshape(batch + shape))
+                ok = ok & (site.reshape(batch + (-1,)).all(-1) if site.dim() > len(batch) else site)
+        return ok
+
     # -- the encoder: user units <-> the flow's standardised unconstrained space -------------
     def standardisation(self, theta: Tensor, weight: Tensor | None = None) -> Preprocessor:
         """The float64 standardisation of the unconstrained parameters, fitted on training
@@ -326,6 +393,7 @@ class ParameterSpace:
             "names": list(self.names),
             "shapes": [list(s) for s in self.shapes],
             "supports": [encode_constraint(s) for s in self.supports],
+            "intervals": self.intervals,
         }
 
     @classmethod
@@ -333,14 +401,26 @@ class ParameterSpace:
         cls, state: Mapping[str, Any], supports: Sequence[constraints.Constraint] | None = None
     ) -> ParameterSpace:
         """Rebuild from :meth:`state`; ``supports`` replaces the saved ones (e.g. from the
-        prior, for kinds that cannot be saved)."""
+        prior, for kinds that cannot be saved). A state saved before ``intervals`` existed
+        is ``"logit"``."""
         if supports is None:
             supports = [decode_constraint(s) for s in state["supports"]]
-        return cls(state["names"], [tuple(s) for s in state["shapes"]], supports)
+        shapes = [tuple(s) for s in state["shapes"]]
+        return cls(state["names"], shapes, supports, _saved_intervals(state))
 
     def __repr__(self) -> str:
         sites = ", ".join(f"{n}{tuple(s)}" for n, s in zip(self.names, self.shapes, strict=True))
-        return f"ParameterSpace({sites})"
+        box = ", intervals='box'" if self.intervals == "box" else ""
+        return f"ParameterSpace({sites}{box})"
+
+
+def _saved_intervals(state: Mapping[str, Any]) -> str:
+    """The saved map of interval supports (``"logit"`` for files older than the option);
+    ValueError for an unknown one."""
+    intervals = state.get("intervals", "logit")
+    if intervals not in INTERVAL_MAPS:
+        raise ValueError(f"unknown map of interval supports {intervals!r} in the saved space")
+    return intervals
 
 
 def saved_space(
@@ -353,12 +433,13 @@ def saved_space(
     names = [str(n) for n in saved["names"]]
     shapes = [torch.Size(int(d) for d in s) for s in saved["shapes"]]
     specs = saved.get("supports")
+    intervals = _saved_intervals(saved)
     if current is None:
         if specs is None:
             raise ValueError(
                 f"{path} was saved without the supports of its sites: pass the model or prior"
             )
-        return ParameterSpace(names, shapes, [decode_constraint(spec) for spec in specs])
+        return ParameterSpace(names, shapes, [decode_constraint(spec) for spec in specs], intervals)
     if sorted(names) != sorted(current.names):
         new = [n for n in current.names if n not in names]
         missing = [n for n in names if n not in current.names]
@@ -406,4 +487,4 @@ def saved_space(
             RuntimeWarning,
             stacklevel=3,
         )
-    return ParameterSpace(names, shapes, supports)
+    return ParameterSpace(names, shapes, supports, intervals)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pyroflows.amortized.box import RejectionError
 from pyroflows.amortized.call import RECIPES, SECOND_PHASE_EPOCHS, TRAIN_DEFAULTS, FitCall
 from pyroflows.amortized.estimator import build_members, check_summary_output, plain
 from pyroflows.amortized.heldout import heldout_check
@@ -107,7 +108,7 @@ def setup(post: Posterior, theta: Tensor, x: Tensor, weight: Tensor | None = Non
     (say 1e30) dominate a column's standardisation."""
     space = post.space
     if space is None:
-        space = ParameterSpace([post.param_name], [theta.shape[1:]], [None])
+        space = ParameterSpace([post.param_name], [theta.shape[1:]], [None], post.intervals)
     theta_pre = space.standardisation(theta, weight)
     observations = post.observations.fitted(x, weight)
     x_shape = observations.shape
@@ -195,8 +196,20 @@ def fit_offline(post: Posterior, call: FitCall, options: dict[str, Any]) -> Post
         post.history = _fit_once(post, data, val_data, options, call.two_phases)
     post.heldout_sbc_ = None
     if call.check_heldout and weight is None:
-        post.heldout_sbc_ = heldout_check(post, theta[val], x[val], call.seed)
+        try:  # called here, not in a helper: its warning names the caller of fit
+            post.heldout_sbc_ = heldout_check(post, theta[val], x[val], call.seed)
+        except RejectionError as error:
+            _skipped_check(error)
     return post
+
+
+def _skipped_check(error: RejectionError) -> None:
+    """With ``intervals="box"``, a held-out simulation for which rejection cannot draw skips
+    the held-out check (``heldout_sbc_`` stays None) with this warning instead of failing the
+    fit."""
+    warnings.warn(
+        f"the held-out calibration check was skipped: {error}", RuntimeWarning, stacklevel=5
+    )
 
 
 def _weighted(theta: Any, x: Any, weight: Tensor, post: Posterior) -> tuple[Tensor, Tensor, Tensor]:
@@ -362,7 +375,10 @@ def fit_online(post: Posterior, call: FitCall, options: dict[str, Any]) -> Poste
     post.dropped += dropped[0]
     post.heldout_sbc_ = None
     if call.check_heldout:
-        post.heldout_sbc_ = heldout_check(post, theta_val, x_val, call.seed)
+        try:
+            post.heldout_sbc_ = heldout_check(post, theta_val, x_val, call.seed)
+        except RejectionError as error:
+            _skipped_check(error)
     return post
 
 

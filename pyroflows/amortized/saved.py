@@ -234,6 +234,7 @@ def restore(
             )  # fmt: skip
         observations = replace(post.observations, shape=torch.Size(c["x_shape"]), **sets)
         post.space = space
+        post.intervals = space.intervals  # the saved choice: the networks were trained on it
         if post.sim is not None:  # the model's sites, flattened in the saved order
             post.sim.set_space(post.space)
         post.context_dim = int(c["context_dim"])
@@ -337,7 +338,7 @@ class Persistence:
             flow=c["flow"], flow_kwargs=c["flow_kwargs"], model_args=model_args,
             model_kwargs=model_kwargs, param_name="theta" if model is not None else c["param_name"],
             sizes=c["sizes"] if sized else None, size_arg=c.get("size_arg") if sized else None,
-            ensemble=1 + len(others),
+            ensemble=1 + len(others), intervals=c["space"].get("intervals", "logit"),
         )  # fmt: skip
         if not others:
             restore(post, blob, path, summary, given)
