@@ -68,7 +68,7 @@ from pyroflows.losses import nll
 from pyroflows.reweight import Reweighting, reweight
 from pyroflows.train import fit
 from pyroflows.train.weights import effective_sample_size
-from pyroflows.validation import check_data, positive_int
+from pyroflows.validation import check_data, flag, positive_int
 
 __all__ = ["DiscFlow", "DiscFlowRound", "ReverseTerm", "discflow"]
 
@@ -304,8 +304,7 @@ def discflow(
     reverse_floor = 0.01 if reverse_floor is None else reverse_floor
     if not (isinstance(reverse_floor, (int, float)) and 0 < reverse_floor < 1):
         raise ValueError(f"reverse_floor must lie in (0, 1), got {reverse_floor!r}")
-    if not isinstance(warm_start, bool):
-        raise ValueError(f"warm_start must be True or False, got {warm_start!r}")
+    warm_start = flag("warm_start", warm_start)
     fitted = estimator is not None and getattr(estimator, "n_features_in_", None) is not None
     if fitted and not warm_start:
         raise ValueError(
