@@ -254,7 +254,8 @@ def resample(
     """``n`` rows of ``samples`` drawn with replacement with probabilities proportional to
     ``weights`` (so they follow the reweighted distribution); ``n`` defaults to the ESS.
 
-    ``samples`` may be a NumPy array or a torch tensor (indexed along the first axis).
+    ``samples`` may be a NumPy array, a torch tensor or a pandas DataFrame / Series (rows
+    taken by position, whatever the index's labels), indexed along the first axis.
 
     Example:
         >>> x = np.arange(4.0)[:, None]
@@ -271,4 +272,6 @@ def resample(
     n = positive_int("n", n)
     rng = np.random.default_rng(seed)
     index = rng.choice(len(w), size=n, replace=True, p=w / w.sum())
+    if hasattr(samples, "iloc"):  # pandas: by position (``[]`` takes labels, or columns)
+        return samples.iloc[index]
     return samples[index]
