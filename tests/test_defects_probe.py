@@ -144,6 +144,26 @@ def test_c2st_weights_name_the_rows_of_x_they_belong_to():
     assert np.abs(np.log(r2.weights) - (X[:500, 0] - 0.5)).mean() < 0.1
 
 
+def test_calibration_refuses_labels_and_probabilities_out_of_range():
+    """Old code: labels 0/2 were fitted as if 2 were the positive class, and labels 0/0.7 were
+    truncated to 0 by ``astype(int)`` (an sklearn error about one class followed)."""
+    from pyroflows.reweight import calibrate_out_of_fold
+
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 2, 200), rng.uniform(0.01, 0.99, 200)
+    for labels in (2 * y, 0.7 * y):
+        with pytest.raises(ValueError, match="0/1 label"):
+            calibrate_out_of_fold(p, labels, "isotonic")
+    with pytest.raises(ValueError, match="probabilities"):
+        calibrate_out_of_fold(np.r_[p[:-1], 1.5], y)
+
+
+def test_classifier_squares_is_a_boolean_option():
+    """Old code: ``squares="no"`` meant True."""
+    with pytest.raises(InvalidOption, match="squares"):
+        pf.classify.Classifier("hgb", squares="no")
+
+
 # -- DiscFlow --------------------------------------------------------------------------------
 def test_discflow_warm_start_refuses_columns_in_another_order():
     """Old code: a warm-start estimator fitted on columns (h, w) was refined on (w, h) with
@@ -233,6 +253,36 @@ def test_conditional_density_refuses_to_resume_best_epochs_from_a_checkpoint():
     again = A.ConditionalDensity(**single).fit(x, m)
     resumed = A.ConditionalDensity(**single).fit(x, m)
     assert np.array_equal(resumed.log_prob(x[:20], m[:20]), again.log_prob(x[:20], m[:20]))
+
+
+def test_conditional_density_refuses_nan_rather_than_scoring_it():
+    """Old code: ``log_prob`` gave -inf (the value of an event outside the bounds) for a NaN
+    feature, and ``sample`` returned NaN rows for a NaN ``m``, both without a word."""
+    x, m = _events(500)
+    density = _density().fit(x, m)
+    bad_x = x[:5].copy()
+    bad_x[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        density.log_prob(bad_x, m[:5])
+    with pytest.raises(ValueError, match="m has 1 NaN"):
+        density.sample(np.r_[m[:3], np.nan])
+    with pytest.raises(ValueError, match="m has 1 NaN"):
+        density.log_prob(x[:2], [3.0, np.nan])
+    assert np.isneginf(density.log_prob(np.r_[x[:1], [[np.inf, 0.0]]], m[:2])[1])
+
+
+def test_flat_in_m_refuses_a_background_trained_inside_the_signal_region():
+    """Old code: ``FlatInM`` took quantiles from a density trained on all events (the signal
+    region included: it models what the region holds, signal too) without a word."""
+    x, m = _events()
+    region = A.SignalRegion(3.3, 3.7)
+    cwola = A.CWoLa(region, "hgb").fit(x, m)
+    everywhere = _density().fit(x, m)
+    with pytest.raises(ValueError, match="inside the detector's signal region"):
+        A.FlatInM(cwola, everywhere, bins=2, per_bin=50)
+    sb = region.sidebands(m)
+    sidebands = _density().fit(x[sb], m[sb])
+    assert A.FlatInM(cwola, sidebands, bins=2, per_bin=50).fit().score(x[:5], m[:5]).shape == (5,)
 
 
 def test_supervised_refuses_labels_other_than_zero_and_one():

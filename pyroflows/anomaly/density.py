@@ -185,6 +185,19 @@ class ConditionalDensity:
         m = np.asarray(m, np.float64).reshape(-1, 1)
         return torch.as_tensor((m - self.m_mean_) / self.m_std_, dtype=torch.float32)
 
+    @staticmethod
+    def _finite_m(m: Any) -> np.ndarray:
+        """``m`` as a float64 vector, or a ``ValueError`` naming its NaN or infinite values
+        (a density or a sample at such an ``m`` would be NaN, or a number it is not)."""
+        m = np.asarray(m, np.float64).reshape(-1)
+        bad = ~np.isfinite(m)
+        if bad.any():
+            raise ValueError(
+                f"m has {int(bad.sum())} NaN or infinite value(s) (first at event "
+                f"{int(np.flatnonzero(bad)[0])})"
+            )
+        return m
+
     def fit(self, x: Any, m: Any) -> ConditionalDensity:
         """Train the members on events ``x`` ``(n, d)`` with resonant feature ``m`` ``(n,)``
         (a fit that raises leaves a fitted density as it was)."""
@@ -269,9 +282,21 @@ class ConditionalDensity:
     @torch.no_grad()
     def log_prob(self, x: Any, m: Any) -> np.ndarray:
         """``log p(x | m)`` in data units (the preprocessing's Jacobian included), float64;
-        ``-inf`` for ``x`` outside the bounds, never dropped."""
+        ``-inf`` for ``x`` outside the bounds, never dropped; NaN in ``x`` or a non-finite
+        ``m`` is refused."""
         self._check_fitted()
-        x64 = torch.as_tensor(np.asarray(x, np.float64))
+        x = np.asarray(x, np.float64)
+        m = self._finite_m(m)
+        if x.ndim != 2 or x.shape[1] != self.dim_ or len(x) != len(m):
+            raise ValueError(
+                f"x must be (n, {self.dim_}) with one m per row, got {x.shape} and {m.shape}"
+            )
+        if np.isnan(x).any():  # outside the bounds is -inf; a NaN is no value at all
+            raise ValueError(
+                f"x has {int(np.isnan(x).sum())} NaN value(s) (first at event "
+                f"{int(np.argwhere(np.isnan(x))[0][0])}): no density there"
+            )
+        x64 = torch.as_tensor(x)
         z, ladj = self.preprocessor_.to_latent(x64)
         bad = ~torch.isfinite(z).all(-1)
         z = torch.where(bad[:, None], torch.zeros_like(z), z).float()
@@ -285,7 +310,7 @@ class ConditionalDensity:
         """One ``x`` per value of ``m`` ``(n,)`` -> ``(n, d)`` in data units: event ``i`` comes
         from member ``i mod K``; each member draws all its events in one vectorised pass."""
         self._check_fitted()
-        m = np.asarray(m, np.float64).reshape(-1)
+        m = self._finite_m(m)
         c = self._context(m)
         out = torch.empty(len(m), self.dim_, dtype=torch.float64)
         with seeded_draws(seed):
