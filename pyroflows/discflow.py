@@ -115,6 +115,8 @@ class DiscFlow:
     def weights(self, draws: Any, max_weight: float = 100.0) -> np.ndarray:
         """The final discriminator's ratio ``p_data / p_flow`` at ``draws`` (rows it has not
         seen, e.g. fresh samples of the estimator), capped at ``max_weight``."""
+        if not (isinstance(max_weight, (int, float)) and max_weight > 0):
+            raise ValueError(f"max_weight must be a number > 0, got {max_weight!r}")
         draws = check_data(draws, self.reference.shape[1], name="draws")
         p = np.clip(self.classifier.predict_proba(draws), _P_FLOOR, 1 - _P_FLOOR)
         return np.minimum(np.exp(np.log(p) - np.log1p(-p) + self.prior), max_weight)

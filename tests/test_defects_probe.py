@@ -104,6 +104,21 @@ def test_calo_options_of_the_wrong_kind_are_refused(calo_fitted):
         gen.fit(s.energy, s.voxels, max_epochs=1, progress=False, checkpoint="gen.pt")
 
 
+def test_calo_decode_refuses_non_finite_features(calo_fitted):
+    """Old code: a NaN feature gave NaN voxels (the threshold keeps NaN), and a total-energy
+    feature of 800 gave infinite voxels, both returned as showers."""
+    s, gen = calo_fitted
+    _, f1, f2 = gen.encode(s.energy[:3], s.voxels[:3])
+    bad2 = f2.copy()
+    bad2[1, 5] = np.nan
+    with pytest.raises(ValueError, match="features2 has NaN"):
+        gen.decode(s.energy[:3], f1, bad2)
+    big = f1.copy()
+    big[2, 0] = 800.0
+    with pytest.raises(ValueError, match="infinite layer energies"):
+        gen.decode(s.energy[:3], big, f2)
+
+
 @pytest.mark.parametrize(
     "options",
     [dict(noise=float("nan")), dict(threshold=float("nan")), dict(hit_energy=float("nan")),
@@ -174,6 +189,18 @@ def test_discflow_warm_start_refuses_columns_in_another_order():
     est.fit(df)
     with pytest.raises(ValueError, match="same order"):
         pf.discflow(df[["w", "h"]], est, warm_start=True, rounds=1, epochs_per_round=1)
+
+
+def test_discflow_weights_refuse_a_cap_that_is_not_positive():
+    """Old code: ``weights(draws, max_weight=-1)`` returned -1 for every draw."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    est = pf.DensityEstimator(flow="maf", layers=1, hidden=(8,), max_epochs=2, progress=False)
+    result = pf.discflow(X, est, rounds=1, epochs_per_round=1)
+    assert (result.weights(X[:5]) > 0).all()
+    for cap in (-1.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="max_weight"):
+            result.weights(X[:5], max_weight=cap)
 
 
 def test_discflow_keeps_the_column_names_of_a_frame():

@@ -431,6 +431,20 @@ class TwoStepGenerator:
                 f"features must be ({len(e)}, {L}) and ({len(e)}, {D}), got {f1.shape} and "
                 f"{f2.shape}"
             )
-        layers = enc.decode_layer_energies(f1, e)
+        for name, f in (("features1", f1), ("features2", f2)):
+            bad = ~np.isfinite(f).all(1)
+            if bad.any():
+                raise ValueError(
+                    f"{name} has NaN or infinite values in {int(bad.sum())} shower(s) (first "
+                    f"{int(np.flatnonzero(bad)[0])}): no shower decodes from them"
+                )
+        with np.errstate(over="ignore", invalid="ignore"):
+            layers = enc.decode_layer_energies(f1, e)
+        bad = ~np.isfinite(layers).all(1)
+        if bad.any():  # exp overflow of the total energy: never returned as inf voxels
+            raise ValueError(
+                f"{int(bad.sum())} shower(s) decode to infinite layer energies (first "
+                f"{int(np.flatnonzero(bad)[0])}): their total-energy feature overflows"
+            )
         voxels = enc.threshold(enc.decode_voxels(f2, layers, self.layer_sizes), self.threshold)
         return GeneratedShowers(e, enc.layer_sums(voxels, self.layer_sizes), voxels)
