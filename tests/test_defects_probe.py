@@ -21,6 +21,62 @@ from pyroflows.diagnostics import c2st
 from pyroflows.validation import InvalidOption
 
 
+# -- checkpoints -------------------------------------------------------------------------------
+def test_a_checkpoint_path_never_overwrites_a_users_file(tmp_path):
+    """Old code: ``train.fit(..., checkpoint="user.csv")`` (and ``DensityEstimator.fit`` with
+    it) replaced the user's CSV file by a zip archive, although ``save`` and the command line
+    refuse that path."""
+    from pyroflows.losses import nll
+    from pyroflows.train import fit
+
+    user = tmp_path / "user.csv"
+    user.write_text("a,b\n1,2\n3,4\n")
+    before = user.read_bytes()
+    x = torch.randn(100, 2)
+    with pytest.raises(ValueError, match="not a file pyroflows wrote"):
+        fit(pf.maf(2, layers=1, hidden=(8,)), nll, (x,), max_epochs=1, progress=False,
+            checkpoint=user)  # fmt: skip
+    est = pf.DensityEstimator(flow="maf", layers=1, hidden=(8,), max_epochs=1, progress=False)
+    with pytest.raises(ValueError, match="not a file pyroflows wrote"):
+        est.fit(x.numpy(), checkpoint=str(user))
+    assert user.read_bytes() == before
+    # a checkpoint pyroflows wrote is still replaced and resumed
+    own = tmp_path / "run.ckpt"
+    flow = pf.maf(2, layers=1, hidden=(8,))
+    fit(flow, nll, (x,), max_epochs=1, progress=False, checkpoint=own, seed=0)
+    fit(flow, nll, (x,), max_epochs=2, progress=False, checkpoint=own, resume=own, seed=0)
+
+
+def test_the_command_line_still_replaces_a_foreign_checkpoint_file_with_force(tmp_path):
+    """``--force`` lets ``--checkpoint`` replace a file pyroflows did not write, as its help
+    says. Old code: ``DensityEstimator.fit`` refused the file although ``--force`` was given
+    (the command line now removes it first when told to)."""
+    from pyroflows.cli import main
+
+    data, notes = tmp_path / "data.csv", tmp_path / "notes.txt"
+    np.savetxt(data, np.random.default_rng(0).normal(size=(100, 2)), delimiter=",")
+    notes.write_text("my notes\n")
+    argv = [
+        "fit",
+        str(data),
+        "--out",
+        str(tmp_path / "m.pt"),
+        "--checkpoint",
+        str(notes),
+        "--flow",
+        "maf",
+        "--layers",
+        "1",
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
+    assert main(argv) == 2 and notes.read_text() == "my notes\n"
+    assert main(argv + ["--force"]) == 0 and notes.read_bytes()[:2] == b"PK"
+
+
 # -- calorimeter generator ---------------------------------------------------------------------
 def _generator(s) -> TwoStepGenerator:
     return TwoStepGenerator(
