@@ -90,7 +90,10 @@ class C2STResult:
         null_auc, null_interval: the same AUC and interval for reference vs reference
             (``null``); ``nan`` when no null check was asked for.
         proba, labels: pooled out-of-fold probabilities of "row of ``Y``" and the labels.
-        weights: ``p / (1 - p)`` of the calibrated probabilities for the rows of ``X``.
+        weights: ``p / (1 - p)`` of the calibrated probabilities for the rows of ``X`` that
+            the test used, ``X[x_rows]`` (all of ``X``, in order, unless ``X`` was the larger
+            set and was subsampled).
+        x_rows: the positions in ``X`` of the rows that ``weights`` belong to.
     """
 
     accuracy: float
@@ -106,6 +109,7 @@ class C2STResult:
     proba: np.ndarray | None = field(default=None, repr=False)
     labels: np.ndarray | None = field(default=None, repr=False)
     weights: np.ndarray | None = field(default=None, repr=False)
+    x_rows: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> str:
         """One line with the AUC, its interval, the JSD, the p-value and the null AUC."""
@@ -248,6 +252,7 @@ def c2st(
         x_weight = _check_x_weight(x_weight, len(X), classifier, permutations)
     rng = np.random.default_rng(seed)
     n = min(len(X), len(Y))
+    keep = np.arange(len(X))
     if len(X) > n:
         keep = rng.choice(len(X), n, replace=False)
         X = X[keep]
@@ -313,6 +318,7 @@ def c2st(
         proba=proba,
         labels=labels,
         weights=np.exp(np.minimum(log_odds[:n], 700.0)),
+        x_rows=keep,
     )
 
 
