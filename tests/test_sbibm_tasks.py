@@ -3,6 +3,7 @@ report's verdicts. Skipped where sbibm's task files are not on this machine (``S
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -249,3 +250,40 @@ def test_harness_variant_options_reach_the_fit():
     wrong, _ = amortized.method_entry("pyroflows flow=realnvp, bins=3")
     with pytest.raises(ValueError, match="bins"):
         wrong(task, theta, x, quick=True)
+
+
+def test_truncation_probe_surrogate_has_the_truncated_likelihoods_gradient():
+    """``box_truncation_probe.truncated_loss``: its gradient is that of
+    ``-log q(z | x) + log Q(B | x)`` (Q integrated on a grid), within Monte Carlo error; the
+    plain NLL's gradient is not."""
+    import box_truncation_probe as probe
+
+    import pyroflows as pf
+    from pyroflows.amortized.estimator import PosteriorEstimator
+    from pyroflows.nn.summary import IdentitySummary
+
+    torch.manual_seed(0)
+    est = PosteriorEstimator(IdentitySummary(1), pf.nsf(1, context_dim=1, layers=1, hidden=(8,)))
+    z, x = torch.tensor([[0.3], [-0.5]]), torch.tensor([[0.2], [-1.0]])
+    low, high = torch.tensor([-0.8]), torch.tensor([1.0])
+    grid = torch.linspace(-0.8, 1.0, 4001)[:, None]
+
+    def grads(loss):
+        est.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in est.parameters()])
+
+    nll = -est.flow.log_prob(z, est.summary(x)).mean()
+    log_mass = torch.stack([
+        torch.logsumexp(est.flow.log_prob(grid, xi.expand(len(grid), 1)), 0)
+        + math.log(1.8 / 4000) for xi in x
+    ]).mean()  # fmt: skip
+    exact = grads(nll + log_mass)
+    plain = grads(-est.flow.log_prob(z, est.summary(x)).mean())
+    torch.manual_seed(1)
+    loss, share = probe.truncated_loss(est, z, x, low, high, draws=40_000)
+    got = grads(loss)
+    assert 0 < share < 1
+    scale = exact.norm()
+    assert (got - exact).norm() < 0.05 * scale, ((got - exact).norm(), scale)
+    assert (plain - exact).norm() > 0.2 * scale
