@@ -64,12 +64,14 @@ table with its paired test log-likelihood difference against the first (a positi
 the other direction is better).
 
 ``--variants`` fits the default again after it, on the same rows in the same process, with
-the mixture search's settings changed (:data:`VARIANTS`: ``whole-budget``, the search cut only
-once the whole time budget is spent, full covariances first; ``share=X``, at most the share
-``X`` of the budget), and reports each in a further table: test log-likelihood, the paired
-difference default minus variant with its paired standard error, the member kept, the
-mixture start and the variant's time to zuko NSF's best validation loss (as a ratio of
-zuko's).
+the mixture search's settings changed (:data:`VARIANTS`: ``whole-budget``, the search cut
+only once the whole time budget is spent, full covariances first; ``narrow-search``, the
+search narrowed to its leading candidate when the share binds
+(``density_mixture.MIXTURE_NARROW = True``); ``share=X``, at most the share ``X`` of the
+budget; names joined by ``+`` combine their settings), and reports each in a further table:
+test log-likelihood, the paired difference default minus variant with its paired standard
+error, the member kept, the mixture start and the variant's time to zuko NSF's best
+validation loss (as a ratio of zuko's).
 
 ``--full`` also fits the default with racing switched off (every member trained to the end)
 and reports the final validation loss of both: what racing costs in quality.
@@ -138,33 +140,46 @@ SCORE_DRAWS = 32  # draws per test row for the mass of its discrete cells (the d
 DEFAULT_PARAMS: dict[str, Any] = {}
 #: further spline directions fitted after the default on the same rows (--splines)
 OTHER_SPLINES: list[str] = []
-#: the mixture search's settings of each ``--variants`` name:
-#: (``density_mixture.MIXTURE_SHARE``, ``density_mixture.MIXTURE_TYPES``)
-VARIANTS: dict[str, tuple[float | None, tuple[str, ...]]] = {
-    "whole-budget": (None, ("full", "diag", "tied")),
+#: the module settings of each ``--variants`` name: ``{(module, attribute): value}``
+VARIANTS: dict[str, dict[tuple[Any, str], Any]] = {
+    "whole-budget": {
+        (density_mixture, "MIXTURE_SHARE"): None,
+        (density_mixture, "MIXTURE_TYPES"): ("full", "diag", "tied"),
+    },
+    "narrow-search": {(density_mixture, "MIXTURE_NARROW"): True},
 }
 #: the variants fitted after the default (--variants)
 OTHER_VARIANTS: list[str] = []
 
 
-def variant_settings(name: str) -> tuple[float | None, tuple[str, ...]]:
-    """``(share, types)`` of a ``--variants`` name: one of :data:`VARIANTS` or ``share=X``."""
-    if name in VARIANTS:
-        return VARIANTS[name]
-    if name.startswith("share="):
-        return float(name.removeprefix("share=")), density_mixture.MIXTURE_TYPES
-    raise ValueError(f"unknown variant {name!r}: one of {sorted(VARIANTS)} or share=X")
+def variant_settings(name: str) -> dict[tuple[Any, str], Any]:
+    """The module settings of a ``--variants`` name: names of :data:`VARIANTS` or ``share=X``,
+    joined by ``+``."""
+    settings: dict[tuple[Any, str], Any] = {}
+    for part in name.split("+"):
+        if part in VARIANTS:
+            settings |= VARIANTS[part]
+        elif part.startswith("share="):
+            settings[(density_mixture, "MIXTURE_SHARE")] = float(part.removeprefix("share="))
+        else:
+            raise ValueError(
+                f"unknown variant {part!r}: one of {sorted(VARIANTS)} or share=X, joined by +"
+            )
+    return settings
 
 
 @contextmanager
 def mixture_settings(name: str):
-    """The mixture search's module settings of variant ``name`` while fitting it."""
-    before = density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES
-    density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES = variant_settings(name)
+    """The module settings of variant ``name`` while fitting it."""
+    settings = variant_settings(name)
+    before = {key: getattr(*key) for key in settings}
+    for (module, attribute), value in settings.items():
+        setattr(module, attribute, value)
     try:
         yield
     finally:
-        density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES = before
+        for (module, attribute), value in before.items():
+            setattr(module, attribute, value)
 
 
 RESULTS = HERE / "results"
@@ -680,7 +695,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--variants", nargs="+", default=[],
-        help="also fit the default with these mixture-search settings: whole-budget, share=X",
+        help="also fit the default with these settings: whole-budget, narrow-search, share=X "
+        "(joined by +)",
     )  # fmt: skip
     parser.add_argument(
         "--epochs", type=int, default=None,

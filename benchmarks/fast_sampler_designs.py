@@ -6,8 +6,11 @@ Designs (``DESIGN``, new networks of hidden sizes ``H``, comma separated, unless
 * ``affine:H``: affine IAF (``affine:t``: the teacher's widths, ``distil()``'s affine family);
 * ``iaf:K:H``: spline IAF of ``K``-bin splines in every layer (``iaf:t:t``: the teacher's
   networks and splines read in the sampling direction, the spline family);
+* ``eq:K:H``: IAF of ``K``-bin equal-width-bin splines (:class:`~pyroflows.transforms.EqualBinRQS`:
+  the bin found by arithmetic) in every layer, new networks;
 * ``pat:K:H:P``: one letter of ``P`` per autoregressive layer of the teacher, ``s`` a
-  ``K``-bin spline, ``a`` affine (``pat:8:32:saaas``: ``distil(family="mixed")``);
+  ``K``-bin spline, ``e`` a ``K``-bin equal-width-bin spline, ``a`` affine
+  (``pat:8:32:aaaas``: ``distil(family="mixed")``);
 * ``coupling:K:H`` (timing only): spline coupling layers with alternating halves in place of
   the autoregressive ones.
 
@@ -17,7 +20,10 @@ kept where the student has the teacher's layers, the parameter term dropped wher
 differ), ``--epochs`` epochs with a cosine decay, batch 256, lr 1e-3, no early stopping; then
 C2ST (gradient boosting, 5 folds) of 1 000 student against 1 000 teacher draws at the
 development observations 1-3 (the seeds of ``benchmarks/fast_sampler.py``), and both KL
-divergences on 256 held-out contexts. Prints one JSON row.
+divergences on 256 held-out contexts. Prints one JSON row. The trained student is kept next
+to the teachers (``$FAST_SAMPLER_TEACHERS``) for ``--confirm``: C2ST at the confirmation
+observations 4-5 (seeds as in ``benchmarks/fast_sampler.py``), to be run once, for the design
+chosen on the development ones.
 
 Timing (``--time``): every design untrained (the cost does not depend on the weights), 1 000
 observations x 1 000 draws in one call, 2 threads, best of 2 rounds (each design once per
@@ -53,7 +59,13 @@ from pyroflows.diagnostics import c2st  # noqa: E402
 from pyroflows.flows import Flow  # noqa: E402
 from pyroflows.train import fit  # noqa: E402
 from pyroflows.train.seeding import seeded  # noqa: E402
-from pyroflows.transforms import RQS, Affine, Coupling, MaskedAutoregressive  # noqa: E402
+from pyroflows.transforms import (  # noqa: E402
+    RQS,
+    Affine,
+    Coupling,
+    EqualBinRQS,
+    MaskedAutoregressive,
+)
 from pyroflows.transforms.coupling import alternating_mask  # noqa: E402
 from pyroflows.vi.distill import DistillationLoss, student_of  # noqa: E402
 
@@ -69,8 +81,11 @@ def build(teacher: Flow, design: str) -> Flow:
     spline = None if bins == "t" else RQS(int(bins), 5.0)
     if kind == "iaf":
         return student_of(teacher, hidden, spline)
+    if kind == "eq":
+        return student_of(teacher, hidden, EqualBinRQS(int(bins), 5.0))
     if kind == "pat":
-        return student_of(teacher, hidden, [spline if c == "s" else Affine() for c in rest[2]])
+        letters = {"s": spline, "a": Affine(), "e": EqualBinRQS(int(bins), 5.0)}
+        return student_of(teacher, hidden, [letters[c] for c in rest[2]])
     if kind == "coupling":
         layers, k = [], 0
         for t in teacher.transforms:
@@ -84,7 +99,40 @@ def build(teacher: Flow, design: str) -> Flow:
     raise ValueError(f"unknown design {design!r}")
 
 
-def train(post, task, design: str, epochs: int) -> dict:
+def _kept(task_name: str, design: str, epochs: int) -> Path:
+    folder = Path(os.environ.get("FAST_SAMPLER_TEACHERS", "/tmp"))
+    return folder / f"fast_sampler_student_{task_name}_{design.replace(':', '_')}_{epochs}.pt"
+
+
+def _c2st(post, task, which: slice) -> list[float]:
+    """C2ST of 1 000 student against 1 000 teacher draws at the observations ``which`` of
+    the five of ``benchmarks/fast_sampler.py`` (seed 100), with its seeds."""
+    torch.manual_seed(100)
+    x_obs = task.simulate(task.prior.sample((5,)))
+    return [
+        round(float(c2st(post.sample(x_obs[i], 1000, sampler="teacher", seed=2 + i).numpy(),
+                         post.sample(x_obs[i], 1000, sampler="student", seed=50 + i).numpy(),
+                         classifier="hgb", n_bootstrap=0).accuracy), 3)
+        for i in range(5)[which]
+    ]  # fmt: skip
+
+
+def confirm(post, task, task_name: str, design: str, epochs: int) -> dict:
+    """C2ST at the confirmation observations 4-5 of the student ``--train`` kept."""
+    path = _kept(task_name, design, epochs)
+    if not path.exists():
+        raise SystemExit(f"no trained student at {path}: run --train {design} first")
+    teacher = copy.deepcopy(post.estimator.flow).eval().requires_grad_(False)
+    student = build(teacher, design)
+    student.load_state_dict(torch.load(path, weights_only=True))
+    post.student = student.eval().requires_grad_(False)
+    load = os.getloadavg()[0]
+    scores = _c2st(post, task, slice(3, 5))
+    return dict(design=design, epochs=epochs, c2st_confirm=scores, mean=round(sum(scores) / 2, 3),
+                load=f"{load:.1f} -> {os.getloadavg()[0]:.1f}")  # fmt: skip
+
+
+def train(post, task, design: str, epochs: int, task_name: str = "") -> dict:
     teacher = copy.deepcopy(post.estimator.flow).eval().requires_grad_(False)
     student = build(teacher, design).requires_grad_(True)
     weights, kl = OBJECTIVES["both"]
@@ -107,15 +155,10 @@ def train(post, task, design: str, epochs: int) -> dict:
                               progress=False, seed=1)  # fmt: skip
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     post.student = student.eval().requires_grad_(False)
+    if task_name:
+        torch.save(post.student.state_dict(), _kept(task_name, design, epochs))
     div = divergences(teacher, post.student, ctx[:n][:256])
-    torch.manual_seed(100)
-    x_obs = task.simulate(task.prior.sample((5,)))[:3]  # the development observations
-    scores = [
-        round(float(c2st(post.sample(xo, 1000, sampler="teacher", seed=2 + i).numpy(),
-                         post.sample(xo, 1000, sampler="student", seed=50 + i).numpy(),
-                         classifier="hgb", n_bootstrap=0).accuracy), 3)
-        for i, xo in enumerate(x_obs)
-    ]  # fmt: skip
+    scores = _c2st(post, task, slice(0, 3))  # the development observations
     return dict(design=design, epochs=epochs, c2st_dev=scores,
                 mean=round(sum(scores) / 3, 3), divergence={k: round(v, 4) for k, v in div.items()},
                 distil_wall_s=round(wall, 1), distil_cpu_s=round(cpu, 1),
@@ -164,13 +207,18 @@ def main(argv=None) -> None:
     p.add_argument("designs", nargs="+")
     p.add_argument("--train", action="store_true")
     p.add_argument("--time", action="store_true")
+    p.add_argument("--confirm", action="store_true", help="observations 4-5: run once")
     p.add_argument("--epochs", type=int, default=40)
     args = p.parse_args(argv)
     task = TASKS[args.task]()
     post = load_teacher(args.task, task)
     if args.train:
         for d in args.designs:
-            row = train(post, task, d, args.epochs)
+            row = train(post, task, d, args.epochs, args.task)
+            print(json.dumps(dict(task=args.task, **row)), flush=True)
+    if args.confirm:
+        for d in args.designs:
+            row = confirm(post, task, args.task, d, args.epochs)
             print(json.dumps(dict(task=args.task, **row)), flush=True)
     if args.time:
         for row in timing(post, task, args.designs):

@@ -6,10 +6,11 @@ arithmetic) and everything else (base draws, learnt linear maps, chunking, decod
 Students of the teacher of ``benchmarks/fast_sampler.py`` (``$FAST_SAMPLER_TEACHERS``),
 untrained (the cost does not depend on the weights): the affine student (teacher's widths),
 the spline student (the teacher's networks read in the sampling direction) and, with
-``--hidden``, spline students of narrower new networks. One thread, chunks in the calling
-thread (``workers=1``), so that the profiler's operator times add up to the call; the
-fractions are those of the profiled call, the seconds are the same call timed without the
-profiler (best of 2).
+``--hidden``, spline students of narrower new networks (``--equal-bins``: of
+:class:`~pyroflows.transforms.EqualBinRQS` splines too, their bin found by arithmetic). One
+thread, chunks in the calling thread (``workers=1``), so that the profiler's operator times
+add up to the call; the fractions are those of the profiled call, the seconds are the same
+call timed without the profiler (best of 2).
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/fast_sampler_profile.py --tasks slcp
 """
@@ -32,7 +33,7 @@ from fast_sampler_variant_teacher import load_teacher  # noqa: E402
 
 from pyroflows.amortized.estimator import sample_chunks  # noqa: E402
 from pyroflows.nn import MADE  # noqa: E402
-from pyroflows.transforms import RQS, Affine  # noqa: E402
+from pyroflows.transforms import RQS, Affine, EqualBinRQS  # noqa: E402
 from pyroflows.vi.distill import student_of  # noqa: E402
 
 PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul"}
@@ -59,6 +60,7 @@ def split(flow, context) -> dict[str, float]:
         (MADE, "forward"): MADE.forward,
         (RQS, "value_params_first"): RQS.value_params_first,
         (RQS, "value"): RQS.value,
+        (EqualBinRQS, "value_params_first"): EqualBinRQS.value_params_first,
         (Affine, "value"): Affine.value,
     }
     for (cls, name), fn in patches.items():
@@ -94,6 +96,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=["slcp", "linear_gaussian"])
     p.add_argument("--hidden", nargs="*", default=["32,32", "32"])
+    p.add_argument("--equal-bins", action="store_true", help="EqualBinRQS(8) students too")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     print("| task | student | s per 10^6 draws (1 thread) | products | network rest | map | "
@@ -111,6 +114,10 @@ def main(argv=None) -> None:
         for h in args.hidden:
             sizes = tuple(int(v) for v in h.split(","))
             flows[f"spline, new networks {sizes}"] = student_of(teacher, sizes, RQS(8, 5.0))
+            if args.equal_bins:
+                flows[f"equal-bin spline, new networks {sizes}"] = student_of(
+                    teacher, sizes, EqualBinRQS(8, 5.0)
+                )
         for key, flow in flows.items():
             flow.eval()
             draw(flow, context[:10])

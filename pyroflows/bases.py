@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pyroflows.validation import positive_int
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -124,7 +126,7 @@ class GaussianMixture(_Mixture):
 
     def __init__(self, dim: int, components: int = 10, seed: int = 0):
         super().__init__()
-        self.dim, self.components = dim, components
+        self.dim, self.components = positive_int("dim", dim), positive_int("components", components)
         generator = torch.Generator().manual_seed(seed)
         self.logits = nn.Parameter(torch.zeros(components))
         self.loc = nn.Parameter(torch.randn(components, dim, generator=generator))
@@ -326,9 +328,19 @@ class UniformBox(Base):
 
     def __init__(self, dim: int, low: float | Tensor = 0.0, high: float | Tensor = 1.0):
         super().__init__()
-        self.dim = dim
-        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).expand(dim).clone())
-        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).expand(dim).clone())
+        self.dim = dim = positive_int("dim", dim)
+        bounds = {}
+        for name, value in (("low", low), ("high", high)):
+            value = torch.as_tensor(value, dtype=torch.float32)
+            if value.dim() > 1 or value.numel() not in (1, dim):
+                raise ValueError(
+                    f"{name} must be a number or {dim} numbers, got {tuple(value.shape)}"
+                )
+            if not bool(torch.isfinite(value).all()):  # an infinite box has no uniform law
+                raise ValueError(f"{name} must be finite, got {value.tolist()}")
+            bounds[name] = value.expand(dim).clone()
+        self.register_buffer("low", bounds["low"])
+        self.register_buffer("high", bounds["high"])
         if not bool((self.high > self.low).all()):
             raise ValueError("every upper bound must exceed its lower bound")
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from pyroflows.train import fit
 from pyroflows.train.seeding import seeded_draws
-from pyroflows.validation import hidden_sizes, positive_int
+from pyroflows.validation import flag, hidden_sizes, positive_int
 
 __all__ = ["Classifier", "out_of_fold_proba"]
 
@@ -99,7 +99,8 @@ class Classifier:
         if not 0 < validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
         self.activation, self.weight_decay = activation, float(weight_decay)
-        self.validation_fraction, self.squares = float(validation_fraction), bool(squares)
+        self.validation_fraction = float(validation_fraction)
+        self.squares = flag("squares", squares)
         self.members_: list[Any] = []
 
     def _check(self, X: Any, y: Any = None, sample_weight: Any = None):

@@ -85,7 +85,7 @@ from pyroflows.csvio import (
     write_csv,
 )
 from pyroflows.density import PORTFOLIO, UNIT_CUBE, DensityEstimator
-from pyroflows.estimator import refuse_to_overwrite
+from pyroflows.estimator import is_pyroflows_file, refuse_to_overwrite
 from pyroflows.preprocess import bounds_array, check_inside
 from pyroflows.train import TrainingDiverged, resolve_device
 from pyroflows.validation import DataWarning
@@ -125,18 +125,21 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
+def _checkpoints(args: argparse.Namespace) -> list[str]:
+    """The files ``--checkpoint`` writes (flow auto: also one per member)."""
+    if not args.checkpoint:
+        return []
+    paths = [args.checkpoint]
+    if args.flow == "auto":
+        paths += [str(member_path(args.checkpoint, m.name)) for m in PORTFOLIO]
+    return paths
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, a ``fit`` that would write over its input or over a file
     pyroflows did not write (unless ``--force``)."""
     inputs = [("the data file", args.data)] + ([("the --val file", args.val)] if args.val else [])
-    writes = [("--out", args.out)]
-    if args.checkpoint:
-        several = args.flow == "auto"
-        writes.append(("--checkpoint", args.checkpoint))
-        if several:  # flow auto: one file per member
-            writes += [
-                ("--checkpoint", str(member_path(args.checkpoint, m.name))) for m in PORTFOLIO
-            ]
+    writes = [("--out", args.out)] + [("--checkpoint", path) for path in _checkpoints(args)]
     outputs = writes + ([("--resume", args.resume)] if args.resume else [])
     for flag, path in outputs:
         for what, source in inputs:
@@ -175,6 +178,10 @@ def _fit_from(args: argparse.Namespace, folder: str) -> None:
         print(note, file=sys.stderr)
     if names is not None and not isinstance(X, str):
         X, X_val = _frame(X, names), None if X_val is None else _frame(X_val, names)
+    if args.force:  # asked to replace them: the training loop refuses a foreign file itself
+        for path in _checkpoints(args):
+            if os.path.lexists(path) and not is_pyroflows_file(path):
+                os.remove(path)
     weighting = {}  # only a weighted fit passes weights
     if args.weights is not None:
         weighting = {"sample_weight": weights[0], "val_weight": weights[1]}

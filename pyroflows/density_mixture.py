@@ -20,7 +20,11 @@ before, scaled by the counts: EM's cost grows linearly with the components) and 
 the best candidate fitted so far, when they would pass the share. Within a count the candidates
 are fitted in the order of their scores at the count before (the first count: the cheapest
 covariance type first, :data:`MIXTURE_TYPES`), so a count cut short keeps its most promising
-candidates. The choice then depends on the machine's speed, and
+candidates. With :data:`MIXTURE_NARROW` (off by default) it also predicts, before each count,
+the seconds of that count and the next one with every candidate; once they would pass the
+share, the search goes on with its leader only, the candidate with the highest score at the
+count before, one count at a time while each is predicted to fit. The choice then depends on
+the machine's speed, and
 :attr:`MixtureChoice.stopped` (``"time share"``) and a warning say so. The rest of the budget
 is the flows' (the plain member of ``flow="auto"`` among them). The validated GMM of
 ``benchmarks/density_tables.py`` (1-10 components; full, diagonal, tied or spherical
@@ -45,6 +49,7 @@ from pyroflows.bases import FullGaussianMixture, GaussianMixture
 
 __all__ = [
     "MIXTURE_COMPONENTS",
+    "MIXTURE_NARROW",
     "MIXTURE_PATIENCE",
     "MIXTURE_RULE",
     "MIXTURE_RULES",
@@ -75,6 +80,15 @@ MIXTURE_WORK = 500_000
 #: None: the search is cut only once the whole budget is spent, checked before each count
 #: (``benchmarks/density_tables.py --variants whole-budget`` measures the default against it)
 MIXTURE_SHARE: float | None = 0.4
+#: with a time budget, narrow the search once the next two counts with every candidate are
+#: predicted to pass :data:`MIXTURE_SHARE`: from that count on only the candidate with the
+#: highest score at the count before (covariance type and space) gets more components. A
+#: search that the share does not bind is unchanged. Off by default: on the development
+#: tables of benchmarks/density_tables.py at 10 s (load 10-12) it raised the test
+#: log-likelihood on breast_cancer (+0.67 ± 0.33 nats per row) and digits16 (+0.58 ± 0.18)
+#: but lowered it on seattle_weather (-0.13 ± 0.04), where the leader alone stopped by
+#: patience at 6 components (``density_tables_dev_dens7.md``)
+MIXTURE_NARROW = False
 #: why the search ended (:attr:`MixtureChoice.stopped`): every count tried, the patience run
 #: out, the work cap reached, or (the only ones that depend on the machine's speed) its share
 #: of the time budget spent, or the whole budget (``MIXTURE_SHARE = None``)
@@ -164,6 +178,7 @@ def mixture_base(
     rows: list[np.ndarray] = []
     scores: dict[str, float] = {}
     stopped, best, stale, work, tried = "components", -np.inf, 0, 0, 0
+    leader: tuple[str, str] | None = None  # the only candidate once narrowed (MIXTURE_NARROW)
     for k in MIXTURE_COMPONENTS:
         work += len(Z) * k
         if k > 1:
@@ -178,8 +193,12 @@ def mixture_base(
             if clock.whole_budget_spent():
                 stopped = "time budget"
                 break
+        order = _order(spaces, scores, k)
+        if k > 1 and MIXTURE_NARROW and leader is None:
+            if clock.counts_pass_share(order, k, min(k + 1, _last_count(len(Z)))):
+                leader = order[0]
         count_best = -np.inf
-        for kind, space_name in _order(spaces, scores, k):
+        for kind, space_name in order if leader is None else [leader]:
             space = spaces[space_name]
             if k > 1 and clock.share_spent_by((kind, space_name), k):
                 stopped = "time share"
@@ -234,6 +253,19 @@ def _order(spaces: dict[str, Any], scores: dict[str, float], k: int) -> list[tup
     return [pairs[i] for i in sorted(range(len(pairs)), key=lambda i: (-before[i], i))]
 
 
+def _last_count(rows: int) -> int:
+    """The largest count of components the search may reach with ``rows`` training rows:
+    :data:`MIXTURE_COMPONENTS`, at most half the rows, and the work cap (every count up to it,
+    rows x (1 + ... + k), within :data:`MIXTURE_WORK`; one component always)."""
+    last, work = 1, 0
+    for k in MIXTURE_COMPONENTS:
+        work += rows * k
+        if k > 1 and (k > rows // 2 or work > MIXTURE_WORK):
+            break
+        last = k
+    return last
+
+
 class _Clock:
     """The search's time: the seconds of each candidate fitted, and whether the next one
     would pass :data:`MIXTURE_SHARE` of the budget (``seconds``; None: no budget)."""
@@ -254,6 +286,27 @@ class _Clock:
         before, took = self.last.get(key, (k, 0.0))
         predicted = took * k / before
         return time.perf_counter() - self.start + predicted > MIXTURE_SHARE * self.seconds
+
+    def counts_pass_share(self, keys: list[tuple[str, str]], k: int, last: int) -> bool:
+        """Whether fitting every candidate ``keys`` at each count from ``k`` to ``last`` would
+        end past the share: the seconds so far plus each count's predicted seconds (each
+        candidate's last fit scaled by the components, as :meth:`share_spent_by`).
+
+        Example:
+            >>> clock = _Clock(time.perf_counter(), 10.0)  # a share of 4 s
+            >>> clock.record(("diag", "flow"), 1, 0.5)
+            >>> clock.counts_pass_share([("diag", "flow")], 2, 3)  # 1 s + 1.5 s
+            False
+            >>> clock.counts_pass_share([("diag", "flow")], 4, 5)  # 2 s + 2.5 s
+            True
+        """
+        if self.seconds is None or MIXTURE_SHARE is None:
+            return False
+        rest = 0.0
+        for key in keys:
+            before, took = self.last.get(key, (k, 0.0))
+            rest += took * sum(range(k, last + 1)) / before
+        return time.perf_counter() - self.start + rest > MIXTURE_SHARE * self.seconds
 
     def whole_budget_spent(self) -> bool:
         """``MIXTURE_SHARE = None``: whether the whole budget is spent (checked before each

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import clone
+from sklearn.utils.validation import _get_feature_names
 from torch import Tensor, nn
 
 from pyroflows.classify import Classifier, out_of_fold_proba
@@ -114,6 +115,8 @@ class DiscFlow:
     def weights(self, draws: Any, max_weight: float = 100.0) -> np.ndarray:
         """The final discriminator's ratio ``p_data / p_flow`` at ``draws`` (rows it has not
         seen, e.g. fresh samples of the estimator), capped at ``max_weight``."""
+        if not (isinstance(max_weight, (int, float)) and max_weight > 0):
+            raise ValueError(f"max_weight must be a number > 0, got {max_weight!r}")
         draws = check_data(draws, self.reference.shape[1], name="draws")
         p = np.clip(self.classifier.predict_proba(draws), _P_FLOOR, 1 - _P_FLOOR)
         return np.minimum(np.exp(np.log(p) - np.log1p(-p) + self.prior), max_weight)
@@ -182,8 +185,11 @@ class ReverseTerm:
         return nll(model, batch, weight) - self.lam * (c * log_q).mean()
 
 
-def _exact_log_ratio(est: DensityEstimator, X: np.ndarray, log_target: Callable) -> np.ndarray:
-    """``log p(x) - log q(x)`` at the rows of ``X`` from the known target density."""
+def _exact_log_ratio(
+    est: DensityEstimator, X: np.ndarray, log_target: Callable, rows: Any = None
+) -> np.ndarray:
+    """``log p(x) - log q(x)`` at the rows of ``X`` from the known target density (``rows``:
+    the same rows as the estimator takes them, e.g. a DataFrame with its column names)."""
     log_p = np.asarray(log_target(X), dtype=np.float64)
     if log_p.shape != (len(X),):
         raise ValueError(
@@ -191,7 +197,7 @@ def _exact_log_ratio(est: DensityEstimator, X: np.ndarray, log_target: Callable)
         )
     if np.isnan(log_p).any():
         raise ValueError("log_target returned NaN on the training rows")
-    return log_p - est.score_samples(X)
+    return log_p - est.score_samples(X if rows is None else rows)
 
 
 def _latent_log_target(
@@ -252,7 +258,8 @@ def discflow(
     """Fit a flow by likelihood, then refine it with discriminator-weighted likelihood.
 
     Args:
-        X: the training rows ``(n, D)``.
+        X: the training rows ``(n, D)``; a DataFrame's column names are kept by the fitted
+            estimator, and a warm-start estimator refuses other names or another order.
         estimator: an unfitted :class:`~pyroflows.density.DensityEstimator` with the flow and
             the plain-likelihood training to start from (cloned and fitted to ``X``; default
             settings if None); with ``warm_start``, a fitted one. A fitted one without
@@ -319,9 +326,13 @@ def discflow(
         )
     if log_target is not None and not callable(log_target):
         raise ValueError(f"log_target must be callable or None, got {type(log_target).__name__}")
-    X = check_data(X, name="X", min_samples=10, check_variance=True)
-    start = time.perf_counter()
     template = estimator if estimator is not None else DensityEstimator(progress=False)
+    if warm_start:  # other column names, or the same in another order, are refused
+        template._check_names(X)
+    frame = X if _get_feature_names(X) is not None else None
+    X = check_data(X, name="X", min_samples=10, check_variance=True)
+    rows = X if frame is None else frame  # what the estimator is given: names kept
+    start = time.perf_counter()
     if template.ensemble != 1:
         raise ValueError(
             f"discflow refines one flow: the estimator has ensemble={template.ensemble}; use 1"
@@ -334,10 +345,10 @@ def discflow(
             )
         est = copy.deepcopy(template)
     else:
-        est = clone(template).fit(X)
+        est = clone(template).fit(rows)
     classifier = classifier if classifier is not None else Classifier("hgb")
     n_draws = len(X) if n_draws is None else positive_int("n_draws", n_draws)
-    core, Z = est.core_flow_, est.to_latent(X)
+    core, Z = est.core_flow_, est.to_latent(rows)
     cap = math.log(max_weight)
     history, began = [], time.perf_counter()
     for r in range(1, rounds + 1):
@@ -348,7 +359,7 @@ def discflow(
         if log_target is None:
             log_w, auc = _log_ratio(est, X, classifier, n_draws, folds, random_state + r)
         else:
-            log_w, auc = _exact_log_ratio(est, X, log_target), math.nan
+            log_w, auc = _exact_log_ratio(est, X, log_target, rows), math.nan
         w = np.exp(alpha * np.clip(log_w, -cap, cap))
         loss: Any = nll
         if reverse > 0:

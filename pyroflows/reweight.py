@@ -111,7 +111,16 @@ def calibrate_out_of_fold(
 
     if method not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {method!r}")
-    proba, labels = np.asarray(proba, float), np.asarray(labels).astype(int)
+    proba, labels = np.asarray(proba, float), np.asarray(labels)
+    if proba.ndim != 1 or not (np.isfinite(proba).all() and (proba >= 0).all()
+                               and (proba <= 1).all()):  # fmt: skip
+        raise ValueError("proba must be a 1-D array of probabilities in [0, 1] (no NaN)")
+    if labels.shape != proba.shape or not np.isin(labels, (0, 1)).all():
+        raise ValueError(
+            f"labels must hold one 0/1 label per probability ({len(proba)}), got shape "
+            f"{labels.shape} with values {np.unique(labels)[:5].tolist()}"
+        )
+    labels = labels.astype(int)
     w = np.ones(len(proba)) if sample_weight is None else np.asarray(sample_weight, float)
     if w.shape != proba.shape or not np.isfinite(w).all() or (w < 0).any():
         raise ValueError("sample_weight must hold one finite, non-negative weight per row")
@@ -254,7 +263,8 @@ def resample(
     """``n`` rows of ``samples`` drawn with replacement with probabilities proportional to
     ``weights`` (so they follow the reweighted distribution); ``n`` defaults to the ESS.
 
-    ``samples`` may be a NumPy array or a torch tensor (indexed along the first axis).
+    ``samples`` may be a NumPy array, a torch tensor or a pandas DataFrame / Series (rows
+    taken by position, whatever the index's labels), indexed along the first axis.
 
     Example:
         >>> x = np.arange(4.0)[:, None]
@@ -271,4 +281,6 @@ def resample(
     n = positive_int("n", n)
     rng = np.random.default_rng(seed)
     index = rng.choice(len(w), size=n, replace=True, p=w / w.sum())
+    if hasattr(samples, "iloc"):  # pandas: by position (``[]`` takes labels, or columns)
+        return samples.iloc[index]
     return samples[index]

@@ -157,3 +157,48 @@ def test_sbc_of_a_trained_posterior_on_a_nonlinear_model():
     )  # fmt: skip
     result = sbc(post, 300, 50, seed=0)
     assert not result.rejected(0.01), result.pvalues
+
+
+def test_sbc_breaks_ties_so_a_calibrated_discrete_posterior_passes():
+    """theta ~ Poisson(3) and the exact posterior is the prior (x says nothing): ranks that
+    counted only the draws strictly below piled up at the low end (KS p-value ~ 1e-10)."""
+
+    class DiscreteExact:
+        def simulate(self, n):
+            theta = torch.poisson(torch.full((n, 1), 3.0))
+            return theta, torch.zeros(n, 1)
+
+        def sample(self, x, n):
+            return torch.poisson(torch.full((n, *x.shape), 3.0))
+
+    result = sbc(DiscreteExact(), 1000, 50, seed=1)
+    assert not result.rejected(0.001), result.pvalues
+    ranks = result.ranks[:, 0]
+    assert 0.4 < ranks.mean() / 50 < 0.6  # centred; the old ranks averaged about 0.39 of S
+
+
+@pytest.mark.parametrize("where", ["draws", "theta"])
+def test_calibration_checks_refuse_nan_rather_than_rank_it(where):
+    """NaN compares false with everything, so a NaN draw or parameter counted as 'not below':
+    rank 0, a silent miscalibration (or, for draws, a silently smaller sample)."""
+
+    class WithNaN:
+        def simulate(self, n):
+            theta = torch.randn(n, 1)
+            if where == "theta":
+                theta[3] = float("nan")
+            return theta, theta.clone().nan_to_num(0.0)
+
+        def sample(self, x, n):
+            draws = torch.randn(n, *x.shape)
+            if where == "draws":
+                draws[0, 2] = float("nan")
+            return draws
+
+    theta, x = WithNaN().simulate(50)
+    with pytest.raises(ValueError, match="NaN"):
+        sbc(WithNaN(), theta=theta, x=x, num_posterior_samples=20)
+    with pytest.raises(ValueError, match="NaN"):
+        expected_coverage(WithNaN(), theta=theta, x=x, num_posterior_samples=20)
+    with pytest.raises(ValueError, match="NaN"):
+        sbc_ranks(torch.full((5, 2, 1), float("nan")), torch.zeros(2, 1))

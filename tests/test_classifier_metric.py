@@ -73,8 +73,17 @@ def test_weights_and_their_histogram(separated):
     assert abs(np.mean(r.weights) - 1) < 0.05  # E_X[p_Y / p_X] = 1
     ax = D.plot_weight_histogram(r, label="hgb")
     assert ax.get_xscale() == "log" and "ESS/n" in ax.get_legend().get_texts()[0].get_text()
-    with pytest.raises(ValueError, match="no finite positive"):
+    with pytest.raises(ValueError, match="1 of 2 weights are NaN"):
         D.plot_weight_histogram(np.array([np.nan, 0.0]))
+    with pytest.raises(ValueError, match="no finite positive"):
+        D.plot_weight_histogram(np.zeros(3))
+
+
+def test_weight_histogram_counts_zero_weights_in_the_ess():
+    """Half the rows at weight 0, half at 1: ESS / n is 0.5 (the old legend said 1.00, as it
+    dropped the zeros before computing it)."""
+    ax = D.plot_weight_histogram(np.repeat([0.0, 1.0], 50))
+    assert ax.get_legend().get_texts()[0].get_text() == "ESS/n 0.50, 50 zero weights not shown"
 
 
 def test_grouped_auc_matches_scikit_learn_with_ties_and_multiplicities():

@@ -263,6 +263,75 @@ def test_mixture_search_uses_at_most_its_share_of_the_time_budget(monkeypatch, b
     assert cut == sorted(before, key=before.get, reverse=True)[: len(cut)]
 
 
+def _six_blobs_two_spaces():
+    """The six blobs in the flow's space with an affine map to data units (two spaces)."""
+    train, val = _six_blobs()
+    loc = torch.tensor([3.0, -1.0], dtype=torch.float64)
+    L = torch.tensor([[2.0, 0.0], [0.7, 0.5]], dtype=torch.float64)
+    return train, val, (loc, L)
+
+
+def _per_count(choice) -> dict[int, list[str]]:
+    """The candidates fitted at each count of components, ``"kind (space)"``."""
+    out: dict[int, list[str]] = {}
+    for key in choice.scores:
+        kind, rest = key.split(" x ")
+        k, space = rest.split(" ")
+        out.setdefault(int(k), []).append(f"{kind} {space}")
+    return out
+
+
+def test_a_search_the_share_binds_goes_on_with_its_leader(monkeypatch):
+    """``MIXTURE_NARROW`` (off by default) against the search without it. Two spaces, EM fits
+    of 0.02 s per component on a fake clock, a 10 s budget (a 4 s share): with every
+    candidate (6 fits, 0.12 s per component) the search is cut in the eighth count (3.36 s
+    after seven). Before the seventh count, it and the eighth are predicted to end at 4.32 s,
+    past the share, so the narrowed search fits only the leader of the sixth count from then
+    on (0.14 s, 0.16 s), ends by validation as the search without a budget does, and keeps
+    the same start: six components."""
+    train, val, data_map = _six_blobs_two_spaces()
+    clock = _Clock(monkeypatch, 0.02, by_components=True)
+    monkeypatch.setattr(density_mixture, "MIXTURE_NARROW", False)
+    with pytest.warns(UserWarning, match="used its share"):
+        _, wide = mixture_base(train, val, seed=0, seconds=10.0, data_map=data_map)
+    assert wide.stopped == "time share" and max(_per_count(wide)) == 8
+    assert all(len(c) == 6 for k, c in _per_count(wide).items() if k < 8)
+    monkeypatch.setattr(density_mixture, "MIXTURE_NARROW", True)
+    clock.now = 0.0
+    _, narrow = mixture_base(train, val, seed=0, seconds=10.0, data_map=data_map)
+    assert narrow.seconds == pytest.approx(0.12 * 21 + 0.02 * (7 + 8))
+    _, unbounded = mixture_base(train, val, seed=0, data_map=data_map)
+    assert narrow.stopped == unbounded.stopped == "patience"
+    assert narrow.name == unbounded.name and narrow.components == 6
+    counts = _per_count(narrow)
+    assert [len(counts[k]) for k in range(1, 9)] == [6] * 6 + [1, 1]
+    sixth = {c: narrow.scores[f"{c.split()[0]} x 6 {c.split()[1]}"] for c in counts[6]}
+    assert counts[7] == counts[8] == [max(sixth, key=sixth.get)]
+
+
+def test_a_search_the_share_does_not_bind_is_not_narrowed(monkeypatch):
+    """Two spaces on a fast clock (1 ms per fit): the rest of the search is never predicted
+    to pass the share, so the search with a budget fits both spaces at every count and
+    keeps exactly the start of the search without one."""
+    train, val, data_map = _six_blobs_two_spaces()
+    _Clock(monkeypatch, 1e-3)
+    monkeypatch.setattr(density_mixture, "MIXTURE_NARROW", True)
+    _, budgeted = mixture_base(train, val, seed=0, seconds=10.0, data_map=data_map)
+    _, unbounded = mixture_base(train, val, seed=0, data_map=data_map)
+    assert (budgeted.name, budgeted.scores, budgeted.stopped) == (
+        unbounded.name, unbounded.scores, unbounded.stopped,
+    )  # fmt: skip
+    assert all(len(c) == 6 for c in _per_count(budgeted).values())
+
+
+def test_last_count_is_the_components_half_the_rows_and_the_work_cap(monkeypatch):
+    assert density_mixture._last_count(10_000) == 9  # 10 000 x 45 within 500 000, x 55 not
+    assert density_mixture._last_count(1_000) == 10
+    assert density_mixture._last_count(8) == 4
+    monkeypatch.setattr(density_mixture, "MIXTURE_WORK", 1)
+    assert density_mixture._last_count(1_000) == 1
+
+
 @pytest.mark.parametrize("share", [0.0, 1.5, -0.2])
 def test_a_share_outside_0_1_is_refused_before_any_fit(monkeypatch, share):
     train, val = _six_blobs(n_per=20)

@@ -47,8 +47,9 @@ def test_the_curve_reaches_a_loss_when_the_validated_start_has_it(monkeypatch):
 
 def test_a_variant_sets_the_mixture_search_while_it_is_fitted_and_restores_it():
     """``--variants``: ``whole-budget`` is the search cut only by the whole budget with full
-    covariances first; ``share=X`` a share; the module's settings come back afterwards; an
-    unknown name is refused."""
+    covariances first; ``share=X`` a share; ``narrow-search`` switches the narrowed search on,
+    ``+`` joins names; the module's settings come back afterwards; an unknown name is
+    refused."""
     import pytest
     from density_tables import mixture_settings, variant_settings
 
@@ -59,6 +60,13 @@ def test_a_variant_sets_the_mixture_search_while_it_is_fitted_and_restores_it():
         assert density_mixture.MIXTURE_SHARE is None
         assert density_mixture.MIXTURE_TYPES == ("full", "diag", "tied")
     assert (density_mixture.MIXTURE_SHARE, density_mixture.MIXTURE_TYPES) == before
-    assert variant_settings("share=0.4") == (0.4, before[1])
+    assert variant_settings("share=0.4") == {(density_mixture, "MIXTURE_SHARE"): 0.4}
+    assert not density_mixture.MIXTURE_NARROW
+    with mixture_settings("narrow-search+share=0.25"):
+        assert density_mixture.MIXTURE_NARROW and density_mixture.MIXTURE_SHARE == 0.25
+    assert not density_mixture.MIXTURE_NARROW
+    assert density_mixture.MIXTURE_SHARE == before[0]
     with pytest.raises(ValueError, match="unknown variant 'half'"):
         variant_settings("half")
+    with pytest.raises(ValueError, match="unknown variant 'half'"):
+        variant_settings("narrow-search+half")

@@ -360,3 +360,20 @@ def test_a_draw_is_scored_from_the_drawing_pass_once_and_never_after_a_step():
     x = d.sample((4,))
     before = len(calls)
     assert d.log_prob(x).requires_grad and len(calls) > before
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [  # before: an infinite bound gave log p = -inf everywhere and infinite draws; bounds of
+        # another length a raw expand error; zero sizes a module that failed later
+        (lambda: pf.UniformBox(2, 0.0, float("inf")), "high must be finite"),
+        (lambda: pf.UniformBox(2, float("nan"), 1.0), "low must be finite"),
+        (lambda: pf.UniformBox(2, torch.zeros(3), torch.ones(3)), "a number or 2 numbers"),
+        (lambda: pf.UniformBox(0), "dim must be a positive integer"),
+        (lambda: pf.GaussianMixture(2, components=0), "components must be a positive integer"),
+    ],
+    ids=["inf-bound", "nan-bound", "bounds-length", "dim-0", "components-0"],
+)
+def test_bases_refuse_bounds_and_sizes_they_cannot_honour(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from pyroflows.ops import affine, piecewise_linear, rational_quadratic_spline, soft_clamp
+from pyroflows.ops import (
+    affine,
+    equal_bin_spline,
+    piecewise_linear,
+    rational_quadratic_spline,
+    soft_clamp,
+)
 
 F64 = torch.float64
 
@@ -13,6 +19,10 @@ F64 = torch.float64
 def _rqs(x, params, inverse=False, bound=3.0):
     w, h, d = params
     return rational_quadratic_spline(x, w, h, d, bound=bound, inverse=inverse)
+
+
+def _eq(x, params, inverse=False, bound=3.0):
+    return equal_bin_spline(x, params[0], params[1], bound=bound, inverse=inverse)
 
 
 def _pl(x, params, inverse=False):
@@ -31,6 +41,11 @@ def _params(kind, n, bins=6, seed=0):
             torch.randn(n, bins, generator=g, dtype=F64) * 2,
             torch.randn(n, bins - 1, generator=g, dtype=F64) * 2,
         )
+    if kind == "equal":  # heights and interior derivatives
+        return (
+            torch.randn(n, bins, generator=g, dtype=F64) * 2,
+            torch.randn(n, bins - 1, generator=g, dtype=F64) * 2,
+        )
     if kind == "linear":
         return (torch.randn(n, bins, generator=g, dtype=F64) * 2,)
     return (torch.randn(n, generator=g, dtype=F64), torch.randn(n, generator=g, dtype=F64))
@@ -39,6 +54,7 @@ def _params(kind, n, bins=6, seed=0):
 CASES = {
     "affine": (_affine, "affine", lambda n: torch.randn(n, dtype=F64) * 3),
     "rqs": (_rqs, "rqs", lambda n: torch.linspace(-4.0, 4.0, n, dtype=F64)),
+    "equal-bins": (_eq, "equal", lambda n: torch.linspace(-4.0, 4.0, n, dtype=F64)),
     "piecewise-linear": (_pl, "linear", lambda n: torch.linspace(0.001, 0.999, n, dtype=F64)),
 }
 

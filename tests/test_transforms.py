@@ -25,6 +25,7 @@ from pyroflows.transforms import (
     ContextAffine,
     Coupling,
     ElementwiseAffine,
+    EqualBinRQS,
     FixedAffine,
     FlowTransform,
     LULinear,
@@ -75,6 +76,10 @@ CASES = {
     "resmade-rqs": Case(_ar(RQS(6, 3.0), residual=True, order=7), conditional=True),
     "iaf-affine": Case(_ar(Affine(), inverse=True), conditional=True),
     "iaf-rqs": Case(_ar(RQS(6, 3.0), inverse=True), conditional=True),
+    # equal-width bins, the bin found by arithmetic in the sampling direction
+    "maf-equal-bins": Case(_ar(EqualBinRQS(6, 3.0), order="reversed"), conditional=True),
+    "iaf-equal-bins": Case(_ar(EqualBinRQS(6, 3.0), inverse=True), conditional=True),
+    "coupling-equal-bins": Case(_coupling(EqualBinRQS(6, 3.0)), conditional=True),
     "coupling-affine": Case(_coupling(Affine()), conditional=True),
     "coupling-rqs": Case(_coupling(RQS(6, 3.0), residual=True), conditional=True),
     # the forward spline from data to base (nsf(spline="forward"), zuko's direction)

@@ -3,8 +3,11 @@ trained on minibatches (subsampled plate)."""
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
@@ -64,3 +67,45 @@ def test_constrained_scalar_local_latent():
     assert out["s"].shape == (7,) and bool((out["s"] > 0).all())
     svi = SVI(scale_model, guide, Adam({"lr": 1e-2}), Trace_ELBO())
     assert torch.isfinite(torch.tensor(svi.step(x)))
+
+
+def _plate_model(x):
+    with pyro.plate("data", 5):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.1), obs=x)
+
+
+def _nested_model(x):
+    with pyro.plate("groups", 3, dim=-2), pyro.plate("data", 5, dim=-1):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.1), obs=x)
+
+
+def _dim2_model(x):
+    with pyro.plate("data", 5, dim=-2):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 0.1), obs=x)
+
+
+@pytest.mark.parametrize(
+    "model, x, data, match",
+    [  # each ran before: one q(z | x_i) broadcast over the groups or over every data point,
+        # or draws of another shape than the model's site
+        (_nested_model, torch.randn(3, 5), lambda x: x.reshape(-1, 1)[:5], "2 vectorised plates"),
+        (_dim2_model, torch.randn(5, 1), lambda x: x, "at dim -2"),
+        (_plate_model, torch.randn(5), lambda x: x[:1, None], "gave 1 rows .* of 5 data points"),
+        (_plate_model, torch.randn(5), lambda x: torch.cat([x, x])[:, None], "gave 10 rows"),
+    ],
+    ids=["nested-plates", "plate-at-dim-2", "one-row-broadcast", "more-rows"],
+)
+def test_refuses_a_plate_layout_where_rows_and_data_points_disagree(model, x, data, match):
+    guide = AmortizedFlowGuide(model, "z", nn.Linear(1, 4), data=data, layers=1, hidden=(8,))
+    with pytest.raises(ValueError, match=match):
+        guide(x)
+
+
+def test_vectorised_particles_are_not_a_data_plate():
+    guide = AmortizedFlowGuide(_plate_model, "z", nn.Linear(1, 4), data=lambda x: x[:, None],
+                               layers=1, hidden=(8,))  # fmt: skip
+    elbo = Trace_ELBO(num_particles=3, vectorize_particles=True, max_plate_nesting=1)
+    assert math.isfinite(elbo.loss(_plate_model, guide, torch.randn(5)))

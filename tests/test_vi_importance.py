@@ -103,3 +103,22 @@ def test_pareto_k_of_one_dominant_weight_is_infinite():
     lw[:3] = 100.0  # three weights e^100 times all the others
     assert pareto_k(lw) == float("inf")
     assert pareto_k(torch.zeros(1000)) == float("-inf")  # all tied
+
+
+def test_nan_and_infinite_log_weights_are_not_left_out():
+    """Before, pareto_k left out NaN and +inf log-weights and ess NaN ones: half the weights
+    NaN gave k = -inf ('perfectly balanced'), one +inf weight among tame ones a small k."""
+    lw = torch.zeros(100)
+    lw[::2] = float("nan")
+    for diagnostic in (ess, pareto_k):
+        with pytest.raises(ValueError, match="50 of 100 log-weights are NaN"):
+            diagnostic(lw)
+    g = torch.Generator().manual_seed(0)
+    tame = torch.randn(1000, generator=g) * 0.1
+    tame[7] = float("inf")
+    assert pareto_k(tame) == float("inf")
+    assert ess(tame) == 1.0  # the one infinite weight holds all the mass
+    with pytest.raises(ValueError, match="every weight is zero"):
+        ess(torch.full((10,), -math.inf))
+    with pytest.raises(ValueError, match="every weight is zero"):
+        pareto_k(torch.full((30,), -math.inf))

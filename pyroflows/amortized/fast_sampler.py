@@ -6,10 +6,11 @@ coordinate at a time. :func:`distil_posterior` trains a conditional student in t
 direction (:func:`pyroflows.vi.distill`: an affine IAF with the teacher's orders, hidden
 sizes and learnt linear maps; with ``family="spline"`` the teacher's own spline networks
 read in the sampling direction; with ``family="mixed"`` narrow new networks, affine maps and a
-spline in the last layer) on the contexts the posterior's summary network gives for
-simulated data; the student draws in one pass per layer. The posterior then draws from the
-student (``sample(..., sampler="auto")``) and keeps the teacher's exact ``log_prob``;
-``sampler="teacher"`` asks for the teacher's draws.
+spline in the last layer; with ``family="fastspline"`` new networks, affine maps and splines on
+equal-width bins, whose bin is found by arithmetic where the student draws) on the contexts
+the posterior's summary network gives for simulated data; the student draws in one pass per
+layer. The posterior then draws from the student (``sample(..., sampler="auto")``) and keeps
+the teacher's exact ``log_prob``; ``sampler="teacher"`` asks for the teacher's draws.
 
 Objectives (:data:`OBJECTIVES`), each a :class:`~pyroflows.vi.distill.DistillationLoss`:
 
@@ -34,7 +35,7 @@ from pyroflows.amortized.one_observation import refuse_for_one_observation
 from pyroflows.amortized.simulate import check_training
 from pyroflows.flows import Flow
 from pyroflows.train.seeding import seeded
-from pyroflows.transforms import RQS, Affine, Coupling, MaskedAutoregressive
+from pyroflows.transforms import RQS, Affine, Coupling, EqualBinRQS, MaskedAutoregressive
 from pyroflows.transforms.univariate import Univariate
 from pyroflows.validation import positive_int
 from pyroflows.vi.distill import _hidden_of, distill, student_of
@@ -55,6 +56,7 @@ __all__ = [
     "distil_posterior",
     "divergences",
     "family_maps",
+    "fastspline_maps",
     "mixed_maps",
     "sampling_flow",
 ]
@@ -79,8 +81,11 @@ SAMPLERS = ("auto", "student", "teacher")
 #: ``fast_sampler_spline.md``); ``"mixed"``, new networks of :data:`MIXED_HIDDEN`, affine maps
 #: and a spline in the last layer (:func:`mixed_maps`; 0.9-1.4x the affine student's sampling
 #: time, closer to a multimodal teacher, not to a unimodal one;
-#: ``benchmarks/results/fast_sampler_designs.md``)
-FAMILIES = ("affine", "spline", "mixed")
+#: ``benchmarks/results/fast_sampler_designs.md``); ``"fastspline"``, new networks of
+#: :data:`FASTSPLINE_HIDDEN`, splines on equal-width bins
+#: (:class:`~pyroflows.transforms.EqualBinRQS`) in the layers :func:`fastspline_maps` names
+#: and affine maps in the others (``benchmarks/results/fast_sampler_equal_bins.md``)
+FAMILIES = ("affine", "spline", "mixed", "fastspline")
 #: ``family="mixed"``'s networks unless ``hidden=`` is given: one hidden layer of 32 units
 MIXED_HIDDEN = (32,)
 #: ``family="mixed"``'s training options over :data:`STUDENT_DEFAULTS` unless given: its new
@@ -88,6 +93,12 @@ MIXED_HIDDEN = (32,)
 MIXED_DEFAULTS: dict[str, Any] = dict(max_epochs=80)
 #: ``family="mixed"``'s spline maps: bins (the bound is the teacher's, else 5)
 MIXED_BINS = 8
+#: ``family="fastspline"``'s networks unless ``hidden=`` is given: one hidden layer of 64 units
+FASTSPLINE_HIDDEN = (64,)
+#: ``family="fastspline"``'s training options over :data:`STUDENT_DEFAULTS` unless given
+FASTSPLINE_DEFAULTS: dict[str, Any] = dict(max_epochs=80)
+#: ``family="fastspline"``'s spline maps: bins (the bound is the teacher's, else 5)
+FASTSPLINE_BINS = 8
 #: :meth:`FastSampling.distil`'s family unless given
 DEFAULT_FAMILY = "affine"
 #: the distillation's training options unless given: a fixed number of epochs with a cosine
@@ -128,8 +139,12 @@ def check_family(post: Posterior, family: str) -> None:
 
 
 def _family_of(student: Flow) -> str:
-    """``"spline"`` when the student's autoregressive layers are all splines, ``"affine"``
-    when all are affine, ``"mixed"`` when both."""
+    """``"fastspline"`` when the student has equal-width-bin splines, else ``"spline"`` when
+    its autoregressive layers are all splines, ``"affine"`` when all are affine, ``"mixed"``
+    when both (saved files name their family; this is for students made without one)."""
+    layers = [t for t in student.transforms if isinstance(t, MaskedAutoregressive)]
+    if any(isinstance(t.univariate, EqualBinRQS) for t in layers):
+        return "fastspline"
     kinds = {
         isinstance(t.univariate, RQS)
         for t in student.transforms
@@ -154,11 +169,29 @@ def mixed_maps(teacher: Flow) -> list[Univariate]:
     return [Affine()] * (len(layers) - 1) + [spline]
 
 
+def fastspline_maps(teacher: Flow) -> list[Univariate]:
+    """``family="fastspline"``'s maps, one per autoregressive layer of ``teacher``: splines of
+    :data:`FASTSPLINE_BINS` equal-width bins (the teacher's bound, else 5) in the first and the
+    last layer the draws go through, affine maps between.
+
+    Example:
+        >>> import pyroflows as pf
+        >>> [type(m).__name__ for m in fastspline_maps(pf.nsf(3, layers=3, hidden=(8,)))]
+        ['EqualBinRQS', 'Affine', 'EqualBinRQS']
+    """
+    layers = [t for t in teacher.transforms if isinstance(t, MaskedAutoregressive)]
+    bounds = [t.univariate.bound for t in layers if isinstance(t.univariate, (RQS, EqualBinRQS))]
+    spline = EqualBinRQS(FASTSPLINE_BINS, bounds[0] if bounds else 5.0)
+    return [spline if i in (0, len(layers) - 1) else Affine() for i in range(len(layers))]
+
+
 def family_maps(teacher: Flow, family: str) -> Univariate | list[Univariate] | None:
     """The student's univariate maps for ``family`` (:func:`pyroflows.vi.distill.student_of`'s
     ``univariate``): ``None`` for ``"spline"`` (the teacher's own)."""
     if family == "affine":
         return Affine()
+    if family == "fastspline":
+        return fastspline_maps(teacher)
     return None if family == "spline" else mixed_maps(teacher)
 
 
@@ -215,7 +248,8 @@ def distil_posterior(
         raise ValueError(f"distillation needs at least 2 valid simulations, got {len(theta)}")
     z, context = _contexts(post, theta, x)
     weights, kl_weight = OBJECTIVES[objective]
-    options = {**STUDENT_DEFAULTS, **(MIXED_DEFAULTS if family == "mixed" else {}), **fit_kwargs}
+    family_defaults = {"mixed": MIXED_DEFAULTS, "fastspline": FASTSPLINE_DEFAULTS}.get(family, {})
+    options = {**STUDENT_DEFAULTS, **family_defaults, **fit_kwargs}
     options.setdefault("progress", False)
     if not n_val and options.get("patience") is not None:
         raise ValueError("patience needs held-out simulations: validation_fraction > 0")
@@ -223,6 +257,8 @@ def distil_posterior(
     teacher = post.estimator.flow
     if family == "mixed":
         options.setdefault("hidden", MIXED_HIDDEN)
+    if family == "fastspline":
+        options.setdefault("hidden", FASTSPLINE_HIDDEN)
     student = distill(teacher, (z[n_val:], context[n_val:]), val, weights=weights,
                       kl_weight=kl_weight, univariate=family_maps(teacher, family),
                       **options)  # fmt: skip
@@ -349,7 +385,10 @@ class FastSampling:
         the linear Gaussian, against 0.52-0.68), at 3.4-6.1x the affine student's sampling
         time (``benchmarks/results/fast_sampler_spline.md``); ``family="mixed"`` draws in
         about the affine student's time and is closer to SLCP's teacher, not to the linear
-        Gaussian's (``benchmarks/results/fast_sampler_designs.md``).
+        Gaussian's (``benchmarks/results/fast_sampler_designs.md``); ``family="fastspline"``
+        draws in 1.1-1.4x the affine student's time and is closer than it to both teachers
+        (mean development C2ST 0.562 on SLCP, 0.525 on the linear Gaussian;
+        ``benchmarks/results/fast_sampler_equal_bins.md``).
 
         Args:
             theta, x: simulations (user units), or ``num_simulations`` simulated here under
@@ -362,6 +401,9 @@ class FastSampling:
                 sampling direction, trained from there; a flow of spline layers only, such as
                 ``"nsf"``) or ``"mixed"`` (new networks of one hidden layer of 32 units unless
                 ``hidden=`` is given, affine maps and an 8-bin spline in the last layer, 80
+                epochs unless ``max_epochs=`` is given) or ``"fastspline"`` (new networks of
+                one hidden layer of 64 units unless ``hidden=`` is given, 8-bin splines on
+                equal-width bins in the first and last layer, affine maps between, 80
                 epochs unless ``max_epochs=`` is given). :meth:`save` keeps the family.
             **fit_options: options of :func:`pyroflows.train.fit` over
                 :data:`~pyroflows.amortized.fast_sampler.STUDENT_DEFAULTS` (40 epochs, cosine

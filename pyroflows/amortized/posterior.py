@@ -553,13 +553,17 @@ class AmortizedPosterior(Simulation, FastSampling, MisspecificationCheck, Persis
         if not self.space.has_box:
             ones = torch.ones(len(batch), dtype=torch.float64)
             return ones, torch.zeros_like(ones)
-        # each distinct observation once (a batch often repeats one observation per theta)
+        # each distinct observation once (a batch often repeats one observation per theta),
+        # each under the seed on its own, so its value does not depend on the batch around it
         unique, index = torch.unique(batch.reshape(len(batch), -1), dim=0, return_inverse=True)
-        with seeded_draws(seed):
-            with torch.inference_mode():
-                context = self._context(unique.reshape((-1,) + batch.shape[1:]))
-            draw = self._drawer(self.estimator.flow, context)
-            mass, se = mass_inside(draw, self.space.inside, len(unique), num_draws)
+        parts = []
+        for row in unique.reshape((-1, 1) + batch.shape[1:]):
+            with seeded_draws(seed):
+                with torch.inference_mode():
+                    context = self._context(row)
+                draw = self._drawer(self.estimator.flow, context)
+                parts.append(mass_inside(draw, self.space.inside, 1, num_draws))
+        mass, se = (torch.cat(values) for values in zip(*parts, strict=True))
         return mass[index], se[index]
 
     def log_prob(self, theta: Any, x: Any) -> Tensor:

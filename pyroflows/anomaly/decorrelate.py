@@ -33,7 +33,8 @@ class FlatInM:
     Args:
         detector: a fitted detector with ``score(x, m)`` (CATHODE, LaCATHODE, CWoLa, ...).
         background: the background density ``p_bg(x | m)`` to sample (None: the detector's
-            ``background``, e.g. CATHODE's sideband flow).
+            ``background``, e.g. CATHODE's sideband flow); one trained on events inside the
+            detector's signal region is refused.
         m_range: ``(low, high)`` of the ``m`` the scores will be asked for; events outside it
             are refused.
         bins: equal intervals across ``m_range``; their ``bins + 1`` edges are the nodes.
@@ -71,6 +72,18 @@ class FlatInM:
             raise ValueError(
                 "FlatInM needs a background density with sample(m): pass background, or a "
                 "detector that has one (CATHODE, LaCATHODE)"
+            )
+        region, m_train = (
+            getattr(detector, "region", None),
+            getattr(self.background, "m_train_", None),
+        )
+        if region is not None and m_train is not None and region.inside(m_train).any():
+            raise ValueError(
+                f"the background density was trained on {int(region.inside(m_train).sum())} "
+                f"event(s) inside the detector's signal region ({region.low:.6g}, "
+                f"{region.high:.6g}): it has learnt what the region holds (signal included), so "
+                "its quantiles there are not the background's; pass a density trained on this "
+                "region's sidebands (e.g. the detector's own background)"
             )
         if m_range is None:
             m_range = getattr(self.background, "m_range_", None)

@@ -27,6 +27,7 @@ from pyroflows.builders import build
 from pyroflows.losses import nll
 from pyroflows.preprocess import fit_preprocessor
 from pyroflows.train import fit
+from pyroflows.train.checkpoint import restore_on_error
 from pyroflows.train.options import SCHEDULES
 from pyroflows.train.recipe import validation_rows
 from pyroflows.train.seeding import seeded_draws
@@ -35,11 +36,17 @@ from pyroflows.validation import positive_int
 __all__ = ["CATHODE_FLOW", "ConditionalDensity", "cathode_background", "kde_sample"]
 
 
+#: draws per sample asked for after which :func:`kde_sample` gives up (an acceptance rate of
+#: 1 / _KDE_BUDGET inside the window: the values of m lie elsewhere)
+_KDE_BUDGET = 1000
+
+
 def kde_sample(
     m: Any, n: int, low: float, high: float, seed: int = 0, bandwidth: float | None = None
 ) -> np.ndarray:
     """``n`` draws from a Gaussian KDE of ``m`` (Silverman's bandwidth unless given), redrawn
-    until they fall inside ``(low, high)`` (the SR: no sample leaks out of it).
+    until they fall inside ``(low, high)`` (the SR: no sample leaks out of it); a
+    ``ValueError`` when fewer than one draw in ``_KDE_BUDGET`` (1000) falls inside.
 
     Example:
         >>> m = np.random.default_rng(0).uniform(3.3, 3.7, 1000)
@@ -50,15 +57,24 @@ def kde_sample(
     m = np.asarray(m, float).reshape(-1)
     if len(m) < 2:
         raise ValueError("the KDE needs at least two values of m")
+    if not low < high:
+        raise ValueError(f"the window needs low < high, got ({low}, {high})")
     rng = np.random.default_rng(seed)
     if bandwidth is None:
         iqr = np.subtract(*np.percentile(m, [75, 25]))
         spread = min(m.std(), iqr / 1.349) if iqr > 0 else m.std()
         bandwidth = 0.9 * spread * len(m) ** -0.2
-    out = np.empty(0)
+    out, tried = np.empty(0), 0
     while len(out) < n:
+        if tried > _KDE_BUDGET * n:
+            raise ValueError(
+                f"only {len(out)} of {tried} draws of the KDE of m fell inside ({low}, {high}): "
+                f"the values of m (from {m.min():.6g} to {m.max():.6g}) put almost no mass in "
+                "the window (are they the window's events, in its units?)"
+            )
         k = n - len(out)
         draw = rng.choice(m, k) + bandwidth * rng.standard_normal(k)
+        tried += k
         out = np.concatenate([out, draw[(draw > low) & (draw < high)]])
     return out[:n]
 
@@ -113,7 +129,10 @@ class ConditionalDensity:
             (:func:`pyroflows.train.fit`; ``schedule`` one of its learning-rate schedules,
             ``patience`` None for no early stopping).
         validation_fraction: rows held out for early stopping (one seeded split).
-        checkpoint_dir: write each member's loop checkpoint there (and resume from it).
+        checkpoint_dir: write each member's loop checkpoint there (and resume from it). A
+            checkpoint keeps one state per flow, so with ``best_epochs > 1`` a fit into a
+            folder that already holds a member's checkpoint is refused (resuming would keep
+            one state of that flow instead of its best epochs).
         seed: seed of the split and of the first member.
     """
 
@@ -166,8 +185,26 @@ class ConditionalDensity:
         m = np.asarray(m, np.float64).reshape(-1, 1)
         return torch.as_tensor((m - self.m_mean_) / self.m_std_, dtype=torch.float32)
 
+    @staticmethod
+    def _finite_m(m: Any) -> np.ndarray:
+        """``m`` as a float64 vector, or a ``ValueError`` naming its NaN or infinite values
+        (a density or a sample at such an ``m`` would be NaN, or a number it is not)."""
+        m = np.asarray(m, np.float64).reshape(-1)
+        bad = ~np.isfinite(m)
+        if bad.any():
+            raise ValueError(
+                f"m has {int(bad.sum())} NaN or infinite value(s) (first at event "
+                f"{int(np.flatnonzero(bad)[0])})"
+            )
+        return m
+
     def fit(self, x: Any, m: Any) -> ConditionalDensity:
-        """Train the members on events ``x`` ``(n, d)`` with resonant feature ``m`` ``(n,)``."""
+        """Train the members on events ``x`` ``(n, d)`` with resonant feature ``m`` ``(n,)``
+        (a fit that raises leaves a fitted density as it was)."""
+        with restore_on_error(self):
+            return self._fit(x, m)
+
+    def _fit(self, x: Any, m: Any) -> ConditionalDensity:
         x = np.asarray(x, np.float64)
         m = np.asarray(m, np.float64).reshape(-1)
         if x.ndim != 2 or len(x) != len(m) or not (np.isfinite(x).all() and np.isfinite(m).all()):
@@ -182,10 +219,30 @@ class ConditionalDensity:
         order = np.random.default_rng(self.seed).permutation(len(x))
         n_val = validation_rows(len(x), self.validation_fraction)
         val, train = order[:n_val], order[n_val:]
+        self._refuse_partial_resume()
         self.members_, self.histories_ = [], []
         for k in range(self.ensemble):
             self._fit_member(k, (z[train], c[train]), (z[val], c[val]))
         return self
+
+    def _checkpoint(self, k: int) -> Path | None:
+        """Member ``k``'s loop checkpoint (None without ``checkpoint_dir``)."""
+        if self.checkpoint_dir is None:
+            return None
+        return Path(self.checkpoint_dir) / f"member{k}.pt"
+
+    def _refuse_partial_resume(self) -> None:
+        """A checkpoint keeps the best epoch's state only: resuming it with ``best_epochs >
+        1`` would give one member where the best epochs were asked for."""
+        if self.best_epochs == 1:
+            return
+        found = [p for p in map(self._checkpoint, range(self.ensemble)) if p and p.exists()]
+        if found:
+            raise ValueError(
+                f"{found[0]} exists, and a checkpoint keeps one state per flow: resuming it "
+                f"would keep 1 member of that flow instead of its {self.best_epochs} best "
+                "epochs; use an empty checkpoint_dir (or delete the file), or best_epochs=1"
+            )
 
     def _fit_member(self, k: int, train: tuple, val: tuple) -> None:
         seed = self.seed + k
@@ -200,10 +257,9 @@ class ConditionalDensity:
                 kept.sort(key=lambda item: item[0])
                 del kept[self.best_epochs :]
 
-        checkpoint = None
-        if self.checkpoint_dir is not None:
-            Path(self.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-            checkpoint = Path(self.checkpoint_dir) / f"member{k}.pt"
+        checkpoint = self._checkpoint(k)
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
         history = fit(
             flow, nll, train, val, max_epochs=self.max_epochs, batch_size=self.batch_size,
             lr=self.lr, schedule=self.schedule, patience=self.patience,
@@ -226,9 +282,21 @@ class ConditionalDensity:
     @torch.no_grad()
     def log_prob(self, x: Any, m: Any) -> np.ndarray:
         """``log p(x | m)`` in data units (the preprocessing's Jacobian included), float64;
-        ``-inf`` for ``x`` outside the bounds, never dropped."""
+        ``-inf`` for ``x`` outside the bounds, never dropped; NaN in ``x`` or a non-finite
+        ``m`` is refused."""
         self._check_fitted()
-        x64 = torch.as_tensor(np.asarray(x, np.float64))
+        x = np.asarray(x, np.float64)
+        m = self._finite_m(m)
+        if x.ndim != 2 or x.shape[1] != self.dim_ or len(x) != len(m):
+            raise ValueError(
+                f"x must be (n, {self.dim_}) with one m per row, got {x.shape} and {m.shape}"
+            )
+        if np.isnan(x).any():  # outside the bounds is -inf; a NaN is no value at all
+            raise ValueError(
+                f"x has {int(np.isnan(x).sum())} NaN value(s) (first at event "
+                f"{int(np.argwhere(np.isnan(x))[0][0])}): no density there"
+            )
+        x64 = torch.as_tensor(x)
         z, ladj = self.preprocessor_.to_latent(x64)
         bad = ~torch.isfinite(z).all(-1)
         z = torch.where(bad[:, None], torch.zeros_like(z), z).float()
@@ -242,7 +310,7 @@ class ConditionalDensity:
         """One ``x`` per value of ``m`` ``(n,)`` -> ``(n, d)`` in data units: event ``i`` comes
         from member ``i mod K``; each member draws all its events in one vectorised pass."""
         self._check_fitted()
-        m = np.asarray(m, np.float64).reshape(-1)
+        m = self._finite_m(m)
         c = self._context(m)
         out = torch.empty(len(m), self.dim_, dtype=torch.float64)
         with seeded_draws(seed):

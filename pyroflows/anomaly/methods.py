@@ -33,6 +33,7 @@ from pyroflows.anomaly.region import SignalRegion
 from pyroflows.builders import build
 from pyroflows.classify import Classifier, out_of_fold_proba
 from pyroflows.train import fit
+from pyroflows.train.checkpoint import restore_on_error
 from pyroflows.train.recipe import validation_rows
 
 __all__ = [
@@ -61,6 +62,22 @@ def _xm(x: Any, m: Any) -> tuple[np.ndarray, np.ndarray]:
                 "such an event would be dropped from a region or scored silently; remove or fix it"
             )
     return x, m
+
+
+def _check_windows(region: SignalRegion, m: np.ndarray, sidebands: bool) -> None:
+    """At least two events inside the signal region (and, with ``sidebands``, outside it),
+    before anything is trained: an empty window means ``m`` or the region is in other
+    units, and a fit would fail half way (after retraining a shared background)."""
+    counts = {"signal region": int(region.inside(m).sum())}
+    if sidebands:
+        counts["sidebands"] = int(region.sidebands(m).sum())
+    for where, count in counts.items():
+        if count < 2:
+            raise ValueError(
+                f"{count} event(s) in the {where} of ({region.low:.6g}, {region.high:.6g}); "
+                f"m spans [{m.min():.6g}, {m.max():.6g}]: at least 2 are needed (are m and "
+                "the region in the same units?)"
+            )
 
 
 def _sideband_background(detector: Any, x: np.ndarray, m: np.ndarray) -> None:
@@ -126,8 +143,9 @@ class _ClassifierDetector:
             raise ValueError(f"need events in both samples, got {len(data)} and {len(reference)}")
         X = np.concatenate([data, reference])
         y = np.repeat([1, 0], [len(data), len(reference)])
-        self.training_ = (X, y, _balanced(len(data), len(reference)))
-        self.model_ = self.classifier.clone().fit(*self.training_)
+        training = (X, y, _balanced(len(data), len(reference)))
+        self.model_ = self.classifier.clone().fit(*training)
+        self.training_ = training  # with the model it trained, never without
 
     def training_auc(self, folds: int = 5) -> float:
         """Out-of-fold AUC of the classifier's own task (data vs. reference). For CATHODE on
@@ -202,6 +220,11 @@ class CATHODE(_ClassifierDetector):
     def fit(self, x: Any, m: Any) -> CATHODE:
         """Train on the observed events (all ``m``): sidebands for the flow, SR for the rest."""
         x, m = _xm(x, m)
+        _check_windows(self.region, m, self.refit_background)
+        with restore_on_error(self, self.background):
+            return self._fit(x, m)
+
+    def _fit(self, x: np.ndarray, m: np.ndarray) -> CATHODE:
         sr = self.region.inside(m)
         _sideband_background(self, x, m)
         n = int(round(self.oversampling * sr.sum()))
@@ -249,6 +272,11 @@ class Supervised(_ClassifierDetector):
     def fit(self, x: Any, y: Any) -> Supervised:
         x = np.asarray(x, np.float64)
         y = np.asarray(y).reshape(-1)
+        if len(y) != len(x) or not np.isin(y, (0, 1)).all():
+            raise ValueError(
+                f"y must hold one 0/1 label per event ({len(x)}), got {len(y)} labels with "
+                f"values {np.unique(y)[:5].tolist()}"
+            )
         self._train(x[y == 1], x[y == 0])
         return self
 
@@ -278,11 +306,15 @@ class ANODE:
         self.nonfinite_ = {"nan": 0, "posinf": 0, "neginf": 0}
 
     def fit(self, x: Any, m: Any) -> ANODE:
+        """Train the sideband background (unless shared) and the SR's data density; a fit
+        that raises leaves the detector and its densities as they were."""
         x, m = _xm(x, m)
-        _sideband_background(self, x, m)
-        sr = self.region.inside(m)
-        self.data_density.fit(x[sr], m[sr])
-        self.fitted_ = True
+        _check_windows(self.region, m, self.refit_background)
+        with restore_on_error(self, self.background, self.data_density):
+            _sideband_background(self, x, m)
+            sr = self.region.inside(m)
+            self.data_density.fit(x[sr], m[sr])
+            self.fitted_ = True
         return self
 
     def score(self, x: Any, m: Any) -> np.ndarray:
@@ -369,7 +401,14 @@ class RANODE:
         return z.float(), torch.as_tensor(log_bg, dtype=torch.float32)
 
     def fit(self, x: Any, m: Any) -> RANODE:
+        """Train the sideband background (unless shared) and the signal flow; a fit that
+        raises leaves the detector and its background as they were."""
         x, m = _xm(x, m)
+        _check_windows(self.region, m, self.refit_background)
+        with restore_on_error(self, self.background):
+            return self._fit(x, m)
+
+    def _fit(self, x: np.ndarray, m: np.ndarray) -> RANODE:
         _sideband_background(self, x, m)
         sr = self.region.inside(m)
         z, log_bg = self._latent(x[sr], m[sr])

@@ -175,8 +175,10 @@ def significance(s, b) -> float:
         (0.1, 0.0)
     """
     s, b = float(s), float(b)
-    if b <= 0:
-        raise ValueError(f"the background count must be positive, got {b}")
+    if not (np.isfinite(b) and b > 0):
+        raise ValueError(f"the background count must be finite and positive, got {b}")
+    if not (np.isfinite(s) and s >= 0):
+        raise ValueError(f"the signal count must be finite and >= 0, got {s}")
     return float(np.sqrt(2.0 * ((s + b) * np.log1p(s / b) - s)))
 
 
@@ -190,6 +192,8 @@ def significance_after_cut(
     Returns:
         ``{"before", "after", "tpr", "fpr", "improvement"}`` (Asimov significances).
     """
+    if not 0 < fpr <= 1:
+        raise ValueError(f"fpr (the share of background kept) must lie in (0, 1], got {fpr}")
     curve = sic_curve(labels, scores, nonfinite)
     tpr = float(np.interp(fpr, curve.fpr, curve.tpr))
     before = significance(n_signal, n_background)

@@ -34,7 +34,7 @@ class SignalRegion:
     def __post_init__(self):
         if not self.low < self.high:
             raise ValueError(f"the signal region needs low < high, got ({self.low}, {self.high})")
-        if self.sideband_width is not None and self.sideband_width <= 0:
+        if self.sideband_width is not None and not self.sideband_width > 0:  # NaN too
             raise ValueError(f"sideband_width must be positive, got {self.sideband_width}")
 
     def inside(self, m) -> np.ndarray:

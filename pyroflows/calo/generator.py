@@ -35,10 +35,11 @@ from pyroflows.calo import encoding as enc
 from pyroflows.calo.redequantise import Redequantised
 from pyroflows.flows import Flow
 from pyroflows.preprocess import Preprocessor, fit_preprocessor, to_latent
-from pyroflows.train import fit
+from pyroflows.train import check_options, fit
+from pyroflows.train.checkpoint import restore_on_error
 from pyroflows.train.losses import nll
 from pyroflows.train.seeding import seeded_draws
-from pyroflows.validation import positive_int
+from pyroflows.validation import flag, positive_int
 from pyroflows.vi.distill import distill, distillable
 
 __all__ = ["GeneratedShowers", "TwoStepGenerator"]
@@ -73,6 +74,15 @@ def _energy(energy: Any, name: str = "energy") -> np.ndarray:
     if not np.isfinite(e).all() or (e <= 0).any():
         raise ValueError(f"{name} must be finite and > 0")
     return e
+
+
+def _pair(name: str, value: Any) -> tuple[Any, Any]:
+    """An option for both flows, or a pair ``(flow I, flow II)`` (a tuple of two)."""
+    if not isinstance(value, tuple):
+        return value, value
+    if len(value) != 2:
+        raise ValueError(f"{name} must be one value or a pair (flow I, flow II), got {value!r}")
+    return value
 
 
 class TwoStepGenerator:
@@ -126,7 +136,7 @@ class TwoStepGenerator:
         if not 0 < floor < 1 - 2 * enc.ROUNDING:
             raise ValueError(f"floor must lie in (0, {1 - 2 * enc.ROUNDING}), got {floor!r}")
         self.threshold, self.floor = float(threshold), float(floor)
-        self.log_dequantise = bool(log_dequantise)
+        self.log_dequantise = flag("log_dequantise", log_dequantise)
         L, D = len(self.layer_sizes), sum(self.layer_sizes)
         self.energy_flow = energy_flow if energy_flow is not None else nsf(
             L, 1, layers=4, hidden=(64, 64))  # fmt: skip
@@ -196,15 +206,37 @@ class TwoStepGenerator:
                 threshold. The validation rows, the standardisation and the rows that
                 :meth:`distill` uses keep the draw of ``seed``.
             **fit_kwargs: other options of :func:`pyroflows.train.fit` (``lr``,
-                ``batch_size``, ``patience``, ``progress``...), for both flows.
+                ``batch_size``, ``patience``, ``progress``...), for both flows
+                (``checkpoint`` and ``resume`` name one flow's file and are refused).
 
         Returns:
             ``self``; ``history_`` holds both training histories.
+
+        Every option is checked before anything is trained, and a fit that raises (a bad
+        option, a diverged flow, an interrupt) leaves the generator as it was: its flows,
+        standardisations, energy range and students.
         """
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
-        epochs = max_epochs if isinstance(max_epochs, tuple) else (max_epochs, max_epochs)
-        budgets = time_budget if isinstance(time_budget, tuple) else (time_budget, time_budget)
+        redequantise = flag("redequantise", redequantise)
+        epochs, budgets = _pair("max_epochs", max_epochs), _pair("time_budget", time_budget)
+        shared = sorted({"checkpoint", "resume"} & set(fit_kwargs))
+        if shared:
+            raise ValueError(
+                f"{' and '.join(shared)} name one flow's checkpoint file, and fit trains two "
+                "flows (the second would overwrite or resume the first's): leave them out"
+            )
+        for i in (0, 1):
+            check_options(max_epochs=epochs[i], time_budget=budgets[i], **fit_kwargs)
+        with restore_on_error(self, self.energy_flow, self.shower_flow):
+            return self._fit(energy, voxels, val_fraction, epochs, budgets, seed, redequantise,
+                             fit_kwargs)  # fmt: skip
+
+    def _fit(
+        self, energy: Any, voxels: Any, val_fraction: float, epochs: tuple, budgets: tuple,
+        seed: int, redequantise: bool, fit_kwargs: dict[str, Any],
+    ) -> TwoStepGenerator:  # fmt: skip
+        """:meth:`fit` after its options were checked."""
         c1, f1, f2 = self.encode(energy, voxels, seed)
         n = len(c1)
         n_val = int(round(val_fraction * n))
@@ -225,6 +257,7 @@ class TwoStepGenerator:
         self._rows = {key: ((t[0][train], t[1][train]), (t[0][val], t[1][val]) if n_val else None)
                       for key, t in (("energy_flow", t1), ("shower_flow", t2))}  # fmt: skip
         jobs = (("energy_flow", self.energy_flow, t1, 0), ("shower_flow", self.shower_flow, t2, 1))
+        self.history_ = {}  # a new dict: a failed fit restores the old one
         for key, flow, t, i in jobs:
             val_data = (t[0][val], t[1][val]) if n_val else None
             train_data: Any = (t[0][train], t[1][train])
@@ -398,6 +431,20 @@ class TwoStepGenerator:
                 f"features must be ({len(e)}, {L}) and ({len(e)}, {D}), got {f1.shape} and "
                 f"{f2.shape}"
             )
-        layers = enc.decode_layer_energies(f1, e)
+        for name, f in (("features1", f1), ("features2", f2)):
+            bad = ~np.isfinite(f).all(1)
+            if bad.any():
+                raise ValueError(
+                    f"{name} has NaN or infinite values in {int(bad.sum())} shower(s) (first "
+                    f"{int(np.flatnonzero(bad)[0])}): no shower decodes from them"
+                )
+        with np.errstate(over="ignore", invalid="ignore"):
+            layers = enc.decode_layer_energies(f1, e)
+        bad = ~np.isfinite(layers).all(1)
+        if bad.any():  # exp overflow of the total energy: never returned as inf voxels
+            raise ValueError(
+                f"{int(bad.sum())} shower(s) decode to infinite layer energies (first "
+                f"{int(np.flatnonzero(bad)[0])}): their total-energy feature overflows"
+            )
         voxels = enc.threshold(enc.decode_voxels(f2, layers, self.layer_sizes), self.threshold)
         return GeneratedShowers(e, enc.layer_sums(voxels, self.layer_sizes), voxels)

@@ -212,6 +212,10 @@ class BumpHunt:
     s_over_b: float
 
 
+#: the least share of the signal's m inside the signal region that :func:`bump_hunt` accepts
+_MIN_SIGNAL_INSIDE = 0.01
+
+
 def bump_hunt(
     n_background: int = 1_000_000,
     s_over_b: float = 0.006,
@@ -236,6 +240,13 @@ def bump_hunt(
     gen = BumpHuntGenerator(correlation=correlation, **options)
     rng = np.random.default_rng(seed)
     low, high = gen.sr
+    inside = gen.signal_fraction(low, high)
+    if not inside >= _MIN_SIGNAL_INSIDE:
+        raise ValueError(
+            f"only a fraction {inside:.3g} of the signal (m_signal={gen.m_signal}, "
+            f"width={gen.width}) lies in the signal region {gen.sr}: the SR-only signal samples "
+            "could not be drawn; put the resonance inside the signal region"
+        )
     n_sr = n_background * gen.background_fraction(low, high)
     n_signal = int(round(s_over_b * n_sr / gen.signal_fraction(low, high)))
     data = Events.concat(gen.sample_background(n_background, rng), gen.sample_signal(n_signal, rng))

@@ -109,10 +109,14 @@ def calo_showers(
     """
     n = positive_int("n", n)
     lo, hi = energy_range
-    if not 0 < lo < hi:
-        raise ValueError(f"energy_range must satisfy 0 < low < high, got {energy_range}")
-    if noise < 0 or threshold < 0 or hit_energy <= 0:
-        raise ValueError("noise and threshold must be >= 0 and hit_energy > 0")
+    if not (0 < lo < hi and np.isfinite(hi)):
+        raise ValueError(f"energy_range must satisfy 0 < low < high < inf, got {energy_range}")
+    if not (np.isfinite([noise, threshold, hit_energy]).all() and noise >= 0
+            and threshold >= 0 and hit_energy > 0):  # fmt: skip
+        raise ValueError(
+            "noise and threshold must be finite and >= 0, hit_energy finite and > 0; got "
+            f"noise={noise!r}, threshold={threshold!r}, hit_energy={hit_energy!r}"
+        )
     rng = np.random.default_rng(seed)
     energy = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
 

@@ -80,6 +80,7 @@ def _simulations(
         theta = theta.reshape(len(theta), -1)
     if len(theta) != len(x):
         raise ValueError(f"theta has {len(theta)} rows but x has {len(x)}")
+    _refuse_nan(theta, "theta")
     return theta, x
 
 
@@ -87,13 +88,26 @@ def _draws(posterior: Any, x: Tensor, num_samples: int, seed: int | None, chunk:
     """Posterior draws ``(S, N, dim)`` for a batch of observations, in chunks of ``chunk``."""
     with seeded_draws(seed):
         parts = [posterior.sample(x[i : i + chunk], num_samples) for i in range(0, len(x), chunk)]
-    return torch.cat([torch.as_tensor(p) for p in parts], 1)
+    samples = torch.cat([torch.as_tensor(p) for p in parts], 1)
+    _refuse_nan(samples, "the posterior's draws")
+    return samples
+
+
+def _refuse_nan(values: Tensor, what: str) -> None:
+    """NaN compares false with everything: a rank, a coverage or an HPD level computed over it
+    would be silently wrong."""
+    if values.is_floating_point() and bool(torch.isnan(values).any()):
+        rows = torch.isnan(values.reshape(-1, values.shape[-1])).any(-1).sum()
+        raise ValueError(f"{what} contain NaN ({int(rows)} rows)")
 
 
 # -- SBC -------------------------------------------------------------------------------------
-def sbc_ranks(samples: Any, theta: Any) -> np.ndarray:
+def sbc_ranks(samples: Any, theta: Any, rng: np.random.Generator | None = None) -> np.ndarray:
     """Ranks ``(N, dim)``: how many of the ``S`` draws ``samples (S, N, dim)`` lie below
-    ``theta (N, dim)``, per coordinate (0 ... S).
+    ``theta (N, dim)``, per coordinate (0 ... S). With ``rng`` (a NumPy generator), ties (draws
+    equal to ``theta``, as a discrete parameter has) are broken at random: the rank is the count
+    below plus a uniform integer from 0 to the count of ties, so a calibrated posterior's ranks
+    stay uniform (:func:`sbc` does this). NaN is refused.
 
     Example:
         >>> sbc_ranks(torch.arange(4.0).reshape(4, 1, 1), torch.tensor([[2.5]]))
@@ -105,7 +119,14 @@ def sbc_ranks(samples: Any, theta: Any) -> np.ndarray:
             f"samples must be (S, N, dim) with theta (N, dim); got {tuple(samples.shape)} and "
             f"{tuple(theta.shape)}"
         )
-    return (samples < theta.to(samples.dtype)).sum(0).numpy()
+    theta = theta.to(samples.dtype)
+    _refuse_nan(samples, "samples")
+    _refuse_nan(theta, "theta")
+    below = (samples < theta).sum(0).numpy()
+    if rng is None:
+        return below
+    ties = (samples == theta).sum(0).numpy()
+    return below + rng.integers(0, ties + 1) if ties.any() else below
 
 
 @dataclass
@@ -205,8 +226,8 @@ def sbc(
     """
     theta, x = _simulations(posterior, num_simulations, theta, x, seed)
     samples = _draws(posterior, x, num_posterior_samples, seed)
-    ranks = sbc_ranks(samples, theta)
     rng = np.random.default_rng(seed)
+    ranks = sbc_ranks(samples, theta, rng)
     pit = (ranks + rng.uniform(size=ranks.shape)) / (num_posterior_samples + 1)
     pvalues = np.array([stats.kstest(pit[:, j], "uniform").pvalue for j in range(pit.shape[1])])
     names = _names(posterior, theta.shape[1])
@@ -351,6 +372,7 @@ def tarp(
     if samples is None:
         samples = _draws(posterior, x, num_posterior_samples, seed)
     samples = torch.as_tensor(samples).double()
+    _refuse_nan(samples, "samples")
     theta = theta.double()
     low, high = theta.min(0).values, theta.max(0).values
     scale = torch.where(high > low, high - low, torch.ones_like(high))

@@ -27,32 +27,53 @@ __all__ = ["PSISResult", "ess", "pareto_k", "psis"]
 
 
 def ess(log_weights: Tensor) -> float:
-    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of unnormalised log-weights.
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of unnormalised log-weights
+    (``+inf`` log-weights: their count; NaN, or every weight zero: ``ValueError``).
 
     Example:
         >>> round(ess(torch.zeros(100)), 6)
         100.0
     """
-    log_weights = torch.as_tensor(log_weights).detach().double().flatten()
-    log_weights = log_weights[~torch.isnan(log_weights)]
+    log_weights = _checked(log_weights, "ess")
+    top = torch.isposinf(log_weights)
+    if bool(top.any()):  # the infinite weights share all the mass equally
+        return float(top.sum())
     return float(
         torch.exp(2 * torch.logsumexp(log_weights, 0) - torch.logsumexp(2 * log_weights, 0))
     )
 
 
+def _checked(log_weights: Tensor, name: str) -> Tensor:
+    """Flat float64 log-weights; NaN refused (a weight that is not a number cannot be left
+    out without changing the answer), all ``-inf`` (every weight zero) refused."""
+    lw = torch.as_tensor(log_weights).detach().double().flatten()
+    nan = int(torch.isnan(lw).sum())
+    if nan:
+        raise ValueError(
+            f"{name}: {nan} of {len(lw)} log-weights are NaN (a log density of the model or "
+            "the proposal was NaN at those draws); they cannot be left out silently"
+        )
+    if len(lw) == 0 or bool(torch.isneginf(lw).all()):
+        raise ValueError(f"{name}: every weight is zero (all log-weights are -inf) or none given")
+    return lw
+
+
 def pareto_k(log_weights: Tensor) -> float:
     """Pareto k-hat: shape of a generalised Pareto fitted to the largest weights (the tail of
     ``min(n / 5, 3 sqrt(n))`` weights, as in PSIS and Pyro's ``psis_diagnostic``). ``inf``
-    when a few weights are over ``1e15`` times all the others (no tail left to fit), ``-inf``
-    when the largest weights are tied.
+    when a few weights are over ``1e15`` times all the others (no tail left to fit) or a
+    log-weight is ``+inf``, ``-inf`` when the largest weights are tied. Zero weights (``-inf``)
+    are left out of the fit; NaN log-weights are refused (``ValueError``).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
         >>> pareto_k(torch.randn(10000, generator=g) * 0.1) < 0.5  # nearly equal weights
         True
     """
-    lw = torch.as_tensor(log_weights).detach().double().flatten()
-    lw = lw[torch.isfinite(lw)]
+    lw = _checked(log_weights, "pareto_k")
+    if bool(torch.isposinf(lw).any()):  # an infinite weight: no tail is heavier
+        return math.inf
+    lw = lw[torch.isfinite(lw)]  # zero weights (-inf) add nothing to the tail
     n = len(lw)
     if n < 20:
         raise ValueError(f"pareto_k needs at least 20 finite weights, got {n}")

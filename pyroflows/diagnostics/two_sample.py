@@ -90,7 +90,10 @@ class C2STResult:
         null_auc, null_interval: the same AUC and interval for reference vs reference
             (``null``); ``nan`` when no null check was asked for.
         proba, labels: pooled out-of-fold probabilities of "row of ``Y``" and the labels.
-        weights: ``p / (1 - p)`` of the calibrated probabilities for the rows of ``X``.
+        weights: ``p / (1 - p)`` of the calibrated probabilities for the rows of ``X`` that
+            the test used, ``X[x_rows]`` (all of ``X``, in order, unless ``X`` was the larger
+            set and was subsampled).
+        x_rows: the positions in ``X`` of the rows that ``weights`` belong to.
     """
 
     accuracy: float
@@ -106,6 +109,7 @@ class C2STResult:
     proba: np.ndarray | None = field(default=None, repr=False)
     labels: np.ndarray | None = field(default=None, repr=False)
     weights: np.ndarray | None = field(default=None, repr=False)
+    x_rows: np.ndarray | None = field(default=None, repr=False)
 
     def summary(self) -> str:
         """One line with the AUC, its interval, the JSD, the p-value and the null AUC."""
@@ -248,6 +252,7 @@ def c2st(
         x_weight = _check_x_weight(x_weight, len(X), classifier, permutations)
     rng = np.random.default_rng(seed)
     n = min(len(X), len(Y))
+    keep = np.arange(len(X))
     if len(X) > n:
         keep = rng.choice(len(X), n, replace=False)
         X = X[keep]
@@ -313,11 +318,14 @@ def c2st(
         proba=proba,
         labels=labels,
         weights=np.exp(np.minimum(log_odds[:n], 700.0)),
+        x_rows=keep,
     )
 
 
 def plot_weight_histogram(weights: Any, ax: Any = None, bins: int = 60, label: str | None = None):
-    """Histogram of weights on a logarithmic axis, with the ESS / n in the legend.
+    """Histogram of weights on a logarithmic axis, with the ESS / n in the legend (over every
+    row: zero weights count in n and are named in the legend, as the log axis cannot show
+    them). NaN, infinite or negative weights are refused.
 
     Args:
         weights: an array of weights, or anything with a ``weights`` attribute
@@ -332,15 +340,22 @@ def plot_weight_histogram(weights: Any, ax: Any = None, bins: int = 60, label: s
     import matplotlib.pyplot as plt
 
     w = np.asarray(getattr(weights, "weights", weights), dtype=np.float64).reshape(-1)
-    w = w[np.isfinite(w) & (w > 0)]
+    bad = int((~np.isfinite(w)).sum() + (w < 0).sum())
+    if bad:
+        raise ValueError(f"{bad} of {len(w)} weights are NaN, infinite or negative")
+    # ESS over every row (a zero weight counts in n); the log axis shows the positive ones
+    ess = w.sum() ** 2 / np.square(w).sum() / len(w) if w.any() else 0.0
+    zeros = int((w == 0).sum())
+    w = w[w > 0]
     if len(w) == 0:
         raise ValueError("no finite positive weights to plot")
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
     lo, hi = w.min(), w.max()
     edges = np.geomspace(lo, hi * (1 + 1e-9), bins + 1) if hi > lo else np.array([lo / 2, lo * 2])
-    ess = w.sum() ** 2 / np.square(w).sum() / len(w)
-    ax.hist(w, bins=edges, histtype="step", label=f"{label + ', ' if label else ''}ESS/n {ess:.2f}")
+    text = f"{label + ', ' if label else ''}ESS/n {ess:.2f}"
+    text += f", {zeros} zero weights not shown" if zeros else ""
+    ax.hist(w, bins=edges, histtype="step", label=text)
     ax.set_xscale("log")
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("weight")

@@ -7,7 +7,14 @@ shape of the input and holds ``log|d output / d input|`` of the map that was app
 """
 
 from pyroflows.ops.affine import affine, soft_clamp
+from pyroflows.ops.equal_bins import equal_bin_spline
 from pyroflows.ops.linear_spline import piecewise_linear
 from pyroflows.ops.rqs import rational_quadratic_spline
 
-__all__ = ["affine", "piecewise_linear", "rational_quadratic_spline", "soft_clamp"]
+__all__ = [
+    "affine",
+    "equal_bin_spline",
+    "piecewise_linear",
+    "rational_quadratic_spline",
+    "soft_clamp",
+]

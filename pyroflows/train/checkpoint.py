@@ -36,6 +36,7 @@ __all__ = [
     "member_path",
     "atomic_save",
     "load_all_or_nothing",
+    "restore_on_error",
     "load_checkpoint",
     "read_saved",
     "rng_state",
@@ -207,6 +208,45 @@ def load_all_or_nothing(load: Any, module: torch.nn.Module, state_dict: Any, **k
         return load(state_dict, **kwargs)
     except Exception:
         load(backup)
+        raise
+
+
+@contextlib.contextmanager
+def restore_on_error(*objects: Any):
+    """A block after which, if it raises, every object is as it was before it: a
+    ``torch.nn.Module``'s parameters and buffers (its ``state_dict``, copied), any other
+    object's attributes (its ``__dict__``, shallow: a fit must assign new values rather than
+    change the old ones in place). For fits that train modules in place and set fitted
+    attributes one by one, so a refit that fails half way (bad options, a diverged member, an
+    interrupt) does not leave one part fitted to the new data and another to the old.
+
+    Example:
+        >>> layer = torch.nn.Linear(1, 1)
+        >>> before = layer.weight.detach().clone()
+        >>> try:
+        ...     with restore_on_error(layer):
+        ...         _ = layer.weight.data.fill_(7.0)
+        ...         raise ValueError("bad option")
+        ... except ValueError:
+        ...     pass
+        >>> bool(torch.equal(layer.weight.detach(), before))
+        True
+    """
+    saved: list[tuple[Any, dict[str, Any]]] = []
+    for obj in objects:
+        if isinstance(obj, torch.nn.Module):
+            saved.append((obj, {k: v.detach().clone() for k, v in obj.state_dict().items()}))
+        else:
+            saved.append((obj, dict(vars(obj))))
+    try:
+        yield
+    except BaseException:
+        for obj, state in saved:
+            if isinstance(obj, torch.nn.Module):
+                obj.load_state_dict(state)
+            else:
+                vars(obj).clear()
+                vars(obj).update(state)
         raise
 
 

@@ -240,7 +240,8 @@ def fit(
         checkpoint: write the whole loop state (model, optimiser, schedule, random streams,
             data order, early stopping, history, and the loss's own state when it has a
             ``state_dict``) to this file every ``checkpoint_every`` epochs and at the end,
-            atomically (temporary file, fsync, rename).
+            atomically (temporary file, fsync, rename). An existing file there that pyroflows
+            did not write (e.g. the data) is refused before training, left as it was.
         checkpoint_every: the period of the checkpoints, in epochs.
         resume: continue from this checkpoint (e.g. the same path as ``checkpoint``) if the
             file exists; a seeded run interrupted and resumed ends with bit-identical
@@ -300,6 +301,10 @@ def fit(
         )
     if checkpoint is None and checkpoint_every != 1:
         raise ValueError(f"checkpoint_every={checkpoint_every!r} needs a checkpoint path")
+    if checkpoint is not None:  # a slip such as checkpoint="data.csv" must not destroy data
+        from pyroflows.estimator import refuse_to_overwrite  # (estimator imports train)
+
+        refuse_to_overwrite(checkpoint, "checkpoint:")
     device = resolve_device(device)
     parallel = setup_parallel(device)
     if parallel is not None and device is not None and device.type == "cuda":

@@ -7,7 +7,13 @@ from pyroflows.transforms.coupling import Coupling, alternating_mask
 from pyroflows.transforms.elementwise import Box, ElementwiseAffine, FixedAffine
 from pyroflows.transforms.normalization import ActNorm, BatchNorm
 from pyroflows.transforms.permutation import LULinear, Permutation
-from pyroflows.transforms.univariate import RQS, Affine, PiecewiseLinear, Univariate
+from pyroflows.transforms.univariate import (
+    RQS,
+    Affine,
+    EqualBinRQS,
+    PiecewiseLinear,
+    Univariate,
+)
 
 __all__ = [
     "RQS",
@@ -24,6 +30,7 @@ __all__ = [
     "LULinear",
     "MaskedAutoregressive",
     "Permutation",
+    "EqualBinRQS",
     "PiecewiseLinear",
     "Univariate",
     "alternating_mask",

@@ -27,6 +27,10 @@ from pyroflows.vi.guide import guide_flow
 __all__ = ["AmortizedFlowGuide"]
 
 
+#: the plate Pyro's ELBOs add with ``vectorize_particles=True`` (draws, not data points)
+_PARTICLES = "num_particles_vectorized"
+
+
 def _is_identity(t) -> bool:
     while isinstance(t, IndependentTransform):
         t = t.base_transform
@@ -87,9 +91,22 @@ class AmortizedFlowGuide(AutoGuide):
             raise ValueError(f"the model has no latent site {self.site!r}")
         node = self.prototype_trace.nodes[self.site]
         self._support = node["fn"].support
-        self._stack = [f for f in node["cond_indep_stack"] if f.vectorized]
+        self._stack = [f for f in node["cond_indep_stack"] if f.vectorized and f.name != _PARTICLES]
         if not self._stack:
             raise ValueError(f"site {self.site!r} is not inside a plate over data points")
+        if len(self._stack) > 1:  # q(z | x_i) would be broadcast over the other plates
+            names = ", ".join(repr(f.name) for f in self._stack)
+            raise ValueError(
+                f"site {self.site!r} is inside {len(self._stack)} vectorised plates ({names}); "
+                "AmortizedFlowGuide needs exactly one plate over data points: flatten the "
+                "plates into one, so that every data point has its own row of data"
+            )
+        if self._stack[0].dim != -1:
+            raise ValueError(
+                f"the plate {self._stack[0].name!r} of site {self.site!r} is at dim "
+                f"{self._stack[0].dim}; AmortizedFlowGuide needs it at dim -1 (the rightmost "
+                "batch dimension)"
+            )
         unconstrained = biject_to(self._support).inv(node["value"].detach())
         event_dim = node["fn"].event_dim + unconstrained.dim() - node["value"].dim()
         self._event_shape = unconstrained.shape[unconstrained.dim() - event_dim :]
@@ -131,6 +148,11 @@ class AmortizedFlowGuide(AutoGuide):
             for frame in self._stack:
                 indices = stack.enter_context(plates[frame.name])
                 full = frame.full_size or frame.size
+                if len(x) != full:  # else one row's posterior broadcast, or rows misaligned
+                    raise ValueError(
+                        f"data(...) gave {len(x)} rows for the plate {frame.name!r} of {full} "
+                        "data points: the guide needs one row per data point"
+                    )
                 if full != frame.size:
                     x = x.index_select(0, indices)
             return {self.site: pyro.sample(self.site, self.posterior(x))}
