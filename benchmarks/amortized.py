@@ -91,6 +91,7 @@ printed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -233,16 +234,18 @@ SBIBM = sbibm_tasks.TASKS  # --suite sbibm: sbibm's observations and reference d
 
 # -- methods ----------------------------------------------------------------------------------
 def train_pyroflows(task, theta, x, quick, seed=0, flow="auto", flow_kwargs=None, time_cap=None,
-                    intervals=None):  # fmt: skip
+                    intervals=None, fit_options=None):  # fmt: skip
     """pyroflows' default posterior; ``time_cap`` (seconds) is passed as the fit's
     ``time_budget`` (shared between the families of ``flow="auto"``: the first gets half,
     the second what is left; each keeps its best validation state). The posterior carries
-    ``time_capped = True`` when a family used up its share."""
+    ``time_capped = True`` when a family used up its share. ``fit_options``: more keyword
+    arguments of ``fit`` (a variant's ``fit.KEY=VALUE``)."""
     options = {} if intervals is None else {"intervals": intervals}
     post = AmortizedPosterior(
         prior=task.prior, simulator=task.simulate, flow=flow, flow_kwargs=flow_kwargs, **options
     )
     extra = {"max_epochs": 10} if quick else {}
+    extra.update(fit_options or {})
     if time_cap is not None:
         extra["time_budget"] = time_cap
     start = time.perf_counter()
@@ -392,6 +395,42 @@ METHODS = {
 }
 
 
+def method_entry(name):
+    """``(train, sample)`` of a method: one of :data:`METHODS`, or a variant of pyroflows'
+    default written ``"pyroflows KEY=VALUE, KEY=VALUE"``: ``flow`` and ``intervals`` go to
+    ``AmortizedPosterior``, ``fit.OPTION`` to ``fit`` (e.g. ``fit.batch_size=100``), any other
+    key to ``flow_kwargs`` (e.g. ``bins=16``, ``coupling=true``); a value is read as JSON
+    where it parses (numbers, ``true``, ``null``, lists), else as a string. A key the
+    posterior does not take is refused by it when the method trains, never dropped.
+
+    Example:
+        >>> method_entry("pyroflows bins=16, fit.batch_size=100")[0].keywords
+        {'flow_kwargs': {'bins': 16}, 'fit_options': {'batch_size': 100}}
+    """
+    if name in METHODS:
+        return METHODS[name]
+    head, _, rest = name.partition(" ")
+    pairs = [p.strip() for p in rest.split(",") if p.strip()]
+    if head != "pyroflows" or not pairs or not all("=" in p for p in pairs):
+        raise ValueError(
+            f"unknown method {name!r}: one of {list(METHODS)} or 'pyroflows KEY=VALUE, ...'"
+        )
+    kwargs = {}
+    for pair in pairs:
+        key, _, text = (t.strip() for t in pair.partition("="))
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if key in ("flow", "intervals"):
+            kwargs[key] = value
+        elif key.startswith("fit."):
+            kwargs.setdefault("fit_options", {})[key[4:]] = value
+        else:
+            kwargs.setdefault("flow_kwargs", {})[key] = value
+    return functools.partial(train_pyroflows, **kwargs), sample_pyroflows
+
+
 # -- parts ------------------------------------------------------------------------------------
 def _observations(args, task, n_draws):
     """(observation labels, x_obs (k, ...), reference draws per observation)."""
@@ -479,7 +518,7 @@ def accuracy(args, log, task_name, on_row=None):
             for method in args.methods:
                 for seed in args.seeds:
                     torch.manual_seed(0)
-                    train, sample = METHODS[method]
+                    train, sample = method_entry(method)
                     cap = {} if args.time_cap is None else {"time_cap": args.time_cap}
                     load_start = os.getloadavg()[0]
                     post, seconds, epochs = train(task, theta, x, args.quick, seed=seed, **cap)
@@ -701,9 +740,11 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--c2st-draws", type=int, default=2000, help="per set, per observation")
     parser.add_argument("--tasks", nargs="+", default=None, choices=[*TASKS, *SBIBM])
-    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
-                        help="default: every in-process method (amortized suite), "
-                        "pyroflows and sbi NPE-NSF (sbibm suite)")  # fmt: skip
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help=f"{list(METHODS)} or variants of pyroflows' default written "
+                        "'pyroflows KEY=VALUE, ...' (method_entry); default: every "
+                        "in-process method (amortized suite), pyroflows and sbi NPE-NSF "
+                        "(sbibm suite)")  # fmt: skip
     parser.add_argument("--budgets", nargs="+", type=int, default=None, help="simulations")
     parser.add_argument(
         "--seeds",
@@ -731,6 +772,11 @@ def main(argv=None):
     if args.methods is None:
         args.methods = ["pyroflows", "sbi NPE-NSF"] if args.suite == "sbibm" else [
             m for m in METHODS if not m.startswith("sbi ") or m == "sbi NPE-NSF"]  # fmt: skip
+    for name in args.methods:
+        try:
+            method_entry(name)
+        except ValueError as error:
+            parser.error(str(error))
     if args.time_cap is not None and args.time_cap <= 0:
         parser.error(f"--time-cap must be positive, got {args.time_cap}")
     if args.suite == "sbibm":

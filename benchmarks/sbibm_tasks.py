@@ -123,6 +123,12 @@ class GaussianLinear(SbibmTask):
     def simulate(self, theta):
         return theta + 0.1**0.5 * torch.randn_like(theta)
 
+    def log_posterior(self, theta: torch.Tensor, x_obs: torch.Tensor) -> torch.Tensor:
+        """The exact posterior log-density of ``theta (n, 10)`` given ``x_obs (10,)``, float64:
+        N(x / 2, 0.05 I) (conjugate Gaussians)."""
+        post = torch.distributions.Normal(x_obs.double() / 2, 0.05**0.5)
+        return post.log_prob(theta.double()).sum(-1)
+
 
 class GaussianLinearUniform(GaussianLinear):
     name = folder = "gaussian_linear_uniform"
@@ -130,6 +136,18 @@ class GaussianLinearUniform(GaussianLinear):
     def __init__(self, root=None):
         SbibmTask.__init__(self, root)
         self.prior = _box(1.0, 10)
+
+    def log_posterior(self, theta: torch.Tensor, x_obs: torch.Tensor) -> torch.Tensor:
+        """The exact posterior log-density of ``theta (n, 10)`` given ``x_obs (10,)``, float64:
+        N(x, 0.1 I) truncated to the box [-1, 1]^10, one truncated normal per coordinate
+        (``-inf`` outside the box)."""
+        lik = torch.distributions.Normal(x_obs.double(), 0.1**0.5)
+        one = torch.ones((), dtype=torch.float64)
+        log_mass = (lik.cdf(one) - lik.cdf(-one)).log().sum()
+        theta = theta.double()
+        inside = (theta.abs() <= 1).all(-1)
+        out = lik.log_prob(theta).sum(-1) - log_mass
+        return torch.where(inside, out, torch.full_like(out, -math.inf))
 
 
 class SLCP(SbibmTask):

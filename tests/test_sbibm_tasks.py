@@ -3,9 +3,11 @@ report's verdicts. Skipped where sbibm's task files are not on this machine (``S
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +57,55 @@ def test_predictive_check_rejects_a_wrong_simulator():
     right = task.simulate
     task.simulate = lambda theta: right(theta) + torch.tensor([0.0, 0.3])  # shifted crescent
     assert sbibm_tasks.predictive_pvalue(task, 1, n=500) < 0.01
+
+
+@needs_files
+@pytest.mark.parametrize("name", ["gaussian_linear", "gaussian_linear_uniform"])
+def test_exact_log_posterior_matches_sbibm_reference_draws(name):
+    """The exact posterior that the probe's KL uses: each coordinate's marginal CDF fits
+    sbibm's reference draws (KS), and the other task's posterior does not."""
+    from scipy import stats
+
+    task = sbibm_tasks.TASKS[name]()
+    other = "gaussian_linear" if name == "gaussian_linear_uniform" else "gaussian_linear_uniform"
+    x_obs, ref = task.observation(1).double(), task.reference(1).double()[:2000]
+    grid = torch.linspace(-2.5, 2.5, 10001, dtype=torch.float64)
+
+    def smallest_pvalue(log_posterior):
+        out = []
+        for j in range(10):  # coordinate j's marginal from the product density on a grid
+            theta = x_obs.clamp(-0.9, 0.9).repeat(len(grid), 1)
+            theta[:, j] = grid
+            log_p = log_posterior(theta, x_obs)
+            pdf = (log_p - log_p.max()).exp()
+            cdf = (torch.cumsum(pdf, 0) / pdf.sum()).numpy()
+            test = stats.kstest(ref[:, j].numpy(), lambda t, c=cdf: np.interp(t, grid, c))
+            out.append(test.pvalue)
+        return min(out)
+
+    assert smallest_pvalue(task.log_posterior) > 1e-3 / 10
+    wrong = sbibm_tasks.TASKS[other].log_posterior
+    assert smallest_pvalue(lambda t, x: wrong(task, t, x)) < 1e-6
+
+
+@needs_files
+def test_exact_log_posterior_is_scipys_truncated_normal():
+    """N(x, 0.1 I) truncated to [-1, 1]^10 (normalised on the box, -inf outside): the sum of
+    scipy's truncated normal log-densities, one per coordinate."""
+    from scipy import stats
+
+    task = sbibm_tasks.GaussianLinearUniform()
+    x_obs = task.observation(3).double()  # two coordinates beyond the box: heavy truncation
+    torch.manual_seed(0)
+    theta = torch.rand(50, 10, dtype=torch.float64) * 2 - 1
+    sd = 0.1**0.5
+    lo, hi = ((-1 - x_obs) / sd).numpy(), ((1 - x_obs) / sd).numpy()
+    expected = stats.truncnorm.logpdf(theta.numpy(), lo, hi, loc=x_obs.numpy(), scale=sd)
+    got = task.log_posterior(theta, x_obs).numpy()
+    np.testing.assert_allclose(got, expected.sum(-1), rtol=1e-10)
+    outside = theta[:1].clone()
+    outside[0, 4] = 1.01
+    assert task.log_posterior(outside, x_obs).item() == -float("inf")
 
 
 def test_find_sbibm_names_what_to_do(tmp_path, monkeypatch):
@@ -163,3 +214,76 @@ def test_time_cap_of_pyroflows_is_flagged_when_a_family_used_its_share():
     assert not amortized._used_budget(post(100.0, 150.0), 250.0, 300.0)
     assert amortized._used_budget(post(100.0, 199.0), 299.0, 300.0)
     assert not amortized._used_budget(post(20.0, 30.0), 50.0, 300.0)
+
+
+def test_harness_reads_pyroflows_variants_and_refuses_other_names():
+    import amortized
+
+    assert amortized.method_entry("sbi NPE-NSF") == amortized.METHODS["sbi NPE-NSF"]
+    train, _ = amortized.method_entry(
+        "pyroflows flow=nsf, coupling=true, bound=3, fit.batch_size=100, intervals=logit"
+    )
+    assert train.keywords == dict(
+        flow="nsf", flow_kwargs={"coupling": True, "bound": 3},
+        fit_options={"batch_size": 100}, intervals="logit",
+    )  # fmt: skip
+    for bad in ("pyroflows bins", "pyroflows ,", "zuko bins=3", "sbi NPE"):
+        with pytest.raises(ValueError, match="unknown method"):
+            amortized.method_entry(bad)
+
+
+def test_harness_variant_options_reach_the_fit():
+    """A variant's flow and fit options are honoured (a wrong one is refused by the
+    posterior, not dropped): a two-epoch fit of a coupling spline flow."""
+    import amortized
+
+    task = sbibm_tasks.TASKS["gaussian_linear"].__new__(sbibm_tasks.GaussianLinear)
+    task.prior = torch.distributions.MultivariateNormal(torch.zeros(3), torch.eye(3))
+    task.simulate = lambda theta: theta + torch.randn_like(theta)
+    theta = task.prior.sample((60,))
+    x = task.simulate(theta)
+    train, _ = amortized.method_entry(
+        "pyroflows flow=nsf, coupling=true, layers=1, hidden=[8], fit.recipe=one_phase"
+    )
+    post, _, epochs = train(task, theta, x, quick=True)
+    assert epochs == 10 and post.flow_kwargs["coupling"] is True and post.flow_name == "nsf"
+    wrong, _ = amortized.method_entry("pyroflows flow=realnvp, bins=3")
+    with pytest.raises(ValueError, match="bins"):
+        wrong(task, theta, x, quick=True)
+
+
+def test_truncation_probe_surrogate_has_the_truncated_likelihoods_gradient():
+    """``box_truncation_probe.truncated_loss``: its gradient is that of
+    ``-log q(z | x) + log Q(B | x)`` (Q integrated on a grid), within Monte Carlo error; the
+    plain NLL's gradient is not."""
+    import box_truncation_probe as probe
+
+    import pyroflows as pf
+    from pyroflows.amortized.estimator import PosteriorEstimator
+    from pyroflows.nn.summary import IdentitySummary
+
+    torch.manual_seed(0)
+    est = PosteriorEstimator(IdentitySummary(1), pf.nsf(1, context_dim=1, layers=1, hidden=(8,)))
+    z, x = torch.tensor([[0.3], [-0.5]]), torch.tensor([[0.2], [-1.0]])
+    low, high = torch.tensor([-0.8]), torch.tensor([1.0])
+    grid = torch.linspace(-0.8, 1.0, 4001)[:, None]
+
+    def grads(loss):
+        est.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in est.parameters()])
+
+    nll = -est.flow.log_prob(z, est.summary(x)).mean()
+    log_mass = torch.stack([
+        torch.logsumexp(est.flow.log_prob(grid, xi.expand(len(grid), 1)), 0)
+        + math.log(1.8 / 4000) for xi in x
+    ]).mean()  # fmt: skip
+    exact = grads(nll + log_mass)
+    plain = grads(-est.flow.log_prob(z, est.summary(x)).mean())
+    torch.manual_seed(1)
+    loss, share = probe.truncated_loss(est, z, x, low, high, draws=40_000)
+    got = grads(loss)
+    assert 0 < share < 1
+    scale = exact.norm()
+    assert (got - exact).norm() < 0.05 * scale, ((got - exact).norm(), scale)
+    assert (plain - exact).norm() > 0.2 * scale
