@@ -68,7 +68,8 @@ the mixture search's settings changed (:data:`VARIANTS`: ``whole-budget``, the s
 only once the whole time budget is spent, full covariances first; ``narrow-search``, the
 search narrowed to its leading candidate when the share binds
 (``density_mixture.MIXTURE_NARROW = True``); ``share=X``, at most the share ``X`` of the
-budget; names joined by ``+`` combine their settings), and reports each in a further table:
+budget; ``min-epochs=N``, the race's pilot at least ``N`` epochs; names joined by ``+``
+combine their settings), and reports each in a further table:
 test log-likelihood, the paired difference default minus variant with its paired standard
 error, the member kept, the mixture start and the variant's time to zuko NSF's best
 validation loss (as a ratio of zuko's).
@@ -153,17 +154,20 @@ OTHER_VARIANTS: list[str] = []
 
 
 def variant_settings(name: str) -> dict[tuple[Any, str], Any]:
-    """The module settings of a ``--variants`` name: names of :data:`VARIANTS` or ``share=X``,
-    joined by ``+``."""
+    """The module settings of a ``--variants`` name: names of :data:`VARIANTS`, ``share=X``
+    or ``min-epochs=N`` (the race's minimum pilot, ``racing._MIN_EPOCHS``), joined by ``+``."""
     settings: dict[tuple[Any, str], Any] = {}
     for part in name.split("+"):
         if part in VARIANTS:
             settings |= VARIANTS[part]
         elif part.startswith("share="):
             settings[(density_mixture, "MIXTURE_SHARE")] = float(part.removeprefix("share="))
+        elif part.startswith("min-epochs="):
+            settings[(racing, "_MIN_EPOCHS")] = int(part.removeprefix("min-epochs="))
         else:
             raise ValueError(
-                f"unknown variant {part!r}: one of {sorted(VARIANTS)} or share=X, joined by +"
+                f"unknown variant {part!r}: one of {sorted(VARIANTS)}, share=X or "
+                "min-epochs=N, joined by +"
             )
     return settings
 
@@ -695,8 +699,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--variants", nargs="+", default=[],
-        help="also fit the default with these settings: whole-budget, narrow-search, share=X "
-        "(joined by +)",
+        help="also fit the default with these settings: whole-budget, narrow-search, share=X, "
+        "min-epochs=N (joined by +)",
     )  # fmt: skip
     parser.add_argument(
         "--epochs", type=int, default=None,

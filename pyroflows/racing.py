@@ -60,7 +60,7 @@ PILOT_STEPS = 1000
 #: with a time budget, a rung also ends for a member once it has trained this share of the
 #: budget in it (the first rung; the share doubles with the rung)
 PILOT_SHARE = 0.1
-#: validation epochs every member has seen before it can be dropped
+#: validation epochs every member has trained before it can be dropped
 _MIN_EPOCHS = 3
 #: how a halving ranks the members: ``"best"``, by the best validation loss so far;
 #: ``"slope"``, by that loss extrapolated over the next rung (:func:`projected_loss`);
@@ -185,8 +185,10 @@ class _Race:
             return projected_loss(self.curves[name])
         return self.best[name]
 
-    def after_epoch(self, name: str, epoch: int, history: History) -> bool:
-        """The loop's callback: True stops this member (dropped from the race)."""
+    def after_epoch(self, name: str, epochs: int, history: History) -> bool:
+        """The loop's callback: True stops this member (dropped from the race). ``epochs`` is
+        the number of epochs trained so far, as :func:`pyroflows.train.fit` passes it (1 after
+        the first epoch)."""
         with self.lock:
             # the best so far includes a validated start (fit's validate_start)
             self.best[name] = min(
@@ -204,7 +206,7 @@ class _Race:
             self.spent[name] += now - self.since[name]
             self.since[name] = now
             out_of_time = self.seconds is not None and self.spent[name] >= self.seconds
-            if (history.steps < self.target and not out_of_time) or epoch + 1 < _MIN_EPOCHS:
+            if (history.steps < self.target and not out_of_time) or epochs < _MIN_EPOCHS:
                 return False
             self.waiting.add(name)
             self._pass_turn()
@@ -247,12 +249,12 @@ def race_portfolio(
         candidates in the order given; the best has the lowest ``history.best_loss``.
 
     Example:
-        >>> def fit_member(name, run):  # a loop that calls the race after each epoch
-        ...     h = History()
-        ...     for epoch in range(100):
-        ...         h.val_loss.append({"a": 2.0, "b": 1.0}[name] + 1 / (epoch + 1))
-        ...         h.steps, h.best_loss = 10 * (epoch + 1), min(h.val_loss)
-        ...         if run["callback"](epoch, h):
+        >>> def fit_member(name, run):  # a loop that calls the race after each epoch, as fit
+        ...     h = History()  # does: with the number of epochs trained so far
+        ...     for epochs in range(1, 101):
+        ...         h.val_loss.append({"a": 2.0, "b": 1.0}[name] + 1 / epochs)
+        ...         h.steps, h.best_loss = 10 * epochs, min(h.val_loss)
+        ...         if run["callback"](epochs, h):
         ...             break
         ...     return h, len(h.val_loss)
         >>> best, every = race_portfolio(["a", "b"], fit_member, pilot_steps=50)
@@ -291,7 +293,7 @@ def _run(
             race.wait_turn(name)
             left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
             run = {"time_budget": left, "checkpoint": None, "resume": None,
-                   "callback": lambda epoch, h: race.after_epoch(name, epoch, h)}  # fmt: skip
+                   "callback": lambda epochs, h: race.after_epoch(name, epochs, h)}  # fmt: skip
             began = time.perf_counter()
             history, result = fit_member(name, run)
             out[name] = Candidate(name, history, time.perf_counter() - began, result)

@@ -70,3 +70,15 @@ def test_a_variant_sets_the_mixture_search_while_it_is_fitted_and_restores_it():
         variant_settings("half")
     with pytest.raises(ValueError, match="unknown variant 'half'"):
         variant_settings("narrow-search+half")
+
+
+def test_the_min_epochs_variant_sets_the_race_minimum_pilot_and_restores_it():
+    """``--variants min-epochs=2``: the race's minimum pilot while the variant is fitted."""
+    from density_tables import mixture_settings, variant_settings
+
+    from pyroflows import racing
+
+    assert variant_settings("min-epochs=2") == {(racing, "_MIN_EPOCHS"): 2}
+    with mixture_settings("min-epochs=2+share=0.25"):
+        assert racing._MIN_EPOCHS == 2
+    assert racing._MIN_EPOCHS == 3

@@ -11,8 +11,9 @@ from pyroflows.train import History
 
 
 def loop(curves, log, steps_per_epoch=10, epochs=60):
-    """A stand-in for the training loop: validation loss ``curves[name](epoch)``, the race's
-    callback after each epoch; ``log`` records (name, epoch) in the order they ran."""
+    """A stand-in for the training loop: validation loss ``curves[name](epoch)`` (epoch from
+    0), the race's callback after each epoch with the number of epochs trained so far, as
+    :func:`pyroflows.train.fit` calls it; ``log`` records (name, epoch) in the order they ran."""
 
     def fit_member(name, run):
         h = History()
@@ -20,7 +21,7 @@ def loop(curves, log, steps_per_epoch=10, epochs=60):
             log.append((name, epoch))
             h.val_loss.append(curves[name](epoch))
             h.steps, h.best_loss = steps_per_epoch * (epoch + 1), min(h.val_loss)
-            if run.get("callback") and run["callback"](epoch, h):
+            if run.get("callback") and run["callback"](epoch + 1, h):
                 break
         return h, len(h.val_loss)
 
@@ -130,7 +131,7 @@ def test_with_a_time_budget_a_pilot_also_ends_by_time():
             time.sleep(0.02)
             h.val_loss.append({"a": 2.0, "b": 1.0}[name])
             h.steps, h.best_loss = epoch + 1, min(h.val_loss)
-            if run["callback"](epoch, h):
+            if run["callback"](epoch + 1, h):
                 break
         return h, len(h.val_loss)
 
@@ -149,7 +150,7 @@ def test_a_validated_start_counts_in_the_halving():
         for epoch in range(60):
             h.val_loss.append({"a": 2.0, "b": 1.0}[name])
             h.steps, h.best_loss = 10 * (epoch + 1), min(h.best_loss, h.val_loss[-1])
-            if run["callback"](epoch, h):
+            if run["callback"](epoch + 1, h):
                 break
         return h, len(h.val_loss)
 
@@ -217,9 +218,9 @@ def test_the_bound_looks_as_far_as_the_time_left(monkeypatch, budget, kept):
     inner = loop(curves, log)
 
     def fit_member(name, run):
-        def callback(epoch, h):
+        def callback(epochs, h):
             clock.now += 1.0
-            return run["callback"](epoch, h)
+            return run["callback"](epochs, h)
 
         return inner(name, {**run, "callback": callback})
 
@@ -228,3 +229,27 @@ def test_the_bound_looks_as_far_as_the_time_left(monkeypatch, budget, kept):
     assert every[1].result == (60 if kept else 3)
     if kept:  # the member kept for its bound trains first in the next rung
         assert log[10:12] == [("b", 5), ("b", 6)]
+
+
+def test_a_pilot_on_the_real_training_loop_lasts_the_minimum_epochs():
+    """With the real loop (:func:`pyroflows.train.fit`, one step per epoch) and a pilot of one
+    step, the minimum of :data:`racing._MIN_EPOCHS` epochs binds: the member behind (a flat
+    validation loss of 2.0 against 1.0, so its bound cannot pass the leader) is dropped after
+    exactly that many epochs, and the leader trains to ``max_epochs``."""
+    from pyroflows.losses import nll
+    from pyroflows.train import fit
+
+    x = torch.randn(16, 2)
+
+    def fit_member(name, run):
+        flow = pf.maf(2, layers=1, hidden=(4,))
+        h = fit(
+            flow, nll, x, val_fn=lambda m: {"a": 2.0, "b": 1.0}[name], max_epochs=8,
+            batch_size=16, seed=0, progress=False, callback=run["callback"],
+        )  # fmt: skip
+        return h, len(h.val_loss)
+
+    best, every = race_portfolio(["a", "b"], fit_member, pilot_steps=1)
+    assert racing._MIN_EPOCHS == 3
+    assert best.name == "b" and [c.result for c in every] == [3, 8]
+    assert every[0].history.stop_reason == "callback"
