@@ -166,15 +166,19 @@ def test_an_unspecified_direction_is_resolved_and_stored():
 
 
 # -- files written before the option (tests/data, by make_before_spline_option.py) ---------------
-def test_an_estimator_saved_before_the_option_loads_bit_for_bit():
+def test_an_estimator_saved_before_the_option_loads_with_its_scores():
+    """The float32 scores are bit-for-bit on the kind of CPU that wrote the file; another CPU's
+    kernels round differently (about 1e-7 on an AMD EPYC), so they are compared to 1e-5: the
+    other spline direction would move them by whole nats."""
     expected = torch.load(DATA / "nsf_scores_before_spline_option.pt", weights_only=True)
     loaded = pf.DensityEstimator.load(DATA / "nsf_density_before_spline_option.pt")
     assert loaded.spline == "inverse"
     points = expected["points"].numpy()
-    assert np.array_equal(loaded.score_samples(points), expected["scores"].numpy())
+    close = dict(rtol=0, atol=1e-5)
+    np.testing.assert_allclose(loaded.score_samples(points), expected["scores"].numpy(), **close)
     for member, scores in zip(loaded.ensemble_, expected["member_scores"], strict=True):
         assert _directions(member.core_flow_) == {"inverse"}
-        assert np.array_equal(member.score_samples(points), scores.numpy())
+        np.testing.assert_allclose(member.score_samples(points), scores.numpy(), **close)
 
 
 def test_a_posterior_saved_before_the_option_loads_bit_for_bit():
