@@ -94,7 +94,7 @@ def distilled():
     post = _gaussian_posterior()
     x = torch.tensor([[0.0, 0.0], [1.0, -1.0], [-2.0, 0.5]])
     log_p = post.log_prob(torch.zeros(3, 2), x)
-    post.distil(num_simulations=2000, max_epochs=15, lr=3e-3)
+    post.distil(num_simulations=2000, max_epochs=15, lr=3e-3, family="affine")
     return post, x, log_p
 
 
