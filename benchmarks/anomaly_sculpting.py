@@ -444,6 +444,7 @@ def forecast_report() -> list[str]:
              "forecast flags | sideband check flags | sidebands agree |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     tables: dict = {}
+    diffs: dict = {"base": [], "flat": []}
     for fname, r in runs:
         kind = ("confirmation" if "confirm" in fname else
                 "development, no signal" if "null" in fname else "development")  # fmt: skip
@@ -456,6 +457,8 @@ def forecast_report() -> list[str]:
                      zip(f["pull"], f["pull_error"], strict=True)]  # fmt: skip
             flagged = any(f["sculpts"])
             sculpts = max(abs(x) for x in v["pull"]) > 3
+            diffs.setdefault(name, []).extend(p * k - t for p, t in
+                                              zip(f["pull"], v["pull"], strict=True))  # fmt: skip
             tables.setdefault(kind, {}).setdefault((flagged, sculpts), []).append(
                 f"{r['correlation']} {r['seed']} {name}"
             )
@@ -464,6 +467,11 @@ def forecast_report() -> list[str]:
                 f"{v['pull'][1]:+.1f} | {cells[0]} | {cells[1]} | {'yes' if flagged else 'no'} "
                 f"| {'yes' if v['check_flags'] else 'no'} | "
                 f"{'yes' if f['sideband_ok'] else 'no'} |")  # fmt: skip
+    for name, d in diffs.items():
+        if d:
+            lines.append(f"\nForecast (at the truth size) minus true pull, `{name}`, over "
+                         f"{len(d)} cuts: mean {np.mean(d):+.2f}, standard deviation "
+                         f"{np.std(d):.2f}, range {min(d):+.1f} to {max(d):+.1f}.")  # fmt: skip
     lines += ["", "Forecast flags against the truth (run and variant):", "",
               "| runs | flagged, sculpts | flagged, does not | passed, sculpts | passed, does "
               "not |", "|---|---|---|---|---|"]  # fmt: skip

@@ -190,3 +190,9 @@ def test_refuses_bad_input():
         A.predict_sculpting(sample_m, s, data_m, REGION, threshold=-1)
     with pytest.raises(ValueError, match="data events in the sideband"):
         A.predict_sculpting(sample_m, s, np.full(5, 3.0), REGION)
+    only_sidebands = REGION.sidebands(sample_m).astype(float)  # the SR's samples all score 0
+    with pytest.raises(ValueError, match="keeps no sample in the SR"):
+        A.predict_sculpting(sample_m, only_sidebands, data_m, REGION, (0.2,),
+                            reference_scores=np.ones(10))  # fmt: skip
+    with pytest.raises(ValueError, match="min_per_bin=600"):  # the option is passed on
+        A.flow_sculpting_check(_Detector(), data_m, REGION, per_bin=500, min_per_bin=600)

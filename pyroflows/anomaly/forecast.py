@@ -243,6 +243,8 @@ def predict_sculpting(
         pull_error = float(np.sqrt(derivative**2 @ var_y) / scale)
         z = pull / pull_error if pull_error > 0 else (0.0 if pull == 0 else np.inf * np.sign(pull))
         sr_frac = y[sr_bins].sum() / spectrum[sr_bins].sum()
+        if sr_frac == 0:
+            raise ValueError(f"the cut at efficiency {eff} keeps no sample in the SR")
         for key, value in (("thresholds", cut), ("expected", expected),
                            ("predicted", predicted), ("predicted_error", error),
                            ("pull", float(pull)), ("pull_error", pull_error), ("z", float(z)),
@@ -370,5 +372,5 @@ def flow_sculpting_check(
     return predict_sculpting(
         sample_m, sample_scores, m, region, efficiencies, scores=scores,
         reference_scores=reference_scores, window=window, bins_per_region=bins_per_region,
-        min_per_bin=min(1000, per_bin), **options,
+        **{"min_per_bin": min(1000, per_bin), **options},
     )  # fmt: skip
