@@ -11,8 +11,10 @@ the bounds :class:`IdealizedAD` and :class:`Supervised`. :mod:`~pyroflows.anomal
 evaluates the scores (SIC curves, max SIC with a statistical cut, significance, median and 68 %
 bands); :func:`sculpting` checks whether a cut on the score biases the sideband-fit background
 estimate in the SR (on labelled background), :func:`sideband_check` does the same without truth
-labels in validation windows of the sidebands, and :class:`FlatInM` makes a score's cuts keep
-background at the same rate at every ``m`` (its quantile among background-flow samples there);
+labels in validation windows of the sidebands, :func:`flow_sculpting_check` predicts the SR's
+pull without truth labels from background-flow samples cut on the score, and
+:class:`FlatInM` makes a score's cuts keep background at the same rate at every ``m`` (its
+quantile among background-flow samples there);
 :func:`background_fidelity` measures how well a background density's samples mimic true SR
 background (what CATHODE's reach depends on).
 
@@ -37,6 +39,7 @@ from pyroflows.anomaly.density import (
     kde_sample,
 )
 from pyroflows.anomaly.fidelity import background_fidelity
+from pyroflows.anomaly.forecast import flow_sculpting_check, predict_sculpting
 from pyroflows.anomaly.latent import LaCATHODE
 from pyroflows.anomaly.methods import (
     ANODE,
@@ -80,8 +83,10 @@ __all__ = [
     "cathode_background",
     "count_nonfinite",
     "default_classifier",
+    "flow_sculpting_check",
     "kde_sample",
     "max_sic",
+    "predict_sculpting",
     "sculpting",
     "sideband_check",
     "sic_curve",

@@ -17,9 +17,10 @@ score whose kept fraction bends mostly inside the SR can pass it and still sculp
 (``benchmarks/results/anomaly_sculpting.md``: it missed one of CATHODE's fake bumps, pull +5.0,
 on the development setting, and warns in 1-1.5 % of toy cases that do not sculpt). A score
 made flat in ``m`` (:class:`~pyroflows.anomaly.FlatInM`) removes the cause rather than
-detecting it. Pass sideband events the detector was *not trained on* (for CATHODE and LaCATHODE
-every sideband event: their classifier sees only the SR; for CWoLa hold the nearby sidebands
-out).
+detecting it; :func:`~pyroflows.anomaly.flow_sculpting_check` looks inside the SR with the
+background flow's samples. Pass sideband events the detector was *not trained on* (for
+CATHODE and LaCATHODE every sideband event: their classifier sees only the SR; for CWoLa hold
+the nearby sidebands out).
 """
 
 from __future__ import annotations
