@@ -236,7 +236,8 @@ def fit(
         device: move the model and the data there first.
         progress: show a progress bar; ``"auto"``: in notebooks and terminals, not in CI.
         desc: label of the progress bar.
-        callback: called as ``callback(epoch, history)`` after each epoch; returning True stops.
+        callback: called as ``callback(epochs, history)`` after each epoch, ``epochs`` the
+            number of epochs trained so far (1 after the first); returning True stops.
         checkpoint: write the whole loop state (model, optimiser, schedule, random streams,
             data order, early stopping, history, and the loss's own state when it has a
             ``state_dict``) to this file every ``checkpoint_every`` epochs and at the end,
