@@ -37,7 +37,7 @@ from pyroflows.amortized.simulate import check_training
 from pyroflows.losses import nll
 from pyroflows.nn.summary import IdentitySummary
 from pyroflows.train import History, fit
-from pyroflows.train.checkpoint import member_path
+from pyroflows.train.checkpoint import member_path, restore_on_error
 from pyroflows.train.recipe import merge_histories, run_portfolio, validation_rows
 from pyroflows.train.seeding import seeded
 from pyroflows.train.sources import Simulations
@@ -140,18 +140,8 @@ def all_or_nothing(post: Posterior) -> Iterator[None]:
     """A fit that raises (a simulator's or summary network's bad output, a checkpoint of
     other simulations given to ``resume``, an interrupt) leaves the posterior as it was:
     its attributes and its networks' parameters (the last checkpoint keeps the work)."""
-    saved = dict(vars(post))
-    state = None
-    if post.estimator is not None:
-        state = {k: v.detach().clone() for k, v in post.estimator.state_dict().items()}
-    try:
+    with restore_on_error(post, *([] if post.estimator is None else [post.estimator])):
         yield
-    except BaseException:
-        vars(post).clear()
-        vars(post).update(saved)
-        if state is not None:
-            post.estimator.load_state_dict(state)
-        raise
 
 
 # -- offline ---------------------------------------------------------------------------------
