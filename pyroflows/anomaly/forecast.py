@@ -47,27 +47,11 @@ from typing import Any
 import numpy as np
 
 from pyroflows.anomaly.region import SignalRegion
-from pyroflows.anomaly.sculpting import _poisson_fit
+from pyroflows.anomaly.sculpting import _binning, _poisson_fit
 from pyroflows.anomaly.sideband import SculptingWarning
 from pyroflows.validation import positive_int
 
 __all__ = ["flow_sculpting_check", "predict_sculpting"]
-
-
-def _binning(region: SignalRegion, window: float | None, bins_per_region: int):
-    """Edges, the SR bins' mask and the fit variable ``t`` of :func:`sculpting`'s binning."""
-    width = region.high - region.low
-    window = 2 * width if window is None else float(window)
-    step = width / bins_per_region
-    n_side = int(round(window / step))
-    if n_side < 1:
-        raise ValueError(f"window {window} is narrower than one bin ({step})")
-    edges = region.low + step * np.arange(-n_side, bins_per_region + n_side + 1)
-    sr_bins = np.zeros(len(edges) - 1, bool)
-    sr_bins[n_side : n_side + bins_per_region] = True
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    t = np.log(centres / region.center) / np.log(edges[-1] / edges[0])
-    return edges, sr_bins, t
 
 
 def _interpolate(y: np.ndarray, sr_bins: np.ndarray, X: np.ndarray, degree: int):

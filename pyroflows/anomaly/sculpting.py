@@ -28,6 +28,8 @@ used to train the detector, over the SR and its sidebands. The cut keeps the fra
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["sculpting"]
@@ -110,22 +112,12 @@ def sculpting(
     effs = [float(e) for e in efficiencies]
     if not all(0 < e <= 1 for e in effs):
         raise ValueError(f"efficiencies must be in (0, 1], got {efficiencies}")
-    width = region.high - region.low
-    window = 2 * width if window is None else float(window)
-    step = width / bins_per_region
-    n_side = int(round(window / step))
-    if n_side < 1:
-        raise ValueError(f"window {window} is narrower than one bin ({step})")
-    edges = region.low + step * np.arange(-n_side, bins_per_region + n_side + 1)
-    sr_bins = np.zeros(len(edges) - 1, bool)
-    sr_bins[n_side : n_side + bins_per_region] = True
+    edges, sr_bins, t = _binning(region, window, bins_per_region)
     if sum(~sr_bins) <= degree + 1:
         raise ValueError(f"{sum(~sr_bins)} sideband bins cannot constrain a degree-{degree} fit")
     in_sr = region.inside(m)
     if in_sr.sum() < 10:
         raise ValueError(f"only {int(in_sr.sum())} events in the signal region")
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    t = np.log(centres / region.center) / np.log(edges[-1] / edges[0])
     full = np.histogram(m, edges)[0].astype(float)
     out = []
     for eff in [1.0, *effs]:
@@ -163,3 +155,20 @@ def sculpting(
             "efficiency_ratio": ratio,
         })  # fmt: skip
     return out
+
+
+def _binning(region: Any, window: float | None, bins_per_region: int):
+    """Edges, the SR bins' mask and the fit variable ``t`` of :func:`sculpting`'s binning
+    (shared with :mod:`~pyroflows.anomaly.forecast`); ``region`` a ``SignalRegion``."""
+    width = region.high - region.low
+    window = 2 * width if window is None else float(window)
+    step = width / bins_per_region
+    n_side = int(round(window / step))
+    if n_side < 1:
+        raise ValueError(f"window {window} is narrower than one bin ({step})")
+    edges = region.low + step * np.arange(-n_side, bins_per_region + n_side + 1)
+    sr_bins = np.zeros(len(edges) - 1, bool)
+    sr_bins[n_side : n_side + bins_per_region] = True
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    t = np.log(centres / region.center) / np.log(edges[-1] / edges[0])
+    return edges, sr_bins, t
