@@ -75,7 +75,7 @@ TOLERANCE = 0.05
 #: what ``sample(..., sampler=)`` accepts
 SAMPLERS = ("auto", "student", "teacher")
 #: the students :meth:`FastSampling.distil` trains (``family=``): ``"affine"``, an affine IAF
-#: with new networks of the teacher's widths; ``"spline"``, the teacher's own
+#: with new networks of the teacher's widths (the default); ``"spline"``, the teacher's own
 #: spline networks read in the sampling direction (the closest to the teacher, 3-6x the
 #: affine student's sampling time; ``benchmarks/results/fast_sampler_variants.md``,
 #: ``fast_sampler_spline.md``); ``"mixed"``, new networks of :data:`MIXED_HIDDEN`, affine maps
@@ -84,7 +84,7 @@ SAMPLERS = ("auto", "student", "teacher")
 #: ``benchmarks/results/fast_sampler_designs.md``); ``"fastspline"``, new networks of
 #: :data:`FASTSPLINE_HIDDEN`, splines on equal-width bins
 #: (:class:`~pyroflows.transforms.EqualBinRQS`) in the layers :func:`fastspline_maps` names
-#: and affine maps in the others (the default; ``benchmarks/results/fast_sampler_equal_bins.md``)
+#: and affine maps in the others (``benchmarks/results/fast_sampler_equal_bins.md``)
 FAMILIES = ("affine", "spline", "mixed", "fastspline")
 #: ``family="mixed"``'s networks unless ``hidden=`` is given: one hidden layer of 32 units
 MIXED_HIDDEN = (32,)
@@ -100,7 +100,7 @@ FASTSPLINE_DEFAULTS: dict[str, Any] = dict(max_epochs=80)
 #: ``family="fastspline"``'s spline maps: bins (the bound is the teacher's, else 5)
 FASTSPLINE_BINS = 8
 #: :meth:`FastSampling.distil`'s family unless given
-DEFAULT_FAMILY = "fastspline"
+DEFAULT_FAMILY = "affine"
 #: the distillation's training options unless given: a fixed number of epochs with a cosine
 #: decay of the learning rate. No early stopping: the loss draws fresh base points at every
 #: evaluation, so its validation value is noisy and stopping on it ended training early (at
@@ -378,8 +378,7 @@ class FastSampling:
         The student is then scored against the flow on the held-out simulations' contexts
         (:func:`~pyroflows.amortized.fast_sampler.divergences`, both KL divergences in nats,
         kept as ``student.divergence``); a ``UserWarning`` says when either exceeds
-        :data:`~pyroflows.amortized.fast_sampler.TOLERANCE`. The default student is
-        ``family="fastspline"``; an affine one (``family="affine"``) cannot take
+        :data:`~pyroflows.amortized.fast_sampler.TOLERANCE`. An affine student cannot take
         every shape a spline flow can: on SLCP's multimodal posteriors it stays
         distinguishable from its teacher (docs/limits.md); ``family="spline"`` keeps the
         teacher's spline maps and comes closer (C2ST 0.48-0.53 against the teacher on SLCP and
@@ -397,11 +396,10 @@ class FastSampling:
             objective: ``"both"`` (the default: reverse KL on the student's own draws plus
                 CaloFlow's mean squared errors), ``"kl"`` or ``"latent"``.
             seed: seed of the simulations and of the distillation.
-            family: ``"fastspline"`` (the default, below), ``"affine"`` (an affine IAF with
-                new networks of the teacher's widths), ``"spline"`` (the teacher's own spline
-                networks read in the sampling direction, trained from there; a flow of spline
-                layers only, such as ``"nsf"``) or ``"mixed"`` (new networks of one hidden
-                layer of 32 units unless
+            family: ``"affine"`` (the default: an affine IAF with new networks of the
+                teacher's widths), ``"spline"`` (the teacher's own spline networks read in the
+                sampling direction, trained from there; a flow of spline layers only, such as
+                ``"nsf"``) or ``"mixed"`` (new networks of one hidden layer of 32 units unless
                 ``hidden=`` is given, affine maps and an 8-bin spline in the last layer, 80
                 epochs unless ``max_epochs=`` is given) or ``"fastspline"`` (new networks of
                 one hidden layer of 64 units unless ``hidden=`` is given, 8-bin splines on
